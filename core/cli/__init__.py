@@ -1,0 +1,58 @@
+"""The headless command line: `python main.py COMMAND ...`. Each command module registers itself."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from core.cli import ingest_cmds, project_cmds
+from core.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, CommandError
+
+COMMAND_MODULES = (project_cmds, ingest_cmds)
+
+EPILOG = """\
+Run `python main.py` with no command (or with a project folder) to open the studio.
+
+exit codes: 0 success; 1 the work failed (e.g. nothing could be imported);
+2 bad arguments, options or input files; 3 the project cannot be opened or created;
+130 interrupted.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="main.py", description="FER studio: semi-supervised facial expression labeling.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMAND_MODULES:
+        module.register(sub)
+    return parser
+
+
+def command_names() -> set[str]:
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return set(action.choices)
+    return set()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.handler(args) or 0)
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:  # output piped into head or similar, which closed early
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE

@@ -1,0 +1,119 @@
+"""Exporting the labeled set (with provenance) and the corrections log."""
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import select
+
+from core.ingest.imageio import ImageProblem, load_face
+from core.store.models import STATUS_ACTIVE, Correction, Image, Label
+from core.store.project import Project
+
+EXPORT_FORMATS = ("csv", "folders")
+LABEL_COLUMNS = ["image_id", "path", "exported_file", "split", "label", "label_source", "annotator",
+                 "labeled_at", "content_hash", "face_index", "face_x", "face_y", "face_w", "face_h"]
+CORRECTION_COLUMNS = ["id", "image_id", "path", "annotator", "created_at", "old_label", "new_label",
+                      "suggestion", "run_id", "batch_id", "undone_at"]
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+@dataclass
+class ExportReport:
+    out_dir: str
+    labeled: int = 0
+    files_written: int = 0
+    corrections: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        text = (f"Exported {self.labeled} labeled face(s) and {self.corrections} correction(s) to "
+                f"{self.out_dir}" + (f"; {self.files_written} image file(s) written" if self.files_written else "") + ".")
+        if self.skipped:
+            text += f"\nSkipped {len(self.skipped)} face(s): " + "; ".join(f"{p}: {r}" for p, r in self.skipped[:10])
+        return text
+
+
+def _safe_name(name: str) -> str:
+    # Keep unicode letters; drop only what file systems reject.
+    return re.sub(r'[\\/:*?"<>|\x00-\x1f]', "_", name)[:120] or "face"
+
+
+def export_project(project: Project, out_dir: str | Path, fmt: str = "csv", *,
+                   split: str | None = None, overwrite: bool = False) -> ExportReport:
+    if fmt not in EXPORT_FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ExportError(f"{out} is not empty; choose an empty folder or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    report = ExportReport(str(out))
+
+    with project.session() as session:
+        query = (select(Image, Label).join(Label, Label.image_id == Image.id)
+                 .where(Image.status == STATUS_ACTIVE).order_by(Image.id))
+        if split:
+            query = query.where(Image.split == split)
+        labeled = session.execute(query).all()
+        corrections = session.execute(
+            select(Correction, Image.path).join(Image, Image.id == Correction.image_id)
+            .order_by(Correction.id)).all()
+
+    label_rows = []
+    for image, label in labeled:
+        exported = ""
+        if fmt == "folders":
+            exported = _write_face_file(project, image, label.label, out, report)
+            if exported is None:
+                continue
+        label_rows.append([image.id, image.path, exported, image.split, label.label, label.source,
+                           label.annotator or "", label.updated_at.isoformat(), image.content_hash,
+                           image.face_index, image.face_x, image.face_y, image.face_w, image.face_h])
+    report.labeled = len(label_rows)
+    _write_csv(out / "labels.csv", LABEL_COLUMNS, label_rows)
+    _write_csv(out / "corrections.csv", CORRECTION_COLUMNS, [
+        [c.id, c.image_id, path, c.annotator, c.created_at.isoformat(), c.old_label or "",
+         c.new_label or "", c.suggestion or "", c.run_id or "", c.batch_id or "",
+         c.undone_at.isoformat() if c.undone_at else ""] for c, path in corrections])
+    report.corrections = len(corrections)
+    return report
+
+
+def _write_face_file(project: Project, image: Image, label: str, out: Path,
+                     report: ExportReport) -> str | None:
+    folder = out / image.split / label
+    folder.mkdir(parents=True, exist_ok=True)
+    source = project.resolve_path(image.path)
+    stem = _safe_name(Path(image.path).stem)
+    try:
+        if image.face_box is None and source.is_file():
+            # A crop already: copy the original bytes, so nothing is re-encoded.
+            target = folder / f"{image.id}_{stem}{source.suffix.lower()}"
+            shutil.copyfile(source, target)
+        else:
+            crop = project.resolve_path(image.crop_path) if image.crop_path else None
+            face = load_face(source, crop, image.face_box)
+            target = folder / f"{image.id}_{stem}_face{image.face_index}.png"
+            face.save(target, format="PNG")
+    except (ImageProblem, OSError) as exc:
+        report.skipped.append((image.path, str(exc)))
+        return None
+    report.files_written += 1
+    return target.relative_to(out).as_posix()
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(["" if v is None else v for v in row] for row in rows)
+    tmp.replace(path)

@@ -1,0 +1,123 @@
+"""Engine set-up, schema versioning and migrations.
+
+SQLite files run in WAL mode with a busy timeout and foreign keys on, so a reader never blocks
+the single writer and a process killed mid-write leaves the last committed state. Any other
+SQLAlchemy URL (PostgreSQL for shared use) gets the same schema and migrations.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text
+from sqlalchemy.engine import make_url
+
+from core.store.models import Base, Meta
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 15_000
+
+
+class SchemaError(RuntimeError):
+    """The database cannot be used by this version of the studio."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    """Moves a database from `to_version - 1` to `to_version`; runs inside one transaction."""
+
+    to_version: int
+    description: str
+    apply: Callable[[Connection], None]
+
+
+# Append a Migration here whenever SCHEMA_VERSION goes up; never edit a released one.
+MIGRATIONS: list[Migration] = []
+
+
+def _set_sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    # NORMAL is crash-safe in WAL mode (a killed process loses nothing committed).
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+        event.listen(engine, "connect", _set_sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def read_schema_version(conn: Connection) -> int | None:
+    if not inspect(conn).has_table("meta"):
+        return None
+    value = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).scalar()
+    return int(value) if value is not None else None
+
+
+def _write_meta(conn: Connection, key: str, value: str) -> None:
+    conn.execute(Meta.__table__.delete().where(Meta.key == key))
+    conn.execute(Meta.__table__.insert().values(key=key, value=value))
+
+
+def _backup_sqlite(conn: Connection, from_version: int) -> Path | None:
+    database = conn.engine.url.database
+    if conn.engine.url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    backup = Path(database).with_name(f"{Path(database).name}.v{from_version}-{stamp}.bak")
+    conn.exec_driver_sql("VACUUM INTO ?", (str(backup),))
+    return backup
+
+
+def prepare_schema(engine: Engine, *, create: bool) -> int:
+    """Create the schema (if `create` and the database is empty) or migrate it to the current one.
+
+    Returns the schema version found before any migration (0 for a new database).
+    """
+    with engine.connect() as conn:
+        version = read_schema_version(conn)
+        has_tables = bool(inspect(conn).get_table_names())
+    if version is None:
+        if has_tables:
+            raise SchemaError(f"{engine.url!r} holds tables but is not a FER studio database")
+        if not create:
+            raise SchemaError(f"{engine.url!r} holds no FER studio database")
+        with engine.begin() as conn:
+            Base.metadata.create_all(conn)
+            _write_meta(conn, "schema_version", str(SCHEMA_VERSION))
+            _write_meta(conn, "created_at", datetime.now(timezone.utc).isoformat())
+        return 0
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"the database has schema version {version}, newer than this studio knows "
+            f"({SCHEMA_VERSION}); update the studio to open it")
+    if version < SCHEMA_VERSION:
+        with engine.connect() as conn:
+            _backup_sqlite(conn, version)
+        for migration in sorted(MIGRATIONS, key=lambda m: m.to_version):
+            if migration.to_version <= version:
+                continue
+            with engine.begin() as conn:
+                migration.apply(conn)
+                _write_meta(conn, "schema_version", str(migration.to_version))
+        with engine.connect() as conn:
+            reached = read_schema_version(conn)
+        if reached != SCHEMA_VERSION:
+            raise SchemaError(f"no migration path from schema {reached} to {SCHEMA_VERSION}")
+    return version
+
+
+def integrity_ok(engine: Engine) -> bool:
+    if engine.url.get_backend_name() != "sqlite":
+        return True
+    with engine.connect() as conn:
+        return conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"

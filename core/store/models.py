@@ -1,0 +1,234 @@
+"""SQLAlchemy 2 typed models of a project's database.
+
+Labels and classes are stored as canonical class names (see core/classes.py), so the database
+reads on its own and survives a change of class order. Probability vectors are JSON lists in
+class order (resources/classes.json), which works on SQLite and PostgreSQL alike.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+# Image status values.
+STATUS_ACTIVE = "active"
+STATUS_EXCLUDED = "excluded"  # an annotator said: not a usable face
+STATUS_MISSING = "missing"  # the file is gone from disk
+
+# Label sources.
+SOURCE_IMPORTED = "imported"  # ground truth that came with the data
+SOURCE_ANNOTATOR = "annotator"  # set or confirmed by a person in the studio or CLI
+
+SPLITS = ("train", "val", "test")
+
+# Run status values.
+RUN_QUEUED, RUN_RUNNING, RUN_FINISHED, RUN_FAILED, RUN_CANCELLED = (
+    "queued", "running", "finished", "failed", "cancelled")
+
+
+class Meta(Base):
+    """Key/value facts about the database itself (schema version, creation time)."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class ImportBatch(Base):
+    """One run of the importer: where faces came from, with what options, and its report."""
+
+    __tablename__ = "imports"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(Text)
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+    imported: Mapped[int] = mapped_column(default=0)
+    skipped: Mapped[int] = mapped_column(default=0)
+    report: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Image(Base):
+    """One face. A photo with several faces gives several rows sharing content_hash.
+
+    `path` is the source file (relative to the project folder when inside it); `face_*` is the
+    face box in the upright (EXIF-rotated) source image, or NULL where the file is itself a
+    crop. `crop_path` caches the cropped face for detected faces.
+    """
+
+    __tablename__ = "images"
+    __table_args__ = (
+        UniqueConstraint("content_hash", "face_index", name="uq_image_content_face"),
+        Index("ix_images_split_status", "split", "status"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    face_index: Mapped[int] = mapped_column(default=0)
+    width: Mapped[int]
+    height: Mapped[int]
+    face_x: Mapped[Optional[int]]
+    face_y: Mapped[Optional[int]]
+    face_w: Mapped[Optional[int]]
+    face_h: Mapped[Optional[int]]
+    crop_path: Mapped[Optional[str]] = mapped_column(Text)
+    source_format: Mapped[Optional[str]] = mapped_column(String(16))
+    source_mode: Mapped[Optional[str]] = mapped_column(String(16))
+    split: Mapped[str] = mapped_column(String(8), default="train")
+    status: Mapped[str] = mapped_column(String(16), default=STATUS_ACTIVE)
+    import_id: Mapped[Optional[int]] = mapped_column(ForeignKey("imports.id"))
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    label: Mapped[Optional["Label"]] = relationship(back_populates="image", uselist=False)
+
+    @property
+    def face_box(self) -> tuple[int, int, int, int] | None:
+        if self.face_w is None:
+            return None
+        return (self.face_x, self.face_y, self.face_w, self.face_h)  # type: ignore[return-value]
+
+
+class Label(Base):
+    """The current label of a face (at most one). No row means unlabeled."""
+
+    __tablename__ = "labels"
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    label: Mapped[str] = mapped_column(String(32), index=True)
+    source: Mapped[str] = mapped_column(String(16))
+    annotator: Mapped[Optional[str]] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    image: Mapped[Image] = relationship(back_populates="label")
+
+
+class HiddenTruth(Base):
+    """True labels withheld by the semi-supervised protocol.
+
+    For evaluation and for simulating an annotator only; the trainer never reads this table.
+    """
+
+    __tablename__ = "hidden_truth"
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    label: Mapped[str] = mapped_column(String(32))
+
+
+class Correction(Base):
+    """Append-only log of label changes made by annotators. Undo sets `undone_at`, never deletes."""
+
+    __tablename__ = "corrections"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    annotator: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    old_label: Mapped[Optional[str]] = mapped_column(String(32))
+    new_label: Mapped[Optional[str]] = mapped_column(String(32))
+    suggestion: Mapped[Optional[str]] = mapped_column(String(32))
+    run_id: Mapped[Optional[int]] = mapped_column(ForeignKey("runs.id"))
+    batch_id: Mapped[Optional[str]] = mapped_column(String(36), index=True)  # a bulk step
+    undone_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+
+
+class Run(Base):
+    """A training run: what it ran with, where, and how it ended."""
+
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    algorithm: Mapped[str] = mapped_column(String(32))
+    encoder: Mapped[str] = mapped_column(String(128))
+    mode: Mapped[str] = mapped_column(String(16), default="head")
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=RUN_QUEUED)
+    device: Mapped[Optional[str]] = mapped_column(String(32))
+    pid: Mapped[Optional[int]]
+    host: Mapped[Optional[str]] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+    checkpoint: Mapped[Optional[str]] = mapped_column(Text)
+    error: Mapped[Optional[str]] = mapped_column(Text)
+
+
+class RunLabel(Base):
+    """The labeled set a run trained on, frozen at its start."""
+
+    __tablename__ = "run_labels"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    label: Mapped[str] = mapped_column(String(32))
+
+
+class Metric(Base):
+    __tablename__ = "metrics"
+    __table_args__ = (Index("ix_metrics_run_name_step", "run_id", "name", "step"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    step: Mapped[int]
+    name: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Prediction(Base):
+    """A run's verdict on one face: each level's probabilities, the fused ones, the pseudo-label."""
+
+    __tablename__ = "predictions"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    p_semantic: Mapped[Optional[list[Any]]]
+    p_text: Mapped[Optional[list[Any]]]
+    p_instance: Mapped[Optional[list[Any]]]
+    p_fused: Mapped[list[Any]]
+    pseudo_label: Mapped[str] = mapped_column(String(32))
+    confidence: Mapped[float] = mapped_column(Float)
+    passed_threshold: Mapped[bool] = mapped_column(Boolean, default=False)
+    extra: Mapped[Optional[dict[str, Any]]]  # algorithm-specific (e.g. LEAF's positive set)
+
+
+class Embedding(Base):
+    """A run's feature vector of one face (float32 bytes) and its 2-D map position."""
+
+    __tablename__ = "embeddings"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    vector: Mapped[Optional[bytes]] = mapped_column(LargeBinary)
+    dim: Mapped[Optional[int]]
+
+
+class Projection(Base):
+    """2-D coordinates of faces for the embedding map, per run and method (umap, pca)."""
+
+    __tablename__ = "projections"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    method: Mapped[str] = mapped_column(String(16), primary_key=True)
+    x: Mapped[float] = mapped_column(Float)
+    y: Mapped[float] = mapped_column(Float)

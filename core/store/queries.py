@@ -1,0 +1,86 @@
+"""Read-side queries shared by the CLI, the trainer and the studio."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from core.classes import class_names
+from core.store.models import (
+    SPLITS,
+    STATUS_ACTIVE,
+    Correction,
+    HiddenTruth,
+    Image,
+    Label,
+    Run,
+)
+
+
+def project_stats(session: Session) -> dict:
+    """Counts of active faces by split, label and label source (the `stats` command's JSON)."""
+    active = Image.status == STATUS_ACTIVE
+    images = session.scalar(select(func.count()).select_from(Image).where(active)) or 0
+    labeled = session.scalar(
+        select(func.count()).select_from(Label).join(Image, Image.id == Label.image_id).where(active)) or 0
+    by_label = {name: 0 for name in class_names()}
+    for label, count in session.execute(
+            select(Label.label, func.count()).join(Image, Image.id == Label.image_id)
+            .where(active).group_by(Label.label)):
+        by_label[label] = count
+    by_split = {split: {"images": 0, "labeled": 0, "unlabeled": 0} for split in SPLITS}
+    for split, total, with_label in session.execute(
+            select(Image.split, func.count(Image.id), func.count(Label.image_id))
+            .outerjoin(Label, Label.image_id == Image.id).where(active).group_by(Image.split)):
+        by_split[split] = {"images": total, "labeled": with_label, "unlabeled": total - with_label}
+    by_source = dict(session.execute(
+        select(Label.source, func.count()).join(Image, Image.id == Label.image_id)
+        .where(active).group_by(Label.source)).all())
+    by_status = dict(session.execute(select(Image.status, func.count()).group_by(Image.status)).all())
+    return {
+        "images": images,
+        "labeled": labeled,
+        "unlabeled": images - labeled,
+        "by_label": by_label,
+        "by_split": by_split,
+        "by_source": by_source,
+        "by_status": by_status,
+        "hidden_truth": session.scalar(select(func.count()).select_from(HiddenTruth)) or 0,
+        "corrections": session.scalar(
+            select(func.count()).select_from(Correction).where(Correction.undone_at.is_(None))) or 0,
+        "runs": session.scalar(select(func.count()).select_from(Run)) or 0,
+    }
+
+
+@dataclass(frozen=True)
+class FaceRow:
+    id: int
+    path: str
+    crop_path: str | None
+    box: tuple[int, int, int, int] | None
+    split: str
+    label: str | None
+    label_source: str | None
+
+
+def list_faces(session: Session, *, split: str | None = None, labeled: bool | None = None,
+               label: str | None = None, limit: int | None = None) -> list[FaceRow]:
+    """Active faces in id order, filtered; the label is the current one (never hidden truth)."""
+    query = (select(Image.id, Image.path, Image.crop_path, Image.face_x, Image.face_y, Image.face_w,
+                    Image.face_h, Image.split, Label.label, Label.source)
+             .outerjoin(Label, Label.image_id == Image.id)
+             .where(Image.status == STATUS_ACTIVE).order_by(Image.id))
+    if split:
+        query = query.where(Image.split == split)
+    if labeled is True:
+        query = query.where(Label.image_id.is_not(None))
+    elif labeled is False:
+        query = query.where(Label.image_id.is_(None))
+    if label:
+        query = query.where(Label.label == label)
+    if limit:
+        query = query.limit(limit)
+    return [FaceRow(r.id, r.path, r.crop_path,
+                    (r.face_x, r.face_y, r.face_w, r.face_h) if r.face_w is not None else None,
+                    r.split, r.label, r.source) for r in session.execute(query)]

@@ -1,0 +1,33 @@
+"""core/ is a Qt-free library: no module under it imports Qt or pyqtgraph."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+CORE = Path(__file__).resolve().parent.parent / "core"
+FORBIDDEN = ("PySide6", "PyQt5", "PyQt6", "qtpy", "pyqtgraph", "pytestqt", "app")
+
+
+def test_no_qt_import_in_core_source():
+    offenders = []
+    for path in CORE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            offenders += [f"{path.relative_to(CORE.parent)}: {n}" for n in names
+                          if n.split(".")[0] in FORBIDDEN]
+    assert not offenders, offenders
+
+
+def test_importing_all_of_core_loads_no_qt():
+    modules = sorted(".".join(p.relative_to(CORE.parent).with_suffix("").parts).removesuffix(".__init__")
+                     for p in CORE.rglob("*.py"))
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in modules)
+            + "bad = [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'pyqtgraph', 'PyQt5', 'PyQt6')]\n"
+            + "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], cwd=CORE.parent, check=True)

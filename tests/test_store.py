@@ -1,0 +1,178 @@
+"""The project store: creation, round trips, schema versions and migrations."""
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from sqlalchemy import select, text
+
+from core.store import db as store_db
+from core.store.models import (
+    SOURCE_ANNOTATOR,
+    Correction,
+    Embedding,
+    HiddenTruth,
+    Image,
+    Label,
+    Metric,
+    Prediction,
+    Projection,
+    Run,
+    RunLabel,
+)
+from core.store.project import Project, ProjectError
+from core.store.queries import list_faces, project_stats
+
+
+def _add_face(session, n: int, split: str = "train") -> Image:
+    image = Image(path=f"faces/{n}.png", content_hash=f"{n:064x}", width=48, height=48, split=split)
+    session.add(image)
+    session.flush()
+    return image
+
+
+def test_new_project_has_wal_foreign_keys_and_version(project):
+    assert (project.root / "project.json").is_file()
+    assert (project.root / "project.db").is_file()
+    for cache in ("faces", "thumbnails", "features", "checkpoints"):
+        assert (project.root / cache).is_dir()
+    with project.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() == store_db.BUSY_TIMEOUT_MS
+        assert store_db.read_schema_version(conn) == store_db.SCHEMA_VERSION
+
+
+def test_round_trip_of_every_table_survives_reopen(project):
+    with project.session() as s:
+        face = _add_face(s, 1)
+        other = _add_face(s, 2, split="val")
+        s.add(Label(image_id=face.id, label="fear", source=SOURCE_ANNOTATOR, annotator="ana"))
+        s.add(HiddenTruth(image_id=other.id, label="surprise"))
+        run = Run(algorithm="sitfer", encoder="tiny", mode="head", config={"lr": 0.01, "levels": [1, 2]})
+        s.add(run)
+        s.flush()
+        s.add(RunLabel(run_id=run.id, image_id=face.id, label="fear"))
+        s.add(Correction(image_id=face.id, annotator="ana", old_label=None, new_label="fear",
+                         suggestion="surprise", run_id=run.id))
+        s.add(Metric(run_id=run.id, step=10, name="val_accuracy", value=0.5))
+        s.add(Prediction(run_id=run.id, image_id=other.id, p_semantic=[0.1] * 7, p_text=[0.2] * 7,
+                         p_instance=None, p_fused=[1 / 7] * 7, pseudo_label="fear", confidence=0.4,
+                         passed_threshold=False, extra={"positive_set": ["fear", "surprise"]}))
+        s.add(Embedding(run_id=run.id, image_id=other.id, vector=b"\x00" * 16, dim=4))
+        s.add(Projection(run_id=run.id, image_id=other.id, method="umap", x=1.5, y=-2.0))
+    root = project.root
+    project.close()
+
+    reopened = Project.open(root)
+    with reopened.session() as s:
+        label = s.get(Label, 1)
+        assert (label.label, label.annotator, label.image.path) == ("fear", "ana", "faces/1.png")
+        assert s.scalar(select(Run.config)) == {"lr": 0.01, "levels": [1, 2]}
+        prediction = s.scalar(select(Prediction))
+        assert prediction.p_instance is None and prediction.extra["positive_set"] == ["fear", "surprise"]
+        assert prediction.p_fused == pytest.approx([1 / 7] * 7)
+        assert s.scalar(select(Projection.x)) == 1.5
+        assert s.scalar(select(Correction.suggestion)) == "surprise"
+        stats = project_stats(s)
+        assert stats["images"] == 2 and stats["labeled"] == 1 and stats["hidden_truth"] == 1
+        assert stats["by_split"]["val"] == {"images": 1, "labeled": 0, "unlabeled": 1}
+        assert stats["by_label"]["fear"] == 1
+        # list_faces shows current labels only: the hidden truth of face 2 must not leak.
+        faces = {f.id: f for f in list_faces(s)}
+        assert faces[2].label is None and faces[1].label == "fear"
+    reopened.close()
+
+
+def test_foreign_keys_are_enforced(project):
+    with pytest.raises(Exception):
+        with project.session() as s:
+            s.add(Label(image_id=999, label="fear", source=SOURCE_ANNOTATOR))
+
+
+def test_duplicate_face_is_rejected_by_the_database(project):
+    with pytest.raises(Exception):
+        with project.session() as s:
+            _add_face(s, 1)
+            s.add(Image(path="copy.png", content_hash=f"{1:064x}", width=1, height=1))
+            s.flush()
+
+
+def test_open_refuses_non_projects_and_damaged_descriptors(tmp_path):
+    with pytest.raises(ProjectError, match="not a project"):
+        Project.open(tmp_path)
+    (tmp_path / "project.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ProjectError, match="damaged"):
+        Project.open(tmp_path)
+
+
+def test_create_refuses_an_existing_project(project):
+    with pytest.raises(ProjectError, match="already a project"):
+        Project.create(project.root)
+
+
+def test_a_foreign_sqlite_file_is_refused(tmp_path):
+    root = tmp_path / "p"
+    Project.create(root).close()
+    db = root / "project.db"
+    db.unlink()
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE something (x)")
+    with pytest.raises(ProjectError, match="not a FER studio database"):
+        Project.open(root)
+
+
+def test_newer_schema_is_refused_with_a_clear_message(project):
+    with project.engine.begin() as conn:
+        conn.execute(text("UPDATE meta SET value = '999' WHERE key = 'schema_version'"))
+    root = project.root
+    project.close()
+    with pytest.raises(ProjectError, match="newer than this studio"):
+        Project.open(root)
+
+
+def test_migration_path_upgrades_an_old_database_and_keeps_its_rows(project, monkeypatch):
+    with project.session() as s:
+        face = _add_face(s, 5)
+        s.add(Label(image_id=face.id, label="anger", source=SOURCE_ANNOTATOR))
+    root = project.root
+    project.close()
+
+    # Pretend the code moved on by one schema version with a real DDL change.
+    def add_note_column(conn):
+        conn.execute(text("ALTER TABLE images ADD COLUMN note TEXT DEFAULT ''"))
+
+    current = store_db.SCHEMA_VERSION
+    monkeypatch.setattr(store_db, "SCHEMA_VERSION", current + 1)
+    monkeypatch.setattr(store_db, "MIGRATIONS", [store_db.Migration(current + 1, "image notes", add_note_column)])
+    migrated = Project.open(root)
+    with migrated.engine.connect() as conn:
+        assert store_db.read_schema_version(conn) == current + 1
+        columns = {row[1] for row in conn.execute(text("PRAGMA table_info(images)"))}
+        assert "note" in columns
+        assert conn.execute(text("SELECT label FROM labels")).scalar() == "anger"
+    migrated.close()
+    backups = list(root.glob(f"project.db.v{current}-*.bak"))
+    assert len(backups) == 1, "a backup is taken before migrating"
+    with sqlite3.connect(backups[0]) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(current)
+
+
+def test_missing_migration_step_is_an_error(project, monkeypatch):
+    root = project.root
+    project.close()
+    monkeypatch.setattr(store_db, "SCHEMA_VERSION", store_db.SCHEMA_VERSION + 2)
+    monkeypatch.setattr(store_db, "MIGRATIONS", [])
+    with pytest.raises(ProjectError, match="no migration path"):
+        Project.open(root)
+
+
+def test_paths_inside_the_project_are_stored_relative(project, tmp_path):
+    inside = project.root / "demo_images" / "a.png"
+    outside = tmp_path / "elsewhere" / "b.png"
+    assert project.store_path(inside) == "demo_images/a.png"
+    assert project.store_path(outside) == str(outside.resolve())
+    assert project.resolve_path("demo_images/a.png") == inside
+    descriptor = json.loads((project.root / "project.json").read_text())
+    assert descriptor["database"] == "sqlite:///project.db"
