@@ -69,6 +69,7 @@ def test_round_trip_of_every_table_survives_reopen(project):
     with reopened.session() as s:
         label = s.get(Label, 1)
         assert (label.label, label.annotator, label.image.path) == ("fear", "ana", "faces/1.png")
+        assert label.updated_at.tzinfo is not None, "timestamps come back timezone-aware"
         assert s.scalar(select(Run.config)) == {"lr": 0.01, "levels": [1, 2]}
         prediction = s.scalar(select(Prediction))
         assert prediction.p_instance is None and prediction.extra["positive_set"] == ["fear", "surprise"]
