@@ -56,7 +56,8 @@ def create_demo_project(root: str | os.PathLike, settings: DemoSettings = DemoSe
     return project, reports
 
 
-def ensure_demo_project(root: str | os.PathLike, settings: DemoSettings = DemoSettings()) -> Project:
+def ensure_demo_project(root: str | os.PathLike, settings: DemoSettings = DemoSettings(),
+                        progress: Callable[[ImportProgress], None] | None = None) -> Project:
     """Open the demo project at `root`, building it first if it is not there yet."""
     if Project.is_project(root):
         project = Project.open(root)
@@ -64,5 +65,5 @@ def ensure_demo_project(root: str | os.PathLike, settings: DemoSettings = DemoSe
             if session.scalar(select(func.count()).select_from(Image)):
                 return project
         project.close()
-    project, _reports = create_demo_project(Path(root), settings)
+    project, _reports = create_demo_project(Path(root), settings, progress)
     return project

@@ -195,8 +195,12 @@ def _run_tasks(tasks: list[_Task], workers: int) -> Iterator[_FileResult]:
     # spawn, not fork: the GUI calls this from a thread, and forking a threaded Qt process is unsafe.
     context = multiprocessing.get_context("spawn")
     chunk = max(8, min(256, len(tasks) // (workers * 8)))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    try:
         yield from pool.map(_process_file, tasks, chunksize=chunk)
+    finally:
+        # On cancel the consumer stops early: drop the queued files instead of decoding them all.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def choose_kept_labels(keys_by_class: dict[str, list[tuple[str, int]]], per_class: int,

@@ -1,0 +1,1 @@
+"""The FER studio desktop app (PySide6). Everything Qt lives here; core/ stays Qt-free."""

@@ -1,0 +1,110 @@
+"""Every modal question the window asks, behind one small object tests can replace.
+
+`Dialogs` asks the user; tests pass an object with the same methods that answers at once
+(see tests/test_app.py), so controllers never block on a modal dialog.
+"""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QFontDatabase
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QLabel,
+    QMessageBox,
+    QPlainTextEdit,
+    QRadioButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.ingest.importer import ImportReport
+from core.store.models import SPLITS
+
+SPLIT_HELP = {
+    "train": "faces to learn from (labeled and unlabeled)",
+    "val": "labeled faces to measure the model on while training",
+    "test": "labeled faces kept aside for the final score",
+}
+
+
+class SplitDialog(QDialog):
+    """Asks which split imported faces go into."""
+
+    def __init__(self, source: str, parent: QWidget | None = None, default: str = "train"):
+        super().__init__(parent)
+        self.setWindowTitle("Import faces")
+        layout = QVBoxLayout(self)
+        intro = QLabel(f"Import <b>{source}</b><br>Which split do these faces belong to?")
+        intro.setWordWrap(True)
+        layout.addWidget(intro)
+        self.group = QButtonGroup(self)
+        for split in SPLITS:
+            button = QRadioButton(f"{split}  —  {SPLIT_HELP.get(split, '')}")
+            button.setProperty("split", split)
+            button.setChecked(split == default)
+            self.group.addButton(button)
+            layout.addWidget(button)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Import")
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+
+    def split(self) -> str:
+        return self.group.checkedButton().property("split")
+
+
+def skipped_text(report: ImportReport) -> str:
+    return "\n".join(f"{s.path}: {s.reason}" for s in report.skipped)
+
+
+class ReportDialog(QDialog):
+    def __init__(self, report: ImportReport, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Import finished" if not report.cancelled else "Import cancelled")
+        self.resize(760, 460 if report.skipped else 160)
+        layout = QVBoxLayout(self)
+        summary = QLabel(report.summary())
+        summary.setWordWrap(True)
+        summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(summary)
+        if report.skipped:
+            layout.addWidget(QLabel(f"Skipped files ({len(report.skipped):,}) and why:"))
+            text = QPlainTextEdit(skipped_text(report))
+            text.setReadOnly(True)
+            text.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+            text.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+            layout.addWidget(text, 1)
+        else:
+            layout.addStretch(1)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.accept)
+        buttons.accepted.connect(self.accept)
+        layout.addWidget(buttons)
+
+
+class Dialogs:
+    """The real, modal implementations."""
+
+    def __init__(self, parent: QWidget | None = None):
+        self.parent = parent
+
+    def error(self, title: str, message: str) -> None:
+        QMessageBox.warning(self.parent, title, message)
+
+    def choose_folder(self, title: str, start: str = "") -> str | None:
+        return QFileDialog.getExistingDirectory(self.parent, title, start) or None
+
+    def choose_file(self, title: str, name_filter: str, start: str = "") -> str | None:
+        path, _ = QFileDialog.getOpenFileName(self.parent, title, start, name_filter)
+        return path or None
+
+    def choose_split(self, source: str) -> str | None:
+        dialog = SplitDialog(source, self.parent)
+        return dialog.split() if dialog.exec() == QDialog.DialogCode.Accepted else None
+
+    def show_report(self, report: ImportReport) -> None:
+        ReportDialog(report, self.parent).exec()

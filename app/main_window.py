@@ -1,0 +1,259 @@
+"""The main window: project panel | face grid, a File menu, a status bar.
+
+The window only assembles widgets and routes menu actions; the project lives in ProjectState,
+thumbnails in ThumbnailLoader, imports in ImportController. Later panels (review queue, detail,
+embedding map, training) are added to the splitter and listen to the same state.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtWidgets import QLabel, QMainWindow, QSplitter, QStackedWidget, QWidget
+
+from core.ingest.demo import DemoSettings
+from core.paths import default_demo_project
+from core.store.project import Project, ProjectError
+from app import settings as studio
+from app.dialogs import Dialogs
+from app.face_grid import FaceGrid
+from app.face_model import FaceListModel
+from app.import_flow import ImportController, is_importable
+from app.project_panel import ProjectPanel
+from app.project_state import ProjectState
+from app.startup import DemoBuilder
+from app.thumbnail_loader import ThumbnailLoader
+from app.widgets import ElidedLabel
+
+APP_TITLE = "FER Studio"
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, dialogs=None, settings: QSettings | None = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle(APP_TITLE)
+        self.setAcceptDrops(True)
+        self.settings = settings or studio.studio_settings()
+        self.dialogs = dialogs or Dialogs(self)
+        self.state = ProjectState(self)
+        self.loader = ThumbnailLoader(parent=self)
+        self.model = FaceListModel(self.state, self.loader, self)
+        self.importer = ImportController(self.state, self.dialogs, self)
+        self.demo_builder: DemoBuilder | None = None
+
+        self.panel = ProjectPanel(self.state)
+        self.grid = FaceGrid(self.model)
+        self.empty_hint = QLabel()
+        self.empty_hint.setObjectName("emptyHint")
+        self.empty_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_hint.setWordWrap(True)
+        self.grid_area = QStackedWidget()
+        self.grid_area.addWidget(self.grid)
+        self.grid_area.addWidget(self.empty_hint)
+
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.setObjectName("mainSplitter")
+        self.splitter.addWidget(self.panel)
+        self.splitter.addWidget(self.grid_area)
+        self.splitter.setStretchFactor(0, 0)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setChildrenCollapsible(False)
+        self.panel.setMinimumWidth(230)
+        self.splitter.setSizes([270, 1010])
+        self.setCentralWidget(self.splitter)
+
+        self.counts_label = QLabel()
+        self.path_label = ElidedLabel()
+        self.statusBar().addWidget(self.counts_label, 1)
+        self.statusBar().addPermanentWidget(self.path_label)
+
+        self._build_menus()
+        self.panel.filter_changed.connect(self.model.set_filter)
+        self.state.project_changed.connect(self._project_changed)
+        self.state.contents_changed.connect(self._update_status)
+        self.model.modelReset.connect(self._update_status)
+        self.importer.busy_changed.connect(self._set_busy)
+        self._restore_layout()
+        self._project_changed()
+
+    # -- menus -------------------------------------------------------------------------------
+    def _action(self, menu, text: str, slot, shortcut=None) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        return action
+
+    def _build_menus(self) -> None:
+        menu = self.menuBar().addMenu("&File")
+        self.new_action = self._action(menu, "&New project…", self.ask_new_project, QKeySequence.StandardKey.New)
+        self.open_action = self._action(menu, "&Open project…", self.ask_open_project, QKeySequence.StandardKey.Open)
+        self.recent_menu = menu.addMenu("Open &recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        self.demo_action = self._action(menu, "Open &demo project", self.open_demo_project)
+        menu.addSeparator()
+        self.import_folder_action = self._action(menu, "Import &folder…", self.ask_import_folder, "Ctrl+I")
+        self.import_csv_action = self._action(menu, "Import &CSV…", self.ask_import_csv, "Ctrl+Shift+I")
+        menu.addSeparator()
+        self._action(menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self._project_actions = (self.new_action, self.open_action, self.recent_menu.menuAction(),
+                                 self.demo_action, self.import_folder_action, self.import_csv_action)
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        recent = studio.recent_projects(self.settings)
+        for path in recent:
+            action = self.recent_menu.addAction(path)
+            action.triggered.connect(lambda _checked=False, p=path: self.open_project(p))
+        if not recent:
+            self.recent_menu.addAction("No recent projects").setEnabled(False)
+
+    def _set_busy(self, busy: bool) -> None:
+        for action in self._project_actions:
+            action.setEnabled(not busy)
+
+    # -- projects ----------------------------------------------------------------------------
+    def _can_switch(self) -> bool:
+        if self.importer.busy:
+            self.dialogs.error("Import running", "Wait for the import to finish before switching projects.")
+            return False
+        return True
+
+    def open_project(self, path: str | Path) -> bool:
+        """Open the project at `path`; on error say why and keep the current project."""
+        if not self._can_switch():
+            return False
+        try:
+            self.state.open(path)
+        except ProjectError as exc:
+            self.dialogs.error("Cannot open project", str(exc))
+            return False
+        studio.remember_project(self.state.root, self.settings)
+        return True
+
+    def new_project(self, path: str | Path) -> bool:
+        if not self._can_switch():
+            return False
+        try:
+            project = Project.create(path)
+        except (ProjectError, OSError) as exc:
+            self.dialogs.error("Cannot create project", str(exc))
+            return False
+        self.state.set_project(project)
+        studio.remember_project(project.root, self.settings)
+        return True
+
+    def ask_new_project(self) -> None:
+        path = self.dialogs.choose_folder("New project: choose an empty folder")
+        if path:
+            self.new_project(path)
+
+    def ask_open_project(self) -> None:
+        path = self.dialogs.choose_folder("Open project folder")
+        if path:
+            self.open_project(path)
+
+    def open_demo_project(self, demo_settings: DemoSettings = DemoSettings(),
+                          path: Path | None = None) -> None:
+        """Open the demo project, building it in the background first when it is not there."""
+        path = Path(path or default_demo_project())
+        if self.demo_builder is not None or not self._can_switch():
+            return
+        builder = DemoBuilder(path, self, demo_settings, show_progress=not Project.is_project(path))
+        self.statusBar().showMessage("Preparing the demo project…")
+        builder.ready.connect(self._demo_ready)
+        builder.failed.connect(self._demo_failed)
+        self.demo_builder = builder
+        builder.start()
+
+    def _demo_ready(self, path: str) -> None:
+        self.demo_builder = None
+        self.statusBar().clearMessage()
+        self.open_project(path)
+
+    def _demo_failed(self, message: str) -> None:
+        self.demo_builder = None
+        self.statusBar().clearMessage()
+        self.dialogs.error("Demo project", message)
+
+    def _project_changed(self) -> None:
+        root = self.state.root
+        self.setWindowTitle(f"{root.name} — {APP_TITLE}" if root else APP_TITLE)
+        self.path_label.setText(str(root) if root else "")
+        self.import_folder_action.setEnabled(root is not None and not self.importer.busy)
+        self.import_csv_action.setEnabled(root is not None and not self.importer.busy)
+        self._update_status()
+
+    def _update_status(self) -> None:
+        stats = self.state.stats()
+        shown = self.model.rowCount()
+        if stats is None:
+            self.counts_label.setText("No project open")
+            self.empty_hint.setText("No project open.\nUse File ▸ Open project… or File ▸ Open demo project.")
+        else:
+            self.counts_label.setText(
+                f"{stats['images']:,} faces  ·  {stats['labeled']:,} labeled  ·  "
+                f"{stats['unlabeled']:,} unlabeled  ·  showing {shown:,}")
+            self.empty_hint.setText(
+                "This project has no faces yet.\nDrop a folder or a CSV file here, or use File ▸ Import folder…"
+                if not stats["images"] else "No faces match these filters.")
+        self.grid_area.setCurrentWidget(self.grid if shown else self.empty_hint)
+
+    # -- imports -----------------------------------------------------------------------------
+    def ask_import_folder(self) -> None:
+        path = self.dialogs.choose_folder("Import a folder of faces (one sub-folder per class, or flat)")
+        if path:
+            self.importer.begin(path)
+
+    def ask_import_csv(self) -> None:
+        path = self.dialogs.choose_file("Import a CSV manifest", "CSV manifests (*.csv *.tsv);;All files (*)")
+        if path:
+            self.importer.begin(path)
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if self._dropped_path(event) is not None:
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        path = self._dropped_path(event)
+        if path is not None:
+            event.acceptProposedAction()
+            self.importer.begin(path)
+
+    @staticmethod
+    def _dropped_path(event) -> str | None:
+        urls = event.mimeData().urls() if event.mimeData().hasUrls() else []
+        if len(urls) == 1 and urls[0].isLocalFile() and is_importable(urls[0].toLocalFile()):
+            return urls[0].toLocalFile()
+        return None
+
+    # -- persistence -------------------------------------------------------------------------
+    def _restore_layout(self) -> None:
+        geometry = self.settings.value(studio.KEY_GEOMETRY)
+        if geometry is None or not self.restoreGeometry(geometry):
+            self.resize(1280, 800)
+        state = self.settings.value(studio.KEY_WINDOW_STATE)
+        if state is not None:
+            self.restoreState(state)
+        splitter = self.settings.value(studio.KEY_SPLITTER)
+        if splitter is not None:
+            self.splitter.restoreState(splitter)
+
+    def save_layout(self) -> None:
+        self.settings.setValue(studio.KEY_GEOMETRY, self.saveGeometry())
+        self.settings.setValue(studio.KEY_WINDOW_STATE, self.saveState())
+        self.settings.setValue(studio.KEY_SPLITTER, self.splitter.saveState())
+        self.settings.sync()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if self.importer.busy:
+            self.importer.cancel()
+            self.importer.wait()
+        if self.demo_builder is not None and self.demo_builder.job is not None:
+            self.demo_builder.job.wait()
+        self.save_layout()
+        self.loader.shutdown()
+        self.state.close()
+        super().closeEvent(event)
