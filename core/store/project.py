@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.store.db import make_engine, prepare_schema
+from core.store.runs import reap_dead_runs
 
 PROJECT_FILE = "project.json"
 PROJECT_FORMAT = "fer-studio-project"
@@ -74,6 +75,8 @@ class Project:
             raise ProjectError(f"cannot open the database of {root}: {exc}") from exc
         project = cls(root, stored_url, engine)
         project._ensure_cache_dirs()
+        with project.session() as session:
+            reap_dead_runs(session)
         return project
 
     @classmethod

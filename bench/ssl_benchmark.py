@@ -1,0 +1,364 @@
+"""SS-FER benchmark on FER2013 (DESIGN.md section 6), head mode, every method in one run.
+
+Protocol: labeled = N faces per class of FER2013 train (N = 25 and 100; disgust capped by what
+exists), drawn with a fixed seed from the hidden ground truth; unlabeled = the rest of train,
+labels hidden; reported on val (FER2013 PublicTest). Same encoder features, same steps, same
+batch for every method. The model reported is the EMA teacher at the last step: no checkpoint
+is picked on val (or on anything else).
+
+    python -m bench.ssl_benchmark                       # full protocol, writes docs/benchmarks.md
+    python -m bench.ssl_benchmark --json-out r.json --no-write   # e.g. on a GPU machine
+    python -m bench.ssl_benchmark --render r.json       # turn saved results into the docs section
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sqlalchemy import select
+
+from bench.fer_project import DEFAULT_ROOT, ensure_features, ensure_project
+from bench.report import machine_summary, write_section
+from core.classes import class_names
+from core.encoders.text import class_text_embeddings, load_descriptions
+from core.ingest.importer import choose_kept_labels
+from core.ssl.algorithms import MethodConfig
+from core.ssl.levels import MemoryBank
+from core.store.models import HiddenTruth
+from core.training.head import build_head_trainer
+from core.training.inference import predict
+from core.training.loop import LoopConfig
+from core.training.metrics import classification_report
+from core.training.settings import TrainSettings
+from core.training.worker import choose_device
+
+METHODS: dict[str, tuple[str, dict]] = {
+    "supervised": ("supervised", {}),
+    "fixmatch": ("fixmatch", {}),
+    "sitfer": ("sitfer", {}),
+    "sitfer - semantic": ("sitfer", {"use_semantic": False}),
+    "sitfer - text": ("sitfer", {"use_text": False}),
+    "sitfer - instance": ("sitfer", {"use_instance": False}),
+    "sitfer - DTA": ("sitfer", {"dynamic_threshold": False}),
+    "sitfer - SNL": ("sitfer", {"negative_learning": False}),
+}
+CEILING = "supervised, all labels"
+# Settings of sitfer tried on a dev split carved from train (never on val); the best mean dev
+# accuracy is used for sitfer and all its ablations in the reported runs.
+TUNING_GRID: list[dict] = [
+    {},
+    {"dta_floor": 0.7},
+    {"unlabeled_rampup": 1000},
+    {"dta_floor": 0.7, "unlabeled_rampup": 1000},
+    {"text_tau": 0.05, "instance_tau": 0.05},
+    {"lambda_text": 0.5, "lambda_neg": 0.2},
+]
+DEV_FACES = 2000
+
+
+def hidden_labels(project, faces) -> np.ndarray:
+    index = {name: i for i, name in enumerate(class_names())}
+    with project.session() as session:
+        truth = dict(session.execute(select(HiddenTruth.image_id, HiddenTruth.label)).all())
+    return np.array([index[truth[int(i)]] if int(i) in truth else -1 for i in faces.ids], dtype=np.int64)
+
+
+def labeled_subset(truth: np.ndarray, ids: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    names = class_names()
+    keys = {names[c]: [(f"{int(i):09d}", 0) for i in ids[truth == c]] for c in range(len(names))}
+    kept = {int(k) for k, _ in choose_kept_labels(keys, per_class, seed)}
+    return np.where(np.isin(ids, list(kept)), truth, -1)
+
+
+def precision_at_coverage(confidence: np.ndarray, correct: np.ndarray) -> dict[str, float]:
+    order = np.argsort(-confidence)
+    out = {}
+    for coverage in (0.1, 0.25, 0.5, 0.75, 1.0):
+        top = order[: max(1, int(round(coverage * len(order))))]
+        out[f"{int(coverage * 100)}%"] = float(correct[top].mean())
+    return out
+
+
+def run_one(name, algorithm, overrides, features, labels, truth, class_text, val_x, val_y, loop, device):
+    settings = TrainSettings(algorithm=algorithm, method=MethodConfig(**overrides), loop=loop)
+    started = time.perf_counter()
+    trainer = build_head_trainer(features, labels, class_text, settings, device)
+    trainer.run()
+    train_seconds = time.perf_counter() - started
+    val = predict(trainer.ema.module, trainer.algorithm, val_x, trainer.step)
+    result = {
+        "method": name, "seconds": train_seconds,
+        "classifier": classification_report(val_y, val.semantic.argmax(1)),
+        "fused": classification_report(val_y, val.fused.argmax(1)),
+    }
+    unlabeled = np.flatnonzero(labels < 0)
+    if len(unlabeled) and algorithm != "supervised":
+        slots = torch.from_numpy(unlabeled)
+        preds = predict(trainer.ema.module, trainer.algorithm, torch.from_numpy(features[unlabeled, 0]),
+                        trainer.step, exclude=slots)
+        gt = truth[unlabeled]
+        result["pseudo_labels"] = {
+            "fused": precision_at_coverage(preds.fused.max(1), preds.fused.argmax(1) == gt),
+            "semantic": precision_at_coverage(preds.semantic.max(1), preds.semantic.argmax(1) == gt),
+            "passed_share": float(preds.passed.mean()),
+            "passed_precision": float((preds.pseudo_label == gt)[preds.passed].mean()) if preds.passed.any() else None,
+        }
+    return result
+
+
+def instance_cost(bank_size: int, queries: int, device: torch.device, dim: int = 512) -> dict:
+    """Time of the instance level for one batch: batched (one matrix product) vs a Python loop
+    over bank entries, as the public reference code does (timed on a few queries, scaled up)."""
+    torch.manual_seed(0)
+    bank = MemoryBank(bank_size, dim, 7, top_k=5, device=device)
+    bank.update(torch.arange(bank_size, device=device), torch.nn.functional.normalize(
+        torch.randn(bank_size, dim, device=device), dim=1), torch.randint(-1, 7, (bank_size,), device=device))
+    q = torch.nn.functional.normalize(torch.randn(queries, dim, device=device), dim=1)
+    for _ in range(3):
+        bank.class_similarity(q)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    repeats = 20
+    for _ in range(repeats):
+        bank.class_similarity(q)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    batched = (time.perf_counter() - start) / repeats
+    feats, labs = bank.features.cpu(), bank.labels.cpu().tolist()
+    sample = 2
+    start = time.perf_counter()
+    for b in range(sample):
+        qb = q[b].cpu()
+        per_class: dict[int, list[float]] = {}
+        for m in range(bank_size):
+            if labs[m] >= 0:
+                per_class.setdefault(labs[m], []).append(float(qb @ feats[m]))
+        _ = {c: sorted(v, reverse=True)[:5] for c, v in per_class.items()}
+    naive = (time.perf_counter() - start) / sample * queries
+    return {"bank": bank_size, "queries": queries, "batched_ms": batched * 1000, "naive_loop_ms": naive * 1000,
+            "device": str(device)}
+
+
+def tune(features, truth, ids, class_text, loop, device, args) -> tuple[dict, list[dict]]:
+    """Pick sitfer's settings on a dev split of train: DEV_FACES faces held out of training and
+    used as the evaluation set; val is not touched."""
+    rng = np.random.default_rng(12345)
+    dev = np.zeros(len(truth), bool)
+    dev[rng.choice(len(truth), size=min(DEV_FACES, len(truth) // 5), replace=False)] = True
+    keep = ~dev
+    dev_x, dev_y = torch.from_numpy(features[dev, 0]), truth[dev]
+    trials = []
+    for overrides in TUNING_GRID:
+        scores = []
+        for per_class in args.labels:
+            labels = labeled_subset(truth[keep], ids[keep], per_class, seed=100)
+            run = run_one("sitfer", "sitfer", overrides, features[keep], labels, truth[keep], class_text,
+                          dev_x, dev_y, LoopConfig(**{**loop.to_dict(), "seed": 100}), device)
+            scores.append(run["fused"]["accuracy"])
+        trials.append({"overrides": overrides, "dev_fused_accuracy": scores})
+        print(f"tuning {overrides}: dev fused accuracy {scores}", flush=True)
+    best = max(trials, key=lambda t: statistics.mean(t["dev_fused_accuracy"]))
+    return best["overrides"], trials
+
+
+def run_benchmark(args, checkpoint=None) -> dict:
+    device = choose_device(args.device)
+    project = ensure_project(args.project)
+    encoder, faces, features_all, broken, feature_seconds = ensure_features(project, args.encoder, args.strong_views)
+    class_text = class_text_embeddings(encoder, load_descriptions(), args.text_cache or project.cache_dir("features"))
+    truth_all = hidden_labels(project, faces)
+    usable = np.ones(len(faces), bool)
+    usable[broken] = False
+    train_rows = np.flatnonzero((faces.splits == "train") & usable & (truth_all >= 0))
+    val_rows = np.flatnonzero((faces.splits == "val") & usable & (faces.labels >= 0))
+    features = features_all[train_rows]
+    truth = truth_all[train_rows]
+    ids = faces.ids[train_rows]
+    val_x, val_y = torch.from_numpy(features_all[val_rows, 0]), faces.labels[val_rows]
+    loop = LoopConfig(steps=args.steps, batch_size=args.batch_size, unlabeled_ratio=args.unlabeled_ratio)
+    results: dict = {"settings": {
+        "steps": args.steps, "batch_size": args.batch_size, "unlabeled_ratio": args.unlabeled_ratio,
+        "strong_views": args.strong_views, "seeds": args.seeds, "labels": args.labels, "device": str(device),
+        "machine": machine_summary(), "torch": torch.__version__, "encoder": encoder.describe(),
+        "train_faces": int(len(train_rows)), "val_faces": int(len(val_rows)),
+        "feature_seconds": feature_seconds, "method_defaults": MethodConfig().to_dict(),
+        "loop": loop.to_dict()}, "runs": []}
+    chosen: dict = {}
+    done: set = set()
+    if args.resume_json and args.resume_json.is_file():
+        previous = json.loads(args.resume_json.read_text())
+        results["runs"] = previous["runs"]
+        if "tuning" in previous:
+            results["tuning"] = previous["tuning"]
+            chosen = previous["tuning"]["chosen"]
+        done = {(r["method"], r["labels_per_class"], r["seed"]) for r in results["runs"]}
+    if args.tune and "tuning" not in results:
+        chosen, trials = tune(features, truth, ids, class_text, loop, device, args)
+        results["tuning"] = {"grid": trials, "chosen": chosen, "dev_faces": DEV_FACES,
+                             "note": "dev split held out of train; val never used for choosing"}
+    methods = [m for m in METHODS if m in args.methods]
+    for per_class in args.labels:
+        for seed in args.seeds:
+            labels = labeled_subset(truth, ids, per_class, seed)
+            for name in methods:
+                if (name, per_class, seed) in done:
+                    continue
+                algorithm, overrides = METHODS[name]
+                if algorithm == "sitfer":
+                    overrides = {**chosen, **overrides}
+                run = run_one(name, algorithm, overrides, features, labels, truth, class_text, val_x, val_y,
+                              LoopConfig(**{**loop.to_dict(), "seed": seed}), device)
+                run.update(labels_per_class=per_class, seed=seed, labeled=int((labels >= 0).sum()))
+                results["runs"].append(run)
+                if checkpoint:
+                    checkpoint(results)
+                print(f"N={per_class} seed={seed} {name:<18} fused {run['fused']['accuracy']:.4f} "
+                      f"classifier {run['classifier']['accuracy']:.4f} ({run['seconds']:.0f} s)", flush=True)
+    if CEILING in args.methods:
+        for seed in args.seeds:
+            if (CEILING, None, seed) in done:
+                continue
+            run = run_one(CEILING, "supervised", {}, features, truth, truth, class_text, val_x, val_y,
+                          LoopConfig(**{**loop.to_dict(), "seed": seed}), device)
+            run.update(labels_per_class=None, seed=seed, labeled=int(len(truth)))
+            results["runs"].append(run)
+            if checkpoint:
+                checkpoint(results)
+            print(f"all labels seed={seed} fused {run['fused']['accuracy']:.4f}", flush=True)
+    results["instance_cost"] = [instance_cost(len(train_rows), args.batch_size * args.unlabeled_ratio, device)]
+    if device.type == "cuda":
+        results["instance_cost"].append(instance_cost(len(train_rows), args.batch_size * args.unlabeled_ratio,
+                                                      torch.device("cpu")))
+    return results
+
+
+def _mean_sd(values: list[float]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    mean = statistics.mean(values) * 100
+    sd = statistics.stdev(values) * 100 if len(values) > 1 else 0.0
+    return f"{mean:.1f} ± {sd:.1f}"
+
+
+def render(results: dict) -> str:
+    s = results["settings"]
+    runs = results["runs"]
+    lines = [
+        "## Semi-supervised FER: FER2013, head mode (frozen encoder)",
+        "",
+        f"`python -m bench.ssl_benchmark` - {s['train_faces']:,} train faces (labels hidden except N per class), "
+        f"{s['val_faces']:,} val faces (PublicTest). Encoder: {s['encoder']}. Every method: {s['steps']} steps, "
+        f"batch {s['batch_size']} labeled + {s['batch_size'] * s['unlabeled_ratio']} unlabeled, AdamW, "
+        f"cosine schedule, EMA teacher; {s['strong_views']} cached strong views + feature dropout as the strong "
+        f"view. Seeds {', '.join(map(str, s['seeds']))} (the seed picks the labeled faces and the training "
+        f"randomness). Reported: the EMA model at the last step; nothing is selected on val. "
+        f"Device: {s['device']}; machine: {s['machine']}; torch {s['torch']}. "
+        f"Feature cache built once in {s['feature_seconds']:.0f} s.",
+        "",
+        "Val accuracy and balanced accuracy in %, mean ± sd over seeds; `fused` is the method's fused "
+        "prediction (for the baselines it is their classifier).",
+        "",
+    ]
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    for per_class in s["labels"]:
+        lines += [f"### N = {per_class} labeled per class", "",
+                  "| method | fused acc | fused bal. acc | classifier acc | classifier bal. acc | train s |",
+                  "|---|---|---|---|---|---|"]
+        for name in methods:
+            group = [r for r in runs if r["method"] == name and r["labels_per_class"] == per_class]
+            if not group:
+                continue
+            lines.append(
+                f"| {name} | {_mean_sd([r['fused']['accuracy'] for r in group])} | "
+                f"{_mean_sd([r['fused']['balanced_accuracy'] for r in group])} | "
+                f"{_mean_sd([r['classifier']['accuracy'] for r in group])} | "
+                f"{_mean_sd([r['classifier']['balanced_accuracy'] for r in group])} | "
+                f"{statistics.mean(r['seconds'] for r in group):.0f} |")
+        lines.append("")
+    ceiling = [r for r in runs if r["method"] == CEILING]
+    if ceiling:
+        lines += [f"Ceiling, supervised on all {ceiling[0]['labeled']:,} train labels: accuracy "
+                  f"{_mean_sd([r['fused']['accuracy'] for r in ceiling])}, balanced "
+                  f"{_mean_sd([r['fused']['balanced_accuracy'] for r in ceiling])}.", ""]
+    pseudo = [r for r in runs if r["method"] == "sitfer" and "pseudo_labels" in r]
+    if pseudo:
+        lines += ["### Pseudo-label precision against coverage (sitfer, unlabeled train faces, hidden truth)", "",
+                  "Faces ranked by confidence; precision (%) of the most confident share. Same model, "
+                  "fused prediction vs its semantic level alone.", "",
+                  "| N | prediction | 10% | 25% | 50% | 75% | 100% | passed threshold: share / precision |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for per_class in s["labels"]:
+            group = [r for r in pseudo if r["labels_per_class"] == per_class]
+            for kind in ("fused", "semantic"):
+                cells = [_mean_sd([r["pseudo_labels"][kind][c] for r in group]) for c in ("10%", "25%", "50%", "75%", "100%")]
+                passed = (f"{_mean_sd([r['pseudo_labels']['passed_share'] for r in group])} / "
+                          f"{_mean_sd([r['pseudo_labels']['passed_precision'] for r in group])}") if kind == "fused" else ""
+                lines.append(f"| {per_class} | {kind} | " + " | ".join(cells) + f" | {passed} |")
+        lines.append("")
+    tuning = results.get("tuning")
+    if tuning:
+        lines += ["### How sitfer's settings were chosen", "",
+                  f"Before the runs above, on a dev split of {tuning['dev_faces']:,} train faces held out of "
+                  "training (val untouched), one seed, both N; the best mean dev accuracy was kept for sitfer "
+                  "and its ablations: `" + json.dumps(tuning["chosen"]) + "`.", "",
+                  "| sitfer settings (changed from the defaults) | dev fused acc per N |", "|---|---|"]
+        for trial in tuning["grid"]:
+            lines.append(f"| `{json.dumps(trial['overrides'])}` | "
+                         + ", ".join(f"{a * 100:.1f}" for a in trial["dev_fused_accuracy"]) + " |")
+        lines.append("")
+    costs = results.get("instance_cost", [])
+    if costs:
+        lines += ["### Cost of the instance level per batch", "",
+                  "| device | bank entries | queries | batched (one matrix product + per-class top-k) | Python loop over entries (as the reference code) |",
+                  "|---|---|---|---|---|"]
+        for c in costs:
+            lines.append(f"| {c['device']} | {c['bank']:,} | {c['queries']} | {c['batched_ms']:.2f} ms | "
+                         f"{c['naive_loop_ms'] / 1000:.1f} s |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--project", type=Path, default=DEFAULT_ROOT)
+    parser.add_argument("--labels", type=lambda t: [int(v) for v in t.split(",")], default=[25, 100])
+    parser.add_argument("--seeds", type=lambda t: [int(v) for v in t.split(",")], default=[0, 1, 2])
+    parser.add_argument("--methods", type=lambda t: t.split(";"), default=list(METHODS) + [CEILING],
+                        help="';'-separated method names")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--unlabeled-ratio", type=int, default=3)
+    parser.add_argument("--strong-views", type=int, default=2)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--encoder", default="offline", help="offline for the reported numbers; tiny for a smoke test")
+    parser.add_argument("--json-out", type=Path, help="results JSON, rewritten after every run")
+    parser.add_argument("--text-cache", type=Path, help="folder holding the class text embeddings cache")
+    parser.add_argument("--resume-json", type=Path, help="skip the runs already in this results file")
+    parser.add_argument("--tune", action="store_true", help="choose sitfer's settings on a dev split of train first")
+    parser.add_argument("--render", type=Path, help="render saved results into docs/benchmarks.md and exit")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    if args.render:
+        print(write_section("ssl-fer2013", render(json.loads(args.render.read_text()))))
+        return 0
+    save = (lambda r: args.json_out.write_text(json.dumps(r, indent=1))) if args.json_out else None
+    results = run_benchmark(args, save)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(results, indent=1))
+    body = render(results)
+    print(body)
+    if not args.no_write:
+        write_section("ssl-fer2013", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

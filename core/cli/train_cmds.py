@@ -1,0 +1,188 @@
+"""`train`, `evaluate` and `runs`."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from dataclasses import fields
+
+from core.cli.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    CommandError,
+    opened_project,
+    print_json,
+)
+from core.ssl.algorithms import ALGORITHMS, MethodConfig
+from core.training.events import ConsoleEvents, JsonEvents
+from core.training.loop import LoopConfig
+from core.training.settings import MODES, PROJECTIONS, TrainSettings
+
+# Boolean method switches read better without their prefix: --no-text rather than --no-use-text.
+FLAG_NAMES = {"use_semantic": "semantic", "use_text": "text", "use_instance": "instance"}
+
+
+def _flag(name: str) -> str:
+    return "--" + FLAG_NAMES.get(name, name).replace("_", "-")
+
+
+def _parse_weights(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three numbers like 1,1,1, not {text!r}") from None
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three numbers (semantic,text,instance), not {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def _add_dataclass_flags(parser: argparse.ArgumentParser, config_cls, dest_prefix: str, title: str) -> None:
+    """One flag per field, so every component and every ablation is one flag."""
+    group = parser.add_argument_group(title)
+    defaults = config_cls()
+    for f in fields(config_cls):
+        default = getattr(defaults, f.name)
+        dest = f"{dest_prefix}{f.name}"
+        if isinstance(default, bool):
+            group.add_argument(_flag(f.name), dest=dest, action=argparse.BooleanOptionalAction, default=None,
+                               help=f"(default: {'on' if default else 'off'})")
+        elif isinstance(default, tuple):
+            group.add_argument(_flag(f.name), dest=dest, type=_parse_weights, default=None,
+                               metavar="S,T,I", help=f"(default: {','.join(str(v) for v in default)})")
+        else:
+            group.add_argument(_flag(f.name), dest=dest, type=type(default), default=None,
+                               metavar=f.name.upper().split("_")[-1], help=f"(default: {default})")
+
+
+def _collect(args, config_cls, dest_prefix: str) -> dict:
+    values = {}
+    for f in fields(config_cls):
+        value = getattr(args, f"{dest_prefix}{f.name}")
+        if value is not None:
+            values[f.name] = value
+    return values
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a model on the project (the worker process)",
+        description="Train on the project's labeled and unlabeled train faces and write per-face "
+                    "predictions, embeddings, a 2-D map and metrics back into the project. "
+                    "SIGINT/SIGTERM save a checkpoint and mark the run cancelled; --resume continues it.")
+    p.add_argument("project")
+    p.add_argument("--algorithm", choices=sorted(ALGORITHMS), default="sitfer", help="(default: sitfer)")
+    p.add_argument("--encoder", default="offline", help="offline (default) | tiny | clip:MODEL[:PRETRAINED]")
+    p.add_argument("--mode", choices=MODES, default="head", help="(default: head)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1 ...")
+    p.add_argument("--strong-views", type=int, default=TrainSettings.strong_views,
+                   help=f"head mode: strongly augmented views cached per face (default: {TrainSettings.strong_views})")
+    p.add_argument("--projection", choices=PROJECTIONS, default="umap", help="the 2-D map written with the run (default: umap)")
+    p.add_argument("--descriptions", metavar="JSON", help="class descriptions replacing resources/descriptions.json")
+    p.add_argument("--events", choices=("text", "json"), default="text",
+                   help="json: one JSON object per line on stdout, for the studio")
+    p.add_argument("--resume", type=int, metavar="RUN", help="continue a cancelled or failed run from its checkpoint")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_dataclass_flags(p, LoopConfig, "loop_", "training loop")
+    _add_dataclass_flags(p, MethodConfig, "method_", "method (sitfer levels, thresholds, losses)")
+    p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("evaluate", help="accuracy of a run's predictions on val or test",
+                       description="Accuracy, balanced accuracy, per-class recall and confusion matrix of "
+                                   "a run's predictions against the current labels of a split, for the "
+                                   "classifier alone and for the fused prediction.")
+    p.add_argument("project")
+    p.add_argument("--run", type=int, help="run id (default: the latest finished run)")
+    p.add_argument("--split", choices=("val", "test", "train"), default="val")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_evaluate)
+
+    p = sub.add_parser("runs", help="list the project's training runs")
+    p.add_argument("project")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_runs)
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM; a second SIGINT interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def install(self) -> None:
+        def handler(signum, _frame):
+            if self.requested and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.requested = True
+            print(f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
+                  f"(Ctrl+C again to abort at once)", file=sys.stderr)
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+
+def cmd_train(args) -> int:
+    from core.training.worker import RunError, train
+
+    try:
+        settings = TrainSettings(
+            algorithm=args.algorithm, encoder=args.encoder, mode=args.mode,
+            device=None if args.device == "auto" else args.device,
+            method=MethodConfig.from_dict(_collect(args, MethodConfig, "method_")),
+            loop=LoopConfig.from_dict(_collect(args, LoopConfig, "loop_")),
+            strong_views=args.strong_views, projection=args.projection, descriptions=args.descriptions)
+        if args.resume is None:
+            settings.validate()
+    except ValueError as exc:
+        raise CommandError(f"bad setting: {exc}", EXIT_USAGE) from None
+    events = JsonEvents() if args.events == "json" else ConsoleEvents(quiet=args.quiet)
+    stop = _StopFlag()
+    stop.install()
+    with opened_project(args.project) as project:
+        try:
+            outcome = train(project, settings, events, should_stop=stop, resume=args.resume)
+        except RunError as exc:
+            raise CommandError(str(exc), EXIT_USAGE) from None
+        finally:
+            events.close()
+    return {"finished": 0, "cancelled": EXIT_INTERRUPTED}.get(outcome.status, EXIT_FAILED)
+
+
+def cmd_evaluate(args) -> int:
+    from core.training.evaluation import EvaluationError, evaluate_run
+
+    with opened_project(args.project) as project:
+        try:
+            result = evaluate_run(project, args.run, args.split)
+        except EvaluationError as exc:
+            raise CommandError(str(exc), EXIT_USAGE) from None
+    if args.json:
+        print_json(result)
+        return 0
+    print(f"Run {result['run']} on {result['split']} ({result['classifier']['n']} labeled faces)")
+    for name in ("classifier", "fused"):
+        report = result[name]
+        print(f"  {name:<10} accuracy {report['accuracy']:.3f}  balanced accuracy {report['balanced_accuracy']:.3f}")
+        print("             recall: " + ", ".join(
+            f"{k} {v:.2f}" if v is not None else f"{k} -" for k, v in report["per_class"].items()))
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from core.training.evaluation import list_runs
+
+    with opened_project(args.project) as project:
+        runs = list_runs(project)
+    if args.json:
+        print_json(runs)
+        return 0
+    if not runs:
+        print("No runs yet: python main.py train PROJECT")
+    for run in runs:
+        acc = run["metrics"].get("val_fused_accuracy")
+        print(f"  run {run['id']:>4}  {run['status']:<9} {run['algorithm']:<10} {run['encoder']:<14} "
+              f"{run['mode']:<8} {run['created_at'][:19]}" + (f"  val fused acc {acc:.3f}" if acc is not None else ""))
+    return 0

@@ -1,0 +1,62 @@
+"""Encoders chosen by name: `offline` (default), `tiny` (tests), `clip:MODEL[:PRETRAINED]`.
+
+    enc = get_encoder("offline")            # device: CUDA if available, else CPU
+    feats = enc.encode_images(enc.preprocess(pil_images))
+
+Implementations are imported only when asked for, so importing this package stays cheap
+(no open_clip, no transformers).
+"""
+from __future__ import annotations
+
+import torch
+
+from core.encoders.base import Encoder, EncoderError, resolve_device
+
+DEFAULT_ENCODER = "offline"
+
+# name -> one-line description (what it is, what it needs)
+ENCODERS: dict[str, str] = {
+    "offline": "ImageNet EfficientNet-Lite0 (1280-d) + MiniLM-L6 text (384-d); weights ship with pip "
+               "packages, no download; the default",
+    "clip:MODEL[:PRETRAINED]": "open_clip CLIP, e.g. clip:ViT-B-32:openai; PRETRAINED is a published tag "
+                               "(from the local cache, or downloaded once with network) or a local checkpoint path",
+    "tiny": "random-init small CNN + hashed bag-of-words text; for tests only, meaningless features",
+}
+
+__all__ = ["DEFAULT_ENCODER", "ENCODERS", "Encoder", "EncoderError", "available_encoders", "encoder_names",
+           "get_encoder"]
+
+
+def encoder_names() -> list[str]:
+    return list(ENCODERS)
+
+
+def available_encoders() -> list[str]:
+    """One line per encoder: 'NAME: description'."""
+    return [f"{name}: {text}" for name, text in ENCODERS.items()]
+
+
+def get_encoder(spec: str | None = None, device: str | torch.device | None = None) -> Encoder:
+    """Create the encoder named by spec; every failure is an EncoderError that says what to do."""
+    spec = (spec if spec is not None else DEFAULT_ENCODER)
+    if not isinstance(spec, str) or not spec.strip():
+        raise EncoderError(f"bad encoder spec {spec!r}: give one of {', '.join(ENCODERS)}")
+    spec = spec.strip()
+    resolved = resolve_device(device)
+    head, _, rest = spec.partition(":")
+    name = head.lower()
+    if name == "clip":
+        from core.encoders.openclip import create_clip_encoder
+
+        return create_clip_encoder(spec, resolved)
+    if name in ("offline", "tiny"):
+        if rest:
+            raise EncoderError(f"bad encoder spec {spec!r}: '{name}' takes no options")
+        if name == "tiny":
+            from core.encoders.tiny import TinyEncoder
+
+            return TinyEncoder(resolved)
+        from core.encoders.offline import OfflineEncoder
+
+        return OfflineEncoder(resolved)
+    raise EncoderError(f"unknown encoder {spec!r}; known encoders:\n  " + "\n  ".join(available_encoders()))

@@ -1,0 +1,128 @@
+"""The one small interface every encoder implements, plus the pieces they share.
+
+An encoder pairs an image tower (trainable in fine-tune mode, frozen and cached in head mode)
+with a frozen text tower whose class-description embeddings anchor the text level.
+"""
+from __future__ import annotations
+
+import abc
+import re
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+class EncoderError(RuntimeError):
+    """An encoder cannot be created or used: unknown name, bad spec, weights not available."""
+
+
+# A face crop whose sides differ by at most this ratio is resized directly, without cropping:
+# a 1-2 px mismatch from the detector must not cut off a chin or the eyebrows.
+SQUARE_TOLERANCE = 1.02
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """CUDA when available unless told otherwise; never hard-coded."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise EncoderError(f"bad device {device!r}: {exc}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise EncoderError(f"device {device!r} was asked for, but CUDA is not available here; use 'cpu'")
+    return resolved
+
+
+def safe_key(text: str) -> str:
+    """A string usable as one folder name on every platform."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "encoder"
+
+
+class Encoder(abc.ABC):
+    spec: str
+    image_dim: int
+    text_dim: int
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    image_tower: torch.nn.Module
+    cache_key: str
+
+    _device: torch.device = torch.device("cpu")
+
+    # ---- images -----------------------------------------------------------------------
+    def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
+        """RGB PIL images -> (B,3,S,S) normalised float32 on the CPU (the caller moves batches)."""
+        size = self.input_size
+        arrays = [np.asarray(_fit_square(img, size), dtype=np.float32) for img in images]
+        if not arrays:
+            return torch.zeros((0, 3, size, size), dtype=torch.float32)
+        batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).div_(255.0)
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(1, 3, 1, 1)
+        return batch.sub_(mean).div_(std).contiguous()
+
+    def encode_images(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B,3,S,S) normalised -> (B,image_dim) float32 features, not normalised."""
+        return self._frozen(self.image_tower, batch).float()
+
+    def spatial_features(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B,C,h,w): the last feature map before pooling (no grad, eval mode).
+
+        Trainable code calls image_tower.forward_spatial directly instead.
+        """
+        forward_spatial = getattr(self.image_tower, "forward_spatial", None)
+        if forward_spatial is None:
+            raise NotImplementedError(f"encoder {self.spec!r} does not expose spatial feature maps")
+        return self._frozen(forward_spatial, batch).float()
+
+    def _frozen(self, fn, batch: torch.Tensor) -> torch.Tensor:
+        # The tower may be mid-fine-tune: run it in eval mode and put its mode back afterwards.
+        was_training = self.image_tower.training
+        self.image_tower.eval()
+        try:
+            with torch.no_grad():
+                return fn(batch.to(self._device, dtype=torch.float32))
+        finally:
+            self.image_tower.train(was_training)
+
+    # ---- texts ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        """(N,text_dim) float32, L2-normalised, on the encoder's device."""
+
+    # ---- bookkeeping ------------------------------------------------------------------
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """One line for users: model, weights, how they were verified, device."""
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def to(self, device: str | torch.device) -> "Encoder":
+        self._device = resolve_device(device)
+        self.image_tower.to(self._device)
+        self._move_text_tower(self._device)
+        return self
+
+    def _move_text_tower(self, device: torch.device) -> None:
+        """Subclasses with a loaded text model move it here."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.spec!r} on {self._device}>"
+
+
+def _fit_square(image: Image.Image, size: int) -> Image.Image:
+    """Square face crops are resized directly; other shapes: shorter side to size, centre crop."""
+    image = image.convert("RGB")
+    w, h = image.size
+    if max(w, h) <= SQUARE_TOLERANCE * min(w, h):
+        return image.resize((size, size), Image.Resampling.BICUBIC)
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    image = image.resize((nw, nh), Image.Resampling.BICUBIC)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return image.crop((left, top, left + size, top + size))

@@ -1,0 +1,34 @@
+"""Run bookkeeping that every process needs: marking runs whose worker died."""
+from __future__ import annotations
+
+import os
+import socket
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.store.models import RUN_FAILED, RUN_QUEUED, RUN_RUNNING, Run, utcnow
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def reap_dead_runs(session: Session) -> list[int]:
+    """Mark failed every running run of this host whose worker process is gone."""
+    host = socket.gethostname()
+    reaped = []
+    for run in session.scalars(select(Run).where(Run.status.in_((RUN_RUNNING, RUN_QUEUED)))):
+        if run.host == host and run.pid and not process_alive(run.pid):
+            run.status = RUN_FAILED
+            run.finished_at = utcnow()
+            run.error = (f"the worker process (pid {run.pid}) ended without finishing; "
+                         f"resume it with: python main.py train PROJECT --resume {run.id}")
+            reaped.append(run.id)
+    return reaped

@@ -1,0 +1,43 @@
+"""Head mode's assembly: from cached train features and labels to a ready Trainer. Shared by
+the worker and the benchmarks, so both train exactly the same way."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from core.classes import class_names
+from core.ssl.algorithms import create_algorithm
+from core.ssl.heads import ExpressionHead
+from core.training.batches import CachedFeatureBatches
+from core.training.loop import Hook, Trainer
+from core.training.settings import TrainSettings
+
+HEAD_HIDDEN = 512
+
+
+def check_labels(labels: np.ndarray) -> None:
+    labeled = labels[labels >= 0]
+    if len(labeled) == 0:
+        raise ValueError("the train split has no labeled faces; label some faces or import with labels")
+    if len(np.unique(labeled)) < 2:
+        raise ValueError("the labeled faces cover fewer than two classes; label faces of more classes")
+
+
+def build_head_trainer(features: np.ndarray, labels: np.ndarray, class_text: torch.Tensor,
+                       settings: TrainSettings, device: torch.device, hooks: list[Hook] = ()) -> Trainer:
+    """`features` (N, views, dim) and `labels` (N, -1 = unlabeled) of the train faces; row i is
+    memory-bank slot i."""
+    check_labels(labels)
+    torch.manual_seed(settings.loop.seed)
+    labeled = np.flatnonzero(labels >= 0)
+    unlabeled = np.flatnonzero(labels < 0)
+    num_classes = len(class_names())
+    algorithm = create_algorithm(settings.algorithm, settings.method, num_classes=num_classes,
+                                 class_text=class_text, bank_size=len(labels), embed_dim=HEAD_HIDDEN,
+                                 device=device)
+    model = ExpressionHead(features.shape[2], num_classes, class_text.shape[1], hidden=HEAD_HIDDEN).to(device)
+    source = CachedFeatureBatches(
+        features, labeled, labels[labeled], unlabeled, settings.loop.batch_size,
+        settings.loop.unlabeled_ratio if algorithm.uses_unlabeled else 0, settings.loop.feature_dropout,
+        settings.loop.seed, device, settings.loop.balanced_sampling)
+    return Trainer(model, algorithm, source, settings.loop, device, list(hooks))

@@ -1,0 +1,147 @@
+"""The loop's hooks used by the worker: progress events, metrics to the store, periodic
+validation of the EMA teacher, checkpoints."""
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from sqlalchemy import insert
+
+from core.classes import class_names
+from core.store.models import Metric, utcnow
+from core.store.project import Project
+from core.training.events import EventSink, clean_number
+from core.training.inference import predict
+from core.training.loop import Hook, Trainer
+from core.training.metrics import classification_report
+
+
+class ProgressHook(Hook):
+    priority = 10
+
+    def __init__(self, events: EventSink, min_interval: float = 0.5):
+        self.events = events
+        self.min_interval = min_interval
+        self.last = 0.0
+        self.started = 0.0
+        self.start_step = 0
+
+    def before_run(self, trainer: Trainer) -> None:
+        self.started = time.perf_counter()
+        self.start_step = trainer.step
+
+    def after_step(self, trainer: Trainer, result) -> None:
+        now = time.perf_counter()
+        total = trainer.config.steps
+        if now - self.last < self.min_interval and trainer.step < total:
+            return
+        self.last = now
+        done = trainer.step - self.start_step
+        eta = (now - self.started) / done * (total - trainer.step) if done else None
+        self.events.emit("progress", phase="train", step=trainer.step, total=total,
+                         eta_s=round(eta, 1) if eta is not None else None)
+
+
+class MetricsHook(Hook):
+    """Averages the step logs over `log_every` steps; writes them and the class thresholds to
+    the store (one transaction) and as a metrics event."""
+
+    priority = 20
+
+    def __init__(self, project: Project, run_id: int, events: EventSink):
+        self.project = project
+        self.run_id = run_id
+        self.events = events
+        self.sums: dict[str, float] = defaultdict(float)
+        self.count = 0
+
+    def after_step(self, trainer: Trainer, result) -> None:
+        for key, value in result.logs.items():
+            self.sums[key] += value
+        self.count += 1
+        if trainer.step % trainer.config.log_every == 0 or trainer.step == trainer.config.steps:
+            self.flush(trainer)
+
+    def flush(self, trainer: Trainer, extra: dict[str, float] | None = None) -> None:
+        values = {k: v / max(self.count, 1) for k, v in self.sums.items()}
+        thresholds = trainer.algorithm.thresholds().tolist()
+        values.update({f"threshold_{name}": t for name, t in zip(class_names(), thresholds)})
+        values.update(extra or {})
+        self.sums.clear()
+        self.count = 0
+        write_metrics(self.project, self.run_id, trainer.step, values)
+        self.events.emit("metrics", step=trainer.step, values={k: clean_number(v) for k, v in values.items()})
+
+
+def write_metrics(project: Project, run_id: int, step: int, values: dict[str, float]) -> None:
+    rows = [{"run_id": run_id, "step": step, "name": k, "value": float(v), "created_at": utcnow()}
+            for k, v in values.items() if v is not None and np.isfinite(v)]
+    if rows:
+        with project.session() as session:
+            session.execute(insert(Metric), rows)
+
+
+class EvalHook(Hook):
+    """Validation accuracy of the EMA teacher, classifier and fused, every `eval_every` steps.
+
+    For watching a run only: checkpoints are not picked by it (see the worker)."""
+
+    priority = 30
+
+    def __init__(self, inputs: torch.Tensor, labels: np.ndarray, metrics: MetricsHook):
+        self.inputs = inputs
+        self.labels = labels
+        self.metrics = metrics
+
+    def evaluate(self, trainer: Trainer) -> dict[str, float]:
+        preds = predict(trainer.ema.module, trainer.algorithm, self.inputs, trainer.step)
+        classifier = classification_report(self.labels, preds.semantic.argmax(1))
+        fused = classification_report(self.labels, preds.fused.argmax(1))
+        return {"val_accuracy": classifier["accuracy"], "val_balanced_accuracy": classifier["balanced_accuracy"],
+                "val_fused_accuracy": fused["accuracy"], "val_fused_balanced_accuracy": fused["balanced_accuracy"]}
+
+    def after_step(self, trainer: Trainer, result) -> None:
+        if len(self.labels) and (trainer.step % trainer.config.eval_every == 0
+                                 or trainer.step == trainer.config.steps):
+            self.metrics.flush(trainer, self.evaluate(trainer))
+
+
+class CheckpointHook(Hook):
+    priority = 90
+
+    def __init__(self, path: Path, extra: Callable[[], dict]):
+        self.path = path
+        self.extra = extra
+
+    def save(self, trainer: Trainer) -> None:
+        state = trainer.state_dict()
+        state.update(self.extra())
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)  # a crash mid-save keeps the previous checkpoint
+
+    def after_step(self, trainer: Trainer, result) -> None:
+        if trainer.step % trainer.config.checkpoint_every == 0:
+            self.save(trainer)
+
+    def after_run(self, trainer: Trainer, status: str) -> None:
+        self.save(trainer)
+
+
+class StopHook(Hook):
+    """Asks the loop to stop when `should_stop()` says so (a signal, the GUI's Cancel)."""
+
+    priority = 0
+
+    def __init__(self, should_stop: Callable[[], bool]):
+        self.should_stop = should_stop
+
+    def after_step(self, trainer: Trainer, result) -> None:
+        if self.should_stop():
+            trainer.request_stop("cancelled")

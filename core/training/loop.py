@@ -1,0 +1,164 @@
+"""The one training loop every algorithm shares, with prioritised hooks (after USB's design):
+progress, metrics, evaluation, checkpoints and cancellation are hooks, not loop code."""
+from __future__ import annotations
+
+import copy
+import math
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+
+import torch
+
+from core.ssl.algorithms import Algorithm, StepResult
+
+
+@dataclass
+class LoopConfig:
+    steps: int = 1500
+    batch_size: int = 64
+    unlabeled_ratio: int = 3  # unlabeled faces per labeled face in a batch (FixMatch's mu)
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    ema_decay: float = 0.99
+    eval_every: int = 100
+    checkpoint_every: int = 500
+    log_every: int = 20
+    seed: int = 0
+    feature_dropout: float = 0.3  # head mode: part of the strong view
+    balanced_sampling: bool = False  # labeled faces drawn class-balanced
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.unlabeled_ratio < 0:
+            raise ValueError(f"unlabeled_ratio must be 0 or more, not {self.unlabeled_ratio}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, not {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be 0 or more, not {self.weight_decay}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must lie in [0, 1), not {self.ema_decay}")
+        if not 0 <= self.feature_dropout < 1:
+            raise ValueError(f"feature_dropout must lie in [0, 1), not {self.feature_dropout}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "LoopConfig":
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ModelEMA:
+    """An exponential moving average of the model's weights: the teacher used for evaluation
+    and predictions (steadier than the student at any one step)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.module = copy.deepcopy(_unwrap(model)).eval()
+        for parameter in self.module.parameters():
+            parameter.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        source = _unwrap(model).state_dict()
+        for name, value in self.module.state_dict().items():
+            if value.dtype.is_floating_point:
+                value.mul_(self.decay).add_(source[name].detach(), alpha=1 - self.decay)
+            else:
+                value.copy_(source[name])
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") and isinstance(model.module, torch.nn.Module) else model
+
+
+class Hook:
+    """Override what you need. Lower priority runs first."""
+
+    priority = 50
+
+    def before_run(self, trainer: "Trainer") -> None: ...
+
+    def after_step(self, trainer: "Trainer", result: StepResult) -> None: ...
+
+    def after_run(self, trainer: "Trainer", status: str) -> None: ...
+
+
+class Trainer:
+    def __init__(self, model: torch.nn.Module, algorithm: Algorithm, source, config: LoopConfig,
+                 device: torch.device, hooks: list[Hook] = ()):
+        config.validate()
+        self.model = model
+        self.algorithm = algorithm
+        self.source = source
+        self.config = config
+        self.device = device
+        self.hooks = sorted(hooks, key=lambda h: h.priority)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        total = config.steps
+        # Cosine decay to 10% of the learning rate, the FixMatch schedule.
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+        self.ema = ModelEMA(model, config.ema_decay)
+        self.step = 0
+        self.stop_reason: str | None = None
+
+    def request_stop(self, reason: str = "cancelled") -> None:
+        self.stop_reason = reason
+
+    def _autocast(self):
+        if self.device.type == "cuda" and self.config.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def run(self) -> str:
+        for hook in self.hooks:
+            hook.before_run(self)
+        while self.step < self.config.steps and self.stop_reason is None:
+            batch = self.source.next_batch(self.step)
+            self.model.train()
+            with self._autocast():
+                result = self.algorithm.train_step(self.model, batch, self.step)
+            if not torch.isfinite(result.loss):
+                raise FloatingPointError(f"the loss became {float(result.loss)} at step {self.step}; "
+                                         f"try a lower learning rate")
+            self.optimizer.zero_grad(set_to_none=True)
+            result.loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            self.ema.update(self.model)
+            self.step += 1
+            result.logs["lr"] = self.scheduler.get_last_lr()[0]
+            for hook in self.hooks:
+                hook.after_step(self, result)
+        status = "finished" if self.stop_reason is None else "cancelled"
+        for hook in self.hooks:
+            hook.after_run(self, status)
+        return status
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "model": _unwrap(self.model).state_dict(),
+            "ema": self.ema.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "algorithm": self.algorithm.state_dict(),
+            "source": self.source.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        _unwrap(self.model).load_state_dict(state["model"])
+        self.ema.module.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.algorithm.load_state_dict(state["algorithm"])
+        self.source.load_state_dict(state["source"])
+        self.step = int(state["step"])

@@ -1,0 +1,48 @@
+"""Everything a training run is started with; stored with the run so it can be resumed."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from core.ssl.algorithms import ALGORITHMS, MethodConfig
+from core.training.loop import LoopConfig
+
+MODES = ("head", "finetune")
+PROJECTIONS = ("umap", "pca", "none")
+
+
+@dataclass
+class TrainSettings:
+    algorithm: str = "sitfer"
+    encoder: str = "offline"
+    mode: str = "head"
+    device: str | None = None  # None: CUDA if available, else CPU
+    method: MethodConfig = field(default_factory=MethodConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    strong_views: int = 2  # head mode: strongly augmented views cached per face (each costs one encoder pass)
+    projection: str = "umap"
+    descriptions: str | None = None  # a descriptions JSON replacing resources/descriptions.json
+
+    def validate(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.projection not in PROJECTIONS:
+            raise ValueError(f"unknown projection {self.projection!r}; choose one of {', '.join(PROJECTIONS)}")
+        if not 0 <= self.strong_views <= 16:
+            raise ValueError(f"strong_views must lie between 0 and 16, not {self.strong_views}")
+        self.method.validate()
+        self.loop.validate()
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["method"] = self.method.to_dict()
+        data["loop"] = self.loop.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainSettings":
+        data = dict(data)
+        method = MethodConfig.from_dict(data.pop("method", {}))
+        loop = LoopConfig.from_dict(data.pop("loop", {}))
+        return cls(method=method, loop=loop, **data)

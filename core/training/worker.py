@@ -1,0 +1,281 @@
+"""The training worker: one run from start to written results, in its own process.
+
+It reads the labeled set from the store at the start (and records it with the run), computes
+or loads cached features, trains, and writes back per-face predictions, embeddings, 2-D
+projections and metrics. It talks to the studio only through the store and its event stream.
+A stop request (SIGINT/SIGTERM, or the studio's Cancel) saves a checkpoint and marks the run
+cancelled; `resume` continues it from there.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from sqlalchemy import delete, insert, select
+
+from core.classes import class_names
+from core.projection import project_2d
+from core.store.models import (
+    RUN_CANCELLED,
+    RUN_FAILED,
+    RUN_FINISHED,
+    RUN_RUNNING,
+    Embedding,
+    Prediction,
+    Projection,
+    Run,
+    RunLabel,
+    utcnow,
+)
+from core.store.project import Project
+from core.training.data import FaceTable, load_face_table
+from core.training.events import EventSink
+from core.training.features import FeatureCache
+from core.training.hooks import CheckpointHook, EvalHook, MetricsHook, ProgressHook, StopHook, write_metrics
+from core.training.inference import Predictions, predict
+from core.training.head import build_head_trainer, check_labels
+from core.training.metrics import classification_report
+from core.training.settings import TrainSettings
+
+WRITE_BATCH = 2000
+
+
+class RunError(RuntimeError):
+    """A run that cannot start or resume; the message says why."""
+
+
+def choose_device(requested: str | None) -> torch.device:
+    if requested in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as exc:
+        raise RunError(f"unknown device {requested!r} ({exc})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RunError(f"device {requested!r} asked for, but no CUDA GPU is available here")
+    return device
+
+
+@dataclass
+class RunOutcome:
+    run_id: int
+    status: str
+    metrics: dict
+
+
+def train(project: Project, settings: TrainSettings, events: EventSink,
+          should_stop: Callable[[], bool] = lambda: False, resume: int | None = None) -> RunOutcome:
+    """Start (or resume) a run and carry it to its end. Never raises for a failure inside the
+    run: the run is marked failed and the outcome says so."""
+    if resume is None:
+        settings.validate()
+        run_id = _create_run(project, settings)
+    else:
+        run_id, settings = _reopen_run(project, resume)
+    events.emit("started", run=run_id, algorithm=settings.algorithm, encoder=settings.encoder,
+                mode=settings.mode, message=f"run {run_id}: {settings.algorithm} on {settings.encoder} "
+                                            f"({settings.mode} mode)")
+    try:
+        return _execute(project, run_id, settings, events, should_stop, resuming=resume is not None)
+    except InterruptedError:
+        _finish_run(project, run_id, RUN_CANCELLED)
+        events.emit("cancelled", run=run_id, message=f"run {run_id} cancelled before training started")
+        return RunOutcome(run_id, RUN_CANCELLED, {})
+    except Exception as exc:  # the run fails; the project and the caller carry on
+        message = f"{type(exc).__name__}: {exc}"
+        _finish_run(project, run_id, RUN_FAILED, error=message + "\n" + traceback.format_exc(limit=8))
+        events.emit("failed", run=run_id, error=message)
+        return RunOutcome(run_id, RUN_FAILED, {})
+
+
+def _create_run(project: Project, settings: TrainSettings) -> int:
+    device = choose_device(settings.device)
+    with project.session() as session:
+        run = Run(algorithm=settings.algorithm, encoder=settings.encoder, mode=settings.mode,
+                  config=settings.to_dict(), status=RUN_RUNNING, device=str(device), pid=os.getpid(),
+                  host=socket.gethostname(), started_at=utcnow())
+        session.add(run)
+        session.flush()
+        run.checkpoint = str(project.store_path(project.cache_dir("checkpoints") / f"run_{run.id}.pt"))
+        faces = load_face_table(project, session)
+        labeled = faces.where(split="train", labeled=True)
+        names = class_names()
+        if len(labeled):
+            session.execute(insert(RunLabel), [
+                {"run_id": run.id, "image_id": int(faces.ids[r]), "label": names[faces.labels[r]]} for r in labeled])
+        return run.id
+
+
+def _reopen_run(project: Project, run_id: int) -> tuple[int, TrainSettings]:
+    with project.session() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise RunError(f"there is no run {run_id} in this project")
+        if run.status == RUN_FINISHED:
+            raise RunError(f"run {run_id} has already finished")
+        if run.status == RUN_RUNNING and run.pid and run.pid != os.getpid():
+            from core.store.runs import process_alive
+
+            if process_alive(run.pid) and run.host == socket.gethostname():
+                raise RunError(f"run {run_id} is still running (pid {run.pid})")
+        checkpoint = project.resolve_path(run.checkpoint) if run.checkpoint else None
+        if checkpoint is None or not checkpoint.is_file():
+            raise RunError(f"run {run_id} has no checkpoint to resume from")
+        settings = TrainSettings.from_dict(run.config)
+        run.status, run.pid, run.host, run.error, run.finished_at = (
+            RUN_RUNNING, os.getpid(), socket.gethostname(), None, None)
+    return run_id, settings
+
+
+def _finish_run(project: Project, run_id: int, status: str, error: str | None = None) -> None:
+    with project.session() as session:
+        run = session.get(Run, run_id)
+        run.status = status
+        run.finished_at = utcnow()
+        run.error = error
+
+
+def _run_labels(project: Project, run_id: int, faces: FaceTable) -> np.ndarray:
+    """The labels this run trains on: those recorded at its start, not today's."""
+    index = {name: i for i, name in enumerate(class_names())}
+    with project.session() as session:
+        recorded = dict(session.execute(select(RunLabel.image_id, RunLabel.label)
+                                        .where(RunLabel.run_id == run_id)).all())
+    labels = np.full(len(faces), -1, dtype=np.int64)
+    for row, face_id in enumerate(faces.ids):
+        if int(face_id) in recorded and faces.splits[row] == "train":
+            labels[row] = index[recorded[int(face_id)]]
+    return labels
+
+
+def _execute(project: Project, run_id: int, settings: TrainSettings, events: EventSink,
+             should_stop: Callable[[], bool], resuming: bool) -> RunOutcome:
+    from core.encoders import get_encoder  # deferred: loading encoders is heavy
+    from core.encoders.text import class_text_embeddings, load_descriptions
+
+    if settings.mode != "head":
+        raise RunError("fine-tune mode is not available yet; use --mode head")
+    device = choose_device(settings.device)
+    encoder = get_encoder(settings.encoder, device=device)
+    events.emit("info", message=f"encoder: {encoder.describe()}")
+    descriptions = load_descriptions(Path(settings.descriptions) if settings.descriptions else None)
+    class_text = class_text_embeddings(encoder, descriptions, project.cache_dir("features"))
+
+    with project.session() as session:
+        faces = load_face_table(project, session)
+    train_labels = _run_labels(project, run_id, faces)
+    cache = FeatureCache(project.cache_dir("features"), encoder, settings.strong_views, seed=0)
+    features, broken = cache.load(
+        faces, progress=lambda done, total: events.emit("progress", phase="features", step=done, total=total),
+        should_stop=should_stop)
+    usable = np.ones(len(faces), dtype=bool)
+    usable[broken] = False
+    if broken:
+        events.emit("info", message=f"{len(broken)} face(s) could not be read and are left out")
+
+    train_rows = np.flatnonzero((faces.splits == "train") & usable)
+    row_slot = np.full(len(faces), -1, dtype=np.int64)
+    row_slot[train_rows] = np.arange(len(train_rows))
+    try:
+        check_labels(train_labels[train_rows])
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+
+    val_rows = np.flatnonzero((faces.splits == "val") & (faces.labels >= 0) & usable)
+    metrics_hook = MetricsHook(project, run_id, events)
+    checkpoint_path = project.cache_dir("checkpoints") / f"run_{run_id}.pt"
+    hooks = [StopHook(should_stop), ProgressHook(events), metrics_hook,
+             EvalHook(torch.from_numpy(features[val_rows, 0]), faces.labels[val_rows], metrics_hook),
+             CheckpointHook(checkpoint_path, lambda: {"train_face_ids": faces.ids[train_rows]})]
+    trainer = build_head_trainer(features[train_rows], train_labels[train_rows], class_text, settings, device, hooks)
+    algorithm = trainer.algorithm
+    if resuming:
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        if not np.array_equal(state["train_face_ids"], faces.ids[train_rows]):
+            raise RunError("the project's training faces changed since this run started; start a new run")
+        trainer.load_state_dict(state)
+        events.emit("info", message=f"resumed run {run_id} at step {trainer.step}")
+
+    status = trainer.run()
+    if status == RUN_CANCELLED:
+        _finish_run(project, run_id, RUN_CANCELLED)
+        events.emit("cancelled", run=run_id, step=trainer.step,
+                    message=f"run {run_id} cancelled at step {trainer.step}; resume with --resume {run_id}")
+        return RunOutcome(run_id, RUN_CANCELLED, {})
+
+    events.emit("info", message="writing predictions")
+    rows = np.flatnonzero(usable)
+    exclude = torch.from_numpy(row_slot[rows])
+    preds = predict(trainer.ema.module, algorithm, torch.from_numpy(features[rows, 0]), trainer.step, exclude)
+    _write_predictions(project, run_id, faces.ids[rows], preds, algorithm.name)
+    _write_projections(project, run_id, faces.ids[rows], preds.embedding, settings, events)
+    final = _final_metrics(faces, rows, preds)
+    write_metrics(project, run_id, trainer.step, {k: v for k, v in final.items() if isinstance(v, float)})
+    _finish_run(project, run_id, RUN_FINISHED)
+    events.emit("finished", run=run_id, metrics=final,
+                message=f"run {run_id} finished: " + ", ".join(f"{k} {v:.3f}" for k, v in final.items()))
+    return RunOutcome(run_id, RUN_FINISHED, final)
+
+
+def _final_metrics(faces: FaceTable, rows: np.ndarray, preds: Predictions) -> dict:
+    out: dict[str, float] = {}
+    for split in ("val", "test"):
+        mask = (faces.splits[rows] == split) & (faces.labels[rows] >= 0)
+        if not mask.any():
+            continue
+        truth = faces.labels[rows][mask]
+        for name, probs in (("classifier", preds.semantic), ("fused", preds.fused)):
+            report = classification_report(truth, probs[mask].argmax(1))
+            prefix = f"{split}_" if name == "classifier" else f"{split}_fused_"
+            out[prefix + "accuracy"] = report["accuracy"]
+            out[prefix + "balanced_accuracy"] = report["balanced_accuracy"]
+    return out
+
+
+def _rounded(array: np.ndarray | None, i: int) -> list[float] | None:
+    return None if array is None else [round(float(v), 5) for v in array[i]]
+
+
+def _write_predictions(project: Project, run_id: int, face_ids: np.ndarray, preds: Predictions,
+                       algorithm: str) -> None:
+    names = class_names()
+    pseudo, confidence, passed = preds.pseudo_label, preds.confidence, preds.passed
+    with project.session() as session:
+        session.execute(delete(Prediction).where(Prediction.run_id == run_id))
+        session.execute(delete(Embedding).where(Embedding.run_id == run_id))
+    for start in range(0, len(face_ids), WRITE_BATCH):
+        stop = min(start + WRITE_BATCH, len(face_ids))
+        with project.session() as session:
+            session.execute(insert(Prediction), [{
+                "run_id": run_id, "image_id": int(face_ids[i]),
+                "p_semantic": _rounded(preds.semantic, i), "p_text": _rounded(preds.text, i),
+                "p_instance": _rounded(preds.instance, i), "p_fused": _rounded(preds.fused, i),
+                "pseudo_label": names[int(pseudo[i])], "confidence": float(confidence[i]),
+                "passed_threshold": bool(passed[i]),
+                "extra": None,
+            } for i in range(start, stop)])
+            session.execute(insert(Embedding), [{
+                "run_id": run_id, "image_id": int(face_ids[i]),
+                "vector": preds.embedding[i].astype(np.float32).tobytes(), "dim": int(preds.embedding.shape[1]),
+            } for i in range(start, stop)])
+
+
+def _write_projections(project: Project, run_id: int, face_ids: np.ndarray, embeddings: np.ndarray,
+                       settings: TrainSettings, events: EventSink) -> None:
+    methods = ["pca"] + (["umap"] if settings.projection == "umap" else [])
+    if settings.projection == "none":
+        return
+    for method in methods:
+        events.emit("info", message=f"computing the {method.upper()} map")
+        coords = project_2d(embeddings, method, seed=settings.loop.seed)
+        with project.session() as session:
+            session.execute(delete(Projection).where(Projection.run_id == run_id, Projection.method == method))
+            session.execute(insert(Projection), [
+                {"run_id": run_id, "image_id": int(i), "method": method, "x": float(x), "y": float(y)}
+                for i, (x, y) in zip(face_ids, coords)])

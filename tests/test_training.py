@@ -1,0 +1,159 @@
+"""The trainer end to end on the demo set with the tiny encoder: every algorithm learns, events
+are valid JSON, cancel/resume work, and a killed worker leaves the project usable."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from core.ingest.demo import DemoSettings, create_demo_project
+from core.ssl.algorithms import MethodConfig
+from core.store.db import integrity_ok
+from core.store.models import Embedding, Label, Metric, Prediction, Projection, Run, RunLabel
+from core.store.project import Project
+from core.training.events import JsonEvents
+from core.training.evaluation import evaluate_run
+from core.training.loop import LoopConfig
+from core.training.settings import TrainSettings
+from core.training.worker import train
+
+REPO = Path(__file__).resolve().parent.parent
+FAST_LOOP = dict(steps=250, batch_size=32, eval_every=50, checkpoint_every=100, log_every=25)
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train") / "demo"
+    project, _ = create_demo_project(root, DemoSettings(train_per_class=40, val_per_class=12,
+                                                        labeled_per_class=15, seed=3))
+    project.close()
+    return root
+
+
+def settings(algorithm="sitfer", **loop) -> TrainSettings:
+    return TrainSettings(algorithm=algorithm, encoder="tiny", projection="pca", strong_views=2,
+                         method=MethodConfig(instance_warmup=50),
+                         loop=LoopConfig(**{**FAST_LOOP, **loop}))
+
+
+def run_in_process(root: Path, config: TrainSettings, **kwargs):
+    stream = io.StringIO()
+    with Project.open(root) as project:
+        outcome = train(project, config, JsonEvents(stream), **kwargs)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    return outcome, events
+
+
+@pytest.mark.parametrize("algorithm", ["supervised", "fixmatch", "sitfer"])
+def test_each_algorithm_learns_and_writes_its_results(demo_root, algorithm):
+    outcome, events = run_in_process(demo_root, settings(algorithm))
+    assert outcome.status == "finished", events[-1]
+    assert [e["event"] for e in events][0] == "started" and events[-1]["event"] == "finished"
+    # Chance is 1/7 = 0.14 on the demo val split (84 faces); a random-init encoder's features
+    # carry less than a pretrained one's, so "well above chance" is twice chance here.
+    assert outcome.metrics["val_fused_accuracy"] > 0.29, outcome.metrics
+    assert outcome.metrics["val_accuracy"] > 0.29, outcome.metrics
+    with Project.open(demo_root) as project, project.session() as s:
+        run_id = outcome.run_id
+        n_faces = 7 * 52
+        assert s.scalar(select(func.count()).select_from(Prediction).where(Prediction.run_id == run_id)) == n_faces
+        assert s.scalar(select(func.count()).select_from(Embedding).where(Embedding.run_id == run_id)) == n_faces
+        assert s.scalar(select(func.count()).select_from(Projection).where(Projection.run_id == run_id)) == n_faces
+        # The run recorded the labeled set it trained on: the current train labels, never hidden truth.
+        assert s.scalar(select(func.count()).select_from(RunLabel).where(RunLabel.run_id == run_id)) == 7 * 15
+        prediction = s.scalar(select(Prediction).where(Prediction.run_id == run_id).limit(1))
+        assert abs(sum(prediction.p_fused) - 1) < 1e-3
+        if algorithm == "sitfer":
+            assert prediction.p_text is not None and prediction.p_instance is not None
+        names = set(s.scalars(select(Metric.name).where(Metric.run_id == run_id)))
+        assert {"loss_sup", "val_accuracy", "threshold_fear"} <= names
+        if algorithm != "supervised":
+            assert "mask_rate" in names
+        result = evaluate_run(project, run_id, "val")
+    assert set(result) >= {"classifier", "fused"}
+    assert set(result["fused"]) >= {"accuracy", "balanced_accuracy", "per_class", "confusion"}
+
+
+def test_cancel_saves_a_checkpoint_and_resume_finishes(demo_root):
+    calls = {"n": 0}
+
+    def stop_after_60_steps():
+        calls["n"] += 1
+        return calls["n"] >= 60
+
+    outcome, events = run_in_process(demo_root, settings(), should_stop=stop_after_60_steps)
+    assert outcome.status == "cancelled" and events[-1]["event"] == "cancelled"
+    with Project.open(demo_root) as project, project.session() as s:
+        run = s.get(Run, outcome.run_id)
+        assert run.status == "cancelled" and project.resolve_path(run.checkpoint).is_file()
+    resumed, events = run_in_process(demo_root, settings(), resume=outcome.run_id)
+    assert resumed.status == "finished" and resumed.run_id == outcome.run_id
+    assert any("resumed run" in e.get("message", "") and "step 60" in e["message"] for e in events)
+    with Project.open(demo_root) as project, project.session() as s:
+        assert s.scalar(select(func.max(Metric.step)).where(Metric.run_id == outcome.run_id)) == FAST_LOOP["steps"]
+
+
+def test_a_run_without_labels_fails_clearly(tmp_path):
+    root = tmp_path / "p"
+    project, _ = create_demo_project(root, DemoSettings(train_per_class=4, val_per_class=1, labeled_per_class=0))
+    project.close()
+    outcome, events = run_in_process(root, settings())
+    assert outcome.status == "failed"
+    assert "no labeled faces" in events[-1]["error"]
+
+
+def cli_train(root: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "main.py"), "train", str(root), "--encoder", "tiny", "--events", "json",
+         "--projection", "pca", "--strong-views", "2", "--batch-size", "32", "--log-every", "10", *extra],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_training(proc: subprocess.Popen) -> list[dict]:
+    seen = []
+    for line in proc.stdout:
+        seen.append(json.loads(line))
+        if seen[-1]["event"] == "metrics":  # training is under way
+            return seen
+    raise AssertionError(f"worker ended before training: {seen} {proc.stderr.read()}")
+
+
+def test_cli_events_are_json_and_sigterm_cancels(demo_root):
+    proc = cli_train(demo_root, "--steps", "100000")
+    seen = wait_for_training(proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    seen += [json.loads(line) for line in out.splitlines()]  # every line is one JSON object
+    assert proc.returncode == 130, err
+    kinds = [e["event"] for e in seen]
+    assert kinds[0] == "started" and kinds[-1] == "cancelled" and "metrics" in kinds
+    run_id = seen[0]["run"]
+    with Project.open(demo_root) as project, project.session() as s:
+        run = s.get(Run, run_id)
+        assert run.status == "cancelled" and project.resolve_path(run.checkpoint).is_file()
+
+
+def test_killed_worker_is_marked_failed_and_the_project_stays_usable(demo_root, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(demo_root, root)
+    proc = cli_train(root, "--steps", "100000")
+    seen = wait_for_training(proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    with Project.open(root) as project:
+        assert integrity_ok(project.engine)
+        with project.session() as s:
+            run = s.get(Run, seen[0]["run"])
+            assert run.status == "failed" and "ended without finishing" in run.error
+            assert s.scalar(select(func.count()).select_from(Label)) > 0
+    outcome, _ = run_in_process(root, settings("supervised", steps=30))
+    assert outcome.status == "finished"
