@@ -244,8 +244,9 @@ def _mean_sd(values: list[float]) -> str:
     if not values:
         return "-"
     mean = statistics.mean(values) * 100
-    sd = statistics.stdev(values) * 100 if len(values) > 1 else 0.0
-    return f"{mean:.1f} ± {sd:.1f}"
+    if len(values) == 1:
+        return f"{mean:.1f} (1 seed)"
+    return f"{mean:.1f} ± {statistics.stdev(values) * 100:.1f}"
 
 
 def render(results: dict) -> str:

@@ -157,3 +157,30 @@ def test_killed_worker_is_marked_failed_and_the_project_stays_usable(demo_root, 
             assert s.scalar(select(func.count()).select_from(Label)) > 0
     outcome, _ = run_in_process(root, settings("supervised", steps=30))
     assert outcome.status == "finished"
+
+
+def test_cli_text_mode_reports_progress_readably(demo_root, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(demo_root, root)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "train", str(root), "--encoder", "tiny", "--algorithm", "supervised",
+         "--steps", "40", "--log-every", "20", "--eval-every", "20", "--projection", "pca", "--strong-views", "2"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "started: run" in proc.stderr and "step 40: " in proc.stderr and "finished: run" in proc.stderr
+    evaluation = subprocess.run([sys.executable, str(REPO / "main.py"), "evaluate", str(root), "--json"],
+                                cwd=REPO, capture_output=True, text=True, timeout=120)
+    report = json.loads(evaluation.stdout)
+    assert report["split"] == "val" and 0 <= report["fused"]["accuracy"] <= 1
+    runs = subprocess.run([sys.executable, str(REPO / "main.py"), "runs", str(root)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert "finished" in runs.stdout and "supervised" in runs.stdout
+
+
+def test_bad_training_settings_are_refused_before_a_run_starts(demo_root):
+    proc = subprocess.run([sys.executable, str(REPO / "main.py"), "train", str(demo_root), "--encoder", "tiny",
+                           "--lr", "-1"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "lr must be a positive number" in proc.stderr
+    proc = subprocess.run([sys.executable, str(REPO / "main.py"), "train", str(demo_root), "--encoder", "resnet"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "unknown encoder 'resnet'" in proc.stderr

@@ -14,6 +14,7 @@ from core.cli.common import (
     opened_project,
     print_json,
 )
+from core.encoders import EncoderError
 from core.ssl.algorithms import ALGORITHMS, MethodConfig
 from core.training.events import ConsoleEvents, JsonEvents
 from core.training.loop import LoopConfig
@@ -136,7 +137,7 @@ def cmd_train(args) -> int:
             strong_views=args.strong_views, projection=args.projection, descriptions=args.descriptions)
         if args.resume is None:
             settings.validate()
-    except ValueError as exc:
+    except (ValueError, EncoderError) as exc:
         raise CommandError(f"bad setting: {exc}", EXIT_USAGE) from None
     events = JsonEvents() if args.events == "json" else ConsoleEvents(quiet=args.quiet)
     stop = _StopFlag()

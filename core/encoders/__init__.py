@@ -24,7 +24,7 @@ ENCODERS: dict[str, str] = {
 }
 
 __all__ = ["DEFAULT_ENCODER", "ENCODERS", "Encoder", "EncoderError", "available_encoders", "encoder_names",
-           "get_encoder"]
+           "get_encoder", "check_spec"]
 
 
 def encoder_names() -> list[str]:
@@ -34,6 +34,13 @@ def encoder_names() -> list[str]:
 def available_encoders() -> list[str]:
     """One line per encoder: 'NAME: description'."""
     return [f"{name}: {text}" for name, text in ENCODERS.items()]
+
+
+def check_spec(spec: str) -> None:
+    """Raise EncoderError for a spec no encoder answers to, without loading anything."""
+    head = spec.strip().partition(":")[0].lower() if isinstance(spec, str) else ""
+    if head not in ("offline", "tiny", "clip"):
+        raise EncoderError(f"unknown encoder {spec!r}; known encoders:\n  " + "\n  ".join(available_encoders()))
 
 
 def get_encoder(spec: str | None = None, device: str | torch.device | None = None) -> Encoder:

@@ -49,14 +49,17 @@ class ConsoleEvents(EventSink):
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
         self.bar: tqdm | None = None
+        self.phase = ""
 
     def emit(self, event: str, **fields: Any) -> None:
         if event == "progress":
             if self.quiet:
                 return
-            if self.bar is None or self.bar.desc != fields.get("phase", "train"):
+            phase = fields.get("phase", "train")
+            if self.bar is None or self.phase != phase:
                 self.close()
-                self.bar = tqdm(total=fields["total"], desc=fields.get("phase", "train"), file=sys.stderr,
+                self.phase = phase
+                self.bar = tqdm(total=fields["total"], desc=phase, file=sys.stderr,
                                 disable=None, leave=False, dynamic_ncols=True)
             self.bar.n = fields["step"]
             self.bar.refresh()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from core.encoders import check_spec
 from core.ssl.algorithms import ALGORITHMS, MethodConfig
 from core.training.loop import LoopConfig
 
@@ -25,6 +26,7 @@ class TrainSettings:
     def validate(self) -> None:
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"unknown algorithm {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+        check_spec(self.encoder)
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         if self.projection not in PROJECTIONS:
