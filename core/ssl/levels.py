@@ -45,10 +45,6 @@ class MemoryBank:
         self.features[indices] = features.detach().to(self.features.dtype)
         self.labels[indices] = labels.to(self.labels.device)
 
-    def class_counts(self) -> torch.Tensor:
-        valid = self.labels >= 0
-        return torch.bincount(self.labels[valid], minlength=self.num_classes)
-
     def class_similarity(self, queries: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
         """(B, C): for each query, the mean of its top-k cosine similarities to bank entries of each class.
 
@@ -56,20 +52,15 @@ class MemoryBank:
         Classes with no entries get -1 (the lowest cosine similarity).
         """
         sims = queries @ self.features.T  # (B, M): the one matrix product
-        invalid = (self.labels < 0).unsqueeze(0).expand_as(sims)
-        sims = sims.masked_fill(invalid, float("-inf"))
         if exclude is not None:
             rows = torch.nonzero(exclude >= 0).squeeze(1)
             sims[rows, exclude[rows]] = float("-inf")
         out = torch.full((queries.shape[0], self.num_classes), -1.0, device=queries.device)
-        counts = self.class_counts()
-        for c in range(self.num_classes):  # C (=7) masked top-k's, each over the whole batch
-            n = int(counts[c])
-            if n == 0:
+        for c in range(self.num_classes):  # C (=7) column gathers + top-k's, each over the whole batch
+            members = torch.nonzero(self.labels == c).squeeze(1)
+            if len(members) == 0:
                 continue
-            k = min(self.top_k, n)
-            class_sims = sims.masked_fill((self.labels != c).unsqueeze(0), float("-inf"))
-            top = class_sims.topk(k, dim=1).values
+            top = sims[:, members].topk(min(self.top_k, len(members)), dim=1).values
             finite = torch.isfinite(top)
             total = torch.where(finite, top, torch.zeros_like(top)).sum(1)
             out[:, c] = torch.where(finite.any(1), total / finite.sum(1).clamp(min=1), out[:, c])
