@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from sqlalchemy import func, select
 
 from core.ingest.demo import DemoSettings, create_demo_project
@@ -184,3 +185,45 @@ def test_bad_training_settings_are_refused_before_a_run_starts(demo_root):
     proc = subprocess.run([sys.executable, str(REPO / "main.py"), "train", str(demo_root), "--encoder", "resnet"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "unknown encoder 'resnet'" in proc.stderr
+
+
+def test_finetune_mode_trains_the_encoder_and_writes_predictions(demo_root, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(demo_root, root)
+    config = settings("sitfer", steps=30, eval_every=15, log_every=15, batch_size=16)
+    config.mode, config.loader_workers = "finetune", 0
+    from core.encoders import get_encoder
+
+    before = [p.detach().clone() for p in get_encoder("tiny").image_tower.parameters()]
+    outcome, events = run_in_process(root, config)
+    assert outcome.status == "finished", events[-1]
+    with Project.open(root) as project, project.session() as s:
+        run = s.get(Run, outcome.run_id)
+        assert run.mode == "finetune"
+        assert s.scalar(select(func.count()).select_from(Prediction).where(Prediction.run_id == run.id)) == 7 * 52
+        state = torch.load(project.resolve_path(run.checkpoint), weights_only=False)
+    tower = {k: v for k, v in state["model"].items() if k.startswith("tower.")}
+    assert tower, "the checkpoint holds the encoder's weights"
+    after = [v for k, v in tower.items() if v.dtype.is_floating_point and "running" not in k]
+    assert any(not torch.equal(a, b) for a, b in zip(after, [p for p in before])), "the encoder trained"
+
+
+def test_torchrun_two_processes_make_one_run(demo_root, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(demo_root, root)
+    with Project.open(root) as project, project.session() as s:
+        runs_before = s.scalar(select(func.count()).select_from(Run))
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(REPO / "main.py"), "train", str(root), "--mode", "finetune", "--encoder", "tiny", "--steps", "20",
+         "--batch-size", "8", "--log-every", "10", "--eval-every", "10", "--projection", "pca",
+         "--loader-workers", "0", "--events", "json"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [e["event"] for e in events].count("started") == 1, "only rank 0 speaks"
+    assert events[-1]["event"] == "finished"
+    with Project.open(root) as project, project.session() as s:
+        runs = s.scalars(select(Run).order_by(Run.id)).all()
+        assert len(runs) == runs_before + 1 and runs[-1].status == "finished" and runs[-1].id == events[0]["run"]
+        assert s.scalar(select(func.count()).select_from(Prediction).where(Prediction.run_id == runs[-1].id)) == 7 * 52

@@ -76,6 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--encoder", default="offline", help="offline (default) | tiny | clip:MODEL[:PRETRAINED]")
     p.add_argument("--mode", choices=MODES, default="head", help="(default: head)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1 ...")
+    p.add_argument("--loader-workers", type=int, default=TrainSettings.loader_workers,
+                   help=f"fine-tune mode: image-decoding processes (default: {TrainSettings.loader_workers})")
     p.add_argument("--strong-views", type=int, default=TrainSettings.strong_views,
                    help=f"head mode: strongly augmented views cached per face (default: {TrainSettings.strong_views})")
     p.add_argument("--projection", choices=PROJECTIONS, default="umap", help="the 2-D map written with the run (default: umap)")
@@ -134,7 +136,8 @@ def cmd_train(args) -> int:
             device=None if args.device == "auto" else args.device,
             method=MethodConfig.from_dict(_collect(args, MethodConfig, "method_")),
             loop=LoopConfig.from_dict(_collect(args, LoopConfig, "loop_")),
-            strong_views=args.strong_views, projection=args.projection, descriptions=args.descriptions)
+            strong_views=args.strong_views, projection=args.projection, descriptions=args.descriptions,
+            loader_workers=args.loader_workers)
         if args.resume is None:
             settings.validate()
     except (ValueError, EncoderError) as exc:
@@ -142,14 +145,38 @@ def cmd_train(args) -> int:
     events = JsonEvents() if args.events == "json" else ConsoleEvents(quiet=args.quiet)
     stop = _StopFlag()
     stop.install()
-    with opened_project(args.project) as project:
-        try:
-            outcome = train(project, settings, events, should_stop=stop, resume=args.resume)
-        except RunError as exc:
-            raise CommandError(str(exc), EXIT_USAGE) from None
-        finally:
-            events.close()
+    distributed = _start_distributed(settings)
+    try:
+        with opened_project(args.project) as project:
+            try:
+                outcome = train(project, settings, events, should_stop=stop, resume=args.resume)
+            except RunError as exc:
+                raise CommandError(str(exc), EXIT_USAGE) from None
+            finally:
+                events.close()
+    finally:
+        if distributed:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
     return {"finished": 0, "cancelled": EXIT_INTERRUPTED}.get(outcome.status, EXIT_FAILED)
+
+
+def _start_distributed(settings: TrainSettings) -> bool:
+    """Under torchrun (WORLD_SIZE > 1) join the process group: NCCL on GPUs, gloo on CPUs."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if settings.mode != "finetune":
+        raise CommandError("several processes (torchrun) train only in --mode finetune", EXIT_USAGE)
+    import torch
+    import torch.distributed as dist
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return True
 
 
 def cmd_evaluate(args) -> int:

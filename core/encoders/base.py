@@ -55,14 +55,11 @@ class Encoder(abc.ABC):
     # ---- images -----------------------------------------------------------------------
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
         """RGB PIL images -> (B,3,S,S) normalised float32 on the CPU (the caller moves batches)."""
-        size = self.input_size
-        arrays = [np.asarray(_fit_square(img, size), dtype=np.float32) for img in images]
-        if not arrays:
-            return torch.zeros((0, 3, size, size), dtype=torch.float32)
-        batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).div_(255.0)
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(1, 3, 1, 1)
-        return batch.sub_(mean).div_(std).contiguous()
+        return self.preprocessor()(images)
+
+    def preprocessor(self) -> "Preprocessor":
+        """A small picklable copy of the preprocessing, for DataLoader worker processes."""
+        return Preprocessor(self.input_size, tuple(self.mean), tuple(self.std))
 
     def encode_images(self, batch: torch.Tensor) -> torch.Tensor:
         """(B,3,S,S) normalised -> (B,image_dim) float32 features, not normalised."""
@@ -113,6 +110,23 @@ class Encoder(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.spec!r} on {self._device}>"
+
+
+class Preprocessor:
+    """RGB PIL images -> (B,3,S,S) normalised float32: fit to a square, scale, normalise."""
+
+    def __init__(self, size: int, mean: tuple[float, float, float], std: tuple[float, float, float]):
+        self.size, self.mean, self.std = size, mean, std
+
+    def __call__(self, images: list[Image.Image]) -> torch.Tensor:
+        size = self.size
+        arrays = [np.asarray(_fit_square(img, size), dtype=np.float32) for img in images]
+        if not arrays:
+            return torch.zeros((0, 3, size, size), dtype=torch.float32)
+        batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).div_(255.0)
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(1, 3, 1, 1)
+        return batch.sub_(mean).div_(std).contiguous()
 
 
 def _fit_square(image: Image.Image, size: int) -> Image.Image:

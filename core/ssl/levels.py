@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from core.ssl.distributed import gather_all
+
 
 def semantic_probs(logits: torch.Tensor) -> torch.Tensor:
     return logits.softmax(dim=1)
@@ -42,7 +44,9 @@ class MemoryBank:
 
     def update(self, indices: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> None:
         """Write normalised `features` with `labels` (-1 removes the slot from the bank)."""
-        self.features[indices] = features.detach().to(self.features.dtype)
+        indices, features, labels = (gather_all(indices), gather_all(features.detach()),
+                                     gather_all(labels.to(indices.device)))
+        self.features[indices] = features.to(self.features.dtype)
         self.labels[indices] = labels.to(self.labels.device)
 
     def class_similarity(self, queries: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:

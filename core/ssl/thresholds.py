@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from core.ssl.distributed import gather_all
+
 
 class FixedThreshold:
     def __init__(self, num_classes: int, value: float):
@@ -46,7 +48,7 @@ class DynamicThresholds:
 
     @torch.no_grad()
     def update(self, probs: torch.Tensor) -> None:
-        probs = probs.detach().float().cpu()
+        probs = gather_all(probs.detach().float()).cpu()
         m = self.momentum
         self.global_confidence = m * self.global_confidence + (1 - m) * probs.max(dim=1).values.mean()
         self.class_probability = m * self.class_probability + (1 - m) * probs.mean(dim=0)

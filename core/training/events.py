@@ -22,6 +22,13 @@ class EventSink:
         pass
 
 
+class NullEvents(EventSink):
+    """For the ranks of a distributed run other than the first: one voice is enough."""
+
+    def emit(self, event: str, **fields: Any) -> None:
+        pass
+
+
 class JsonEvents(EventSink):
     def __init__(self, stream: IO[str] | None = None):
         self.stream = stream or sys.stdout

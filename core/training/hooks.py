@@ -6,17 +6,18 @@ import os
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
 from sqlalchemy import insert
 
 from core.classes import class_names
+from core.ssl.distributed import any_rank
 from core.store.models import Metric, utcnow
 from core.store.project import Project
 from core.training.events import EventSink, clean_number
-from core.training.inference import predict
+from core.training.inference import predict_batches
 from core.training.loop import Hook, Trainer
 from core.training.metrics import classification_report
 
@@ -93,13 +94,13 @@ class EvalHook(Hook):
 
     priority = 30
 
-    def __init__(self, inputs: torch.Tensor, labels: np.ndarray, metrics: MetricsHook):
-        self.inputs = inputs
+    def __init__(self, make_batches: Callable[[], Iterable], labels: np.ndarray, metrics: MetricsHook):
+        self.make_batches = make_batches  # -> (inputs, None) batches of the val faces
         self.labels = labels
         self.metrics = metrics
 
     def evaluate(self, trainer: Trainer) -> dict[str, float]:
-        preds = predict(trainer.ema.module, trainer.algorithm, self.inputs, trainer.step)
+        preds = predict_batches(trainer.ema.module, trainer.algorithm, self.make_batches(), trainer.step)
         classifier = classification_report(self.labels, preds.semantic.argmax(1))
         fused = classification_report(self.labels, preds.fused.argmax(1))
         return {"val_accuracy": classifier["accuracy"], "val_balanced_accuracy": classifier["balanced_accuracy"],
@@ -143,5 +144,5 @@ class StopHook(Hook):
         self.should_stop = should_stop
 
     def after_step(self, trainer: Trainer, result) -> None:
-        if self.should_stop():
+        if any_rank(self.should_stop(), trainer.device):
             trainer.request_stop("cancelled")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -35,14 +36,22 @@ class Predictions:
 def predict(model: torch.nn.Module, algorithm: Algorithm, inputs: torch.Tensor, step: int,
             exclude: torch.Tensor | None = None, batch_size: int = 1024) -> Predictions:
     """`inputs` are view-0 features (head mode); `exclude` each face's own bank slot or -1."""
+    batches = ((inputs[i:i + batch_size], exclude[i:i + batch_size] if exclude is not None else None)
+               for i in range(0, inputs.shape[0], batch_size))
+    return predict_batches(model, algorithm, batches, step)
+
+
+@torch.no_grad()
+def predict_batches(model: torch.nn.Module, algorithm: Algorithm,
+                    batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]], step: int) -> Predictions:
+    """Level probabilities and embeddings over (inputs, own bank slot or None) batches: cached
+    features in head mode, preprocessed images in fine-tune mode."""
     model.eval()
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("semantic", "text", "instance", "fused", "embedding")}
     device = next(model.parameters()).device
-    for start in range(0, inputs.shape[0], batch_size):
-        x = inputs[start:start + batch_size].to(device).float()
-        out = model(x)
-        ex = exclude[start:start + batch_size].to(device) if exclude is not None else None
-        levels = algorithm.level_probs(out, step, exclude=ex)
+    for x, ex in batches:
+        out = model(x.to(device).float())
+        levels = algorithm.level_probs(out, step, exclude=ex.to(device) if ex is not None else None)
         for name in ("semantic", "text", "instance", "fused"):
             value = getattr(levels, name)
             if value is not None:

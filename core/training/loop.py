@@ -100,7 +100,10 @@ class Trainer:
         self.config = config
         self.device = device
         self.hooks = sorted(hooks, key=lambda h: h.priority)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        # A model may ask for its own parameter groups (fine-tune mode: a gentler encoder lr).
+        groups = getattr(_unwrap(model), "param_groups", None)
+        params = groups(config.lr) if callable(groups) else model.parameters()
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         total = config.steps
         # Cosine decay to 10% of the learning rate, the FixMatch schedule.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -108,6 +111,10 @@ class Trainer:
         self.ema = ModelEMA(model, config.ema_decay)
         self.step = 0
         self.stop_reason: str | None = None
+
+    def add_hook(self, hook: Hook) -> None:
+        self.hooks.append(hook)
+        self.hooks.sort(key=lambda h: h.priority)
 
     def request_stop(self, reason: str = "cancelled") -> None:
         self.stop_reason = reason

@@ -20,6 +20,7 @@ class TrainSettings:
     method: MethodConfig = field(default_factory=MethodConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     strong_views: int = 2  # head mode: strongly augmented views cached per face (each costs one encoder pass)
+    loader_workers: int = 2  # fine-tune mode: image-decoding processes per training process
     projection: str = "umap"
     descriptions: str | None = None  # a descriptions JSON replacing resources/descriptions.json
 
@@ -31,6 +32,8 @@ class TrainSettings:
             raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         if self.projection not in PROJECTIONS:
             raise ValueError(f"unknown projection {self.projection!r}; choose one of {', '.join(PROJECTIONS)}")
+        if not 0 <= self.loader_workers <= 64:
+            raise ValueError(f"loader_workers must lie between 0 and 64, not {self.loader_workers}")
         if not 0 <= self.strong_views <= 16:
             raise ValueError(f"strong_views must lie between 0 and 16, not {self.strong_views}")
         self.method.validate()

@@ -35,11 +35,15 @@ from core.store.models import (
 )
 from core.store.project import Project
 from core.training.data import FaceTable, load_face_table
-from core.training.events import EventSink
+from core.training.events import EventSink, NullEvents
 from core.training.features import FeatureCache
 from core.training.hooks import CheckpointHook, EvalHook, MetricsHook, ProgressHook, StopHook, write_metrics
-from core.training.inference import Predictions, predict
-from core.training.head import build_head_trainer, check_labels
+from core.training.inference import Predictions, predict, predict_batches
+from core.training.head import HEAD_HIDDEN, build_head_trainer, check_labels
+from core.training.loop import Trainer
+from core.ssl import distributed
+from core.ssl.algorithms import create_algorithm
+from core.ssl.heads import ExpressionHead
 from core.training.metrics import classification_report
 from core.training.settings import TrainSettings
 
@@ -52,7 +56,10 @@ class RunError(RuntimeError):
 
 def choose_device(requested: str | None) -> torch.device:
     if requested in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        # Under torchrun each process takes the GPU of its local rank.
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     try:
         device = torch.device(requested)
     except RuntimeError as exc:
@@ -72,12 +79,27 @@ class RunOutcome:
 def train(project: Project, settings: TrainSettings, events: EventSink,
           should_stop: Callable[[], bool] = lambda: False, resume: int | None = None) -> RunOutcome:
     """Start (or resume) a run and carry it to its end. Never raises for a failure inside the
-    run: the run is marked failed and the outcome says so."""
-    if resume is None:
-        settings.validate()
-        run_id = _create_run(project, settings)
-    else:
-        run_id, settings = _reopen_run(project, resume)
+    run: the run is marked failed and the outcome says so. Under torchrun, rank 0 creates the run
+    and writes everything; the other ranks train with it."""
+    rank = torch.distributed.get_rank() if distributed.active() else 0
+    opened: list = [None, None, None]  # run id, settings, error
+    if rank == 0:
+        try:
+            if resume is None:
+                settings.validate()
+                opened[:2] = _create_run(project, settings), settings.to_dict()
+            else:
+                run_id, settings = _reopen_run(project, resume)
+                opened[:2] = run_id, settings.to_dict()
+        except RunError as exc:
+            opened[2] = str(exc)
+    if distributed.active():
+        torch.distributed.broadcast_object_list(opened, src=0)
+    if opened[2] is not None:
+        raise RunError(opened[2])
+    run_id, settings = opened[0], TrainSettings.from_dict(opened[1])
+    if rank != 0:
+        events = NullEvents()
     events.emit("started", run=run_id, algorithm=settings.algorithm, encoder=settings.encoder,
                 mode=settings.mode, message=f"run {run_id}: {settings.algorithm} on {settings.encoder} "
                                             f"({settings.mode} mode)")
@@ -89,7 +111,8 @@ def train(project: Project, settings: TrainSettings, events: EventSink,
         return RunOutcome(run_id, RUN_CANCELLED, {})
     except Exception as exc:  # the run fails; the project and the caller carry on
         message = f"{type(exc).__name__}: {exc}"
-        _finish_run(project, run_id, RUN_FAILED, error=message + "\n" + traceback.format_exc(limit=8))
+        if rank == 0:
+            _finish_run(project, run_id, RUN_FAILED, error=message + "\n" + traceback.format_exc(limit=8))
         events.emit("failed", run=run_id, error=message)
         return RunOutcome(run_id, RUN_FAILED, {})
 
@@ -154,47 +177,42 @@ def _run_labels(project: Project, run_id: int, faces: FaceTable) -> np.ndarray:
     return labels
 
 
+@dataclass
+class _Prepared:
+    """What the two modes hand to the common part of a run."""
+
+    trainer: Trainer
+    usable: np.ndarray  # faces that can be predicted
+    train_rows: np.ndarray
+    predict_all: Callable[[np.ndarray, np.ndarray], Predictions]  # (rows, own bank slot) -> predictions
+
+
 def _execute(project: Project, run_id: int, settings: TrainSettings, events: EventSink,
              should_stop: Callable[[], bool], resuming: bool) -> RunOutcome:
     from core.encoders import get_encoder  # deferred: loading encoders is heavy
     from core.encoders.text import class_text_embeddings, load_descriptions
 
-    if settings.mode != "head":
-        raise RunError("fine-tune mode is not available yet; use --mode head")
     device = choose_device(settings.device)
+    main = not distributed.active() or torch.distributed.get_rank() == 0
     encoder = get_encoder(settings.encoder, device=device)
     events.emit("info", message=f"encoder: {encoder.describe()}")
     descriptions = load_descriptions(Path(settings.descriptions) if settings.descriptions else None)
     class_text = class_text_embeddings(encoder, descriptions, project.cache_dir("features"))
-
     with project.session() as session:
         faces = load_face_table(project, session)
     train_labels = _run_labels(project, run_id, faces)
-    cache = FeatureCache(project.cache_dir("features"), encoder, settings.strong_views, seed=0)
-    features, broken = cache.load(
-        faces, progress=lambda done, total: events.emit("progress", phase="features", step=done, total=total),
-        should_stop=should_stop)
-    usable = np.ones(len(faces), dtype=bool)
-    usable[broken] = False
-    if broken:
-        events.emit("info", message=f"{len(broken)} face(s) could not be read and are left out")
-
-    train_rows = np.flatnonzero((faces.splits == "train") & usable)
-    row_slot = np.full(len(faces), -1, dtype=np.int64)
-    row_slot[train_rows] = np.arange(len(train_rows))
-    try:
-        check_labels(train_labels[train_rows])
-    except ValueError as exc:
-        raise RunError(str(exc)) from None
-
-    val_rows = np.flatnonzero((faces.splits == "val") & (faces.labels >= 0) & usable)
-    metrics_hook = MetricsHook(project, run_id, events)
     checkpoint_path = project.cache_dir("checkpoints") / f"run_{run_id}.pt"
-    hooks = [StopHook(should_stop), ProgressHook(events), metrics_hook,
-             EvalHook(torch.from_numpy(features[val_rows, 0]), faces.labels[val_rows], metrics_hook),
-             CheckpointHook(checkpoint_path, lambda: {"train_face_ids": faces.ids[train_rows]})]
-    trainer = build_head_trainer(features[train_rows], train_labels[train_rows], class_text, settings, device, hooks)
-    algorithm = trainer.algorithm
+
+    metrics_hook = MetricsHook(project, run_id, events)
+    hooks: list = [StopHook(should_stop)]
+    if main:  # one writer: the other ranks only train
+        hooks += [ProgressHook(events), metrics_hook]
+    prepare = _prepare_head if settings.mode == "head" else _prepare_finetune
+    prepared = prepare(faces, train_labels, encoder, class_text, settings, device, project, events,
+                       should_stop, hooks, metrics_hook if main else None)
+    trainer, train_rows = prepared.trainer, prepared.train_rows
+    if main:
+        trainer.add_hook(CheckpointHook(checkpoint_path, lambda: {"train_face_ids": faces.ids[train_rows]}))
     if resuming:
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
         if not np.array_equal(state["train_face_ids"], faces.ids[train_rows]):
@@ -203,6 +221,8 @@ def _execute(project: Project, run_id: int, settings: TrainSettings, events: Eve
         events.emit("info", message=f"resumed run {run_id} at step {trainer.step}")
 
     status = trainer.run()
+    if not main:
+        return RunOutcome(run_id, status, {})
     if status == RUN_CANCELLED:
         _finish_run(project, run_id, RUN_CANCELLED)
         events.emit("cancelled", run=run_id, step=trainer.step,
@@ -210,10 +230,11 @@ def _execute(project: Project, run_id: int, settings: TrainSettings, events: Eve
         return RunOutcome(run_id, RUN_CANCELLED, {})
 
     events.emit("info", message="writing predictions")
-    rows = np.flatnonzero(usable)
-    exclude = torch.from_numpy(row_slot[rows])
-    preds = predict(trainer.ema.module, algorithm, torch.from_numpy(features[rows, 0]), trainer.step, exclude)
-    _write_predictions(project, run_id, faces.ids[rows], preds, algorithm.name)
+    rows = np.flatnonzero(prepared.usable)
+    row_slot = np.full(len(faces), -1, dtype=np.int64)
+    row_slot[train_rows] = np.arange(len(train_rows))
+    preds = prepared.predict_all(rows, row_slot)
+    _write_predictions(project, run_id, faces.ids[rows], preds, trainer.algorithm.name)
     _write_projections(project, run_id, faces.ids[rows], preds.embedding, settings, events)
     final = _final_metrics(faces, rows, preds)
     write_metrics(project, run_id, trainer.step, {k: v for k, v in final.items() if isinstance(v, float)})
@@ -221,6 +242,83 @@ def _execute(project: Project, run_id: int, settings: TrainSettings, events: Eve
     events.emit("finished", run=run_id, metrics=final,
                 message=f"run {run_id} finished: " + ", ".join(f"{k} {v:.3f}" for k, v in final.items()))
     return RunOutcome(run_id, RUN_FINISHED, final)
+
+
+def _check_train(train_labels: np.ndarray) -> None:
+    try:
+        check_labels(train_labels)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+
+
+def _prepare_head(faces, train_labels, encoder, class_text, settings, device, project, events, should_stop,
+                  hooks, metrics_hook) -> _Prepared:
+    if distributed.active():
+        raise RunError("head mode trains in one process; use --mode finetune with torchrun")
+    cache = FeatureCache(project.cache_dir("features"), encoder, settings.strong_views, seed=0)
+    features, broken = cache.load(
+        faces, progress=lambda done, total: events.emit("progress", phase="features", step=done, total=total),
+        should_stop=should_stop)
+    usable = np.ones(len(faces), dtype=bool)
+    usable[broken] = False
+    if broken:
+        events.emit("info", message=f"{len(broken)} face(s) could not be read and are left out")
+    train_rows = np.flatnonzero((faces.splits == "train") & usable)
+    _check_train(train_labels[train_rows])
+    val_rows = np.flatnonzero((faces.splits == "val") & (faces.labels >= 0) & usable)
+    if metrics_hook is not None:
+        val_x = torch.from_numpy(features[val_rows, 0])
+        hooks.append(EvalHook(lambda: ((val_x[i:i + 1024], None) for i in range(0, len(val_x), 1024)),
+                              faces.labels[val_rows], metrics_hook))
+    trainer = build_head_trainer(features[train_rows], train_labels[train_rows], class_text, settings, device, hooks)
+
+    def predict_all(rows, row_slot):
+        return predict(trainer.ema.module, trainer.algorithm, torch.from_numpy(features[rows, 0]), trainer.step,
+                       torch.from_numpy(row_slot[rows]))
+
+    return _Prepared(trainer, usable, train_rows, predict_all)
+
+
+def _prepare_finetune(faces, train_labels, encoder, class_text, settings, device, project, events, should_stop,
+                      hooks, metrics_hook) -> _Prepared:
+    from torch.nn.parallel import DistributedDataParallel
+
+    from core.training.finetune import FineTuneModel, ImageBatches, plain_batches
+
+    usable = np.ones(len(faces), dtype=bool)  # unreadable files fail the run, naming the file
+    train_rows = np.flatnonzero(faces.splits == "train")
+    _check_train(train_labels[train_rows])
+    torch.manual_seed(settings.loop.seed)
+    row_slot = np.full(len(faces), -1, dtype=np.int64)
+    row_slot[train_rows] = np.arange(len(train_rows))
+    labeled = train_rows[train_labels[train_rows] >= 0]
+    unlabeled = train_rows[train_labels[train_rows] < 0]
+    algorithm = create_algorithm(settings.algorithm, settings.method, num_classes=len(class_names()),
+                                 class_text=class_text, bank_size=len(train_rows), embed_dim=HEAD_HIDDEN,
+                                 device=device)
+    head = ExpressionHead(encoder.image_dim, len(class_names()), class_text.shape[1], hidden=HEAD_HIDDEN)
+    model = FineTuneModel(encoder.image_tower, head).to(device)
+    model.tower.train()
+    rank = torch.distributed.get_rank() if distributed.active() else 0
+    if distributed.active():
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    preprocess = encoder.preprocessor()
+    source = ImageBatches(faces, labeled, train_labels[labeled], unlabeled, row_slot, preprocess,
+                          settings.loop.batch_size, settings.loop.unlabeled_ratio if algorithm.uses_unlabeled else 0,
+                          settings.loop.seed + 1000 * rank, device, workers=settings.loader_workers)
+    val_rows = np.flatnonzero((faces.splits == "val") & (faces.labels >= 0))
+    if metrics_hook is not None:
+        hooks.append(EvalHook(lambda: plain_batches(faces, val_rows, np.full(len(faces), -1), preprocess,
+                                                    workers=settings.loader_workers),
+                              faces.labels[val_rows], metrics_hook))
+    trainer = Trainer(model, algorithm, source, settings.loop, device, hooks)
+
+    def predict_all(rows, slots):
+        return predict_batches(trainer.ema.module, algorithm,
+                               plain_batches(faces, rows, slots, preprocess, workers=settings.loader_workers),
+                               trainer.step)
+
+    return _Prepared(trainer, usable, train_rows, predict_all)
 
 
 def _final_metrics(faces: FaceTable, rows: np.ndarray, preds: Predictions) -> dict:
