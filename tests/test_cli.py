@@ -64,7 +64,7 @@ def test_export_csv_and_folders(demo_project, tmp_path):
 
 
 def test_import_report_exit_codes_and_json(tmp_path):
-    src = write_class_folders(tmp_path / "src", {"happy": 3, "angry": 2})
+    write_class_folders(tmp_path / "src", {"happy": 3, "angry": 2})
     (tmp_path / "src" / "happy" / "broken.jpg").write_bytes(b"nope")
     proc = cli("import", tmp_path / "p", tmp_path / "src", "--split", "val", "--json")
     report = json.loads(proc.stdout)

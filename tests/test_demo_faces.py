@@ -76,6 +76,7 @@ def test_blend_fraction_roughly_respected():
 def test_write_demo_folders_layout_and_determinism(tmp_path):
     out1 = write_demo_folders(tmp_path / "a", seed=5, train_per_class=3, val_per_class=2, size=32)
     out2 = write_demo_folders(tmp_path / "b", seed=5, train_per_class=3, val_per_class=2, size=32)
+    assert out2["train"] == tmp_path / "b" / "train"
     assert out1 == {"train": tmp_path / "a" / "train", "val": tmp_path / "a" / "val"}
     for label in class_names():
         train_files = sorted((out1["train"] / label).glob("*.png"))

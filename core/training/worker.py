@@ -17,18 +17,17 @@ from typing import Callable
 
 import numpy as np
 import torch
-from sqlalchemy import delete, insert, select
+from sqlalchemy import insert, select
 
 from core.classes import class_names
-from core.projection import project_2d
+from core.ssl import distributed
+from core.ssl.algorithms import create_algorithm
+from core.ssl.heads import ExpressionHead
 from core.store.models import (
     RUN_CANCELLED,
     RUN_FAILED,
     RUN_FINISHED,
     RUN_RUNNING,
-    Embedding,
-    Prediction,
-    Projection,
     Run,
     RunLabel,
     utcnow,
@@ -41,13 +40,9 @@ from core.training.hooks import CheckpointHook, EvalHook, MetricsHook, ProgressH
 from core.training.inference import Predictions, predict, predict_batches
 from core.training.head import HEAD_HIDDEN, build_head_trainer, check_labels
 from core.training.loop import Trainer
-from core.ssl import distributed
-from core.ssl.algorithms import create_algorithm
-from core.ssl.heads import ExpressionHead
-from core.training.metrics import classification_report
+from core.training.results import final_metrics, write_predictions, write_projections
 from core.training.settings import TrainSettings
 
-WRITE_BATCH = 2000
 
 
 class RunError(RuntimeError):
@@ -234,9 +229,9 @@ def _execute(project: Project, run_id: int, settings: TrainSettings, events: Eve
     row_slot = np.full(len(faces), -1, dtype=np.int64)
     row_slot[train_rows] = np.arange(len(train_rows))
     preds = prepared.predict_all(rows, row_slot)
-    _write_predictions(project, run_id, faces.ids[rows], preds, trainer.algorithm.name)
-    _write_projections(project, run_id, faces.ids[rows], preds.embedding, settings, events)
-    final = _final_metrics(faces, rows, preds)
+    write_predictions(project, run_id, faces.ids[rows], preds)
+    write_projections(project, run_id, faces.ids[rows], preds.embedding, settings, events)
+    final = final_metrics(faces, rows, preds)
     write_metrics(project, run_id, trainer.step, {k: v for k, v in final.items() if isinstance(v, float)})
     _finish_run(project, run_id, RUN_FINISHED)
     events.emit("finished", run=run_id, metrics=final,
@@ -319,61 +314,3 @@ def _prepare_finetune(faces, train_labels, encoder, class_text, settings, device
                                trainer.step)
 
     return _Prepared(trainer, usable, train_rows, predict_all)
-
-
-def _final_metrics(faces: FaceTable, rows: np.ndarray, preds: Predictions) -> dict:
-    out: dict[str, float] = {}
-    for split in ("val", "test"):
-        mask = (faces.splits[rows] == split) & (faces.labels[rows] >= 0)
-        if not mask.any():
-            continue
-        truth = faces.labels[rows][mask]
-        for name, probs in (("classifier", preds.semantic), ("fused", preds.fused)):
-            report = classification_report(truth, probs[mask].argmax(1))
-            prefix = f"{split}_" if name == "classifier" else f"{split}_fused_"
-            out[prefix + "accuracy"] = report["accuracy"]
-            out[prefix + "balanced_accuracy"] = report["balanced_accuracy"]
-    return out
-
-
-def _rounded(array: np.ndarray | None, i: int) -> list[float] | None:
-    return None if array is None else [round(float(v), 5) for v in array[i]]
-
-
-def _write_predictions(project: Project, run_id: int, face_ids: np.ndarray, preds: Predictions,
-                       algorithm: str) -> None:
-    names = class_names()
-    pseudo, confidence, passed = preds.pseudo_label, preds.confidence, preds.passed
-    with project.session() as session:
-        session.execute(delete(Prediction).where(Prediction.run_id == run_id))
-        session.execute(delete(Embedding).where(Embedding.run_id == run_id))
-    for start in range(0, len(face_ids), WRITE_BATCH):
-        stop = min(start + WRITE_BATCH, len(face_ids))
-        with project.session() as session:
-            session.execute(insert(Prediction), [{
-                "run_id": run_id, "image_id": int(face_ids[i]),
-                "p_semantic": _rounded(preds.semantic, i), "p_text": _rounded(preds.text, i),
-                "p_instance": _rounded(preds.instance, i), "p_fused": _rounded(preds.fused, i),
-                "pseudo_label": names[int(pseudo[i])], "confidence": float(confidence[i]),
-                "passed_threshold": bool(passed[i]),
-                "extra": None,
-            } for i in range(start, stop)])
-            session.execute(insert(Embedding), [{
-                "run_id": run_id, "image_id": int(face_ids[i]),
-                "vector": preds.embedding[i].astype(np.float32).tobytes(), "dim": int(preds.embedding.shape[1]),
-            } for i in range(start, stop)])
-
-
-def _write_projections(project: Project, run_id: int, face_ids: np.ndarray, embeddings: np.ndarray,
-                       settings: TrainSettings, events: EventSink) -> None:
-    methods = ["pca"] + (["umap"] if settings.projection == "umap" else [])
-    if settings.projection == "none":
-        return
-    for method in methods:
-        events.emit("info", message=f"computing the {method.upper()} map")
-        coords = project_2d(embeddings, method, seed=settings.loop.seed)
-        with project.session() as session:
-            session.execute(delete(Projection).where(Projection.run_id == run_id, Projection.method == method))
-            session.execute(insert(Projection), [
-                {"run_id": run_id, "image_id": int(i), "method": method, "x": float(x), "y": float(y)}
-                for i, (x, y) in zip(face_ids, coords)])
