@@ -177,3 +177,13 @@ def test_paths_inside_the_project_are_stored_relative(project, tmp_path):
     assert project.resolve_path("demo_images/a.png") == inside
     descriptor = json.loads((project.root / "project.json").read_text())
     assert descriptor["database"] == "sqlite:///project.db"
+
+
+def test_the_database_can_live_at_any_sqlalchemy_url(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared' / 'studio.db'}"
+    (tmp_path / "shared").mkdir()
+    with Project.create(tmp_path / "p", database_url=url) as project, project.session() as s:
+        _add_face(s, 9)
+    assert (tmp_path / "shared" / "studio.db").is_file() and not (tmp_path / "p" / "project.db").exists()
+    with Project.open(tmp_path / "p") as project, project.session() as s:
+        assert project.database_url == url and project_stats(s)["images"] == 1

@@ -60,21 +60,24 @@ class MetricsHook(Hook):
         self.events = events
         self.sums: dict[str, float] = defaultdict(float)
         self.count = 0
+        self.pending: dict[str, float] = {}  # values from other hooks (validation), sent with the next flush
 
     def after_step(self, trainer: Trainer, result) -> None:
         for key, value in result.logs.items():
             self.sums[key] += value
         self.count += 1
-        if trainer.step % trainer.config.log_every == 0 or trainer.step == trainer.config.steps:
+        if (trainer.step % trainer.config.log_every == 0 or trainer.step == trainer.config.steps
+                or self.pending):
             self.flush(trainer)
 
-    def flush(self, trainer: Trainer, extra: dict[str, float] | None = None) -> None:
+    def flush(self, trainer: Trainer) -> None:
         values = {k: v / max(self.count, 1) for k, v in self.sums.items()}
         thresholds = trainer.algorithm.thresholds().tolist()
         values.update({f"threshold_{name}": t for name, t in zip(class_names(), thresholds)})
-        values.update(extra or {})
+        values.update(self.pending)
         self.sums.clear()
         self.count = 0
+        self.pending = {}
         write_metrics(self.project, self.run_id, trainer.step, values)
         self.events.emit("metrics", step=trainer.step, values={k: clean_number(v) for k, v in values.items()})
 
@@ -92,7 +95,7 @@ class EvalHook(Hook):
 
     For watching a run only: checkpoints are not picked by it (see the worker)."""
 
-    priority = 30
+    priority = 15  # before MetricsHook, which sends its values with the step's metrics
 
     def __init__(self, make_batches: Callable[[], Iterable], labels: np.ndarray, metrics: MetricsHook):
         self.make_batches = make_batches  # -> (inputs, None) batches of the val faces
@@ -109,7 +112,7 @@ class EvalHook(Hook):
     def after_step(self, trainer: Trainer, result) -> None:
         if len(self.labels) and (trainer.step % trainer.config.eval_every == 0
                                  or trainer.step == trainer.config.steps):
-            self.metrics.flush(trainer, self.evaluate(trainer))
+            self.metrics.pending.update(self.evaluate(trainer))
 
 
 class CheckpointHook(Hook):
