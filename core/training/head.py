@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from core.classes import class_names
-from core.ssl.algorithms import create_algorithm
+from core.ssl.algorithms import Algorithm, create_algorithm
 from core.ssl.heads import ExpressionHead
 from core.training.batches import CachedFeatureBatches
 from core.training.loop import Hook, Trainer
@@ -23,19 +23,26 @@ def check_labels(labels: np.ndarray) -> None:
         raise ValueError("the labeled faces cover fewer than two classes; label faces of more classes")
 
 
+def build_method(settings: TrainSettings, in_dim: int, class_text: torch.Tensor, bank_size: int,
+                 device: torch.device) -> tuple[Algorithm, ExpressionHead]:
+    """The algorithm and a fresh head, seeded, as both modes start them."""
+    torch.manual_seed(settings.loop.seed)
+    num_classes = len(class_names())
+    algorithm = create_algorithm(settings.algorithm, settings.method, num_classes=num_classes,
+                                 class_text=class_text, bank_size=bank_size, embed_dim=HEAD_HIDDEN, device=device)
+    head = ExpressionHead(in_dim, num_classes, class_text.shape[1], hidden=HEAD_HIDDEN)
+    return algorithm, head
+
+
 def build_head_trainer(features: np.ndarray, labels: np.ndarray, class_text: torch.Tensor,
                        settings: TrainSettings, device: torch.device, hooks: list[Hook] = ()) -> Trainer:
     """`features` (N, views, dim) and `labels` (N, -1 = unlabeled) of the train faces; row i is
     memory-bank slot i."""
     check_labels(labels)
-    torch.manual_seed(settings.loop.seed)
     labeled = np.flatnonzero(labels >= 0)
     unlabeled = np.flatnonzero(labels < 0)
-    num_classes = len(class_names())
-    algorithm = create_algorithm(settings.algorithm, settings.method, num_classes=num_classes,
-                                 class_text=class_text, bank_size=len(labels), embed_dim=HEAD_HIDDEN,
-                                 device=device)
-    model = ExpressionHead(features.shape[2], num_classes, class_text.shape[1], hidden=HEAD_HIDDEN).to(device)
+    algorithm, head = build_method(settings, features.shape[2], class_text, len(labels), device)
+    model = head.to(device)
     source = CachedFeatureBatches(
         features, labeled, labels[labeled], unlabeled, settings.loop.batch_size,
         settings.loop.unlabeled_ratio if algorithm.uses_unlabeled else 0, settings.loop.feature_dropout,

@@ -21,8 +21,6 @@ from sqlalchemy import insert, select
 
 from core.classes import class_names
 from core.ssl import distributed
-from core.ssl.algorithms import create_algorithm
-from core.ssl.heads import ExpressionHead
 from core.store.models import (
     RUN_CANCELLED,
     RUN_FAILED,
@@ -38,7 +36,7 @@ from core.training.events import EventSink, NullEvents
 from core.training.features import FeatureCache
 from core.training.hooks import CheckpointHook, EvalHook, MetricsHook, ProgressHook, StopHook, write_metrics
 from core.training.inference import Predictions, predict, predict_batches
-from core.training.head import HEAD_HIDDEN, build_head_trainer, check_labels
+from core.training.head import build_head_trainer, build_method, check_labels
 from core.training.loop import Trainer
 from core.training.results import final_metrics, write_predictions, write_projections
 from core.training.settings import TrainSettings
@@ -283,15 +281,11 @@ def _prepare_finetune(faces, train_labels, encoder, class_text, settings, device
     usable = np.ones(len(faces), dtype=bool)  # unreadable files fail the run, naming the file
     train_rows = np.flatnonzero(faces.splits == "train")
     _check_train(train_labels[train_rows])
-    torch.manual_seed(settings.loop.seed)
     row_slot = np.full(len(faces), -1, dtype=np.int64)
     row_slot[train_rows] = np.arange(len(train_rows))
     labeled = train_rows[train_labels[train_rows] >= 0]
     unlabeled = train_rows[train_labels[train_rows] < 0]
-    algorithm = create_algorithm(settings.algorithm, settings.method, num_classes=len(class_names()),
-                                 class_text=class_text, bank_size=len(train_rows), embed_dim=HEAD_HIDDEN,
-                                 device=device)
-    head = ExpressionHead(encoder.image_dim, len(class_names()), class_text.shape[1], hidden=HEAD_HIDDEN)
+    algorithm, head = build_method(settings, encoder.image_dim, class_text, len(train_rows), device)
     model = FineTuneModel(encoder.image_tower, head).to(device)
     model.tower.train()
     rank = torch.distributed.get_rank() if distributed.active() else 0
