@@ -11,12 +11,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text
+from sqlalchemy import Connection, DateTime, Engine, String, create_engine, event, inspect, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.types import TypeEngine
 
 from core.store.models import Base, Meta
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 15_000
 
 
@@ -33,8 +34,24 @@ class Migration:
     apply: Callable[[Connection], None]
 
 
+def _add_columns(table: str, columns: dict[str, TypeEngine]) -> Callable[[Connection], None]:
+    """A migration step adding nullable columns. Types are spelled out here, not taken from
+    models.py, so the step stays what it was when the model moves on."""
+
+    def apply(conn: Connection) -> None:
+        for name, column_type in columns.items():
+            conn.exec_driver_sql(
+                f"ALTER TABLE {table} ADD COLUMN {name} {column_type.compile(dialect=conn.dialect)}")
+
+    return apply
+
+
 # Append a Migration here whenever SCHEMA_VERSION goes up; never edit a released one.
-MIGRATIONS: list[Migration] = []
+MIGRATIONS: list[Migration] = [
+    Migration(2, "corrections keep the label row they replaced, for exact undo",
+              _add_columns("corrections", {"old_source": String(16), "old_annotator": String(64),
+                                           "old_updated_at": DateTime()})),
+]
 
 
 def _set_sqlite_pragmas(dbapi_connection, _record) -> None:

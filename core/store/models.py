@@ -168,6 +168,11 @@ class Correction(Base):
     run_id: Mapped[Optional[int]] = mapped_column(ForeignKey("runs.id"))
     batch_id: Mapped[Optional[str]] = mapped_column(String(36), index=True)  # a bulk step
     undone_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
+    # The rest of the label row this correction replaced (schema 2), so that undo restores it
+    # exactly: an imported label comes back as imported, with its annotator and time.
+    old_source: Mapped[Optional[str]] = mapped_column(String(16))
+    old_annotator: Mapped[Optional[str]] = mapped_column(String(64))
+    old_updated_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
 
 
 class Run(Base):

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from core.classes import class_names
 from core.store.models import (
+    RUN_FINISHED,
     SPLITS,
     STATUS_ACTIVE,
     Correction,
@@ -84,3 +85,24 @@ def list_faces(session: Session, *, split: str | None = None, labeled: bool | No
     return [FaceRow(r.id, r.path, r.crop_path,
                     (r.face_x, r.face_y, r.face_w, r.face_h) if r.face_w is not None else None,
                     r.split, r.label, r.source) for r in session.execute(query)]
+
+
+def latest_finished_run_id(session: Session) -> int | None:
+    """The run whose predictions the studio shows by default: the newest finished one."""
+    return session.scalar(select(func.max(Run.id)).where(Run.status == RUN_FINISHED))
+
+
+class RunNotFoundError(ValueError):
+    """A run asked for that does not exist, or no finished run where one is needed."""
+
+
+def resolve_run_id(session: Session, run_id: int | None) -> int:
+    """`run_id` checked to exist, or (None) the newest finished run."""
+    if run_id is None:
+        run_id = latest_finished_run_id(session)
+        if run_id is None:
+            raise RunNotFoundError("no finished run in this project yet; train one with: "
+                                   "python main.py train PROJECT")
+    elif session.get(Run, run_id) is None:
+        raise RunNotFoundError(f"there is no run {run_id} in this project")
+    return run_id
