@@ -1,0 +1,373 @@
+"""Label changes by annotators, with undo and redo computed from the corrections log.
+
+Every change is one row of the append-only `corrections` table plus an update of the face's
+current `labels` row, in one transaction. A *step* is what one undo takes back: a single
+correction, or all rows of a bulk change (they share a `batch_id`). Undo restores the label rows
+a step replaced (each correction keeps the whole old row: label, source, annotator, time) and
+marks the step `undone_at`; redo re-applies the most recently undone step and clears the mark.
+As in an editor, a new correction empties the redo stack: only steps undone after the newest
+correction can be redone. Nothing lives in memory, so undo and redo survive a restart and work
+the same from the studio, the command line, or two processes at once.
+"""
+from __future__ import annotations
+
+import getpass
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterable, Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from core.classes import ClassMapper, class_names
+from core.store.models import (
+    SOURCE_ANNOTATOR,
+    SOURCE_IMPORTED,
+    Correction,
+    Image,
+    Label,
+    Prediction,
+    utcnow,
+)
+from core.store.project import Project
+from core.store.queries import RunNotFoundError, latest_finished_run_id, resolve_run_id
+
+MAX_ANNOTATOR_LENGTH = 64  # the width of the annotator columns
+
+
+class LabelingError(ValueError):
+    """A label change that cannot be made (unknown face, label or run); the message says why."""
+
+
+@dataclass(frozen=True)
+class FaceChange:
+    face_id: int
+    old_label: str | None  # None: unlabeled
+    new_label: str | None
+
+
+@dataclass(frozen=True)
+class LabelStep:
+    """What one action changed, so a view can refresh just those faces."""
+
+    action: str  # "label", "undo" or "redo"
+    annotator: str  # who made the step (for undo/redo: the step's original annotator)
+    batch_id: str | None
+    correction_ids: tuple[int, ...]
+    changes: tuple[FaceChange, ...]
+    # Faces another correction changed since this step; undo/redo left their label as it is.
+    skipped: tuple[int, ...] = ()
+
+    @property
+    def face_ids(self) -> list[int]:
+        return [c.face_id for c in self.changes]
+
+    def describe(self) -> str:
+        def name(label: str | None) -> str:
+            return label or "unlabeled"
+
+        shown = "; ".join(f"face {c.face_id}: {name(c.old_label)} -> {name(c.new_label)}"
+                          for c in self.changes[:10])
+        if len(self.changes) > 10:
+            shown += f"; ... ({len(self.changes)} faces)"
+        if self.skipped:
+            shown += (f" (left alone, changed by a later correction: face "
+                      f"{', '.join(map(str, self.skipped[:10]))})")
+        return shown or "no face changed"
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    id: int
+    face_id: int
+    annotator: str
+    created_at: datetime
+    old_label: str | None
+    new_label: str | None
+    suggestion: str | None
+    run_id: int | None
+    batch_id: str | None
+    undone_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    run_id: int
+    label: str
+    confidence: float
+
+
+def default_annotator() -> str:
+    """The name recorded when none is given: the OS user."""
+    try:
+        return getpass.getuser() or "annotator"
+    except Exception:  # no user name in this environment (some containers)
+        return "annotator"
+
+
+def resolve_label(name: str) -> str:
+    """A class name or alias (any case) -> the canonical class name, or a LabelingError."""
+    canonical = ClassMapper().try_resolve(name)
+    if canonical is None:
+        raise LabelingError(f"unknown label {name!r}; use one of: {', '.join(class_names())} "
+                            f"(or an alias such as happy, sad, angry)")
+    return canonical
+
+
+# -- changing labels ---------------------------------------------------------------------------
+def set_label(project: Project, face_id: int, label: str, annotator: str, *,
+              suggestion: str | None = None, run_id: int | None = None) -> LabelStep | None:
+    """Give a face a label. Returns None (and logs nothing) if it already has that label.
+
+    `suggestion` and `run_id` record what the model proposed when the annotator decided."""
+    edit = _Edit(int(face_id), resolve_label(label),
+                 resolve_label(suggestion) if suggestion else None, run_id)
+    return _change(project, [edit], annotator, batch=False)
+
+
+def clear_label(project: Project, face_id: int, annotator: str) -> LabelStep | None:
+    """Make a face unlabeled again (logged like any change, so it can be undone)."""
+    return _change(project, [_Edit(int(face_id), None)], annotator, batch=False)
+
+
+def bulk_label(project: Project, face_ids: Iterable[int], label: str, annotator: str, *,
+               run_id: int | None = None) -> LabelStep | None:
+    """Give many faces one label as a single undoable step (one batch_id)."""
+    canonical = resolve_label(label)
+    return _change(project, [_Edit(f, canonical, None, run_id) for f in _unique(face_ids)],
+                   annotator, batch=True)
+
+
+def accept_suggestion(project: Project, face_id: int, annotator: str,
+                      run_id: int | None = None) -> LabelStep | None:
+    """Take the run's prediction (default: the latest finished run) as the face's label."""
+    return accept_suggestions(project, [face_id], annotator, run_id)
+
+
+def accept_suggestions(project: Project, face_ids: Iterable[int], annotator: str,
+                       run_id: int | None = None) -> LabelStep | None:
+    """Accept each face's own prediction; several faces make one undoable step."""
+    ids = _unique(face_ids)
+    with project.session() as session:
+        _require_faces(session, ids)
+        run_id = _resolve_run(session, run_id)
+        predicted = dict(session.execute(
+            select(Prediction.image_id, Prediction.pseudo_label)
+            .where(Prediction.run_id == run_id, Prediction.image_id.in_(ids))).all())
+        missing = [f for f in ids if f not in predicted]
+        if missing:
+            raise LabelingError(f"run {run_id} has no prediction for face {_id_list(missing)}")
+        edits = [_Edit(f, predicted[f], predicted[f], run_id) for f in ids]
+        return _apply(session, edits, annotator, batch=len(ids) > 1)
+
+
+def suggestion_for(project: Project, face_id: int, run_id: int | None = None) -> Suggestion | None:
+    """The model's proposal for a face (default: the latest finished run), or None."""
+    with project.session() as session:
+        run_id = run_id if run_id is not None else latest_finished_run_id(session)
+        if run_id is None:
+            return None
+        row = session.execute(select(Prediction.pseudo_label, Prediction.confidence).where(
+            Prediction.run_id == run_id, Prediction.image_id == int(face_id))).first()
+    return Suggestion(run_id, row.pseudo_label, row.confidence) if row else None
+
+
+# -- undo and redo -----------------------------------------------------------------------------
+def undo(project: Project, annotator: str | None = None) -> LabelStep | None:
+    """Take back the latest step not yet undone (only `annotator`'s steps if given)."""
+    with project.session() as session:
+        rows = _latest_done_step(session, annotator)
+        if not rows:
+            return None
+        now = utcnow()
+        labels = _current_labels(session, [r.image_id for r in rows])
+        changes, skipped = [], []
+        for row in reversed(rows):  # in the reverse of the order they were applied
+            current = labels.get(row.image_id)
+            if (current.label if current else None) != row.new_label:
+                skipped.append(row.image_id)  # changed since by someone else: theirs stands
+            else:
+                source, who, when = _old_row(session, row, now)
+                labels[row.image_id] = _write_label(session, row.image_id, row.old_label, source, who,
+                                                    when, current)
+                changes.append(FaceChange(row.image_id, row.new_label, row.old_label))
+            row.undone_at = now
+        return _step("undo", rows, changes, skipped)
+
+
+def redo(project: Project, annotator: str | None = None) -> LabelStep | None:
+    """Re-apply the most recently undone step, unless a new correction came after its undo."""
+    with project.session() as session:
+        rows = _latest_undone_step(session, annotator)
+        if not rows:
+            return None
+        labels = _current_labels(session, [r.image_id for r in rows])
+        changes, skipped = [], []
+        for row in rows:
+            current = labels.get(row.image_id)
+            if (current.label if current else None) != row.old_label:
+                skipped.append(row.image_id)
+            else:
+                # The row the step first wrote, time included: a later undo then restores
+                # exactly what the next correction recorded as its old row.
+                labels[row.image_id] = _write_label(session, row.image_id, row.new_label, SOURCE_ANNOTATOR,
+                                                    row.annotator, row.created_at, current)
+                changes.append(FaceChange(row.image_id, row.old_label, row.new_label))
+            row.undone_at = None
+        return _step("redo", rows, changes, skipped)
+
+
+def history(project: Project, limit: int = 50, *, annotator: str | None = None,
+            face_id: int | None = None) -> list[HistoryEntry]:
+    """The corrections log, newest first, undone rows included (with their undone_at)."""
+    query = select(Correction).order_by(Correction.id.desc()).limit(limit)
+    if annotator is not None:
+        query = query.where(Correction.annotator == annotator)
+    if face_id is not None:
+        query = query.where(Correction.image_id == int(face_id))
+    with project.session() as session:
+        return [HistoryEntry(c.id, c.image_id, c.annotator, c.created_at, c.old_label, c.new_label,
+                             c.suggestion, c.run_id, c.batch_id, c.undone_at)
+                for c in session.scalars(query)]
+
+
+# -- internals ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Edit:
+    face_id: int
+    label: str | None
+    suggestion: str | None = None
+    run_id: int | None = None
+
+
+def _change(project: Project, edits: list[_Edit], annotator: str, *, batch: bool) -> LabelStep | None:
+    with project.session() as session:
+        _require_faces(session, [e.face_id for e in edits])
+        for run_id in {e.run_id for e in edits if e.run_id is not None}:
+            _resolve_run(session, run_id)
+        return _apply(session, edits, annotator, batch=batch)
+
+
+def _apply(session: Session, edits: list[_Edit], annotator: str, *, batch: bool) -> LabelStep | None:
+    annotator = _check_annotator(annotator)
+    labels = _current_labels(session, [e.face_id for e in edits])
+    now = utcnow()
+    batch_id = str(uuid.uuid4()) if batch else None
+    rows, changes = [], []
+    for edit in edits:
+        old = labels.get(edit.face_id)
+        old_label = old.label if old else None
+        if old_label == edit.label:
+            continue
+        row = Correction(image_id=edit.face_id, annotator=annotator, created_at=now,
+                         old_label=old_label, new_label=edit.label, suggestion=edit.suggestion,
+                         run_id=edit.run_id, batch_id=batch_id,
+                         old_source=old.source if old else None,
+                         old_annotator=old.annotator if old else None,
+                         old_updated_at=old.updated_at if old else None)
+        session.add(row)
+        rows.append(row)
+        labels[edit.face_id] = _write_label(session, edit.face_id, edit.label, SOURCE_ANNOTATOR, annotator,
+                                            now, old)
+        changes.append(FaceChange(edit.face_id, old_label, edit.label))
+    if not rows:
+        return None
+    session.flush()  # assigns the correction ids
+    return _step("label", rows, changes, [])
+
+
+def _write_label(session: Session, face_id: int, label: str | None, source: str, annotator: str | None,
+                 when: datetime, current: Label | None) -> Label | None:
+    """Make the face's label row say this (None deletes it: unlabeled); returns the row."""
+    if label is None:
+        if current is not None:
+            session.delete(current)
+        return None
+    if current is None:
+        current = Label(image_id=face_id)
+        session.add(current)
+    current.label, current.source, current.annotator, current.updated_at = label, source, annotator, when
+    return current
+
+
+def _old_row(session: Session, row: Correction, now: datetime) -> tuple[str, str | None, datetime]:
+    """Source, annotator and time of the label row a correction replaced."""
+    if row.old_source is not None:
+        return row.old_source, row.old_annotator, row.old_updated_at or now
+    # Rows logged before schema 2 kept only the old label: it was an annotator's if the
+    # face's previous applied correction set it, otherwise it came with an import.
+    earlier = session.scalar(select(Correction).where(
+        Correction.image_id == row.image_id, Correction.id < row.id, Correction.undone_at.is_(None))
+        .order_by(Correction.id.desc()).limit(1))
+    if earlier is not None and earlier.new_label == row.old_label:
+        return SOURCE_ANNOTATOR, earlier.annotator, earlier.created_at
+    return SOURCE_IMPORTED, None, now
+
+
+def _latest_done_step(session: Session, annotator: str | None) -> list[Correction]:
+    query = select(Correction).where(Correction.undone_at.is_(None))
+    if annotator is not None:
+        query = query.where(Correction.annotator == annotator)
+    last = session.scalar(query.order_by(Correction.id.desc()).limit(1))
+    if last is None or last.batch_id is None:
+        return [last] if last else []
+    return list(session.scalars(select(Correction).where(
+        Correction.batch_id == last.batch_id, Correction.undone_at.is_(None)).order_by(Correction.id)))
+
+
+def _latest_undone_step(session: Session, annotator: str | None) -> list[Correction]:
+    newest = select(func.max(Correction.created_at))
+    query = select(Correction).where(Correction.undone_at.is_not(None))
+    if annotator is not None:
+        newest = newest.where(Correction.annotator == annotator)
+        query = query.where(Correction.annotator == annotator)
+    # Steps undone before the newest correction were overwritten by it: no redo for them.
+    query = query.where(Correction.undone_at > newest.scalar_subquery())
+    last = session.scalar(query.order_by(Correction.undone_at.desc(), Correction.id.desc()).limit(1))
+    if last is None or last.batch_id is None:
+        return [last] if last else []
+    return list(session.scalars(select(Correction).where(
+        Correction.batch_id == last.batch_id, Correction.undone_at.is_not(None)).order_by(Correction.id)))
+
+
+def _step(action: str, rows: Sequence[Correction], changes: list[FaceChange], skipped: list[int]) -> LabelStep:
+    return LabelStep(action, rows[0].annotator, rows[0].batch_id, tuple(r.id for r in rows),
+                     tuple(changes), tuple(skipped))
+
+
+def _current_labels(session: Session, face_ids: list[int]) -> dict[int, Label]:
+    return {row.image_id: row for row in session.scalars(select(Label).where(Label.image_id.in_(face_ids)))}
+
+
+def _require_faces(session: Session, face_ids: list[int]) -> None:
+    if not face_ids:
+        raise LabelingError("no faces given")
+    found = set(session.scalars(select(Image.id).where(Image.id.in_(face_ids))))
+    missing = [f for f in face_ids if f not in found]
+    if missing:
+        raise LabelingError(f"there is no face {_id_list(missing)} in this project")
+
+
+def _resolve_run(session: Session, run_id: int | None) -> int:
+    try:
+        return resolve_run_id(session, run_id)
+    except RunNotFoundError as exc:
+        raise LabelingError(str(exc)) from None
+
+
+def _check_annotator(annotator: str) -> str:
+    name = (annotator or "").strip()
+    if not name:
+        raise LabelingError("an annotator name is needed")
+    if len(name) > MAX_ANNOTATOR_LENGTH:
+        raise LabelingError(f"annotator names are at most {MAX_ANNOTATOR_LENGTH} characters")
+    return name
+
+
+def _unique(face_ids: Iterable[int]) -> list[int]:
+    return list(dict.fromkeys(int(f) for f in face_ids))
+
+
+def _id_list(ids: list[int]) -> str:
+    return ", ".join(map(str, ids[:10])) + (f" ... ({len(ids)} in all)" if len(ids) > 10 else "")
