@@ -5,10 +5,10 @@ import argparse
 import logging
 import sys
 
-from core.cli import ingest_cmds, project_cmds, train_cmds
+from core.cli import active_cmds, ingest_cmds, project_cmds, train_cmds
 from core.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, CommandError
 
-COMMAND_MODULES = (project_cmds, ingest_cmds, train_cmds)
+COMMAND_MODULES = (project_cmds, ingest_cmds, train_cmds, active_cmds)
 
 EPILOG = """\
 Run `python main.py` with no command (or with a project folder) to open the studio.

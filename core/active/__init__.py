@@ -1,0 +1,10 @@
+"""Review-queue strategies over a run's predictions: which faces to label next, and why.
+
+`build_queue` is the entry point; a strategy is one ranking function registered in
+`core/active/queue.py` with `@register_strategy(name, description)`; pure scores live in `scores.py`.
+"""
+from core.active.data import QueueError, load_run_predictions
+from core.active.queue import LABEL_FILTERS, STRATEGIES, QueueFilters, QueueItem, build_queue
+
+__all__ = ["LABEL_FILTERS", "STRATEGIES", "QueueError", "QueueFilters", "QueueItem", "build_queue",
+           "load_run_predictions"]

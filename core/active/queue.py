@@ -1,0 +1,287 @@
+"""The review queue: which faces an annotator should look at next, and why.
+
+A strategy ranks the candidate faces of a run (by default the unlabeled train faces) and is one
+function in `STRATEGIES`; `build_queue` loads the run, filters, ranks, and gives every face a
+short reason composed from the facts about it (margin and the two classes it hesitates between,
+levels that disagree with the fused prediction, its distance to the class threshold), whatever
+the strategy.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from core.active import scores
+from core.active.data import QueueError, RunPredictions, load_embeddings, load_run_predictions, resolve_run
+from core.classes import class_names
+from core.labeling import LabelingError, resolve_label
+from core.store.models import SOURCE_ANNOTATOR, SPLITS
+from core.store.project import Project
+
+LABEL_FILTERS = ("unlabeled", "labeled", "corrected", "all")  # corrected: labeled by an annotator
+DIVERSITY_POOL = 10  # diversity spreads its batch over the (this x limit) least sure faces by margin
+
+
+@dataclass(frozen=True)
+class QueueFilters:
+    labels: str = "unlabeled"
+    pseudo_label: str | None = None  # a class name or alias
+    pair: tuple[str, str] | None = None  # faces whose top two fused classes are these, in either order
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    face_id: int
+    rank: int  # 1 = review first
+    score: float  # the strategy's own measure (see Strategy.description)
+    reason: str
+    pseudo_label: str
+    confidence: float
+    runner_up: str  # the second most probable class
+    margin: float
+    threshold: float | None  # the pseudo-label's class threshold, if the run logged it
+    passed_threshold: bool
+    levels: dict[str, str]  # each level's own top class
+    label: str | None  # the face's current label
+    run_id: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class QueueContext:
+    """The candidates of one queue with the facts every strategy and reason uses."""
+
+    preds: RunPredictions
+    session: Session  # open while strategies rank, for those that load more (embeddings)
+    top: np.ndarray  # the two most probable fused classes and their margin
+    second: np.ndarray
+    margin: np.ndarray
+
+    @classmethod
+    def of(cls, preds: RunPredictions, session: Session) -> "QueueContext":
+        top, second, p1, p2 = scores.top_two(preds.fused)
+        return cls(preds, session, top, second, p1 - p2)
+
+    def take(self, rows: np.ndarray) -> "QueueContext":
+        return QueueContext(self.preds.take(rows), self.session, self.top[rows], self.second[rows],
+                            self.margin[rows])
+
+    def under_threshold(self, row: int) -> bool:
+        preds = self.preds
+        if preds.thresholds is None:
+            return not preds.passed[row]
+        return bool(preds.confidence[row] < preds.thresholds[preds.predicted[row]])
+
+
+@dataclass(frozen=True)
+class Ranking:
+    rows: np.ndarray  # candidate rows, review order, at most `limit`
+    scores: np.ndarray  # one per row
+    notes: list[str] | None = None  # a leading phrase per row, where the strategy has more to say
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    description: str
+    rank: Callable[[QueueContext, int, int], Ranking]  # (context, limit, seed)
+    lead: str | None = None  # how the score opens a reason, e.g. "entropy {score:.2f}"
+    lead_fact: str | None = None  # the fact this strategy is about, put first in a reason
+
+
+STRATEGIES: dict[str, Strategy] = {}
+
+
+def register_strategy(name: str, description: str, *, lead: str | None = None, lead_fact: str | None = None):
+    """Register a ranking function as a queue strategy under `name`."""
+
+    def register(rank: Callable[[QueueContext, int, int], Ranking]):
+        STRATEGIES[name] = Strategy(name, description, rank, lead, lead_fact)
+        return rank
+
+    return register
+
+
+def _by_score(ctx: QueueContext, values: np.ndarray, limit: int, *, ascending: bool) -> Ranking:
+    """The `limit` best rows by one score (NaN rows left out); equal scores in face id order."""
+    valid = np.flatnonzero(~np.isnan(values))
+    key = values[valid] if ascending else -values[valid]
+    rows = valid[np.lexsort((ctx.preds.face_ids[valid], key))][:limit]
+    return Ranking(rows, values[rows])
+
+
+@register_strategy("least_confidence", "1 - max fused probability; highest first",
+                   lead="confidence {confidence:.2f}")
+def _least_confidence(ctx: QueueContext, limit: int, seed: int) -> Ranking:
+    return _by_score(ctx, scores.least_confidence(ctx.preds.fused), limit, ascending=False)
+
+
+@register_strategy("margin", "top-1 minus top-2 fused probability; smallest first", lead_fact="margin")
+def _margin(ctx: QueueContext, limit: int, seed: int) -> Ranking:
+    return _by_score(ctx, ctx.margin, limit, ascending=True)
+
+
+@register_strategy("entropy", "entropy of the fused probabilities (bits); highest first",
+                   lead="entropy {score:.2f}")
+def _entropy(ctx: QueueContext, limit: int, seed: int) -> Ranking:
+    return _by_score(ctx, scores.entropy(ctx.preds.fused), limit, ascending=False)
+
+
+@register_strategy("disagreement", "Jensen-Shannon divergence between the semantic, text and instance "
+                                   "levels (bits); highest first", lead="levels disagree (JS {score:.2f})")
+def _disagreement(ctx: QueueContext, limit: int, seed: int) -> Ranking:
+    levels = ctx.preds.levels
+    if len(levels) < 2:
+        have = f"only the {next(iter(levels))} level" if levels else "no per-level probabilities"
+        raise QueueError(f"disagreement needs at least two of the semantic, text and instance levels; "
+                         f"run {ctx.preds.run_id} stored {have} (train with --algorithm sitfer)")
+    return _by_score(ctx, scores.js_divergence(list(levels.values())), limit, ascending=False)
+
+
+@register_strategy("near_threshold", "how far the confidence is under the predicted class's threshold "
+                                     "(score: threshold - confidence, or the confidence where the run "
+                                     "logged no thresholds); faces under it first, smallest gap first, "
+                                     "then those over it", lead_fact="threshold")
+def _near_threshold(ctx: QueueContext, limit: int, seed: int) -> Ranking:
+    preds = ctx.preds
+    if preds.thresholds is not None:
+        gap = scores.threshold_gap(preds.confidence, preds.predicted, preds.thresholds)
+        rows = scores.near_threshold_order(gap, preds.face_ids)[:limit]
+        return Ranking(rows, gap[rows])
+    # No thresholds logged: the passed flags still split the faces; among those that did not
+    # pass, the most confident are nearest the threshold, and among those that passed, the least.
+    gap_proxy = np.where(preds.passed, preds.confidence - 1.0, 1.0 - preds.confidence)
+    rows = scores.near_threshold_order(gap_proxy, preds.face_ids)[:limit]
+    return Ranking(rows, preds.confidence[rows])
+
+
+@register_strategy("diversity", f"greedy k-center over the run's embeddings of the {DIVERSITY_POOL} x limit "
+                                f"faces with the smallest margin, so a batch is not near-duplicates; "
+                                f"score: margin")
+def _diversity(ctx: QueueContext, limit: int, seed: int) -> Ranking:
+    pool = _by_score(ctx, ctx.margin, DIVERSITY_POOL * limit, ascending=True).rows
+    found, vectors = load_embeddings(ctx.session, ctx.preds.run_id, ctx.preds.face_ids[pool])
+    if not found.any():
+        raise QueueError(f"run {ctx.preds.run_id} stored no embeddings for these faces; "
+                         f"the diversity strategy needs them")
+    pool = pool[found]
+    chosen, distances = scores.k_center_greedy(vectors, limit)
+    notes = ["spread pick: the least sure of the pool" if i == 0
+             else f"spread pick, {d:.2f} from the nearest earlier pick" for i, d in enumerate(distances)]
+    rows = pool[chosen]
+    return Ranking(rows, ctx.margin[rows], notes)
+
+
+@register_strategy("random", "a seeded random order (the baseline); score: the random draw",
+                   lead="random pick (seed {seed})")
+def _random(ctx: QueueContext, limit: int, seed: int) -> Ranking:
+    draws = np.random.default_rng(seed).random(len(ctx.preds))
+    return _by_score(ctx, draws, limit, ascending=True)
+
+
+def build_queue(project: Project, run_id: int | None = None, strategy: str = "margin", limit: int = 50,
+                split: str | None = "train", filters: QueueFilters | None = None, seed: int = 0) -> list[QueueItem]:
+    """The next `limit` faces to review from a run's predictions (default: the latest finished run).
+
+    `split` None takes every split; `filters` narrow the candidates (default: unlabeled faces)."""
+    if strategy not in STRATEGIES:
+        raise QueueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if limit < 1:
+        raise QueueError("the queue limit must be at least 1")
+    if split is not None and split not in SPLITS:
+        raise QueueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    filters = filters or QueueFilters()
+    with project.session() as session:
+        run_id = resolve_run(session, run_id)
+        preds = load_run_predictions(session, run_id, split)
+        if not len(preds):
+            where = f"the {split} split" if split else "this project"
+            raise QueueError(f"run {run_id} has no predictions for active faces of {where}")
+        ctx = QueueContext.of(preds, session)
+        ctx = ctx.take(_candidates(ctx, filters))
+        if not len(ctx.preds):
+            return []
+        ranking = STRATEGIES[strategy].rank(ctx, limit, seed)
+    return [_item(ctx, STRATEGIES[strategy], rank, int(row), float(score), seed,
+                  ranking.notes[rank - 1] if ranking.notes else None)
+            for rank, (row, score) in enumerate(zip(ranking.rows, ranking.scores), start=1)]
+
+
+def _candidates(ctx: QueueContext, filters: QueueFilters) -> np.ndarray:
+    preds = ctx.preds
+    if filters.labels not in LABEL_FILTERS:
+        raise QueueError(f"unknown label filter {filters.labels!r}; choose one of {', '.join(LABEL_FILTERS)}")
+    labeled = preds.labels != None  # noqa: E711 (element-wise over an object array)
+    mask = {"unlabeled": ~labeled, "labeled": labeled, "corrected": preds.label_sources == SOURCE_ANNOTATOR,
+            "all": np.ones(len(preds), dtype=bool)}[filters.labels]
+    index = {name: i for i, name in enumerate(class_names())}
+    try:
+        if filters.pseudo_label:
+            mask = mask & (preds.predicted == index[resolve_label(filters.pseudo_label)])
+        if filters.pair:
+            a, b = (index[resolve_label(name)] for name in filters.pair)
+            if a == b:
+                raise QueueError(f"a confusion pair needs two different classes, not {filters.pair[0]} twice")
+            mask = mask & (((ctx.top == a) & (ctx.second == b)) | ((ctx.top == b) & (ctx.second == a)))
+    except LabelingError as exc:
+        raise QueueError(str(exc)) from None
+    return np.flatnonzero(mask)
+
+
+def _facts(ctx: QueueContext, row: int) -> dict[str, str]:
+    """What is known about one face, each as a short phrase."""
+    names = class_names()
+    preds = ctx.preds
+    top = names[ctx.top[row]]
+    facts = {"margin": f"margin {ctx.margin[row]:.2f} {top}/{names[ctx.second[row]]}"}
+    dissent: dict[str, list[str]] = {}
+    for level, probs in preds.levels.items():
+        if not np.isnan(probs[row]).any() and names[int(np.argmax(probs[row]))] != top:
+            dissent.setdefault(names[int(np.argmax(probs[row]))], []).append(level)
+    for label, levels in dissent.items():
+        facts[f"level:{label}"] = (f"{' and '.join(levels)} level{'s' if len(levels) > 1 else ''} "
+                                   f"say{'' if len(levels) > 1 else 's'} {label}")
+    predicted = names[preds.predicted[row]]
+    if preds.thresholds is not None:
+        gap = preds.thresholds[preds.predicted[row]] - preds.confidence[row]
+        where = "under" if gap > 0 else "over"
+        facts["threshold"] = f"{abs(gap):.2f} {where} the {predicted} threshold"
+    else:
+        state = "passes" if preds.passed[row] else "below"
+        facts["threshold"] = f"{state} the {predicted} threshold (confidence {preds.confidence[row]:.2f})"
+    return facts
+
+
+def _reason(ctx: QueueContext, strategy: Strategy, row: int, score: float, seed: int, note: str | None) -> str:
+    facts = _facts(ctx, row)
+    parts = []
+    if note:
+        parts.append(note)
+    elif strategy.lead:
+        parts.append(strategy.lead.format(score=score, seed=seed, confidence=ctx.preds.confidence[row]))
+    if strategy.lead_fact:
+        parts.append(facts.pop(strategy.lead_fact))
+    if not ctx.under_threshold(row):
+        facts.pop("threshold", None)  # a passed threshold is no reason to look, unless it leads
+    parts.extend(facts.values())
+    return "; ".join(parts)
+
+
+def _item(ctx: QueueContext, strategy: Strategy, rank: int, row: int, score: float, seed: int,
+          note: str | None) -> QueueItem:
+    names = class_names()
+    preds = ctx.preds
+    threshold = float(preds.thresholds[preds.predicted[row]]) if preds.thresholds is not None else None
+    levels = {level: names[int(np.argmax(probs[row]))] for level, probs in preds.levels.items()
+              if not np.isnan(probs[row]).any()}
+    return QueueItem(
+        face_id=int(preds.face_ids[row]), rank=rank, score=round(score, 6),
+        reason=_reason(ctx, strategy, row, score, seed, note),
+        pseudo_label=names[preds.predicted[row]], confidence=round(float(preds.confidence[row]), 6),
+        runner_up=names[ctx.second[row]], margin=round(float(ctx.margin[row]), 6), threshold=threshold,
+        passed_threshold=bool(preds.passed[row]), levels=levels, label=preds.labels[row], run_id=preds.run_id)

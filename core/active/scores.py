@@ -1,0 +1,96 @@
+"""Pure scoring functions of the review queue: numpy arrays in, one number per face out.
+
+Probabilities are (n, C) arrays in class order; a level that a face lacks is a row of NaN.
+Entropies and divergences are in bits, as on the studio's embedding map (core/store/run_data.py).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+_TINY = 1e-12  # keeps log(0) out of entropies; probabilities are stored to 5 decimals
+
+
+def top_two(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Indices and values of each row's two most probable classes (first, second, p1, p2).
+
+    Ties go to the lower class index, so results do not depend on sort internals."""
+    order = np.argsort(-probs, axis=1, kind="stable")
+    first, second = order[:, 0], order[:, 1]
+    rows = np.arange(len(probs))
+    return first, second, probs[rows, first], probs[rows, second]
+
+
+def least_confidence(probs: np.ndarray) -> np.ndarray:
+    """1 - max p: higher is less sure."""
+    return 1.0 - probs.max(axis=1)
+
+
+def margin(probs: np.ndarray) -> np.ndarray:
+    """Top-1 minus top-2 probability: lower is less sure (a near tie between two classes)."""
+    _, _, p1, p2 = top_two(probs)
+    return p1 - p2
+
+
+def entropy(probs: np.ndarray) -> np.ndarray:
+    """Shannon entropy of each row in bits: higher is less sure (at most log2 C)."""
+    return -(probs * np.log2(np.clip(probs, _TINY, 1.0))).sum(axis=1)
+
+
+def js_divergence(levels: Sequence[np.ndarray]) -> np.ndarray:
+    """Generalised Jensen-Shannon divergence between the levels each face has.
+
+    JS = H(mean of the levels) - mean of their entropies: 0 when all levels agree exactly, up to
+    log2(number of levels) when they are certain of different classes. A level missing for a
+    face (a NaN row) is left out for that face; faces with fewer than two levels get NaN.
+    """
+    stack = np.stack([np.asarray(level, dtype=np.float64) for level in levels])  # (L, n, C)
+    present = ~np.isnan(stack).any(axis=2)  # (L, n)
+    count = present.sum(axis=0)
+    filled = np.where(present[..., None], stack, 0.0)
+    mean = filled.sum(axis=0) / np.maximum(count, 1)[:, None]
+    level_entropy = np.where(present, -(filled * np.log2(np.clip(filled, _TINY, 1.0))).sum(axis=2), 0.0)
+    divergence = entropy(mean) - level_entropy.sum(axis=0) / np.maximum(count, 1)
+    divergence = np.maximum(divergence, 0.0)  # rounding of stored probabilities can dip below 0
+    return np.where(count >= 2, divergence, np.nan)
+
+
+def threshold_gap(confidence: np.ndarray, predicted: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """How far each face's confidence is under its predicted class's threshold (negative: over)."""
+    return thresholds[predicted] - confidence
+
+
+def near_threshold_order(gap: np.ndarray, tiebreak: np.ndarray) -> np.ndarray:
+    """Review order for threshold gaps: faces under their threshold first, smallest gap first,
+    then the faces over it, closest first; `tiebreak` (face ids) settles equal gaps."""
+    under = gap > 0
+    return np.lexsort((tiebreak, np.abs(gap), ~under))
+
+
+def k_center_greedy(points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy k-center (core-set) selection under cosine distance.
+
+    Starts from row 0 (callers put the most uncertain face there) and then repeatedly takes the
+    row farthest from everything taken so far, so a batch covers the pool instead of repeating
+    near-duplicates. Returns the chosen rows in order and each one's distance to the nearest
+    earlier choice (0 for the first). Deterministic: ties go to the lower row.
+    """
+    n = len(points)
+    k = min(k, n)
+    if k <= 0:
+        return np.empty(0, dtype=np.int64), np.empty(0)
+    norms = np.linalg.norm(points, axis=1, keepdims=True)
+    unit = (points / np.maximum(norms, _TINY)).astype(np.float32)
+    chosen = np.empty(k, dtype=np.int64)
+    gaps = np.zeros(k)
+    nearest = np.full(n, np.inf)
+    taken = np.zeros(n, dtype=bool)
+    current = 0
+    for step in range(k):
+        chosen[step] = current
+        gaps[step] = 0.0 if step == 0 else nearest[current]
+        taken[current] = True
+        nearest = np.minimum(nearest, np.maximum(1.0 - unit @ unit[current], 0.0))
+        current = int(np.argmax(np.where(taken, -np.inf, nearest)))
+    return chosen, gaps
