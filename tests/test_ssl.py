@@ -2,6 +2,7 @@
 and that every switch of sitfer changes the computation."""
 from __future__ import annotations
 
+import copy
 
 import pytest
 import torch
@@ -101,7 +102,7 @@ def make_batch(n_l=8, n_u=16, dim=32):
     g = torch.Generator().manual_seed(1)
     return Batch(torch.randn(n_l, dim, generator=g), torch.arange(n_l) % C, torch.arange(n_l),
                  torch.randn(n_u, dim, generator=g), torch.randn(n_u, dim, generator=g),
-                 torch.arange(n_l, n_l + n_u))
+                 torch.arange(n_l, n_l + n_u), x_uw_alt=torch.randn(n_u, dim, generator=g))
 
 
 def run_step(algorithm_name: str, step: int = 0, **overrides):
@@ -115,6 +116,11 @@ def run_step(algorithm_name: str, step: int = 0, **overrides):
     algorithm = create_algorithm(algorithm_name, config, num_classes=C, class_text=text, bank_size=24,
                                  embed_dim=64, device=torch.device("cpu"))
     model = ExpressionHead(32, C, 16, hidden=64).eval()  # no dropout: only the switch differs
+    teacher = copy.deepcopy(model)
+    with torch.no_grad():  # a teacher that differs from the student, as an EMA does mid-run
+        for p in teacher.parameters():
+            p.mul_(0.9)
+    algorithm.teacher = teacher
     batch = make_batch()
     result = algorithm.train_step(model, batch, step)
     result.loss.backward()
@@ -131,12 +137,28 @@ def test_each_algorithm_gives_a_finite_loss_with_gradients(name):
 @pytest.mark.parametrize("switch", [
     {"use_text": False}, {"use_instance": False}, {"use_semantic": False},
     {"dynamic_threshold": False}, {"negative_learning": False}, {"weights": (1.0, 2.0, 0.5)},
+    {"teacher_pseudo_labels": False}, {"flip_ensemble": False}, {"soft_weighting": True},
 ])
 def test_every_sitfer_switch_changes_the_computation(switch):
     base_logs, base_loss, base_fused = run_step("sitfer")
     logs, loss, fused = run_step("sitfer", **switch)
     assert base_logs["mask_rate"] > 0, "the base setting must let pseudo-labels pass"
     assert not torch.isclose(base_loss, loss) or not torch.allclose(base_fused, fused), f"{switch} changed nothing"
+
+
+def test_soft_weighting_keeps_passed_faces_whole_and_fades_the_rest():
+    algorithm = create_algorithm("sitfer", MethodConfig(soft_weighting=True, dynamic_threshold=False, threshold=0.8),
+                                 num_classes=C, class_text=F.normalize(torch.randn(C, 16), dim=1), bank_size=4,
+                                 embed_dim=8, device=torch.device("cpu"))
+    confidence = torch.tensor([0.9, 0.8, 0.7, 0.3])
+    pseudo = torch.zeros(4, dtype=torch.long)
+    weights = algorithm._pseudo_weights(confidence, pseudo, confidence >= 0.8)
+    assert weights[:2].tolist() == [1.0, 1.0]
+    assert 1.0 > weights[2].item() > weights[3].item() > 0.0, "further under the threshold weighs less"
+    hard = create_algorithm("sitfer", MethodConfig(dynamic_threshold=False, threshold=0.8), num_classes=C,
+                            class_text=F.normalize(torch.randn(C, 16), dim=1), bank_size=4, embed_dim=8,
+                            device=torch.device("cpu"))
+    assert hard._pseudo_weights(confidence, pseudo, confidence >= 0.8).tolist() == [1.0, 1.0, 0.0, 0.0]
 
 
 def test_instance_level_joins_after_warmup_only():
@@ -160,3 +182,19 @@ def test_bad_method_settings_are_refused_with_the_name():
     with pytest.raises(ValueError, match="unknown algorithm"):
         create_algorithm("mixmatch", MethodConfig(), num_classes=C, class_text=None, bank_size=1, embed_dim=4,
                          device=torch.device("cpu"))
+
+
+def test_the_trainer_hands_its_ema_teacher_to_the_algorithm():
+    import numpy as np
+
+    from core.training.head import build_head_trainer
+    from core.training.settings import TrainSettings
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(40, 4, 32)).astype(np.float16)
+    labels = np.where(np.arange(40) < 14, np.arange(40) % C, -1)
+    text = F.normalize(torch.randn(C, 16), dim=1)
+    trainer = build_head_trainer(features, labels, text, TrainSettings(algorithm="sitfer"), torch.device("cpu"))
+    assert trainer.algorithm.teacher is trainer.ema.module
+    batch = trainer.source.next_batch(0)
+    assert batch.x_uw_alt is not None and not torch.equal(batch.x_uw, batch.x_uw_alt), "the mirror is the other view"

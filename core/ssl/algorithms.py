@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from core.ssl.fusion import LevelProbs, fuse
 from core.ssl.heads import HeadOutput
-from core.ssl.levels import MemoryBank, text_logits
+from core.ssl.levels import MemoryBank, normalize, text_logits
 from core.ssl.losses import masked_cross_entropy, negative_learning_loss
 from core.ssl.thresholds import DynamicThresholds, FixedThreshold, passes
 
@@ -43,6 +43,11 @@ class MethodConfig:
     lambda_u: float = 1.0
     lambda_neg: float = 0.5
     unlabeled_rampup: int = 0  # steps over which lambda_u and lambda_neg grow linearly from 0
+    # Where pseudo-labels come from (sitfer): the EMA teacher rather than the student, averaged
+    # over the weak view and its mirror image, and weighted softly below the class threshold.
+    teacher_pseudo_labels: bool = True
+    flip_ensemble: bool = True
+    soft_weighting: bool = False
 
     def validate(self) -> None:
         for name in ("text_tau", "instance_tau"):
@@ -81,6 +86,7 @@ class Batch:
     x_uw: torch.Tensor | None = None
     x_us: torch.Tensor | None = None
     idx_u: torch.Tensor | None = None
+    x_uw_alt: torch.Tensor | None = None  # the weak view mirrored (for pseudo-label ensembling)
 
 
 @dataclass
@@ -104,6 +110,8 @@ class Algorithm:
         self.device = device
         self.threshold = self._make_threshold()
         self.bank: MemoryBank | None = None
+        # The EMA teacher; the Trainer attaches it (algorithms that want it use it for pseudo-labels).
+        self.teacher: torch.nn.Module | None = None
 
     def _make_threshold(self):
         return FixedThreshold(self.num_classes, self.config.threshold)
@@ -112,10 +120,7 @@ class Algorithm:
     def forward(self, model, batch: Batch) -> tuple[HeadOutput, HeadOutput | None, HeadOutput | None]:
         """One forward pass over labeled, weak and strong views together."""
         parts = [batch.x_l] + ([batch.x_uw, batch.x_us] if self.uses_unlabeled and batch.x_uw is not None else [])
-        out = model(torch.cat(parts))
-        sizes = [p.shape[0] for p in parts]
-        chunks = [HeadOutput(*(t.split(sizes) [i] for t in (out.embedding, out.logits, out.projected)))
-                  for i in range(len(parts))]
+        chunks = _split(model(torch.cat(parts)), [p.shape[0] for p in parts])
         return chunks[0], (chunks[1] if len(chunks) > 1 else None), (chunks[2] if len(chunks) > 2 else None)
 
     def train_step(self, model, batch: Batch, step: int) -> StepResult:
@@ -189,6 +194,7 @@ class SITFER(Algorithm):
                                                   ("instance", config.use_instance)) if on)
         if config.use_instance:
             self.bank = MemoryBank(bank_size, embed_dim, num_classes, config.instance_top_k, device)
+        self.confidence_var = 1.0 / num_classes  # running variance of pseudo-label confidences
 
     def _make_threshold(self):
         c = self.config
@@ -212,6 +218,39 @@ class SITFER(Algorithm):
             if (c.use_semantic or text is not None or instance is not None) else semantic
         return LevelProbs(semantic, text, instance, fused)
 
+    @torch.no_grad()
+    def _reference_outputs(self, model, batch: Batch, out_l: HeadOutput,
+                           out_uw: HeadOutput | None) -> tuple[HeadOutput, HeadOutput | None]:
+        """The outputs pseudo-labels and the bank come from: the EMA teacher's (steadier, and
+        the same model that is evaluated and writes predictions) or the student's own. With the
+        flip ensemble, the weak view and its mirror are merged (mean logits, mean embedding),
+        so every level, the instance level included, is computed once per face."""
+        c = self.config
+        alt = batch.x_uw_alt if (c.flip_ensemble and out_uw is not None) else None
+        if c.teacher_pseudo_labels and self.teacher is not None:
+            parts = [batch.x_l] + ([batch.x_uw] if out_uw is not None else [])
+            ref_l, *ref_u = _split(self.teacher(torch.cat(parts)), [p.shape[0] for p in parts])
+            ref_uw = ref_u[0] if ref_u else None
+            mirror = self.teacher(alt) if alt is not None else None
+        else:
+            ref_l, ref_uw = [None if o is None else HeadOutput(o.embedding.detach(), o.logits.detach(),
+                                                               o.projected.detach()) for o in (out_l, out_uw)]
+            mirror = model(alt) if alt is not None else None
+        if mirror is not None:
+            ref_uw = HeadOutput(normalize(ref_uw.embedding + mirror.embedding), (ref_uw.logits + mirror.logits) / 2,
+                                normalize(ref_uw.projected + mirror.projected))
+        return ref_l, ref_uw
+
+    def _pseudo_weights(self, confidence: torch.Tensor, pseudo: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """1 at or above the class threshold; below it, SoftMatch's Gaussian fall-off with the
+        running spread of confidences, so near misses still teach a little."""
+        if not self.config.soft_weighting:
+            return mask.float()
+        m = self.config.dta_momentum
+        self.confidence_var = m * self.confidence_var + (1 - m) * confidence.float().var().item()
+        gap = (self.thresholds().to(confidence.device)[pseudo] - confidence).clamp(min=0)
+        return torch.exp(-gap.float() ** 2 / (2 * max(self.confidence_var, 1e-6)))
+
     def train_step(self, model, batch: Batch, step: int) -> StepResult:
         c = self.config
         out_l, out_uw, out_us = self.forward(model, batch)
@@ -222,20 +261,21 @@ class SITFER(Algorithm):
             loss_text = F.cross_entropy(text_logits(out_l.projected, self.class_text, c.text_tau), batch.y_l)
             loss = loss + c.lambda_text * loss_text
             logs["loss_text"] = loss_text.item()
+        ref_l, ref_uw = self._reference_outputs(model, batch, out_l, out_uw)
         if self.bank is not None:
-            self.bank.update(batch.idx_l, out_l.embedding, batch.y_l)
+            self.bank.update(batch.idx_l, ref_l.embedding, batch.y_l)
         if out_uw is None:
             return StepResult(loss, logs)
 
         with torch.no_grad():
-            levels = self.level_probs(HeadOutput(out_uw.embedding.detach(), out_uw.logits.detach(),
-                                                 out_uw.projected.detach()), step, exclude=batch.idx_u)
+            levels = self.level_probs(ref_uw, step, exclude=batch.idx_u)
             self.threshold.update(levels.fused)
-            pseudo, _confidence, mask = passes(levels.fused, self.thresholds())
-        loss_u = masked_cross_entropy(out_us.logits, pseudo, mask)
+            pseudo, confidence, mask = passes(levels.fused, self.thresholds())
+            weight = self._pseudo_weights(confidence, pseudo, mask)
+        loss_u = masked_cross_entropy(out_us.logits, pseudo, weight)
         if c.use_text:  # the strong view's projection learns the fused pseudo-label too
             loss_u = loss_u + masked_cross_entropy(
-                text_logits(out_us.projected, self.class_text, c.text_tau), pseudo, mask)
+                text_logits(out_us.projected, self.class_text, c.text_tau), pseudo, weight)
         ramp = self.unlabeled_weight(step)
         loss = loss + ramp * c.lambda_u * loss_u
         logs.update(loss_u=loss_u.item(), mask_rate=mask.float().mean().item())
@@ -245,9 +285,21 @@ class SITFER(Algorithm):
             logs["loss_neg"] = loss_neg.item()
         if self.bank is not None and step >= c.instance_warmup:
             # Confident pseudo-labels join the bank; faces that fell below leave it.
-            self.bank.update(batch.idx_u, out_uw.embedding.detach(), torch.where(mask, pseudo, -1))
+            self.bank.update(batch.idx_u, ref_uw.embedding, torch.where(mask, pseudo, -1))
             logs["bank_size"] = float((self.bank.labels >= 0).sum().item())
         return StepResult(loss, logs)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "confidence_var": self.confidence_var}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.confidence_var = float(state.get("confidence_var", self.confidence_var))
+
+
+def _split(out: HeadOutput, sizes: list[int]) -> list[HeadOutput]:
+    parts = [t.split(sizes) for t in (out.embedding, out.logits, out.projected)]
+    return [HeadOutput(parts[0][i], parts[1][i], parts[2][i]) for i in range(len(sizes))]
 
 
 ALGORITHMS: dict[str, Callable[..., Algorithm]] = {

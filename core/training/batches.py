@@ -1,5 +1,6 @@
 """Batch sources for the loop. Head mode draws from cached features: weak view = the face or
-its mirror, strong view = one of the strongly augmented views with feature dropout."""
+its mirror (the other one is the batch's mirrored weak view), strong view = one of the strongly
+augmented views with feature dropout."""
 from __future__ import annotations
 
 import numpy as np
@@ -44,7 +45,9 @@ class CachedFeatureBatches:
                             for c in classes.tolist()])
 
     def _views(self, rows: torch.Tensor, low: int, high: int) -> torch.Tensor:
-        views = torch.randint(low, high, (len(rows),), generator=self.generator)
+        return self._gather(rows, torch.randint(low, high, (len(rows),), generator=self.generator))
+
+    def _gather(self, rows: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
         return self.features[rows.to(self.device), views.to(self.device)].float()
 
     def next_batch(self, step: int) -> Batch:
@@ -61,7 +64,10 @@ class CachedFeatureBatches:
             # frozen encoder cannot learn from.
             mask = (torch.rand(x_us.shape, generator=g) >= self.feature_dropout).to(self.device)
             x_us = x_us * mask / (1 - self.feature_dropout)
-            batch.x_uw = self._views(rows_u, 0, 2)
+            weak = torch.randint(0, 2, (len(rows_u),), generator=g)
+            batch.x_uw = self._gather(rows_u, weak)
+            if self.n_views > 1:  # views 0 and 1 are the face and its mirror image
+                batch.x_uw_alt = self._gather(rows_u, 1 - weak)
             batch.x_us = x_us
             batch.idx_u = rows_u.to(self.device)
         return batch

@@ -100,6 +100,7 @@ class ImageBatches:
         if self._unlabeled is not None:
             x_uw, x_us, _y, idx_u = next(self._unlabeled)
             batch.x_uw, batch.x_us, batch.idx_u = x_uw.to(d, non_blocking=True), x_us.to(d, non_blocking=True), idx_u.to(d)
+            batch.x_uw_alt = torch.flip(batch.x_uw, dims=[-1])  # the mirrored weak view
         self.steps_done += 1
         return batch
 

@@ -109,6 +109,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
         self.ema = ModelEMA(model, config.ema_decay)
+        algorithm.teacher = self.ema.module
         self.step = 0
         self.stop_reason: str | None = None
 
