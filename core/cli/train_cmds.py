@@ -127,17 +127,46 @@ class _StopFlag:
         signal.signal(signal.SIGTERM, handler)
 
 
+def settings_from_args(args) -> TrainSettings:
+    return TrainSettings(
+        algorithm=args.algorithm, encoder=args.encoder, mode=args.mode,
+        device=None if args.device == "auto" else args.device,
+        method=MethodConfig.from_dict(_collect(args, MethodConfig, "method_")),
+        loop=LoopConfig.from_dict(_collect(args, LoopConfig, "loop_")),
+        strong_views=args.strong_views, projection=args.projection, descriptions=args.descriptions,
+        loader_workers=args.loader_workers)
+
+
+def train_argv(project: str, settings: TrainSettings, events: str = "json") -> list[str]:
+    """The `train` command line (after `main.py`) that runs `settings` on `project`: what the
+    studio launches. Loop and method settings become flags only where they differ from the
+    defaults, so the line stays short and readable in the studio's log."""
+    argv = ["train", str(project), "--algorithm", settings.algorithm, "--encoder", settings.encoder,
+            "--mode", settings.mode, "--device", settings.device or "auto",
+            "--projection", settings.projection, "--strong-views", str(settings.strong_views),
+            "--loader-workers", str(settings.loader_workers), "--events", events]
+    if settings.descriptions:
+        argv += ["--descriptions", settings.descriptions]
+    for config, defaults in ((settings.loop, LoopConfig()), (settings.method, MethodConfig())):
+        for f in fields(config):
+            value = getattr(config, f.name)
+            if value == getattr(defaults, f.name):
+                continue
+            flag = _flag(f.name)
+            if isinstance(value, bool):
+                argv.append(flag if value else "--no-" + flag[2:])
+            elif isinstance(value, tuple):
+                argv += [flag, ",".join(repr(float(v)) for v in value)]
+            else:
+                argv += [flag, repr(value) if isinstance(value, float) else str(value)]
+    return argv
+
+
 def cmd_train(args) -> int:
     from core.training.worker import RunError, train
 
     try:
-        settings = TrainSettings(
-            algorithm=args.algorithm, encoder=args.encoder, mode=args.mode,
-            device=None if args.device == "auto" else args.device,
-            method=MethodConfig.from_dict(_collect(args, MethodConfig, "method_")),
-            loop=LoopConfig.from_dict(_collect(args, LoopConfig, "loop_")),
-            strong_views=args.strong_views, projection=args.projection, descriptions=args.descriptions,
-            loader_workers=args.loader_workers)
+        settings = settings_from_args(args)
         if args.resume is None:
             settings.validate()
     except (ValueError, EncoderError) as exc:

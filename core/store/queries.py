@@ -66,8 +66,10 @@ class FaceRow:
 
 
 def list_faces(session: Session, *, split: str | None = None, labeled: bool | None = None,
-               label: str | None = None, limit: int | None = None) -> list[FaceRow]:
-    """Active faces in id order, filtered; the label is the current one (never hidden truth)."""
+               label: str | None = None, limit: int | None = None,
+               ids: list[int] | None = None) -> list[FaceRow]:
+    """Active faces in id order, filtered; the label is the current one (never hidden truth).
+    `ids` picks a few given faces (one SQL parameter each: keep it to hundreds)."""
     query = (select(Image.id, Image.path, Image.crop_path, Image.face_x, Image.face_y, Image.face_w,
                     Image.face_h, Image.split, Label.label, Label.source)
              .outerjoin(Label, Label.image_id == Image.id)
@@ -80,6 +82,8 @@ def list_faces(session: Session, *, split: str | None = None, labeled: bool | No
         query = query.where(Label.image_id.is_(None))
     if label:
         query = query.where(Label.label == label)
+    if ids is not None:
+        query = query.where(Image.id.in_([int(i) for i in ids]))
     if limit:
         query = query.limit(limit)
     return [FaceRow(r.id, r.path, r.crop_path,
