@@ -76,9 +76,11 @@ class FaceDelegate(QStyledItemDelegate):
 
 
 class FaceGrid(QListView):
-    """Icon-mode list of faces. `current_face_changed(face_row or None)` for future detail panels."""
+    """Icon-mode list of faces. `current_face_changed(face_row or None)` for future detail panels;
+    `selected_ids_changed(list of face ids)` for views that mark the selection (the map)."""
 
     current_face_changed = Signal(object)
+    selected_ids_changed = Signal(object)
 
     def __init__(self, model: FaceListModel, parent: QWidget | None = None):
         super().__init__(parent)
@@ -103,6 +105,8 @@ class FaceGrid(QListView):
         self.setDragEnabled(False)
         self.setModel(model)
         self.selectionModel().currentChanged.connect(self._current_changed)
+        self.selectionModel().selectionChanged.connect(self._selection_changed)
+        model.modelReset.connect(self._selection_changed)  # a reset drops the selection silently
 
     def viewportEvent(self, event: QEvent) -> bool:
         if event.type() == QEvent.Type.Resize:
@@ -123,3 +127,10 @@ class FaceGrid(QListView):
 
     def _current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         self.current_face_changed.emit(current.data(FaceRole.ROW) if current.isValid() else None)
+
+    def selected_ids(self) -> list[int]:
+        model = self.face_model()
+        return [model.face(index.row()).id for index in self.selectionModel().selectedIndexes()]
+
+    def _selection_changed(self, *_args) -> None:
+        self.selected_ids_changed.emit(self.selected_ids())

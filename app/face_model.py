@@ -56,6 +56,7 @@ class FaceListModel(QAbstractListModel):
         self.state = state
         self.loader = loader
         self.face_filter = FaceFilter()
+        self.id_filter: frozenset[int] | None = None  # e.g. the faces selected on the embedding map
         self._rows: list[FaceRow] = []
         self._row_of: dict[int, int] | None = None  # face id -> row, built on first need
         self._colors = class_colors()
@@ -72,8 +73,17 @@ class FaceListModel(QAbstractListModel):
             self.face_filter = face_filter
             self.reload()
 
+    def set_id_filter(self, face_ids) -> None:
+        """Show only these faces (within the other filters); None shows every face again."""
+        ids = None if face_ids is None else frozenset(int(i) for i in face_ids)
+        if ids != self.id_filter:
+            self.id_filter = ids
+            self.reload()
+
     def reload(self) -> None:
         rows = self.state.faces(self.face_filter)
+        if self.id_filter is not None:
+            rows = [face for face in rows if face.id in self.id_filter]
         self.beginResetModel()
         self._rows = rows
         self._row_of = None
@@ -81,6 +91,7 @@ class FaceListModel(QAbstractListModel):
 
     def _project_changed(self) -> None:
         self.loader.set_project(self.state.project)
+        self.id_filter = None  # face ids of another project mean nothing here
         self.reload()
 
     # -- access ------------------------------------------------------------------------------

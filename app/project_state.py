@@ -3,6 +3,11 @@
 Widgets read from it and listen to `project_changed` (another project, or none) and
 `contents_changed` (same project, new or changed faces: after an import, later after labeling).
 Opening, closing and querying go through here; it knows nothing about widgets.
+
+Runs: `current_run` is the training run whose results the views show (the newest finished run
+with a map when a project opens; the run history's selection after that), announced by
+`current_run_changed(run_id or None)`. `run_finished(run_id)` says a run launched from the studio
+has ended (finished, cancelled or failed), so views showing runs refresh.
 """
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ from PySide6.QtCore import QObject, Signal
 
 from core.store.project import Project
 from core.store.queries import FaceRow, list_faces, project_stats
+from core.store.run_data import RunMap, RunSummary, latest_run_with_map, load_run_map, metric_series, run_summaries
+from core.store.runs import reap_dead_runs
 
 
 @dataclass(frozen=True)
@@ -28,10 +35,13 @@ class FaceFilter:
 class ProjectState(QObject):
     project_changed = Signal()
     contents_changed = Signal()
+    current_run_changed = Signal(object)  # run id or None
+    run_finished = Signal(int)  # run id
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
         self.project: Project | None = None
+        self.current_run: int | None = None
         self._stats: dict | None = None  # cached until the project or its contents change
 
     @property
@@ -50,7 +60,13 @@ class ProjectState(QObject):
         self._stats = None
         if old is not None and old is not project:
             old.close()
+        self.current_run = None
         self.project_changed.emit()
+        if project is not None:
+            with project.session() as session:
+                self.set_current_run(latest_run_with_map(session), force=True)
+        else:
+            self.current_run_changed.emit(None)
 
     def close(self) -> None:
         if self.project is not None:
@@ -59,6 +75,24 @@ class ProjectState(QObject):
     def notify_contents_changed(self) -> None:
         self._stats = None
         self.contents_changed.emit()
+
+    # -- runs --------------------------------------------------------------------------------
+    def set_current_run(self, run_id: int | None, force: bool = False) -> None:
+        if run_id != self.current_run or force:
+            self.current_run = run_id
+            self.current_run_changed.emit(run_id)
+
+    def notify_run_finished(self, run_id: int | None, finished: bool) -> None:
+        """A worker ended. A run whose process died without saying so is marked failed first;
+        a run that finished becomes the current run, so the views show its results."""
+        if self.project is None:
+            return
+        with self.project.session() as session:
+            reap_dead_runs(session)
+        if run_id is not None:
+            self.run_finished.emit(run_id)
+            if finished:
+                self.set_current_run(run_id, force=True)
 
     # -- queries -----------------------------------------------------------------------------
     def stats(self) -> dict | None:
@@ -75,3 +109,27 @@ class ProjectState(QObject):
         with self.project.session() as session:
             return list_faces(session, split=face_filter.split, labeled=face_filter.labeled,
                               label=face_filter.label)
+
+    def runs(self) -> list[RunSummary]:
+        if self.project is None:
+            return []
+        with self.project.session() as session:
+            return run_summaries(session)
+
+    def run_metrics(self, run_id: int) -> dict:
+        if self.project is None:
+            return {}
+        with self.project.session() as session:
+            return metric_series(session, run_id)
+
+    def run_map(self, run_id: int, method: str | None = None) -> RunMap | None:
+        if self.project is None:
+            return None
+        with self.project.session() as session:
+            return load_run_map(session, run_id, method)
+
+    def faces_by_id(self, face_ids: list[int]) -> dict[int, FaceRow]:
+        if self.project is None or not face_ids:
+            return {}
+        with self.project.session() as session:
+            return {face.id: face for face in list_faces(session, ids=face_ids)}

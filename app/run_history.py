@@ -1,0 +1,144 @@
+"""The project's training runs as a table (model/view over the runs and metrics tables).
+
+Selecting a row makes that run the studio's current run (ProjectState.set_current_run), which
+the map and the training panel's curves follow. Refreshed when a project opens and when a run
+launched from the studio ends.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from PySide6.QtCore import QAbstractTableModel, QItemSelectionModel, QModelIndex, QObject, Qt
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView, QWidget
+
+from core.store.models import RUN_CANCELLED, RUN_FAILED, RUN_FINISHED, RUN_RUNNING
+from core.store.run_data import RunSummary
+from app.project_state import ProjectState
+
+COLUMNS = ("Run", "Algorithm", "Encoder", "Mode", "Status", "Started", "Duration", "Val acc", "Fused")
+STATUS_COLORS = {RUN_FINISHED: "#7bd88f", RUN_FAILED: "#ff6b6b", RUN_CANCELLED: "#f2c14e", RUN_RUNNING: "#6ea8fe"}
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def _local_time(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    local = moment.astimezone()
+    today = datetime.now(timezone.utc).astimezone().date()
+    return local.strftime("%H:%M" if local.date() == today else "%Y-%m-%d %H:%M")
+
+
+def _accuracy(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+class RunHistoryModel(QAbstractTableModel):
+    def __init__(self, state: ProjectState, parent: QObject | None = None):
+        super().__init__(parent)
+        self.state = state
+        self._runs: list[RunSummary] = []
+        state.project_changed.connect(self.reload)
+        state.run_finished.connect(self.reload)
+
+    def reload(self, *_args) -> None:
+        self.beginResetModel()
+        self._runs = self.state.runs()
+        self.endResetModel()
+
+    def run(self, row: int) -> RunSummary:
+        return self._runs[row]
+
+    def row_of(self, run_id: int | None) -> int | None:
+        return next((i for i, run in enumerate(self._runs) if run.id == run_id), None)
+
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self._runs)
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        run = self._runs[index.row()]
+        column = COLUMNS[index.column()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._text(run, column)
+        if role == Qt.ItemDataRole.ForegroundRole and column == "Status":
+            return QColor(STATUS_COLORS.get(run.status, "#d8dde5"))
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return run.error or f"run {run.id}: {run.algorithm} on {run.encoder} ({run.mode} mode), {run.status}"
+        if role == Qt.ItemDataRole.TextAlignmentRole and column in ("Run", "Duration", "Val acc", "Fused"):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    @staticmethod
+    def _text(run: RunSummary, column: str) -> str:
+        return {
+            "Run": str(run.id), "Algorithm": run.algorithm, "Encoder": run.encoder, "Mode": run.mode,
+            "Status": run.status, "Started": _local_time(run.started_at),
+            "Duration": format_duration(run.duration_s()), "Val acc": _accuracy(run.val_accuracy),
+            "Fused": _accuracy(run.val_fused_accuracy),
+        }[column]
+
+
+class RunHistoryView(QTableView):
+    """The table; its selection and the studio's current run follow each other."""
+
+    def __init__(self, state: ProjectState, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("runHistory")
+        self.state = state
+        self.history = RunHistoryModel(state, self)
+        self.setModel(self.history)
+        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setAlternatingRowColors(True)
+        self.setShowGrid(False)
+        self.setWordWrap(False)
+        self.verticalHeader().setVisible(False)
+        self.verticalHeader().setDefaultSectionSize(22)
+        header = self.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(COLUMNS.index("Encoder"), QHeaderView.ResizeMode.Stretch)
+        header.setHighlightSections(False)
+        self.selectionModel().selectionChanged.connect(self._selection_changed)
+        self.history.modelReset.connect(self._select_current)
+        state.current_run_changed.connect(self._select_current)
+
+    def selected_run(self) -> int | None:
+        rows = self.selectionModel().selectedRows()
+        return self.history.run(rows[0].row()).id if rows else None
+
+    def _selection_changed(self, *_args) -> None:
+        run_id = self.selected_run()
+        if run_id is not None:
+            self.state.set_current_run(run_id)
+
+    def _select_current(self, *_args) -> None:
+        row = self.history.row_of(self.state.current_run)
+        if row is None:
+            self.clearSelection()
+            return
+        if self.selected_run() != self.state.current_run:
+            self.selectionModel().select(
+                self.history.index(row, 0),
+                QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+            self.scrollTo(self.history.index(row, 0))

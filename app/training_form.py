@@ -1,0 +1,128 @@
+"""The training settings a user picks in the studio, turned into core's TrainSettings.
+
+Only the main settings are here (algorithm, encoder, mode, steps, batch size, seed, device, map,
+and SIT-FER's method switches); everything else keeps its default, and every setting remains a
+flag of `python main.py train` for the rest.
+"""
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QGridLayout,
+    QLabel,
+    QSpinBox,
+    QWidget,
+)
+
+from core.ssl.algorithms import ALGORITHMS, MethodConfig
+from core.training.loop import LoopConfig
+from core.training.settings import MODES, PROJECTIONS, TrainSettings
+
+ENCODER_CHOICES = ("offline", "tiny", "clip:ViT-B-32:openai")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+# SIT-FER's switches, as (MethodConfig field, label); the baselines ignore them.
+METHOD_SWITCHES = (("use_semantic", "semantic level"), ("use_text", "text level"),
+                   ("use_instance", "instance level"), ("dynamic_threshold", "dynamic thresholds"),
+                   ("negative_learning", "negative learning"))
+SWITCHES_FOR = "sitfer"
+
+
+def _combo(choices, current: str, editable: bool = False) -> QComboBox:
+    combo = QComboBox()
+    combo.addItems(list(choices))
+    combo.setEditable(editable)
+    combo.setCurrentText(current)
+    return combo
+
+
+def _spin(low: int, high: int, value: int, step: int = 1) -> QSpinBox:
+    spin = QSpinBox()
+    spin.setRange(low, high)
+    spin.setSingleStep(step)
+    spin.setValue(value)
+    spin.setGroupSeparatorShown(True)
+    return spin
+
+
+class TrainingForm(QWidget):
+    changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        loop, method = LoopConfig(), MethodConfig()
+        self.algorithm = _combo(sorted(ALGORITHMS), "sitfer")
+        self.encoder = _combo(ENCODER_CHOICES, "offline", editable=True)
+        self.encoder.setToolTip("offline (pretrained, no download), tiny (tests only), or clip:MODEL[:PRETRAINED]")
+        self.mode = _combo(MODES, "head")
+        self.mode.setToolTip("head: frozen encoder, cached features, fast on a CPU; finetune: the encoder "
+                             "trains too (a GPU is advised)")
+        self.device = _combo(DEVICE_CHOICES, "auto")
+        self.projection = _combo(PROJECTIONS, "umap")
+        self.projection.setToolTip("the 2-D map written with the run: umap (slower, also writes pca), pca, none")
+        self.steps = _spin(1, 1_000_000, loop.steps, 100)
+        self.batch_size = _spin(1, 4096, loop.batch_size, 8)
+        self.seed = _spin(0, 2**31 - 1, loop.seed)
+        self.switches = {name: QCheckBox(label) for name, label in METHOD_SWITCHES}
+        for name, box in self.switches.items():
+            box.setChecked(getattr(method, name))
+
+        grid = QGridLayout(self)
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.setHorizontalSpacing(8)
+        grid.setVerticalSpacing(5)
+        fields = (("Algorithm", self.algorithm), ("Encoder", self.encoder), ("Mode", self.mode),
+                  ("Device", self.device), ("Steps", self.steps), ("Batch size", self.batch_size),
+                  ("Seed", self.seed), ("Map", self.projection))
+        for i, (title, widget) in enumerate(fields):
+            row, column = divmod(i, 2)
+            grid.addWidget(QLabel(title), row, 2 * column)
+            grid.addWidget(widget, row, 2 * column + 1)
+        grid.setColumnStretch(1, 1)
+        grid.setColumnStretch(3, 1)
+        self.switches_title = QLabel("SIT-FER")
+        self.switches_title.setObjectName("columnHeader")
+        first = len(fields) // 2
+        grid.addWidget(self.switches_title, first, 0)
+        for i, box in enumerate(self.switches.values()):
+            grid.addWidget(box, first + i // 3, 1 + i % 3)
+
+        self.algorithm.currentTextChanged.connect(self._algorithm_changed)
+        for combo in (self.algorithm, self.encoder, self.mode, self.device, self.projection):
+            combo.currentTextChanged.connect(self.changed)
+        for spin in (self.steps, self.batch_size, self.seed):
+            spin.valueChanged.connect(self.changed)
+        self._algorithm_changed(self.algorithm.currentText())
+
+    def _algorithm_changed(self, algorithm: str) -> None:
+        enabled = algorithm == SWITCHES_FOR
+        for box in self.switches.values():
+            box.setEnabled(enabled)
+        self.switches_title.setEnabled(enabled)
+
+    def settings(self) -> TrainSettings:
+        """The chosen settings (not yet validated: TrainSettings.validate says what is wrong)."""
+        method = MethodConfig()
+        if self.algorithm.currentText() == SWITCHES_FOR:
+            method = MethodConfig(**{name: box.isChecked() for name, box in self.switches.items()})
+        steps, defaults = self.steps.value(), LoopConfig()
+        # Short runs log and validate more often than the defaults, so their curves still show.
+        loop = LoopConfig(steps=steps, batch_size=self.batch_size.value(), seed=self.seed.value(),
+                          log_every=min(defaults.log_every, max(1, steps // 30)),
+                          eval_every=min(defaults.eval_every, max(1, steps // 10)))
+        device = self.device.currentText()
+        return TrainSettings(algorithm=self.algorithm.currentText(), encoder=self.encoder.currentText().strip(),
+                             mode=self.mode.currentText(), device=None if device == "auto" else device,
+                             method=method, loop=loop, projection=self.projection.currentText())
+
+    def set_values(self, *, algorithm: str | None = None, encoder: str | None = None, steps: int | None = None,
+                   batch_size: int | None = None, projection: str | None = None, mode: str | None = None) -> None:
+        """Set some fields at once (tests, scripted screenshots)."""
+        for combo, value in ((self.algorithm, algorithm), (self.encoder, encoder),
+                             (self.projection, projection), (self.mode, mode)):
+            if value is not None:
+                combo.setCurrentText(value)
+        for spin, value in ((self.steps, steps), (self.batch_size, batch_size)):
+            if value is not None:
+                spin.setValue(value)

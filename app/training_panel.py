@@ -1,0 +1,240 @@
+"""The training panel: settings, Start/Cancel, live progress and curves, the log, the run history.
+
+Start launches the worker as its own process (app/worker_process.py); this panel only turns its
+events into progress, curves and a status line, and tells ProjectState when the run has ended
+(`notify_run_finished`), so the history, the map and other views refresh. When no run is going,
+the curves show the current run's stored metrics (the history's selection).
+"""
+from __future__ import annotations
+
+import time
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.encoders import EncoderError
+from app import worker_process
+from app.project_state import ProjectState
+from app.run_history import RunHistoryView, format_duration
+from app.run_plots import RunCurves
+from app.training_form import TrainingForm
+from app.worker_process import WorkerOutcome, WorkerProcess
+
+LOG_LINES = 5000
+STATE_COLORS = {"idle": "#a3abb8", "running": "#6ea8fe", "finished": "#7bd88f", "cancelled": "#f2c14e",
+                "failed": "#ff6b6b"}
+
+
+class TrainingPanel(QWidget):
+    busy_changed = Signal(bool)
+
+    def __init__(self, state: ProjectState, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("trainingPanel")
+        self.state = state
+        self.worker = WorkerProcess(self)
+        self.run_id: int | None = None  # the run launched from here, once it has started
+        self.outcome: WorkerOutcome | None = None  # how the last launched run ended
+        self._started_at = 0.0
+        self._phase = ""
+
+        self.form = TrainingForm()
+        self.start_button = QPushButton("Start training")
+        self.start_button.setDefault(True)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.status = QLabel()
+        self.status.setObjectName("runStatus")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
+        self.progress = QProgressBar()
+        self.progress.setTextVisible(True)
+        self.eta = QLabel()
+        self.eta.setObjectName("columnHeader")
+        self.curves_caption = QLabel()
+        self.curves_caption.setObjectName("columnHeader")
+        self.curves = RunCurves()
+        self.history = RunHistoryView(state)
+        self.log = QPlainTextEdit()
+        self.log.setObjectName("workerLog")
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(LOG_LINES)
+        self.log.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(self.history, "Runs")
+        self.tabs.addTab(self.log, "Log")
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+        buttons.addStretch(1)
+        buttons.addWidget(self.eta)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 8, 8, 8)
+        layout.setSpacing(6)
+        layout.addWidget(self.form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self.curves_caption)
+        layout.addWidget(self.curves, 3)
+        layout.addWidget(self.tabs, 2)
+
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.worker.event.connect(self._event)
+        self.worker.log.connect(self.log.appendPlainText)
+        self.worker.ended.connect(self._ended)
+        state.project_changed.connect(self._project_changed)
+        state.current_run_changed.connect(self._show_run)
+        self._reset_progress()
+        self._project_changed()
+
+    @property
+    def busy(self) -> bool:
+        return self.worker.running
+
+    # -- starting and stopping ----------------------------------------------------------------
+    def start(self) -> bool:
+        """Launch a run with the form's settings; False (and the reason shown) if it cannot start."""
+        if self.busy:
+            return False
+        if self.state.project is None:
+            self._set_status("idle", "Open a project first.")
+            return False
+        settings = self.form.settings()
+        try:
+            settings.validate()
+        except (ValueError, EncoderError) as exc:
+            self._set_status("failed", f"Cannot start: {exc}")
+            return False
+        program, arguments = worker_process.worker_command(self.state.root, settings)
+        self.run_id, self.outcome, self._phase = None, None, ""
+        self._started_at = time.monotonic()
+        self.curves.clear()
+        self.curves_caption.setText("Live curves of the new run")
+        self.log.clear()
+        self._reset_progress()
+        self._set_status("running", f"Starting {settings.algorithm} on {settings.encoder} ({settings.mode} mode)…")
+        self.worker.start(program, arguments)
+        if self.worker.running:  # not when it failed to start at once (already reported)
+            self._set_running(True)
+        return True
+
+    def cancel(self) -> None:
+        if self.busy:
+            self.worker.cancel()
+            self.cancel_button.setEnabled(False)
+            self._set_status("running", "Cancelling: the worker saves a checkpoint and stops…")
+
+    def shutdown(self, timeout_ms: int = 15_000) -> None:
+        """Closing the studio: cancel a running worker and wait for it (killed past the timeout)."""
+        if self.busy:
+            self.worker.cancel(kill_after_ms=timeout_ms)
+            if not self.worker.wait(timeout_ms):
+                self.worker._kill()
+                self.worker.wait(5_000)
+
+    def _set_running(self, running: bool) -> None:
+        self.start_button.setEnabled(not running and self.state.project is not None)
+        self.cancel_button.setEnabled(running)
+        self.form.setEnabled(not running)
+        self.busy_changed.emit(running)
+
+    # -- the worker's events -------------------------------------------------------------------
+    def _event(self, event: dict) -> None:
+        kind = event["event"]
+        if kind == "started":
+            self.run_id = event.get("run")
+            self._set_status("running", f"Run {self.run_id}: {event.get('algorithm')} on "
+                                        f"{event.get('encoder')} ({event.get('mode')} mode), running")
+        elif kind == "progress":
+            self._progress(event)
+        elif kind == "metrics":
+            self.curves.add_metrics(int(event.get("step", 0)), event.get("values") or {})
+        elif kind == "info":
+            self.log.appendPlainText(str(event.get("message", "")))
+            if self.run_id is not None and not self.worker.cancelling:
+                self._set_status("running", f"Run {self.run_id}: {event.get('message', '')}")
+        elif kind in ("finished", "cancelled", "failed"):
+            self.log.appendPlainText(f"{kind}: {event.get('message') or event.get('error') or ''}".rstrip(": "))
+
+    def _progress(self, event: dict) -> None:
+        phase, step, total = event.get("phase", "train"), int(event.get("step", 0)), int(event.get("total") or 0)
+        if phase != self._phase:
+            self._phase = phase
+            self._started_at = time.monotonic()
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(min(step, max(total, 1)))
+        what = "steps" if phase == "train" else f"{phase}"
+        self.progress.setFormat(f"{step:,} / {total:,} {what}")
+        eta = event.get("eta_s")
+        if eta is None and step > 0:  # the features phase reports no estimate: from the rate so far
+            eta = (time.monotonic() - self._started_at) / step * (total - step)
+        self.eta.setText(f"about {format_duration(eta)} left" if eta is not None and step < total else "")
+
+    def _ended(self, outcome: WorkerOutcome) -> None:
+        self.outcome = outcome
+        run_id = outcome.run_id if outcome.run_id is not None else self.run_id
+        self.run_id = run_id
+        self._set_running(False)
+        self.eta.setText("")
+        name = f"Run {run_id}" if run_id is not None else "The run"
+        if outcome.status == "finished":
+            self.progress.setValue(self.progress.maximum())
+            self._set_status("finished", f"{name} finished.")
+        elif outcome.status == "cancelled":
+            self._set_status("cancelled", f"{name} was cancelled; its checkpoint is kept "
+                                          f"(resume with: python main.py train PROJECT --resume {run_id}).")
+        else:
+            self._set_status("failed", f"{name} failed: {outcome.error or 'no reason given'}")
+            self.log.appendPlainText(f"failed: {outcome.error}")
+        self.state.notify_run_finished(run_id, finished=outcome.status == "finished")
+
+    # -- showing -------------------------------------------------------------------------------
+    def _set_status(self, state: str, text: str) -> None:
+        self.status.setProperty("runState", state)
+        weight = 400 if state == "idle" else 600
+        self.status.setStyleSheet(f"color: {STATE_COLORS[state]}; font-weight: {weight};")
+        self.status.setText(text)
+
+    def _reset_progress(self) -> None:
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("no run going")
+        self.eta.setText("")
+
+    def _project_changed(self) -> None:
+        self.start_button.setEnabled(self.state.project is not None and not self.busy)
+        if not self.busy:
+            self.outcome = None
+            self._reset_progress()
+            self._set_status("idle", "Pick the settings and press Start: training runs in its own process, "
+                                     "and its results (predictions, map, metrics) go into the project."
+                             if self.state.project is not None else "Open a project to train on it.")
+
+    def _show_run(self, run_id: int | None) -> None:
+        """The current run's stored curves, unless a run from here is going (its live curves win)."""
+        if self.busy:
+            return
+        if run_id is None:
+            self.curves.clear()
+            self.curves_caption.setText("No run yet: its curves appear here")
+            return
+        self.curves.show_series(self.state.run_metrics(run_id))
+        row = self.history.history.row_of(run_id)
+        run = self.history.history.run(row) if row is not None else None
+        self.curves_caption.setText(f"Curves of run {run_id}" + (
+            f": {run.algorithm} on {run.encoder} ({run.mode} mode), {run.status}" if run else ""))
