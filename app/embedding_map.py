@@ -1,0 +1,345 @@
+"""The embedding map: every face of the current run at its 2-D position (UMAP, else PCA).
+
+One ScatterPlotItem holds all points (arrays in, brushes from a small palette, pxMode), so
+30,000 faces pan smoothly. Colour by current label, pseudo-label, confidence or level
+disagreement; hover shows the face; a rectangle or lasso selects faces and
+`selection_changed(frozenset of ids, or None when cleared)` lets the grid filter to them;
+`highlight(ids)` rings faces selected elsewhere (the grid).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPoint, QPointF, Qt, Signal
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QStackedWidget,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.geometry import points_in_polygon, points_in_rect
+from core.classes import class_names
+from core.store.run_data import RunMap
+from app.map_colors import COLOR_MODES, color_points
+from app.map_view import SelectionViewBox
+from app.project_state import ProjectState
+from app.thumbnail_loader import ThumbnailLoader
+
+POINT_SIZE = 6
+HOVER_RADIUS_PX = 8
+PLOT_BACKGROUND = "#1b1e23"
+EMPTY_NO_PROJECT = "Open a project to see its embedding map."
+EMPTY_NO_RUN = ("No trained model yet, so no map.\n\nTrain one in the Training panel (View ▸ Training): "
+                "when the run finishes, every face appears here at its place in the model's "
+                "embedding.\n\nFrom a terminal: python main.py train PROJECT")
+
+
+class HoverCard(QFrame):
+    """The hovered face: its thumbnail, label and the run's verdict."""
+
+    def __init__(self, parent: QWidget):
+        super().__init__(parent)
+        self.setObjectName("hoverCard")
+        self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.image = QLabel()
+        self.image.setFixedSize(96, 96)
+        self.text = QLabel()
+        self.text.setTextFormat(Qt.TextFormat.RichText)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(6, 6, 8, 6)
+        layout.addWidget(self.image)
+        layout.addWidget(self.text)
+        self.hide()
+
+    def show_at(self, anchor: QPoint) -> None:
+        self.adjustSize()
+        parent = self.parentWidget().rect()
+        x = anchor.x() + 16 if anchor.x() + 16 + self.width() < parent.width() else anchor.x() - 16 - self.width()
+        y = min(max(anchor.y() - self.height() // 2, 0), max(parent.height() - self.height(), 0))
+        self.move(max(x, 0), y)
+        self.show()
+        self.raise_()
+
+
+class EmbeddingMap(QWidget):
+    selection_changed = Signal(object)  # frozenset of face ids, or None
+
+    def __init__(self, state: ProjectState, loader: ThumbnailLoader, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("embeddingMap")
+        self.state = state
+        self.loader = loader
+        self.data: RunMap | None = None
+        self.selected: frozenset[int] | None = None
+        self.highlighted = np.zeros(0, dtype=np.int64)
+        self.hovered: int | None = None  # index into the data arrays
+        self._faces: dict = {}  # face id -> FaceRow, for hover thumbnails
+        self._colors = None
+
+        self.color_combo = QComboBox()
+        for key, title in COLOR_MODES.items():
+            self.color_combo.addItem(title, key)
+        self.method_combo = QComboBox()
+        self.tool_buttons = QButtonGroup(self)
+        tools = QHBoxLayout()
+        tools.setSpacing(2)
+        for tool, text, tip in (("pan", "Pan", "drag to pan, wheel to zoom"),
+                                ("rect", "Rectangle", "drag a rectangle to select (Shift+drag in Pan)"),
+                                ("lasso", "Lasso", "draw around faces to select them (Ctrl+drag in Pan)")):
+            button = QToolButton()
+            button.setText(text)
+            button.setToolTip(tip)
+            button.setCheckable(True)
+            button.setProperty("tool", tool)
+            button.setChecked(tool == "pan")
+            self.tool_buttons.addButton(button)
+            tools.addWidget(button)
+        self.clear_button = QToolButton()
+        self.clear_button.setText("Clear selection")
+        self.clear_button.setEnabled(False)
+        self.info = QLabel()
+        self.info.setObjectName("columnHeader")
+        self.info.setWordWrap(True)
+
+        self.view = SelectionViewBox()
+        self.view.setAspectLocked(False)
+        self.plot = pg.PlotWidget(viewBox=self.view, background=PLOT_BACKGROUND)
+        self.plot.getPlotItem().hideAxis("left")
+        self.plot.getPlotItem().hideAxis("bottom")
+        self.plot.getPlotItem().setMenuEnabled(False)
+        self.plot.getPlotItem().hideButtons()
+        self.scatter = pg.ScatterPlotItem(size=POINT_SIZE, pen=None, pxMode=True, antialias=False)
+        self.selection_rings = pg.ScatterPlotItem(size=POINT_SIZE + 4, pen=pg.mkPen("#6ea8fe", width=1.2),
+                                                  brush=None, pxMode=True)
+        self.highlight_rings = pg.ScatterPlotItem(size=POINT_SIZE + 8, pen=pg.mkPen("#ffffff", width=2),
+                                                  brush=None, pxMode=True)
+        for item in (self.scatter, self.selection_rings, self.highlight_rings):
+            self.plot.addItem(item)
+        self.legend = pg.LegendItem(offset=(-8, 8), labelTextSize="8pt", labelTextColor="#c3c9d3",
+                                    brush=pg.mkBrush(24, 27, 32, 200), verSpacing=-4)
+        self.legend.setParentItem(self.plot.getPlotItem().vb)
+        self.hover_card = HoverCard(self.plot)
+        self._mouse_proxy = pg.SignalProxy(self.plot.scene().sigMouseMoved, rateLimit=60, slot=self._mouse_moved)
+
+        self.empty = QLabel()
+        self.empty.setObjectName("emptyHint")
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.setWordWrap(True)
+        self.empty.setMargin(24)
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self.plot)
+        self.pages.addWidget(self.empty)
+
+        bar = QHBoxLayout()
+        bar.setSpacing(6)
+        bar.addWidget(QLabel("Colour"))
+        bar.addWidget(self.color_combo)
+        bar.addWidget(self.method_combo)
+        bar.addSpacing(8)
+        bar.addLayout(tools)
+        bar.addWidget(self.clear_button)
+        bar.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.setSpacing(4)
+        layout.addLayout(bar)
+        layout.addWidget(self.info)
+        layout.addWidget(self.pages, 1)
+
+        self.color_combo.currentIndexChanged.connect(self._recolor)
+        self.method_combo.currentIndexChanged.connect(self._method_chosen)
+        self.tool_buttons.buttonClicked.connect(lambda button: self.view.set_tool(button.property("tool")))
+        self.clear_button.clicked.connect(self.clear_selection)
+        self.view.rect_drawn.connect(self.select_rect)
+        self.view.lasso_drawn.connect(self.select_lasso)
+        loader.loaded.connect(self._thumbnail_ready)
+        state.project_changed.connect(self._project_changed)
+        state.current_run_changed.connect(self.show_run)
+        state.contents_changed.connect(self._contents_changed)
+        self._project_changed()
+
+    # -- what is shown ------------------------------------------------------------------------
+    def color_mode(self) -> str:
+        return self.color_combo.currentData()
+
+    def set_color_mode(self, mode: str) -> None:
+        self.color_combo.setCurrentIndex(self.color_combo.findData(mode))
+
+    def show_run(self, run_id: int | None, method: str | None = None) -> None:
+        """Load and show a run's map, or say why there is none."""
+        data = self.state.run_map(run_id, method) if run_id is not None else None
+        if self.state.project is None:
+            self.show_map(None, EMPTY_NO_PROJECT)
+        elif run_id is None:
+            self.show_map(None, EMPTY_NO_RUN)
+        elif data is None or not len(data):
+            run = next((r for r in self.state.runs() if r.id == run_id), None)
+            self.show_map(None, f"Run {run_id} ({run.status if run else 'unknown'}) has no map: only finished "
+                                f"runs trained with a projection (umap or pca) have one.\n\nSelect another run "
+                                f"in the Training panel's history, or train a new one.")
+        else:
+            self.show_map(data)
+
+    def show_map(self, data: RunMap | None, empty_text: str = "") -> None:
+        """Draw `data` (or the empty state with `empty_text`); the selection is cleared."""
+        self._faces.clear()
+        self.hover_card.hide()
+        self.hovered = None
+        self.data = data
+        self._set_selection(None)
+        if data is None:
+            return self._show_empty(empty_text)
+        self.method_combo.blockSignals(True)
+        self.method_combo.clear()
+        for name in data.methods:
+            self.method_combo.addItem(name.upper(), name)
+        self.method_combo.setCurrentIndex(self.method_combo.findData(data.method))
+        self.method_combo.setVisible(len(data.methods) > 1)
+        self.method_combo.blockSignals(False)
+        self.pages.setCurrentWidget(self.plot)
+        self._recolor()
+        self.view.autoRange(padding=0.04)
+        self.highlight(self.highlighted_ids())
+
+    def _show_empty(self, text: str) -> None:
+        self.empty.setText(text)
+        self.pages.setCurrentWidget(self.empty)
+        self.info.setText("")
+        self.method_combo.setVisible(False)
+        self.scatter.clear()
+        self.selection_rings.clear()
+        self.highlight_rings.clear()
+        self.legend.clear()
+
+    def _describe(self) -> str:
+        data = self.data
+        text = f"Run {data.run_id} · {data.method.upper()} map of {len(data):,} faces"
+        if data.method == "pca" and "umap" not in data.methods:
+            text += " · PCA only: this run has no UMAP projection (it was trained with --projection pca)"
+        if self._colors is not None and self._colors.note:
+            text += f" · {self._colors.note}"
+        return text
+
+    def _recolor(self, *_args) -> None:
+        if self.data is None:
+            return
+        self._colors = colors = color_points(self.data, self.color_mode())
+        order = colors.order
+        # Arrays in, one call: no per-point items. `data` maps a drawn spot back to its face.
+        self.scatter.setData(x=self.data.xy[order, 0], y=self.data.xy[order, 1], brush=colors.brushes[order],
+                             data=order)
+        self.legend.clear()
+        for name, color in colors.legend:
+            swatch = pg.ScatterPlotItem(size=9, pen=None, brush=pg.mkBrush(color))
+            self.legend.addItem(swatch, name)
+        self.info.setText(self._describe())
+
+    def _method_chosen(self, _index: int) -> None:
+        method = self.method_combo.currentData()
+        if self.data is not None and method and method != self.data.method:
+            self.show_run(self.data.run_id, method)
+
+    def _project_changed(self) -> None:
+        self.show_run(self.state.current_run)
+
+    def _contents_changed(self) -> None:
+        if self.data is not None:  # labels changed: the label colouring follows
+            selected = self.selected
+            self.show_run(self.data.run_id, self.data.method)
+            if selected is not None:
+                self._set_selection(selected)
+
+    # -- selection ----------------------------------------------------------------------------
+    def select_rect(self, corner_a, corner_b) -> frozenset[int]:
+        return self._select_mask(points_in_rect(self.data.xy, corner_a, corner_b) if self.data else None)
+
+    def select_lasso(self, polygon) -> frozenset[int]:
+        return self._select_mask(points_in_polygon(self.data.xy, polygon) if self.data else None)
+
+    def _select_mask(self, mask) -> frozenset[int]:
+        ids = frozenset(self.data.ids[mask].tolist()) if mask is not None else frozenset()
+        self._set_selection(ids)
+        self.selection_changed.emit(ids)
+        return ids
+
+    def clear_selection(self) -> None:
+        if self.selected is not None:
+            self._set_selection(None)
+            self.selection_changed.emit(None)
+
+    def _set_selection(self, ids: frozenset[int] | None) -> None:
+        self.selected = ids
+        self.clear_button.setEnabled(ids is not None)
+        if ids is None or self.data is None:
+            self.selection_rings.clear()
+            return
+        mask = np.isin(self.data.ids, np.fromiter(ids, np.int64, len(ids)))
+        self.selection_rings.setData(pos=self.data.xy[mask])
+        self.info.setText(self._describe() + f" · {int(mask.sum()):,} selected")
+
+    def highlighted_ids(self) -> list[int]:
+        return self.highlighted.tolist()
+
+    def highlight(self, face_ids) -> None:
+        """Ring these faces (the grid's selection); others are left as they are."""
+        self.highlighted = np.asarray(list(face_ids), dtype=np.int64)
+        if self.data is None or not len(self.highlighted):
+            self.highlight_rings.clear()
+            return
+        self.highlight_rings.setData(pos=self.data.xy[np.isin(self.data.ids, self.highlighted)])
+
+    # -- hover --------------------------------------------------------------------------------
+    def point_near(self, scene_pos: QPointF, radius_px: float = HOVER_RADIUS_PX) -> int | None:
+        """Index of the point nearest to a scene position, if within `radius_px` on screen."""
+        if self.data is None or not len(self.data) or not self.view.sceneBoundingRect().contains(scene_pos):
+            return None
+        point = self.view.mapSceneToView(scene_pos)
+        pixel_w, pixel_h = self.view.viewPixelSize()
+        dx = (self.data.xy[:, 0] - point.x()) / max(pixel_w, 1e-12)
+        dy = (self.data.xy[:, 1] - point.y()) / max(pixel_h, 1e-12)
+        distance = dx * dx + dy * dy
+        nearest = int(np.argmin(distance))
+        return nearest if distance[nearest] <= radius_px ** 2 else None
+
+    def _mouse_moved(self, args) -> None:
+        scene_pos = args[0]
+        index = self.point_near(scene_pos)
+        if index is None:
+            self.hovered = None
+            self.hover_card.hide()
+            return
+        self.hovered = index
+        self._fill_hover_card(index)
+        self.hover_card.show_at(self.plot.mapFromScene(scene_pos))
+
+    def _fill_hover_card(self, index: int) -> None:
+        data = self.data
+        face_id = int(data.ids[index])
+        face = self._faces.get(face_id)
+        if face is None:
+            face = self._faces[face_id] = self.state.faces_by_id([face_id]).get(face_id)
+        pixmap = self.loader.pixmap(face) if face is not None else None
+        if pixmap is not None:
+            self.hover_card.image.setPixmap(pixmap)
+        else:
+            self.hover_card.image.clear()
+        names = class_names()
+        label = names[data.labels[index]] if data.labels[index] >= 0 else "unlabeled"
+        pseudo = names[data.pseudo[index]] if data.pseudo[index] >= 0 else "none"
+        lines = [f"<b>face {face_id}</b>" + (f" · {face.split}" if face else ""),
+                 f"label: {label}", f"pseudo-label: {pseudo}"]
+        if np.isfinite(data.confidence[index]):
+            lines.append(f"confidence: {data.confidence[index]:.2f}")
+        if data.disagreement is not None and np.isfinite(data.disagreement[index]):
+            lines.append(f"level disagreement: {data.disagreement[index]:.2f} bits")
+        self.hover_card.text.setText("<br>".join(lines))
+
+    def _thumbnail_ready(self, face_id: int) -> None:
+        if self.hovered is not None and self.data is not None and int(self.data.ids[self.hovered]) == face_id:
+            self._fill_hover_card(self.hovered)
