@@ -1,8 +1,10 @@
-"""The main window: project panel | face grid, a File menu, a status bar.
+"""The main window: project panel | face grid, the embedding map and training docks, menus, a
+status bar.
 
 The window only assembles widgets and routes menu actions; the project lives in ProjectState,
-thumbnails in ThumbnailLoader, imports in ImportController. Later panels (review queue, detail,
-embedding map, training) are added to the splitter and listen to the same state.
+thumbnails in ThumbnailLoader, imports in ImportController, training in TrainingPanel (its worker
+is a separate process). Panels listen to the same state; the map's selection filters the grid
+and the grid's selection is ringed on the map.
 """
 from __future__ import annotations
 
@@ -10,13 +12,14 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
-from PySide6.QtWidgets import QLabel, QMainWindow, QSplitter, QStackedWidget, QWidget
+from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QSplitter, QStackedWidget, QWidget
 
 from core.ingest.demo import DemoSettings
 from core.paths import default_demo_project
 from core.store.project import Project, ProjectError
 from app import settings as studio
 from app.dialogs import Dialogs
+from app.embedding_map import EmbeddingMap
 from app.face_grid import FaceGrid
 from app.face_model import FaceListModel
 from app.import_flow import ImportController, is_importable
@@ -24,6 +27,7 @@ from app.project_panel import ProjectPanel
 from app.project_state import ProjectState
 from app.startup import DemoBuilder
 from app.thumbnail_loader import ThumbnailLoader
+from app.training_panel import TrainingPanel
 from app.widgets import ElidedLabel
 
 APP_TITLE = "FER Studio"
@@ -63,6 +67,14 @@ class MainWindow(QMainWindow):
         self.splitter.setSizes([270, 1010])
         self.setCentralWidget(self.splitter)
 
+        self.map_view = EmbeddingMap(self.state, self.loader)
+        self.training = TrainingPanel(self.state)
+        self.map_dock = self._dock("Embedding map", "mapDock", self.map_view)
+        self.training_dock = self._dock("Training", "trainingDock", self.training)
+        self.tabifyDockWidget(self.map_dock, self.training_dock)
+        self.map_dock.raise_()
+        self.resizeDocks([self.map_dock], [560], Qt.Orientation.Horizontal)
+
         self.counts_label = QLabel()
         self.path_label = ElidedLabel()
         self.statusBar().addWidget(self.counts_label, 1)
@@ -70,12 +82,22 @@ class MainWindow(QMainWindow):
 
         self._build_menus()
         self.panel.filter_changed.connect(self.model.set_filter)
+        self.map_view.selection_changed.connect(self.model.set_id_filter)
+        self.grid.selected_ids_changed.connect(self.map_view.highlight)
+        self.training.busy_changed.connect(self._set_busy)
         self.state.project_changed.connect(self._project_changed)
         self.state.contents_changed.connect(self._update_status)
         self.model.modelReset.connect(self._update_status)
         self.importer.busy_changed.connect(self._set_busy)
         self._restore_layout()
         self._project_changed()
+
+    def _dock(self, title: str, name: str, widget: QWidget) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(name)  # saveState/restoreState find docks by name
+        dock.setWidget(widget)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        return dock
 
     # -- menus -------------------------------------------------------------------------------
     def _action(self, menu, text: str, slot, shortcut=None) -> QAction:
@@ -100,6 +122,11 @@ class MainWindow(QMainWindow):
         self._action(menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
         self._project_actions = (self.new_action, self.open_action, self.recent_menu.menuAction(),
                                  self.demo_action, self.import_folder_action, self.import_csv_action)
+        view = self.menuBar().addMenu("&View")
+        for dock, shortcut in ((self.map_dock, "Ctrl+M"), (self.training_dock, "Ctrl+T")):
+            action = dock.toggleViewAction()
+            action.setShortcut(QKeySequence(shortcut))
+            view.addAction(action)
 
     def _fill_recent_menu(self) -> None:
         self.recent_menu.clear()
@@ -110,14 +137,21 @@ class MainWindow(QMainWindow):
         if not recent:
             self.recent_menu.addAction("No recent projects").setEnabled(False)
 
-    def _set_busy(self, busy: bool) -> None:
+    def _set_busy(self, _busy: bool = False) -> None:
+        busy = self.importer.busy or self.training.busy
         for action in self._project_actions:
             action.setEnabled(not busy)
+        if not busy:
+            self._project_changed()  # import actions need an open project too
 
     # -- projects ----------------------------------------------------------------------------
     def _can_switch(self) -> bool:
         if self.importer.busy:
             self.dialogs.error("Import running", "Wait for the import to finish before switching projects.")
+            return False
+        if self.training.busy:
+            self.dialogs.error("Training running", "Cancel the training run (or let it finish) before "
+                                                   "switching projects.")
             return False
         return True
 
@@ -182,8 +216,9 @@ class MainWindow(QMainWindow):
         root = self.state.root
         self.setWindowTitle(f"{root.name} — {APP_TITLE}" if root else APP_TITLE)
         self.path_label.setText(str(root) if root else "")
-        self.import_folder_action.setEnabled(root is not None and not self.importer.busy)
-        self.import_csv_action.setEnabled(root is not None and not self.importer.busy)
+        idle = not self.importer.busy and not self.training.busy
+        self.import_folder_action.setEnabled(root is not None and idle)
+        self.import_csv_action.setEnabled(root is not None and idle)
         self._update_status()
 
     def _update_status(self) -> None:
@@ -195,10 +230,12 @@ class MainWindow(QMainWindow):
         else:
             self.counts_label.setText(
                 f"{stats['images']:,} faces  ·  {stats['labeled']:,} labeled  ·  "
-                f"{stats['unlabeled']:,} unlabeled  ·  showing {shown:,}")
+                f"{stats['unlabeled']:,} unlabeled  ·  showing {shown:,}"
+                + ("  (selected on the map)" if self.model.id_filter is not None else ""))
             self.empty_hint.setText(
                 "This project has no faces yet.\nDrop a folder or a CSV file here, or use File ▸ Import folder…"
-                if not stats["images"] else "No faces match these filters.")
+                if not stats["images"] else "No faces match these filters"
+                + (" and the map's selection." if self.model.id_filter is not None else "."))
         self.grid_area.setCurrentWidget(self.grid if shown else self.empty_hint)
 
     # -- imports -----------------------------------------------------------------------------
@@ -253,6 +290,7 @@ class MainWindow(QMainWindow):
             self.importer.wait()
         if self.demo_builder is not None and self.demo_builder.job is not None:
             self.demo_builder.job.wait()
+        self.training.shutdown()
         self.save_layout()
         self.loader.shutdown()
         self.state.close()

@@ -28,6 +28,14 @@ QMenuBar::item:selected { background: #2f3540; border-radius: 4px; }
 #faceGrid { background: #1b1e23; border: none; }
 QSplitter::handle { background: #2d3139; }
 
+QDockWidget { color: #c3c9d3; }
+QDockWidget::title { background: #1a1d22; padding: 5px 8px; border-bottom: 1px solid #2d3139; }
+#trainingPanel, #embeddingMap { background: #1f2329; }
+#hoverCard { background: #2b3038; border: 1px solid #3d434d; border-radius: 6px; }
+#hoverCard QLabel { color: #e6e9ee; background: transparent; }
+#plotLegend { background: #181b20; color: #c3c9d3; font-size: 11px; padding: 0 6px 4px 6px; }
+#workerLog { font-family: monospace; font-size: 11px; }
+
 QStatusBar { background: #1a1d22; border-top: 1px solid #2d3139; color: #a3abb8; }
 QStatusBar QLabel { color: #a3abb8; padding: 0 6px; }
 QStatusBar::item { border: none; }

@@ -1,0 +1,261 @@
+"""Training from the studio: the worker runs as its own process and is followed through its JSON
+events; finished, cancelled and failed runs end visibly; the history and the map follow."""
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pytestqt")
+
+from core.cli import build_parser  # noqa: E402
+from core.cli.train_cmds import settings_from_args, train_argv  # noqa: E402
+from core.ssl.algorithms import MethodConfig  # noqa: E402
+from core.store.project import Project  # noqa: E402
+from core.store.models import Run  # noqa: E402
+from core.training.loop import LoopConfig  # noqa: E402
+from core.training.settings import TrainSettings  # noqa: E402
+from core.training.events import JsonEvents  # noqa: E402
+from core.training.worker import train  # noqa: E402
+from tests.studio_runs import FACES, make_demo, project_copy, quick_settings, studio_window  # noqa: E402
+from tests.test_app import FakeDialogs  # noqa: E402
+
+WORKER_TIMEOUT_MS = 180_000
+
+
+@pytest.fixture(scope="module")
+def demo_template(tmp_path_factory) -> Path:
+    return make_demo(tmp_path_factory.mktemp("training") / "demo")
+
+
+@pytest.fixture
+def demo(demo_template, tmp_path) -> Path:
+    return project_copy(demo_template, tmp_path)
+
+
+@pytest.fixture
+def dialogs():
+    return FakeDialogs()
+
+
+@pytest.fixture
+def window(qtbot, dialogs, demo):
+    win = studio_window(qtbot, demo, dialogs)
+    win.training_dock.raise_()
+    yield win
+    win.close()
+
+
+def quick_form(panel, steps: int = 30, encoder: str = "tiny") -> None:
+    panel.form.set_values(encoder=encoder, steps=steps, batch_size=16, projection="pca")
+
+
+def fake_worker(monkeypatch, code: str) -> None:
+    """The panel launches `python -c code` instead of the real worker."""
+    import app.worker_process as worker_process
+
+    monkeypatch.setattr(worker_process, "worker_command", lambda root, settings: (sys.executable, ["-c", code]))
+
+
+def run_to_end(qtbot, panel):
+    """Start and wait for the end; the panel has handled it (and told ProjectState) by then."""
+    with qtbot.waitSignal(panel.worker.ended, timeout=WORKER_TIMEOUT_MS) as ended:
+        assert panel.start()
+    return ended.args[0]
+
+
+# -- the event stream, without a process -----------------------------------------------------------
+def test_json_lines_are_parsed_across_split_reads_and_junk_is_text():
+    from app.worker_process import JsonLineBuffer
+
+    buffer = JsonLineBuffer()
+    chunks = [b'{"event": "sta', b'rted", "run": 4}\n{"event": "progress", "step": 1,', b' "total": 2}\n',
+              b"plain text from a library\n{not json}\n[1, 2]\n", b'{"no_event": 1}\n\n',
+              "{\"event\": \"info\", \"message\": \"caf\u00e9\"}\n".encode()[:-6],
+              "{\"event\": \"info\", \"message\": \"caf\u00e9\"}\n".encode()[-6:],
+              b'{"event": "finished", "run": 4}']  # the last line has no newline
+    items = [item for chunk in chunks for item in buffer.feed(chunk)] + buffer.flush()
+    assert items == [
+        ("event", {"event": "started", "run": 4}),
+        ("event", {"event": "progress", "step": 1, "total": 2}),
+        ("text", "plain text from a library"), ("text", "{not json}"), ("text", "[1, 2]"),
+        ("text", '{"no_event": 1}'),
+        ("event", {"event": "info", "message": "caf\u00e9"}),  # a UTF-8 character split across reads
+        ("event", {"event": "finished", "run": 4}),
+    ]
+    assert buffer.flush() == []
+
+
+def test_the_worker_command_line_round_trips_through_the_train_parser():
+    settings = TrainSettings(algorithm="fixmatch", encoder="clip:ViT-B-32:openai", mode="finetune", device="cpu",
+                             method=MethodConfig(use_text=False, dynamic_threshold=False, threshold=0.9,
+                                                 weights=(1.0, 0.5, 2.0)),
+                             loop=LoopConfig(steps=77, batch_size=8, seed=5, lr=3e-4), projection="none")
+    argv = train_argv("/some/project", settings)
+    assert argv[:2] == ["train", "/some/project"] and argv[argv.index("--events") + 1] == "json"
+    assert "--no-text" in argv and "--no-dynamic-threshold" in argv and "--instance" not in argv
+    args = build_parser().parse_args(argv)
+    assert settings_from_args(args).to_dict() == settings.to_dict()
+    assert settings_from_args(build_parser().parse_args(train_argv("p", TrainSettings()))).to_dict() \
+        == TrainSettings().to_dict()
+
+
+def test_the_form_gives_settings_and_sitfer_switches_only_for_sitfer(qtbot):
+    from app.training_form import TrainingForm
+
+    form = TrainingForm()
+    qtbot.addWidget(form)
+    form.set_values(algorithm="sitfer", encoder="tiny", steps=300, batch_size=16, projection="pca")
+    form.switches["use_instance"].setChecked(False)
+    form.switches["negative_learning"].setChecked(False)
+    form.device.setCurrentText("cpu")
+    settings = form.settings()
+    settings.validate()
+    assert (settings.algorithm, settings.encoder, settings.projection, settings.device) == ("sitfer", "tiny", "pca", "cpu")
+    assert settings.loop.steps == 300 and settings.loop.batch_size == 16 and settings.loop.log_every == 10
+    assert not settings.method.use_instance and not settings.method.negative_learning and settings.method.use_text
+    form.set_values(algorithm="fixmatch")
+    assert not form.switches["use_text"].isEnabled()
+    assert form.settings().method == MethodConfig()  # the baselines ignore sitfer's switches
+
+
+# -- real and fake workers from the panel ---------------------------------------------------------
+def test_a_run_launched_from_the_panel_finishes_and_shows_everywhere(qtbot, window, demo):
+    panel, state = window.training, window.state
+    assert state.current_run is None and panel.history.history.rowCount() == 0
+    quick_form(panel)
+    events = []
+    panel.worker.event.connect(events.append)
+    outcome = run_to_end(qtbot, panel)
+    assert outcome.status == "finished", outcome
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "started" and kinds[-1] == "finished" and "progress" in kinds and "metrics" in kinds
+    run_id = outcome.run_id
+    assert panel.status.property("runState") == "finished" and f"Run {run_id} finished" in panel.status.text()
+    assert panel.progress.value() == panel.progress.maximum() == 30 and "30 / 30 steps" in panel.progress.format()
+    assert not panel.busy and panel.start_button.isEnabled() and not panel.cancel_button.isEnabled()
+    assert {"loss_sup", "loss_text", "val_accuracy", "mask_rate", "threshold_fear"} <= panel.curves.curve_names()
+    assert panel.curves.thresholds.legend_names()[:2] == ["surprise", "fear"]  # class order, class colours
+    # The history shows the run, selected, with its final validation accuracy.
+    history = panel.history.history
+    assert history.rowCount() == 1 and history.run(0).id == run_id and history.run(0).status == "finished"
+    assert history.run(0).val_accuracy is not None and panel.history.selected_run() == run_id
+    # The run is the current one now: the map shows its points.
+    assert state.current_run == run_id
+    view = window.map_view
+    assert view.pages.currentWidget() is view.plot and len(view.scatter.data) == FACES
+    with Project.open(demo) as project, project.session() as session:
+        assert session.get(Run, run_id).status == "finished"
+    assert "--events json" in panel.log.toPlainText()
+
+
+def test_selecting_a_run_in_the_history_shows_its_curves(qtbot, demo, dialogs):
+    with Project.open(demo) as project:
+        for algorithm in ("supervised", "fixmatch"):
+            train(project, quick_settings(algorithm, steps=15), JsonEvents(io.StringIO()))
+    win = studio_window(qtbot, demo, dialogs)
+    panel, state = win.training, win.state
+    assert state.current_run == 2 and panel.history.selected_run() == 2
+    assert "mask_rate" in panel.curves.curve_names()  # fixmatch has a mask rate
+    assert "fixmatch" in panel.curves_caption.text()
+    panel.history.selectRow(panel.history.history.row_of(1))
+    assert state.current_run == 1 and "supervised" in panel.curves_caption.text()
+    assert "mask_rate" not in panel.curves.curve_names() and "loss_sup" in panel.curves.curve_names()
+    assert win.map_view.data.run_id == 1
+    win.close()
+
+
+def test_a_crashing_worker_shows_its_error_and_the_studio_keeps_working(qtbot, window, monkeypatch):
+    fake_worker(monkeypatch, "import sys; print('junk {not json', flush=True); "
+                             "print('{\"event\": \"progress\", \"step\": 1, \"total\": 10}', flush=True); "
+                             "sys.stderr.write('Traceback (most recent call last):\\nRuntimeError: boom\\n'); "
+                             "sys.exit(1)")
+    panel = window.training
+    outcome = run_to_end(qtbot, panel)
+    assert outcome.status == "failed" and outcome.exit_code == 1
+    assert panel.status.property("runState") == "failed"
+    assert "exited with code 1" in panel.status.text() and "RuntimeError: boom" in panel.status.text()
+    assert "junk {not json" in panel.log.toPlainText()
+    # The window and the project carry on.
+    assert not panel.busy and panel.start_button.isEnabled() and window.open_action.isEnabled()
+    assert window.model.rowCount() == FACES and window.state.stats()["images"] == FACES
+    window.panel.split_combo.setCurrentIndex(window.panel.split_combo.findData("val"))
+    assert window.model.rowCount() == 21
+
+
+def test_a_worker_that_fails_with_an_event_shows_the_error(qtbot, window, demo):
+    panel = window.training
+    quick_form(panel, encoder="clip:NoSuchModel")  # a well-formed spec that no model answers to
+    outcome = run_to_end(qtbot, panel)
+    assert outcome.status == "failed" and outcome.run_id is not None
+    assert "unknown open_clip model 'NoSuchModel'" in panel.status.text()
+    history = panel.history.history
+    assert history.run(0).status == "failed" and "NoSuchModel" in history.run(0).error
+    assert window.map_view.pages.currentWidget() is window.map_view.empty  # no finished run, no map
+
+
+def test_settings_that_cannot_work_are_refused_before_launch(qtbot, window):
+    panel = window.training
+    quick_form(panel, encoder="resnet")
+    assert not panel.start()
+    assert not panel.busy and "Cannot start" in panel.status.text() and "unknown encoder 'resnet'" in panel.status.text()
+
+
+def test_cancel_ends_the_run_cancelled(qtbot, window, dialogs, demo, tmp_path):
+    panel = window.training
+    quick_form(panel, steps=200_000)
+    with qtbot.waitSignal(panel.worker.ended, timeout=WORKER_TIMEOUT_MS) as ended:
+        assert panel.start()
+        qtbot.waitUntil(lambda: "loss_sup" in panel.curves.curve_names(), timeout=WORKER_TIMEOUT_MS)
+        assert panel.progress.value() > 0 and "left" in panel.eta.text()
+        # While it trains, the project cannot be switched away from under it.
+        other = make_demo(tmp_path / "other")
+        assert not window.open_project(other) and dialogs.errors[-1][0] == "Training running"
+        assert not window.open_action.isEnabled()
+        panel.cancel_button.click()
+    outcome = ended.args[0]
+    assert outcome.status == "cancelled" and outcome.exit_code == 130
+    assert panel.status.property("runState") == "cancelled" and "cancelled" in panel.status.text()
+    assert panel.history.history.run(0).status == "cancelled"
+    with Project.open(demo) as project, project.session() as session:
+        run = session.get(Run, outcome.run_id)
+        assert run.status == "cancelled" and project.resolve_path(run.checkpoint).is_file()
+    assert window.open_action.isEnabled() and window.open_project(other)
+
+
+def test_a_worker_that_ignores_sigterm_is_killed(qtbot, window, monkeypatch):
+    fake_worker(monkeypatch, "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                             "print('{\"event\": \"progress\", \"step\": 1, \"total\": 9}', flush=True); "
+                             "time.sleep(120)")
+    panel = window.training
+    with qtbot.waitSignal(panel.worker.event, timeout=30_000):
+        assert panel.start()
+    with qtbot.waitSignal(panel.worker.ended, timeout=30_000) as ended:
+        panel.worker.cancel(kill_after_ms=300)
+    assert ended.args[0].status == "cancelled" and ended.args[0].exit_code is None  # killed
+    assert "killed" in panel.log.toPlainText() and not panel.busy
+
+
+def test_a_worker_that_cannot_start_fails_cleanly(qtbot, window, monkeypatch):
+    import app.worker_process as worker_process
+
+    monkeypatch.setattr(worker_process, "worker_command", lambda root, settings: ("/no/such/python", []))
+    panel = window.training
+    outcome = run_to_end(qtbot, panel)
+    assert outcome.status == "failed" and "could not start the worker" in panel.status.text()
+    assert panel.start_button.isEnabled()
+
+
+def test_closing_the_window_cancels_a_running_worker(qtbot, dialogs, demo):
+    win = studio_window(qtbot, demo, dialogs)
+    panel = win.training
+    quick_form(panel, steps=200_000)
+    assert panel.start()
+    qtbot.waitUntil(lambda: panel.run_id is not None, timeout=WORKER_TIMEOUT_MS)
+    win.close()
+    assert not panel.busy
+    with Project.open(demo) as project, project.session() as session:
+        assert session.get(Run, panel.run_id).status in ("cancelled", "failed")
