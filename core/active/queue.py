@@ -57,19 +57,27 @@ class QueueContext:
     """The candidates of one queue with the facts every strategy and reason uses."""
 
     preds: RunPredictions
-    session: Session  # open while strategies rank, for those that load more (embeddings)
+    session: Session | None  # open while strategies rank, for those that load more (embeddings)
     top: np.ndarray  # the two most probable fused classes and their margin
     second: np.ndarray
     margin: np.ndarray
+    embeddings: np.ndarray | None = None  # (n, dim) in row order when already in memory (benchmarks)
 
     @classmethod
-    def of(cls, preds: RunPredictions, session: Session) -> "QueueContext":
+    def of(cls, preds: RunPredictions, session: Session | None,
+           embeddings: np.ndarray | None = None) -> "QueueContext":
         top, second, p1, p2 = scores.top_two(preds.fused)
-        return cls(preds, session, top, second, p1 - p2)
+        return cls(preds, session, top, second, p1 - p2, embeddings)
 
     def take(self, rows: np.ndarray) -> "QueueContext":
         return QueueContext(self.preds.take(rows), self.session, self.top[rows], self.second[rows],
-                            self.margin[rows])
+                            self.margin[rows], None if self.embeddings is None else self.embeddings[rows])
+
+    def embeddings_of(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found mask over rows, their vectors): from memory, or the run's stored embeddings."""
+        if self.embeddings is not None:
+            return np.ones(len(rows), dtype=bool), self.embeddings[rows].astype(np.float32)
+        return load_embeddings(self.session, self.preds.run_id, self.preds.face_ids[rows])
 
     def under_threshold(self, row: int) -> bool:
         preds = self.preds
@@ -165,7 +173,7 @@ def _near_threshold(ctx: QueueContext, limit: int, seed: int) -> Ranking:
                                 f"score: margin")
 def _diversity(ctx: QueueContext, limit: int, seed: int) -> Ranking:
     pool = _by_score(ctx, ctx.margin, DIVERSITY_POOL * limit, ascending=True).rows
-    found, vectors = load_embeddings(ctx.session, ctx.preds.run_id, ctx.preds.face_ids[pool])
+    found, vectors = ctx.embeddings_of(pool)
     if not found.any():
         raise QueueError(f"run {ctx.preds.run_id} stored no embeddings for these faces; "
                          f"the diversity strategy needs them")
