@@ -203,8 +203,9 @@ def run_benchmark(args, checkpoint=None) -> dict:
         results["tuning"] = {"grid": trials, "chosen": chosen, "dev_faces": DEV_FACES,
                              "note": "dev split held out of train; val never used for choosing"}
     methods = [m for m in METHODS if m in args.methods]
-    for per_class in args.labels:
-        for seed in args.seeds:
+    # Seed-major order: a run cut short still has every method at every N for its first seeds.
+    for seed in args.seeds:
+        for per_class in args.labels:
             labels = labeled_subset(truth, ids, per_class, seed)
             for name in methods:
                 if (name, per_class, seed) in done:
