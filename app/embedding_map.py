@@ -108,7 +108,7 @@ class EmbeddingMap(QWidget):
         self.info.setWordWrap(True)
 
         self.view = SelectionViewBox()
-        self.view.setAspectLocked(False)
+        self.view.setAspectLocked(True)  # a distance on the map means the same across and down
         self.plot = pg.PlotWidget(viewBox=self.view, background=PLOT_BACKGROUND)
         self.plot.getPlotItem().hideAxis("left")
         self.plot.getPlotItem().hideAxis("bottom")
@@ -231,9 +231,8 @@ class EmbeddingMap(QWidget):
             return
         self._colors = colors = color_points(self.data, self.color_mode())
         order = colors.order
-        # Arrays in, one call: no per-point items. `data` maps a drawn spot back to its face.
-        self.scatter.setData(x=self.data.xy[order, 0], y=self.data.xy[order, 1], brush=colors.brushes[order],
-                             data=order)
+        # Arrays in, one call: no per-point items (hover and selection use self.data, not spots).
+        self.scatter.setData(x=self.data.xy[order, 0], y=self.data.xy[order, 1], brush=colors.brushes[order])
         self.legend.clear()
         for name, color in colors.legend:
             swatch = pg.ScatterPlotItem(size=9, pen=None, brush=pg.mkBrush(color))
@@ -249,11 +248,17 @@ class EmbeddingMap(QWidget):
         self.show_run(self.state.current_run)
 
     def _contents_changed(self) -> None:
-        if self.data is not None:  # labels changed: the label colouring follows
-            selected = self.selected
-            self.show_run(self.data.run_id, self.data.method)
-            if selected is not None:
-                self._set_selection(selected)
+        """Labels changed (an import, a correction): recolour from the current labels alone;
+        the run's positions and predictions are what they were."""
+        if self.data is None:
+            return
+        labels = self.state.labels_of(self.data.ids)
+        if labels is not None and not np.array_equal(labels, self.data.labels):
+            self.data.labels = labels
+            self._recolor()
+            if self.selected is not None:
+                self._set_selection(self.selected)
+            self._faces.clear()  # hover cards show the new label too
 
     # -- selection ----------------------------------------------------------------------------
     def select_rect(self, corner_a, corner_b) -> frozenset[int]:

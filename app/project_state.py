@@ -19,7 +19,15 @@ from PySide6.QtCore import QObject, Signal
 
 from core.store.project import Project
 from core.store.queries import FaceRow, list_faces, project_stats
-from core.store.run_data import RunMap, RunSummary, latest_run_with_map, load_run_map, metric_series, run_summaries
+from core.store.run_data import (
+    RunMap,
+    RunSummary,
+    current_labels,
+    latest_run_with_map,
+    load_run_map,
+    metric_series,
+    run_summaries,
+)
 from core.store.runs import reap_dead_runs
 
 
@@ -127,6 +135,13 @@ class ProjectState(QObject):
             return None
         with self.project.session() as session:
             return load_run_map(session, run_id, method)
+
+    def labels_of(self, face_ids):
+        """Current class index of each face (-1: unlabeled), as a numpy array."""
+        if self.project is None:
+            return None
+        with self.project.session() as session:
+            return current_labels(session, face_ids)
 
     def faces_by_id(self, face_ids: list[int]) -> dict[int, FaceRow]:
         if self.project is None or not face_ids:

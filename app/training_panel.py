@@ -75,6 +75,7 @@ class TrainingPanel(QWidget):
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.history, "Runs")
         self.tabs.addTab(self.log, "Log")
+        self.tabs.setMinimumHeight(150)  # a few runs stay readable however tall the plots are
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
@@ -194,7 +195,7 @@ class TrainingPanel(QWidget):
         name = f"Run {run_id}" if run_id is not None else "The run"
         if outcome.status == "finished":
             self.progress.setValue(self.progress.maximum())
-            self._set_status("finished", f"{name} finished.")
+            self._set_status("finished", f"{name} finished." + self._final_accuracies())
         elif outcome.status == "cancelled":
             self._set_status("cancelled", f"{name} was cancelled; its checkpoint is kept "
                                           f"(resume with: python main.py train PROJECT --resume {run_id}).")
@@ -202,6 +203,13 @@ class TrainingPanel(QWidget):
             self._set_status("failed", f"{name} failed: {outcome.error or 'no reason given'}")
             self.log.appendPlainText(f"failed: {outcome.error}")
         self.state.notify_run_finished(run_id, finished=outcome.status == "finished")
+
+    def _final_accuracies(self) -> str:
+        metrics = (self.worker.end_event or {}).get("metrics") or {}
+        parts = [f"{title} {metrics[key]:.3f}" for key, title in (("val_accuracy", "val accuracy"),
+                                                                  ("val_fused_accuracy", "fused"))
+                 if isinstance(metrics.get(key), (int, float))]
+        return f" Final {', '.join(parts)}." if parts else ""
 
     # -- showing -------------------------------------------------------------------------------
     def _set_status(self, state: str, text: str) -> None:

@@ -96,6 +96,11 @@ class WorkerProcess(QObject):
     def cancelling(self) -> bool:
         return self._cancelling
 
+    @property
+    def end_event(self) -> dict | None:
+        """The last run's finished/cancelled/failed event, if it sent one."""
+        return self._end_event
+
     def start(self, program: str, arguments: list[str], working_dir: str | Path = REPO_ROOT) -> None:
         if self.process is not None:
             raise RuntimeError("a worker is already running")

@@ -243,6 +243,22 @@ def drag(qtbot, widget, start: QPoint, end: QPoint, steps: int = 8) -> None:
     send(QEvent.Type.MouseButtonRelease, end, left, none)
 
 
+def test_a_new_label_recolours_the_map_without_reloading_the_run(run_project, window, monkeypatch):
+    view = window.map_view
+    data = view.data
+    index = int(np.flatnonzero(data.labels < 0)[0])
+    face_id = int(data.ids[index])
+    view.select_rect((-1e9, -1e9), (1e9, 1e9))
+    with Project.open(run_project) as project, project.session() as session:
+        session.add(Label(image_id=face_id, label="surprise", source="annotator"))
+    monkeypatch.setattr(window.state, "run_map", lambda *a, **k: pytest.fail("the run was reloaded"))
+    window.state.notify_contents_changed()
+    assert view.data is data and view.data.labels[index] == class_names().index("surprise")
+    legend = [item[1].text for item in view.legend.items]
+    assert f"surprise ({int((data.labels == 0).sum())})" in legend
+    assert view.selected is not None and len(view.selected) == FACES  # the selection stays
+
+
 def test_grid_selection_is_ringed_on_the_map(window):
     grid, model, view = window.grid, window.model, window.map_view
     selection = grid.selectionModel()

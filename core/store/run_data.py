@@ -19,6 +19,7 @@ from core.active.scores import js_divergence
 from core.classes import class_names
 from core.store.models import (
     RUN_FINISHED,
+    Label,
     Metric,
     Projection,
     Run,
@@ -138,6 +139,22 @@ def load_run_map(session: Session, run_id: int, method: str | None = None) -> Ru
         pseudo=predictions.predicted[rows].astype(np.int16),
         confidence=predictions.confidence[rows].astype(np.float32),
         levels=levels, disagreement=level_disagreement(levels))
+
+
+def current_labels(session: Session, face_ids: np.ndarray) -> np.ndarray:
+    """The current label of each given face as a class index (-1: unlabeled), in the order
+    given: after a correction the map recolours from this one query, not a reload of the run."""
+    index = {name: i for i, name in enumerate(class_names())}
+    rows = session.execute(select(Label.image_id, Label.label).order_by(Label.image_id)).all()
+    labeled = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+    classes = np.array([index.get(r[1], -1) for r in rows], dtype=np.int16)
+    face_ids = np.asarray(face_ids, dtype=np.int64)
+    out = np.full(len(face_ids), -1, dtype=np.int16)
+    if len(labeled):
+        at = np.minimum(np.searchsorted(labeled, face_ids), len(labeled) - 1)
+        found = labeled[at] == face_ids
+        out[found] = classes[at[found]]
+    return out
 
 
 def level_disagreement(levels: dict[str, np.ndarray]) -> np.ndarray | None:
