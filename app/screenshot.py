@@ -1,9 +1,13 @@
 """Save a screenshot of the main window on a project, once its visible thumbnails are loaded.
 
     QT_QPA_PLATFORM=offscreen python -m app.screenshot PROJECT OUT.png [--size 1280x800]
+        [--view map|training] [--color label|pseudo|confidence|disagreement]
+        [--train ENCODER --steps N --projection umap|pca]
 
-Used for docs/screenshots/; works headless. Settings go to a temp folder unless
-FER_STUDIO_SETTINGS is set, so the user's window layout is not touched.
+--view raises the embedding map or the training dock; --train first runs a training from the
+training panel (its worker process) and waits for it to end. Used for docs/screenshots/; works
+headless. Settings go to a temp folder unless FER_STUDIO_SETTINGS is set, so the user's window
+layout is not touched.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from PySide6.QtCore import QEventLoop, QTimer
+from PySide6.QtCore import QEventLoop, QPointF, Qt, QTimer
 
 
 def _wait(app, condition, timeout_s: float) -> bool:
@@ -31,6 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("project")
     parser.add_argument("output")
     parser.add_argument("--size", default="1280x800")
+    parser.add_argument("--view", choices=("map", "training"))
+    parser.add_argument("--dock-width", type=int, default=0, help="width of the right-hand docks in pixels")
+    parser.add_argument("--color", help="the map's colouring: label, pseudo, confidence or disagreement")
+    parser.add_argument("--select-around", metavar="CLASS",
+                        help="select on the map the faces around the middle of CLASS's pseudo-labels, and hover one")
+    parser.add_argument("--train", metavar="ENCODER", help="first train with this encoder from the panel")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--projection", default="umap")
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
     os.environ.setdefault("FER_STUDIO_SETTINGS", os.path.join(tempfile.mkdtemp(), "settings.ini"))
@@ -45,6 +57,18 @@ def main(argv: list[str] | None = None) -> int:
     window.show()
     if not window.open_project(args.project):
         return 1
+    if args.dock_width:
+        window.resizeDocks([window.map_dock], [args.dock_width], Qt.Orientation.Horizontal)
+    if args.train and not _train(app, window, args):
+        return 1
+    if args.view == "map":
+        window.map_dock.raise_()
+    elif args.view == "training":
+        window.training_dock.raise_()
+    if args.color:
+        window.map_view.set_color_mode(args.color)
+    if args.select_around:
+        _select_around(app, window, args.select_around)
     model = window.model
 
     def visible_loaded() -> bool:
@@ -60,6 +84,37 @@ def main(argv: list[str] | None = None) -> int:
     print(f"saved {args.output}")
     window.close()
     return 0
+
+
+def _select_around(app, window, class_name: str) -> None:
+    """A rectangle over the middle half of one pseudo-label's faces, and a hover on one of them,
+    to show selection, the filtered grid and the hover card."""
+    import numpy as np
+
+    from core.classes import class_index
+
+    view = window.map_view
+    points = view.data.xy[view.data.pseudo == class_index(class_name)]
+    low, high = np.percentile(points, 25, axis=0), np.percentile(points, 75, axis=0)
+    view.select_rect(tuple(low), tuple(high))
+    _wait(app, lambda: False, 0.5)
+    middle = view.view.mapViewToScene(QPointF(*np.median(points, axis=0)))
+    view._mouse_moved((middle,))
+    _wait(app, lambda: view.hover_card.image.pixmap() is not None and not view.hover_card.image.pixmap().isNull(), 10)
+    view._mouse_moved((middle,))  # refill the card now that the thumbnail is loaded
+
+
+def _train(app, window, args) -> bool:
+    """Run a training from the panel, as a user would, and wait for its worker to end."""
+    panel = window.training
+    window.training_dock.raise_()
+    panel.form.set_values(encoder=args.train, steps=args.steps, projection=args.projection)
+    if not panel.start():
+        print(f"cannot start training: {panel.status.text()}", file=sys.stderr)
+        return False
+    _wait(app, lambda: not panel.busy, 3600)
+    print(f"training: {panel.status.text()}")
+    return panel.outcome is not None and panel.outcome.status == "finished"
 
 
 if __name__ == "__main__":
