@@ -86,6 +86,9 @@ class EmbeddingMap(QWidget):
         for key, title in COLOR_MODES.items():
             self.color_combo.addItem(title, key)
         self.method_combo = QComboBox()
+        for combo in (self.color_combo, self.method_combo):  # narrow docks stay usable
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(5)
         self.tool_buttons = QButtonGroup(self)
         tools = QHBoxLayout()
         tools.setSpacing(2)
@@ -101,7 +104,8 @@ class EmbeddingMap(QWidget):
             self.tool_buttons.addButton(button)
             tools.addWidget(button)
         self.clear_button = QToolButton()
-        self.clear_button.setText("Clear selection")
+        self.clear_button.setText("Clear")
+        self.clear_button.setToolTip("clear the map's selection: the grid shows every face again")
         self.clear_button.setEnabled(False)
         self.info = QLabel()
         self.info.setObjectName("columnHeader")

@@ -10,9 +10,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QSettings, QSize, Qt
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QSplitter, QStackedWidget, QWidget
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QLabel,
+    QMainWindow,
+    QScrollArea,
+    QSplitter,
+    QStackedWidget,
+    QWidget,
+)
 
 from core.ingest.demo import DemoSettings
 from core.paths import default_demo_project
@@ -31,6 +39,24 @@ from app.training_panel import TrainingPanel
 from app.widgets import ElidedLabel
 
 APP_TITLE = "FER Studio"
+DOCK_WIDTH = 420  # the right-hand docks' first width: the grid keeps two columns in a 1000 px window
+
+
+class DockScrollArea(QScrollArea):
+    """A tall panel in a scroll area, so its dock never forces the window's height, and asks for
+    no more than DOCK_WIDTH, so a first start leaves the grid its room."""
+
+    def sizeHint(self) -> QSize:
+        hint = super().sizeHint()
+        return QSize(min(hint.width(), DOCK_WIDTH), hint.height())
+
+
+def scrollable(widget: QWidget) -> QScrollArea:
+    area = DockScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QScrollArea.Shape.NoFrame)
+    area.setWidget(widget)
+    return area
 
 
 class MainWindow(QMainWindow):
@@ -70,10 +96,10 @@ class MainWindow(QMainWindow):
         self.map_view = EmbeddingMap(self.state, self.loader)
         self.training = TrainingPanel(self.state)
         self.map_dock = self._dock("Embedding map", "mapDock", self.map_view)
-        self.training_dock = self._dock("Training", "trainingDock", self.training)
+        self.training_dock = self._dock("Training", "trainingDock", scrollable(self.training))
         self.tabifyDockWidget(self.map_dock, self.training_dock)
         self.map_dock.raise_()
-        self.resizeDocks([self.map_dock], [560], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.map_dock], [DOCK_WIDTH], Qt.Orientation.Horizontal)
 
         self.counts_label = QLabel()
         self.path_label = ElidedLabel()

@@ -31,6 +31,9 @@ SWITCHES_FOR = "sitfer"
 
 def _combo(choices, current: str, editable: bool = False) -> QComboBox:
     combo = QComboBox()
+    # Sized by a few characters, not the longest choice, so a narrow dock can hold the form.
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(6)
     combo.addItems(list(choices))
     combo.setEditable(editable)
     combo.setCurrentText(current)
@@ -63,7 +66,7 @@ class TrainingForm(QWidget):
         self.projection.setToolTip("the 2-D map written with the run: umap (slower, also writes pca), pca, none")
         self.steps = _spin(1, 1_000_000, loop.steps, 100)
         self.batch_size = _spin(1, 4096, loop.batch_size, 8)
-        self.seed = _spin(0, 2**31 - 1, loop.seed)
+        self.seed = _spin(0, 999_999, loop.seed)
         self.switches = {name: QCheckBox(label) for name, label in METHOD_SWITCHES}
         for name, box in self.switches.items():
             box.setChecked(getattr(method, name))
@@ -85,8 +88,12 @@ class TrainingForm(QWidget):
         self.switches_title.setObjectName("columnHeader")
         first = len(fields) // 2
         grid.addWidget(self.switches_title, first, 0)
+        switches = QGridLayout()  # their own two columns, so they do not widen the fields above
+        switches.setContentsMargins(0, 0, 0, 0)
+        switches.setVerticalSpacing(3)
         for i, box in enumerate(self.switches.values()):
-            grid.addWidget(box, first + i // 3, 1 + i % 3)
+            switches.addWidget(box, i // 2, i % 2)
+        grid.addLayout(switches, first, 1, 1, 3)
 
         self.algorithm.currentTextChanged.connect(self._algorithm_changed)
         for combo in (self.algorithm, self.encoder, self.mode, self.device, self.projection):
