@@ -91,7 +91,7 @@ def simulate(strategy: str, features, truth, start_labels, class_text, val_x, va
         ranking = STRATEGIES[strategy].rank(in_memory_context(preds, pool), per_round, seed * 1000 + round_)
         picked = pool[ranking.rows]
         labels[picked] = truth[picked]  # the simulated annotator answers from the hidden truth
-        timings.append({"train_s": trained - started, "rank_s": time.perf_counter() - trained})
+        timings.append({"train_s": trained - started, "rank_s": time.perf_counter() - trained})  # rank_s: predict + rank
         curve[-1]["picked_classes"] = np.bincount(truth[picked], minlength=7).tolist()
     return {"strategy": strategy, "seed": seed, "curve": curve, "timings": timings}
 
@@ -156,14 +156,17 @@ def render(results: dict) -> str:
     order = [name for name in STRATEGY_ORDER if name in curves] + sorted(set(curves) - set(STRATEGY_ORDER))
     rounds = s["rounds"]
     target = float(curves["random"].mean(0)[rounds]) if "random" in curves else None
-    random_need = rounds * s["per_round"]
+    # Random's own curve may reach its last value before the last round; compare with that.
+    random_need = corrections_to_reach(curves["random"].mean(0), target, s["per_round"]) if target else None
+    seeds = sorted({run["seed"] for run in results["runs"]})
     lines = [
         "## Active learning: a simulated annotator on FER2013",
         "",
+        *([results["preface"], ""] if results.get("preface") else []),
         f"`python -m bench.active_learning` - start from {s['start_per_class']} labeled faces per class of "
         f"FER2013 train ({s['train_faces']:,} faces, the rest unlabeled); each round a strategy ranks the "
         f"unlabeled faces, the first {s['per_round']} are answered from the hidden ground truth, and the model "
-        f"is retrained; {rounds} rounds; seeds {', '.join(map(str, s['seeds']))} (the seed picks the starting "
+        f"is retrained; {rounds} rounds; seeds {', '.join(map(str, seeds))} (the seed picks the starting "
         f"labels and the training randomness; every strategy starts from the same labels). Model of each round: "
         f"sitfer's head in head mode on the labeled faces only ({s['steps']} steps; semantic, text and instance "
         f"levels, no unlabeled losses, for time), encoder {s['encoder']}. Val accuracy ({s['val_faces']:,} faces, "
@@ -172,7 +175,7 @@ def render(results: dict) -> str:
         f"![accuracy per round](results/{PLOT.name})",
         "",
         "| strategy | " + " | ".join(f"r{r}" for r in range(rounds + 1)) + " | corrections to reach random's r"
-        f"{rounds} | time per round (train + rank) s |",
+        f"{rounds} | s per round: train + (predict + rank) |",
         "|---|" + "---|" * (rounds + 1) + "---|---|",
     ]
     for name in order:
@@ -183,16 +186,16 @@ def render(results: dict) -> str:
             cells.append(f"{col.mean():.1f}" + (f" ± {col.std(ddof=1):.1f}" if len(col) > 1 else ""))
         need = corrections_to_reach(values.mean(0), target, s["per_round"]) if target is not None else None
         need_text = "not reached" if need is None else f"{need:.0f}"
-        if need is not None and name != "random":
+        if need is not None and name != "random" and random_need:
             need_text += f" ({need / random_need:.0%} of random's)"
         timings = [t["train_s"] + t["rank_s"] for run in results["runs"] if run["strategy"] == name
                    for t in run["timings"][:-1]]
         rank_only = [t["rank_s"] for run in results["runs"] if run["strategy"] == name for t in run["timings"][:-1]]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {need_text} | "
-                     f"{statistics.mean(timings):.1f} (rank {statistics.mean(rank_only):.2f}) |")
+                     f"{statistics.mean(timings):.1f} ({statistics.mean(rank_only):.1f}) |")
     lines += ["", "Val accuracy in % after each round (r0: the starting labels), mean ± sd over seeds. "
               "\"Corrections to reach\": where the strategy's mean curve first reaches random's mean accuracy "
-              f"after {random_need} corrections, interpolated linearly between rounds.", ""]
+              f"after {rounds * s['per_round']} corrections, interpolated linearly between rounds.", ""]
     return "\n".join(lines)
 
 

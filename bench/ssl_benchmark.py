@@ -255,6 +255,7 @@ def render(results: dict) -> str:
     lines = [
         "## Semi-supervised FER: FER2013, head mode (frozen encoder)",
         "",
+        *([results["preface"], ""] if results.get("preface") else []),
         f"`python -m bench.ssl_benchmark` - {s['train_faces']:,} train faces (labels hidden except N per class), "
         f"{s['val_faces']:,} val faces (PublicTest). Encoder: {s['encoder']}. Every method: {s['steps']} steps, "
         f"batch {s['batch_size']} labeled + {s['batch_size'] * s['unlabeled_ratio']} unlabeled, AdamW, "
