@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
+    QSizePolicy,
     QStackedWidget,
     QToolButton,
     QVBoxLayout,
@@ -86,9 +87,11 @@ class EmbeddingMap(QWidget):
         for key, title in COLOR_MODES.items():
             self.color_combo.addItem(title, key)
         self.method_combo = QComboBox()
-        for combo in (self.color_combo, self.method_combo):  # narrow docks stay usable
-            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-            combo.setMinimumContentsLength(5)
+        # The colour choice shrinks in a narrow dock and grows to its full text in a wide one.
+        self.color_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.color_combo.setMinimumContentsLength(5)
+        self.color_combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.color_combo.setMaximumWidth(190)
         self.tool_buttons = QButtonGroup(self)
         tools = QHBoxLayout()
         tools.setSpacing(2)
@@ -143,7 +146,7 @@ class EmbeddingMap(QWidget):
         bar = QHBoxLayout()
         bar.setSpacing(6)
         bar.addWidget(QLabel("Colour"))
-        bar.addWidget(self.color_combo)
+        bar.addWidget(self.color_combo, 1)  # shares spare width with the stretch below, up to its maximum
         bar.addWidget(self.method_combo)
         bar.addSpacing(8)
         bar.addLayout(tools)

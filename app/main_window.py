@@ -43,17 +43,27 @@ DOCK_WIDTH = 420  # the right-hand docks' first width: the grid keeps two column
 
 
 class DockScrollArea(QScrollArea):
-    """A tall panel in a scroll area, so its dock never forces the window's height, and asks for
-    no more than DOCK_WIDTH, so a first start leaves the grid its room."""
+    """A tall panel in a scroll area, so its dock never forces the window's height: the panel
+    fills the area and scrolls only below its minimum size. (widgetResizable would size it by
+    its word-wrapped labels' preferred heights, far taller than the area.) It asks for no more
+    than DOCK_WIDTH, so a first start leaves the grid its room."""
 
     def sizeHint(self) -> QSize:
         hint = super().sizeHint()
         return QSize(min(hint.width(), DOCK_WIDTH), hint.height())
 
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        widget = self.widget()
+        if widget is not None:
+            least = widget.minimumSizeHint()
+            # The area has no frame: its size is the viewport's plus a scroll bar where one is needed.
+            bar = self.verticalScrollBar().sizeHint().width() if least.height() > self.height() else 0
+            widget.resize(max(self.width() - bar, least.width()), max(self.height(), least.height()))
+
 
 def scrollable(widget: QWidget) -> QScrollArea:
     area = DockScrollArea()
-    area.setWidgetResizable(True)
     area.setFrameShape(QScrollArea.Shape.NoFrame)
     area.setWidget(widget)
     return area
