@@ -263,7 +263,7 @@ def render(results: dict) -> str:
         f"view. Seeds {', '.join(map(str, s['seeds']))} (the seed picks the labeled faces and the training "
         f"randomness). Reported: the EMA model at the last step; nothing is selected on val. "
         f"Device: {s['device']}; machine: {s['machine']}; torch {s['torch']}. "
-        f"Feature cache built once in {s['feature_seconds']:.0f} s.",
+        f"Feature cache ready in {s['feature_seconds']:.0f} s (computed on first use, read afterwards).",
         "",
         "Val accuracy and balanced accuracy in %, mean ± sd over seeds; `fused` is the method's fused "
         "prediction (for the baselines it is their classifier).",
