@@ -28,12 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.fer_project import DEFAULT_ROOT, ensure_features, ensure_project
+from bench.fer_project import DEFAULT_ROOT, load_benchmark_data
 from bench.report import REPO, machine_summary, write_section
-from bench.ssl_benchmark import hidden_labels, labeled_subset
+from bench.ssl_benchmark import labeled_subset
 from core.active.data import RunPredictions
 from core.active.queue import STRATEGIES, QueueContext
-from core.encoders.text import class_text_embeddings, load_descriptions
 from core.ssl.algorithms import MethodConfig
 from core.training.head import build_head_trainer
 from core.training.inference import predict
@@ -98,21 +97,14 @@ def simulate(strategy: str, features, truth, start_labels, class_text, val_x, va
 
 def run_benchmark(args, checkpoint=None) -> dict:
     device = choose_device(args.device)
-    project = ensure_project(args.project)
-    encoder, faces, features_all, broken, _seconds = ensure_features(project, args.encoder, 2)
-    class_text = class_text_embeddings(encoder, load_descriptions(), args.text_cache or project.cache_dir("features"))
-    truth_all = hidden_labels(project, faces)
-    usable = np.ones(len(faces), bool)
-    usable[broken] = False
-    train_rows = np.flatnonzero((faces.splits == "train") & usable & (truth_all >= 0))
-    val_rows = np.flatnonzero((faces.splits == "val") & usable & (faces.labels >= 0))
-    features, truth, ids = features_all[train_rows], truth_all[train_rows], faces.ids[train_rows]
-    val_x, val_y = torch.from_numpy(features_all[val_rows, 0]), faces.labels[val_rows]
+    data = load_benchmark_data(args.project, args.encoder, 2, args.text_cache)
+    encoder, class_text, features, truth, ids = data.encoder, data.class_text, data.features, data.truth, data.ids
+    val_x, val_y = data.val_x, data.val_y
     results = {"settings": {
         "start_per_class": args.start, "rounds": args.rounds, "per_round": args.per_round, "steps": args.steps,
         "seeds": args.seeds, "strategies": args.strategies, "device": str(device), "machine": machine_summary(),
-        "torch": torch.__version__, "encoder": encoder.describe(), "train_faces": int(len(train_rows)),
-        "val_faces": int(len(val_rows))}, "runs": []}
+        "torch": torch.__version__, "encoder": encoder.describe(), "train_faces": int(len(truth)),
+        "val_faces": int(len(val_y))}, "runs": []}
     done = set()
     if args.resume_json and args.resume_json.is_file():
         results["runs"] = json.loads(args.resume_json.read_text())["runs"]

@@ -9,10 +9,18 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
+from sqlalchemy import select
+
 from bench.report import SHARED_DATA
+from core.classes import class_names
+from core.encoders.text import class_text_embeddings, load_descriptions
 from core.ingest.importer import ImportOptions, import_source
+from core.store.models import HiddenTruth
 from core.store.project import Project
 from core.training.data import load_face_table
 
@@ -52,6 +60,42 @@ def ensure_features(project: Project, encoder_spec: str = "offline", strong_view
 
     features, broken = cache.load(faces, progress=progress)
     return encoder, faces, features, broken, time.perf_counter() - started
+
+
+def hidden_labels(project: Project, faces) -> np.ndarray:
+    """Each face's hidden class index (-1 where none): the benchmarks' ground truth."""
+    index = {name: i for i, name in enumerate(class_names())}
+    with project.session() as session:
+        truth = dict(session.execute(select(HiddenTruth.image_id, HiddenTruth.label)).all())
+    return np.array([index[truth[int(i)]] if int(i) in truth else -1 for i in faces.ids], dtype=np.int64)
+
+
+@dataclass
+class BenchmarkData:
+    """What every FER2013 benchmark trains and evaluates on: train rows with hidden truth
+    (row i is memory-bank slot i) and val's view-0 features with their labels."""
+
+    encoder: object
+    class_text: torch.Tensor
+    features: np.ndarray  # (train faces, views, dim)
+    truth: np.ndarray
+    ids: np.ndarray
+    val_x: torch.Tensor
+    val_y: np.ndarray
+    feature_seconds: float
+
+
+def load_benchmark_data(root: Path, encoder_spec: str, strong_views: int, text_cache: Path | None) -> BenchmarkData:
+    project = ensure_project(root)
+    encoder, faces, features_all, broken, feature_seconds = ensure_features(project, encoder_spec, strong_views)
+    class_text = class_text_embeddings(encoder, load_descriptions(), text_cache or project.cache_dir("features"))
+    truth_all = hidden_labels(project, faces)
+    usable = np.ones(len(faces), bool)
+    usable[broken] = False
+    train_rows = np.flatnonzero((faces.splits == "train") & usable & (truth_all >= 0))
+    val_rows = np.flatnonzero((faces.splits == "val") & usable & (faces.labels >= 0))
+    return BenchmarkData(encoder, class_text, features_all[train_rows], truth_all[train_rows], faces.ids[train_rows],
+                         torch.from_numpy(features_all[val_rows, 0]), faces.labels[val_rows], feature_seconds)
 
 
 def main(argv=None) -> int:

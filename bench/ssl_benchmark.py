@@ -21,16 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sqlalchemy import select
 
-from bench.fer_project import DEFAULT_ROOT, ensure_features, ensure_project
+from bench.fer_project import DEFAULT_ROOT, load_benchmark_data
 from bench.report import machine_summary, write_section
 from core.classes import class_names
-from core.encoders.text import class_text_embeddings, load_descriptions
 from core.ingest.importer import choose_kept_labels
 from core.ssl.algorithms import MethodConfig
 from core.ssl.levels import MemoryBank
-from core.store.models import HiddenTruth
 from core.training.head import build_head_trainer
 from core.training.inference import predict
 from core.training.loop import LoopConfig
@@ -59,13 +56,6 @@ TUNING_GRID: list[dict] = [
     {"dta_floor": 0.7, "soft_weighting": True},
 ]
 DEV_FACES = 2000
-
-
-def hidden_labels(project, faces) -> np.ndarray:
-    index = {name: i for i, name in enumerate(class_names())}
-    with project.session() as session:
-        truth = dict(session.execute(select(HiddenTruth.image_id, HiddenTruth.label)).all())
-    return np.array([index[truth[int(i)]] if int(i) in truth else -1 for i in faces.ids], dtype=np.int64)
 
 
 def labeled_subset(truth: np.ndarray, ids: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -169,25 +159,16 @@ def tune(features, truth, ids, class_text, loop, device, args) -> tuple[dict, li
 
 def run_benchmark(args, checkpoint=None) -> dict:
     device = choose_device(args.device)
-    project = ensure_project(args.project)
-    encoder, faces, features_all, broken, feature_seconds = ensure_features(project, args.encoder, args.strong_views)
-    class_text = class_text_embeddings(encoder, load_descriptions(), args.text_cache or project.cache_dir("features"))
-    truth_all = hidden_labels(project, faces)
-    usable = np.ones(len(faces), bool)
-    usable[broken] = False
-    train_rows = np.flatnonzero((faces.splits == "train") & usable & (truth_all >= 0))
-    val_rows = np.flatnonzero((faces.splits == "val") & usable & (faces.labels >= 0))
-    features = features_all[train_rows]
-    truth = truth_all[train_rows]
-    ids = faces.ids[train_rows]
-    val_x, val_y = torch.from_numpy(features_all[val_rows, 0]), faces.labels[val_rows]
+    data = load_benchmark_data(args.project, args.encoder, args.strong_views, args.text_cache)
+    encoder, class_text, features, truth, ids = data.encoder, data.class_text, data.features, data.truth, data.ids
+    val_x, val_y = data.val_x, data.val_y
     loop = LoopConfig(steps=args.steps, batch_size=args.batch_size, unlabeled_ratio=args.unlabeled_ratio)
     results: dict = {"settings": {
         "steps": args.steps, "batch_size": args.batch_size, "unlabeled_ratio": args.unlabeled_ratio,
         "strong_views": args.strong_views, "seeds": args.seeds, "labels": args.labels, "device": str(device),
         "machine": machine_summary(), "torch": torch.__version__, "encoder": encoder.describe(),
-        "train_faces": int(len(train_rows)), "val_faces": int(len(val_rows)),
-        "feature_seconds": feature_seconds, "method_defaults": MethodConfig().to_dict(),
+        "train_faces": int(len(truth)), "val_faces": int(len(val_y)),
+        "feature_seconds": data.feature_seconds, "method_defaults": MethodConfig().to_dict(),
         "loop": loop.to_dict()}, "runs": []}
     chosen: dict = {}
     done: set = set()
@@ -232,9 +213,9 @@ def run_benchmark(args, checkpoint=None) -> dict:
             if checkpoint:
                 checkpoint(results)
             print(f"all labels seed={seed} fused {run['fused']['accuracy']:.4f}", flush=True)
-    results["instance_cost"] = [instance_cost(len(train_rows), args.batch_size * args.unlabeled_ratio, device)]
+    results["instance_cost"] = [instance_cost(len(truth), args.batch_size * args.unlabeled_ratio, device)]
     if device.type == "cuda":
-        results["instance_cost"].append(instance_cost(len(train_rows), args.batch_size * args.unlabeled_ratio,
+        results["instance_cost"].append(instance_cost(len(truth), args.batch_size * args.unlabeled_ratio,
                                                       torch.device("cpu")))
     return results
 

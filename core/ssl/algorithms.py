@@ -228,10 +228,10 @@ class SITFER(Algorithm):
         c = self.config
         alt = batch.x_uw_alt if (c.flip_ensemble and out_uw is not None) else None
         if c.teacher_pseudo_labels and self.teacher is not None:
-            parts = [batch.x_l] + ([batch.x_uw] if out_uw is not None else [])
+            parts = [p for p in (batch.x_l, batch.x_uw if out_uw is not None else None, alt) if p is not None]
             ref_l, *ref_u = _split(self.teacher(torch.cat(parts)), [p.shape[0] for p in parts])
             ref_uw = ref_u[0] if ref_u else None
-            mirror = self.teacher(alt) if alt is not None else None
+            mirror = ref_u[1] if alt is not None else None
         else:
             ref_l, ref_uw = [None if o is None else HeadOutput(o.embedding.detach(), o.logits.detach(),
                                                                o.projected.detach()) for o in (out_l, out_uw)]
