@@ -9,6 +9,7 @@ is picked on val (or on anything else).
     python -m bench.ssl_benchmark                       # full protocol, writes docs/benchmarks.md
     python -m bench.ssl_benchmark --json-out r.json --no-write   # e.g. on a GPU machine
     python -m bench.ssl_benchmark --render r.json       # turn saved results into the docs section
+    python -m bench.ssl_benchmark --suite seeds         # the three seed methods side by side
 """
 from __future__ import annotations
 
@@ -45,6 +46,20 @@ METHODS: dict[str, tuple[str, dict]] = {
     "sitfer - DTA": ("sitfer", {"dynamic_threshold": False}),
     "sitfer - SNL": ("sitfer", {"negative_learning": False}),
 }
+# The seed papers side by side (issue: LEAF and DTA-SNL in the same trainer), with LEAF's
+# modules plugged into fixmatch and sitfer, whose gain the LEAF paper claims.
+SEED_METHODS: dict[str, tuple[str, dict]] = {
+    "supervised": ("supervised", {}),
+    "fixmatch": ("fixmatch", {}),
+    "sitfer": ("sitfer", {}),
+    "leaf": ("leaf", {}),
+    "dta-snl": ("dta-snl", {}),
+    "fixmatch + LEAF modules": ("fixmatch", {"leaf_modules": True}),
+    "sitfer + LEAF modules": ("sitfer", {"leaf_modules": True}),
+}
+SUITES = {"ssl": (METHODS, "ssl-fer2013", "Semi-supervised FER: FER2013, head mode (frozen encoder)"),
+          "seeds": (SEED_METHODS, "seed-methods-fer2013",
+                    "The three seed methods side by side: FER2013, head mode (frozen encoder)")}
 CEILING = "supervised, all labels"
 # Settings of sitfer tried on a dev split carved from train (never on val); the best mean dev
 # accuracy is used for sitfer and all its ablations in the reported runs.
@@ -183,7 +198,9 @@ def run_benchmark(args, checkpoint=None) -> dict:
         chosen, trials = tune(features, truth, ids, class_text, loop, device, args)
         results["tuning"] = {"grid": trials, "chosen": chosen, "dev_faces": DEV_FACES,
                              "note": "dev split held out of train; val never used for choosing"}
-    methods = [m for m in METHODS if m in args.methods]
+    catalogue = SUITES[args.suite][0]
+    results["settings"]["suite"] = args.suite
+    methods = [m for m in catalogue if m in args.methods]
     # Seed-major order: a run cut short still has every method at every N for its first seeds.
     for seed in args.seeds:
         for per_class in args.labels:
@@ -191,7 +208,7 @@ def run_benchmark(args, checkpoint=None) -> dict:
             for name in methods:
                 if (name, per_class, seed) in done:
                     continue
-                algorithm, overrides = METHODS[name]
+                algorithm, overrides = catalogue[name]
                 if algorithm == "sitfer":
                     overrides = {**chosen, **overrides}
                 run = run_one(name, algorithm, overrides, features, labels, truth, class_text, val_x, val_y,
@@ -213,6 +230,8 @@ def run_benchmark(args, checkpoint=None) -> dict:
             if checkpoint:
                 checkpoint(results)
             print(f"all labels seed={seed} fused {run['fused']['accuracy']:.4f}", flush=True)
+    if args.suite != "ssl":
+        return results
     results["instance_cost"] = [instance_cost(len(truth), args.batch_size * args.unlabeled_ratio, device)]
     if device.type == "cuda":
         results["instance_cost"].append(instance_cost(len(truth), args.batch_size * args.unlabeled_ratio,
@@ -233,11 +252,12 @@ def _mean_sd(values: list[float]) -> str:
 def render(results: dict) -> str:
     s = results["settings"]
     runs = results["runs"]
+    suite = s.get("suite", "ssl")
     lines = [
-        "## Semi-supervised FER: FER2013, head mode (frozen encoder)",
+        f"## {SUITES[suite][2]}",
         "",
         *([results["preface"], ""] if results.get("preface") else []),
-        f"`python -m bench.ssl_benchmark` - {s['train_faces']:,} train faces (labels hidden except N per class), "
+        f"`python -m bench.ssl_benchmark{' --suite ' + suite if suite != 'ssl' else ''}` - {s['train_faces']:,} train faces (labels hidden except N per class), "
         f"{s['val_faces']:,} val faces (PublicTest). Encoder: {s['encoder']}. Every method: {s['steps']} steps, "
         f"batch {s['batch_size']} labeled + {s['batch_size'] * s['unlabeled_ratio']} unlabeled, AdamW, "
         f"cosine schedule, EMA teacher; {s['strong_views']} cached strong views + feature dropout as the strong "
@@ -271,7 +291,9 @@ def render(results: dict) -> str:
         lines += [f"Ceiling, supervised on all {ceiling[0]['labeled']:,} train labels: accuracy "
                   f"{_mean_sd([r['fused']['accuracy'] for r in ceiling])}, balanced "
                   f"{_mean_sd([r['fused']['balanced_accuracy'] for r in ceiling])}.", ""]
-    pseudo = [r for r in runs if r["method"] == "sitfer" and "pseudo_labels" in r]
+    if suite == "seeds":
+        lines += _pseudo_label_rows_per_method(runs, s["labels"])
+    pseudo = [r for r in runs if r["method"] == "sitfer" and "pseudo_labels" in r and suite == "ssl"]
     if pseudo:
         lines += ["### Pseudo-label precision against coverage (sitfer, unlabeled train faces, hidden truth)", "",
                   "Faces ranked by confidence; precision (%) of the most confident share. Same model, "
@@ -309,12 +331,36 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _pseudo_label_rows_per_method(runs: list[dict], label_counts: list[int]) -> list[str]:
+    """Each method's own pseudo-labels on the unlabeled train faces against the hidden truth."""
+    methods = list(dict.fromkeys(r["method"] for r in runs if "pseudo_labels" in r))
+    if not methods:
+        return []
+    lines = ["### Pseudo-labels of each method (unlabeled train faces, hidden truth)", "",
+             "Faces ranked by the method's fused confidence; precision (%) of the most confident share, and "
+             "the share of faces passing the method's threshold at the end with their precision.", "",
+             "| N | method | 10% | 25% | 50% | 100% | passed: share / precision |", "|---|---|---|---|---|---|---|"]
+    for per_class in label_counts:
+        for name in methods:
+            group = [r for r in runs if r["method"] == name and r["labels_per_class"] == per_class
+                     and "pseudo_labels" in r]
+            if not group:
+                continue
+            cells = [_mean_sd([r["pseudo_labels"]["fused"][c] for r in group]) for c in ("10%", "25%", "50%", "100%")]
+            lines.append(f"| {per_class} | {name} | " + " | ".join(cells) + " | "
+                         f"{_mean_sd([r['pseudo_labels']['passed_share'] for r in group])} / "
+                         f"{_mean_sd([r['pseudo_labels']['passed_precision'] for r in group])} |")
+    return lines + [""]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--project", type=Path, default=DEFAULT_ROOT)
     parser.add_argument("--labels", type=lambda t: [int(v) for v in t.split(",")], default=[25, 100])
     parser.add_argument("--seeds", type=lambda t: [int(v) for v in t.split(",")], default=[0, 1, 2])
-    parser.add_argument("--methods", type=lambda t: t.split(";"), default=list(METHODS) + [CEILING],
+    parser.add_argument("--suite", choices=sorted(SUITES), default="ssl",
+                        help="ssl: sitfer, its ablations and baselines; seeds: sitfer, leaf and dta-snl side by side")
+    parser.add_argument("--methods", type=lambda t: t.split(";"), default=None,
                         help="';'-separated method names")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -329,8 +375,11 @@ def main(argv=None) -> int:
     parser.add_argument("--render", type=Path, help="render saved results into docs/benchmarks.md and exit")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
+    if args.methods is None:
+        args.methods = list(SUITES[args.suite][0]) + [CEILING]
     if args.render:
-        print(write_section("ssl-fer2013", render(json.loads(args.render.read_text()))))
+        saved = json.loads(args.render.read_text())
+        print(write_section(SUITES[saved["settings"].get("suite", "ssl")][1], render(saved)))
         return 0
     save = (lambda r: args.json_out.write_text(json.dumps(r, indent=1))) if args.json_out else None
     results = run_benchmark(args, save)
@@ -339,7 +388,7 @@ def main(argv=None) -> int:
     body = render(results)
     print(body)
     if not args.no_write:
-        write_section("ssl-fer2013", body)
+        write_section(SUITES[args.suite][1], body)
     return 0
 
 

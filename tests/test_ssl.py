@@ -115,7 +115,7 @@ def run_step(algorithm_name: str, step: int = 0, **overrides):
     text = F.normalize(torch.randn(C, 16, generator=torch.Generator().manual_seed(2)), dim=1)
     algorithm = create_algorithm(algorithm_name, config, num_classes=C, class_text=text, bank_size=24,
                                  embed_dim=64, device=torch.device("cpu"))
-    model = ExpressionHead(32, C, 16, hidden=64).eval()  # no dropout: only the switch differs
+    model = algorithm.build_head(32, 16, 64).eval()  # no dropout: only the switch differs
     teacher = copy.deepcopy(model)
     with torch.no_grad():  # a teacher that differs from the student, as an EMA does mid-run
         for p in teacher.parameters():
@@ -128,7 +128,7 @@ def run_step(algorithm_name: str, step: int = 0, **overrides):
     return result.logs, result.loss.detach(), fused
 
 
-@pytest.mark.parametrize("name", ["supervised", "fixmatch", "sitfer"])
+@pytest.mark.parametrize("name", ["supervised", "fixmatch", "sitfer", "leaf", "dta-snl"])
 def test_each_algorithm_gives_a_finite_loss_with_gradients(name):
     logs, loss, _fused = run_step(name)
     assert torch.isfinite(loss) and logs["loss_sup"] > 0

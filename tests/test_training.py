@@ -53,7 +53,7 @@ def run_in_process(root: Path, config: TrainSettings, **kwargs):
     return outcome, events
 
 
-@pytest.mark.parametrize("algorithm", ["supervised", "fixmatch", "sitfer"])
+@pytest.mark.parametrize("algorithm", ["supervised", "fixmatch", "sitfer", "leaf", "dta-snl"])
 def test_each_algorithm_learns_and_writes_its_results(demo_root, algorithm):
     outcome, events = run_in_process(demo_root, settings(algorithm))
     assert outcome.status == "finished", events[-1]
@@ -74,6 +74,10 @@ def test_each_algorithm_learns_and_writes_its_results(demo_root, algorithm):
         assert abs(sum(prediction.p_fused) - 1) < 1e-3
         if algorithm == "sitfer":
             assert prediction.p_text is not None and prediction.p_instance is not None
+        if algorithm == "leaf":  # its own output: the positive set, top class first among them
+            assert prediction.extra["positive_set"] and prediction.pseudo_label in prediction.extra["positive_set"]
+        else:
+            assert prediction.extra is None
         names = set(s.scalars(select(Metric.name).where(Metric.run_id == run_id)))
         assert {"loss_sup", "val_accuracy", "threshold_fear"} <= names
         if algorithm != "supervised":

@@ -45,7 +45,16 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, config_cls, dest_prefi
     for f in fields(config_cls):
         default = getattr(defaults, f.name)
         dest = f"{dest_prefix}{f.name}"
-        if isinstance(default, bool):
+        if default is None:  # "bool | None" or "float | None": None leaves the choice to the algorithm
+            kind = str(f.type)
+            if kind.startswith("bool"):
+                group.add_argument(_flag(f.name), dest=dest, action=argparse.BooleanOptionalAction, default=None,
+                                   help="(default: the algorithm's choice)")
+            else:
+                group.add_argument(_flag(f.name), dest=dest, type=float if kind.startswith("float") else int,
+                                   default=None, metavar=f.name.upper().split("_")[-1],
+                                   help="(default: the algorithm's choice)")
+        elif isinstance(default, bool):
             group.add_argument(_flag(f.name), dest=dest, action=argparse.BooleanOptionalAction, default=None,
                                help=f"(default: {'on' if default else 'off'})")
         elif isinstance(default, tuple):
@@ -81,13 +90,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strong-views", type=int, default=TrainSettings.strong_views,
                    help=f"head mode: strongly augmented views cached per face (default: {TrainSettings.strong_views})")
     p.add_argument("--projection", choices=PROJECTIONS, default="umap", help="the 2-D map written with the run (default: umap)")
-    p.add_argument("--descriptions", metavar="JSON", help="class descriptions replacing resources/descriptions.json")
+    p.add_argument("--descriptions", metavar="JSON",
+                   help="class descriptions replacing the project's own descriptions.json (if it has one) "
+                        "or else resources/descriptions.json")
     p.add_argument("--events", choices=("text", "json"), default="text",
                    help="json: one JSON object per line on stdout, for the studio")
     p.add_argument("--resume", type=int, metavar="RUN", help="continue a cancelled or failed run from its checkpoint")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_dataclass_flags(p, LoopConfig, "loop_", "training loop")
-    _add_dataclass_flags(p, MethodConfig, "method_", "method (sitfer levels, thresholds, losses)")
+    _add_dataclass_flags(p, MethodConfig, "method_", "method (sitfer levels, thresholds, losses; LEAF and DTA-SNL parts)")
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("evaluate", help="accuracy of a run's predictions on val or test",
@@ -177,6 +188,13 @@ def cmd_train(args) -> int:
     distributed = _start_distributed(settings)
     try:
         with opened_project(args.project) as project:
+            if settings.descriptions is None and args.resume is None:
+                # The project's own descriptions (edited in the studio) come before the shipped ones.
+                from core.encoders.text import project_descriptions_path
+
+                own = project_descriptions_path(project.root)
+                if own.is_file():
+                    settings.descriptions = str(own)
             try:
                 outcome = train(project, settings, events, should_stop=stop, resume=args.resume)
             except RunError as exc:

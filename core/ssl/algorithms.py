@@ -3,7 +3,10 @@
 An algorithm turns one batch into losses and turns model outputs into level probabilities.
 `supervised` and `fixmatch` are the baselines; `sitfer` fuses the semantic, text and instance
 levels, with a switch for each level, for dynamic thresholds (DTA) and for selective negative
-learning (SNL), so every ablation is one flag.
+learning (SNL), so every ablation is one flag. `leaf` and `dta-snl` are the other two seed
+methods (seeds/001 and 002); LEAF's modules (core/ssl/leaf.py) also plug into fixmatch and
+sitfer (--leaf-modules), and DTA-SNL's spatial modules (core/ssl/spatial.py) into any
+algorithm in fine-tune mode.
 """
 from __future__ import annotations
 
@@ -14,7 +17,15 @@ import torch
 import torch.nn.functional as F
 
 from core.ssl.fusion import LevelProbs, fuse
-from core.ssl.heads import HeadOutput
+from core.ssl.heads import ExpressionHead, HeadOutput
+from core.ssl.leaf import (
+    LEAFHead,
+    category_level_loss,
+    load_balancing_loss,
+    positive_sets,
+    supervised_contrastive_loss,
+    view_consistency_loss,
+)
 from core.ssl.levels import MemoryBank, normalize, text_logits
 from core.ssl.losses import masked_cross_entropy, negative_learning_loss
 from core.ssl.thresholds import DynamicThresholds, FixedThreshold, passes
@@ -48,18 +59,48 @@ class MethodConfig:
     teacher_pseudo_labels: bool = True
     flip_ensemble: bool = True
     soft_weighting: bool = False
+    # LEAF (seeds/001): always on in `leaf`; --leaf-modules adds them to fixmatch and sitfer.
+    leaf_modules: bool = False
+    leaf_semantic_experts: bool = True  # gated experts in front of the classifier
+    leaf_instance_experts: bool = True  # gated experts in front of the embedding
+    leaf_relevant_experts: int = 2
+    leaf_agnostic_experts: int = 2
+    leaf_category: bool = True  # positive/negative sets for faces below threshold
+    leaf_consistency: bool = True  # weak and strong views agree
+    leaf_contrast: bool = True  # supervised contrastive term on the instance embedding
+    leaf_cumulative: float = 0.8  # probability mass the positive set covers
+    lambda_balance: float = 0.01
+    lambda_decouple: float = 0.1
+    lambda_category: float = 1.0
+    lambda_consistency: float = 1.0
+    lambda_contrast: float = 0.2
+    # DTA-SNL (seeds/002), fine-tune mode only. None: on for dta-snl in fine-tune mode, off in
+    # head mode (no feature maps there); asking for them in head mode is an error.
+    local_attention: bool | None = None
+    region_dropout: float | None = None  # chance of dropping each region of the feature map
+    region_grid: int = 2  # regions per side
 
     def validate(self) -> None:
         for name in ("text_tau", "instance_tau"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
-        for name in ("lambda_text", "lambda_u", "lambda_neg", "instance_warmup", "unlabeled_rampup"):
+        for name in ("lambda_text", "lambda_u", "lambda_neg", "instance_warmup", "unlabeled_rampup",
+                     "lambda_balance", "lambda_decouple", "lambda_category", "lambda_consistency", "lambda_contrast",
+                     "leaf_agnostic_experts"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more, not {getattr(self, name)}")
         if len(self.weights) != 3 or any(w < 0 for w in self.weights):
             raise ValueError(f"weights must be three numbers >= 0 (semantic, text, instance), not {self.weights}")
         if not 0 < self.snl_gamma < 1:
             raise ValueError(f"snl_gamma must lie in (0, 1), not {self.snl_gamma}")
+        if self.leaf_relevant_experts < 1:
+            raise ValueError(f"leaf_relevant_experts must be at least 1, not {self.leaf_relevant_experts}")
+        if not 0 < self.leaf_cumulative <= 1:
+            raise ValueError(f"leaf_cumulative must lie in (0, 1], not {self.leaf_cumulative}")
+        if self.region_dropout is not None and not 0 <= self.region_dropout < 1:
+            raise ValueError(f"region_dropout must lie in [0, 1), not {self.region_dropout}")
+        if self.region_grid < 1:
+            raise ValueError(f"region_grid must be at least 1, not {self.region_grid}")
 
     @classmethod
     def from_dict(cls, values: dict) -> "MethodConfig":
@@ -100,6 +141,11 @@ class Algorithm:
     uses_unlabeled = True
     # Which level probabilities this algorithm produces (the studio shows the others as absent).
     levels = ("semantic",)
+    # Defaults an algorithm may ask for: class-balanced labeled batches (--balanced-sampling
+    # overrides), and DTA-SNL's spatial modules in fine-tune mode (--local-attention overrides).
+    prefers_balanced_sampling = False
+    prefers_spatial_modules = False
+    always_leaf = False
 
     def __init__(self, config: MethodConfig, num_classes: int, class_text: torch.Tensor | None,
                  bank_size: int, embed_dim: int, device: torch.device):
@@ -112,6 +158,62 @@ class Algorithm:
         self.bank: MemoryBank | None = None
         # The EMA teacher; the Trainer attaches it (algorithms that want it use it for pseudo-labels).
         self.teacher: torch.nn.Module | None = None
+        self.leaf = self.always_leaf or config.leaf_modules
+
+    def build_head(self, in_dim: int, text_dim: int, hidden: int) -> ExpressionHead:
+        """The trainable head this algorithm trains: LEAF's gated one where LEAF is on."""
+        c = self.config
+        if not self.leaf:
+            return ExpressionHead(in_dim, self.num_classes, text_dim, hidden=hidden)
+        return LEAFHead(in_dim, self.num_classes, text_dim, hidden=hidden, relevant=c.leaf_relevant_experts,
+                        agnostic=c.leaf_agnostic_experts, semantic=c.leaf_semantic_experts,
+                        instance=c.leaf_instance_experts)
+
+    def leaf_losses(self, outs: tuple[HeadOutput, HeadOutput | None, HeadOutput | None], y_l: torch.Tensor,
+                    probs: torch.Tensor | None, pseudo: torch.Tensor | None, mask: torch.Tensor | None,
+                    ramp: float) -> tuple[torch.Tensor, dict[str, float]]:
+        """LEAF's terms for one step: load balance and decoupling of the gated experts (all
+        views), the instance embedding's contrastive term (labeled and confident unlabeled
+        faces), and, on unlabeled faces, the category level (below threshold) and the
+        weak/strong consistency. `probs` are the pseudo-label source's class probabilities."""
+        c = self.config
+        out_l, out_uw, out_us = outs
+        present = [o for o in outs if o is not None]
+        total = out_l.logits.sum() * 0.0
+        logs: dict[str, float] = {}
+        for key in ("gates_semantic", "gates_instance"):
+            if key in out_l.aux:
+                balance = load_balancing_loss(torch.cat([o.aux[key] for o in present]))
+                total = total + c.lambda_balance * balance
+                logs[f"loss_balance_{key.removeprefix('gates_')}"] = balance.item()
+        if "decoupling" in out_l.aux:
+            decoupling = torch.cat([o.aux["decoupling"] for o in present]).mean()
+            total = total + c.lambda_decouple * decoupling
+            logs["loss_decoupling"] = decoupling.item()
+        if c.leaf_contrast:
+            embeddings, labels = out_l.embedding, y_l
+            if out_us is not None:
+                embeddings = torch.cat([embeddings, out_us.embedding])
+                labels = torch.cat([y_l, torch.where(mask, pseudo, torch.full_like(pseudo, -1))])
+            contrast = supervised_contrastive_loss(embeddings, labels)
+            total = total + c.lambda_contrast * contrast
+            logs["loss_contrast"] = contrast.item()
+        if out_us is not None:
+            if c.leaf_category:
+                category = category_level_loss(out_us.logits, probs, ~mask, c.leaf_cumulative)
+                total = total + ramp * c.lambda_category * category
+                logs["loss_category"] = category.item()
+            if c.leaf_consistency:
+                consistency = view_consistency_loss(probs, out_us.logits)
+                total = total + ramp * c.lambda_consistency * consistency
+                logs["loss_consistency"] = consistency.item()
+        return total, logs
+
+    def face_extras(self, levels: LevelProbs) -> dict[str, torch.Tensor]:
+        """Per-face outputs of this algorithm's own, written with its predictions."""
+        if not self.leaf:
+            return {}
+        return {"positive_set": positive_sets(levels.fused, self.config.leaf_cumulative)}
 
     def _make_threshold(self):
         return FixedThreshold(self.num_classes, self.config.threshold)
@@ -168,13 +270,31 @@ class FixMatch(Algorithm):
 
     def train_step(self, model, batch: Batch, step: int) -> StepResult:
         out_l, out_uw, out_us = self.forward(model, batch)
-        loss_sup = F.cross_entropy(out_l.logits, batch.y_l)
-        probs = out_uw.logits.detach().softmax(dim=1)
-        pseudo, _conf, mask = passes(probs, self.thresholds())
-        loss_u = masked_cross_entropy(out_us.logits, pseudo, mask)
-        loss = loss_sup + self.unlabeled_weight(step) * self.config.lambda_u * loss_u
-        return StepResult(loss, {"loss_sup": loss_sup.item(), "loss_u": loss_u.item(),
-                                 "mask_rate": mask.float().mean().item()})
+        loss = F.cross_entropy(out_l.logits, batch.y_l)
+        logs = {"loss_sup": loss.item()}
+        probs = pseudo = mask = None
+        ramp = self.unlabeled_weight(step)
+        if out_uw is not None:
+            with torch.no_grad():
+                probs = self.pseudo_label_probs(model, batch, out_uw)
+                self.threshold.update(probs)
+            pseudo, _conf, mask = passes(probs, self.thresholds())
+            loss_u = masked_cross_entropy(out_us.logits, pseudo, mask)
+            loss = loss + ramp * self.config.lambda_u * loss_u
+            logs.update(loss_u=loss_u.item(), mask_rate=mask.float().mean().item())
+        extra, extra_logs = self.extra_losses((out_l, out_uw, out_us), batch, probs, pseudo, mask, ramp)
+        logs.update(extra_logs)
+        return StepResult(loss + extra, logs)
+
+    def pseudo_label_probs(self, model, batch: Batch, out_uw: HeadOutput) -> torch.Tensor:
+        """Where pseudo-labels come from: FixMatch's own weak-view prediction."""
+        return out_uw.logits.detach().softmax(dim=1)
+
+    def extra_losses(self, outs, batch: Batch, probs, pseudo, mask, ramp: float) -> tuple[torch.Tensor, dict]:
+        """Terms added to FixMatch's two: LEAF's where its modules are on."""
+        if not self.leaf:
+            return outs[0].logits.sum() * 0.0, {}
+        return self.leaf_losses(outs, batch.y_l, probs, pseudo, mask, ramp)
 
 
 class SITFER(Algorithm):
@@ -197,10 +317,7 @@ class SITFER(Algorithm):
         self.confidence_var = 1.0 / num_classes  # running variance of pseudo-label confidences
 
     def _make_threshold(self):
-        c = self.config
-        if c.dynamic_threshold:
-            return DynamicThresholds(self.num_classes, c.dta_momentum, c.dta_floor, c.dta_ceiling)
-        return FixedThreshold(self.num_classes, c.threshold)
+        return _class_thresholds(self.config, self.num_classes)
 
     def instance_active(self, step: int) -> bool:
         return self.bank is not None and step >= self.config.instance_warmup
@@ -283,6 +400,10 @@ class SITFER(Algorithm):
             loss_neg = negative_learning_loss(out_us.logits, levels.fused, ~mask, c.snl_gamma)
             loss = loss + ramp * c.lambda_neg * loss_neg
             logs["loss_neg"] = loss_neg.item()
+        if self.leaf:
+            extra, leaf_logs = self.leaf_losses((out_l, out_uw, out_us), batch.y_l, levels.fused, pseudo, mask, ramp)
+            loss = loss + extra
+            logs.update(leaf_logs)
         if self.bank is not None and step >= c.instance_warmup:
             # Confident pseudo-labels join the bank; faces that fell below leave it.
             self.bank.update(batch.idx_u, ref_uw.embedding, torch.where(mask, pseudo, -1))
@@ -297,13 +418,66 @@ class SITFER(Algorithm):
         self.confidence_var = float(state.get("confidence_var", self.confidence_var))
 
 
+class _TeacherFixMatch(FixMatch):
+    """FixMatch whose pseudo-labels come from the EMA teacher (--no-teacher-pseudo-labels:
+    from the student, as FixMatch)."""
+
+    def pseudo_label_probs(self, model, batch: Batch, out_uw: HeadOutput) -> torch.Tensor:
+        if self.config.teacher_pseudo_labels and self.teacher is not None:
+            return self.teacher(batch.x_uw).logits.float().softmax(dim=1)
+        return super().pseudo_label_probs(model, batch, out_uw)
+
+
+class LEAF(_TeacherFixMatch):
+    """LEAF (seeds/001) on FixMatch's skeleton: the EMA teacher's weak-view prediction is the
+    pseudo-label (hard above the threshold); below it the category level takes the ambiguous
+    prediction as positive and negative sets; gated experts aggregate the semantic and
+    instance levels. Each part has its flag (--no-leaf-category, --no-leaf-semantic-experts ...)."""
+
+    name = "leaf"
+    always_leaf = True
+
+
+class DTASNL(_TeacherFixMatch):
+    """DTA-SNL (seeds/002): an EMA teacher labels the weak view; dynamic per-class thresholds
+    (DTA) decide which pseudo-labels count; faces below threshold teach through complementary
+    labels (SNL); labeled batches are class-balanced; in fine-tune mode the encoder's feature
+    map goes through local attention enhancement and random region dropout
+    (core/ssl/spatial.py). --no-dynamic-threshold, --no-negative-learning,
+    --no-balanced-sampling, --no-local-attention and --region-dropout 0 take each part away."""
+
+    name = "dta-snl"
+    prefers_balanced_sampling = True
+    prefers_spatial_modules = True
+
+    def _make_threshold(self):
+        return _class_thresholds(self.config, self.num_classes)
+
+    def extra_losses(self, outs, batch: Batch, probs, pseudo, mask, ramp: float) -> tuple[torch.Tensor, dict]:
+        total, logs = super().extra_losses(outs, batch, probs, pseudo, mask, ramp)
+        if self.config.negative_learning and outs[2] is not None:
+            loss_neg = negative_learning_loss(outs[2].logits, probs, ~mask, self.config.snl_gamma)
+            total = total + ramp * self.config.lambda_neg * loss_neg
+            logs["loss_neg"] = loss_neg.item()
+        return total, logs
+
+
+def _class_thresholds(config: MethodConfig, num_classes: int) -> DynamicThresholds | FixedThreshold:
+    """Dynamic per-class thresholds (DTA) unless --no-dynamic-threshold."""
+    if config.dynamic_threshold:
+        return DynamicThresholds(num_classes, config.dta_momentum, config.dta_floor, config.dta_ceiling)
+    return FixedThreshold(num_classes, config.threshold)
+
+
 def _split(out: HeadOutput, sizes: list[int]) -> list[HeadOutput]:
     parts = [t.split(sizes) for t in (out.embedding, out.logits, out.projected)]
-    return [HeadOutput(parts[0][i], parts[1][i], parts[2][i]) for i in range(len(sizes))]
+    aux = {key: value.split(sizes) for key, value in out.aux.items()}
+    return [HeadOutput(parts[0][i], parts[1][i], parts[2][i], {key: value[i] for key, value in aux.items()})
+            for i in range(len(sizes))]
 
 
 ALGORITHMS: dict[str, Callable[..., Algorithm]] = {
-    cls.name: cls for cls in (Supervised, FixMatch, SITFER)
+    cls.name: cls for cls in (Supervised, FixMatch, SITFER, LEAF, DTASNL)
 }
 
 

@@ -3,7 +3,7 @@ projection into the text space. In head mode it reads cached features; in fine-t
 encoder's image tower runs in front of it (see core/training/models.py)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -16,6 +16,8 @@ class HeadOutput:
     embedding: torch.Tensor  # L2-normalised trunk output: the instance level's feature
     logits: torch.Tensor  # semantic level
     projected: torch.Tensor  # L2-normalised projection into the text space
+    # Per-face extras of a head (LEAF's gate weights and decoupling penalty), split with the batch.
+    aux: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class ExpressionHead(nn.Module):

@@ -7,12 +7,13 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 
 from core.encoders.base import Preprocessor
 from core.ingest.imageio import ImageProblem, load_face
 from core.ssl.algorithms import Batch
 from core.ssl.heads import ExpressionHead, HeadOutput
+from core.ssl.spatial import LocalAttentionPool, SpatialOptions
 from core.training.augment import strong_view, weak_transform
 from core.training.data import FaceTable
 
@@ -20,12 +21,18 @@ ENCODER_LR_SCALE = 0.1  # pretrained weights move ten times slower than the new 
 
 
 class FineTuneModel(nn.Module):
-    def __init__(self, tower: nn.Module, head: ExpressionHead):
+    """Tower and head; with `spatial` (DTA-SNL's local attention and region dropout) the head
+    reads the tower's feature map pooled by it instead of the tower's own pooled features."""
+
+    def __init__(self, tower: nn.Module, head: ExpressionHead, spatial: LocalAttentionPool | None = None):
         super().__init__()
         self.tower = tower
         self.head = head
+        self.spatial = spatial
 
     def forward(self, images: torch.Tensor) -> HeadOutput:
+        if self.spatial is not None:
+            return self.head(self.spatial(self.tower.forward_spatial(images)))
         return self.head(self.tower(images))
 
     def param_groups(self, lr: float) -> list[dict]:
@@ -66,10 +73,46 @@ class FaceImages(Dataset):
         return (*tensors, self.labels[i], self.slots[i])
 
 
+def spatial_pool(tower: nn.Module, input_size: int, options: SpatialOptions) -> LocalAttentionPool | None:
+    """The feature-map pooling DTA-SNL asks for, sized to the tower's map (None when off)."""
+    if not options.active:
+        return None
+    forward_spatial = getattr(tower, "forward_spatial", None)
+    if forward_spatial is None:
+        raise ValueError("local attention and region dropout need a convolutional feature map; this encoder "
+                         "has none (use the 'offline' encoder, or --no-local-attention --region-dropout 0)")
+    with torch.no_grad():
+        was_training = tower.training
+        tower.eval()
+        probe = next(tower.parameters())
+        channels = forward_spatial(torch.zeros(1, 3, input_size, input_size, device=probe.device)).shape[1]
+        tower.train(was_training)
+    return LocalAttentionPool(channels, options)
+
+
+class EndlessWeightedSampler(Sampler):
+    """Indices drawn with replacement by weight, forever, a chunk at a time (torch's
+    WeightedRandomSampler draws all of num_samples up front: 16 GB for an endless loader)."""
+
+    CHUNK = 4096
+
+    def __init__(self, weights: torch.Tensor, generator: torch.Generator):
+        self.weights = weights
+        self.generator = generator
+
+    def __iter__(self):
+        while True:
+            yield from torch.multinomial(self.weights, self.CHUNK, replacement=True, generator=self.generator).tolist()
+
+
 def _loader(dataset: Dataset, batch_size: int, seed: int, workers: int, device: torch.device,
-            shuffle: bool = True) -> DataLoader:
+            shuffle: bool = True, weights: torch.Tensor | None = None) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
-    sampler = RandomSampler(dataset, replacement=True, num_samples=2**31 - 1, generator=generator) if shuffle else None
+    sampler = None
+    if shuffle and weights is not None:
+        sampler = EndlessWeightedSampler(weights, generator)
+    elif shuffle:
+        sampler = RandomSampler(dataset, replacement=True, num_samples=2**31 - 1, generator=generator)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=device.type == "cuda", drop_last=shuffle, generator=generator,
                       persistent_workers=workers > 0 and shuffle)
@@ -80,13 +123,19 @@ class ImageBatches:
 
     def __init__(self, faces: FaceTable, labeled: np.ndarray, labels: np.ndarray, unlabeled: np.ndarray,
                  slot_of: np.ndarray, preprocess: Preprocessor, batch_size: int, unlabeled_ratio: int,
-                 seed: int, device: torch.device, workers: int = 2):
+                 seed: int, device: torch.device, workers: int = 2, balanced: bool = False):
         if len(labeled) == 0:
             raise ValueError("no labeled training faces: label some faces (or import with labels) first")
         self.device = device
         self.steps_done = 0
         labeled_set = FaceImages(faces, labeled, labels, slot_of[labeled], preprocess, ("weak",))
-        self._labeled = iter(_loader(labeled_set, batch_size, seed, workers, device))
+        # Class-balanced: each face drawn with weight 1 / (faces of its class), so every class
+        # is equally likely in a batch.
+        weights = None
+        if balanced:
+            counts = np.bincount(labels)
+            weights = torch.as_tensor(1.0 / counts[labels], dtype=torch.double)
+        self._labeled = iter(_loader(labeled_set, batch_size, seed, workers, device, weights=weights))
         self._unlabeled = None
         if unlabeled_ratio and len(unlabeled):
             unlabeled_set = FaceImages(faces, unlabeled, np.full(len(unlabeled), -1), slot_of[unlabeled],

@@ -30,8 +30,7 @@ def build_method(settings: TrainSettings, in_dim: int, class_text: torch.Tensor,
     num_classes = len(class_names())
     algorithm = create_algorithm(settings.algorithm, settings.method, num_classes=num_classes,
                                  class_text=class_text, bank_size=bank_size, embed_dim=HEAD_HIDDEN, device=device)
-    head = ExpressionHead(in_dim, num_classes, class_text.shape[1], hidden=HEAD_HIDDEN)
-    return algorithm, head
+    return algorithm, algorithm.build_head(in_dim, class_text.shape[1], HEAD_HIDDEN)
 
 
 def build_head_trainer(features: np.ndarray, labels: np.ndarray, class_text: torch.Tensor,
@@ -46,5 +45,5 @@ def build_head_trainer(features: np.ndarray, labels: np.ndarray, class_text: tor
     source = CachedFeatureBatches(
         features, labeled, labels[labeled], unlabeled, settings.loop.batch_size,
         settings.loop.unlabeled_ratio if algorithm.uses_unlabeled else 0, settings.loop.feature_dropout,
-        settings.loop.seed, device, settings.loop.balanced_sampling)
+        settings.loop.seed, device, settings.balanced_sampling())
     return Trainer(model, algorithm, source, settings.loop, device, list(hooks))

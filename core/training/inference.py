@@ -1,7 +1,7 @@
 """Running a trained model over many faces: level probabilities and embeddings in batches."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
@@ -18,6 +18,7 @@ class Predictions:
     fused: np.ndarray
     embedding: np.ndarray
     thresholds: np.ndarray
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # the algorithm's own (LEAF's positive set)
 
     @property
     def pseudo_label(self) -> np.ndarray:
@@ -48,6 +49,7 @@ def predict_batches(model: torch.nn.Module, algorithm: Algorithm,
     features in head mode, preprocessed images in fine-tune mode."""
     model.eval()
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("semantic", "text", "instance", "fused", "embedding")}
+    extras: dict[str, list[np.ndarray]] = {}
     device = next(model.parameters()).device
     for x, ex in batches:
         out = model(x.to(device).float())
@@ -57,6 +59,9 @@ def predict_batches(model: torch.nn.Module, algorithm: Algorithm,
             if value is not None:
                 parts[name].append(value.float().cpu().numpy())
         parts["embedding"].append(out.embedding.float().cpu().numpy())
+        for name, value in algorithm.face_extras(levels).items():
+            extras.setdefault(name, []).append(value.cpu().numpy())
     stacked = {k: (np.concatenate(v) if v else None) for k, v in parts.items()}
     return Predictions(stacked["semantic"], stacked["text"], stacked["instance"], stacked["fused"],
-                       stacked["embedding"], algorithm.thresholds().cpu().numpy())
+                       stacked["embedding"], algorithm.thresholds().cpu().numpy(),
+                       {name: np.concatenate(values) for name, values in extras.items()})

@@ -25,7 +25,7 @@ class LoopConfig:
     log_every: int = 20
     seed: int = 0
     feature_dropout: float = 0.3  # head mode: part of the strong view
-    balanced_sampling: bool = False  # labeled faces drawn class-balanced
+    balanced_sampling: bool | None = None  # labeled faces drawn class-balanced; None: the algorithm's choice
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
 
     def validate(self) -> None:

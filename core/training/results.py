@@ -37,6 +37,17 @@ def _rounded(array: np.ndarray | None, i: int) -> list[float] | None:
     return None if array is None else [round(float(v), 5) for v in array[i]]
 
 
+def _extra(preds: Predictions, i: int, names: list[str]) -> dict | None:
+    """The algorithm's own per-face outputs as JSON: LEAF's positive set as class names."""
+    if not preds.extras:
+        return None
+    out = {}
+    for key, values in preds.extras.items():
+        row = values[i]
+        out[key] = [names[j] for j in np.flatnonzero(row)] if row.dtype == bool else row.tolist()
+    return out
+
+
 def write_predictions(project: Project, run_id: int, face_ids: np.ndarray, preds: Predictions) -> None:
     names = class_names()
     pseudo, confidence, passed = preds.pseudo_label, preds.confidence, preds.passed
@@ -52,7 +63,7 @@ def write_predictions(project: Project, run_id: int, face_ids: np.ndarray, preds
                 "p_instance": _rounded(preds.instance, i), "p_fused": _rounded(preds.fused, i),
                 "pseudo_label": names[int(pseudo[i])], "confidence": float(confidence[i]),
                 "passed_threshold": bool(passed[i]),
-                "extra": None,
+                "extra": _extra(preds, i, names),
             } for i in range(start, stop)])
             session.execute(insert(Embedding), [{
                 "run_id": run_id, "image_id": int(face_ids[i]),

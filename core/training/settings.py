@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, field
 
 from core.encoders import check_spec
 from core.ssl.algorithms import ALGORITHMS, MethodConfig
+from core.ssl.spatial import SpatialOptions, spatial_options
 from core.training.loop import LoopConfig
 
 MODES = ("head", "finetune")
@@ -38,6 +39,18 @@ class TrainSettings:
             raise ValueError(f"strong_views must lie between 0 and 16, not {self.strong_views}")
         self.method.validate()
         self.loop.validate()
+        self.spatial()  # fails now, not after feature extraction, if head mode is asked for maps
+
+    def spatial(self) -> SpatialOptions:
+        """DTA-SNL's feature-map modules as this run uses them (an error in head mode if asked for)."""
+        m = self.method
+        return spatial_options(m.local_attention, m.region_dropout, m.region_grid,
+                               ALGORITHMS[self.algorithm].prefers_spatial_modules, self.mode)
+
+    def balanced_sampling(self) -> bool:
+        """--balanced-sampling / --no-balanced-sampling, else what the algorithm prefers."""
+        chosen = self.loop.balanced_sampling
+        return ALGORITHMS[self.algorithm].prefers_balanced_sampling if chosen is None else chosen
 
     def to_dict(self) -> dict:
         data = asdict(self)

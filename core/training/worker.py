@@ -276,7 +276,7 @@ def _prepare_finetune(faces, train_labels, encoder, class_text, settings, device
                       hooks, metrics_hook) -> _Prepared:
     from torch.nn.parallel import DistributedDataParallel
 
-    from core.training.finetune import FineTuneModel, ImageBatches, plain_batches
+    from core.training.finetune import FineTuneModel, ImageBatches, plain_batches, spatial_pool
 
     usable = np.ones(len(faces), dtype=bool)  # unreadable files fail the run, naming the file
     train_rows = np.flatnonzero(faces.splits == "train")
@@ -285,8 +285,10 @@ def _prepare_finetune(faces, train_labels, encoder, class_text, settings, device
     row_slot[train_rows] = np.arange(len(train_rows))
     labeled = train_rows[train_labels[train_rows] >= 0]
     unlabeled = train_rows[train_labels[train_rows] < 0]
-    algorithm, head = build_method(settings, encoder.image_dim, class_text, len(train_rows), device)
-    model = FineTuneModel(encoder.image_tower, head).to(device)
+    pool = spatial_pool(encoder.image_tower, encoder.input_size, settings.spatial())
+    in_dim = encoder.image_dim if pool is None else pool.channels
+    algorithm, head = build_method(settings, in_dim, class_text, len(train_rows), device)
+    model = FineTuneModel(encoder.image_tower, head, pool).to(device)
     model.tower.train()
     rank = torch.distributed.get_rank() if distributed.active() else 0
     if distributed.active():
@@ -294,7 +296,8 @@ def _prepare_finetune(faces, train_labels, encoder, class_text, settings, device
     preprocess = encoder.preprocessor()
     source = ImageBatches(faces, labeled, train_labels[labeled], unlabeled, row_slot, preprocess,
                           settings.loop.batch_size, settings.loop.unlabeled_ratio if algorithm.uses_unlabeled else 0,
-                          settings.loop.seed + 1000 * rank, device, workers=settings.loader_workers)
+                          settings.loop.seed + 1000 * rank, device, workers=settings.loader_workers,
+                          balanced=settings.balanced_sampling())
     val_rows = np.flatnonzero((faces.splits == "val") & (faces.labels >= 0))
     if metrics_hook is not None:
         hooks.append(EvalHook(lambda: plain_batches(faces, val_rows, np.full(len(faces), -1), preprocess,
