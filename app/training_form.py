@@ -22,11 +22,27 @@ from core.training.settings import MODES, PROJECTIONS, TrainSettings
 
 ENCODER_CHOICES = ("offline", "tiny", "clip:ViT-B-32:openai")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
-# SIT-FER's switches, as (MethodConfig field, label); the baselines ignore them.
-METHOD_SWITCHES = (("use_semantic", "semantic level"), ("use_text", "text level"),
-                   ("use_instance", "instance level"), ("dynamic_threshold", "dynamic thresholds"),
-                   ("negative_learning", "negative learning"))
-SWITCHES_FOR = "sitfer"
+# Each algorithm's main switches, as (MethodConfig field, label): every ablation is a tick.
+# The rest of MethodConfig stays at its defaults (the command line reaches all of it).
+SWITCHES: dict[str, tuple[tuple[str, str], ...]] = {
+    "sitfer": (("use_semantic", "semantic level"), ("use_text", "text level"), ("use_instance", "instance level"),
+               ("dynamic_threshold", "dynamic thresholds"), ("negative_learning", "negative learning"),
+               ("leaf_modules", "LEAF modules")),
+    "fixmatch": (("leaf_modules", "LEAF modules"),),
+    "leaf": (("leaf_semantic_experts", "semantic experts"), ("leaf_instance_experts", "instance experts"),
+             ("leaf_category", "category level"), ("leaf_consistency", "view consistency"),
+             ("leaf_contrast", "instance contrast")),
+    "dta-snl": (("dynamic_threshold", "dynamic thresholds"), ("negative_learning", "negative learning"),
+                ("teacher_pseudo_labels", "EMA teacher labels")),
+}
+TITLES = {"sitfer": "SIT-FER", "fixmatch": "FixMatch", "leaf": "LEAF", "dta-snl": "DTA-SNL"}
+TOOLTIPS = {
+    "leaf_modules": "LEAF's gated experts, positive/negative pseudo-label sets and view consistency, added on top",
+    "leaf_semantic_experts": "gated expression-relevant and -agnostic experts in front of the classifier",
+    "leaf_instance_experts": "gated experts in front of the embedding",
+    "leaf_category": "ambiguous pseudo-labels as positive and negative class sets",
+    "dta-snl": "in fine-tune mode DTA-SNL also uses local attention and region dropout on the feature map",
+}
 
 
 def _combo(choices, current: str, editable: bool = False) -> QComboBox:
@@ -67,9 +83,12 @@ class TrainingForm(QWidget):
         self.steps = _spin(1, 1_000_000, loop.steps, 100)
         self.batch_size = _spin(1, 4096, loop.batch_size, 8)
         self.seed = _spin(0, 999_999, loop.seed)
-        self.switches = {name: QCheckBox(label) for name, label in METHOD_SWITCHES}
+        # One box per field; an algorithm shows the boxes it reads (dynamic_threshold is shared).
+        self.switches = {name: QCheckBox(label) for options in SWITCHES.values() for name, label in options}
         for name, box in self.switches.items():
             box.setChecked(getattr(method, name))
+            if name in TOOLTIPS:
+                box.setToolTip(TOOLTIPS[name])
 
         grid = QGridLayout(self)
         grid.setContentsMargins(0, 0, 0, 0)
@@ -84,16 +103,14 @@ class TrainingForm(QWidget):
             grid.addWidget(widget, row, 2 * column + 1)
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(3, 1)
-        self.switches_title = QLabel("SIT-FER")
+        self.switches_title = QLabel(TITLES["sitfer"])
         self.switches_title.setObjectName("columnHeader")
         first = len(fields) // 2
         grid.addWidget(self.switches_title, first, 0)
-        switches = QGridLayout()  # their own two columns, so they do not widen the fields above
-        switches.setContentsMargins(0, 0, 0, 0)
-        switches.setVerticalSpacing(3)
-        for i, box in enumerate(self.switches.values()):
-            switches.addWidget(box, i // 2, i % 2)
-        grid.addLayout(switches, first, 1, 1, 3)
+        self.switch_grid = QGridLayout()  # their own two columns, so they do not widen the fields above
+        self.switch_grid.setContentsMargins(0, 0, 0, 0)
+        self.switch_grid.setVerticalSpacing(3)
+        grid.addLayout(self.switch_grid, first, 1, 1, 3)
 
         self.algorithm.currentTextChanged.connect(self._algorithm_changed)
         for combo in (self.algorithm, self.encoder, self.mode, self.device, self.projection):
@@ -103,16 +120,21 @@ class TrainingForm(QWidget):
         self._algorithm_changed(self.algorithm.currentText())
 
     def _algorithm_changed(self, algorithm: str) -> None:
-        enabled = algorithm == SWITCHES_FOR
-        for box in self.switches.values():
-            box.setEnabled(enabled)
-        self.switches_title.setEnabled(enabled)
+        relevant = [name for name, _label in SWITCHES.get(algorithm, ())]
+        for name, box in self.switches.items():  # re-laid in the algorithm's order, two columns
+            self.switch_grid.removeWidget(box)
+            box.setVisible(name in relevant)
+            box.setEnabled(name in relevant)
+        for i, name in enumerate(relevant):
+            self.switch_grid.addWidget(self.switches[name], i // 2, i % 2)
+        self.switches_title.setText(TITLES.get(algorithm, ""))
+        self.switches_title.setToolTip(TOOLTIPS.get(algorithm, ""))
+        self.switches_title.setVisible(bool(relevant))
 
     def settings(self) -> TrainSettings:
         """The chosen settings (not yet validated: TrainSettings.validate says what is wrong)."""
-        method = MethodConfig()
-        if self.algorithm.currentText() == SWITCHES_FOR:
-            method = MethodConfig(**{name: box.isChecked() for name, box in self.switches.items()})
+        relevant = [name for name, _label in SWITCHES.get(self.algorithm.currentText(), ())]
+        method = MethodConfig(**{name: self.switches[name].isChecked() for name in relevant})
         steps, defaults = self.steps.value(), LoopConfig()
         # Short runs log and validate more often than the defaults, so their curves still show.
         loop = LoopConfig(steps=steps, batch_size=self.batch_size.value(), seed=self.seed.value(),

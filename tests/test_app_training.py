@@ -103,7 +103,7 @@ def test_the_worker_command_line_round_trips_through_the_train_parser():
         == TrainSettings().to_dict()
 
 
-def test_the_form_gives_settings_and_sitfer_switches_only_for_sitfer(qtbot):
+def test_the_form_gives_settings_and_each_algorithm_its_own_switches(qtbot):
     from app.training_form import TrainingForm
 
     form = TrainingForm()
@@ -120,6 +120,15 @@ def test_the_form_gives_settings_and_sitfer_switches_only_for_sitfer(qtbot):
     form.set_values(algorithm="fixmatch")
     assert not form.switches["use_text"].isEnabled()
     assert form.settings().method == MethodConfig()  # the baselines ignore sitfer's switches
+    form.switches["leaf_modules"].setChecked(True)
+    assert form.settings().method.leaf_modules, "fixmatch takes LEAF's modules"
+    form.set_values(algorithm="leaf")
+    assert form.switches_title.text() == "LEAF" and not form.switches["leaf_modules"].isVisibleTo(form)
+    form.switches["leaf_category"].setChecked(False)
+    assert not form.settings().method.leaf_category and form.settings().method.use_instance
+    form.set_values(algorithm="supervised")
+    assert not form.switches_title.isVisibleTo(form)
+    assert form.settings().method == MethodConfig()
 
 
 # -- real and fake workers from the panel ---------------------------------------------------------
