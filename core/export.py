@@ -16,8 +16,11 @@ from core.store.project import Project
 EXPORT_FORMATS = ("csv", "folders")
 LABEL_COLUMNS = ["image_id", "path", "exported_file", "split", "label", "label_source", "annotator",
                  "labeled_at", "content_hash", "face_index", "face_x", "face_y", "face_w", "face_h"]
+# old_source/old_annotator/old_labeled_at: the provenance of the label a correction replaced
+# (e.g. an imported ground-truth label), so an export keeps what undo would restore.
 CORRECTION_COLUMNS = ["id", "image_id", "path", "annotator", "created_at", "old_label", "new_label",
-                      "suggestion", "run_id", "batch_id", "undone_at"]
+                      "suggestion", "run_id", "batch_id", "undone_at", "old_source", "old_annotator",
+                      "old_labeled_at"]
 
 
 class ExportError(RuntimeError):
@@ -82,7 +85,8 @@ def export_project(project: Project, out_dir: str | Path, fmt: str = "csv", *,
     _write_csv(out / "corrections.csv", CORRECTION_COLUMNS, [
         [c.id, c.image_id, path, c.annotator, c.created_at.isoformat(), c.old_label or "",
          c.new_label or "", c.suggestion or "", c.run_id or "", c.batch_id or "",
-         c.undone_at.isoformat() if c.undone_at else ""] for c, path in corrections])
+         c.undone_at.isoformat() if c.undone_at else "", c.old_source or "", c.old_annotator or "",
+         c.old_updated_at.isoformat() if c.old_updated_at else ""] for c, path in corrections])
     report.corrections = len(corrections)
     return report
 

@@ -265,3 +265,18 @@ def test_the_next_training_run_trains_on_the_corrected_labels(tmp_path):
         # The run's suggestion can be taken straight back as a label.
         step = accept_suggestion(project, undone_id, "ana")
         assert step.changes[0].new_label == labeling.suggestion_for(project, undone_id).label
+
+
+def test_export_keeps_the_provenance_of_the_label_a_correction_replaced(faces, tmp_path):
+    import csv
+
+    from core.export import export_project
+
+    set_label(faces, 1, "anger", "ana")
+    set_label(faces, 2, "happiness", "ana")
+    export_project(faces, tmp_path / "out")
+    with open(tmp_path / "out" / "corrections.csv", encoding="utf-8", newline="") as handle:
+        rows = {int(r["image_id"]): r for r in csv.DictReader(handle)}
+    assert (rows[1]["old_label"], rows[1]["old_source"], rows[1]["old_labeled_at"]) == (
+        "fear", SOURCE_IMPORTED, IMPORTED_AT.isoformat())
+    assert (rows[2]["old_label"], rows[2]["old_source"], rows[2]["old_labeled_at"]) == ("", "", "")
