@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.encoders import EncoderError
+from core.store.runs import settle_cancelled_run
 from app import worker_process
 from app.project_state import ProjectState
 from app.run_history import RunHistoryView, format_duration
@@ -197,6 +198,9 @@ class TrainingPanel(QWidget):
             self.progress.setValue(self.progress.maximum())
             self._set_status("finished", f"{name} finished." + self._final_accuracies())
         elif outcome.status == "cancelled":
+            if outcome.exit_code is None and run_id is not None and self.state.project is not None:
+                with self.state.project.session() as session:  # killed mid-cancel: not a failure
+                    settle_cancelled_run(session, run_id)
             self._set_status("cancelled", f"{name} was cancelled; its checkpoint is kept "
                                           f"(resume with: python main.py train PROJECT --resume {run_id}).")
         else:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 
 import pytest
@@ -187,3 +188,27 @@ def test_the_database_can_live_at_any_sqlalchemy_url(tmp_path):
     assert (tmp_path / "shared" / "studio.db").is_file() and not (tmp_path / "p" / "project.db").exists()
     with Project.open(tmp_path / "p") as project, project.session() as s:
         assert project.database_url == url and project_stats(s)["images"] == 1
+
+
+def test_a_run_killed_while_cancelling_is_settled_as_cancelled_not_failed(project):
+    import socket
+    import subprocess
+    import sys
+
+    from core.store.models import Run
+    from core.store.runs import reap_dead_runs, settle_cancelled_run
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    with project.session() as s:
+        s.add_all([Run(id=1, algorithm="sitfer", encoder="tiny", status="running", pid=gone.pid,
+                       host=socket.gethostname()),
+                   Run(id=2, algorithm="sitfer", encoder="tiny", status="running", pid=os.getpid(),
+                       host=socket.gethostname())])
+    with project.session() as s:
+        assert settle_cancelled_run(s, 1) and not settle_cancelled_run(s, 2), "a live worker is left alone"
+    with project.session() as s:
+        reap_dead_runs(s)
+        run = s.get(Run, 1)
+        assert run.status == "cancelled" and "--resume 1" in run.error
+        assert s.get(Run, 2).status == "running"

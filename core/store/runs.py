@@ -7,7 +7,7 @@ import socket
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.store.models import RUN_FAILED, RUN_QUEUED, RUN_RUNNING, Run, utcnow
+from core.store.models import RUN_CANCELLED, RUN_FAILED, RUN_QUEUED, RUN_RUNNING, Run, utcnow
 
 
 def process_alive(pid: int) -> bool:
@@ -32,3 +32,19 @@ def reap_dead_runs(session: Session) -> list[int]:
                          f"resume it with: python main.py train PROJECT --resume {run.id}")
             reaped.append(run.id)
     return reaped
+
+
+def settle_cancelled_run(session: Session, run_id: int) -> bool:
+    """A run whose cancel was asked for and whose worker was then killed before it could say
+    so (it did not stop in time) is cancelled, not failed: the user stopped it, and it resumes
+    from its last periodic checkpoint. Does nothing while the worker still lives."""
+    run = session.get(Run, run_id)
+    if run is None or run.status not in (RUN_RUNNING, RUN_QUEUED):
+        return False
+    if run.pid and run.host == socket.gethostname() and process_alive(run.pid):
+        return False
+    run.status = RUN_CANCELLED
+    run.finished_at = utcnow()
+    run.error = (f"stopped by force after it did not stop in time; resume it from its last checkpoint with: "
+                 f"python main.py train PROJECT --resume {run.id}")
+    return True
