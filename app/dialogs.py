@@ -95,6 +95,12 @@ class Dialogs:
     def error(self, title: str, message: str) -> None:
         QMessageBox.warning(self.parent, title, message)
 
+    def confirm(self, title: str, message: str) -> bool:
+        answer = QMessageBox.question(self.parent, title, message,
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+                                      QMessageBox.StandardButton.Cancel)
+        return answer == QMessageBox.StandardButton.Yes
+
     def choose_folder(self, title: str, start: str = "") -> str | None:
         return QFileDialog.getExistingDirectory(self.parent, title, start) or None
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPoint, QPointF, Qt, Signal
+from PySide6.QtCore import QPoint, QPointF, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QButtonGroup,
     QComboBox,
@@ -27,13 +27,17 @@ from PySide6.QtWidgets import (
 from core.geometry import points_in_polygon, points_in_rect
 from core.classes import class_names
 from core.store.run_data import RunMap
+from app.background import NewestJobRunner
 from app.map_colors import COLOR_MODES, color_points
 from app.map_view import SelectionViewBox
 from app.project_state import ProjectState
 from app.thumbnail_loader import ThumbnailLoader
+from app.widgets import empty_hint
 
 POINT_SIZE = 6
 HOVER_RADIUS_PX = 8
+LABEL_RECOLOR_DELAY_MS = 250
+BACKGROUND_LOAD_OVER = 5000  # faces; a larger run's map loads off the GUI thread
 PLOT_BACKGROUND = "#1b1e23"
 EMPTY_NO_PROJECT = "Open a project to see its embedding map."
 EMPTY_NO_RUN = ("No trained model yet, so no map.\n\nTrain one in the Training panel (View ▸ Training): "
@@ -82,6 +86,10 @@ class EmbeddingMap(QWidget):
         self.hovered: int | None = None  # index into the data arrays
         self._faces: dict = {}  # face id -> FaceRow, for hover thumbnails
         self._colors = None
+        self.loading = None  # (project, run id, method) of the map being loaded in the background
+        self.load_runner = NewestJobRunner(self)
+        self.load_runner.succeeded.connect(self._map_loaded)
+        self.load_runner.failed.connect(self._map_failed)
 
         self.color_combo = QComboBox()
         for key, title in COLOR_MODES.items():
@@ -134,11 +142,7 @@ class EmbeddingMap(QWidget):
         self.hover_card = HoverCard(self.plot)
         self._mouse_proxy = pg.SignalProxy(self.plot.scene().sigMouseMoved, rateLimit=60, slot=self._mouse_moved)
 
-        self.empty = QLabel()
-        self.empty.setObjectName("emptyHint")
-        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.empty.setWordWrap(True)
-        self.empty.setMargin(24)
+        self.empty = empty_hint()
         self.pages = QStackedWidget()
         self.pages.addWidget(self.plot)
         self.pages.addWidget(self.empty)
@@ -169,6 +173,13 @@ class EmbeddingMap(QWidget):
         state.project_changed.connect(self._project_changed)
         state.current_run_changed.connect(self.show_run)
         state.contents_changed.connect(self._contents_changed)
+        # Corrections come one keystroke after another: recolour once they pause.
+        self._recolor_timer = QTimer(self)
+        self._recolor_timer.setSingleShot(True)
+        self._recolor_timer.setInterval(LABEL_RECOLOR_DELAY_MS)
+        self._recolor_timer.timeout.connect(self._labels_changed)
+        self._recolor_when_shown = False
+        state.labels_changed.connect(lambda _ids: self._recolor_timer.start())
         self._project_changed()
 
     # -- what is shown ------------------------------------------------------------------------
@@ -179,8 +190,30 @@ class EmbeddingMap(QWidget):
         self.color_combo.setCurrentIndex(self.color_combo.findData(mode))
 
     def show_run(self, run_id: int | None, method: str | None = None) -> None:
-        """Load and show a run's map, or say why there is none."""
-        data = self.state.run_map(run_id, method) if run_id is not None else None
+        """Load and show a run's map, or say why there is none. A large run loads in a background
+        thread (the window paints and answers meanwhile); a small one at once."""
+        self.loading = None
+        project = self.state.project
+        if project is not None and run_id is not None:
+            size = self.state.run_size(run_id)
+            if size > BACKGROUND_LOAD_OVER:
+                self.show_map(None, f"Loading run {run_id}'s map of {size:,} faces…")
+                self.loading = (project, run_id, method)
+                self.load_runner.request(lambda _progress: self.state.run_map(run_id, method), self.loading)
+                return
+        self._show_loaded(run_id, self.state.run_map(run_id, method) if run_id is not None else None)
+
+    def _map_loaded(self, tag, data: RunMap | None) -> None:
+        if tag == self.loading and tag[0] is self.state.project:
+            self.loading = None
+            self._show_loaded(tag[1], data)
+
+    def _map_failed(self, tag, exc: BaseException) -> None:
+        if tag == self.loading:
+            self.loading = None
+            self.show_map(None, f"Run {tag[1]}'s map could not be loaded: {exc}")
+
+    def _show_loaded(self, run_id: int | None, data: RunMap | None) -> None:
         if self.state.project is None:
             self.show_map(None, EMPTY_NO_PROJECT)
         elif run_id is None:
@@ -253,6 +286,20 @@ class EmbeddingMap(QWidget):
 
     def _project_changed(self) -> None:
         self.show_run(self.state.current_run)
+
+    def _labels_changed(self) -> None:
+        """After corrections pause: recolour now if the map is on screen, else when it is shown
+        (recolouring 30,000 points takes a few hundred milliseconds)."""
+        if self.isVisible():
+            self._contents_changed()
+        else:
+            self._recolor_when_shown = True
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self._recolor_when_shown:
+            self._recolor_when_shown = False
+            self._contents_changed()
 
     def _contents_changed(self) -> None:
         """Labels changed (an import, a correction): recolour from the current labels alone;
@@ -351,6 +398,9 @@ class EmbeddingMap(QWidget):
         if data.disagreement is not None and np.isfinite(data.disagreement[index]):
             lines.append(f"level disagreement: {data.disagreement[index]:.2f} bits")
         self.hover_card.text.setText("<br>".join(lines))
+
+    def shutdown(self) -> None:
+        self.load_runner.wait()
 
     def _thumbnail_ready(self, face_id: int) -> None:
         if self.hovered is not None and self.data is not None and int(self.data.ids[self.hovered]) == face_id:

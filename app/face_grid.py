@@ -5,7 +5,7 @@ lays out 30,000 faces instantly and asks only for the items on screen.
 """
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QModelIndex, QRect, QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QItemSelectionModel, QModelIndex, QRect, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPen
 from PySide6.QtWidgets import QAbstractItemView, QListView, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
@@ -15,7 +15,7 @@ CELL_PADDING = 6
 BADGE_HEIGHT = 18
 
 
-def _readable_text_color(background: QColor) -> QColor:
+def readable_text_color(background: QColor) -> QColor:
     luminance = 0.299 * background.red() + 0.587 * background.green() + 0.114 * background.blue()
     return QColor("#1b1e23") if luminance > 150 else QColor("#f4f5f7")
 
@@ -65,7 +65,7 @@ class FaceDelegate(QStyledItemDelegate):
             painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(color)
             painter.drawRoundedRect(badge, BADGE_HEIGHT / 2, BADGE_HEIGHT / 2)
-            painter.setPen(_readable_text_color(color))
+            painter.setPen(readable_text_color(color))
         else:
             painter.setPen(QPen(QColor("#6b7280"), 1, Qt.PenStyle.DashLine))
             painter.setBrush(Qt.BrushStyle.NoBrush)
@@ -76,7 +76,7 @@ class FaceDelegate(QStyledItemDelegate):
 
 
 class FaceGrid(QListView):
-    """Icon-mode list of faces. `current_face_changed(face_row or None)` for future detail panels;
+    """Icon-mode list of faces. `current_face_changed(face_row or None)` for the detail panel;
     `selected_ids_changed(list of face ids)` for views that mark the selection (the map)."""
 
     current_face_changed = Signal(object)
@@ -124,6 +124,20 @@ class FaceGrid(QListView):
 
     def face_model(self) -> FaceListModel:
         return self.model()
+
+    def select_row(self, row: int) -> bool:
+        """Make `row` the current face, alone in the selection, scrolled into view."""
+        index = self.model().index(row, 0)
+        if not index.isValid():
+            return False
+        self.selectionModel().setCurrentIndex(index, QItemSelectionModel.SelectionFlag.ClearAndSelect)
+        self.scrollTo(index)
+        return True
+
+    def current_face(self):
+        """The current FaceRow, or None."""
+        index = self.currentIndex()
+        return index.data(FaceRole.ROW) if index.isValid() else None
 
     def _current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         self.current_face_changed.emit(current.data(FaceRole.ROW) if current.isValid() else None)

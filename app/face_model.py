@@ -16,6 +16,7 @@ from app.project_state import FaceFilter, ProjectState
 from app.thumbnail_loader import ThumbnailLoader
 
 UNLABELED_COLOR = "#5c6370"
+ID_QUERY_CHUNK = 900  # faces per query by id (one SQL parameter each)
 
 
 class FaceRole(IntEnum):
@@ -66,6 +67,7 @@ class FaceListModel(QAbstractListModel):
         loader.failed.connect(self._thumbnail_ready)
         state.project_changed.connect(self._project_changed)
         state.contents_changed.connect(self.reload)
+        state.labels_changed.connect(self.refresh_faces)
 
     # -- filtering ---------------------------------------------------------------------------
     def set_filter(self, face_filter: FaceFilter) -> None:
@@ -88,6 +90,26 @@ class FaceListModel(QAbstractListModel):
         self._rows = rows
         self._row_of = None
         self.endResetModel()
+
+    def refresh_faces(self, face_ids) -> None:
+        """Re-read these faces (their labels changed) and repaint their cells in place: the rows
+        stay where they are (a face that no longer matches a label filter leaves at the next
+        reload), so the current face and the selection survive a correction."""
+        rows = [row for row in (self.row_of(int(f)) for f in face_ids) if row is not None]
+        if not rows:
+            return
+        ids = [self._rows[row].id for row in rows]
+        fresh: dict[int, FaceRow] = {}
+        for start in range(0, len(ids), ID_QUERY_CHUNK):
+            fresh.update(self.state.faces_by_id(ids[start:start + ID_QUERY_CHUNK]))
+        for row in rows:
+            face = fresh.get(self._rows[row].id)
+            if face is not None:
+                self._rows[row] = face
+        for row in rows:
+            index = self.index(row)
+            self.dataChanged.emit(index, index, [Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole,
+                                                 FaceRole.ROW, FaceRole.LABEL_COLOR])
 
     def _project_changed(self) -> None:
         self.loader.set_project(self.state.project)

@@ -1,10 +1,10 @@
-"""The main window: project panel | face grid, the embedding map and training docks, menus, a
-status bar.
+"""The main window: project panel | face grid and review queue (tabs), the face details,
+embedding map and training docks, menus, a status bar.
 
 The window only assembles widgets and routes menu actions; the project lives in ProjectState,
 thumbnails in ThumbnailLoader, imports in ImportController, training in TrainingPanel (its worker
-is a separate process). Panels listen to the same state; the map's selection filters the grid
-and the grid's selection is ringed on the map.
+is a separate process), the annotator's keys in LabelingController. Panels listen to the same
+state; the map's selection filters the grid and the grid's selection is ringed on the map.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QScrollArea,
     QSplitter,
     QStackedWidget,
+    QTabWidget,
     QWidget,
 )
 
@@ -26,13 +27,19 @@ from core.ingest.demo import DemoSettings
 from core.paths import default_demo_project
 from core.store.project import Project, ProjectError
 from app import settings as studio
+from app.annotator_field import AnnotatorField
+from app.description_editor import DescriptionEditor
+from app.detail_panel import DetailPanel
 from app.dialogs import Dialogs
 from app.embedding_map import EmbeddingMap
 from app.face_grid import FaceGrid
 from app.face_model import FaceListModel
 from app.import_flow import ImportController, is_importable
+from app.labeling_controller import MESSAGE_MS, LabelingController
 from app.project_panel import ProjectPanel
 from app.project_state import ProjectState
+from app.review_queue import ReviewQueueView
+from app.shortcut_help import ShortcutHelp
 from app.startup import DemoBuilder
 from app.thumbnail_loader import ThumbnailLoader
 from app.training_panel import TrainingPanel
@@ -91,11 +98,17 @@ class MainWindow(QMainWindow):
         self.grid_area = QStackedWidget()
         self.grid_area.addWidget(self.grid)
         self.grid_area.addWidget(self.empty_hint)
+        self.review = ReviewQueueView(self.state, self.loader)
+        self.center_tabs = QTabWidget()
+        self.center_tabs.setObjectName("centerTabs")
+        self.center_tabs.setDocumentMode(True)
+        self.center_tabs.addTab(self.grid_area, "All faces")
+        self.center_tabs.addTab(self.review, "Review queue")
 
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.setObjectName("mainSplitter")
         self.splitter.addWidget(self.panel)
-        self.splitter.addWidget(self.grid_area)
+        self.splitter.addWidget(self.center_tabs)
         self.splitter.setStretchFactor(0, 0)
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setChildrenCollapsible(False)
@@ -107,13 +120,25 @@ class MainWindow(QMainWindow):
         self.training = TrainingPanel(self.state)
         self.map_dock = self._dock("Embedding map", "mapDock", self.map_view)
         self.training_dock = self._dock("Training", "trainingDock", scrollable(self.training))
+        self.detail = DetailPanel(self.state, self.loader)
+        self.detail_dock = self._dock("Face details", "detailDock", self.detail)
         self.tabifyDockWidget(self.map_dock, self.training_dock)
+        self.tabifyDockWidget(self.map_dock, self.detail_dock)
         self.map_dock.raise_()
         self.resizeDocks([self.map_dock], [DOCK_WIDTH], Qt.Orientation.Horizontal)
 
+        self.labeling = LabelingController(self.state, self.dialogs, self.settings, self)
+        self.labeling.add_grid(self.grid)
+        self.labeling.add_grid(self.review.grid, queue_model=self.review.model)
+        self.help_overlay = ShortcutHelp(self)
+        self.description_editor: DescriptionEditor | None = None
+
         self.counts_label = QLabel()
+        self.run_label = QLabel()
         self.path_label = ElidedLabel()
         self.statusBar().addWidget(self.counts_label, 1)
+        self.statusBar().addPermanentWidget(self.run_label)
+        self.statusBar().addPermanentWidget(AnnotatorField(self.labeling))
         self.statusBar().addPermanentWidget(self.path_label)
 
         self._build_menus()
@@ -125,6 +150,12 @@ class MainWindow(QMainWindow):
         self.state.contents_changed.connect(self._update_status)
         self.model.modelReset.connect(self._update_status)
         self.importer.busy_changed.connect(self._set_busy)
+        self.state.counts_changed.connect(self._update_status)
+        self.state.current_run_changed.connect(self._update_status)
+        self.labeling.face_shown.connect(self.detail.show_face)
+        self.labeling.upcoming.connect(self.detail.prefetch)
+        self.labeling.message.connect(lambda text: self.statusBar().showMessage(text, MESSAGE_MS))
+        self.center_tabs.currentChanged.connect(self._center_tab_changed)
         self._restore_layout()
         self._project_changed()
 
@@ -158,11 +189,45 @@ class MainWindow(QMainWindow):
         self._action(menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
         self._project_actions = (self.new_action, self.open_action, self.recent_menu.menuAction(),
                                  self.demo_action, self.import_folder_action, self.import_csv_action)
+        edit = self.menuBar().addMenu("&Edit")
+        edit.addAction(self.labeling.undo_action)
+        edit.addAction(self.labeling.redo_action)
         view = self.menuBar().addMenu("&View")
-        for dock, shortcut in ((self.map_dock, "Ctrl+M"), (self.training_dock, "Ctrl+T")):
+        for dock, shortcut in ((self.map_dock, "Ctrl+M"), (self.training_dock, "Ctrl+T"),
+                               (self.detail_dock, "Ctrl+D")):
             action = dock.toggleViewAction()
             action.setShortcut(QKeySequence(shortcut))
             view.addAction(action)
+        review = self.menuBar().addMenu("&Review")
+        self._action(review, "Review &queue", self.show_review, "Ctrl+R")
+        self._action(review, "&Refresh the queue", self.review.refresh, "F5")
+        self.labeling.add_label_actions(review.addMenu("&Label"))
+        review.addSeparator()
+        self._action(review, "Class &descriptions (text level)…", self.edit_descriptions)
+        help_menu = self.menuBar().addMenu("&Help")
+        self._action(help_menu, "&Keyboard shortcuts", self.help_overlay.toggle).setShortcuts(
+            [QKeySequence("F1"), QKeySequence("?")])
+
+    # -- review ------------------------------------------------------------------------------
+    def show_review(self) -> None:
+        self.center_tabs.setCurrentWidget(self.review)
+
+    def _center_tab_changed(self, _index: int) -> None:
+        reviewing = self.center_tabs.currentWidget() is self.review
+        grid = self.review.grid if reviewing else self.grid
+        self.labeling.set_active_grid(grid)
+        if reviewing and self.detail_dock.toggleViewAction().isChecked():
+            self.detail_dock.raise_()  # reviewing needs the evidence beside the faces
+        grid.setFocus()
+
+    def edit_descriptions(self) -> None:
+        if self.state.project is None:
+            self.dialogs.error("Class descriptions", "Open a project first: the descriptions are saved with it.")
+            return
+        if self.description_editor is None or not self.description_editor.isVisible():
+            self.description_editor = DescriptionEditor(self.state, self)
+        self.description_editor.show()
+        self.description_editor.raise_()
 
     def _fill_recent_menu(self) -> None:
         self.recent_menu.clear()
@@ -188,6 +253,10 @@ class MainWindow(QMainWindow):
         if self.training.busy:
             self.dialogs.error("Training running", "Cancel the training run (or let it finish) before "
                                                    "switching projects.")
+            return False
+        if self.description_editor is not None and self.description_editor.busy:
+            self.dialogs.error("Re-scoring running", "Wait for the re-scoring of the run to finish before "
+                                                     "switching projects.")
             return False
         return True
 
@@ -260,13 +329,16 @@ class MainWindow(QMainWindow):
     def _update_status(self) -> None:
         stats = self.state.stats()
         shown = self.model.rowCount()
+        run = self.state.current_run
+        self.run_label.setText(f"run {run}" if run is not None else "no run yet")
         if stats is None:
             self.counts_label.setText("No project open")
             self.empty_hint.setText("No project open.\nUse File ▸ Open project… or File ▸ Open demo project.")
         else:
             self.counts_label.setText(
                 f"{stats['images']:,} faces  ·  {stats['labeled']:,} labeled  ·  "
-                f"{stats['unlabeled']:,} unlabeled  ·  showing {shown:,}"
+                f"{stats['unlabeled']:,} unlabeled  ·  {self.state.corrected_today():,} corrected today  ·  "
+                f"showing {shown:,}"
                 + ("  (selected on the map)" if self.model.id_filter is not None else ""))
             self.empty_hint.setText(
                 "This project has no faces yet.\nDrop a folder or a CSV file here, or use File ▸ Import folder…"
@@ -327,6 +399,11 @@ class MainWindow(QMainWindow):
         if self.demo_builder is not None and self.demo_builder.job is not None:
             self.demo_builder.job.wait()
         self.training.shutdown()
+        if self.description_editor is not None:
+            self.description_editor.wait()
+        self.review.shutdown()
+        self.detail.shutdown()
+        self.map_view.shutdown()
         self.save_layout()
         self.loader.shutdown()
         self.state.close()

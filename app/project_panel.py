@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
     QFormLayout,
@@ -17,7 +16,7 @@ from PySide6.QtWidgets import (
 from core.classes import expression_classes
 from core.store.models import SPLITS
 from app.project_state import FaceFilter, ProjectState
-from app.widgets import ElidedLabel
+from app.widgets import ElidedLabel, dot_icon
 
 STATUS_CHOICES = (("All", None), ("Labeled", True), ("Unlabeled", False))
 
@@ -33,18 +32,6 @@ def _swatch(color: str) -> QLabel:
     swatch.setFixedSize(10, 10)
     swatch.setStyleSheet(f"background: {color}; border-radius: 5px;")
     return swatch
-
-
-def _dot_icon(color: str) -> QIcon:
-    pixmap = QPixmap(12, 12)
-    pixmap.fill(Qt.GlobalColor.transparent)
-    painter = QPainter(pixmap)
-    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-    painter.setPen(Qt.PenStyle.NoPen)
-    painter.setBrush(QColor(color))
-    painter.drawEllipse(1, 1, 10, 10)
-    painter.end()
-    return QIcon(pixmap)
 
 
 def _number(text: str = "0") -> QLabel:
@@ -130,7 +117,7 @@ class ProjectPanel(QScrollArea):
         self.label_combo = QComboBox()
         self.label_combo.addItem("All labels", None)
         for cls in expression_classes():
-            self.label_combo.addItem(_dot_icon(cls.color), cls.name, cls.name)
+            self.label_combo.addItem(dot_icon(cls.color), cls.name, cls.name)
         filters.addRow("Split", self.split_combo)
         filters.addRow("Status", self.status_combo)
         filters.addRow("Label", self.label_combo)
@@ -142,6 +129,7 @@ class ProjectPanel(QScrollArea):
             combo.currentIndexChanged.connect(self._emit_filter)
         state.project_changed.connect(self.refresh)
         state.contents_changed.connect(self.refresh)
+        state.counts_changed.connect(self.refresh)
         self.refresh()
 
     def face_filter(self) -> FaceFilter:

@@ -1,7 +1,10 @@
 """The open project, shared by the window's widgets: one object, signals instead of wiring.
 
-Widgets read from it and listen to `project_changed` (another project, or none) and
-`contents_changed` (same project, new or changed faces: after an import, later after labeling).
+Widgets read from it and listen to `project_changed` (another project, or none),
+`contents_changed` (same project, new or changed faces: after an import) and
+`labels_changed(face ids)` (an annotator changed these faces' labels: views update those faces
+in place, so the grid keeps its place and selection while the annotator works). Counts follow
+`counts_changed`, which comes once corrections pause (COUNTS_DELAY_MS), not after every key.
 Opening, closing and querying go through here; it knows nothing about widgets.
 
 Runs: `current_run` is the training run whose results the views show (the newest finished run
@@ -15,10 +18,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from core.store.project import Project
-from core.store.queries import FaceRow, list_faces, project_stats
+from core.store.queries import FaceRow, corrected_today, list_faces, project_stats
 from core.store.run_data import (
     RunMap,
     RunSummary,
@@ -26,9 +29,13 @@ from core.store.run_data import (
     latest_run_with_map,
     load_run_map,
     metric_series,
+    prediction_count,
     run_summaries,
 )
 from core.store.runs import reap_dead_runs
+
+
+COUNTS_DELAY_MS = 300
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,8 @@ class FaceFilter:
 class ProjectState(QObject):
     project_changed = Signal()
     contents_changed = Signal()
+    labels_changed = Signal(object)  # list of face ids
+    counts_changed = Signal()
     current_run_changed = Signal(object)  # run id or None
     run_finished = Signal(int)  # run id
 
@@ -51,6 +60,12 @@ class ProjectState(QObject):
         self.project: Project | None = None
         self.current_run: int | None = None
         self._stats: dict | None = None  # cached until the project or its contents change
+        self._corrected_today: int | None = None
+        # Counting 30,000 faces takes tens of milliseconds: once per pause in the labeling.
+        self._counts_timer = QTimer(self)
+        self._counts_timer.setSingleShot(True)
+        self._counts_timer.setInterval(COUNTS_DELAY_MS)
+        self._counts_timer.timeout.connect(self.counts_changed)
 
     @property
     def root(self) -> Path | None:
@@ -65,7 +80,7 @@ class ProjectState(QObject):
 
     def set_project(self, project: Project | None) -> None:
         old, self.project = self.project, project
-        self._stats = None
+        self._stats = self._corrected_today = None
         if old is not None and old is not project:
             old.close()
         self.current_run = None
@@ -81,8 +96,14 @@ class ProjectState(QObject):
             self.set_project(None)
 
     def notify_contents_changed(self) -> None:
-        self._stats = None
+        self._stats = self._corrected_today = None
         self.contents_changed.emit()
+
+    def notify_labels_changed(self, face_ids) -> None:
+        """Labels of these faces changed (a correction, an undo): counts and views follow."""
+        self._stats = self._corrected_today = None
+        self.labels_changed.emit([int(f) for f in face_ids])
+        self._counts_timer.start()
 
     # -- runs --------------------------------------------------------------------------------
     def set_current_run(self, run_id: int | None, force: bool = False) -> None:
@@ -111,6 +132,15 @@ class ProjectState(QObject):
                 self._stats = project_stats(session)
         return self._stats
 
+    def corrected_today(self) -> int | None:
+        """Faces annotators changed since local midnight (cached like the stats)."""
+        if self.project is None:
+            return None
+        if self._corrected_today is None:
+            with self.project.session() as session:
+                self._corrected_today = corrected_today(session)
+        return self._corrected_today
+
     def faces(self, face_filter: FaceFilter) -> list[FaceRow]:
         if self.project is None:
             return []
@@ -135,6 +165,13 @@ class ProjectState(QObject):
             return None
         with self.project.session() as session:
             return load_run_map(session, run_id, method)
+
+    def run_size(self, run_id: int) -> int:
+        """How many faces the run predicted."""
+        if self.project is None:
+            return 0
+        with self.project.session() as session:
+            return prediction_count(session, run_id)
 
     def labels_of(self, face_ids):
         """Current class index of each face (-1: unlabeled), as a numpy array."""

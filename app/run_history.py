@@ -6,8 +6,6 @@ launched from the studio ends.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from PySide6.QtCore import QAbstractTableModel, QItemSelectionModel, QModelIndex, QObject, Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView, QWidget
@@ -15,6 +13,7 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView, QWidge
 from core.store.models import RUN_CANCELLED, RUN_FAILED, RUN_FINISHED, RUN_RUNNING
 from core.store.run_data import RunSummary
 from app.project_state import ProjectState
+from app.widgets import local_time
 
 COLUMNS = ("Run", "Algorithm", "Encoder", "Mode", "Status", "Started", "Duration", "Val acc", "Fused")
 STATUS_COLORS = {RUN_FINISHED: "#7bd88f", RUN_FAILED: "#ff6b6b", RUN_CANCELLED: "#f2c14e", RUN_RUNNING: "#6ea8fe"}
@@ -29,14 +28,6 @@ def format_duration(seconds: float | None) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
-def _local_time(moment: datetime | None) -> str:
-    if moment is None:
-        return ""
-    local = moment.astimezone()
-    today = datetime.now(timezone.utc).astimezone().date()
-    return local.strftime("%H:%M" if local.date() == today else "%Y-%m-%d %H:%M")
 
 
 def _accuracy(value: float | None) -> str:
@@ -92,7 +83,7 @@ class RunHistoryModel(QAbstractTableModel):
     def _text(run: RunSummary, column: str) -> str:
         return {
             "Run": str(run.id), "Algorithm": run.algorithm, "Encoder": run.encoder, "Mode": run.mode,
-            "Status": run.status, "Started": _local_time(run.started_at),
+            "Status": run.status, "Started": local_time(run.started_at),
             "Duration": format_duration(run.duration_s()), "Val acc": _accuracy(run.val_accuracy),
             "Fused": _accuracy(run.val_fused_accuracy),
         }[column]

@@ -1,11 +1,14 @@
 """Save a screenshot of the main window on a project, once its visible thumbnails are loaded.
 
     QT_QPA_PLATFORM=offscreen python -m app.screenshot PROJECT OUT.png [--size 1280x800]
-        [--view map|training] [--color label|pseudo|confidence|disagreement]
+        [--view map|training|review] [--color label|pseudo|confidence|disagreement]
         [--train ENCODER --steps N --projection umap|pca]
+        [--strategy S] [--detail-output DETAIL.png] [--help-output HELP.png]
 
---view raises the embedding map or the training dock; --train first runs a training from the
-training panel (its worker process) and waits for it to end. Used for docs/screenshots/; works
+--view raises the embedding map or the training dock, or shows the review queue with the face
+details (--strategy picks its ranking; --detail-output also saves the details dock alone);
+--help-output also saves the window with the keyboard help shown; --train first runs a training
+from the training panel (its worker process) and waits for it to end. Used for docs/screenshots/; works
 headless. Settings go to a temp folder unless FER_STUDIO_SETTINGS is set, so the user's window
 layout is not touched.
 """
@@ -35,7 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("project")
     parser.add_argument("output")
     parser.add_argument("--size", default="1280x800")
-    parser.add_argument("--view", choices=("map", "training"))
+    parser.add_argument("--view", choices=("map", "training", "review"))
+    parser.add_argument("--strategy", help="the review queue's strategy (with --view review)")
+    parser.add_argument("--detail-output", help="also save the face details dock alone here")
+    parser.add_argument("--help-output", help="also save the window with the keyboard help shown here")
     parser.add_argument("--dock-width", type=int, default=0, help="width of the right-hand docks in pixels")
     parser.add_argument("--color", help="the map's colouring: label, pseudo, confidence or disagreement")
     parser.add_argument("--select-around", metavar="CLASS",
@@ -61,29 +67,63 @@ def main(argv: list[str] | None = None) -> int:
         window.resizeDocks([window.map_dock], [args.dock_width], Qt.Orientation.Horizontal)
     if args.train and not _train(app, window, args):
         return 1
+    _wait(app, lambda: window.map_view.loading is None, 120)  # a large run's map loads in the background
     if args.view == "map":
         window.map_dock.raise_()
     elif args.view == "training":
         window.training_dock.raise_()
+    elif args.view == "review":
+        _review(app, window, args.strategy)
     if args.color:
         window.map_view.set_color_mode(args.color)
     if args.select_around:
         _select_around(app, window, args.select_around)
-    model = window.model
+    grid = window.review.grid if args.view == "review" else window.grid
+    model = grid.model()
 
     def visible_loaded() -> bool:
-        grid = window.grid
         rows = [r for r in range(model.rowCount())
                 if grid.visualRect(model.index(r)).intersects(grid.viewport().rect())]
         return bool(rows) and all(model.thumb_state(r) != ThumbState.PENDING for r in rows)
 
-    QTimer.singleShot(0, window.grid.viewport().update)
+    QTimer.singleShot(0, grid.viewport().update)
     if not _wait(app, visible_loaded, 60):
         print("warning: not every visible thumbnail loaded in time", file=sys.stderr)
+    _wait(app, lambda: False, 0.3)  # the last thumbnails' repaints
     window.grab().save(args.output)
     print(f"saved {args.output}")
+    if args.detail_output:
+        window.detail_dock.grab().save(args.detail_output)
+        print(f"saved {args.detail_output}")
+    if args.help_output:
+        window.help_overlay.toggle()
+        _wait(app, lambda: False, 0.3)
+        window.grab().save(args.help_output)
+        print(f"saved {args.help_output}")
     window.close()
     return 0
+
+
+def _review(app, window, strategy: str | None) -> None:
+    """The review queue with its first face in the details dock, everything loaded."""
+    review, detail = window.review, window.detail
+    window.show_review()
+    if strategy:
+        review.set_strategy(strategy)
+    _wait(app, lambda: review.answered is not None and review.answered == review.request() and not review.building,
+          120)
+    _wait(app, lambda: not detail.index_runner.busy, 60)
+    face = detail.face
+
+    def detail_loaded() -> bool:
+        shown = detail.strip.neighbours[:detail.strip.visible_count()]
+        neighbours = [f for _n, f in shown if f is not None]
+        return (face is not None and detail.large_loader.cached(face.id) is not None
+                and all(window.loader.cached(f.id) is not None for f in neighbours))
+
+    if not _wait(app, detail_loaded, 60):
+        print("warning: the detail panel's images did not all load in time", file=sys.stderr)
+    detail.show_face(face, detail.item, detail.queue_size)
 
 
 def _select_around(app, window, class_name: str) -> None:

@@ -1,8 +1,43 @@
-"""Small reusable widgets."""
+"""Small reusable widgets and display helpers."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from PySide6.QtCore import QSize, Qt
+from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import QLabel
+
+
+def empty_hint(margin: int = 24) -> QLabel:
+    """The label a view shows instead of an empty panel: centred, wrapped, styled #emptyHint."""
+    label = QLabel()
+    label.setObjectName("emptyHint")
+    label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+    label.setWordWrap(True)
+    label.setMargin(margin)
+    return label
+
+
+def dot_icon(color: str) -> QIcon:
+    """A small filled circle of a class's colour, for combo boxes and lists."""
+    pixmap = QPixmap(12, 12)
+    pixmap.fill(Qt.GlobalColor.transparent)
+    painter = QPainter(pixmap)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    painter.setPen(Qt.PenStyle.NoPen)
+    painter.setBrush(QColor(color))
+    painter.drawEllipse(1, 1, 10, 10)
+    painter.end()
+    return QIcon(pixmap)
+
+
+def local_time(moment: datetime | None) -> str:
+    """A stored (UTC) time in local time: the hour today, the date and hour before."""
+    if moment is None:
+        return ""
+    local = moment.astimezone()
+    today = datetime.now(timezone.utc).astimezone().date()
+    return local.strftime("%H:%M" if local.date() == today else "%Y-%m-%d %H:%M")
 
 
 class ElidedLabel(QLabel):

@@ -131,6 +131,11 @@ def clear_label(project: Project, face_id: int, annotator: str) -> LabelStep | N
     return _change(project, [_Edit(int(face_id), None)], annotator, batch=False)
 
 
+def clear_labels(project: Project, face_ids: Iterable[int], annotator: str) -> LabelStep | None:
+    """Make many faces unlabeled as a single undoable step; None if none had a label."""
+    return _change(project, [_Edit(f, None) for f in _unique(face_ids)], annotator, batch=True)
+
+
 def bulk_label(project: Project, face_ids: Iterable[int], label: str, annotator: str, *,
                run_id: int | None = None) -> LabelStep | None:
     """Give many faces one label as a single undoable step (one batch_id)."""

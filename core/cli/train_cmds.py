@@ -188,13 +188,6 @@ def cmd_train(args) -> int:
     distributed = _start_distributed(settings)
     try:
         with opened_project(args.project) as project:
-            if settings.descriptions is None and args.resume is None:
-                # The project's own descriptions (edited in the studio) come before the shipped ones.
-                from core.encoders.text import project_descriptions_path
-
-                own = project_descriptions_path(project.root)
-                if own.is_file():
-                    settings.descriptions = str(own)
             try:
                 outcome = train(project, settings, events, should_stop=stop, resume=args.resume)
             except RunError as exc:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -110,3 +111,17 @@ def resolve_run_id(session: Session, run_id: int | None) -> int:
     elif session.get(Run, run_id) is None:
         raise RunNotFoundError(f"there is no run {run_id} in this project")
     return run_id
+
+
+def local_midnight(now: datetime | None = None) -> datetime:
+    """The start of today in the machine's local time zone (timezone-aware)."""
+    local = (now or datetime.now(timezone.utc)).astimezone()
+    return local.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def corrected_today(session: Session, now: datetime | None = None) -> int:
+    """How many faces annotators changed since local midnight (undone corrections left out;
+    a face changed twice counts once): the studio's status bar count."""
+    since = local_midnight(now)
+    return session.scalar(select(func.count(func.distinct(Correction.image_id))).where(
+        Correction.created_at >= since, Correction.undone_at.is_(None))) or 0

@@ -21,6 +21,7 @@ from core.store.models import (
     RUN_FINISHED,
     Label,
     Metric,
+    Prediction,
     Projection,
     Run,
 )
@@ -106,6 +107,11 @@ class RunMap:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+def prediction_count(session: Session, run_id: int) -> int:
+    """How many faces a run predicted (cheap: the views decide from it how to load the run)."""
+    return session.scalar(select(func.count()).select_from(Prediction).where(Prediction.run_id == run_id)) or 0
 
 
 def map_methods(session: Session, run_id: int) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ import torch
 from sqlalchemy import insert, select
 
 from core.classes import class_names
+from core.encoders.text import project_descriptions_path
 from core.ssl import distributed
 from core.store.models import (
     RUN_CANCELLED,
@@ -80,6 +81,12 @@ def train(project: Project, settings: TrainSettings, events: EventSink,
         try:
             if resume is None:
                 settings.validate()
+                if settings.descriptions is None:
+                    # The project's own descriptions (the studio's editor) come before the shipped
+                    # ones; the run records which file it used, so a resume reads the same.
+                    own = project_descriptions_path(project.root)
+                    if own.is_file():
+                        settings.descriptions = str(own)
                 opened[:2] = _create_run(project, settings), settings.to_dict()
             else:
                 run_id, settings = _reopen_run(project, resume)

@@ -1,0 +1,423 @@
+"""The detail panel: one face large, with the run's evidence about it.
+
+What it shows: the face; its current label and where that came from (imported with the data,
+or which annotator set it and when); the run's suggestion against its class threshold; why the
+face is in the review queue; each level's class probabilities beside the fused ones
+(app/level_bars.py; levels the run did not produce are absent, not zero); and the labeled train
+faces nearest to it in the run's embedding, the instance level's evidence.
+
+Reading one face is two small queries; the nearest labeled faces come from a per-run matrix of
+the labeled faces' embeddings (core.active.evidence.LabeledNeighbours), built in a background
+thread when the run changes and brought up to date with just the newly labeled faces after
+corrections, so moving from face to face stays instant.
+"""
+from __future__ import annotations
+
+from PySide6.QtCore import QRect, QSize, Qt, QTimer
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QScrollArea,
+    QSizePolicy,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.active import QueueItem
+from core.active.data import load_thresholds
+from core.active.evidence import FaceEvidence, LabeledNeighbours, Neighbour, face_evidence
+from core.classes import class_names, expression_classes
+from core.store.models import SOURCE_IMPORTED
+from core.store.queries import FaceRow
+from app.background import NewestJobRunner
+from app.face_model import placeholder_pixmap
+from app.level_bars import LevelBars
+from app.project_state import ProjectState
+from app.thumbnail_loader import ThumbnailLoader
+from app.widgets import empty_hint, local_time
+
+FACE_SIZE = 168
+NEIGHBOURS = 6
+NEIGHBOUR_THUMB = 64
+NEIGHBOUR_MIN_CELL = 72  # wide enough for "happiness" in the cell's font
+NEIGHBOUR_SPLIT = "train"  # the instance level's memory bank holds the labeled train faces
+NO_PROJECT = "Open a project to see its faces here."
+NO_FACE = ("Select a face in the grid to see it here with the model's evidence.\n\n"
+           "In the review queue, the first face is selected for you: press 1–7 to label it, "
+           "Enter to accept the suggestion, Space to skip, ? for every key.")
+
+
+def _section(title: str) -> QLabel:
+    label = QLabel(title.upper())
+    label.setObjectName("sectionTitle")
+    return label
+
+
+def _wrapping_label(object_name: str = "") -> QLabel:
+    label = QLabel()
+    label.setWordWrap(True)
+    label.setTextFormat(Qt.TextFormat.RichText)
+    label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # wrap to the panel
+    if object_name:
+        label.setObjectName(object_name)
+    return label
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _dot(name: str) -> str:
+    color = next((c.color for c in expression_classes() if c.name == name), "#5c6370")
+    return f"<span style='color:{color}'>●</span>"
+
+
+class NeighbourStrip(QWidget):
+    """The nearest labeled faces as small thumbnails, each with its label and similarity."""
+
+    def __init__(self, loader: ThumbnailLoader, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.loader = loader
+        self.neighbours: list[tuple[Neighbour, FaceRow | None]] = []
+        self.colors = {c.name: QColor(c.color) for c in expression_classes()}
+        self.font_small = QFont()
+        self.font_small.setPixelSize(11)
+        self.placeholder = placeholder_pixmap(NEIGHBOUR_THUMB)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setMouseTracking(True)
+        loader.loaded.connect(self._thumbnail_ready)
+
+    def set_neighbours(self, neighbours: list[tuple[Neighbour, FaceRow | None]]) -> None:
+        self.neighbours = neighbours
+        self.update()
+
+    def visible_count(self) -> int:
+        return min(len(self.neighbours), max(1, self.width() // NEIGHBOUR_MIN_CELL))
+
+    def sizeHint(self) -> QSize:
+        return QSize(NEIGHBOURS * NEIGHBOUR_MIN_CELL, NEIGHBOUR_THUMB + 40)
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(NEIGHBOUR_MIN_CELL * 3, NEIGHBOUR_THUMB + 40)
+
+    def _cell_width(self) -> int:
+        return max(NEIGHBOUR_MIN_CELL, self.width() // max(1, self.width() // NEIGHBOUR_MIN_CELL))
+
+    def _cell(self, i: int) -> QRect:
+        width = self._cell_width()
+        return QRect(i * width, 0, width, self.height())
+
+    def paintEvent(self, _event) -> None:
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+        painter.setFont(self.font_small)
+        metrics = QFontMetrics(self.font_small)
+        for i in range(self.visible_count()):
+            neighbour, face = self.neighbours[i]
+            cell = self._cell(i)
+            thumb = QRect(cell.x() + (cell.width() - NEIGHBOUR_THUMB) // 2, 2, NEIGHBOUR_THUMB, NEIGHBOUR_THUMB)
+            pixmap = self.loader.pixmap(face) if face is not None else None
+            painter.drawPixmap(thumb, pixmap if pixmap is not None else self.placeholder)
+            line = QRect(cell.x() + 2, thumb.bottom() + 4, cell.width() - 4, 16)
+            name = metrics.elidedText(neighbour.label, Qt.TextElideMode.ElideRight, line.width() - 12)
+            text_width = metrics.horizontalAdvance(name) + 12
+            left = line.x() + (line.width() - text_width) // 2
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(self.colors.get(neighbour.label, QColor("#5c6370")))
+            painter.drawEllipse(left, line.y() + 5, 7, 7)
+            painter.setPen(QColor("#d8dde5"))
+            painter.drawText(QRect(left + 11, line.y(), text_width, 16), Qt.AlignmentFlag.AlignVCenter, name)
+            painter.setPen(QColor("#8b94a3"))
+            painter.drawText(QRect(line.x(), line.bottom() + 1, line.width(), 15), Qt.AlignmentFlag.AlignHCenter,
+                             f"{neighbour.similarity:.2f}")
+        painter.end()
+
+    def event(self, event) -> bool:
+        if event.type() == event.Type.ToolTip:
+            index = event.pos().x() // self._cell_width()
+            if 0 <= index < self.visible_count():
+                neighbour, _face = self.neighbours[index]
+                self.setToolTip(f"face {neighbour.face_id}: {neighbour.label}, "
+                                f"cosine similarity {neighbour.similarity:.3f}")
+            else:
+                self.setToolTip("")
+        return super().event(event)
+
+    def _thumbnail_ready(self, face_id: int) -> None:
+        if any(n.face_id == face_id for n, _f in self.neighbours):
+            self.update()
+
+
+class DetailPanel(QWidget):
+    def __init__(self, state: ProjectState, loader: ThumbnailLoader, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("detailPanel")
+        self.state = state
+        self.face: FaceRow | None = None
+        self.item: QueueItem | None = None
+        self.queue_size: int | None = None
+        self.evidence: FaceEvidence | None = None
+        self.neighbours_index: LabeledNeighbours | None = None
+        self._neighbour_faces: dict[int, FaceRow] = {}
+        self._thresholds: dict[int, object] = {}  # run id -> the run's class thresholds (or None)
+        self.large_loader = ThumbnailLoader(size=FACE_SIZE, threads=2, parent=self)
+        self.thumbs = loader
+        self.index_runner = NewestJobRunner(self)
+
+        self.image = QLabel()
+        self.image.setFixedSize(FACE_SIZE, FACE_SIZE)
+        self.image.setObjectName("detailFace")
+        self.title = QLabel()
+        self.title.setObjectName("detailTitle")
+        self.label_text = _wrapping_label()
+        self.suggestion_text = _wrapping_label()
+        self.queue_text = _wrapping_label("columnHeader")
+        info = QVBoxLayout()
+        info.setSpacing(4)
+        info.addWidget(self.title)
+        info.addWidget(self.label_text)
+        info.addWidget(self.suggestion_text)
+        info.addWidget(self.queue_text)
+        info.addStretch(1)
+        top = QHBoxLayout()
+        top.setSpacing(12)
+        top.addWidget(self.image, 0, Qt.AlignmentFlag.AlignTop)
+        top.addLayout(info, 1)
+
+        self.reason_title = _section("Why this face")
+        self.reason_text = _wrapping_label()
+        self.levels_title = _section("Evidence by level")
+        self.bars = LevelBars()
+        self.levels_note = _wrapping_label("columnHeader")
+        self.neighbours_title = _section("Nearest labeled faces · instance level")
+        self.strip = NeighbourStrip(loader)
+        self.neighbours_note = _wrapping_label("columnHeader")
+
+        body = QWidget()
+        body.setObjectName("detailBody")
+        layout = QVBoxLayout(body)
+        layout.setContentsMargins(12, 12, 12, 12)
+        layout.setSpacing(6)
+        layout.addLayout(top)
+        for widget in (self.reason_title, self.reason_text, self.levels_title, self.bars, self.levels_note,
+                       self.neighbours_title, self.strip, self.neighbours_note):
+            layout.addWidget(widget)
+        layout.addStretch(1)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll.setWidget(body)
+
+        self.empty = empty_hint()
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self.scroll)
+        self.pages.addWidget(self.empty)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.pages)
+
+        self.large_loader.loaded.connect(self._large_ready)
+        self.large_loader.failed.connect(self._large_ready)
+        self.index_runner.succeeded.connect(self._index_built)
+        self.index_runner.failed.connect(self._index_failed)
+        state.project_changed.connect(self._project_changed)
+        state.current_run_changed.connect(self._run_changed)
+        state.labels_changed.connect(self._labels_changed)
+        self._project_changed()
+
+    # -- what is shown ------------------------------------------------------------------------
+    @property
+    def face_id(self) -> int | None:
+        return self.face.id if self.face is not None else None
+
+    def show_face(self, face: FaceRow | None, item: QueueItem | None = None, queue_size: int | None = None) -> None:
+        """Show `face` (None: the hint to select one) with its queue item, if it has one."""
+        self.face, self.item, self.queue_size = face, item, queue_size
+        if self.state.project is None:
+            return self._show_message(NO_PROJECT)
+        if face is None:
+            return self._show_message(NO_FACE)
+        run_id = self.state.current_run
+        with self.state.project.session() as session:
+            if run_id is not None and run_id not in self._thresholds:
+                self._thresholds[run_id] = load_thresholds(session, run_id)
+            self.evidence = face_evidence(session, run_id, face.id, self._thresholds.get(run_id))
+            neighbours = self._nearest(session, face.id)
+        if self.evidence is None:  # the face left the project since the grid was filled
+            return self._show_message(NO_FACE)
+        self.pages.setCurrentWidget(self.scroll)
+        self._show_image(face)
+        self._show_facts(face, self.evidence, item)
+        self._show_levels(self.evidence)
+        self._show_neighbours(neighbours)
+
+    def prefetch(self, faces: list[FaceRow]) -> None:
+        """Start loading these faces' large images (the next ones in the queue)."""
+        for face in faces:
+            self.large_loader.pixmap(face)
+
+    def _show_message(self, text: str) -> None:
+        self.evidence = None
+        self.empty.setText(text)
+        self.pages.setCurrentWidget(self.empty)
+
+    def _show_image(self, face: FaceRow) -> None:
+        pixmap = self.large_loader.pixmap(face)
+        if pixmap is None:
+            pixmap = placeholder_pixmap(FACE_SIZE, broken=bool(self.large_loader.error(face.id)))
+        self.image.setPixmap(pixmap)
+        self.image.setToolTip(self.large_loader.error(face.id) or face.path)
+
+    def _show_facts(self, face: FaceRow, evidence: FaceEvidence, item: QueueItem | None) -> None:
+        self.title.setText(f"Face {face.id} <span style='color:#8b94a3'>· {evidence.split}</span>")
+        if evidence.label is None:
+            label = "<b>unlabeled</b>"
+            origin = "press 1–7 to label it"
+        else:
+            label = f"{_dot(evidence.label)} <b>{evidence.label}</b>"
+            if evidence.label_source == SOURCE_IMPORTED:
+                origin = "imported with the data"
+            else:
+                origin = f"by {_escape(evidence.annotator or 'an annotator')} · {local_time(evidence.labeled_at)}"
+        self.label_text.setText(f"Label {label}<br><span style='color:#8b94a3'>{origin}</span>")
+        if evidence.fused is None:
+            run = self.state.current_run
+            self.suggestion_text.setText(
+                "No suggestion: no finished run yet (train one: View ▸ Training)." if run is None
+                else f"No suggestion: run {run} has no prediction for this face.")
+        else:
+            threshold = (evidence.thresholds[class_names().index(evidence.pseudo_label)]
+                         if evidence.thresholds is not None else None)
+            verdict = ("passes" if evidence.passed_threshold else "under") + " its threshold"
+            if threshold is not None:
+                verdict += f" {threshold:.2f}"
+            self.suggestion_text.setText(
+                f"Suggestion {_dot(evidence.pseudo_label)} <b>{evidence.pseudo_label}</b> "
+                f"{evidence.confidence:.2f}<br><span style='color:#8b94a3'>{verdict}</span>")
+        if item is not None:
+            total = self.queue_size
+            self.queue_text.setText(f"Queue #{item.rank}" + (f" of {total:,}" if total else ""))
+            self.reason_text.setText(_escape(item.reason))
+        else:
+            self.queue_text.setText("")
+            self.reason_text.setText("<span style='color:#8b94a3'>Not in the current review queue.</span>")
+
+    def _show_levels(self, evidence: FaceEvidence) -> None:
+        names = class_names()
+        label_index = names.index(evidence.label) if evidence.label in names else None
+        self.bars.set_evidence(evidence.levels, evidence.fused, evidence.thresholds, label_index)
+        run = evidence.run_id
+        self.levels_title.setText(("Evidence by level" + (f" · run {run}" if run is not None else "")).upper())
+        notes = []
+        absent = self.bars.absent_levels()
+        if evidence.fused is None:
+            notes.append("No prediction for this face in the current run.")
+        elif absent:
+            notes.append(f"Absent: {', '.join(absent)} (the run did not produce "
+                         f"{'it' if len(absent) == 1 else 'them'}).")
+        if evidence.fused is not None:
+            notes.append("Ticks on the fused bars: class thresholds." if evidence.thresholds is not None
+                         else "The run logged no class thresholds.")
+        self.levels_note.setText(" ".join(notes))
+
+    # -- nearest labeled faces ----------------------------------------------------------------
+    def _nearest(self, session, face_id: int) -> list[Neighbour] | None:
+        """None while the run's index is being built."""
+        index = self.neighbours_index
+        if index is None or index.run_id != self.state.current_run:
+            return None
+        return index.nearest(session, face_id, NEIGHBOURS)
+
+    def _show_neighbours(self, neighbours: list[Neighbour] | None) -> None:
+        run = self.state.current_run
+        if run is None:
+            self.strip.set_neighbours([])
+            self.neighbours_note.setText("No run yet: the nearest faces come from a run's embedding.")
+            return
+        if neighbours is None:
+            self.strip.set_neighbours([])
+            self.neighbours_note.setText("Finding the nearest labeled faces…" if self.index_runner.busy
+                                         else "The nearest labeled faces are not available for this run.")
+            return
+        missing = [n.face_id for n in neighbours if n.face_id not in self._neighbour_faces]
+        if missing:
+            self._neighbour_faces.update(self.state.faces_by_id(missing))
+        self.strip.set_neighbours([(n, self._neighbour_faces.get(n.face_id)) for n in neighbours])
+        index = self.neighbours_index
+        if not neighbours:
+            self.neighbours_note.setText(
+                "No labeled train faces with an embedding in this run yet." if index.labeled_count == 0
+                else f"Run {run} stored no embedding for this face.")
+        else:
+            self.neighbours_note.setText(f"Cosine similarity in run {run}'s embedding, among "
+                                         f"{index.labeled_count:,} labeled {NEIGHBOUR_SPLIT} faces.")
+
+    def _build_index(self) -> None:
+        project, run_id = self.state.project, self.state.current_run
+        self.neighbours_index = None
+        if project is None or run_id is None:
+            self.index_runner.cancel_pending()
+            return
+
+        def build(_progress):
+            index = LabeledNeighbours(run_id, split=NEIGHBOUR_SPLIT)
+            with project.session() as session:
+                index.refresh_labels(session)
+            return index
+
+        self.index_runner.request(build, (project, run_id))
+
+    def _index_built(self, tag, index: LabeledNeighbours) -> None:
+        project, run_id = tag
+        if project is self.state.project and run_id == self.state.current_run:
+            self.neighbours_index = index
+            self._reshow()
+
+    def _index_failed(self, tag, exc: BaseException) -> None:
+        project, run_id = tag
+        if project is self.state.project and run_id == self.state.current_run and self.face is not None:
+            self.neighbours_note.setText(f"The nearest labeled faces could not be found: {exc}")
+
+    # -- reacting -----------------------------------------------------------------------------
+    def _reshow(self) -> None:
+        if self.face is not None and self.state.project is not None:
+            self.show_face(self.face, self.item, self.queue_size)
+
+    def _project_changed(self) -> None:
+        self.large_loader.set_project(self.state.project)
+        self._neighbour_faces.clear()
+        self._thresholds.clear()
+        self.face = self.item = None
+        self._build_index()
+        self.show_face(None)
+
+    def _run_changed(self, _run_id) -> None:
+        self._thresholds.clear()  # a re-scored run logs nothing new, but its predictions changed
+        self._build_index()
+        self._reshow()
+
+    def _labels_changed(self, face_ids: list[int]) -> None:
+        if self.neighbours_index is not None:
+            self.neighbours_index.labels_changed(face_ids)
+        changed = set(face_ids)
+        self._neighbour_faces = {k: v for k, v in self._neighbour_faces.items() if k not in changed}
+        if self.face is not None and self.face.id in face_ids:
+            # After the views moved on (auto-advance), so the face shown is the one refreshed.
+            QTimer.singleShot(0, self._refresh_current)
+
+    def _refresh_current(self) -> None:
+        if self.face is not None and self.state.project is not None:
+            fresh = self.state.faces_by_id([self.face.id]).get(self.face.id)
+            self.show_face(fresh, self.item, self.queue_size)
+
+    def _large_ready(self, face_id: int, *_error) -> None:
+        if self.face is not None and self.face.id == face_id:
+            self._show_image(self.face)
+
+    def shutdown(self) -> None:
+        self.index_runner.wait()
+        self.large_loader.shutdown()

@@ -1,0 +1,328 @@
+"""The annotator's keyboard and menu actions on the face grids, done through core.labeling.
+
+Keys act on the grid that has focus (the review queue or the all-faces grid): 1-7 (the keys in
+resources/classes.json) give the current face its label and move on to the next face; Enter
+accepts the run's suggestion; Space skips; Backspace/Delete clears the label; arrows move (the
+grid's own keys). With several faces selected (by hand, or everything the embedding map's lasso
+left in the grid), a number, Enter or Backspace changes them all as one undoable step, after a
+confirmation above BULK_CONFIRM_OVER faces. Every change is committed at once (one transaction
+in core.labeling) and announced with ProjectState.notify_labels_changed, so the grids, the
+detail panel, the counts and the status bar follow. Undo and redo come from the corrections log,
+so they work after a restart too.
+"""
+from __future__ import annotations
+
+from PySide6.QtCore import QEvent, QObject, QPoint, QSettings, Qt, Signal
+from PySide6.QtGui import QAction, QKeyEvent, QKeySequence
+from PySide6.QtWidgets import QMenu
+from sqlalchemy.exc import SQLAlchemyError
+
+from core import labeling
+from core.classes import expression_classes
+from core.labeling import LabelingError, LabelStep
+from app.face_grid import FaceGrid
+from app.project_state import ProjectState
+
+BULK_CONFIRM_OVER = 50
+KEY_ANNOTATOR = "review/annotator"
+MESSAGE_MS = 6000
+UNDO_KEYS = (QKeySequence.StandardKey.Undo,)
+REDO_KEYS = ("Ctrl+Shift+Z", "Ctrl+Y")
+
+
+def key_help() -> list[tuple[str, str]]:
+    """Every key of the review flow with what it does (the help overlay lists these)."""
+    classes = expression_classes()
+    return [
+        *[(cls.key, f"label as {cls.name}, then next face") for cls in classes],
+        ("Enter", "accept the run's suggestion, then next face"),
+        ("Space", "skip to the next face"),
+        ("← → ↑ ↓", "move between faces"),
+        ("Backspace / Delete", "clear the label"),
+        ("Shift/Ctrl + click, Ctrl+A", "select several faces: the keys above then label them all as one step"),
+        ("Ctrl+Z", "undo the last labeling step (yours), even after a restart"),
+        ("Ctrl+Shift+Z / Ctrl+Y", "redo"),
+        ("Ctrl+R / F5", "open the review queue / rebuild it"),
+        ("Ctrl+M / Ctrl+T / Ctrl+D", "embedding map / training / face details"),
+        ("? or F1", "show or hide this help"),
+    ]
+
+
+def annotator_name(settings: QSettings) -> str:
+    stored = settings.value(KEY_ANNOTATOR)
+    return str(stored).strip() if stored and str(stored).strip() else labeling.default_annotator()
+
+
+class LabelingController(QObject):
+    """Routes the annotator's keys and menu choices to core.labeling for the active grid."""
+
+    message = Signal(str)  # for the status bar
+    face_shown = Signal(object, object, object)  # FaceRow or None, QueueItem or None, queue size or None
+    upcoming = Signal(object)  # the next faces (FaceRows), to load their large images early
+    annotator_changed = Signal(str)
+
+    def __init__(self, state: ProjectState, dialogs, settings: QSettings, parent: QObject | None = None):
+        super().__init__(parent)
+        self.state = state
+        self.dialogs = dialogs
+        self.settings = settings
+        self.annotator = annotator_name(settings)
+        self.grids: list[FaceGrid] = []
+        self.active_grid: FaceGrid | None = None
+        self.queue_model = None  # the review queue's model: rank and reason of queued faces
+        self.classes = {cls.key: cls.name for cls in expression_classes()}
+        self.undo_action = self._action("&Undo labeling", self.undo, *UNDO_KEYS)
+        self.redo_action = self._action("&Redo labeling", self.redo, *REDO_KEYS)
+
+    def _action(self, text: str, slot, *shortcuts) -> QAction:
+        action = QAction(text, self)
+        action.setShortcuts([QKeySequence(s) for s in shortcuts])
+        action.triggered.connect(slot)
+        return action
+
+    # -- set-up --------------------------------------------------------------------------------
+    def add_grid(self, grid: FaceGrid, queue_model=None) -> None:
+        self.grids.append(grid)
+        if queue_model is not None:
+            self.queue_model = queue_model
+        grid.installEventFilter(self)
+        grid.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        grid.customContextMenuRequested.connect(lambda pos, g=grid: self._context_menu(g, pos))
+        grid.current_face_changed.connect(lambda _face, g=grid: self._current_changed(g))
+        grid.model().modelReset.connect(lambda g=grid: self._current_changed(g))
+        if self.active_grid is None:
+            self.active_grid = grid
+
+    def set_active_grid(self, grid: FaceGrid) -> None:
+        self.active_grid = grid
+        self.show_current()
+
+    def set_annotator(self, name: str) -> bool:
+        """Change the name corrections are recorded under (kept in the settings)."""
+        name = (name or "").strip()
+        if not name or len(name) > labeling.MAX_ANNOTATOR_LENGTH:
+            self.message.emit(f"An annotator name needs 1 to {labeling.MAX_ANNOTATOR_LENGTH} characters; "
+                              f"still labeling as {self.annotator}.")
+            return False
+        if name != self.annotator:
+            self.annotator = name
+            self.settings.setValue(KEY_ANNOTATOR, name)
+            self.settings.sync()
+            self.annotator_changed.emit(name)
+            self.message.emit(f"Labeling as {name}. Undo takes back {name}'s steps.")
+        return True
+
+    # -- what is current -----------------------------------------------------------------------
+    def show_current(self) -> None:
+        if self.active_grid is not None:
+            self._current_changed(self.active_grid)
+
+    def _current_changed(self, grid: FaceGrid) -> None:
+        if grid is not self.active_grid:
+            return
+        face = grid.current_face()
+        item = self.queue_model.item_for(face.id) if face is not None and self.queue_model is not None else None
+        size = self.queue_model.queue_size() if item is not None else None
+        self.face_shown.emit(face, item, size)
+        if face is not None:
+            row = grid.currentIndex().row()
+            model = grid.model()
+            self.upcoming.emit([model.face(r) for r in range(row + 1, min(row + 3, model.rowCount()))])
+
+    def target_ids(self, grid: FaceGrid | None = None) -> list[int]:
+        """The selected faces, or the current face when nothing is selected."""
+        grid = grid or self.active_grid
+        if grid is None:
+            return []
+        selected = grid.selected_ids()
+        if selected:
+            return selected
+        face = grid.current_face()
+        return [face.id] if face is not None else []
+
+    # -- keys ------------------------------------------------------------------------------------
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.KeyPress and watched in self.grids:
+            return self._key(watched, event)
+        return False
+
+    def _key(self, grid: FaceGrid, event: QKeyEvent) -> bool:
+        if event.modifiers() & (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier
+                                | Qt.KeyboardModifier.MetaModifier):
+            return False  # shortcuts (Ctrl+Z, Ctrl+A ...) and the grid's own keys
+        self.active_grid = grid
+        key, text = event.key(), event.text()
+        if text in self.classes:
+            self.label(self.classes[text])
+        elif key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            self.accept_suggestion()
+        elif key == Qt.Key.Key_Space:
+            self.advance()
+        elif key in (Qt.Key.Key_Backspace, Qt.Key.Key_Delete):
+            self.clear()
+        else:
+            return False
+        return True
+
+    # -- actions -----------------------------------------------------------------------------------
+    def label(self, label: str) -> LabelStep | None:
+        """Label the selected faces (one step), or the current face and move to the next."""
+        run = self.state.current_run
+        return self._change_targets(
+            lambda face: labeling.set_label(self.state.project, face, label, self.annotator,
+                                            suggestion=self._suggestion(face), run_id=run),
+            lambda faces: labeling.bulk_label(self.state.project, faces, label, self.annotator, run_id=run),
+            f"give {{count}} faces the label {label}", f"labeled {label}", advance=True)
+
+    def accept_suggestion(self) -> LabelStep | None:
+        """Take the run's pseudo-label as the label (several faces: each its own, one step)."""
+        run = self.state.current_run
+        return self._change_targets(
+            lambda face: labeling.accept_suggestion(self.state.project, face, self.annotator, run),
+            lambda faces: labeling.accept_suggestions(self.state.project, faces, self.annotator, run),
+            "accept the run's suggestion for {count} faces", "given the run's suggestion", advance=True)
+
+    def clear(self) -> LabelStep | None:
+        """Make the selected faces (one step), or the current face, unlabeled; no moving on."""
+        return self._change_targets(
+            lambda face: labeling.clear_label(self.state.project, face, self.annotator),
+            lambda faces: labeling.clear_labels(self.state.project, faces, self.annotator),
+            "clear the labels of {count} faces", "made unlabeled", advance=False)
+
+    def _change_targets(self, one, many, confirm: str, done: str, advance: bool) -> LabelStep | None:
+        """`one(face)` on the current face, or `many(faces)` on a selection of several (one step,
+        confirmed above BULK_CONFIRM_OVER faces)."""
+        ids = self.target_ids()
+        if not ids:
+            self.message.emit("Select a face first.")
+            return None
+        if len(ids) > 1:
+            if not self._confirm_bulk(ids, confirm.format(count=f"{len(ids):,}")):
+                return None
+            step = self._run(lambda: many(ids))
+            self._announce_bulk(step, ids, done)
+            return step or None
+        step = self._run(lambda: one(ids[0]))
+        if step is not False:
+            self._changed(step)
+            if advance:
+                self.advance()
+        return step or None
+
+    def advance(self) -> None:
+        """Move to the next face of the active grid (Space, and after a label)."""
+        grid = self.active_grid
+        if grid is None or grid.model().rowCount() == 0:
+            return
+        row = grid.currentIndex().row()
+        if row + 1 < grid.model().rowCount():
+            grid.select_row(row + 1)
+        elif grid.model() is self.queue_model:
+            self.message.emit("That was the last face of the queue: press F5 for the next ones.")
+        else:
+            self.message.emit("That was the last face in the grid.")
+
+    def undo(self) -> None:
+        self._undo_or_redo(labeling.undo, "Undone", "Nothing to undo")
+
+    def redo(self) -> None:
+        self._undo_or_redo(labeling.redo, "Redone", "Nothing to redo")
+
+    def _undo_or_redo(self, operation, done: str, nothing: str) -> None:
+        if self.state.project is None:
+            return
+        step = self._run(lambda: operation(self.state.project, self.annotator))
+        if step is False:
+            return
+        if step is None:
+            self.message.emit(f"{nothing} for {self.annotator}.")
+            return
+        self._changed(step)
+        self._reveal(step.face_ids or list(step.skipped))
+        self.message.emit(f"{done}: {step.describe()}")
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _suggestion(self, face_id: int) -> str | None:
+        """What the run proposed for the face, recorded with the correction."""
+        item = self.queue_model.item_for(face_id) if self.queue_model is not None else None
+        if item is not None and item.run_id == self.state.current_run:
+            return item.pseudo_label
+        if self.state.current_run is None:
+            return None
+        suggestion = labeling.suggestion_for(self.state.project, face_id, self.state.current_run)
+        return suggestion.label if suggestion else None
+
+    def _run(self, change):
+        """Do one change; say why when it cannot be done. False: it failed (already reported)."""
+        if self.state.project is None:
+            self.message.emit("Open a project first.")
+            return False
+        try:
+            return change()
+        except LabelingError as exc:
+            self.message.emit(f"Not changed: {exc}")
+        except SQLAlchemyError as exc:  # e.g. the database stayed locked by another writer
+            self.dialogs.error("Label not saved", f"The project's database refused the change, so it was "
+                                                  f"not saved:\n\n{exc}")
+        return False
+
+    def _changed(self, step: LabelStep | None) -> None:
+        if step is not None and (step.face_ids or step.skipped):
+            self.state.notify_labels_changed(step.face_ids)
+
+    def _confirm_bulk(self, ids: list[int], what: str) -> bool:
+        if len(ids) <= BULK_CONFIRM_OVER:
+            return True
+        return self.dialogs.confirm("Change many faces", f"Really {what}?\n\nIt is one step: Ctrl+Z takes "
+                                                         f"it back as a whole.")
+
+    def _announce_bulk(self, step, ids: list[int], what: str) -> None:
+        if step is False:
+            return
+        self._changed(step)
+        changed = len(step.face_ids) if step else 0
+        same = len(ids) - changed
+        self.message.emit(f"{changed:,} face{'s' if changed != 1 else ''} {what}"
+                          + (f" ({same:,} already were)" if same else "")
+                          + (" — one step: Ctrl+Z takes it back." if changed else "."))
+
+    def _reveal(self, face_ids: list[int]) -> None:
+        """Make the first of these faces current in the active grid, if it is there."""
+        grid = self.active_grid
+        if grid is None:
+            return
+        for face_id in face_ids:
+            row = grid.model().row_of(face_id)
+            if row is not None:
+                grid.select_row(row)
+                return
+
+    def add_label_actions(self, menu: QMenu) -> None:
+        """The review keys as menu entries (the key shown beside each; it works in the grids)."""
+        for key, name in self.classes.items():
+            menu.addAction(f"{name}\t{key}").triggered.connect(lambda _=False, n=name: self.label(n))
+        menu.addSeparator()
+        menu.addAction("Accept the suggestion\tEnter").triggered.connect(self.accept_suggestion)
+        menu.addAction("Skip\tSpace").triggered.connect(self.advance)
+        menu.addAction("Clear the label\tBackspace").triggered.connect(self.clear)
+
+    def _context_menu(self, grid: FaceGrid, pos: QPoint) -> None:
+        self.active_grid = grid
+        menu = self.build_context_menu(grid)
+        if menu is not None:
+            menu.exec(grid.viewport().mapToGlobal(pos))
+
+    def build_context_menu(self, grid: FaceGrid) -> QMenu | None:
+        ids = self.target_ids(grid)
+        if not ids:
+            return None
+        count = f"{len(ids):,} faces" if len(ids) > 1 else "this face"
+        menu = QMenu(grid)
+        label_menu = menu.addMenu(f"Label {count} as")
+        for key, name in self.classes.items():
+            label_menu.addAction(f"{name}\t{key}").triggered.connect(lambda _=False, n=name: self.label(n))
+        menu.addAction(f"Accept the suggestion for {count}\tEnter").triggered.connect(self.accept_suggestion)
+        menu.addAction(f"Clear the label of {count}\tBackspace").triggered.connect(self.clear)
+        menu.addSeparator()
+        menu.addAction("Select all\tCtrl+A").triggered.connect(grid.selectAll)
+        return menu

@@ -1,0 +1,379 @@
+"""The review queue: the current run's faces in the order a strategy ranks them (the least sure
+first, by default), as a thumbnail grid with the strategy, filters and a limit above it.
+
+Building a queue reads the whole run (about half a second for 30,000 faces), so it runs in a
+background thread; a newer request overtakes an older one and the grid stays usable meanwhile.
+The queue keeps its order while the annotator works through it (corrections update the faces
+in place); it is rebuilt when the current run changes or a run finishes, when the strategy, a
+filter or the limit changes, and on Refresh (F5); while the view is hidden, only once it is shown.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from itertools import combinations
+
+from PySide6.QtCore import QModelIndex, QObject, QRect, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QPainter
+from PySide6.QtWidgets import (
+    QComboBox,
+    QGridLayout,
+    QLabel,
+    QSizePolicy,
+    QSpinBox,
+    QStackedWidget,
+    QStyle,
+    QStyleOptionViewItem,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.active import LABEL_FILTERS, STRATEGIES, QueueError, QueueFilters, QueueItem, build_queue
+from core.classes import class_names, expression_classes
+from core.store.models import SPLITS
+from core.store.project import Project
+from core.store.queries import FaceRow, list_faces
+from app.background import NewestJobRunner
+from app.face_grid import CELL_PADDING, FaceDelegate, FaceGrid
+from app.face_model import ID_QUERY_CHUNK, FaceListModel, FaceRole
+from app.project_state import ProjectState
+from app.thumbnail_loader import ThumbnailLoader
+from app.widgets import empty_hint
+
+DEFAULT_STRATEGY = "margin"
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 2000
+# The confusions annotators meet most often come first in the pair filter.
+COMMON_PAIRS = (("fear", "surprise"), ("sadness", "neutral"), ("disgust", "anger"))
+LABEL_FILTER_TITLES = {"unlabeled": "Unlabeled", "labeled": "Labeled", "corrected": "Corrected",
+                       "all": "All faces"}
+NO_PROJECT = "Open a project to review its faces."
+NO_RUN = ("No finished training run yet, so there is nothing to review.\n\n"
+          "Train a model in the Training panel (View ▸ Training, Ctrl+T): when the run finishes, "
+          "the faces it is least sure about line up here, the least sure first.\n\n"
+          "From a terminal: python main.py train PROJECT")
+
+
+def pair_choices() -> list[tuple[str, str]]:
+    names = class_names()
+    common = [pair for pair in COMMON_PAIRS if all(name in names for name in pair)]
+    rest = [pair for pair in combinations(names, 2)
+            if pair not in common and tuple(reversed(pair)) not in common]
+    return common + rest
+
+
+@dataclass(frozen=True)
+class QueueRequest:
+    run_id: int
+    strategy: str
+    limit: int
+    split: str | None
+    filters: QueueFilters
+
+
+@dataclass(frozen=True)
+class QueueResult:
+    request: QueueRequest
+    items: list[QueueItem]
+    faces: dict[int, FaceRow]
+    seconds: float
+
+
+def load_queue(project: Project, request: QueueRequest) -> QueueResult:
+    """The queue and its faces' rows (runs in a worker thread: no Qt here)."""
+    started = time.perf_counter()
+    items = build_queue(project, request.run_id, request.strategy, request.limit, request.split,
+                        request.filters)
+    ids = [item.face_id for item in items]
+    faces: dict[int, FaceRow] = {}
+    with project.session() as session:
+        for start in range(0, len(ids), ID_QUERY_CHUNK):
+            faces.update((face.id, face) for face in list_faces(session, ids=ids[start:start + ID_QUERY_CHUNK]))
+    return QueueResult(request, items, faces, time.perf_counter() - started)
+
+
+class QueueListModel(FaceListModel):
+    """The queue's faces in rank order; each row also knows its QueueItem (rank, reason)."""
+
+    def __init__(self, state: ProjectState, loader: ThumbnailLoader, parent: QObject | None = None):
+        super().__init__(state, loader, parent)
+        self._items: dict[int, QueueItem] = {}
+
+    def set_queue(self, items: list[QueueItem], faces: dict[int, FaceRow]) -> None:
+        self.beginResetModel()
+        self._rows = [faces[item.face_id] for item in items if item.face_id in faces]
+        self._items = {item.face_id: item for item in items}
+        self._row_of = None
+        self.endResetModel()
+
+    def item_for(self, face_id: int) -> QueueItem | None:
+        return self._items.get(face_id)
+
+    def queue_size(self) -> int:
+        return len(self._rows)
+
+    def reload(self) -> None:
+        """New faces (an import) do not reorder a queue: its faces are re-read in place."""
+        self.refresh_faces([face.id for face in self._rows])
+
+    def _project_changed(self) -> None:
+        # The window's face model resets the shared thumbnail loader; only the rows go here.
+        self.set_queue([], {})
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+        if role == Qt.ItemDataRole.ToolTipRole and index.isValid():
+            item = self._items.get(self._rows[index.row()].id)
+            if item is not None:
+                return (f"<b>#{item.rank}</b> · suggestion {item.pseudo_label} ({item.confidence:.2f})"
+                        f"<br>{_escape(item.reason)}<br>" + super().data(index, role))
+        return super().data(index, role)
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+class QueueDelegate(FaceDelegate):
+    """A face cell with its rank in the queue in the thumbnail's corner."""
+
+    def __init__(self, thumb_size: int, parent: QWidget | None = None):
+        super().__init__(thumb_size, parent)
+        self.rank_font = QFont()
+        self.rank_font.setPixelSize(10)
+        self.rank_font.setBold(True)
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
+        super().paint(painter, option, index)
+        face = index.data(FaceRole.ROW)
+        item = index.model().item_for(face.id) if face is not None else None
+        if item is None:
+            return
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setFont(self.rank_font)
+        text = f"{item.rank}"
+        width = painter.fontMetrics().horizontalAdvance(text) + 8
+        left = option.rect.x() + (option.rect.width() - self.thumb_size) // 2
+        box = QRect(left + 3, option.rect.y() + CELL_PADDING + 3, width, 15)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(QColor(20, 22, 26, 200))
+        painter.drawRoundedRect(box, 4, 4)
+        painter.setPen(QColor("#e6e9ee"))
+        painter.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
+        painter.restore()
+
+
+def _combo(tooltip: str) -> QComboBox:
+    combo = QComboBox()
+    combo.setToolTip(tooltip)
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(3)
+    combo.setMinimumWidth(60)  # shrinks in a small window; grows to its text where there is room
+    combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+    return combo
+
+
+class ReviewQueueView(QWidget):
+    """The queue's controls above its grid; says plainly why there is no queue when there is none."""
+
+    queue_shown = Signal()  # a new queue is in the grid
+
+    def __init__(self, state: ProjectState, loader: ThumbnailLoader, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("reviewQueue")
+        self.state = state
+        self.model = QueueListModel(state, loader, self)
+        self.grid = FaceGrid(self.model)
+        self.grid.setObjectName("reviewGrid")
+        self.grid.delegate = QueueDelegate(loader.size, self.grid)
+        self.grid.setItemDelegate(self.grid.delegate)
+        self.runner = NewestJobRunner(self)
+        self.last_result: QueueResult | None = None
+        self.error: str | None = None  # why the last request gave no queue
+        self.answered: QueueRequest | None = None  # the newest request that got its queue or its error
+        self._focus_grid_after_build = False
+        self._stale = False  # a rebuild is due when the view is next shown
+
+        self.strategy_combo = _combo("how the faces are ranked")
+        for name, strategy in STRATEGIES.items():
+            self.strategy_combo.addItem(name.replace("_", " "), name)
+            self.strategy_combo.setItemData(self.strategy_combo.count() - 1, strategy.description,
+                                            Qt.ItemDataRole.ToolTipRole)
+        self.strategy_combo.setCurrentIndex(max(0, self.strategy_combo.findData(DEFAULT_STRATEGY)))
+        self.limit_spin = QSpinBox()
+        self.limit_spin.setRange(1, MAX_LIMIT)
+        self.limit_spin.setSingleStep(25)
+        self.limit_spin.setValue(DEFAULT_LIMIT)
+        self.limit_spin.setKeyboardTracking(False)  # typing 200 asks for one queue, not for 2, 20 and 200
+        self.limit_spin.setToolTip("how many faces the queue holds")
+        self.limit_spin.setMinimumWidth(56)
+        self.refresh_button = QToolButton()
+        self.refresh_button.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_BrowserReload))
+        self.refresh_button.setToolTip("rebuild the queue from the current labels (F5)")
+        self.split_combo = _combo("which split's faces to review")
+        for split in SPLITS:
+            self.split_combo.addItem(split, split)
+        self.split_combo.addItem("all splits", None)
+        self.labels_combo = _combo("unlabeled faces, labeled ones, or those an annotator corrected")
+        for key in LABEL_FILTERS:
+            self.labels_combo.addItem(LABEL_FILTER_TITLES.get(key, key), key)
+        self.pseudo_combo = _combo("only faces the run predicts as this class")
+        self.pseudo_combo.addItem("any class", None)
+        for cls in expression_classes():
+            self.pseudo_combo.addItem(cls.name, cls.name)
+        self.pair_combo = _combo("only faces whose two most probable classes are this pair")
+        self.pair_combo.addItem("any pair", None)
+        for pair in pair_choices():
+            self.pair_combo.addItem(" / ".join(pair), "/".join(pair))  # a string: Qt keeps it as it is
+        self.summary = QLabel()
+        self.summary.setObjectName("columnHeader")
+        self.summary.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+
+        # Three short rows of two choices each: the view stays usable in a narrow window.
+        controls = QGridLayout()
+        controls.setHorizontalSpacing(4)
+        controls.setVerticalSpacing(4)
+        rows = ((("Strategy", self.strategy_combo), ("Limit", self.limit_spin)),
+                (("Split", self.split_combo), ("Faces", self.labels_combo)),
+                (("Predicted", self.pseudo_combo), ("Pair", self.pair_combo)))
+        for row, pairs in enumerate(rows):
+            for column, (text, widget) in enumerate(pairs):
+                controls.addWidget(QLabel(text), row, 2 * column)
+                controls.addWidget(widget, row, 2 * column + 1)
+        controls.addWidget(self.refresh_button, 0, 4)
+        controls.setColumnStretch(1, 3)
+        controls.setColumnStretch(3, 2)
+
+        self.empty = empty_hint()
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self.grid)
+        self.pages.addWidget(self.empty)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 0)
+        layout.setSpacing(6)
+        layout.addLayout(controls)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.pages, 1)
+
+        for combo in (self.strategy_combo, self.split_combo, self.labels_combo, self.pseudo_combo, self.pair_combo):
+            combo.currentIndexChanged.connect(self._controls_changed)
+        self.strategy_combo.currentIndexChanged.connect(self._describe_strategy)
+        self.limit_spin.valueChanged.connect(self._controls_changed)
+        self.refresh_button.clicked.connect(self._controls_changed)
+        self.runner.succeeded.connect(self._built)
+        self.runner.failed.connect(self._build_failed)
+        state.project_changed.connect(self.refresh)
+        state.current_run_changed.connect(self.refresh)
+        state.run_finished.connect(self.refresh)
+        self._describe_strategy()
+        self.refresh()
+
+    # -- what is asked for --------------------------------------------------------------------
+    def strategy(self) -> str:
+        return self.strategy_combo.currentData()
+
+    def set_strategy(self, name: str) -> None:
+        self.strategy_combo.setCurrentIndex(self.strategy_combo.findData(name))
+
+    def set_choice(self, combo: QComboBox, value) -> None:
+        """Choose the entry whose data is `value` (None: the first, 'any' entry)."""
+        combo.setCurrentIndex(max(0, combo.findData(value)))
+
+    def request(self) -> QueueRequest | None:
+        run_id = self.state.current_run
+        if run_id is None:
+            return None
+        pair = self.pair_combo.currentData()
+        filters = QueueFilters(labels=self.labels_combo.currentData(), pseudo_label=self.pseudo_combo.currentData(),
+                               pair=tuple(pair.split("/")) if pair else None)
+        return QueueRequest(run_id, self.strategy(), self.limit_spin.value(), self.split_combo.currentData(), filters)
+
+    def _describe_strategy(self, *_args) -> None:
+        strategy = STRATEGIES.get(self.strategy())
+        self.strategy_combo.setToolTip(f"{strategy.name}: {strategy.description}" if strategy else "")
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self._stale:
+            self.refresh()
+
+    def _controls_changed(self, *_args) -> None:
+        self._focus_grid_after_build = True  # keys go to the faces again, not to the control
+        self.refresh()
+
+    # -- building -----------------------------------------------------------------------------
+    @property
+    def building(self) -> bool:
+        return self.runner.busy
+
+    def refresh(self, *_args) -> None:
+        """Rebuild the queue in the background (or show why there is none). While the view is
+        hidden this waits until it is shown: opening a project then reads its run once, not twice."""
+        project, request = self.state.project, self.request()
+        self._stale = project is not None and request is not None and not self.isVisible()
+        if self._stale:
+            self.runner.cancel_pending()
+            if self.answered != request:
+                self.model.set_queue([], {})  # an outdated queue's ranks and reasons must not show
+            return
+        if project is None or request is None:
+            self.runner.cancel_pending()
+            self.last_result = None
+            self.model.set_queue([], {})
+            self._show_message(NO_PROJECT if project is None else NO_RUN)
+            self.summary.setText("")
+            return
+        self.summary.setText(f"Run {request.run_id} · building the {request.strategy.replace('_', ' ')} queue…")
+        self.runner.request(lambda _progress, p=project, r=request: load_queue(p, r), (project, request))
+
+    def _built(self, tag, result: QueueResult) -> None:
+        project, request = tag
+        if project is not self.state.project or request != self.request():
+            return  # the project, run or controls changed meanwhile: a newer build is coming
+        self.error = None
+        self.last_result = result
+        self.answered = request
+        current = self.grid.current_face()
+        self.model.set_queue(result.items, result.faces)
+        shown = self.model.queue_size()
+        strategy = request.strategy.replace("_", " ")
+        self.summary.setText(f"Run {request.run_id} · {strategy} · {shown:,} face{'s' if shown != 1 else ''} "
+                             f"· built in {result.seconds:.2f} s")
+        if not shown:
+            self._show_message("No faces match these filters.\n\nTry another split, the “All faces” choice, "
+                               "or no pseudo-label or pair filter.")
+        else:
+            self.pages.setCurrentWidget(self.grid)
+            row = self.model.row_of(current.id) if current is not None else None
+            self.grid.select_row(row if row is not None else 0)
+            if self._focus_grid_after_build and self.isVisible():
+                self.grid.setFocus()
+        self._focus_grid_after_build = False
+        self.queue_shown.emit()
+
+    def _build_failed(self, tag, exc: BaseException) -> None:
+        project, request = tag
+        if project is not self.state.project or request != self.request():
+            return
+        self.last_result = None
+        self.answered = request
+        self.model.set_queue([], {})
+        if isinstance(exc, QueueError):
+            self.error = str(exc)
+            text = (f"No queue for run {request.run_id}: {exc}.\n\nSelect a finished run in the Training panel's "
+                    f"history, or choose another strategy.")
+        else:
+            self.error = f"{type(exc).__name__}: {exc}"
+            text = f"Building the queue failed: {self.error}"
+        self.summary.setText("")
+        self._show_message(text)
+        self._focus_grid_after_build = False
+        self.queue_shown.emit()
+
+    def _show_message(self, text: str) -> None:
+        self.empty.setText(text)
+        self.pages.setCurrentWidget(self.empty)
+
+    def shutdown(self) -> None:
+        self.runner.wait()
