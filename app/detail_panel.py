@@ -295,6 +295,9 @@ class DetailPanel(QWidget):
             verdict = ("passes" if evidence.passed_threshold else "under") + " its threshold"
             if threshold is not None:
                 verdict += f" {threshold:.2f}"
+            positive = (evidence.extra or {}).get("positive_set")
+            if positive and len(positive) > 1:  # LEAF keeps an ambiguous face's plausible classes
+                verdict += "<br>plausible (LEAF): " + ", ".join(_escape(str(name)) for name in positive)
             self.suggestion_text.setText(
                 f"Suggestion {_dot(evidence.pseudo_label)} <b>{evidence.pseudo_label}</b> "
                 f"{evidence.confidence:.2f}<br><span style='color:#8b94a3'>{verdict}</span>")

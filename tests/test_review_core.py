@@ -109,6 +109,18 @@ def test_face_evidence_keeps_absent_levels_absent(runs_project):
     assert sitfer.label_source == "imported" and sitfer.annotator is None
     assert none.fused is None and all(v is None for v in none.levels.values())
     assert missing is None
+    assert sitfer.extra is None, "sitfer writes no algorithm-specific output"
+
+
+def test_face_evidence_carries_leafs_positive_set(runs_project):
+    with runs_project.session() as session:
+        row = session.scalar(select(Prediction).where(Prediction.run_id == SITFER_RUN).limit(1))
+        row.extra = {"positive_set": ["fear", "surprise"]}
+    with runs_project.session() as session:
+        evidence = face_evidence(session, SITFER_RUN, row.image_id)
+    with runs_project.session() as session:  # the project is shared by this module's tests
+        session.get(Prediction, (SITFER_RUN, row.image_id)).extra = None
+    assert evidence.extra == {"positive_set": ["fear", "surprise"]}
 
 
 def test_nearest_labeled_faces_by_cosine_and_after_new_labels(runs_project):

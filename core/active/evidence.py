@@ -36,6 +36,7 @@ class FaceEvidence:
     confidence: float | None
     passed_threshold: bool | None
     thresholds: np.ndarray | None  # (C,) the run's last logged class thresholds
+    extra: dict | None = None  # the algorithm's own per-face output (LEAF: its positive set)
 
 
 def _vector(value) -> np.ndarray | None:
@@ -59,7 +60,8 @@ def face_evidence(session: Session, run_id: int | None, face_id: int,
     if run_id is not None:
         prediction = session.execute(
             select(Prediction.p_semantic, Prediction.p_text, Prediction.p_instance, Prediction.p_fused,
-                   Prediction.pseudo_label, Prediction.confidence, Prediction.passed_threshold)
+                   Prediction.pseudo_label, Prediction.confidence, Prediction.passed_threshold,
+                   Prediction.extra)
             .where(Prediction.run_id == run_id, Prediction.image_id == int(face_id))).first()
         if prediction is not None and thresholds is None:
             thresholds = load_thresholds(session, run_id)
@@ -70,7 +72,14 @@ def face_evidence(session: Session, run_id: int | None, face_id: int,
     levels = dict(zip(LEVELS, (_vector(p) for p in prediction[:3])))
     return FaceEvidence(face.id, face.split, face.label, face.source, face.annotator, face.updated_at, run_id,
                         levels, _vector(prediction.p_fused), prediction.pseudo_label,
-                        float(prediction.confidence), bool(prediction.passed_threshold), thresholds)
+                        float(prediction.confidence), bool(prediction.passed_threshold), thresholds,
+                        _extra(prediction.extra))
+
+
+def _extra(value) -> dict | None:
+    if isinstance(value, str):  # JSON text on backends that hand it back unparsed
+        value = json.loads(value)
+    return value if isinstance(value, dict) and value else None
 
 
 @dataclass(frozen=True)
