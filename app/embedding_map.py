@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 
 from core.geometry import points_in_polygon, points_in_rect
 from core.classes import class_names
-from core.store.run_data import RunMap
+from core.run_data import RunMap
 from app.background import NewestJobRunner
 from app.map_colors import COLOR_MODES, color_points
 from app.map_view import SelectionViewBox

@@ -13,7 +13,7 @@ import pyqtgraph as pg
 from PySide6.QtGui import QBrush, QColor
 
 from core.classes import expression_classes
-from core.store.run_data import RunMap
+from core.run_data import RunMap
 
 COLOR_MODES = {"label": "Current label", "pseudo": "Pseudo-label", "confidence": "Confidence",
                "disagreement": "Level disagreement"}

@@ -22,7 +22,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from core.store.project import Project
 from core.store.queries import FaceRow, corrected_today, list_faces, project_stats
-from core.store.run_data import (
+from core.run_data import (
     RunMap,
     RunSummary,
     current_labels,

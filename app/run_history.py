@@ -11,7 +11,7 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView, QWidget
 
 from core.store.models import RUN_CANCELLED, RUN_FAILED, RUN_FINISHED, RUN_RUNNING
-from core.store.run_data import RunSummary
+from core.run_data import RunSummary
 from app.project_state import ProjectState
 from app.widgets import local_time
 

@@ -21,7 +21,7 @@ from core.geometry import points_in_polygon, points_in_rect  # noqa: E402
 from core.store.models import Image, Label, Prediction, Projection, Run  # noqa: E402
 from core.store.project import Project  # noqa: E402
 from core.active.scores import js_divergence  # noqa: E402
-from core.store.run_data import RunMap, level_disagreement, load_run_map  # noqa: E402
+from core.run_data import RunMap, level_disagreement, load_run_map  # noqa: E402
 from tests.studio_runs import FACES, make_demo, project_copy, studio_window  # noqa: E402
 from tests.test_app import FakeDialogs  # noqa: E402
 

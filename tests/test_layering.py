@@ -31,3 +31,21 @@ def test_importing_all_of_core_loads_no_qt():
             + "bad = [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'pyqtgraph', 'PyQt5', 'PyQt6')]\n"
             + "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], cwd=CORE.parent, check=True)
+
+
+def test_the_store_is_the_bottom_layer():
+    """core/store imports nothing of core but itself and the class list: the layers above
+    (active, training, ssl, encoders, cli) read and write through it, never the other way."""
+    allowed = ("core.store", "core.classes")
+    offenders = []
+    for path in (CORE / "store").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                module = node.module
+            elif isinstance(node, ast.Import):
+                module = node.names[0].name
+            else:
+                continue
+            if module.startswith("core.") and not module.startswith(allowed):
+                offenders.append(f"{path.relative_to(CORE.parent)}: {module}")
+    assert not offenders, offenders

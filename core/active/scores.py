@@ -1,7 +1,7 @@
 """Pure scoring functions of the review queue: numpy arrays in, one number per face out.
 
 Probabilities are (n, C) arrays in class order; a level that a face lacks is a row of NaN.
-Entropies and divergences are in bits, as on the studio's embedding map (core/store/run_data.py).
+Entropies and divergences are in bits, as on the studio's embedding map (core/run_data.py).
 """
 from __future__ import annotations
 
