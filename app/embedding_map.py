@@ -172,6 +172,9 @@ class EmbeddingMap(QWidget):
         loader.loaded.connect(self._thumbnail_ready)
         state.project_changed.connect(self._project_changed)
         state.current_run_changed.connect(self.show_run)
+        state.map_preview.connect(self.show_preview)
+        state.run_finished.connect(self._run_ended)
+        self.preview_run: int | None = None  # a running run shown by its PCA map until it ends
         state.contents_changed.connect(self._contents_changed)
         # Corrections come one keystroke after another: recolour once they pause.
         self._recolor_timer = QTimer(self)
@@ -189,9 +192,23 @@ class EmbeddingMap(QWidget):
     def set_color_mode(self, mode: str) -> None:
         self.color_combo.setCurrentIndex(self.color_combo.findData(mode))
 
-    def show_run(self, run_id: int | None, method: str | None = None) -> None:
+    def show_preview(self, run_id: int) -> None:
+        """A running run's PCA map, shown while its UMAP map is computed; the finished run
+        replaces it (current_run_changed)."""
+        self.preview_run = run_id
+        self.show_run(run_id, "pca", preview=True)
+
+    def _run_ended(self, run_id: int) -> None:
+        # A previewed run that failed or was cancelled during UMAP: back to the current run. (A
+        # finished one becomes the current run right after this and replaces the preview.)
+        if run_id == self.preview_run and self.state.current_run != run_id:
+            self.show_run(self.state.current_run)
+
+    def show_run(self, run_id: int | None, method: str | None = None, preview: bool = False) -> None:
         """Load and show a run's map, or say why there is none. A large run loads in a background
         thread (the window paints and answers meanwhile); a small one at once."""
+        if not preview:
+            self.preview_run = None
         self.loading = None
         project = self.state.project
         if project is not None and run_id is not None:
@@ -260,7 +277,9 @@ class EmbeddingMap(QWidget):
     def _describe(self) -> str:
         data = self.data
         text = f"Run {data.run_id} · {data.method.upper()} map of {len(data):,} faces"
-        if data.method == "pca" and "umap" not in data.methods:
+        if data.run_id == self.preview_run:
+            text += " · PCA preview while the UMAP map is computed (the run is still running)"
+        elif data.method == "pca" and "umap" not in data.methods:
             text += " · PCA only: this run has no UMAP projection (it was trained with --projection pca)"
         if self._colors is not None and self._colors.note:
             text += f" · {self._colors.note}"

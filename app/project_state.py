@@ -54,6 +54,7 @@ class ProjectState(QObject):
     counts_changed = Signal()
     current_run_changed = Signal(object)  # run id or None
     run_finished = Signal(int)  # run id
+    map_preview = Signal(int)  # run id of a running run whose PCA map is written (UMAP follows)
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)

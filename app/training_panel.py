@@ -166,6 +166,10 @@ class TrainingPanel(QWidget):
             self._progress(event)
         elif kind == "metrics":
             self.curves.add_metrics(int(event.get("step", 0)), event.get("values") or {})
+        elif kind == "map":
+            self.log.appendPlainText(str(event.get("message", "")))
+            if not event.get("final") and event.get("run") is not None:
+                self.state.map_preview.emit(int(event["run"]))
         elif kind == "info":
             self.log.appendPlainText(str(event.get("message", "")))
             if self.run_id is not None and not self.worker.cancelling:

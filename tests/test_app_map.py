@@ -361,3 +361,18 @@ def test_pan_frame_time_with_thirty_thousand_points(qtbot, window, capsys):
     tick = time.perf_counter()
     view.select_lasso(np.array([(-20.0, -20.0), (20.0, -20.0), (0.0, 20.0)]))
     assert time.perf_counter() - tick < 1.0
+
+
+def test_a_running_runs_pca_map_is_previewed_until_the_run_ends(window):
+    view, state = window.map_view, window.state
+    state.set_current_run(None, force=True)
+    assert view.pages.currentWidget() is view.empty
+    # The worker wrote predictions and the PCA map and is computing UMAP: the panel hears of it.
+    window.training._event({"event": "map", "run": 1, "method": "pca", "final": False,
+                            "message": "the PCA map is written"})
+    assert view.pages.currentWidget() is view.plot and len(view.scatter.data) == FACES
+    assert "PCA preview" in view.info.text() and "still running" in view.info.text()
+    window.training._event({"event": "map", "run": 1, "method": "umap", "final": True, "message": "done"})
+    assert view.preview_run == 1, "the last map is no preview: the run's end brings it"
+    state.run_finished.emit(1)  # ended without becoming current (failed or cancelled during UMAP)
+    assert view.preview_run is None and view.pages.currentWidget() is view.empty

@@ -58,6 +58,8 @@ def test_each_algorithm_learns_and_writes_its_results(demo_root, algorithm):
     outcome, events = run_in_process(demo_root, settings(algorithm))
     assert outcome.status == "finished", events[-1]
     assert [e["event"] for e in events][0] == "started" and events[-1]["event"] == "finished"
+    maps = [e for e in events if e["event"] == "map"]
+    assert [(e["method"], e["final"]) for e in maps] == [("pca", True)], "the map is announced once written"
     # Chance is 1/7 = 0.14 on the demo val split (84 faces); a random-init encoder's features
     # carry less than a pretrained one's, so "well above chance" is twice chance here.
     assert outcome.metrics["val_fused_accuracy"] > 0.29, outcome.metrics

@@ -84,3 +84,7 @@ def write_projections(project: Project, run_id: int, face_ids: np.ndarray, embed
             session.execute(insert(Projection), [
                 {"run_id": run_id, "image_id": int(i), "method": method, "x": float(x), "y": float(y)}
                 for i, (x, y) in zip(face_ids, coords)])
+        # The predictions are written by now: the studio can show this map (PCA: a preview
+        # while UMAP is computed) before the run ends.
+        events.emit("map", run=run_id, method=method, final=method == methods[-1],
+                    message=f"the {method.upper()} map is written")
