@@ -17,7 +17,6 @@ from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
-    QSizePolicy,
     QStackedWidget,
     QToolButton,
     QVBoxLayout,
@@ -95,11 +94,9 @@ class EmbeddingMap(QWidget):
         for key, title in COLOR_MODES.items():
             self.color_combo.addItem(title, key)
         self.method_combo = QComboBox()
-        # The colour choice shrinks in a narrow dock and grows to its full text in a wide one.
-        self.color_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.color_combo.setMinimumContentsLength(5)
-        self.color_combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.color_combo.setMaximumWidth(190)
+        # Always its full text: the selection tools sit on their own row, so a narrow dock
+        # never clips "Level disagreement" to "Level disa".
+        self.color_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.tool_buttons = QButtonGroup(self)
         tools = QHBoxLayout()
         tools.setSpacing(2)
@@ -150,16 +147,20 @@ class EmbeddingMap(QWidget):
         bar = QHBoxLayout()
         bar.setSpacing(6)
         bar.addWidget(QLabel("Colour"))
-        bar.addWidget(self.color_combo, 1)  # shares spare width with the stretch below, up to its maximum
+        bar.addWidget(self.color_combo)
         bar.addWidget(self.method_combo)
-        bar.addSpacing(8)
-        bar.addLayout(tools)
-        bar.addWidget(self.clear_button)
         bar.addStretch(1)
+        selection_bar = QHBoxLayout()
+        selection_bar.setSpacing(6)
+        selection_bar.addWidget(QLabel("Select"))
+        selection_bar.addLayout(tools)
+        selection_bar.addWidget(self.clear_button)
+        selection_bar.addStretch(1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.setSpacing(4)
         layout.addLayout(bar)
+        layout.addLayout(selection_bar)
         layout.addWidget(self.info)
         layout.addWidget(self.pages, 1)
 
