@@ -83,7 +83,7 @@ class RunCurves(QWidget):
         super().__init__(parent)
         self.losses = CurvePlot("Losses")
         self.accuracy = CurvePlot("Validation accuracy", (0.0, 1.0))
-        self.mask = CurvePlot("Mask rate (unlabeled faces used)", (0.0, 1.0))
+        self.mask = CurvePlot("Mask rate", (0.0, 1.0))
         self.thresholds = CurvePlot("Class thresholds", (0.0, 1.0))
         layout = QGridLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -141,7 +141,7 @@ class RunCurves(QWidget):
         if name in ACCURACY_CURVES:
             return self.accuracy, *ACCURACY_CURVES[name]
         if name == "mask_rate":
-            return self.mask, "mask rate", "#9b5de5"
+            return self.mask, "share of unlabeled faces used", "#9b5de5"
         if name in self._class_colors:
             return self.thresholds, *self._class_colors[name]
         return None
