@@ -18,14 +18,7 @@ import torch.nn.functional as F
 
 from core.ssl.fusion import LevelProbs, fuse
 from core.ssl.heads import ExpressionHead, HeadOutput
-from core.ssl.leaf import (
-    LEAFHead,
-    category_level_loss,
-    load_balancing_loss,
-    positive_sets,
-    supervised_contrastive_loss,
-    view_consistency_loss,
-)
+from core.ssl.leaf import LEAFHead, leaf_step_losses, positive_sets
 from core.ssl.levels import MemoryBank, normalize, text_logits
 from core.ssl.losses import masked_cross_entropy, negative_learning_loss
 from core.ssl.thresholds import DynamicThresholds, FixedThreshold, passes
@@ -172,42 +165,7 @@ class Algorithm:
     def leaf_losses(self, outs: tuple[HeadOutput, HeadOutput | None, HeadOutput | None], y_l: torch.Tensor,
                     probs: torch.Tensor | None, pseudo: torch.Tensor | None, mask: torch.Tensor | None,
                     ramp: float) -> tuple[torch.Tensor, dict[str, float]]:
-        """LEAF's terms for one step: load balance and decoupling of the gated experts (all
-        views), the instance embedding's contrastive term (labeled and confident unlabeled
-        faces), and, on unlabeled faces, the category level (below threshold) and the
-        weak/strong consistency. `probs` are the pseudo-label source's class probabilities."""
-        c = self.config
-        out_l, out_uw, out_us = outs
-        present = [o for o in outs if o is not None]
-        total = out_l.logits.sum() * 0.0
-        logs: dict[str, float] = {}
-        for key in ("gates_semantic", "gates_instance"):
-            if key in out_l.aux:
-                balance = load_balancing_loss(torch.cat([o.aux[key] for o in present]))
-                total = total + c.lambda_balance * balance
-                logs[f"loss_balance_{key.removeprefix('gates_')}"] = balance.item()
-        if "decoupling" in out_l.aux:
-            decoupling = torch.cat([o.aux["decoupling"] for o in present]).mean()
-            total = total + c.lambda_decouple * decoupling
-            logs["loss_decoupling"] = decoupling.item()
-        if c.leaf_contrast:
-            embeddings, labels = out_l.embedding, y_l
-            if out_us is not None:
-                embeddings = torch.cat([embeddings, out_us.embedding])
-                labels = torch.cat([y_l, torch.where(mask, pseudo, torch.full_like(pseudo, -1))])
-            contrast = supervised_contrastive_loss(embeddings, labels)
-            total = total + c.lambda_contrast * contrast
-            logs["loss_contrast"] = contrast.item()
-        if out_us is not None:
-            if c.leaf_category:
-                category = category_level_loss(out_us.logits, probs, ~mask, c.leaf_cumulative)
-                total = total + ramp * c.lambda_category * category
-                logs["loss_category"] = category.item()
-            if c.leaf_consistency:
-                consistency = view_consistency_loss(probs, out_us.logits)
-                total = total + ramp * c.lambda_consistency * consistency
-                logs["loss_consistency"] = consistency.item()
-        return total, logs
+        return leaf_step_losses(self.config, outs, y_l, probs, pseudo, mask, ramp)
 
     def face_extras(self, levels: LevelProbs) -> dict[str, torch.Tensor]:
         """Per-face outputs of this algorithm's own, written with its predictions."""

@@ -36,8 +36,9 @@ class GatedExperts(nn.Module):
                              f"got {relevant} relevant and {agnostic} agnostic")
         hidden = expert_hidden or dim // 2
         self.relevant = relevant
-        self.experts = nn.ModuleList(
-            nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)) for _ in range(relevant + agnostic))
+        self.experts = nn.ModuleList(  # each its own weights: distinct experts, not one shared module
+            nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+            for _ in range(relevant + agnostic))
         self.gate = nn.Linear(dim, relevant + agnostic)
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -146,3 +147,45 @@ def supervised_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, 
         return embeddings.sum() * 0.0
     per_anchor = -(log_prob.masked_fill(~positive, 0.0)).sum(1)[anchors] / counts[anchors]
     return per_anchor.mean()
+
+
+def leaf_step_losses(config, outs: tuple[HeadOutput, HeadOutput | None, HeadOutput | None],
+                     y_l: torch.Tensor,
+                     probs: torch.Tensor | None, pseudo: torch.Tensor | None, mask: torch.Tensor | None,
+                     ramp: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """LEAF's terms for one step: load balance and decoupling of the gated experts (all
+    views), the instance embedding's contrastive term (labeled and confident unlabeled
+    faces), and, on unlabeled faces, the category level (below threshold) and the
+    weak/strong consistency. `config` is the MethodConfig; `probs` are the pseudo-label source's
+    class probabilities."""
+    out_l, out_uw, out_us = outs
+    present = [o for o in outs if o is not None]
+    total = out_l.logits.sum() * 0.0
+    logs: dict[str, float] = {}
+    for key in ("gates_semantic", "gates_instance"):
+        if key in out_l.aux:
+            balance = load_balancing_loss(torch.cat([o.aux[key] for o in present]))
+            total = total + config.lambda_balance * balance
+            logs[f"loss_balance_{key.removeprefix('gates_')}"] = balance.item()
+    if "decoupling" in out_l.aux:
+        decoupling = torch.cat([o.aux["decoupling"] for o in present]).mean()
+        total = total + config.lambda_decouple * decoupling
+        logs["loss_decoupling"] = decoupling.item()
+    if config.leaf_contrast:
+        embeddings, labels = out_l.embedding, y_l
+        if out_us is not None:
+            embeddings = torch.cat([embeddings, out_us.embedding])
+            labels = torch.cat([y_l, torch.where(mask, pseudo, torch.full_like(pseudo, -1))])
+        contrast = supervised_contrastive_loss(embeddings, labels)
+        total = total + config.lambda_contrast * contrast
+        logs["loss_contrast"] = contrast.item()
+    if out_us is not None:
+        if config.leaf_category:
+            category = category_level_loss(out_us.logits, probs, ~mask, config.leaf_cumulative)
+            total = total + ramp * config.lambda_category * category
+            logs["loss_category"] = category.item()
+        if config.leaf_consistency:
+            consistency = view_consistency_loss(probs, out_us.logits)
+            total = total + ramp * config.lambda_consistency * consistency
+            logs["loss_consistency"] = consistency.item()
+    return total, logs
