@@ -55,6 +55,7 @@ def rescore_text_level(project: Project, run_id: int, descriptions: dict[str, li
     from core.ssl.levels import text_probs
     from core.training.features import FeatureCache
     from core.training.head import build_method
+    from core.training.results import extras_as_json
 
     started = time.perf_counter()
     report = progress or (lambda _message, _fraction: None)
@@ -115,8 +116,7 @@ def rescore_text_level(project: Project, run_id: int, descriptions: dict[str, li
                    "pseudo_label": names[int(pseudo[i])], "confidence": float(confidence[i]),
                    "passed_threshold": bool(confidence[i] >= thresholds[pseudo[i]])}
             if extras:
-                row["extra"] = {name: ([names[j] for j in np.flatnonzero(values[i])] if values.dtype == bool
-                                       else values[i].tolist()) for name, values in extras.items()}
+                row["extra"] = extras_as_json(extras, i, names)
             updates.append(row)
     report("writing the new predictions", 0.98)
     with project.session() as session:  # one transaction: every face re-scored, or none

@@ -37,12 +37,13 @@ def _rounded(array: np.ndarray | None, i: int) -> list[float] | None:
     return None if array is None else [round(float(v), 5) for v in array[i]]
 
 
-def _extra(preds: Predictions, i: int, names: list[str]) -> dict | None:
-    """The algorithm's own per-face outputs as JSON: LEAF's positive set as class names."""
-    if not preds.extras:
+def extras_as_json(extras: dict[str, np.ndarray], i: int, names: list[str]) -> dict | None:
+    """Face i's algorithm-specific outputs as stored in predictions.extra: a boolean class mask
+    (LEAF's positive set) as class names, anything else as a list."""
+    if not extras:
         return None
     out = {}
-    for key, values in preds.extras.items():
+    for key, values in extras.items():
         row = values[i]
         out[key] = [names[j] for j in np.flatnonzero(row)] if row.dtype == bool else row.tolist()
     return out
@@ -63,7 +64,7 @@ def write_predictions(project: Project, run_id: int, face_ids: np.ndarray, preds
                 "p_instance": _rounded(preds.instance, i), "p_fused": _rounded(preds.fused, i),
                 "pseudo_label": names[int(pseudo[i])], "confidence": float(confidence[i]),
                 "passed_threshold": bool(passed[i]),
-                "extra": _extra(preds, i, names),
+                "extra": extras_as_json(preds.extras, i, names),
             } for i in range(start, stop)])
             session.execute(insert(Embedding), [{
                 "run_id": run_id, "image_id": int(face_ids[i]),
