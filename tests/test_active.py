@@ -102,6 +102,45 @@ def test_k_center_does_not_pick_a_duplicate_before_a_distinct_face():
     assert sorted(everything.tolist()) == [0, 1, 2, 3, 4]
 
 
+
+def explicit_gradient_embeddings(p: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """(p - one-hot of the prediction) ⊗ x written out, to check the factorised version."""
+    residual = p.copy()
+    residual[np.arange(len(p)), p.argmax(axis=1)] -= 1.0
+    return np.einsum("nc,nd->ncd", residual, x).reshape(len(p), -1)
+
+
+def test_badge_follows_the_explicit_gradient_embeddings():
+    rng = np.random.default_rng(4)
+    p = rng.dirichlet(np.ones(7), 40)
+    x = rng.normal(size=(40, 5))
+    g = explicit_gradient_embeddings(p, x)
+    assert scores.gradient_embedding_norms(p, x) == pytest.approx(np.linalg.norm(g, axis=1))
+    chosen, gaps = scores.badge_select(p, x, 40, seed=1)
+    assert chosen[0] == np.argmax(np.linalg.norm(g, axis=1))  # the longest embedding first
+    assert sorted(chosen.tolist()) == list(range(40))  # every face once when k = n
+    assert gaps[0] == pytest.approx(np.linalg.norm(g[chosen[0]]))
+    for step in range(1, 40):  # each gap is the true distance to the nearest earlier pick
+        nearest = np.linalg.norm(g[chosen[:step]] - g[chosen[step]], axis=1).min()
+        assert gaps[step] == pytest.approx(nearest, abs=1e-6)
+    again, _ = scores.badge_select(p, x, 10, seed=1)
+    assert again.tolist() == chosen[:10].tolist()  # seeded
+    assert {tuple(scores.badge_select(p, x, 10, seed=s)[0]) for s in range(5)} != {tuple(again)}
+
+
+def test_badge_never_draws_a_copy_of_a_pick_and_prefers_unsure_faces():
+    torn, sure = probs(fear=0.4, surprise=0.39), probs(happiness=0.97)
+    p = np.array([torn, torn, torn, sure, probs(anger=0.5, disgust=0.4)])
+    x = np.array([[1.0, 0], [1.0, 0], [1.0, 0], [0, 1.0], [0, 1.0]])  # rows 0-2 are one face three times
+    for seed in range(20):
+        chosen, _ = scores.badge_select(p, x, 3, seed)
+        assert chosen[0] == 0  # ties on length go to the lower row
+        assert not {1, 2} & set(chosen[:2].tolist())  # a copy has distance 0: probability 0
+    everything, gaps = scores.badge_select(p, x, 5, seed=0)
+    assert sorted(everything.tolist()) == [0, 1, 2, 3, 4]  # copies come last, once nothing else is left
+    assert gaps[-2:] == pytest.approx([0.0, 0.0])
+
+
 # -- a hand-made project with one finished run ---------------------------------------------------
 SAME, OTHER, THIRD = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]
 FACES = [  # (split, current label, fused, semantic, text, instance, embedding)
@@ -175,10 +214,14 @@ def test_loading_parses_every_level_and_the_last_thresholds(run_project):
     ("disagreement", [3, 2, 4, 1]),  # face 1: all levels agree (JS 0)
     ("near_threshold", [2, 3, 4, 1]),  # gaps 0.02, 0.05, 0.10 under; face 1 is 0.10 over
     ("diversity", [2, 4, 1, 3]),  # face 3 repeats face 2's embedding: last
+    ("badge", None),  # seeded draws: checked below
 ])
 def test_each_strategy_orders_the_unlabeled_train_faces(run_project, strategy, expected):
     items = build_queue(run_project, strategy=strategy, limit=10)
-    assert face_ids(items) == expected
+    if expected is None:
+        assert face_ids(items)[0] == 2 and sorted(face_ids(items)) == [1, 2, 3, 4]
+    else:
+        assert face_ids(items) == expected
     assert [item.rank for item in items] == [1, 2, 3, 4]
 
 
@@ -201,6 +244,10 @@ def test_reasons_name_the_classes_levels_and_threshold(run_project):
     diverse = build_queue(run_project, strategy="diversity", limit=2)
     assert diverse[0].reason.startswith("spread pick: the least sure of the pool; margin 0.01 fear/surprise")
     assert diverse[1].reason.startswith("spread pick, 1.00 from the nearest earlier pick")
+    badge = build_queue(run_project, strategy="badge", limit=2)
+    assert badge[0].reason.startswith("gradient pick: the longest gradient embedding; margin 0.01 fear/surprise")
+    assert badge[1].reason.startswith("gradient pick, ") and "from the nearest earlier pick" in badge[1].reason
+    assert badge[0].score > badge[1].score > 0
 
 
 def test_random_is_seeded_and_reproducible(run_project):
@@ -241,8 +288,9 @@ def test_queue_errors_are_clear(run_project, tmp_path):
         with pytest.raises(QueueError, match="at least two of the semantic, text and instance levels; run 1 "
                                              "stored no per-level probabilities"):
             build_queue(flat, strategy="disagreement")
-        with pytest.raises(QueueError, match="no embeddings"):
-            build_queue(flat, strategy="diversity")
+        for needs_embeddings in ("diversity", "badge"):
+            with pytest.raises(QueueError, match=f"no embeddings.*the {needs_embeddings} strategy needs them"):
+                build_queue(flat, strategy=needs_embeddings)
 
 
 def test_near_threshold_falls_back_on_the_passed_flags(tmp_path):

@@ -185,6 +185,25 @@ def _diversity(ctx: QueueContext, limit: int, seed: int) -> Ranking:
     return Ranking(rows, ctx.margin[rows], notes)
 
 
+@register_strategy("badge", "uncertainty and spread at once (BADGE): k-means++ seeding over each face's "
+                            "last-layer gradient embedding, (fused p - one-hot of the prediction) x the run's "
+                            "embedding, so long (unsure) and far-apart faces come first; score: the gradient "
+                            "embedding's length")
+def _badge(ctx: QueueContext, limit: int, seed: int) -> Ranking:
+    rows = np.arange(len(ctx.preds))
+    found, vectors = ctx.embeddings_of(rows)
+    if not found.any():
+        raise QueueError(f"run {ctx.preds.run_id} stored no embeddings for these faces; "
+                         f"the badge strategy needs them")
+    rows = rows[found]
+    probs = ctx.preds.fused[rows]
+    chosen, distances = scores.badge_select(probs, vectors, limit, seed)
+    picked = rows[chosen]
+    notes = ["gradient pick: the longest gradient embedding" if i == 0
+             else f"gradient pick, {d:.2f} from the nearest earlier pick" for i, d in enumerate(distances)]
+    return Ranking(picked, scores.gradient_embedding_norms(probs[chosen], vectors[chosen]), notes)
+
+
 @register_strategy("random", "a seeded random order (the baseline); score: the random draw",
                    lead="random pick (seed {seed})")
 def _random(ctx: QueueContext, limit: int, seed: int) -> Ranking:
