@@ -199,7 +199,9 @@ def test_train_uses_the_projects_descriptions(runs_project, monkeypatch):
 
     assert train() is None  # no copy: the shipped file
     save_project_descriptions(runs_project.root, load_descriptions())
-    assert train() == str(project_descriptions_path(runs_project.root)), "the worker itself prefers the copy"
+    recorded = train()
+    assert recorded == "descriptions.json", "the worker itself prefers the copy, recorded relative to the project"
+    assert runs_project.resolve_path(recorded) == project_descriptions_path(runs_project.root)
     assert train(descriptions="/x.json") == "/x.json", "an explicit file wins"
 
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 from sqlalchemy import func, select
 
+from core.encoders.text import load_descriptions, save_project_descriptions
 from core.ingest.demo import DemoSettings, create_demo_project
 from core.ssl.algorithms import MethodConfig
 from core.store.db import integrity_ok
@@ -98,14 +99,37 @@ def test_cancel_saves_a_checkpoint_and_resume_finishes(demo_root):
 
     outcome, events = run_in_process(demo_root, settings(), should_stop=stop_after_60_steps)
     assert outcome.status == "cancelled" and events[-1]["event"] == "cancelled"
+    # About 60: feature extraction also asks should_stop when this test runs before the cache exists.
+    stopped_at = events[-1]["step"]
+    assert 40 <= stopped_at <= 60
     with Project.open(demo_root) as project, project.session() as s:
         run = s.get(Run, outcome.run_id)
         assert run.status == "cancelled" and project.resolve_path(run.checkpoint).is_file()
     resumed, events = run_in_process(demo_root, settings(), resume=outcome.run_id)
     assert resumed.status == "finished" and resumed.run_id == outcome.run_id
-    assert any("resumed run" in e.get("message", "") and "step 60" in e["message"] for e in events)
+    assert any("resumed run" in e.get("message", "") and f"step {stopped_at}" in e["message"] for e in events)
     with Project.open(demo_root) as project, project.session() as s:
         assert s.scalar(select(func.max(Metric.step)).where(Metric.run_id == outcome.run_id)) == FAST_LOOP["steps"]
+
+
+def test_a_moved_project_resumes_a_run_that_used_its_own_descriptions(demo_root, tmp_path):
+    root = tmp_path / "before"
+    shutil.copytree(demo_root, root)
+    save_project_descriptions(root, load_descriptions())
+    calls = {"n": 0}
+
+    def stop_after_30_steps():
+        calls["n"] += 1
+        return calls["n"] >= 30
+
+    outcome, _ = run_in_process(root, settings(), should_stop=stop_after_30_steps)
+    assert outcome.status == "cancelled"
+    with Project.open(root) as project, project.session() as s:
+        assert s.get(Run, outcome.run_id).config["descriptions"] == "descriptions.json"  # relative to the project
+    moved = tmp_path / "moved élan"
+    shutil.move(root, moved)
+    resumed, events = run_in_process(moved, settings(), resume=outcome.run_id)
+    assert resumed.status == "finished", events[-1]
 
 
 def test_a_run_without_labels_fails_clearly(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from pathlib import Path
 from dataclasses import fields
 
 from core.cli.common import (
@@ -144,7 +145,9 @@ def settings_from_args(args) -> TrainSettings:
         device=None if args.device == "auto" else args.device,
         method=MethodConfig.from_dict(_collect(args, MethodConfig, "method_")),
         loop=LoopConfig.from_dict(_collect(args, LoopConfig, "loop_")),
-        strong_views=args.strong_views, projection=args.projection, descriptions=args.descriptions,
+        strong_views=args.strong_views, projection=args.projection,
+        # Absolute: the worker reads a relative path against the project (its own copy's form).
+        descriptions=str(Path(args.descriptions).resolve()) if args.descriptions else None,
         loader_workers=args.loader_workers)
 
 

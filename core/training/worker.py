@@ -83,10 +83,11 @@ def train(project: Project, settings: TrainSettings, events: EventSink,
                 settings.validate()
                 if settings.descriptions is None:
                     # The project's own descriptions (the studio's editor) come before the shipped
-                    # ones; the run records which file it used, so a resume reads the same.
+                    # ones; the run records which file it used, so a resume reads the same. The
+                    # path is kept relative to the project, so a moved project still resumes.
                     own = project_descriptions_path(project.root)
                     if own.is_file():
-                        settings.descriptions = str(own)
+                        settings.descriptions = own.relative_to(project.root).as_posix()
                 opened[:2] = _create_run(project, settings), settings.to_dict()
             else:
                 run_id, settings = _reopen_run(project, resume)
@@ -196,7 +197,7 @@ def _execute(project: Project, run_id: int, settings: TrainSettings, events: Eve
     main = not distributed.active() or torch.distributed.get_rank() == 0
     encoder = get_encoder(settings.encoder, device=device)
     events.emit("info", message=f"encoder: {encoder.describe()}")
-    descriptions = load_descriptions(Path(settings.descriptions) if settings.descriptions else None)
+    descriptions = load_descriptions(project.resolve_path(settings.descriptions) if settings.descriptions else None)
     class_text = class_text_embeddings(encoder, descriptions, project.cache_dir("features"))
     with project.session() as session:
         faces = load_face_table(project, session)
