@@ -12,7 +12,6 @@ import os
 import socket
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -179,7 +178,7 @@ def _run_labels(project: Project, run_id: int, faces: FaceTable) -> np.ndarray:
 
 
 @dataclass
-class _Prepared:
+class PreparedRun:
     """What the two modes hand to the common part of a run."""
 
     trainer: Trainer
@@ -208,9 +207,9 @@ def _execute(project: Project, run_id: int, settings: TrainSettings, events: Eve
     hooks: list = [StopHook(should_stop)]
     if main:  # one writer: the other ranks only train
         hooks += [ProgressHook(events), metrics_hook]
-    prepare = _prepare_head if settings.mode == "head" else _prepare_finetune
-    prepared = prepare(faces, train_labels, encoder, class_text, settings, device, project, events,
-                       should_stop, hooks, metrics_hook if main else None)
+    prepare = _prepare_head if settings.mode == "head" else prepare_finetune
+    prepared = prepare(faces, train_labels, encoder, class_text, settings, device, hooks,
+                       metrics_hook if main else None, project=project, events=events, should_stop=should_stop)
     trainer, train_rows = prepared.trainer, prepared.train_rows
     if main:
         trainer.add_hook(CheckpointHook(checkpoint_path, lambda: {"train_face_ids": faces.ids[train_rows]}))
@@ -252,8 +251,8 @@ def _check_train(train_labels: np.ndarray) -> None:
         raise RunError(str(exc)) from None
 
 
-def _prepare_head(faces, train_labels, encoder, class_text, settings, device, project, events, should_stop,
-                  hooks, metrics_hook) -> _Prepared:
+def _prepare_head(faces, train_labels, encoder, class_text, settings, device, hooks, metrics_hook, *,
+                  project, events, should_stop) -> PreparedRun:
     if distributed.active():
         raise RunError("head mode trains in one process; use --mode finetune with torchrun")
     cache = FeatureCache(project.cache_dir("features"), encoder, settings.strong_views, seed=0)
@@ -277,11 +276,13 @@ def _prepare_head(faces, train_labels, encoder, class_text, settings, device, pr
         return predict(trainer.ema.module, trainer.algorithm, torch.from_numpy(features[rows, 0]), trainer.step,
                        torch.from_numpy(row_slot[rows]))
 
-    return _Prepared(trainer, usable, train_rows, predict_all)
+    return PreparedRun(trainer, usable, train_rows, predict_all)
 
 
-def _prepare_finetune(faces, train_labels, encoder, class_text, settings, device, project, events, should_stop,
-                      hooks, metrics_hook) -> _Prepared:
+def prepare_finetune(faces, train_labels, encoder, class_text, settings, device, hooks=(), metrics_hook=None, *,
+                     project=None, events=None, should_stop=None) -> PreparedRun:
+    """A fine-tune run's trainer over the faces' images (train_labels: -1 = unlabeled), and a
+    predictor over any rows. The fine-tune benchmark calls it too, so it measures this code."""
     from torch.nn.parallel import DistributedDataParallel
 
     from core.training.finetune import FineTuneModel, ImageBatches, plain_batches, spatial_pool
@@ -311,11 +312,11 @@ def _prepare_finetune(faces, train_labels, encoder, class_text, settings, device
         hooks.append(EvalHook(lambda: plain_batches(faces, val_rows, np.full(len(faces), -1), preprocess,
                                                     workers=settings.loader_workers),
                               faces.labels[val_rows], metrics_hook))
-    trainer = Trainer(model, algorithm, source, settings.loop, device, hooks)
+    trainer = Trainer(model, algorithm, source, settings.loop, device, list(hooks))
 
     def predict_all(rows, slots):
         return predict_batches(trainer.ema.module, algorithm,
                                plain_batches(faces, rows, slots, preprocess, workers=settings.loader_workers),
                                trainer.step)
 
-    return _Prepared(trainer, usable, train_rows, predict_all)
+    return PreparedRun(trainer, usable, train_rows, predict_all)

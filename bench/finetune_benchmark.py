@@ -1,0 +1,219 @@
+"""Fine-tune mode on FER2013 against head mode: throughput (faces per second) and val accuracy.
+
+For each N (labeled faces per class), seed and method, the same labeled faces train twice:
+in fine-tune mode (the image tower trains on weak/strong augmented images, through the worker's
+own `prepare_finetune`, bf16 autocast on CUDA) and in head mode (frozen tower, cached features,
+as `bench.ssl_benchmark`). Each fine-tune run starts from freshly loaded pretrained weights.
+Reported: the EMA model at the last step on val (PublicTest); nothing is selected on val.
+"Faces per second" counts the faces a training step draws (labeled + unlabeled batch) over the
+training wall time, image decoding and augmentation included (`--workers` decoding processes).
+
+    python -m bench.finetune_benchmark                          # GPU: the full comparison
+    python -m bench.finetune_benchmark --steps 20 --labels 25 --seeds 0 --methods supervised  # CPU smoke
+    python -m bench.finetune_benchmark --render results.json    # results JSON -> docs section
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.fer_project import DEFAULT_ROOT, ensure_features, ensure_project, hidden_labels
+from bench.report import machine_summary, write_section
+from bench.ssl_benchmark import labeled_subset
+from core.encoders import get_encoder
+from core.encoders.text import class_text_embeddings, load_descriptions
+from core.training.head import build_head_trainer
+from core.training.inference import predict
+from core.training.loop import LoopConfig
+from core.training.metrics import classification_report
+from core.training.settings import TrainSettings
+from core.training.worker import choose_device, prepare_finetune
+
+SECTION = "finetune-fer2013"
+
+
+def _train_timed(trainer, args, device: torch.device) -> dict:
+    """Run the trainer; its wall time and the faces its steps drew per second."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    trainer.run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    train_s = time.perf_counter() - started
+    ratio = args.unlabeled_ratio if trainer.algorithm.uses_unlabeled else 0
+    return {"train_s": train_s, "faces_per_s": args.steps * args.batch_size * (1 + ratio) / train_s,
+            "peak_gpu_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
+
+
+def _scores(val_y: np.ndarray, preds) -> dict:
+    return {"fused": classification_report(val_y, preds.fused.argmax(1)),
+            "classifier": classification_report(val_y, preds.semantic.argmax(1))}
+
+
+def finetune_run(faces, labels, class_text, val_rows, val_y, method: str, args, seed: int, device) -> dict:
+    encoder = get_encoder(args.encoder, device=device)  # fresh pretrained weights for every run
+    settings = TrainSettings(algorithm=method, encoder=args.encoder, mode="finetune",
+                             loader_workers=args.workers,
+                             loop=LoopConfig(steps=args.steps, batch_size=args.batch_size,
+                                             unlabeled_ratio=args.unlabeled_ratio, seed=seed))
+    settings.validate()
+    prepared = prepare_finetune(faces, labels, encoder, class_text, settings, device)
+    timing = _train_timed(prepared.trainer, args, device)
+    slots = np.full(len(faces), -1, dtype=np.int64)
+    started = time.perf_counter()
+    preds = prepared.predict_all(val_rows, slots)
+    predict_s = time.perf_counter() - started
+    return {"mode": "finetune", "method": method, "seed": seed, **_scores(val_y, preds), **timing,
+            "predict_faces_per_s": len(val_rows) / predict_s}
+
+
+def head_run(features, labels, class_text, val_x, val_y, method: str, args, seed: int, device) -> dict:
+    settings = TrainSettings(algorithm=method, encoder=args.encoder,
+                             loop=LoopConfig(steps=args.steps, batch_size=args.batch_size,
+                                             unlabeled_ratio=args.unlabeled_ratio, seed=seed))
+    trainer = build_head_trainer(features, labels, class_text, settings, device)
+    timing = _train_timed(trainer, args, device)
+    preds = predict(trainer.ema.module, trainer.algorithm, val_x, trainer.step)
+    return {"mode": "head", "method": method, "seed": seed, **_scores(val_y, preds), **timing}
+
+
+def run_benchmark(args, checkpoint=None) -> dict:
+    device = choose_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    project = ensure_project(args.project)
+    encoder, faces, features_all, broken, _ = ensure_features(project, args.encoder, args.strong_views)
+    truth_all = hidden_labels(project, faces)
+    usable = np.ones(len(faces), bool)
+    usable[broken] = False
+    train = (faces.splits == "train") & usable & (truth_all >= 0)
+    # Fine-tune mode trains on every train face of the table, so the faces it may not see
+    # (unreadable, or without hidden truth) leave the split for this benchmark.
+    faces.splits = np.where((faces.splits == "train") & ~train, "excluded", faces.splits)
+    train_rows = np.flatnonzero(train)
+    val_rows = np.flatnonzero((faces.splits == "val") & usable & (faces.labels >= 0))
+    val_y = faces.labels[val_rows]
+    class_text = class_text_embeddings(encoder, load_descriptions(), args.text_cache or project.cache_dir("features"))
+    val_x = torch.from_numpy(features_all[val_rows, 0])
+    results = {"settings": {
+        "labels_per_class": args.labels, "seeds": args.seeds, "methods": args.methods, "steps": args.steps,
+        "batch_size": args.batch_size, "unlabeled_ratio": args.unlabeled_ratio, "workers": args.workers,
+        "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "machine": machine_summary(), "torch": torch.__version__, "encoder": encoder.describe(),
+        "train_faces": int(len(train_rows)), "val_faces": int(len(val_rows))}, "runs": []}
+    done = set()
+    if args.resume_json and args.resume_json.is_file():
+        results["runs"] = json.loads(args.resume_json.read_text())["runs"]
+        done = {(r["mode"], r["method"], r["labels_per_class"], r["seed"]) for r in results["runs"]}
+    for n in args.labels:
+        for seed in args.seeds:
+            subset = labeled_subset(truth_all[train_rows], faces.ids[train_rows], n, seed)
+            labels = np.full(len(faces), -1, dtype=np.int64)
+            labels[train_rows] = subset
+            for method in args.methods:
+                for mode in args.modes:
+                    if (mode, method, n, seed) in done:
+                        continue
+                    torch.manual_seed(seed)
+                    if mode == "finetune":
+                        run = finetune_run(faces, labels, class_text, val_rows, val_y, method, args, seed, device)
+                    else:
+                        run = head_run(features_all[train_rows], subset, class_text, val_x, val_y, method, args,
+                                       seed, device)
+                    run["labels_per_class"] = n
+                    results["runs"].append(run)
+                    if checkpoint:
+                        checkpoint(results)
+                    print(f"N={n} seed {seed} {mode:<8} {method:<10} fused {run['fused']['accuracy'] * 100:.1f} "
+                          f"classifier {run['classifier']['accuracy'] * 100:.1f}  {run['train_s']:.0f} s  "
+                          f"{run['faces_per_s']:.0f} faces/s", flush=True)
+    return results
+
+
+def _mean_sd(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    if not values:
+        return "-"
+    mean = statistics.mean(values) * scale
+    if len(values) == 1:
+        return f"{mean:.{digits}f} (1 seed)"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values) * scale:.{digits}f}"
+
+
+def render(results: dict) -> str:
+    s = results["settings"]
+    lines = ["## Fine-tune mode against head mode: FER2013", ""]
+    if results.get("preface"):
+        lines += [results["preface"], ""]
+    lines += [
+        f"`python -m bench.finetune_benchmark` - {s['train_faces']:,} train faces (labels hidden except N per "
+        f"class), {s['val_faces']:,} val faces. Encoder {s['encoder']}. Every run: {s['steps']} steps, batch "
+        f"{s['batch_size']} labeled + {s['batch_size'] * s['unlabeled_ratio']} unlabeled, the same labeled faces "
+        f"and seed in both modes; fine-tune mode trains the image tower at a tenth of the head's learning rate "
+        f"on weak/strong augmented images ({s['workers']} decoding workers), head mode trains on cached features. "
+        f"EMA model at the last step; nothing selected on val. Device {s['device']}"
+        + (f" ({s['gpu']})" if s.get("gpu") else "") + f"; {s['machine']}; torch {s['torch']}.", "",
+        "| N | method | mode | fused acc | fused bal. acc | train s | faces/s (training) |",
+        "|---|---|---|---|---|---|---|"]
+    keys = sorted({(r["labels_per_class"], r["method"], r["mode"]) for r in results["runs"]},
+                  key=lambda k: (k[0], s["methods"].index(k[1]) if k[1] in s["methods"] else 99, k[2] != "head"))
+    for n, method, mode in keys:
+        group = [r for r in results["runs"] if (r["labels_per_class"], r["method"], r["mode"]) == (n, method, mode)]
+        lines.append(f"| {n} | {method} | {mode} | {_mean_sd([r['fused']['accuracy'] for r in group])} | "
+                     f"{_mean_sd([r['fused']['balanced_accuracy'] for r in group])} | "
+                     f"{statistics.mean(r['train_s'] for r in group):.0f} | "
+                     f"{statistics.mean(r['faces_per_s'] for r in group):,.0f} |")
+    peaks = [r["peak_gpu_gib"] for r in results["runs"] if r.get("peak_gpu_gib")]
+    lines += ["", "Val accuracy in %, mean ± sd over seeds. Faces/s: labeled + unlabeled faces drawn per second "
+              "of training." + (f" Peak GPU memory {max(peaks):.1f} GiB." if peaks else ""), ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--project", type=Path, default=DEFAULT_ROOT)
+    parser.add_argument("--labels", type=lambda t: [int(v) for v in t.split(",")], default=[25, 100])
+    parser.add_argument("--seeds", type=lambda t: [int(v) for v in t.split(",")], default=[0, 1, 2])
+    parser.add_argument("--methods", type=lambda t: t.split(","), default=["supervised", "fixmatch", "sitfer"])
+    parser.add_argument("--modes", type=lambda t: t.split(","), default=["head", "finetune"])
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--unlabeled-ratio", type=int, default=3)
+    parser.add_argument("--strong-views", type=int, default=2, help="head mode's cached strong views")
+    parser.add_argument("--workers", type=int, default=8, help="image-decoding processes in fine-tune mode")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--encoder", default="offline")
+    parser.add_argument("--text-cache", type=Path, help="folder holding the class text embeddings cache")
+    parser.add_argument("--json-out", type=Path)
+    parser.add_argument("--resume-json", type=Path)
+    parser.add_argument("--render", type=Path, help="render saved results into docs/benchmarks.md and exit")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    bad_modes = set(args.modes) - {"head", "finetune"}
+    if bad_modes:
+        parser.error(f"unknown mode {', '.join(sorted(bad_modes))}; choose head, finetune or both")
+    if args.render:
+        results = json.loads(args.render.read_text())
+    else:
+        save = (lambda r: args.json_out.write_text(json.dumps(r, indent=1))) if args.json_out else None
+        results = run_benchmark(args, save)
+        if save:
+            save(results)
+    body = render(results)
+    print(body)
+    if not args.no_write:
+        write_section(SECTION, body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
