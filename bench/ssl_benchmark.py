@@ -159,7 +159,7 @@ def tune(features, truth, ids, class_text, loop, device, args) -> tuple[dict, li
     keep = ~dev
     dev_x, dev_y = torch.from_numpy(features[dev, 0]), truth[dev]
     trials = []
-    for overrides in TUNING_GRID:
+    for overrides in args.tuning_grid or TUNING_GRID:
         scores = []
         for per_class in args.labels:
             labels = labeled_subset(truth[keep], ids[keep], per_class, seed=100)
@@ -372,6 +372,8 @@ def main(argv=None) -> int:
     parser.add_argument("--text-cache", type=Path, help="folder holding the class text embeddings cache")
     parser.add_argument("--resume-json", type=Path, help="skip the runs already in this results file")
     parser.add_argument("--tune", action="store_true", help="choose sitfer's settings on a dev split of train first")
+    parser.add_argument("--tuning-grid", type=json.loads, default=None,
+                        help="with --tune: a JSON list of sitfer setting overrides to try instead of the built-in grid")
     parser.add_argument("--render", type=Path, help="render saved results into docs/benchmarks.md and exit")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
