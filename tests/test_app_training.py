@@ -101,6 +101,11 @@ def test_the_worker_command_line_round_trips_through_the_train_parser():
     assert settings_from_args(args).to_dict() == settings.to_dict()
     assert settings_from_args(build_parser().parse_args(train_argv("p", TrainSettings()))).to_dict() \
         == TrainSettings().to_dict()
+    # A descriptions file: absolute on the command line; a run's own copy is relative to its project.
+    given = settings_from_args(build_parser().parse_args(["train", "p", "--descriptions", "mine.json"]))
+    assert Path(given.descriptions).is_absolute() and Path(given.descriptions).name == "mine.json"
+    recorded = train_argv("/some/project", TrainSettings(descriptions="descriptions.json"))
+    assert recorded[recorded.index("--descriptions") + 1] == str(Path("/some/project") / "descriptions.json")
 
 
 def test_the_form_gives_settings_and_each_algorithm_its_own_switches(qtbot):

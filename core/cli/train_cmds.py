@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from pathlib import Path
 from dataclasses import fields
+from pathlib import Path
 
 from core.cli.common import (
     EXIT_FAILED,
@@ -159,8 +159,8 @@ def train_argv(project: str, settings: TrainSettings, events: str = "json") -> l
             "--mode", settings.mode, "--device", settings.device or "auto",
             "--projection", settings.projection, "--strong-views", str(settings.strong_views),
             "--loader-workers", str(settings.loader_workers), "--events", events]
-    if settings.descriptions:
-        argv += ["--descriptions", settings.descriptions]
+    if settings.descriptions:  # a run's recorded copy is relative to its project
+        argv += ["--descriptions", str(Path(project) / settings.descriptions)]
     for config, defaults in ((settings.loop, LoopConfig()), (settings.method, MethodConfig())):
         for f in fields(config):
             value = getattr(config, f.name)
