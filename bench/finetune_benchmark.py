@@ -26,7 +26,7 @@ import torch
 
 from bench.fer_project import DEFAULT_ROOT, ensure_features, ensure_project, hidden_labels
 from bench.report import machine_summary, write_section
-from bench.ssl_benchmark import labeled_subset
+from bench.ssl_benchmark import _mean_sd, labeled_subset
 from core.encoders import get_encoder
 from core.encoders.text import class_text_embeddings, load_descriptions
 from core.training.head import build_head_trainer
@@ -138,15 +138,6 @@ def run_benchmark(args, checkpoint=None) -> dict:
                           f"classifier {run['classifier']['accuracy'] * 100:.1f}  {run['train_s']:.0f} s  "
                           f"{run['faces_per_s']:.0f} faces/s", flush=True)
     return results
-
-
-def _mean_sd(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
-    if not values:
-        return "-"
-    mean = statistics.mean(values) * scale
-    if len(values) == 1:
-        return f"{mean:.{digits}f} (1 seed)"
-    return f"{mean:.{digits}f} ± {statistics.stdev(values) * scale:.{digits}f}"
 
 
 def render(results: dict) -> str:

@@ -99,13 +99,18 @@ def k_center_greedy(points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]
     return chosen, gaps
 
 
+def _prediction_residual(probs: np.ndarray) -> np.ndarray:
+    """p - one-hot of the predicted class: the last layer's gradient direction per face."""
+    residual = probs.astype(np.float64)  # a copy
+    residual[np.arange(len(probs)), probs.argmax(axis=1)] -= 1.0
+    return residual
+
+
 def gradient_embedding_norms(probs: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Norm of each face's last-layer gradient embedding (p - one-hot of the prediction) ⊗ x.
 
     The outer product's norm factorises: |p - e| * |x|, so the (n, C x dim) matrix is never built."""
-    residual = probs.copy()
-    residual[np.arange(len(probs)), probs.argmax(axis=1)] -= 1.0
-    return np.linalg.norm(residual, axis=1) * np.linalg.norm(points, axis=1)
+    return np.linalg.norm(_prediction_residual(probs), axis=1) * np.linalg.norm(points, axis=1)
 
 
 def badge_select(probs: np.ndarray, points: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -125,8 +130,7 @@ def badge_select(probs: np.ndarray, points: np.ndarray, k: int, seed: int) -> tu
     k = min(k, n)
     if k <= 0:
         return np.empty(0, dtype=np.int64), np.empty(0)
-    residual = probs.astype(np.float64).copy()
-    residual[np.arange(n), probs.argmax(axis=1)] -= 1.0
+    residual = _prediction_residual(probs)
     x = points.astype(np.float64)
     squared = (residual * residual).sum(axis=1) * (x * x).sum(axis=1)
     rng = np.random.default_rng(seed)
