@@ -16,9 +16,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.ssl.algorithms import ALGORITHMS, MethodConfig
-from core.training.loop import LoopConfig
-from core.training.settings import MODES, PROJECTIONS, TrainSettings
+from core.ssl.config import ALGORITHM_NAMES, MethodConfig, algorithm_traits
+from core.training.settings import MODES, PROJECTIONS, LoopConfig, TrainSettings
 
 ENCODER_CHOICES = ("offline", "tiny", "clip:ViT-B-32:openai")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -43,6 +42,12 @@ TOOLTIPS = {
     "leaf_category": "ambiguous pseudo-labels as positive and negative class sets",
     "dta-snl": "in fine-tune mode DTA-SNL also uses local attention and region dropout on the feature map",
 }
+
+
+def _switch_default(name: str, algorithm: str) -> bool:
+    """A switch's default: MethodConfig's, or where that is None (dynamic thresholds), the algorithm's."""
+    value = getattr(MethodConfig(), name)
+    return bool(getattr(algorithm_traits(algorithm), name) if value is None else value)
 
 
 def _combo(choices, current: str, editable: bool = False) -> QComboBox:
@@ -70,8 +75,8 @@ class TrainingForm(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        loop, method = LoopConfig(), MethodConfig()
-        self.algorithm = _combo(sorted(ALGORITHMS), "sitfer")
+        loop = LoopConfig()
+        self.algorithm = _combo(sorted(ALGORITHM_NAMES), "sitfer")
         self.encoder = _combo(ENCODER_CHOICES, "offline", editable=True)
         self.encoder.setToolTip("offline (pretrained, no download), tiny (tests only), or clip:MODEL[:PRETRAINED]")
         self.mode = _combo(MODES, "head")
@@ -86,7 +91,7 @@ class TrainingForm(QWidget):
         # One box per field; an algorithm shows the boxes it reads (dynamic_threshold is shared).
         self.switches = {name: QCheckBox(label) for options in SWITCHES.values() for name, label in options}
         for name, box in self.switches.items():
-            box.setChecked(getattr(method, name))
+            box.setChecked(_switch_default(name, "sitfer"))
             if name in TOOLTIPS:
                 box.setToolTip(TOOLTIPS[name])
 
@@ -127,6 +132,8 @@ class TrainingForm(QWidget):
             box.setEnabled(name in relevant)
         for i, name in enumerate(relevant):
             self.switch_grid.addWidget(self.switches[name], i // 2, i % 2)
+            if getattr(MethodConfig(), name) is None:  # a shared box whose default is the algorithm's own
+                self.switches[name].setChecked(_switch_default(name, algorithm))
         self.switches_title.setText(TITLES.get(algorithm, ""))
         self.switches_title.setToolTip(TOOLTIPS.get(algorithm, ""))
         self.switches_title.setVisible(bool(relevant))

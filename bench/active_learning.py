@@ -197,7 +197,6 @@ def plot(results: dict, path: Path = PLOT) -> Path:
 
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     import pyqtgraph as pg
-    import pyqtgraph.exporters
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([])  # noqa: F841 (keeps Qt alive while exporting)
@@ -217,9 +216,9 @@ def plot(results: dict, path: Path = PLOT) -> Path:
         widget.plot(x, curves[name].mean(0) * 100, pen=pen, name=name, symbol="o", symbolSize=5,
                     symbolBrush=COLOURS.get(name))
     path.parent.mkdir(parents=True, exist_ok=True)
-    exporter = pg.exporters.ImageExporter(widget.plotItem)
-    exporter.parameters()["width"] = 900
-    exporter.export(str(path))
+    # Grabbed as laid out on screen: the image exporter rescales the fonts, and the bottom
+    # axis title then overlapped its tick labels.
+    widget.grab().save(str(path))
     return path
 
 

@@ -43,7 +43,7 @@ METHODS: dict[str, tuple[str, dict]] = {
     "sitfer - semantic": ("sitfer", {"use_semantic": False}),
     "sitfer - text": ("sitfer", {"use_text": False}),
     "sitfer - instance": ("sitfer", {"use_instance": False}),
-    "sitfer - DTA": ("sitfer", {"dynamic_threshold": False}),
+    "sitfer + DTA": ("sitfer", {"dynamic_threshold": True}),  # sitfer's default has it off (dev split)
     "sitfer - SNL": ("sitfer", {"negative_learning": False}),
 }
 # The seed papers side by side (issue: LEAF and DTA-SNL in the same trainer), with LEAF's
@@ -67,8 +67,8 @@ TUNING_GRID: list[dict] = [
     {},
     {"teacher_pseudo_labels": False, "flip_ensemble": False},
     {"soft_weighting": True},
-    {"dta_floor": 0.7},
-    {"dta_floor": 0.7, "soft_weighting": True},
+    {"dynamic_threshold": True},
+    {"dynamic_threshold": True, "dta_floor": 0.7},
 ]
 DEV_FACES = 2000
 

@@ -122,6 +122,10 @@ def test_the_form_gives_settings_and_each_algorithm_its_own_switches(qtbot):
     assert (settings.algorithm, settings.encoder, settings.projection, settings.device) == ("sitfer", "tiny", "pca", "cpu")
     assert settings.loop.steps == 300 and settings.loop.batch_size == 16 and settings.loop.log_every == 10
     assert not settings.method.use_instance and not settings.method.negative_learning and settings.method.use_text
+    # The shared dynamic-thresholds box shows each algorithm's own default: off for sitfer, on for DTA-SNL.
+    assert not form.switches["dynamic_threshold"].isChecked() and settings.method.dynamic_threshold is False
+    form.set_values(algorithm="dta-snl")
+    assert form.switches["dynamic_threshold"].isChecked() and form.settings().method.dynamic_threshold is True
     form.set_values(algorithm="fixmatch")
     assert not form.switches["use_text"].isEnabled()
     assert form.settings().method == MethodConfig()  # the baselines ignore sitfer's switches

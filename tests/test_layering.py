@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,17 @@ def test_the_store_is_the_bottom_layer():
             if module.startswith("core.") and not module.startswith(allowed):
                 offenders.append(f"{path.relative_to(CORE.parent)}: {module}")
     assert not offenders, offenders
+
+
+def test_the_studio_and_the_command_line_start_without_torch():
+    """Importing torch costs seconds: the studio's window and the command-line parser (label,
+    undo, queue ...) must not pay it; only training, re-scoring and encoding load it."""
+    code = ("import sys\n"
+            "import app.main, app.main_window, app.training_panel, app.worker_process, app.description_editor\n"
+            "import core.cli\n"
+            "core.cli.build_parser()\n"
+            "from core.training.settings import TrainSettings\n"
+            "TrainSettings(algorithm='dta-snl', mode='finetune').validate()\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    subprocess.run([sys.executable, "-c", code], cwd=CORE.parent, check=True, env=env)

@@ -108,9 +108,9 @@ def make_batch(n_l=8, n_u=16, dim=32):
 def run_step(algorithm_name: str, step: int = 0, **overrides):
     """One training step from a fixed start; returns (logs, loss, fused probabilities of the weak view)."""
     torch.manual_seed(0)
-    # Settings under which every part is active at step 0: thresholds follow the batch at once,
-    # and SNL's gamma is high enough to find complementary classes in a random model.
-    config = MethodConfig(**{"instance_warmup": 0, "dta_momentum": 0.0, "dta_floor": 0.01,
+    # Settings under which every part is active at step 0: dynamic thresholds that follow the
+    # batch at once, and an SNL gamma high enough to find complementary classes in a random model.
+    config = MethodConfig(**{"instance_warmup": 0, "dynamic_threshold": True, "dta_momentum": 0.0, "dta_floor": 0.01,
                              "snl_gamma": 0.2, "threshold": 0.9, **overrides})
     text = F.normalize(torch.randn(C, 16, generator=torch.Generator().manual_seed(2)), dim=1)
     algorithm = create_algorithm(algorithm_name, config, num_classes=C, class_text=text, bank_size=24,
@@ -144,6 +144,30 @@ def test_every_sitfer_switch_changes_the_computation(switch):
     logs, loss, fused = run_step("sitfer", **switch)
     assert base_logs["mask_rate"] > 0, "the base setting must let pseudo-labels pass"
     assert not torch.isclose(base_loss, loss) or not torch.allclose(base_fused, fused), f"{switch} changed nothing"
+
+
+def test_every_registered_algorithm_has_its_traits_readable_without_torch():
+    from core.ssl.algorithms import ALGORITHMS
+    from core.ssl.config import ALGORITHM_NAMES
+
+    assert tuple(ALGORITHMS) == ALGORITHM_NAMES
+
+
+def test_dynamic_thresholds_are_the_algorithms_default_unless_asked_for():
+    """sitfer's default is the fixed threshold its dev split chose; DTA-SNL is built on DTA; an
+    explicit setting wins either way."""
+    text = F.normalize(torch.randn(C, 16), dim=1)
+
+    def threshold_kind(name, **overrides):
+        algorithm = create_algorithm(name, MethodConfig(**overrides), num_classes=C, class_text=text, bank_size=4,
+                                     embed_dim=8, device=torch.device("cpu"))
+        return type(algorithm.threshold)
+
+    assert threshold_kind("sitfer") is FixedThreshold
+    assert threshold_kind("sitfer", dynamic_threshold=True) is DynamicThresholds
+    assert threshold_kind("dta-snl") is DynamicThresholds
+    assert threshold_kind("dta-snl", dynamic_threshold=False) is FixedThreshold
+    assert threshold_kind("fixmatch") is FixedThreshold
 
 
 def test_soft_weighting_keeps_passed_faces_whole_and_fades_the_rest():

@@ -16,10 +16,9 @@ from core.cli.common import (
     print_json,
 )
 from core.encoders import EncoderError
-from core.ssl.algorithms import ALGORITHMS, MethodConfig
+from core.ssl.config import ALGORITHM_NAMES, MethodConfig
 from core.training.events import ConsoleEvents, JsonEvents
-from core.training.loop import LoopConfig
-from core.training.settings import MODES, PROJECTIONS, TrainSettings
+from core.training.settings import MODES, PROJECTIONS, LoopConfig, TrainSettings
 
 # Boolean method switches read better without their prefix: --no-text rather than --no-use-text.
 FLAG_NAMES = {"use_semantic": "semantic", "use_text": "text", "use_instance": "instance"}
@@ -82,7 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "predictions, embeddings, a 2-D map and metrics back into the project. "
                     "SIGINT/SIGTERM save a checkpoint and mark the run cancelled; --resume continues it.")
     p.add_argument("project")
-    p.add_argument("--algorithm", choices=sorted(ALGORITHMS), default="sitfer", help="(default: sitfer)")
+    p.add_argument("--algorithm", choices=sorted(ALGORITHM_NAMES), default="sitfer", help="(default: sitfer)")
     p.add_argument("--encoder", default="offline", help="offline (default) | tiny | clip:MODEL[:PRETRAINED]")
     p.add_argument("--mode", choices=MODES, default="head", help="(default: head)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1 ...")

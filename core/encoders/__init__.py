@@ -3,14 +3,19 @@
     enc = get_encoder("offline")            # device: CUDA if available, else CPU
     feats = enc.encode_images(enc.preprocess(pil_images))
 
-Implementations are imported only when asked for, so importing this package stays cheap
-(no open_clip, no transformers).
+Implementations, and torch itself, are imported only when asked for, so importing this
+package stays cheap: the studio and the command-line parser check specs without loading torch.
 """
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from core.encoders.base import Encoder, EncoderError, resolve_device
+from core.encoders.errors import EncoderError
+
+if TYPE_CHECKING:
+    import torch
+
+    from core.encoders.base import Encoder
 
 DEFAULT_ENCODER = "offline"
 
@@ -48,6 +53,8 @@ def get_encoder(spec: str | None = None, device: str | torch.device | None = Non
     spec = (spec if spec is not None else DEFAULT_ENCODER)
     if not isinstance(spec, str) or not spec.strip():
         raise EncoderError(f"bad encoder spec {spec!r}: give one of {', '.join(ENCODERS)}")
+    from core.encoders.base import resolve_device
+
     spec = spec.strip()
     resolved = resolve_device(device)
     head, _, rest = spec.partition(":")
@@ -67,3 +74,12 @@ def get_encoder(spec: str | None = None, device: str | torch.device | None = Non
 
         return OfflineEncoder(resolved)
     raise EncoderError(f"unknown encoder {spec!r}; known encoders:\n  " + "\n  ".join(available_encoders()))
+
+
+def __getattr__(name: str):
+    # `from core.encoders import Encoder` still works; it loads torch only then.
+    if name == "Encoder":
+        from core.encoders.base import Encoder
+
+        return Encoder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

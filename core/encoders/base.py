@@ -12,9 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-
-class EncoderError(RuntimeError):
-    """An encoder cannot be created or used: unknown name, bad spec, weights not available."""
+from core.encoders.errors import EncoderError
 
 
 # A face crop whose sides differ by at most this ratio is resized directly, without cropping:

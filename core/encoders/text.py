@@ -14,11 +14,13 @@ import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from core.classes import class_names
 from core.resources import resource_path
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,8 @@ def descriptions_digest(descriptions: dict[str, list[str]]) -> str:
 
 
 def compute_class_embeddings(encoder, descriptions: dict[str, list[str]]) -> torch.Tensor:
+    import torch  # here, not at the top: the description editor reads and saves without torch
+
     names = class_names()
     texts = [t for name in names for t in descriptions[name]]
     embedded = encoder.encode_texts(texts).float().cpu()  # one call: batching is the encoder's job
@@ -122,6 +126,8 @@ def compute_class_embeddings(encoder, descriptions: dict[str, list[str]]) -> tor
 def class_text_embeddings(encoder, descriptions: dict[str, list[str]] | None = None,
                           cache_dir: Path | None = None) -> torch.Tensor:
     """(n_classes, text_dim) float32 on the CPU; cached in cache_dir when one is given."""
+    import torch
+
     descriptions = descriptions if descriptions is not None else load_descriptions()
     n_classes = len(class_names())
     if cache_dir is None:

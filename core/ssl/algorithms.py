@@ -10,104 +10,19 @@ algorithm in fine-tune mode.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from core.ssl.config import AlgorithmTraits, MethodConfig, algorithm_traits
 from core.ssl.fusion import LevelProbs, fuse
 from core.ssl.heads import ExpressionHead, HeadOutput
 from core.ssl.leaf import LEAFHead, leaf_step_losses, positive_sets
 from core.ssl.levels import MemoryBank, normalize, text_logits
 from core.ssl.losses import masked_cross_entropy, negative_learning_loss
 from core.ssl.thresholds import DynamicThresholds, FixedThreshold, passes
-
-
-@dataclass
-class MethodConfig:
-    """Settings of the method; every field is a command-line flag of `train`."""
-
-    use_semantic: bool = True
-    use_text: bool = True
-    use_instance: bool = True
-    weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # semantic, text, instance
-    text_tau: float = 0.1
-    instance_tau: float = 0.1
-    instance_top_k: int = 5
-    instance_warmup: int = 300  # steps before pseudo-labeled faces join the bank and the fusion
-    threshold: float = 0.95  # the fixed threshold (fixmatch; sitfer without DTA)
-    dynamic_threshold: bool = True
-    dta_momentum: float = 0.99
-    dta_floor: float = 0.5
-    dta_ceiling: float = 0.95
-    negative_learning: bool = True
-    snl_gamma: float = 0.05
-    lambda_text: float = 1.0
-    lambda_u: float = 1.0
-    lambda_neg: float = 0.5
-    unlabeled_rampup: int = 0  # steps over which lambda_u and lambda_neg grow linearly from 0
-    # Where pseudo-labels come from (sitfer): the EMA teacher rather than the student, averaged
-    # over the weak view and its mirror image, and weighted softly below the class threshold.
-    teacher_pseudo_labels: bool = True
-    flip_ensemble: bool = True
-    soft_weighting: bool = False
-    # LEAF (seeds/001): always on in `leaf`; --leaf-modules adds them to fixmatch and sitfer.
-    leaf_modules: bool = False
-    leaf_semantic_experts: bool = True  # gated experts in front of the classifier
-    leaf_instance_experts: bool = True  # gated experts in front of the embedding
-    leaf_relevant_experts: int = 2
-    leaf_agnostic_experts: int = 2
-    leaf_category: bool = True  # positive/negative sets for faces below threshold
-    leaf_consistency: bool = True  # weak and strong views agree
-    leaf_contrast: bool = True  # supervised contrastive term on the instance embedding
-    leaf_cumulative: float = 0.8  # probability mass the positive set covers
-    lambda_balance: float = 0.01
-    lambda_decouple: float = 0.1
-    lambda_category: float = 1.0
-    lambda_consistency: float = 1.0
-    lambda_contrast: float = 0.2
-    # DTA-SNL (seeds/002), fine-tune mode only. None: on for dta-snl in fine-tune mode, off in
-    # head mode (no feature maps there); asking for them in head mode is an error.
-    local_attention: bool | None = None
-    region_dropout: float | None = None  # chance of dropping each region of the feature map
-    region_grid: int = 2  # regions per side
-
-    def validate(self) -> None:
-        for name in ("text_tau", "instance_tau"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
-        for name in ("lambda_text", "lambda_u", "lambda_neg", "instance_warmup", "unlabeled_rampup",
-                     "lambda_balance", "lambda_decouple", "lambda_category", "lambda_consistency", "lambda_contrast",
-                     "leaf_agnostic_experts"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be 0 or more, not {getattr(self, name)}")
-        if len(self.weights) != 3 or any(w < 0 for w in self.weights):
-            raise ValueError(f"weights must be three numbers >= 0 (semantic, text, instance), not {self.weights}")
-        if not 0 < self.snl_gamma < 1:
-            raise ValueError(f"snl_gamma must lie in (0, 1), not {self.snl_gamma}")
-        if self.leaf_relevant_experts < 1:
-            raise ValueError(f"leaf_relevant_experts must be at least 1, not {self.leaf_relevant_experts}")
-        if not 0 < self.leaf_cumulative <= 1:
-            raise ValueError(f"leaf_cumulative must lie in (0, 1], not {self.leaf_cumulative}")
-        if self.region_dropout is not None and not 0 <= self.region_dropout < 1:
-            raise ValueError(f"region_dropout must lie in [0, 1), not {self.region_dropout}")
-        if self.region_grid < 1:
-            raise ValueError(f"region_grid must be at least 1, not {self.region_grid}")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "MethodConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown method setting(s): {', '.join(unknown)}")
-        values = dict(values)
-        if "weights" in values:
-            values["weights"] = tuple(float(w) for w in values["weights"])
-        return cls(**values)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -131,13 +46,8 @@ class StepResult:
 
 class Algorithm:
     name = ""
-    uses_unlabeled = True
     # Which level probabilities this algorithm produces (the studio shows the others as absent).
     levels = ("semantic",)
-    # Defaults an algorithm may ask for: class-balanced labeled batches (--balanced-sampling
-    # overrides), and DTA-SNL's spatial modules in fine-tune mode (--local-attention overrides).
-    prefers_balanced_sampling = False
-    prefers_spatial_modules = False
     always_leaf = False
 
     def __init__(self, config: MethodConfig, num_classes: int, class_text: torch.Tensor | None,
@@ -152,6 +62,15 @@ class Algorithm:
         # The EMA teacher; the Trainer attaches it (algorithms that want it use it for pseudo-labels).
         self.teacher: torch.nn.Module | None = None
         self.leaf = self.always_leaf or config.leaf_modules
+
+    @property
+    def traits(self) -> AlgorithmTraits:
+        """Its defaults (core/ssl/config.py, readable without torch)."""
+        return algorithm_traits(self.name)
+
+    @property
+    def uses_unlabeled(self) -> bool:
+        return self.traits.uses_unlabeled
 
     def build_head(self, in_dim: int, text_dim: int, hidden: int) -> ExpressionHead:
         """The trainable head this algorithm trains: LEAF's gated one where LEAF is on."""
@@ -212,7 +131,6 @@ class Algorithm:
 
 class Supervised(Algorithm):
     name = "supervised"
-    uses_unlabeled = False
 
     def train_step(self, model, batch: Batch, step: int) -> StepResult:
         out_l, _, _ = self.forward(model, batch)
@@ -275,7 +193,7 @@ class SITFER(Algorithm):
         self.confidence_var = 1.0 / num_classes  # running variance of pseudo-label confidences
 
     def _make_threshold(self):
-        return _class_thresholds(self.config, self.num_classes)
+        return _class_thresholds(self.config, self.num_classes, self.traits)
 
     def instance_active(self, step: int) -> bool:
         return self.bank is not None and step >= self.config.instance_warmup
@@ -405,11 +323,9 @@ class DTASNL(_TeacherFixMatch):
     --no-balanced-sampling, --no-local-attention and --region-dropout 0 take each part away."""
 
     name = "dta-snl"
-    prefers_balanced_sampling = True
-    prefers_spatial_modules = True
 
     def _make_threshold(self):
-        return _class_thresholds(self.config, self.num_classes)
+        return _class_thresholds(self.config, self.num_classes, self.traits)
 
     def extra_losses(self, outs, batch: Batch, probs, pseudo, mask, ramp: float) -> tuple[torch.Tensor, dict]:
         total, logs = super().extra_losses(outs, batch, probs, pseudo, mask, ramp)
@@ -420,9 +336,9 @@ class DTASNL(_TeacherFixMatch):
         return total, logs
 
 
-def _class_thresholds(config: MethodConfig, num_classes: int) -> DynamicThresholds | FixedThreshold:
-    """Dynamic per-class thresholds (DTA) unless --no-dynamic-threshold."""
-    if config.dynamic_threshold:
+def _class_thresholds(config: MethodConfig, num_classes: int, traits: AlgorithmTraits) -> DynamicThresholds | FixedThreshold:
+    """Dynamic per-class thresholds (DTA) where --dynamic-threshold or the algorithm says so."""
+    if traits.dynamic_threshold if config.dynamic_threshold is None else config.dynamic_threshold:
         return DynamicThresholds(num_classes, config.dta_momentum, config.dta_floor, config.dta_ceiling)
     return FixedThreshold(num_classes, config.threshold)
 
@@ -435,7 +351,7 @@ def _split(out: HeadOutput, sizes: list[int]) -> list[HeadOutput]:
 
 
 ALGORITHMS: dict[str, Callable[..., Algorithm]] = {
-    cls.name: cls for cls in (Supervised, FixMatch, SITFER, LEAF, DTASNL)
+    cls.name: cls for cls in (Supervised, FixMatch, SITFER, LEAF, DTASNL)  # ALGORITHM_NAMES' order
 }
 
 

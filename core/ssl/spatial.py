@@ -8,44 +8,12 @@ to use fine-tune mode.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-REGION_DROPOUT_DEFAULT = 0.25  # dta-snl's default in fine-tune mode
-
-
-@dataclass(frozen=True)
-class SpatialOptions:
-    local_attention: bool
-    region_dropout: float
-    region_grid: int
-
-    @property
-    def active(self) -> bool:
-        return self.local_attention or self.region_dropout > 0
-
-
-class SpatialModeError(ValueError):
-    pass
-
-
-def spatial_options(local_attention: bool | None, region_dropout: float | None, region_grid: int,
-                    algorithm_default: bool, mode: str) -> SpatialOptions:
-    """Resolves the flags: None means the algorithm's default in fine-tune mode and off in head
-    mode; an explicit request in head mode is an error."""
-    if mode != "finetune":
-        if local_attention or (region_dropout or 0) > 0:
-            raise SpatialModeError(
-                "local attention and region dropout work on the encoder's spatial feature map, which head "
-                "mode does not compute (it trains on cached pooled features): use --mode finetune, or turn "
-                "them off with --no-local-attention --region-dropout 0")
-        return SpatialOptions(False, 0.0, region_grid)
-    attention = algorithm_default if local_attention is None else local_attention
-    dropout = (REGION_DROPOUT_DEFAULT if algorithm_default else 0.0) if region_dropout is None else region_dropout
-    return SpatialOptions(bool(attention), float(dropout), region_grid)
-
+# Which modules a run uses is decided without torch (the studio validates settings with it).
+from core.ssl.config import REGION_DROPOUT_DEFAULT, SpatialModeError, SpatialOptions, spatial_options  # noqa: F401
 
 def drop_regions(fmap: torch.Tensor, probability: float, grid: int, generator: torch.Generator | None = None
                  ) -> torch.Tensor:

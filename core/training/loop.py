@@ -5,53 +5,11 @@ from __future__ import annotations
 import copy
 import math
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
 
 import torch
 
 from core.ssl.algorithms import Algorithm, StepResult
-
-
-@dataclass
-class LoopConfig:
-    steps: int = 1500
-    batch_size: int = 64
-    unlabeled_ratio: int = 3  # unlabeled faces per labeled face in a batch (FixMatch's mu)
-    lr: float = 1e-3
-    weight_decay: float = 5e-4
-    ema_decay: float = 0.99
-    eval_every: int = 100
-    checkpoint_every: int = 500
-    log_every: int = 20
-    seed: int = 0
-    feature_dropout: float = 0.3  # head mode: part of the strong view
-    balanced_sampling: bool | None = None  # labeled faces drawn class-balanced; None: the algorithm's choice
-    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
-
-    def validate(self) -> None:
-        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if self.unlabeled_ratio < 0:
-            raise ValueError(f"unlabeled_ratio must be 0 or more, not {self.unlabeled_ratio}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, not {self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be 0 or more, not {self.weight_decay}")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must lie in [0, 1), not {self.ema_decay}")
-        if not 0 <= self.feature_dropout < 1:
-            raise ValueError(f"feature_dropout must lie in [0, 1), not {self.feature_dropout}")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "LoopConfig":
-        unknown = sorted(set(values) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
-        return cls(**values)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from core.training.settings import LoopConfig  # noqa: F401 - where callers have always found it
 
 
 class ModelEMA:
