@@ -202,7 +202,7 @@ def main(argv=None) -> int:
     body = render(results)
     print(body)
     if not args.no_write:
-        write_section(SECTION, body)
+        write_section(SECTION, body, rendered_only=bool(args.render))
     return 0
 
 

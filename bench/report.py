@@ -35,11 +35,17 @@ def machine_summary() -> str:
             f"Python {platform.python_version()}")
 
 
-def write_section(name: str, body: str) -> Path:
+def write_section(name: str, body: str, rendered_only: bool = False) -> Path:
+    """Replace (or append) section `name` of docs/benchmarks.md. `rendered_only`: the body was
+    rendered from saved results, so the section keeps the time it was measured at."""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    block = f"<!-- bench:{name} -->\n{body.rstrip()}\n\n_Measured {stamp}._\n<!-- /bench:{name} -->"
     text = BENCHMARKS_MD.read_text(encoding="utf-8") if BENCHMARKS_MD.exists() else "# Benchmarks\n"
     pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", re.S)
+    old = pattern.search(text)
+    measured = re.search(r"_Measured ([^_]+)\._", old.group(0)) if old and rendered_only else None
+    if measured:
+        stamp = measured.group(1)
+    block = f"<!-- bench:{name} -->\n{body.rstrip()}\n\n_Measured {stamp}._\n<!-- /bench:{name} -->"
     text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     BENCHMARKS_MD.parent.mkdir(parents=True, exist_ok=True)
     BENCHMARKS_MD.write_text(text, encoding="utf-8")

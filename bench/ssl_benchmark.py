@@ -381,7 +381,7 @@ def main(argv=None) -> int:
         args.methods = list(SUITES[args.suite][0]) + [CEILING]
     if args.render:
         saved = json.loads(args.render.read_text())
-        print(write_section(SUITES[saved["settings"].get("suite", "ssl")][1], render(saved)))
+        print(write_section(SUITES[saved["settings"].get("suite", "ssl")][1], render(saved), rendered_only=True))
         return 0
     save = (lambda r: args.json_out.write_text(json.dumps(r, indent=1))) if args.json_out else None
     results = run_benchmark(args, save)
