@@ -310,10 +310,11 @@ def render(results: dict) -> str:
         lines.append("")
     tuning = results.get("tuning")
     if tuning:
-        lines += ["### How sitfer's settings were chosen", "",
-                  f"Before the runs above, on a dev split of {tuning['dev_faces']:,} train faces held out of "
-                  "training (val untouched), one seed, both N; the best mean dev accuracy was kept for sitfer "
-                  "and its ablations: `" + json.dumps(tuning["chosen"]) + "`.", "",
+        how = tuning.get("how_chosen") or (
+            f"Before the runs above, on a dev split of {tuning['dev_faces']:,} train faces held out of "
+            "training (val untouched), one seed, both N; the best mean dev accuracy was kept for sitfer "
+            "and its ablations: `" + json.dumps(tuning["chosen"]) + "`.")
+        lines += ["### How sitfer's settings were chosen", "", how, "",
                   "| sitfer settings (changed from the defaults) | dev fused acc per N |", "|---|---|"]
         for trial in tuning["grid"]:
             lines.append(f"| `{json.dumps(trial['overrides'])}` | "
