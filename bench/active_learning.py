@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from bench.fer_project import DEFAULT_ROOT, load_benchmark_data
-from bench.report import REPO, machine_summary, write_section
+from bench.report import REPO, machine_summary, saved_or_run, write_section
 from bench.ssl_benchmark import labeled_subset
 from core.active.data import RunPredictions
 from core.active.queue import STRATEGIES, QueueContext
@@ -244,13 +244,7 @@ def main(argv=None) -> int:
     unknown = [s for s in args.strategies if s not in STRATEGIES]
     if unknown:
         parser.error(f"unknown strategy {', '.join(unknown)}; choose from {', '.join(STRATEGIES)}")
-    if args.render:
-        results = json.loads(args.render.read_text())
-    else:
-        save = (lambda r: args.json_out.write_text(json.dumps(r, indent=1))) if args.json_out else None
-        results = run_benchmark(args, save)
-        if args.json_out:
-            args.json_out.write_text(json.dumps(results, indent=1))
+    results = saved_or_run(args, run_benchmark)
     body = render(results)
     print(body)
     if not args.no_write:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from bench.fer_project import DEFAULT_ROOT, ensure_features, ensure_project, hidden_labels
-from bench.report import machine_summary, write_section
+from bench.report import machine_summary, saved_or_run, write_section
 from bench.ssl_benchmark import _mean_sd, labeled_subset
 from core.encoders import get_encoder
 from core.encoders.text import class_text_embeddings, load_descriptions
@@ -192,13 +192,7 @@ def main(argv=None) -> int:
     bad_modes = set(args.modes) - {"head", "finetune"}
     if bad_modes:
         parser.error(f"unknown mode {', '.join(sorted(bad_modes))}; choose head, finetune or both")
-    if args.render:
-        results = json.loads(args.render.read_text())
-    else:
-        save = (lambda r: args.json_out.write_text(json.dumps(r, indent=1))) if args.json_out else None
-        results = run_benchmark(args, save)
-        if save:
-            save(results)
+    results = saved_or_run(args, run_benchmark)
     body = render(results)
     print(body)
     if not args.no_write:

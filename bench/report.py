@@ -5,11 +5,13 @@ markers and rewrites only that section, so results of different benchmarks live 
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 BENCHMARKS_MD = REPO / "docs" / "benchmarks.md"
@@ -50,3 +52,16 @@ def write_section(name: str, body: str, rendered_only: bool = False) -> Path:
     BENCHMARKS_MD.parent.mkdir(parents=True, exist_ok=True)
     BENCHMARKS_MD.write_text(text, encoding="utf-8")
     return BENCHMARKS_MD
+
+
+def saved_or_run(args, run_benchmark: Callable) -> dict:
+    """The results a benchmark script reports: the saved ones (--render FILE), or a fresh run
+    that rewrites --json-out after every measurement (run_benchmark's second argument) and at
+    the end."""
+    if args.render:
+        return json.loads(args.render.read_text())
+    save = (lambda r: args.json_out.write_text(json.dumps(r, indent=1))) if args.json_out else None
+    results = run_benchmark(args, save)
+    if save:
+        save(results)
+    return results

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from bench.fer_project import DEFAULT_ROOT, load_benchmark_data
-from bench.report import machine_summary, write_section
+from bench.report import machine_summary, saved_or_run, write_section
 from core.classes import class_names
 from core.ingest.importer import choose_kept_labels
 from core.ssl.algorithms import MethodConfig
@@ -380,18 +380,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.methods is None:
         args.methods = list(SUITES[args.suite][0]) + [CEILING]
-    if args.render:
-        saved = json.loads(args.render.read_text())
-        print(write_section(SUITES[saved["settings"].get("suite", "ssl")][1], render(saved), rendered_only=True))
-        return 0
-    save = (lambda r: args.json_out.write_text(json.dumps(r, indent=1))) if args.json_out else None
-    results = run_benchmark(args, save)
-    if args.json_out:
-        args.json_out.write_text(json.dumps(results, indent=1))
+    results = saved_or_run(args, run_benchmark)
     body = render(results)
     print(body)
-    if not args.no_write:
-        write_section(SUITES[args.suite][1], body)
+    if not args.no_write:  # saved results name their own suite
+        write_section(SUITES[results["settings"].get("suite", "ssl")][1], body, rendered_only=bool(args.render))
     return 0
 
 
