@@ -47,10 +47,23 @@ COLOURS = {"random": (120, 120, 120), "least_confidence": (31, 119, 180), "margi
            "diversity": (140, 86, 75), "badge": (23, 190, 207)}
 
 
-def train_round(features, labels, class_text, seed: int, steps: int, device):
-    # DTA on, as every documented round was measured: with no unlabeled batches its thresholds
-    # stay at the floor (0.5), which near_threshold ranks against (sitfer's default is now off).
-    settings = TrainSettings(algorithm="sitfer", method=MethodConfig(dynamic_threshold=True),
+THRESHOLDS = {
+    # DTA on, as the main table was measured: with no unlabeled batches its thresholds stay at
+    # the floor (0.5), which near_threshold ranks against.
+    "dta": MethodConfig(dynamic_threshold=True),
+    # sitfer's default since DTA was turned off for it: the fixed 0.95 a studio run ranks against.
+    "fixed": MethodConfig(dynamic_threshold=False),
+}
+
+
+def run_label(run: dict) -> str:
+    """A run's row in the table: its strategy, and the thresholds where they are not DTA's."""
+    kind = run.get("thresholds", "dta")
+    return run["strategy"] if kind == "dta" else f"{run['strategy']} (fixed {MethodConfig().threshold:g})"
+
+
+def train_round(features, labels, class_text, seed: int, steps: int, device, thresholds: str = "dta"):
+    settings = TrainSettings(algorithm="sitfer", method=THRESHOLDS[thresholds],
                              loop=LoopConfig(steps=steps, unlabeled_ratio=0, seed=seed))
     trainer = build_head_trainer(features, labels, class_text, settings, device)
     trainer.run()
@@ -73,12 +86,12 @@ def in_memory_context(preds, pool: np.ndarray) -> QueueContext:
 
 
 def simulate(strategy: str, features, truth, start_labels, class_text, val_x, val_y, seed: int, rounds: int,
-             per_round: int, steps: int, device) -> dict:
+             per_round: int, steps: int, device, thresholds: str = "dta") -> dict:
     labels = start_labels.copy()
     curve, timings = [], []
     for round_ in range(rounds + 1):
         started = time.perf_counter()
-        trainer = train_round(features, labels, class_text, seed, steps, device)
+        trainer = train_round(features, labels, class_text, seed, steps, device, thresholds)
         trained = time.perf_counter()
         val = predict(trainer.ema.module, trainer.algorithm, val_x, trainer.step)
         curve.append({"round": round_, "labeled": int((labels >= 0).sum()),
@@ -94,7 +107,7 @@ def simulate(strategy: str, features, truth, start_labels, class_text, val_x, va
         labels[picked] = truth[picked]  # the simulated annotator answers from the hidden truth
         timings.append({"train_s": trained - started, "rank_s": time.perf_counter() - trained})  # rank_s: predict + rank
         curve[-1]["picked_classes"] = np.bincount(truth[picked], minlength=7).tolist()
-    return {"strategy": strategy, "seed": seed, "curve": curve, "timings": timings}
+    return {"strategy": strategy, "seed": seed, "thresholds": thresholds, "curve": curve, "timings": timings}
 
 
 def run_benchmark(args, checkpoint=None) -> dict:
@@ -110,14 +123,14 @@ def run_benchmark(args, checkpoint=None) -> dict:
     done = set()
     if args.resume_json and args.resume_json.is_file():
         results["runs"] = json.loads(args.resume_json.read_text())["runs"]
-        done = {(r["strategy"], r["seed"]) for r in results["runs"]}
+        done = {(run_label(r), r["seed"]) for r in results["runs"]}
     for seed in args.seeds:
         start = labeled_subset(truth, ids, args.start, seed)
         for strategy in args.strategies:
-            if (strategy, seed) in done:
+            if (run_label({"strategy": strategy, "thresholds": args.thresholds}), seed) in done:
                 continue
             run = simulate(strategy, features, truth, start, class_text, val_x, val_y, seed, args.rounds,
-                           args.per_round, args.steps, device)
+                           args.per_round, args.steps, device, args.thresholds)
             results["runs"].append(run)
             if checkpoint:
                 checkpoint(results)
@@ -129,7 +142,7 @@ def run_benchmark(args, checkpoint=None) -> dict:
 def mean_curves(results: dict) -> dict[str, np.ndarray]:
     curves: dict[str, list[list[float]]] = {}
     for run in results["runs"]:
-        curves.setdefault(run["strategy"], []).append([p["accuracy"] for p in run["curve"]])
+        curves.setdefault(run_label(run), []).append([p["accuracy"] for p in run["curve"]])
     return {name: np.array(values) for name, values in curves.items()}
 
 
@@ -182,9 +195,9 @@ def render(results: dict) -> str:
         need_text = "not reached" if need is None else f"{need:.0f}"
         if need is not None and name != "random" and random_need:
             need_text += f" ({need / random_need:.0%} of random's)"
-        timings = [t["train_s"] + t["rank_s"] for run in results["runs"] if run["strategy"] == name
-                   for t in run["timings"][:-1]]
-        rank_only = [t["rank_s"] for run in results["runs"] if run["strategy"] == name for t in run["timings"][:-1]]
+        runs = [run for run in results["runs"] if run_label(run) == name]
+        timings = [t["train_s"] + t["rank_s"] for run in runs for t in run["timings"][:-1]]
+        rank_only = [t["rank_s"] for run in runs for t in run["timings"][:-1]]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {need_text} | "
                      f"{statistics.mean(timings):.1f} ({statistics.mean(rank_only):.1f}) |")
     lines += ["", "Val accuracy in % after each round (r0: the starting labels), mean ± sd over seeds. "
@@ -212,11 +225,14 @@ def plot(results: dict, path: Path = PLOT) -> Path:
     widget.showGrid(x=True, y=True, alpha=0.3)
     curves = mean_curves(results)
     x = np.arange(s["rounds"] + 1) * s["per_round"]
-    for name in [n for n in STRATEGY_ORDER if n in curves]:
-        pen = pg.mkPen(COLOURS.get(name, (0, 0, 0)), width=3 if name != "random" else 2,
-                       style=pg.QtCore.Qt.PenStyle.DashLine if name == "random" else pg.QtCore.Qt.PenStyle.SolidLine)
+    styles = pg.QtCore.Qt.PenStyle
+    for name in [n for n in STRATEGY_ORDER if n in curves] + sorted(set(curves) - set(STRATEGY_ORDER)):
+        base = name.split(" (")[0]  # a threshold variant is drawn dotted in its strategy's colour
+        colour = COLOURS.get(base, (0, 0, 0))
+        style = styles.DashLine if name == "random" else styles.SolidLine if name == base else styles.DotLine
+        pen = pg.mkPen(colour, width=3 if name != "random" else 2, style=style)
         widget.plot(x, curves[name].mean(0) * 100, pen=pen, name=name, symbol="o", symbolSize=5,
-                    symbolBrush=COLOURS.get(name))
+                    symbolBrush=colour)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Grabbed as laid out on screen: the image exporter rescales the fonts, and the bottom
     # axis title then overlapped its tick labels.
@@ -233,6 +249,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--per-round", type=int, default=100)
     parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--thresholds", choices=sorted(THRESHOLDS), default="dta",
+                        help="the round model's class thresholds: DTA (as the main table) or sitfer's fixed default")
     parser.add_argument("--device", default=None)
     parser.add_argument("--encoder", default="offline")
     parser.add_argument("--text-cache", type=Path)

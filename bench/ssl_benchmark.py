@@ -286,6 +286,7 @@ def render(results: dict) -> str:
                 f"{_mean_sd([r['classifier']['balanced_accuracy'] for r in group])} | "
                 f"{statistics.mean(r['seconds'] for r in group):.0f} |")
         lines.append("")
+    lines += _paired_rows(runs, s["labels"])
     ceiling = [r for r in runs if r["method"] == CEILING]
     if ceiling:
         lines += [f"Ceiling, supervised on all {ceiling[0]['labeled']:,} train labels: accuracy "
@@ -330,6 +331,31 @@ def render(results: dict) -> str:
                          f"{c['naive_loop_ms'] / 1000:.1f} s |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _paired_rows(runs: list[dict], label_counts: list[int], method: str = "sitfer") -> list[str]:
+    """`method` against every other method, seed by seed: runs of one seed share the labeled faces
+    and the training seed, so their difference is less noisy than the spread of either."""
+    by_key = {(r["method"], r["labels_per_class"], r["seed"]): r["fused"]["accuracy"] for r in runs}
+    others = [m for m in dict.fromkeys(r["method"] for r in runs) if m not in (method, CEILING)]
+    header = [f"### {method} against each method, paired by seed", "",
+              f"Fused accuracy of {method} minus the other method's, in points, over the seeds both ran "
+              f"(same labeled faces, same training seed): mean ± sd, and the seeds where {method} is ahead.", "",
+              "| method | " + " | ".join(f"N = {n}" for n in label_counts) + " |",
+              "|---|" + "---|" * len(label_counts)]
+    rows = []
+    for other in others:
+        cells = []
+        for n in label_counts:
+            seeds = sorted(seed for (m, pc, seed) in by_key if m == method and pc == n and (other, n, seed) in by_key)
+            diffs = [(by_key[(method, n, seed)] - by_key[(other, n, seed)]) * 100 for seed in seeds]
+            if not diffs:
+                cells.append("-")
+                continue
+            spread = f" ± {statistics.stdev(diffs):.1f}" if len(diffs) > 1 else ""
+            cells.append(f"{statistics.mean(diffs):+.1f}{spread} ({sum(d > 0 for d in diffs)} of {len(diffs)})")
+        rows.append(f"| {other} | " + " | ".join(cells) + " |")
+    return header + rows + [""] if rows else []
 
 
 def _pseudo_label_rows_per_method(runs: list[dict], label_counts: list[int]) -> list[str]:

@@ -1,0 +1,48 @@
+"""The benchmark reports' own arithmetic: paired differences and the active-learning table."""
+from __future__ import annotations
+
+from bench.active_learning import render as render_active_learning, run_label
+from bench.ssl_benchmark import _paired_rows
+
+
+def _run(method, per_class, seed, accuracy):
+    return {"method": method, "labels_per_class": per_class, "seed": seed, "fused": {"accuracy": accuracy}}
+
+
+def test_paired_rows_difference_seed_by_seed_and_skip_unmatched_seeds():
+    runs = [_run("sitfer", 25, 0, 0.30), _run("sitfer", 25, 1, 0.28), _run("sitfer", 25, 2, 0.31),
+            _run("fixmatch", 25, 0, 0.29), _run("fixmatch", 25, 1, 0.30),  # seed 2 missing: not paired
+            _run("supervised, all labels", None, 0, 0.5)]
+    lines = _paired_rows(runs, [25])
+    row = next(line for line in lines if line.startswith("| fixmatch |"))
+    # seed 0: +1.0, seed 1: -2.0 -> mean -0.5, sd 2.1, ahead at 1 of 2
+    assert row == "| fixmatch | -0.5 ± 2.1 (1 of 2) |"
+    assert not any("all labels" in line for line in lines)
+
+
+def test_paired_rows_mark_a_size_neither_ran():
+    lines = _paired_rows([_run("sitfer", 25, 0, 0.3), _run("fixmatch", 25, 0, 0.2)], [25, 100])
+    assert "| fixmatch | +10.0 (1 of 1) | - |" in lines
+
+
+def _al_run(strategy, seed, accuracies, thresholds=None):
+    run = {"strategy": strategy, "seed": seed,
+           "curve": [{"round": r, "labeled": 10 + r, "accuracy": a} for r, a in enumerate(accuracies)],
+           "timings": [{"train_s": 1.0, "rank_s": 0.5}] * len(accuracies)}
+    if thresholds:
+        run["thresholds"] = thresholds
+    return run
+
+
+def test_active_learning_table_keeps_threshold_variants_apart():
+    settings = {"start_per_class": 1, "rounds": 2, "per_round": 100, "steps": 10, "seeds": [0], "device": "cpu",
+                "machine": "m", "torch": "t", "encoder": "e", "train_faces": 100, "val_faces": 10}
+    runs = [_al_run("random", 0, [0.2, 0.3, 0.4]),
+            _al_run("near_threshold", 0, [0.2, 0.4, 0.5]),  # records before the option: DTA
+            _al_run("near_threshold", 0, [0.2, 0.25, 0.3], thresholds="fixed")]
+    assert run_label(runs[1]) == "near_threshold"
+    assert run_label(runs[2]) == "near_threshold (fixed 0.95)"
+    body = render_active_learning({"settings": settings, "runs": runs})
+    # random reaches its own 0.4 after 200 corrections; DTA's near_threshold at 0.4 after 100
+    assert "| near_threshold | 20.0 | 40.0 | 50.0 | 100 (50% of random's) |" in body
+    assert "| near_threshold (fixed 0.95) | 20.0 | 25.0 | 30.0 | not reached |" in body
