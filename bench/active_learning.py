@@ -15,6 +15,8 @@ fit in one sitting. It still gives the three levels the disagreement strategy co
 
     python -m bench.active_learning                 # full protocol; writes docs/benchmarks.md and the plot
     python -m bench.active_learning --render r.json # results JSON -> docs section and plot
+    python -m bench.active_learning --strategies near_threshold --thresholds fixed --json-out f.json
+                                                    # rounds ranked against sitfer's fixed 0.95 (own row)
 """
 from __future__ import annotations
 
