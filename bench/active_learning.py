@@ -228,8 +228,9 @@ def plot(results: dict, path: Path = PLOT) -> Path:
     curves = mean_curves(results)
     x = np.arange(s["rounds"] + 1) * s["per_round"]
     styles = pg.QtCore.Qt.PenStyle
+    strategy_of = {run_label(run): run["strategy"] for run in results["runs"]}
     for name in [n for n in STRATEGY_ORDER if n in curves] + sorted(set(curves) - set(STRATEGY_ORDER)):
-        base = name.split(" (")[0]  # a threshold variant is drawn dotted in its strategy's colour
+        base = strategy_of[name]  # a threshold variant is drawn dotted in its strategy's colour
         colour = COLOURS.get(base, (0, 0, 0))
         style = styles.DashLine if name == "random" else styles.SolidLine if name == base else styles.DotLine
         pen = pg.mkPen(colour, width=3 if name != "random" else 2, style=style)
