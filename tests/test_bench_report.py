@@ -46,3 +46,15 @@ def test_active_learning_table_keeps_threshold_variants_apart():
     # random reaches its own 0.4 after 200 corrections; DTA's near_threshold at 0.4 after 100
     assert "| near_threshold | 20.0 | 40.0 | 50.0 | 100 (50% of random's) |" in body
     assert "| near_threshold (fixed 0.95) | 20.0 | 25.0 | 30.0 | not reached |" in body
+
+
+def test_active_learning_table_gives_each_seed_against_its_own_random():
+    settings = {"start_per_class": 1, "rounds": 2, "per_round": 100, "steps": 10, "seeds": [0, 1], "device": "cpu",
+                "machine": "m", "torch": "t", "encoder": "e", "train_faces": 100, "val_faces": 10}
+    runs = [_al_run("random", 0, [0.2, 0.3, 0.4]), _al_run("random", 1, [0.2, 0.4, 0.4]),
+            _al_run("margin", 0, [0.2, 0.4, 0.4]),  # seed 0: 100 against random's 200 -> 50%
+            _al_run("margin", 1, [0.2, 0.3, 0.35])]  # seed 1: never reaches 0.4
+    body = render_active_learning({"settings": settings, "runs": runs})
+    row = next(line for line in body.splitlines() if line.startswith("| margin |"))
+    assert "| 50%, - |" in row
+    assert next(line for line in body.splitlines() if line.startswith("| random |")).count("| - |") == 1

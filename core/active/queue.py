@@ -154,7 +154,10 @@ def _disagreement(ctx: QueueContext, limit: int, seed: int) -> Ranking:
 @register_strategy("near_threshold", "how far the confidence is under the predicted class's threshold "
                                      "(score: threshold - confidence, or the confidence where the run "
                                      "logged no thresholds); faces under it first, smallest gap first, "
-                                     "then those over it", lead_fact="threshold")
+                                     "then those over it. Best in the benchmark where thresholds are "
+                                     "near 0.5 (DTA's floor); under a high fixed threshold (sitfer's "
+                                     "0.95) it picks nearly sure faces and falls behind random",
+                   lead_fact="threshold")
 def _near_threshold(ctx: QueueContext, limit: int, seed: int) -> Ranking:
     preds = ctx.preds
     if preds.thresholds is not None:
