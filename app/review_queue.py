@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.active import LABEL_FILTERS, STRATEGIES, QueueError, QueueFilters, QueueItem, build_queue
+from core.active import LABEL_FILTERS, STRATEGIES, QueueError, QueueFilters, QueueItem, build_queue, queue_advice
 from core.classes import class_names, expression_classes
 from core.store.models import SPLITS
 from core.store.project import Project
@@ -338,8 +338,10 @@ class ReviewQueueView(QWidget):
         self.model.set_queue(result.items, result.faces)
         shown = self.model.queue_size()
         strategy = request.strategy.replace("_", " ")
+        advice = queue_advice(request.strategy, result.items)
         self.summary.setText(f"Run {request.run_id} · {strategy} · {shown:,} face{'s' if shown != 1 else ''} "
-                             f"· built in {result.seconds:.2f} s")
+                             f"· built in {result.seconds:.2f} s" + (" · ⚠ high thresholds: try margin" if advice else ""))
+        self.summary.setToolTip(f"Note: {advice}" if advice else "")
         if not shown:
             self._show_message("No faces match these filters.\n\nTry another split, the “All faces” choice, "
                                "or no pseudo-label or pair filter.")

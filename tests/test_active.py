@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from sqlalchemy import insert
 
-from core.active import QueueError, QueueFilters, build_queue
+from core.active import QueueError, QueueFilters, build_queue, queue_advice
 from core.active import scores
 from core.active.data import load_run_predictions
 from core.classes import class_names
@@ -302,6 +302,15 @@ def test_near_threshold_falls_back_on_the_passed_flags(tmp_path):
     assert items[0].threshold is None
 
 
+def test_near_threshold_warns_only_under_high_thresholds(run_project, tmp_path):
+    items = build_queue(run_project, strategy="near_threshold", limit=10)
+    assert queue_advice("near_threshold", items) is None  # thresholds 0.42-0.8
+    with make_run_project(tmp_path / "high", thresholds={name: 0.95 for name in NAMES}) as project:
+        items = build_queue(project, strategy="near_threshold", limit=10)
+        assert "thresholds are high (0.95)" in queue_advice("near_threshold", items)
+        assert queue_advice("margin", build_queue(project, strategy="margin", limit=10)) is None
+
+
 # -- commands ------------------------------------------------------------------------------------
 def run_cli(capsys, *args) -> tuple[int, str, str]:
     code = cli_main([str(a) for a in args])
@@ -320,8 +329,12 @@ def test_cli_queue_json_from_a_real_process(run_project):
 
 
 def test_cli_queue_table_and_errors(run_project, capsys, tmp_path):
-    code, out, _ = run_cli(capsys, "queue", run_project.root, "--strategy", "near_threshold", "--pair", "fear,surprise")
+    code, out, err = run_cli(capsys, "queue", run_project.root, "--strategy", "near_threshold", "--pair", "fear,surprise")
     assert code == 0 and "Run 1, near_threshold: 1 face(s)" in out and "0.02 under the fear threshold" in out
+    assert "note:" not in err
+    with make_run_project(tmp_path / "high", thresholds={name: 0.95 for name in NAMES}) as project:
+        code, _, err = run_cli(capsys, "queue", project.root, "--strategy", "near_threshold")
+    assert code == 0 and "note: this run's thresholds are high (0.95)" in err and "margin" in err
     code, _, err = run_cli(capsys, "queue", run_project.root, "--pseudo-label", "joyful")
     assert code == 2 and "unknown label 'joyful'" in err
     Project.create(tmp_path / "empty").close()

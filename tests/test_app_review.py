@@ -112,6 +112,12 @@ def test_the_queue_shows_cores_order_for_each_strategy(qtbot, window, review_pro
         for name in ("entropy", "least_confidence", "disagreement"):
             review.set_strategy(name)
             assert wait_for_queue(qtbot, window) == [i.face_id for i in build_queue(project, SITFER_RUN, name, 50)]
+            assert "high thresholds" not in review.summary.text() and not review.summary.toolTip()
+        # The template's sitfer run keeps sitfer's fixed 0.95: near threshold says it ranks badly here.
+        review.set_strategy("near_threshold")
+        wait_for_queue(qtbot, window)
+        assert "high thresholds: try margin" in review.summary.text()
+        assert "thresholds are high (0.95)" in review.summary.toolTip()
     # Every registered strategy is offered, with its description as the tooltip.
     combo = review.strategy_combo
     offered = {combo.itemData(i): combo.itemData(i, Qt.ItemDataRole.ToolTipRole) for i in range(combo.count())}

@@ -23,6 +23,9 @@ from core.store.project import Project
 
 LABEL_FILTERS = ("unlabeled", "labeled", "corrected", "all")  # corrected: labeled by an annotator
 DIVERSITY_POOL = 10  # diversity spreads its batch over the (this x limit) least sure faces by margin
+# Above this, faces just under their threshold are ones the model is nearly sure of: measured
+# behind random with sitfer's fixed 0.95 (docs/benchmarks.md, active learning).
+HIGH_THRESHOLD = 0.9
 
 
 @dataclass(frozen=True)
@@ -240,6 +243,17 @@ def build_queue(project: Project, run_id: int | None = None, strategy: str = "ma
     return [_item(ctx, STRATEGIES[strategy], rank, int(row), float(score), seed,
                   ranking.notes[rank - 1] if ranking.notes else None)
             for rank, (row, score) in enumerate(zip(ranking.rows, ranking.scores), start=1)]
+
+
+def queue_advice(strategy: str, items: list[QueueItem]) -> str | None:
+    """A warning where a queue's strategy is known to do badly on this run, else None: near
+    threshold against thresholds of HIGH_THRESHOLD or more picks faces the model is nearly sure of."""
+    thresholds = [item.threshold for item in items if item.threshold is not None]
+    if strategy != "near_threshold" or not thresholds or float(np.median(thresholds)) < HIGH_THRESHOLD:
+        return None
+    return (f"this run's thresholds are high ({float(np.median(thresholds)):.2f}), so near threshold ranks "
+            f"faces the model is nearly sure of, which teach little (behind random in the benchmark); "
+            f"margin is the better queue for this run")
 
 
 def _candidates(ctx: QueueContext, filters: QueueFilters) -> np.ndarray:

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import textwrap
 from dataclasses import asdict
 
-from core.active import LABEL_FILTERS, STRATEGIES, QueueError, QueueFilters, build_queue
+from core.active import LABEL_FILTERS, STRATEGIES, QueueError, QueueFilters, build_queue, queue_advice
 from core.cli.common import EXIT_FAILED, EXIT_USAGE, CommandError, opened_project, print_json
 from core.labeling import (
     LabelingError,
@@ -113,6 +114,9 @@ def cmd_queue(args) -> int:
     for item in items:
         print(f"{item.rank:>4} {item.face_id:>7} {item.score:>7.3f}  {item.pseudo_label:<11} "
               f"{item.confidence:>5.2f}  {item.reason}")
+    advice = queue_advice(args.strategy, items)
+    if advice:
+        print(f"note: {advice}", file=sys.stderr)
     return 0
 
 
