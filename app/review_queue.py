@@ -340,8 +340,8 @@ class ReviewQueueView(QWidget):
         strategy = request.strategy.replace("_", " ")
         advice = queue_advice(request.strategy, result.items)
         self.summary.setText(f"Run {request.run_id} · {strategy} · {shown:,} face{'s' if shown != 1 else ''} "
-                             f"· built in {result.seconds:.2f} s" + (" · ⚠ high thresholds: try margin" if advice else ""))
-        self.summary.setToolTip(f"Note: {advice}" if advice else "")
+                             f"· built in {result.seconds:.2f} s" + (f" · ⚠ {advice.headline}" if advice else ""))
+        self.summary.setToolTip(f"Note: {advice.detail}" if advice else "")
         if not shown:
             self._show_message("No faces match these filters.\n\nTry another split, the “All faces” choice, "
                                "or no pseudo-label or pair filter.")

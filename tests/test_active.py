@@ -307,7 +307,8 @@ def test_near_threshold_warns_only_under_high_thresholds(run_project, tmp_path):
     assert queue_advice("near_threshold", items) is None  # thresholds 0.42-0.8
     with make_run_project(tmp_path / "high", thresholds={name: 0.95 for name in NAMES}) as project:
         items = build_queue(project, strategy="near_threshold", limit=10)
-        assert "thresholds are high (0.95)" in queue_advice("near_threshold", items)
+        advice = queue_advice("near_threshold", items)
+        assert advice.headline == "high thresholds: try margin" and "thresholds are high (0.95)" in advice.detail
         assert queue_advice("margin", build_queue(project, strategy="margin", limit=10)) is None
 
 

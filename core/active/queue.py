@@ -97,22 +97,33 @@ class Ranking:
 
 
 @dataclass(frozen=True)
+class QueueAdvice:
+    """A warning that a strategy is known to rank badly for a run: a few words for a status line,
+    and the reason in full."""
+    headline: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class Strategy:
     name: str
     description: str
     rank: Callable[[QueueContext, int, int], Ranking]  # (context, limit, seed)
     lead: str | None = None  # how the score opens a reason, e.g. "entropy {score:.2f}"
     lead_fact: str | None = None  # the fact this strategy is about, put first in a reason
+    advise: Callable[[list["QueueItem"]], QueueAdvice | None] | None = None  # see queue_advice
 
 
 STRATEGIES: dict[str, Strategy] = {}
 
 
-def register_strategy(name: str, description: str, *, lead: str | None = None, lead_fact: str | None = None):
-    """Register a ranking function as a queue strategy under `name`."""
+def register_strategy(name: str, description: str, *, lead: str | None = None, lead_fact: str | None = None,
+                      advise: Callable[[list["QueueItem"]], QueueAdvice | None] | None = None):
+    """Register a ranking function as a queue strategy under `name`; `advise` looks at a built
+    queue and warns where the strategy is known to rank badly for its run."""
 
     def register(rank: Callable[[QueueContext, int, int], Ranking]):
-        STRATEGIES[name] = Strategy(name, description, rank, lead, lead_fact)
+        STRATEGIES[name] = Strategy(name, description, rank, lead, lead_fact, advise)
         return rank
 
     return register
@@ -154,13 +165,25 @@ def _disagreement(ctx: QueueContext, limit: int, seed: int) -> Ranking:
     return _by_score(ctx, scores.js_divergence(list(levels.values())), limit, ascending=False)
 
 
+def _high_thresholds_advice(items: list[QueueItem]) -> QueueAdvice | None:
+    """near_threshold against thresholds of HIGH_THRESHOLD or more ranks nearly sure faces first."""
+    thresholds = [item.threshold for item in items if item.threshold is not None]
+    median = float(np.median(thresholds)) if thresholds else 0.0
+    if median < HIGH_THRESHOLD:
+        return None
+    return QueueAdvice("high thresholds: try margin",
+                       f"this run's thresholds are high ({median:.2f}), so near threshold ranks faces the model "
+                       f"is nearly sure of, which teach little (behind random in the benchmark); margin is the "
+                       f"better queue for this run")
+
+
 @register_strategy("near_threshold", "how far the confidence is under the predicted class's threshold "
                                      "(score: threshold - confidence, or the confidence where the run "
                                      "logged no thresholds); faces under it first, smallest gap first, "
                                      "then those over it. Best in the benchmark where thresholds are "
                                      "near 0.5 (DTA's floor); under a high fixed threshold (sitfer's "
                                      "0.95) it picks nearly sure faces and falls behind random",
-                   lead_fact="threshold")
+                   lead_fact="threshold", advise=_high_thresholds_advice)
 def _near_threshold(ctx: QueueContext, limit: int, seed: int) -> Ranking:
     preds = ctx.preds
     if preds.thresholds is not None:
@@ -245,15 +268,10 @@ def build_queue(project: Project, run_id: int | None = None, strategy: str = "ma
             for rank, (row, score) in enumerate(zip(ranking.rows, ranking.scores), start=1)]
 
 
-def queue_advice(strategy: str, items: list[QueueItem]) -> str | None:
-    """A warning where a queue's strategy is known to do badly on this run, else None: near
-    threshold against thresholds of HIGH_THRESHOLD or more picks faces the model is nearly sure of."""
-    thresholds = [item.threshold for item in items if item.threshold is not None]
-    if strategy != "near_threshold" or not thresholds or float(np.median(thresholds)) < HIGH_THRESHOLD:
-        return None
-    return (f"this run's thresholds are high ({float(np.median(thresholds)):.2f}), so near threshold ranks "
-            f"faces the model is nearly sure of, which teach little (behind random in the benchmark); "
-            f"margin is the better queue for this run")
+def queue_advice(strategy: str, items: list[QueueItem]) -> QueueAdvice | None:
+    """The strategy's warning about a queue it built (see register_strategy), or None."""
+    known = STRATEGIES.get(strategy)
+    return known.advise(items) if known is not None and known.advise is not None else None
 
 
 def _candidates(ctx: QueueContext, filters: QueueFilters) -> np.ndarray:

@@ -116,7 +116,7 @@ def cmd_queue(args) -> int:
               f"{item.confidence:>5.2f}  {item.reason}")
     advice = queue_advice(args.strategy, items)
     if advice:
-        print(f"note: {advice}", file=sys.stderr)
+        print(f"note: {advice.detail}", file=sys.stderr)
     return 0
 
 
