@@ -15,6 +15,7 @@ training wall time, image decoding and augmentation included (`--workers` decodi
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import sys
@@ -29,6 +30,7 @@ from bench.report import machine_summary, saved_or_run, write_section
 from bench.ssl_benchmark import _mean_sd, labeled_subset
 from core.encoders import get_encoder
 from core.encoders.text import class_text_embeddings, load_descriptions
+from core.training.data import load_face_table
 from core.training.head import build_head_trainer
 from core.training.inference import predict
 from core.training.loop import LoopConfig
@@ -52,6 +54,12 @@ def _train_timed(trainer, args, device: torch.device) -> dict:
     ratio = args.unlabeled_ratio if trainer.algorithm.uses_unlabeled else 0
     return {"train_s": train_s, "faces_per_s": args.steps * args.batch_size * (1 + ratio) / train_s,
             "peak_gpu_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
+
+
+def labeled_fingerprint(faces, train_rows: np.ndarray, subset: np.ndarray) -> str:
+    """sha256 over the sorted file names of the labeled train faces, with their classes."""
+    names = sorted(f"{faces.paths[row].name}:{label}" for row, label in zip(train_rows, subset) if label >= 0)
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
 
 
 def _scores(val_y: np.ndarray, preds) -> dict:
@@ -92,7 +100,14 @@ def run_benchmark(args, checkpoint=None) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     project = ensure_project(args.project)
-    encoder, faces, features_all, broken, _ = ensure_features(project, args.encoder, args.strong_views)
+    if "head" in args.modes:
+        encoder, faces, features_all, broken, _ = ensure_features(project, args.encoder, args.strong_views)
+    else:
+        # Fine-tune mode alone needs no head-mode feature cache (minutes on a lent GPU's short lease);
+        # an unreadable train face then fails the run, naming the file.
+        encoder, features_all, broken = get_encoder(args.encoder), None, []
+        with project.session() as session:
+            faces = load_face_table(project, session)
     truth_all = hidden_labels(project, faces)
     usable = np.ones(len(faces), bool)
     usable[broken] = False
@@ -104,7 +119,7 @@ def run_benchmark(args, checkpoint=None) -> dict:
     val_rows = np.flatnonzero((faces.splits == "val") & usable & (faces.labels >= 0))
     val_y = faces.labels[val_rows]
     class_text = class_text_embeddings(encoder, load_descriptions(), args.text_cache or project.cache_dir("features"))
-    val_x = torch.from_numpy(features_all[val_rows, 0])
+    val_x = torch.from_numpy(features_all[val_rows, 0]) if features_all is not None else None
     results = {"settings": {
         "labels_per_class": args.labels, "seeds": args.seeds, "methods": args.methods, "steps": args.steps,
         "batch_size": args.batch_size, "unlabeled_ratio": args.unlabeled_ratio, "workers": args.workers,
@@ -120,6 +135,9 @@ def run_benchmark(args, checkpoint=None) -> dict:
             subset = labeled_subset(truth_all[train_rows], faces.ids[train_rows], n, seed)
             labels = np.full(len(faces), -1, dtype=np.int64)
             labels[train_rows] = subset
+            # Which faces were labeled, by file name: runs on other machines (or in head mode on the
+            # CPU) compare like with like only where this matches.
+            results.setdefault("labeled_sets", {})[f"{n}/{seed}"] = labeled_fingerprint(faces, train_rows, subset)
             for method in args.methods:
                 for mode in args.modes:
                     if (mode, method, n, seed) in done:
@@ -140,6 +158,24 @@ def run_benchmark(args, checkpoint=None) -> dict:
     return results
 
 
+def head_reference_runs(ssl_results: dict, runs: list[dict]) -> list[dict]:
+    """Head-mode rows taken from a `bench.ssl_benchmark` results file, for the N, seeds and
+    methods the fine-tune runs have (same labeled-face draw, same steps and batches). Used where a
+    GPU lease is too short for the head-mode feature cache as well: marked with where they ran."""
+    s = ssl_results["settings"]
+    wanted = {(r["labels_per_class"], r["seed"], r["method"]) for r in runs if r["mode"] == "finetune"}
+    out = []
+    for r in ssl_results["runs"]:
+        if (r["labels_per_class"], r["seed"], r["method"]) not in wanted:
+            continue
+        ratio = 0 if r["method"] == "supervised" else s["unlabeled_ratio"]
+        out.append({"mode": "head", "method": r["method"], "seed": r["seed"], "labels_per_class": r["labels_per_class"],
+                    "fused": r["fused"], "classifier": r["classifier"], "train_s": r["seconds"],
+                    "faces_per_s": s["steps"] * s["batch_size"] * (1 + ratio) / r["seconds"],
+                    "ran_on": f"{s['device']}, {s['machine']}; torch {s['torch']} (bench.ssl_benchmark)"})
+    return out
+
+
 def render(results: dict) -> str:
     s = results["settings"]
     lines = ["## Fine-tune mode against head mode: FER2013", ""]
@@ -155,17 +191,20 @@ def render(results: dict) -> str:
         + (f" ({s['gpu']})" if s.get("gpu") else "") + f"; {s['machine']}; torch {s['torch']}.", "",
         "| N | method | mode | fused acc | fused bal. acc | train s | faces/s (training) |",
         "|---|---|---|---|---|---|---|"]
+    elsewhere = sorted({r["ran_on"] for r in results["runs"] if r.get("ran_on")})
     keys = sorted({(r["labels_per_class"], r["method"], r["mode"]) for r in results["runs"]},
                   key=lambda k: (k[0], s["methods"].index(k[1]) if k[1] in s["methods"] else 99, k[2] != "head"))
     for n, method, mode in keys:
         group = [r for r in results["runs"] if (r["labels_per_class"], r["method"], r["mode"]) == (n, method, mode)]
-        lines.append(f"| {n} | {method} | {mode} | {_mean_sd([r['fused']['accuracy'] for r in group])} | "
+        where = f" ({chr(97 + elsewhere.index(group[0]['ran_on']))})" if group[0].get("ran_on") else ""
+        lines.append(f"| {n} | {method} | {mode}{where} | {_mean_sd([r['fused']['accuracy'] for r in group])} | "
                      f"{_mean_sd([r['fused']['balanced_accuracy'] for r in group])} | "
                      f"{statistics.mean(r['train_s'] for r in group):.0f} | "
                      f"{statistics.mean(r['faces_per_s'] for r in group):,.0f} |")
     peaks = [r["peak_gpu_gib"] for r in results["runs"] if r.get("peak_gpu_gib")]
     lines += ["", "Val accuracy in %, mean ± sd over seeds. Faces/s: labeled + unlabeled faces drawn per second "
-              "of training." + (f" Peak GPU memory {max(peaks):.1f} GiB." if peaks else ""), ""]
+              "of training." + (f" Peak GPU memory {max(peaks):.1f} GiB." if peaks else "")
+              + "".join(f" ({chr(97 + i)}) ran on {where}." for i, where in enumerate(elsewhere)), ""]
     return "\n".join(lines)
 
 
@@ -188,11 +227,18 @@ def main(argv=None) -> int:
     parser.add_argument("--resume-json", type=Path)
     parser.add_argument("--render", type=Path, help="render saved results into docs/benchmarks.md and exit")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--head-reference", type=Path,
+                        help="a bench.ssl_benchmark results JSON whose head-mode runs (same N, seeds, methods) "
+                             "stand beside fine-tune runs that have no head-mode run of their own")
     args = parser.parse_args(argv)
     bad_modes = set(args.modes) - {"head", "finetune"}
     if bad_modes:
         parser.error(f"unknown mode {', '.join(sorted(bad_modes))}; choose head, finetune or both")
     results = saved_or_run(args, run_benchmark)
+    if args.head_reference:
+        have = {(r["labels_per_class"], r["seed"], r["method"]) for r in results["runs"] if r["mode"] == "head"}
+        results["runs"] += [r for r in head_reference_runs(json.loads(args.head_reference.read_text()), results["runs"])
+                            if (r["labels_per_class"], r["seed"], r["method"]) not in have]
     body = render(results)
     print(body)
     if not args.no_write:

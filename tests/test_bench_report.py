@@ -1,7 +1,14 @@
-"""The benchmark reports' own arithmetic: paired differences and the active-learning table."""
+"""The benchmark reports' own arithmetic: paired differences, the active-learning table and the
+fine-tune table's head-mode reference rows."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+from pathlib import Path
+
+import numpy as np
+
 from bench.active_learning import render as render_active_learning, run_label
+from bench.finetune_benchmark import head_reference_runs, labeled_fingerprint, render as render_finetune
 from bench.ssl_benchmark import _paired_rows
 
 
@@ -58,3 +65,45 @@ def test_active_learning_table_gives_each_seed_against_its_own_random():
     row = next(line for line in body.splitlines() if line.startswith("| margin |"))
     assert "| 50%, - |" in row
     assert next(line for line in body.splitlines() if line.startswith("| random |")).count("| - |") == 1
+
+
+def _ft_run(mode, method, seed, accuracy, **extra):
+    return {"mode": mode, "method": method, "seed": seed, "labels_per_class": 25, "train_s": 10.0,
+            "faces_per_s": 100.0, "fused": {"accuracy": accuracy, "balanced_accuracy": accuracy},
+            "classifier": {"accuracy": accuracy}, **extra}
+
+
+def test_head_reference_takes_only_the_fine_tuned_runs_and_marks_where_they_ran():
+    def ssl_run(method, per_class, seed, accuracy, seconds):
+        scores = {"accuracy": accuracy, "balanced_accuracy": accuracy}
+        return {"method": method, "labels_per_class": per_class, "seed": seed, "seconds": seconds,
+                "fused": scores, "classifier": scores}
+
+    ssl = {"settings": {"steps": 100, "batch_size": 8, "unlabeled_ratio": 3, "device": "cpu", "machine": "laptop",
+                        "torch": "2.x"},
+           "runs": [ssl_run("sitfer", 25, 0, 0.30, 4.0), ssl_run("supervised", 25, 0, 0.25, 2.0),
+                    ssl_run("sitfer", 25, 1, 0.31, 4.0),  # seed 1 was not fine-tuned
+                    ssl_run("sitfer", 100, 0, 0.35, 4.0)]}
+    fine = [_ft_run("finetune", "sitfer", 0, 0.34), _ft_run("finetune", "supervised", 0, 0.27)]
+    head = head_reference_runs(ssl, fine)
+    assert sorted((r["method"], r["seed"], r["labels_per_class"]) for r in head) == [("sitfer", 0, 25),
+                                                                                      ("supervised", 0, 25)]
+    by_method = {r["method"]: r for r in head}
+    assert by_method["sitfer"]["faces_per_s"] == 100 * 8 * 4 / 4.0  # labeled + 3x unlabeled per step
+    assert by_method["supervised"]["faces_per_s"] == 100 * 8 / 2.0  # no unlabeled batches
+    table = render_finetune({"settings": {"train_faces": 10, "val_faces": 5, "encoder": "e", "steps": 100,
+                                          "batch_size": 8, "unlabeled_ratio": 3, "workers": 2, "device": "cuda",
+                                          "machine": "m", "torch": "t", "methods": ["supervised", "sitfer"]},
+                             "runs": fine + head})
+    assert "| 25 | sitfer | head (a) | 30.0 (1 seed) |" in table
+    assert "| 25 | sitfer | finetune | 34.0 (1 seed) |" in table
+    assert "(a) ran on cpu, laptop; torch 2.x (bench.ssl_benchmark)." in table
+
+
+def test_labeled_fingerprint_names_the_labeled_faces_and_their_classes():
+    faces = SimpleNamespace(paths=[Path(f"/data/{name}.jpg") for name in "abcd"])
+    rows = np.array([0, 1, 2, 3])
+    base = labeled_fingerprint(faces, rows, np.array([0, -1, 2, -1]))
+    assert base == labeled_fingerprint(faces, rows[::-1], np.array([-1, 2, -1, 0]))  # order does not matter
+    assert base != labeled_fingerprint(faces, rows, np.array([1, -1, 2, -1]))  # another class
+    assert base != labeled_fingerprint(faces, rows, np.array([0, 3, 2, -1]))  # another face labeled
