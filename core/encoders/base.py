@@ -117,13 +117,22 @@ class Preprocessor:
         self.size, self.mean, self.std = size, mean, std
 
     def __call__(self, images: list[Image.Image]) -> torch.Tensor:
+        return self.normalize(self.to_uint8(images))
+
+    def to_uint8(self, images: list[Image.Image]) -> torch.Tensor:
+        """(B,3,S,S) uint8: fitted and scaled, not yet normalised. Image loaders hand these over
+        (a quarter of float32's bytes) and normalise where the model runs."""
         size = self.size
-        arrays = [np.asarray(_fit_square(img, size), dtype=np.float32) for img in images]
-        if not arrays:
-            return torch.zeros((0, 3, size, size), dtype=torch.float32)
-        batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).div_(255.0)
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(1, 3, 1, 1)
+        if not images:
+            return torch.zeros((0, 3, size, size), dtype=torch.uint8)
+        arrays = np.stack([np.asarray(_fit_square(img, size), dtype=np.uint8) for img in images])
+        return torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
+
+    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 (B,3,S,S) from to_uint8, on any device -> normalised float32."""
+        batch = batch.float().div_(255.0)
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=batch.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=batch.device).view(1, 3, 1, 1)
         return batch.sub_(mean).div_(std).contiguous()
 
 

@@ -14,7 +14,7 @@ from core.ingest.imageio import ImageProblem, load_face
 from core.ssl.algorithms import Batch
 from core.ssl.heads import ExpressionHead, HeadOutput
 from core.ssl.spatial import LocalAttentionPool, SpatialOptions
-from core.training.augment import strong_view, weak_transform
+from core.training.augment import random_strong_view, weak_transform
 from core.training.data import FaceTable
 
 ENCODER_LR_SCALE = 0.1  # pretrained weights move ten times slower than the new head
@@ -41,7 +41,9 @@ class FineTuneModel(nn.Module):
 
 
 class FaceImages(Dataset):
-    """Faces of `rows`, each as (views..., label, bank slot). views: 'plain', 'weak', 'strong'."""
+    """Faces of `rows`, each as (views..., label, bank slot). views: 'plain', 'weak', 'strong',
+    each a uint8 (3,S,S) image: the consumer normalises it (Preprocessor.normalize) where the
+    model runs, so worker processes, shared memory and the copy to a GPU move a quarter of the bytes."""
 
     def __init__(self, faces: FaceTable, rows: np.ndarray, labels: np.ndarray, slots: np.ndarray,
                  preprocess: Preprocessor, views: tuple[str, ...]):
@@ -62,14 +64,14 @@ class FaceImages(Dataset):
         if kind == "weak":
             return weak_transform(max(face.size))(face)
         # torch's generator is seeded per DataLoader worker, so views differ and runs repeat.
-        return strong_view(face, np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)))))
+        return random_strong_view(face, np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)))))
 
     def __getitem__(self, i: int):
         try:
             face = load_face(self.paths[i], self.crops[i], self.boxes[i])
         except ImageProblem as exc:
             raise ImageProblem(f"{self.paths[i]}: {exc}") from None
-        tensors = [self.preprocess([self._view(face, kind)])[0] for kind in self.views]
+        tensors = [self.preprocess.to_uint8([self._view(face, kind)])[0] for kind in self.views]
         return (*tensors, self.labels[i], self.slots[i])
 
 
@@ -127,6 +129,7 @@ class ImageBatches:
         if len(labeled) == 0:
             raise ValueError("no labeled training faces: label some faces (or import with labels) first")
         self.device = device
+        self.preprocess = preprocess
         self.steps_done = 0
         labeled_set = FaceImages(faces, labeled, labels, slot_of[labeled], preprocess, ("weak",))
         # Class-balanced: each face drawn with weight 1 / (faces of its class), so every class
@@ -144,11 +147,12 @@ class ImageBatches:
 
     def next_batch(self, step: int) -> Batch:
         x_l, y_l, idx_l = next(self._labeled)
-        d = self.device
-        batch = Batch(x_l.to(d, non_blocking=True), y_l.to(d), idx_l.to(d))
+        d, normalize = self.device, self.preprocess.normalize
+        batch = Batch(normalize(x_l.to(d, non_blocking=True)), y_l.to(d), idx_l.to(d))
         if self._unlabeled is not None:
             x_uw, x_us, _y, idx_u = next(self._unlabeled)
-            batch.x_uw, batch.x_us, batch.idx_u = x_uw.to(d, non_blocking=True), x_us.to(d, non_blocking=True), idx_u.to(d)
+            batch.x_uw, batch.x_us = normalize(x_uw.to(d, non_blocking=True)), normalize(x_us.to(d, non_blocking=True))
+            batch.idx_u = idx_u.to(d)
             batch.x_uw_alt = torch.flip(batch.x_uw, dims=[-1])  # the mirrored weak view
         self.steps_done += 1
         return batch
@@ -164,7 +168,7 @@ class ImageBatches:
 
 def plain_batches(faces: FaceTable, rows: np.ndarray, slot_of: np.ndarray, preprocess: Preprocessor,
                   batch_size: int = 128, workers: int = 2):
-    """(images, own bank slot) batches of the un-augmented faces, for predictions."""
+    """(normalised images, own bank slot) batches of the un-augmented faces, for predictions."""
     dataset = FaceImages(faces, rows, np.full(len(rows), -1), slot_of[rows], preprocess, ("plain",))
     for images, _labels, slots in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
-        yield images, slots
+        yield preprocess.normalize(images), slots
