@@ -158,6 +158,26 @@ def run_benchmark(args, checkpoint=None) -> dict:
     return results
 
 
+def merge_results(parts: list[dict]) -> dict:
+    """Results of benchmark processes that ran side by side (gpu_run.sh's PARALLEL: one process per
+    method, sharing the GPU and the cores) as one: their runs, methods and labeled-set fingerprints."""
+    if not parts:
+        raise ValueError("nothing to merge")
+    merged = {"settings": dict(parts[0]["settings"]), "runs": [], "labeled_sets": {}}
+    methods = []
+    for part in parts:
+        methods += [m for m in part["settings"]["methods"] if m not in methods]
+        for key, fingerprint in part.get("labeled_sets", {}).items():
+            if merged["labeled_sets"].setdefault(key, fingerprint) != fingerprint:
+                raise ValueError(f"the parts drew different labeled faces for N/seed {key}")
+        seen = {(r["mode"], r["method"], r["labels_per_class"], r["seed"]) for r in merged["runs"]}
+        # A resumed results file is continued by every part: its runs are kept once.
+        merged["runs"] += [r for r in part["runs"] if (r["mode"], r["method"], r["labels_per_class"], r["seed"]) not in seen]
+    merged["settings"]["methods"] = methods
+    merged["settings"]["concurrent_processes"] = len(parts)
+    return merged
+
+
 def head_reference_runs(ssl_results: dict, runs: list[dict]) -> list[dict]:
     """Head-mode rows taken from a `bench.ssl_benchmark` results file, for the N, seeds and
     methods the fine-tune runs have (same labeled-face draw, same steps and batches). Used where a
@@ -187,7 +207,10 @@ def render(results: dict) -> str:
         f"{s['batch_size']} labeled + {s['batch_size'] * s['unlabeled_ratio']} unlabeled, the same labeled faces "
         f"and seed in both modes; fine-tune mode trains the image tower at a tenth of the head's learning rate "
         f"on weak/strong augmented images ({s['workers']} decoding workers), head mode trains on cached features. "
-        f"EMA model at the last step; nothing selected on val. Device {s['device']}"
+        f"EMA model at the last step; nothing selected on val. "
+        + (f"{s['concurrent_processes']} benchmark processes (one per method) shared the device and the cores, "
+           f"so each run's time and faces/s are under that sharing. " if s.get("concurrent_processes", 1) > 1 else "")
+        + f"Device {s['device']}"
         + (f" ({s['gpu']})" if s.get("gpu") else "") + f"; {s['machine']}; torch {s['torch']}.", "",
         "| N | method | mode | fused acc | fused bal. acc | train s | faces/s (training) |",
         "|---|---|---|---|---|---|---|"]
@@ -227,6 +250,8 @@ def main(argv=None) -> int:
     parser.add_argument("--resume-json", type=Path)
     parser.add_argument("--render", type=Path, help="render saved results into docs/benchmarks.md and exit")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                        help="merge results files of processes that ran side by side into --json-out, and render them")
     parser.add_argument("--head-reference", type=Path,
                         help="a bench.ssl_benchmark results JSON whose head-mode runs (same N, seeds, methods) "
                              "stand beside fine-tune runs that have no head-mode run of their own")
@@ -234,7 +259,12 @@ def main(argv=None) -> int:
     bad_modes = set(args.modes) - {"head", "finetune"}
     if bad_modes:
         parser.error(f"unknown mode {', '.join(sorted(bad_modes))}; choose head, finetune or both")
-    results = saved_or_run(args, run_benchmark)
+    if args.merge:
+        results = merge_results([json.loads(path.read_text()) for path in args.merge])
+        if args.json_out:
+            args.json_out.write_text(json.dumps(results, indent=1))
+    else:
+        results = saved_or_run(args, run_benchmark)
     if args.head_reference:
         have = {(r["labels_per_class"], r["seed"], r["method"]) for r in results["runs"] if r["mode"] == "head"}
         results["runs"] += [r for r in head_reference_runs(json.loads(args.head_reference.read_text()), results["runs"])

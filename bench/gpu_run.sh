@@ -11,7 +11,8 @@
 #   run(command="PHASE=data bash bench/gpu_run.sh", carry=[".benchdata"], timeout_s=120)
 #   run(command="bash bench/gpu_run.sh", carry=[".whl", ".benchtext"], timeout_s=600)
 #
-# MODES=head,finetune adds head-mode runs (and the feature cache they need: minutes). A results
+# PARALLEL=1 runs one process per method side by side (WORKERS decoding processes shared among
+# them); MODES=head,finetune adds head-mode runs (and the feature cache they need: minutes). A results
 # JSON carried back as .benchdata/finetune.json is continued. Results land in $OUT/finetune.json
 # and $OUT/finetune.md; render them here with
 #   python -m bench.finetune_benchmark --render finetune.json
@@ -36,7 +37,9 @@ if [ "${PHASE:-run}" = data ]; then
 fi
 
 # The machine's own torch and packages; the wheels it lacks go to /tmp/site (the device README's way).
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+fi
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 PY=python3
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
@@ -45,8 +48,26 @@ export FER_SHARED_DATA=$DATA FER_BENCH_PROJECT=/tmp/fer-bench-project HF_HUB_OFF
 resume=()
 [ -f .benchdata/finetune.json ] && resume=(--resume-json .benchdata/finetune.json)
 left=$(( BUDGET - ($(date +%s) - started) ))
-timeout "$left" $PY -u -m bench.finetune_benchmark --no-write --json-out "$OUT/finetune.json" "${resume[@]}" \
-  --modes "${MODES:-finetune}" --text-cache .benchtext --seeds "${SEEDS:-0}" --labels "${LABELS:-25,100}" \
-  --methods "${METHODS:-supervised,fixmatch,sitfer}" --workers "${WORKERS:-12}" || echo "stopped at the time budget"
-[ -f "$OUT/finetune.json" ] && $PY -m bench.finetune_benchmark --render "$OUT/finetune.json" --no-write > "$OUT/finetune.md"
+METHODS=${METHODS:-supervised,fixmatch,sitfer}
+common=(--no-write "${resume[@]}" --modes "${MODES:-finetune}" --text-cache .benchtext --seeds "${SEEDS:-0}"
+        --labels "${LABELS:-25,100}" --steps "${STEPS:-2000}")
+if [ "${PARALLEL:-0}" = 1 ]; then
+  # One process per method side by side: one run leaves most of the GPU idle (5.7 of 139 GiB, and
+  # 9-23 steps a second), so a lease gets through about as many runs again. Run times are then shared.
+  IFS=, read -ra methods <<< "$METHODS"
+  per=$(( ${WORKERS:-15} / ${#methods[@]} )); [ "$per" -ge 2 ] || per=2
+  [ ! -d "$FER_BENCH_PROJECT" ] && $PY -c "from bench.fer_project import ensure_project; ensure_project()"
+  for m in "${methods[@]}"; do
+    timeout "$left" $PY -u -m bench.finetune_benchmark "${common[@]}" --methods "$m" --workers "$per" \
+      --json-out "$OUT/part-$m.json" > "$OUT/part-$m.log" 2>&1 &
+  done
+  wait || true
+  tail -n 3 "$OUT"/part-*.log
+  ls "$OUT"/part-*.json > /dev/null 2>&1 && $PY -m bench.finetune_benchmark --no-write --merge "$OUT"/part-*.json \
+    --json-out "$OUT/finetune.json" > "$OUT/finetune.md"
+else
+  timeout "$left" $PY -u -m bench.finetune_benchmark "${common[@]}" --methods "$METHODS" --workers "${WORKERS:-12}" \
+    --json-out "$OUT/finetune.json" || echo "stopped at the time budget"
+  [ -f "$OUT/finetune.json" ] && $PY -m bench.finetune_benchmark --render "$OUT/finetune.json" --no-write > "$OUT/finetune.md"
+fi
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv >> "$OUT/gpu.csv" || true

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.active_learning import render as render_active_learning, run_label
-from bench.finetune_benchmark import head_reference_runs, labeled_fingerprint, render as render_finetune
+import pytest
+
+from bench.finetune_benchmark import head_reference_runs, labeled_fingerprint, merge_results, render as render_finetune
 from bench.ssl_benchmark import _paired_rows
 
 
@@ -107,3 +109,18 @@ def test_labeled_fingerprint_names_the_labeled_faces_and_their_classes():
     assert base == labeled_fingerprint(faces, rows[::-1], np.array([-1, 2, -1, 0]))  # order does not matter
     assert base != labeled_fingerprint(faces, rows, np.array([1, -1, 2, -1]))  # another class
     assert base != labeled_fingerprint(faces, rows, np.array([0, 3, 2, -1]))  # another face labeled
+
+
+def test_merging_side_by_side_processes_keeps_resumed_runs_once_and_refuses_other_labeled_faces():
+    settings = {"methods": ["fixmatch"], "steps": 100}
+    resumed = _ft_run("finetune", "supervised", 0, 0.27)
+    part_a = {"settings": settings, "labeled_sets": {"25/0": "abc"}, "runs": [resumed, _ft_run("finetune", "fixmatch", 0, 0.35)]}
+    part_b = {"settings": {**settings, "methods": ["sitfer"]}, "labeled_sets": {"25/0": "abc"},
+              "runs": [resumed, _ft_run("finetune", "sitfer", 0, 0.34)]}
+    merged = merge_results([part_a, part_b])
+    assert sorted(r["method"] for r in merged["runs"]) == ["fixmatch", "sitfer", "supervised"]
+    assert merged["settings"]["methods"] == ["fixmatch", "sitfer"]
+    assert merged["settings"]["concurrent_processes"] == 2
+    assert part_a["settings"]["methods"] == ["fixmatch"]  # the parts are left as they were
+    with pytest.raises(ValueError, match="different labeled faces"):
+        merge_results([part_a, {**part_b, "labeled_sets": {"25/0": "xyz"}}])
