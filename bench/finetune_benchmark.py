@@ -149,6 +149,8 @@ def run_benchmark(args, checkpoint=None) -> dict:
                         run = head_run(features_all[train_rows], subset, class_text, val_x, val_y, method, args,
                                        seed, device)
                     run["labels_per_class"] = n
+                    if args.side_by_side > 1:
+                        run["side_by_side"] = args.side_by_side
                     results["runs"].append(run)
                     if checkpoint:
                         checkpoint(results)
@@ -159,11 +161,11 @@ def run_benchmark(args, checkpoint=None) -> dict:
 
 
 def merge_results(parts: list[dict]) -> dict:
-    """Results of benchmark processes that ran side by side (gpu_run.sh's PARALLEL: one process per
-    method, sharing the GPU and the cores) as one: their runs, methods and labeled-set fingerprints."""
+    """Several results files as one: the first's settings and preface, every part's runs (a run in
+    more than one part, such as a resumed file's, kept once), methods and labeled-set fingerprints."""
     if not parts:
         raise ValueError("nothing to merge")
-    merged = {"settings": dict(parts[0]["settings"]), "runs": [], "labeled_sets": {}}
+    merged = {**parts[0], "settings": dict(parts[0]["settings"]), "runs": [], "labeled_sets": {}}
     methods = []
     for part in parts:
         methods += [m for m in part["settings"]["methods"] if m not in methods]
@@ -171,10 +173,8 @@ def merge_results(parts: list[dict]) -> dict:
             if merged["labeled_sets"].setdefault(key, fingerprint) != fingerprint:
                 raise ValueError(f"the parts drew different labeled faces for N/seed {key}")
         seen = {(r["mode"], r["method"], r["labels_per_class"], r["seed"]) for r in merged["runs"]}
-        # A resumed results file is continued by every part: its runs are kept once.
         merged["runs"] += [r for r in part["runs"] if (r["mode"], r["method"], r["labels_per_class"], r["seed"]) not in seen]
     merged["settings"]["methods"] = methods
-    merged["settings"]["concurrent_processes"] = len(parts)
     return merged
 
 
@@ -207,10 +207,7 @@ def render(results: dict) -> str:
         f"{s['batch_size']} labeled + {s['batch_size'] * s['unlabeled_ratio']} unlabeled, the same labeled faces "
         f"and seed in both modes; fine-tune mode trains the image tower at a tenth of the head's learning rate "
         f"on weak/strong augmented images ({s['workers']} decoding workers), head mode trains on cached features. "
-        f"EMA model at the last step; nothing selected on val. "
-        + (f"{s['concurrent_processes']} benchmark processes (one per method) shared the device and the cores, "
-           f"so each run's time and faces/s are under that sharing. " if s.get("concurrent_processes", 1) > 1 else "")
-        + f"Device {s['device']}"
+        f"EMA model at the last step; nothing selected on val. Device {s['device']}"
         + (f" ({s['gpu']})" if s.get("gpu") else "") + f"; {s['machine']}; torch {s['torch']}.", "",
         "| N | method | mode | fused acc | fused bal. acc | train s | faces/s (training) |",
         "|---|---|---|---|---|---|---|"]
@@ -220,6 +217,7 @@ def render(results: dict) -> str:
     for n, method, mode in keys:
         group = [r for r in results["runs"] if (r["labels_per_class"], r["method"], r["mode"]) == (n, method, mode)]
         where = f" ({chr(97 + elsewhere.index(group[0]['ran_on']))})" if group[0].get("ran_on") else ""
+        where += " †" if any(r.get("side_by_side", 1) > 1 for r in group) else ""
         lines.append(f"| {n} | {method} | {mode}{where} | {_mean_sd([r['fused']['accuracy'] for r in group])} | "
                      f"{_mean_sd([r['fused']['balanced_accuracy'] for r in group])} | "
                      f"{statistics.mean(r['train_s'] for r in group):.0f} | "
@@ -227,7 +225,10 @@ def render(results: dict) -> str:
     peaks = [r["peak_gpu_gib"] for r in results["runs"] if r.get("peak_gpu_gib")]
     lines += ["", "Val accuracy in %, mean ± sd over seeds. Faces/s: labeled + unlabeled faces drawn per second "
               "of training." + (f" Peak GPU memory {max(peaks):.1f} GiB." if peaks else "")
-              + "".join(f" ({chr(97 + i)}) ran on {where}." for i, where in enumerate(elsewhere)), ""]
+              + "".join(f" ({chr(97 + i)}) ran on {where}." for i, where in enumerate(elsewhere))
+              + (" †: ran side by side with other benchmark processes (one per method) on the same GPU and cores, "
+                 "so its time and faces/s are under that sharing." if any(r.get("side_by_side", 1) > 1
+                                                                          for r in results["runs"]) else ""), ""]
     return "\n".join(lines)
 
 
@@ -250,8 +251,11 @@ def main(argv=None) -> int:
     parser.add_argument("--resume-json", type=Path)
     parser.add_argument("--render", type=Path, help="render saved results into docs/benchmarks.md and exit")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--side-by-side", type=int, default=1, metavar="K",
+                        help="this process runs beside K-1 others on the same device (recorded with each run)")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
-                        help="merge results files of processes that ran side by side into --json-out, and render them")
+                        help="merge results files (side-by-side processes', or new runs into recorded ones) into "
+                             "--json-out, and render them")
     parser.add_argument("--head-reference", type=Path,
                         help="a bench.ssl_benchmark results JSON whose head-mode runs (same N, seeds, methods) "
                              "stand beside fine-tune runs that have no head-mode run of their own")

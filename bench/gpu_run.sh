@@ -9,13 +9,16 @@
 # while it is warm (30 s after a call), and the second call, made at once, runs the benchmark:
 #
 #   run(command="PHASE=data bash bench/gpu_run.sh", carry=[".benchdata"], timeout_s=120)
-#   run(command="bash bench/gpu_run.sh", carry=[".whl", ".benchtext"], timeout_s=600)
+#   run(command="PARALLEL=1 SEEDS=1 bash bench/gpu_run.sh", carry=[".whl", ".benchtext", ".benchresume"],
+#       timeout_s=600)
 #
 # PARALLEL=1 runs one process per method side by side (WORKERS decoding processes shared among
-# them); MODES=head,finetune adds head-mode runs (and the feature cache they need: minutes). A results
-# JSON carried back as .benchdata/finetune.json is continued. Results land in $OUT/finetune.json
-# and $OUT/finetune.md; render them here with
-#   python -m bench.finetune_benchmark --render finetune.json
+# them): one run leaves most of the GPU idle. MODES=head,finetune adds head-mode runs (and the
+# feature cache they need: minutes). SEEDS, LABELS, METHODS and STEPS choose the runs. A results
+# JSON carried as .benchresume/finetune.json is continued (its runs are not repeated). Results
+# land in $OUT/finetune.json and $OUT/finetune.md; here, merge them into the recorded ones with
+#   python -m bench.finetune_benchmark --merge docs/results/finetune_fer2013_h200.json finetune.json \
+#       --json-out docs/results/finetune_fer2013_h200.json --head-reference docs/results/ssl_fer2013_cpu.json
 set -euo pipefail
 OUT=${OUT:-/tmp/out}
 BUDGET=${BUDGET:-540}  # seconds of work per call, leaving time to write the results
@@ -46,7 +49,7 @@ $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_av
 export FER_SHARED_DATA=$DATA FER_BENCH_PROJECT=/tmp/fer-bench-project HF_HUB_OFFLINE=1
 
 resume=()
-[ -f .benchdata/finetune.json ] && resume=(--resume-json .benchdata/finetune.json)
+[ -f .benchresume/finetune.json ] && resume=(--resume-json .benchresume/finetune.json)
 left=$(( BUDGET - ($(date +%s) - started) ))
 METHODS=${METHODS:-supervised,fixmatch,sitfer}
 common=(--no-write "${resume[@]}" --modes "${MODES:-finetune}" --text-cache .benchtext --seeds "${SEEDS:-0}"
@@ -57,13 +60,18 @@ if [ "${PARALLEL:-0}" = 1 ]; then
   IFS=, read -ra methods <<< "$METHODS"
   per=$(( ${WORKERS:-15} / ${#methods[@]} )); [ "$per" -ge 2 ] || per=2
   [ ! -d "$FER_BENCH_PROJECT" ] && $PY -c "from bench.fer_project import ensure_project; ensure_project()"
+  mkdir -p /tmp/parts  # logs stay there: at most 8 files come back from $OUT
+  parts=()
   for m in "${methods[@]}"; do
     timeout "$left" $PY -u -m bench.finetune_benchmark "${common[@]}" --methods "$m" --workers "$per" \
-      --json-out "$OUT/part-$m.json" > "$OUT/part-$m.log" 2>&1 &
+      --side-by-side "${#methods[@]}" \
+      --json-out "$OUT/part-$m.json" > "/tmp/parts/$m.log" 2>&1 &
+    parts+=("$OUT/part-$m.json")
   done
   wait || true
-  tail -n 3 "$OUT"/part-*.log
-  ls "$OUT"/part-*.json > /dev/null 2>&1 && $PY -m bench.finetune_benchmark --no-write --merge "$OUT"/part-*.json \
+  grep -h "^N=\|Error" /tmp/parts/*.log || true
+  present=(); for f in "${parts[@]}"; do [ -f "$f" ] && present+=("$f"); done
+  [ "${#present[@]}" -gt 0 ] && $PY -m bench.finetune_benchmark --no-write --merge "${present[@]}" \
     --json-out "$OUT/finetune.json" > "$OUT/finetune.md"
 else
   timeout "$left" $PY -u -m bench.finetune_benchmark "${common[@]}" --methods "$METHODS" --workers "${WORKERS:-12}" \

@@ -111,16 +111,20 @@ def test_labeled_fingerprint_names_the_labeled_faces_and_their_classes():
     assert base != labeled_fingerprint(faces, rows, np.array([0, 3, 2, -1]))  # another face labeled
 
 
-def test_merging_side_by_side_processes_keeps_resumed_runs_once_and_refuses_other_labeled_faces():
-    settings = {"methods": ["fixmatch"], "steps": 100}
+def test_merging_keeps_resumed_runs_once_marks_side_by_side_runs_and_refuses_other_labeled_faces():
+    settings = {"methods": ["fixmatch"], "steps": 100, "train_faces": 10, "val_faces": 5, "encoder": "e",
+                "batch_size": 8, "unlabeled_ratio": 3, "workers": 2, "device": "cuda", "machine": "m", "torch": "t"}
     resumed = _ft_run("finetune", "supervised", 0, 0.27)
-    part_a = {"settings": settings, "labeled_sets": {"25/0": "abc"}, "runs": [resumed, _ft_run("finetune", "fixmatch", 0, 0.35)]}
+    part_a = {"settings": settings, "preface": "Why.", "labeled_sets": {"25/0": "abc"},
+              "runs": [resumed, _ft_run("finetune", "fixmatch", 0, 0.35, side_by_side=2)]}
     part_b = {"settings": {**settings, "methods": ["sitfer"]}, "labeled_sets": {"25/0": "abc"},
-              "runs": [resumed, _ft_run("finetune", "sitfer", 0, 0.34)]}
+              "runs": [resumed, _ft_run("finetune", "sitfer", 0, 0.34, side_by_side=2)]}
     merged = merge_results([part_a, part_b])
     assert sorted(r["method"] for r in merged["runs"]) == ["fixmatch", "sitfer", "supervised"]
-    assert merged["settings"]["methods"] == ["fixmatch", "sitfer"]
-    assert merged["settings"]["concurrent_processes"] == 2
+    assert merged["settings"]["methods"] == ["fixmatch", "sitfer"] and merged["preface"] == "Why."
     assert part_a["settings"]["methods"] == ["fixmatch"]  # the parts are left as they were
+    table = render_finetune(merged)
+    assert "| 25 | sitfer | finetune † |" in table and "| 25 | supervised | finetune |" in table
+    assert "†: ran side by side" in table
     with pytest.raises(ValueError, match="different labeled faces"):
         merge_results([part_a, {**part_b, "labeled_sets": {"25/0": "xyz"}}])
