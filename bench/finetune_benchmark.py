@@ -41,18 +41,40 @@ from core.training.worker import choose_device, prepare_finetune
 SECTION = "finetune-fer2013"
 
 
+class _TimedSource:
+    """The trainer's batch source, timing how long each step waits for its batch (with the
+    decoding workers behind, that wait says whether they or the step itself bound the run)."""
+
+    def __init__(self, source):
+        self.source = source
+        self.wait_s = 0.0
+
+    def next_batch(self, step: int):
+        started = time.perf_counter()
+        batch = self.source.next_batch(step)
+        self.wait_s += time.perf_counter() - started
+        return batch
+
+    def __getattr__(self, name):  # state_dict and the rest, as the source has them
+        return getattr(self.source, name)
+
+
 def _train_timed(trainer, args, device: torch.device) -> dict:
-    """Run the trainer; its wall time and the faces its steps drew per second."""
+    """Run the trainer; its wall time, the faces its steps drew per second, and the share of the
+    time its steps waited for their batches."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
+    trainer.source = timed = _TimedSource(trainer.source)
     started = time.perf_counter()
     trainer.run()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     train_s = time.perf_counter() - started
+    trainer.source = timed.source
     ratio = args.unlabeled_ratio if trainer.algorithm.uses_unlabeled else 0
     return {"train_s": train_s, "faces_per_s": args.steps * args.batch_size * (1 + ratio) / train_s,
+            "batch_wait_share": timed.wait_s / train_s,
             "peak_gpu_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
 
 
@@ -209,8 +231,8 @@ def render(results: dict) -> str:
         f"on weak/strong augmented images ({s['workers']} decoding workers), head mode trains on cached features. "
         f"EMA model at the last step; nothing selected on val. Device {s['device']}"
         + (f" ({s['gpu']})" if s.get("gpu") else "") + f"; {s['machine']}; torch {s['torch']}.", "",
-        "| N | method | mode | fused acc | fused bal. acc | train s | faces/s (training) |",
-        "|---|---|---|---|---|---|---|"]
+        "| N | method | mode | fused acc | fused bal. acc | train s | faces/s (training) | waiting for batches |",
+        "|---|---|---|---|---|---|---|---|"]
     elsewhere = sorted({r["ran_on"] for r in results["runs"] if r.get("ran_on")})
     keys = sorted({(r["labels_per_class"], r["method"], r["mode"]) for r in results["runs"]},
                   key=lambda k: (k[0], s["methods"].index(k[1]) if k[1] in s["methods"] else 99, k[2] != "head"))
@@ -221,15 +243,21 @@ def render(results: dict) -> str:
         lines.append(f"| {n} | {method} | {mode}{where} | {_mean_sd([r['fused']['accuracy'] for r in group])} | "
                      f"{_mean_sd([r['fused']['balanced_accuracy'] for r in group])} | "
                      f"{statistics.mean(r['train_s'] for r in group):.0f} | "
-                     f"{statistics.mean(r['faces_per_s'] for r in group):,.0f} |")
+                     f"{statistics.mean(r['faces_per_s'] for r in group):,.0f} | {_wait_share(group)} |")
     peaks = [r["peak_gpu_gib"] for r in results["runs"] if r.get("peak_gpu_gib")]
     lines += ["", "Val accuracy in %, mean ± sd over seeds. Faces/s: labeled + unlabeled faces drawn per second "
-              "of training." + (f" Peak GPU memory {max(peaks):.1f} GiB." if peaks else "")
+              "of training. Waiting for batches: the share of the training time the steps spent waiting for the "
+              "decoding workers' next batch (not recorded before 2026-11-28: -)." + (f" Peak GPU memory {max(peaks):.1f} GiB." if peaks else "")
               + "".join(f" ({chr(97 + i)}) ran on {where}." for i, where in enumerate(elsewhere))
               + (" †: ran side by side with other benchmark processes (one per method) on the same GPU and cores, "
                  "so its time and faces/s are under that sharing." if any(r.get("side_by_side", 1) > 1
                                                                           for r in results["runs"]) else ""), ""]
     return "\n".join(lines)
+
+
+def _wait_share(group: list[dict]) -> str:
+    shares = [r["batch_wait_share"] for r in group if r.get("batch_wait_share") is not None]
+    return f"{statistics.mean(shares) * 100:.0f}%" if shares else "-"
 
 
 def main(argv=None) -> int:
