@@ -10,6 +10,15 @@ fi
 stamp=.venv/.install-stamp
 want="$(cat pyproject.toml | cksum)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    # torch's CUDA build and its libraries take about 7 GB here (and pip unpacks under $TMPDIR):
+    # say so up front rather than leave a bare "No space left on device" deep in pip's output.
+    for dir in . "${TMPDIR:-/tmp}"; do
+        free_kb=$(df -Pk "$dir" | awk 'NR == 2 {print $4}')
+        if [ -n "$free_kb" ] && [ "$free_kb" -lt 8000000 ]; then
+            echo "bootstrap.sh: warning: $(( free_kb / 1024 )) MiB free under $(cd "$dir" && pwd); installing" \
+                 "the studio's packages needs about 8 GB" >&2
+        fi
+    done
     .venv/bin/python -m pip install --quiet --upgrade pip
     # pip, not uv/poetry: torch and torchvision are taken from this machine's local files.
     .venv/bin/python -m pip install --quiet -e '.[test]'
