@@ -33,7 +33,7 @@ from core.encoders.text import class_text_embeddings, load_descriptions
 from core.training.data import load_face_table
 from core.training.head import build_head_trainer
 from core.training.inference import predict
-from core.training.loop import LoopConfig
+from core.training.loop import Hook, LoopConfig
 from core.training.metrics import classification_report
 from core.training.settings import TrainSettings
 from core.training.worker import choose_device, prepare_finetune
@@ -89,6 +89,53 @@ def _scores(val_y: np.ndarray, preds) -> dict:
             "classifier": classification_report(val_y, preds.semantic.argmax(1))}
 
 
+class StepProfiler(Hook):
+    """torch.profiler over `active` steps of a run, after `wait` steps have warmed it up: where a
+    step's time goes (kernels on the device, or the host launching them and waiting). Writes the
+    operator table to `table_path` and keeps a summary for the results."""
+
+    priority = 99
+
+    def __init__(self, device: torch.device, table_path: Path, wait: int, active: int = 20):
+        from torch.profiler import ProfilerActivity, profile, schedule
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        self.device, self.table_path, self.active = device, table_path, active
+        self.summary: dict = {}
+        self._marks: list[float] = []
+        self._profile = profile(activities=activities, schedule=schedule(wait=wait, warmup=3, active=active, repeat=1),
+                                on_trace_ready=self._report)
+        self._window = range(wait + 3, wait + 3 + active + 1)
+
+    def before_run(self, trainer) -> None:
+        self._profile.start()
+
+    def after_step(self, trainer, result) -> None:
+        if trainer.step in self._window:  # wall time from the first to the last profiled step
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self._marks.append(time.perf_counter())
+        self._profile.step()
+
+    def after_run(self, trainer, status: str) -> None:
+        self._profile.stop()
+
+    def _report(self, prof) -> None:
+        events = prof.key_averages()
+        on_device = "self_device_time_total" if self.device.type == "cuda" else "self_cpu_time_total"
+        device_us = sum(getattr(e, on_device, 0) for e in events if self.device.type == "cuda")
+        # A run shorter than the window is profiled over the steps it had (stop() ends it early).
+        steps = len(self._marks) - 1 if len(self._marks) > 1 else self.active
+        launches = sum(e.count for e in events if e.key.startswith(("cudaLaunchKernel", "cuLaunchKernel")))
+        self.summary = {
+            "profiled_steps": steps,
+            "wall_ms_per_step": (self._marks[-1] - self._marks[0]) * 1e3 / steps if len(self._marks) > 1 else None,
+            "device_kernel_ms_per_step": device_us / 1e3 / steps if self.device.type == "cuda" else None,
+            "kernel_launches_per_step": launches / steps}
+        table = events.table(sort_by=on_device, row_limit=30)
+        self.table_path.write_text(f"{self.summary}\n\n{table}\n")
+
+
 def finetune_run(faces, labels, class_text, val_rows, val_y, method: str, args, seed: int, device) -> dict:
     encoder = get_encoder(args.encoder, device=device)  # fresh pretrained weights for every run
     settings = TrainSettings(algorithm=method, encoder=args.encoder, mode="finetune",
@@ -96,8 +143,16 @@ def finetune_run(faces, labels, class_text, val_rows, val_y, method: str, args, 
                              loop=LoopConfig(steps=args.steps, batch_size=args.batch_size,
                                              unlabeled_ratio=args.unlabeled_ratio, seed=seed))
     settings.validate()
-    prepared = prepare_finetune(faces, labels, encoder, class_text, settings, device)
+    profiler = None
+    table = args.profile / f"profile-{method}.txt" if args.profile else None
+    if table and not table.exists():  # each method's first run only: a lease brings back 8 files at most
+        table.parent.mkdir(parents=True, exist_ok=True)
+        profiler = StepProfiler(device, table, wait=min(100, args.steps // 4))
+    prepared = prepare_finetune(faces, labels, encoder, class_text, settings, device,
+                                hooks=[profiler] if profiler else [])
     timing = _train_timed(prepared.trainer, args, device)
+    if profiler and profiler.summary:
+        timing["profile"] = profiler.summary
     slots = np.full(len(faces), -1, dtype=np.int64)
     started = time.perf_counter()
     preds = prepared.predict_all(val_rows, slots)
@@ -244,6 +299,15 @@ def render(results: dict) -> str:
                      f"{_mean_sd([r['fused']['balanced_accuracy'] for r in group])} | "
                      f"{statistics.mean(r['train_s'] for r in group):.0f} | "
                      f"{statistics.mean(r['faces_per_s'] for r in group):,.0f} | {_wait_share(group)} |")
+    profiled = [r for r in results["runs"] if r.get("profile", {}).get("wall_ms_per_step")]
+    if profiled:
+        lines += ["", "Profiled steps (torch.profiler, 20 steps after the first 100; the profiler slows them): "
+                  + "; ".join(f"N = {r['labels_per_class']} {r['method']}: {r['profile']['wall_ms_per_step']:.1f} ms a "
+                              f"step, of which kernels on the device "
+                              + (f"{r['profile']['device_kernel_ms_per_step']:.1f} ms"
+                                 if r["profile"].get("device_kernel_ms_per_step") is not None else "-")
+                              + f", {r['profile']['kernel_launches_per_step']:.0f} kernel launches"
+                              for r in profiled) + "."]
     peaks = [r["peak_gpu_gib"] for r in results["runs"] if r.get("peak_gpu_gib")]
     lines += ["", "Val accuracy in %, mean ± sd over seeds. Faces/s: labeled + unlabeled faces drawn per second "
               "of training. Waiting for batches: the share of the training time the steps spent waiting for the "
@@ -279,6 +343,9 @@ def main(argv=None) -> int:
     parser.add_argument("--resume-json", type=Path)
     parser.add_argument("--render", type=Path, help="render saved results into docs/benchmarks.md and exit")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="profile 20 steps of each method's first fine-tune run (torch.profiler): its "
+                             "operator table into DIR, a summary with the run")
     parser.add_argument("--side-by-side", type=int, default=1, metavar="K",
                         help="this process runs beside K-1 others on the same device (recorded with each run)")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",

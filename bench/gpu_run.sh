@@ -9,11 +9,12 @@
 # while it is warm (30 s after a call), and the second call, made at once, runs the benchmark:
 #
 #   run(command="PHASE=data bash bench/gpu_run.sh", carry=[".benchdata"], timeout_s=120)
-#   run(command="PARALLEL=1 SEEDS=1 bash bench/gpu_run.sh", carry=[".whl", ".benchtext", ".benchresume"],
+#   run(command="PARALLEL=1 PROFILE=1 SEEDS=1 bash bench/gpu_run.sh", carry=[".whl", ".benchtext", ".benchresume"],
 #       timeout_s=600)
 #
 # PARALLEL=1 runs one process per method side by side (WORKERS decoding processes shared among
-# them): one run leaves most of the GPU idle. MODES=head,finetune adds head-mode runs (and the
+# them): one run leaves most of the GPU idle. PROFILE=1 profiles 20 steps of each method's first
+# run (bench.finetune_benchmark --profile). MODES=head,finetune adds head-mode runs (and the
 # feature cache they need: minutes). SEEDS, LABELS, METHODS and STEPS choose the runs. A results
 # JSON carried as .benchresume/finetune.json is continued (its runs are not repeated). Results
 # land in $OUT/finetune.json and $OUT/finetune.md; here, merge them into the recorded ones with
@@ -52,7 +53,8 @@ resume=()
 [ -f .benchresume/finetune.json ] && resume=(--resume-json .benchresume/finetune.json)
 left=$(( BUDGET - ($(date +%s) - started) ))
 METHODS=${METHODS:-supervised,fixmatch,sitfer}
-common=(--no-write "${resume[@]}" --modes "${MODES:-finetune}" --text-cache .benchtext --seeds "${SEEDS:-0}"
+profile=(); [ "${PROFILE:-0}" = 1 ] && profile=(--profile "$OUT")
+common=(--no-write "${resume[@]}" "${profile[@]}" --modes "${MODES:-finetune}" --text-cache .benchtext --seeds "${SEEDS:-0}"
         --labels "${LABELS:-25,100}" --steps "${STEPS:-2000}")
 if [ "${PARALLEL:-0}" = 1 ]; then
   # One process per method side by side: one run leaves most of the GPU idle (5.7 of 139 GiB, and
@@ -60,13 +62,13 @@ if [ "${PARALLEL:-0}" = 1 ]; then
   IFS=, read -ra methods <<< "$METHODS"
   per=$(( ${WORKERS:-15} / ${#methods[@]} )); [ "$per" -ge 2 ] || per=2
   [ ! -d "$FER_BENCH_PROJECT" ] && $PY -c "from bench.fer_project import ensure_project; ensure_project()"
-  mkdir -p /tmp/parts  # logs stay there: at most 8 files come back from $OUT
+  mkdir -p /tmp/parts  # the parts stay there (the merge comes back): at most 8 files come back from $OUT
   parts=()
   for m in "${methods[@]}"; do
     timeout "$left" $PY -u -m bench.finetune_benchmark "${common[@]}" --methods "$m" --workers "$per" \
       --side-by-side "${#methods[@]}" \
-      --json-out "$OUT/part-$m.json" > "/tmp/parts/$m.log" 2>&1 &
-    parts+=("$OUT/part-$m.json")
+      --json-out "/tmp/parts/$m.json" > "/tmp/parts/$m.log" 2>&1 &
+    parts+=("/tmp/parts/$m.json")
   done
   wait || true
   grep -h "^N=\|Error" /tmp/parts/*.log || true

@@ -118,7 +118,9 @@ def test_merging_keeps_resumed_runs_once_marks_side_by_side_runs_and_refuses_oth
     part_a = {"settings": settings, "preface": "Why.", "labeled_sets": {"25/0": "abc"},
               "runs": [resumed, _ft_run("finetune", "fixmatch", 0, 0.35, side_by_side=2)]}
     part_b = {"settings": {**settings, "methods": ["sitfer"]}, "labeled_sets": {"25/0": "abc"},
-              "runs": [resumed, _ft_run("finetune", "sitfer", 0, 0.34, side_by_side=2)]}
+              "runs": [resumed, _ft_run("finetune", "sitfer", 0, 0.34, side_by_side=2, profile={
+                  "profiled_steps": 20, "wall_ms_per_step": 80.0, "device_kernel_ms_per_step": 12.5,
+                  "kernel_launches_per_step": 2400.0})]}
     merged = merge_results([part_a, part_b])
     assert sorted(r["method"] for r in merged["runs"]) == ["fixmatch", "sitfer", "supervised"]
     assert merged["settings"]["methods"] == ["fixmatch", "sitfer"] and merged["preface"] == "Why."
@@ -126,5 +128,7 @@ def test_merging_keeps_resumed_runs_once_marks_side_by_side_runs_and_refuses_oth
     table = render_finetune(merged)
     assert "| 25 | sitfer | finetune † |" in table and "| 25 | supervised | finetune |" in table
     assert "†: ran side by side" in table
+    assert ("N = 25 sitfer: 80.0 ms a step, of which kernels on the device 12.5 ms, 2400 kernel launches."
+            in table)
     with pytest.raises(ValueError, match="different labeled faces"):
         merge_results([part_a, {**part_b, "labeled_sets": {"25/0": "xyz"}}])
