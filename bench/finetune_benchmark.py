@@ -301,7 +301,7 @@ def render(results: dict) -> str:
                      f"{statistics.mean(r['faces_per_s'] for r in group):,.0f} | {_wait_share(group)} |")
     profiled = [r for r in results["runs"] if r.get("profile", {}).get("wall_ms_per_step")]
     if profiled:
-        lines += ["", "Profiled steps (torch.profiler, 20 steps after the first 100; the profiler slows them): "
+        lines += ["", "Profiled steps (torch.profiler over 20 steps after a warm-up; the profiler slows them): "
                   + "; ".join(f"N = {r['labels_per_class']} {r['method']}: {r['profile']['wall_ms_per_step']:.1f} ms a "
                               f"step, of which kernels on the device "
                               + (f"{r['profile']['device_kernel_ms_per_step']:.1f} ms"
@@ -311,7 +311,8 @@ def render(results: dict) -> str:
     peaks = [r["peak_gpu_gib"] for r in results["runs"] if r.get("peak_gpu_gib")]
     lines += ["", "Val accuracy in %, mean ± sd over seeds. Faces/s: labeled + unlabeled faces drawn per second "
               "of training. Waiting for batches: the share of the training time the steps spent waiting for the "
-              "decoding workers' next batch (not recorded before 2026-11-28: -)." + (f" Peak GPU memory {max(peaks):.1f} GiB." if peaks else "")
+              "decoding workers' next batch (not recorded before 2026-11-28: -)."
+              + (f" Peak GPU memory {max(peaks):.1f} GiB." if peaks else "")
               + "".join(f" ({chr(97 + i)}) ran on {where}." for i, where in enumerate(elsewhere))
               + (" †: ran side by side with other benchmark processes (one per method) on the same GPU and cores, "
                  "so its time and faces/s are under that sharing." if any(r.get("side_by_side", 1) > 1
