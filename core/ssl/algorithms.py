@@ -41,7 +41,9 @@ class Batch:
 @dataclass
 class StepResult:
     loss: torch.Tensor
-    logs: dict[str, float] = field(default_factory=dict)
+    # Detached 0-dim tensors (or floats): they stay on the device until a hook needs a number, so
+    # a GPU step does not wait for its kernels once per logged value (MetricsHook reads them in bulk).
+    logs: dict[str, torch.Tensor | float] = field(default_factory=dict)
 
 
 class Algorithm:
@@ -135,7 +137,7 @@ class Supervised(Algorithm):
     def train_step(self, model, batch: Batch, step: int) -> StepResult:
         out_l, _, _ = self.forward(model, batch)
         loss = F.cross_entropy(out_l.logits, batch.y_l)
-        return StepResult(loss, {"loss_sup": loss.item()})
+        return StepResult(loss, {"loss_sup": loss.detach()})
 
 
 class FixMatch(Algorithm):
@@ -147,7 +149,7 @@ class FixMatch(Algorithm):
     def train_step(self, model, batch: Batch, step: int) -> StepResult:
         out_l, out_uw, out_us = self.forward(model, batch)
         loss = F.cross_entropy(out_l.logits, batch.y_l)
-        logs = {"loss_sup": loss.item()}
+        logs = {"loss_sup": loss.detach()}
         probs = pseudo = mask = None
         ramp = self.unlabeled_weight(step)
         if out_uw is not None:
@@ -157,7 +159,7 @@ class FixMatch(Algorithm):
             pseudo, _conf, mask = passes(probs, self.thresholds())
             loss_u = masked_cross_entropy(out_us.logits, pseudo, mask)
             loss = loss + ramp * self.config.lambda_u * loss_u
-            logs.update(loss_u=loss_u.item(), mask_rate=mask.float().mean().item())
+            logs.update(loss_u=loss_u.detach(), mask_rate=mask.float().mean().detach())
         extra, extra_logs = self.extra_losses((out_l, out_uw, out_us), batch, probs, pseudo, mask, ramp)
         logs.update(extra_logs)
         return StepResult(loss + extra, logs)
@@ -248,12 +250,12 @@ class SITFER(Algorithm):
         c = self.config
         out_l, out_uw, out_us = self.forward(model, batch)
         loss_sup = F.cross_entropy(out_l.logits, batch.y_l)
-        logs: dict[str, float] = {"loss_sup": loss_sup.item()}
+        logs: dict[str, torch.Tensor] = {"loss_sup": loss_sup.detach()}
         loss = loss_sup
         if c.use_text:
             loss_text = F.cross_entropy(text_logits(out_l.projected, self.class_text, c.text_tau), batch.y_l)
             loss = loss + c.lambda_text * loss_text
-            logs["loss_text"] = loss_text.item()
+            logs["loss_text"] = loss_text.detach()
         ref_l, ref_uw = self._reference_outputs(model, batch, out_l, out_uw)
         if self.bank is not None:
             self.bank.update(batch.idx_l, ref_l.embedding, batch.y_l)
@@ -271,11 +273,11 @@ class SITFER(Algorithm):
                 text_logits(out_us.projected, self.class_text, c.text_tau), pseudo, weight)
         ramp = self.unlabeled_weight(step)
         loss = loss + ramp * c.lambda_u * loss_u
-        logs.update(loss_u=loss_u.item(), mask_rate=mask.float().mean().item())
+        logs.update(loss_u=loss_u.detach(), mask_rate=mask.float().mean().detach())
         if c.negative_learning:
             loss_neg = negative_learning_loss(out_us.logits, levels.fused, ~mask, c.snl_gamma)
             loss = loss + ramp * c.lambda_neg * loss_neg
-            logs["loss_neg"] = loss_neg.item()
+            logs["loss_neg"] = loss_neg.detach()
         if self.leaf:
             extra, leaf_logs = self.leaf_losses((out_l, out_uw, out_us), batch.y_l, levels.fused, pseudo, mask, ramp)
             loss = loss + extra
@@ -283,7 +285,7 @@ class SITFER(Algorithm):
         if self.bank is not None and step >= c.instance_warmup:
             # Confident pseudo-labels join the bank; faces that fell below leave it.
             self.bank.update(batch.idx_u, ref_uw.embedding, torch.where(mask, pseudo, -1))
-            logs["bank_size"] = float((self.bank.labels >= 0).sum().item())
+            logs["bank_size"] = (self.bank.labels >= 0).sum().float()
         return StepResult(loss, logs)
 
     def state_dict(self) -> dict:
@@ -332,7 +334,7 @@ class DTASNL(_TeacherFixMatch):
         if self.config.negative_learning and outs[2] is not None:
             loss_neg = negative_learning_loss(outs[2].logits, probs, ~mask, self.config.snl_gamma)
             total = total + ramp * self.config.lambda_neg * loss_neg
-            logs["loss_neg"] = loss_neg.item()
+            logs["loss_neg"] = loss_neg.detach()
         return total, logs
 
 

@@ -161,16 +161,16 @@ def leaf_step_losses(config, outs: tuple[HeadOutput, HeadOutput | None, HeadOutp
     out_l, out_uw, out_us = outs
     present = [o for o in outs if o is not None]
     total = out_l.logits.sum() * 0.0
-    logs: dict[str, float] = {}
+    logs: dict[str, torch.Tensor] = {}
     for key in ("gates_semantic", "gates_instance"):
         if key in out_l.aux:
             balance = load_balancing_loss(torch.cat([o.aux[key] for o in present]))
             total = total + config.lambda_balance * balance
-            logs[f"loss_balance_{key.removeprefix('gates_')}"] = balance.item()
+            logs[f"loss_balance_{key.removeprefix('gates_')}"] = balance.detach()
     if "decoupling" in out_l.aux:
         decoupling = torch.cat([o.aux["decoupling"] for o in present]).mean()
         total = total + config.lambda_decouple * decoupling
-        logs["loss_decoupling"] = decoupling.item()
+        logs["loss_decoupling"] = decoupling.detach()
     if config.leaf_contrast:
         embeddings, labels = out_l.embedding, y_l
         if out_us is not None:
@@ -178,14 +178,14 @@ def leaf_step_losses(config, outs: tuple[HeadOutput, HeadOutput | None, HeadOutp
             labels = torch.cat([y_l, torch.where(mask, pseudo, torch.full_like(pseudo, -1))])
         contrast = supervised_contrastive_loss(embeddings, labels)
         total = total + config.lambda_contrast * contrast
-        logs["loss_contrast"] = contrast.item()
+        logs["loss_contrast"] = contrast.detach()
     if out_us is not None:
         if config.leaf_category:
             category = category_level_loss(out_us.logits, probs, ~mask, config.leaf_cumulative)
             total = total + ramp * config.lambda_category * category
-            logs["loss_category"] = category.item()
+            logs["loss_category"] = category.detach()
         if config.leaf_consistency:
             consistency = view_consistency_loss(probs, out_us.logits)
             total = total + ramp * config.lambda_consistency * consistency
-            logs["loss_consistency"] = consistency.item()
+            logs["loss_consistency"] = consistency.detach()
     return total, logs

@@ -63,15 +63,15 @@ class MetricsHook(Hook):
         self.pending: dict[str, float] = {}  # values from other hooks (validation), sent with the next flush
 
     def after_step(self, trainer: Trainer, result) -> None:
-        for key, value in result.logs.items():
-            self.sums[key] += value
+        for key, value in result.logs.items():  # device tensors are summed where they are, read at flush
+            self.sums[key] += value.float() if isinstance(value, torch.Tensor) else value
         self.count += 1
         if (trainer.step % trainer.config.log_every == 0 or trainer.step == trainer.config.steps
                 or self.pending):
             self.flush(trainer)
 
     def flush(self, trainer: Trainer) -> None:
-        values = {k: v / max(self.count, 1) for k, v in self.sums.items()}
+        values = {k: float(v) / max(self.count, 1) for k, v in self.sums.items()}
         thresholds = trainer.algorithm.thresholds().tolist()
         values.update({f"threshold_{name}": t for name, t in zip(class_names(), thresholds)})
         values.update(self.pending)

@@ -80,6 +80,8 @@ class Trainer:
         algorithm.teacher = self.ema.module
         self.step = 0
         self.stop_reason: str | None = None
+        self._nonfinite: torch.Tensor | None = None
+        self._checked_step = 0
 
     def add_hook(self, hook: Hook) -> None:
         self.hooks.append(hook)
@@ -96,14 +98,17 @@ class Trainer:
     def run(self) -> str:
         for hook in self.hooks:
             hook.before_run(self)
+        # Whether a loss since the last check was not finite, kept on the device: reading it every
+        # step would make each GPU step wait for the last one's kernels. It is read before any hook
+        # can log, evaluate or save that step, and before the run ends, so nothing non-finite is kept.
+        self._nonfinite, self._checked_step = None, self.step
         while self.step < self.config.steps and self.stop_reason is None:
             batch = self.source.next_batch(self.step)
             self.model.train()
             with self._autocast():
                 result = self.algorithm.train_step(self.model, batch, self.step)
-            if not torch.isfinite(result.loss):
-                raise FloatingPointError(f"the loss became {float(result.loss)} at step {self.step}; "
-                                         f"try a lower learning rate")
+            bad = ~torch.isfinite(result.loss.detach())
+            self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
             self.optimizer.zero_grad(set_to_none=True)
             result.loss.backward()
             self.optimizer.step()
@@ -111,12 +116,26 @@ class Trainer:
             self.ema.update(self.model)
             self.step += 1
             result.logs["lr"] = self.scheduler.get_last_lr()[0]
+            if self._hooks_read_this_step():
+                self._raise_if_nonfinite()
             for hook in self.hooks:
                 hook.after_step(self, result)
+        self._raise_if_nonfinite()
         status = "finished" if self.stop_reason is None else "cancelled"
         for hook in self.hooks:
             hook.after_run(self, status)
         return status
+
+    def _hooks_read_this_step(self) -> bool:
+        c = self.config
+        return (self.step % c.log_every == 0 or self.step % c.eval_every == 0 or self.step % c.checkpoint_every == 0
+                or self.step >= c.steps)
+
+    def _raise_if_nonfinite(self) -> None:
+        if self._nonfinite is not None and bool(self._nonfinite):
+            raise FloatingPointError(f"the loss became infinite or NaN between steps {self._checked_step + 1} and "
+                                     f"{self.step}; try a lower learning rate")
+        self._nonfinite, self._checked_step = None, self.step
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -1,6 +1,8 @@
-"""Augmentations and the EMA teacher: the shared, built-once transforms and the one-kernel EMA
-update give exactly what the per-call versions gave, so head-mode caches rebuild bit for bit and
-checkpoints resume the same."""
+"""What feeds a training step and what it keeps: augmentations, uint8 views normalised where the
+model runs, the EMA teacher and the loss check. The faster forms (transforms built once, one
+kernel per EMA update, no per-step wait for the GPU) must give exactly what the plain ones gave,
+so head-mode caches rebuild bit for bit, checkpoints resume the same, and a NaN loss is never
+logged or saved."""
 from __future__ import annotations
 
 import copy
@@ -133,3 +135,98 @@ def test_finetune_batches_arrive_normalised_and_views_differ(tmp_path):
     images, slots = next(plain_batches(faces, np.arange(6), np.arange(6), pre, workers=0))
     assert torch.equal(images, pre([Image.open(p).convert("RGB") for p in paths]))
     assert slots.tolist() == list(range(6))
+
+
+class _ScriptedAlgorithm:
+    """A one-layer 'algorithm' whose loss turns NaN from step `bad_from` on."""
+
+    uses_unlabeled = False
+    teacher = None
+
+    def __init__(self, bad_from: int):
+        self.bad_from = bad_from
+
+    def train_step(self, model, batch, step):
+        from core.ssl.algorithms import StepResult
+
+        loss = model(batch.x_l).pow(2).mean()
+        if step + 1 >= self.bad_from:
+            loss = loss * float("nan")
+        return StepResult(loss, {"loss_sup": loss.detach(), "mask_rate": torch.tensor(0.5)})
+
+    def state_dict(self):
+        return {}
+
+
+class _Batches:
+    def next_batch(self, step):
+        from core.ssl.algorithms import Batch
+
+        return Batch(torch.ones(4, 3), torch.zeros(4, dtype=torch.long), torch.arange(4))
+
+    def state_dict(self):
+        return {}
+
+
+class _Recorder:
+    priority = 50
+
+    def __init__(self):
+        self.steps, self.ended = [], None
+
+    def before_run(self, trainer):
+        pass
+
+    def after_step(self, trainer, result):
+        self.steps.append(trainer.step)
+
+    def after_run(self, trainer, status):
+        self.ended = status
+
+
+def test_a_nan_loss_stops_the_run_before_any_hook_reads_that_step():
+    from core.training.loop import LoopConfig, Trainer
+
+    recorder = _Recorder()
+    trainer = Trainer(torch.nn.Linear(3, 1), _ScriptedAlgorithm(bad_from=7), _Batches(),
+                      LoopConfig(steps=40, log_every=5, eval_every=20, checkpoint_every=20), torch.device("cpu"),
+                      [recorder])
+    with pytest.raises(FloatingPointError, match="between steps 6 and 10"):
+        trainer.run()
+    # Steps 1-9 ran their hooks; step 10, the first the hooks log, never reached them, nor did after_run.
+    assert recorder.steps == list(range(1, 10)) and recorder.ended is None
+
+
+def test_a_finite_run_ends_normally_and_metrics_average_device_logs(tmp_path):
+    from core.training.hooks import MetricsHook
+    from core.training.loop import LoopConfig, Trainer
+
+    class Events:
+        def __init__(self):
+            self.sent = []
+
+        def emit(self, kind, **fields):
+            self.sent.append((kind, fields))
+
+    class FakeAlgorithm(_ScriptedAlgorithm):
+        def thresholds(self):
+            return torch.full((7,), 0.95)
+
+    events = Events()
+    hook = MetricsHook(project=None, run_id=1, events=events)
+    written = []
+    import core.training.hooks as hooks_module
+
+    original = hooks_module.write_metrics
+    hooks_module.write_metrics = lambda project, run_id, step, values: written.append((step, values))
+    try:
+        trainer = Trainer(torch.nn.Linear(3, 1), FakeAlgorithm(bad_from=10**9), _Batches(),
+                          LoopConfig(steps=10, log_every=5), torch.device("cpu"), [hook])
+        assert trainer.run() == "finished"
+    finally:
+        hooks_module.write_metrics = original
+    assert [step for step, _ in written] == [5, 10]
+    values = written[0][1]
+    assert isinstance(values["mask_rate"], float) and values["mask_rate"] == pytest.approx(0.5)
+    assert isinstance(values["loss_sup"], float) and values["loss_sup"] > 0
+    assert events.sent[-1][0] == "metrics"
