@@ -73,9 +73,14 @@ def _train_timed(trainer, args, device: torch.device) -> dict:
     train_s = time.perf_counter() - started
     trainer.source = timed.source
     ratio = args.unlabeled_ratio if trainer.algorithm.uses_unlabeled else 0
-    return {"train_s": train_s, "faces_per_s": args.steps * args.batch_size * (1 + ratio) / train_s,
+    return {"train_s": train_s, "faces_per_s": _faces_per_s(args.steps, args.batch_size, ratio, train_s),
             "batch_wait_share": timed.wait_s / train_s,
             "peak_gpu_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
+
+
+def _faces_per_s(steps: int, batch_size: int, unlabeled_ratio: int, seconds: float) -> float:
+    """Faces a run's steps drew (labeled + unlabeled batches) per second of training."""
+    return steps * batch_size * (1 + unlabeled_ratio) / seconds
 
 
 def labeled_fingerprint(faces, train_rows: np.ndarray, subset: np.ndarray) -> str:
@@ -265,10 +270,10 @@ def head_reference_runs(ssl_results: dict, runs: list[dict]) -> list[dict]:
     for r in ssl_results["runs"]:
         if (r["labels_per_class"], r["seed"], r["method"]) not in wanted:
             continue
-        ratio = 0 if r["method"] == "supervised" else s["unlabeled_ratio"]
+        ratio = 0 if r["method"] == "supervised" else s["unlabeled_ratio"]  # the one method without unlabeled batches
         out.append({"mode": "head", "method": r["method"], "seed": r["seed"], "labels_per_class": r["labels_per_class"],
                     "fused": r["fused"], "classifier": r["classifier"], "train_s": r["seconds"],
-                    "faces_per_s": s["steps"] * s["batch_size"] * (1 + ratio) / r["seconds"],
+                    "faces_per_s": _faces_per_s(s["steps"], s["batch_size"], ratio, r["seconds"]),
                     "ran_on": f"{s['device']}, {s['machine']}; torch {s['torch']} (bench.ssl_benchmark)"})
     return out
 

@@ -230,3 +230,16 @@ def test_a_finite_run_ends_normally_and_metrics_average_device_logs(tmp_path):
     assert isinstance(values["mask_rate"], float) and values["mask_rate"] == pytest.approx(0.5)
     assert isinstance(values["loss_sup"], float) and values["loss_sup"] > 0
     assert events.sent[-1][0] == "metrics"
+
+
+def test_the_preprocessor_pickles_without_its_device_constants():
+    import pickle
+
+    from core.encoders.base import Preprocessor
+
+    pre = Preprocessor(16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    first = pre.normalize(pre.to_uint8([_face(0, 16)]))
+    assert pre._constants  # made on first use ...
+    copy_ = pickle.loads(pickle.dumps(pre))
+    assert copy_._constants == {}  # ... and not sent to worker processes
+    assert torch.equal(copy_.normalize(copy_.to_uint8([_face(0, 16)])), first)

@@ -115,6 +115,10 @@ class Preprocessor:
 
     def __init__(self, size: int, mean: tuple[float, float, float], std: tuple[float, float, float]):
         self.size, self.mean, self.std = size, mean, std
+        self._constants: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __getstate__(self) -> dict:  # worker processes get the numbers, not tensors on a GPU
+        return {**self.__dict__, "_constants": {}}
 
     def __call__(self, images: list[Image.Image]) -> torch.Tensor:
         return self.normalize(self.to_uint8(images))
@@ -131,9 +135,15 @@ class Preprocessor:
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 (B,3,S,S) from to_uint8, on any device -> normalised float32."""
         batch = batch.float().div_(255.0)
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=batch.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32, device=batch.device).view(1, 3, 1, 1)
+        mean, std = self._on(batch.device)
         return batch.sub_(mean).div_(std).contiguous()
+
+    def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        # Made once per device: copying them to a GPU at every batch would wait for its queued work.
+        if device not in self._constants:
+            self._constants[device] = tuple(torch.tensor(v, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+                                            for v in (self.mean, self.std))
+        return self._constants[device]
 
 
 def _fit_square(image: Image.Image, size: int) -> Image.Image:
