@@ -132,3 +132,19 @@ def test_merging_keeps_resumed_runs_once_marks_side_by_side_runs_and_refuses_oth
             in table)
     with pytest.raises(ValueError, match="different labeled faces"):
         merge_results([part_a, {**part_b, "labeled_sets": {"25/0": "xyz"}}])
+
+
+def test_feature_probe_names_the_encoders_own_features():
+    """The probe's row marked as the encoder's features is the pooling the offline encoder uses."""
+    from bench.feature_probe import CANDIDATES, CURRENT, FORMER, render
+    from core.encoders.offline import FEATURE_BLOCKS, FEATURE_GRID
+
+    assert CANDIDATES[CURRENT] == (FEATURE_BLOCKS - 1, FEATURE_GRID)
+    assert CANDIDATES[FORMER] == ("head", 1)
+    results = {"settings": {"train_faces": 10, "dev_faces": 5, "seed": 0, "input_size": 112, "machine": "m",
+                            "feature_seconds": 1.0, "c_small": 0.05, "c_all": 0.5},
+               "rows": [{"labels": 25, "accuracy": {name: i / 100 for i, name in enumerate(CANDIDATES)}}]}
+    text = render(results)
+    current_row = next(line for line in text.splitlines() if line.startswith(f"| {CURRENT}"))
+    assert "(the encoder's features) | 1008 | " in current_row
+    assert current_row.endswith(f"| {list(CANDIDATES).index(CURRENT):.1f} |")

@@ -131,23 +131,36 @@ def test_offline_image_features(offline):
     batch = offline.preprocess(_faces())
     assert batch.shape == (3, 3, offline.input_size, offline.input_size)
     features = offline.encode_images(batch)
-    assert features.shape == (3, 1280) and features.dtype == torch.float32
+    assert features.shape == (3, 1008) and features.dtype == torch.float32
     assert not features.requires_grad and torch.isfinite(features).all()
-    spatial = offline.spatial_features(batch[:1])
-    assert spatial.shape[:2] == (1, 1280) and spatial.shape[2] == spatial.shape[3]
-    assert torch.allclose(spatial.mean(dim=(2, 3)), features[:1], atol=1e-4)
+    spatial = offline.spatial_features(batch[:1])  # the 11th block's map: 112 channels, 7x7 at 112 px
+    assert spatial.shape == (1, 112, 7, 7)
+    # features are that map averaged over a 3x3 grid, cell by cell (channel-major)
+    grid = torch.nn.functional.adaptive_avg_pool2d(spatial, 3)
+    assert torch.allclose(grid.flatten(1), features[:1], atol=1e-4)
+    assert torch.allclose(features[:1].view(112, 9)[:, 4], spatial[0, :, 2:5, 2:5].mean(dim=(1, 2)), atol=1e-4)
     assert "57934424" in offline.cache_key and "sha256 verified" in offline.describe()
 
 
 def test_offline_weights_are_imagenet_pretrained(offline):
     """End to end (weights, normalisation, preprocessing): the classifier we drop still sees a cat."""
     skimage_data = pytest.importorskip("skimage.data")
-    from core.encoders.offline import weights_path
+    from core.encoders.offline import load_network, weights_path
 
-    state = torch.load(weights_path(), map_location="cpu", weights_only=True)
+    net = load_network(weights_path()).eval()
     cat = Image.fromarray(skimage_data.chelsea())
-    logits = offline.encode_images(offline.preprocess([cat])) @ state["_fc.weight"].T + state["_fc.bias"]
+    with torch.no_grad():
+        logits = net(offline.preprocess([cat]))
     assert int(logits.argmax()) in (281, 282, 285)  # tabby, tiger cat, Egyptian cat
+    # the encoder's tower is that network's front: same weights, same map
+    tower = offline.image_tower.net
+    assert torch.equal(tower._blocks[-1]._project_conv.weight, net._blocks[10]._project_conv.weight)
+    with torch.no_grad():
+        x = offline.preprocess([cat])
+        h = net._swish(net._bn0(net._conv_stem(x)))
+        for block in net._blocks[:11]:
+            h = block(h)
+    assert torch.allclose(offline.spatial_features(x), h, atol=1e-5)
 
 
 def test_offline_text_features_are_semantic(offline):

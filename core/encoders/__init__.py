@@ -21,7 +21,7 @@ DEFAULT_ENCODER = "offline"
 
 # name -> one-line description (what it is, what it needs)
 ENCODERS: dict[str, str] = {
-    "offline": "ImageNet EfficientNet-Lite0 (1280-d) + MiniLM-L6 text (384-d); weights ship with pip "
+    "offline": "ImageNet EfficientNet-Lite0 (first 11 blocks, 3x3 grid, 1008-d) + MiniLM-L6 text (384-d); weights ship with pip "
                "packages, no download; the default",
     "clip:MODEL[:PRETRAINED]": "open_clip CLIP, e.g. clip:ViT-B-32:openai; PRETRAINED is a published tag "
                                "(from the local cache, or downloaded once with network) or a local checkpoint path",
