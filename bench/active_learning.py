@@ -177,7 +177,7 @@ def per_seed_shares(results: dict, name: str) -> list[str]:
     return shares
 
 
-def render(results: dict) -> str:
+def render(results: dict, plot_path: Path = PLOT) -> str:
     s = results["settings"]
     curves = mean_curves(results)
     order = [name for name in STRATEGY_ORDER if name in curves] + sorted(set(curves) - set(STRATEGY_ORDER))
@@ -199,7 +199,7 @@ def render(results: dict) -> str:
         f"levels, no unlabeled losses, for time), encoder {s['encoder']}. Val accuracy ({s['val_faces']:,} faces, "
         f"fused prediction, EMA model at the last step). Device {s['device']}; {s['machine']}; torch {s['torch']}.",
         "",
-        f"![accuracy per round](results/{PLOT.name})",
+        f"![accuracy per round](results/{plot_path.name})",
         "",
         "| strategy | " + " | ".join(f"r{r}" for r in range(rounds + 1)) + " | corrections to reach random's r"
         f"{rounds} | each seed against its own random | s per round: train + (predict + rank) |",
@@ -282,16 +282,17 @@ def main(argv=None) -> int:
     parser.add_argument("--json-out", type=Path)
     parser.add_argument("--resume-json", type=Path)
     parser.add_argument("--render", type=Path, help="render saved results (docs section and plot) and exit")
+    parser.add_argument("--plot", type=Path, default=PLOT, help="where the PNG of the curves goes (docs/results/)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     unknown = [s for s in args.strategies if s not in STRATEGIES]
     if unknown:
         parser.error(f"unknown strategy {', '.join(unknown)}; choose from {', '.join(STRATEGIES)}")
     results = saved_or_run(args, run_benchmark)
-    body = render(results)
+    body = render(results, args.plot)
     print(body)
     if not args.no_write:
-        plot(results)
+        plot(results, args.plot)
         write_section("active-learning", body, rendered_only=bool(args.render))
     return 0
 
