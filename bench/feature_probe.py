@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from bench.report import SHARED_DATA, machine_summary, saved_or_run, write_section
+from core.encoders.base import Preprocessor
 from core.encoders.offline import INPUT_SIZE, MEAN, STD, load_network, weights_path
 
 # name -> (block index after which the map is taken, or "head" for the last 1280-channel map; grid)
@@ -49,14 +50,11 @@ def dev_split(root: Path, train_faces: int, dev_faces: int, seed: int) -> tuple[
 
 @torch.no_grad()
 def candidate_features(net, items: list, batch: int = 128) -> dict[str, np.ndarray]:
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1) * 255
-    std = torch.tensor(STD).view(1, 3, 1, 1) * 255
+    preprocess = Preprocessor(INPUT_SIZE, MEAN, STD)  # the encoder's own: what the product feeds the network
     wanted = {block for block, _ in CANDIDATES.values()}
     out: dict[str, list[np.ndarray]] = {name: [] for name in CANDIDATES}
     for start in range(0, len(items), batch):
-        images = [np.asarray(Image.open(path).convert("RGB").resize((INPUT_SIZE, INPUT_SIZE), Image.BICUBIC),
-                             np.float32) for path, _ in items[start:start + batch]]
-        x = (torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2) - mean) / std
+        x = preprocess([Image.open(path).convert("RGB") for path, _ in items[start:start + batch]])
         maps = {}
         h = net._swish(net._bn0(net._conv_stem(x)))
         for i, block in enumerate(net._blocks):
