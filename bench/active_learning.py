@@ -43,7 +43,7 @@ from core.training.settings import TrainSettings
 from core.training.worker import choose_device
 
 STRATEGY_ORDER = ["random", "least_confidence", "margin", "entropy", "disagreement", "near_threshold", "diversity", "badge"]
-PLOT = REPO / "docs" / "results" / "active_learning_fer2013.png"
+PLOT = REPO / "docs" / "results" / "active_learning_fer2013_grid.png"  # the current section's plot
 COLOURS = {"random": (120, 120, 120), "least_confidence": (31, 119, 180), "margin": (255, 127, 14),
            "entropy": (44, 160, 44), "disagreement": (214, 39, 40), "near_threshold": (148, 103, 189),
            "diversity": (140, 86, 75), "badge": (23, 190, 207)}
