@@ -42,11 +42,15 @@ from core.training.loop import LoopConfig
 from core.training.settings import TrainSettings
 from core.training.worker import choose_device
 
-STRATEGY_ORDER = ["random", "least_confidence", "margin", "entropy", "disagreement", "near_threshold", "diversity", "badge"]
+STRATEGY_ORDER = ["random", "least_confidence", "margin", "entropy", "disagreement", "near_threshold", "diversity", "badge",
+                  "typical_margin"]
 PLOT = REPO / "docs" / "results" / "active_learning_fer2013_grid.png"  # the current section's plot
 COLOURS = {"random": (120, 120, 120), "least_confidence": (31, 119, 180), "margin": (255, 127, 14),
            "entropy": (44, 160, 44), "disagreement": (214, 39, 40), "near_threshold": (148, 103, 189),
-           "diversity": (140, 86, 75), "badge": (23, 190, 207)}
+           "diversity": (140, 86, 75), "badge": (23, 190, 207),
+           "typical_margin": (227, 119, 194)}
+DEV_FACES = 2000  # --dev: train faces held out of the pool to choose strategies on (val untouched)
+DEV_SEED = 100
 
 
 THRESHOLDS = {
@@ -117,11 +121,19 @@ def run_benchmark(args, checkpoint=None) -> dict:
     data = load_benchmark_data(args.project, args.encoder, 2, args.text_cache)
     encoder, class_text, features, truth, ids = data.encoder, data.class_text, data.features, data.truth, data.ids
     val_x, val_y = data.val_x, data.val_y
+    evaluated_on = "val"
+    if args.dev:  # choose between strategies here, never on val
+        dev = np.zeros(len(truth), bool)
+        dev[np.random.default_rng(DEV_SEED).choice(len(truth), size=DEV_FACES, replace=False)] = True
+        val_x, val_y = torch.from_numpy(features[dev, 0]), truth[dev]
+        features, truth, ids = features[~dev], truth[~dev], ids[~dev]
+        evaluated_on = f"dev: {DEV_FACES} train faces held out of the pool (seed {DEV_SEED})"
     results = {"settings": {
         "start_per_class": args.start, "rounds": args.rounds, "per_round": args.per_round, "steps": args.steps,
         "seeds": args.seeds, "strategies": args.strategies, "device": str(device), "machine": machine_summary(),
         "torch": torch.__version__, "encoder": encoder.describe(), "train_faces": int(len(truth)),
-        "val_faces": int(len(val_y))}, "runs": []}
+        "val_faces": int(len(val_y)),
+        "evaluated_on": evaluated_on}, "runs": []}
     done = set()
     if args.resume_json and args.resume_json.is_file():
         results["runs"] = json.loads(args.resume_json.read_text())["runs"]
@@ -186,6 +198,7 @@ def render(results: dict, plot_path: Path = PLOT) -> str:
     # Random's own curve may reach its last value before the last round; compare with that.
     random_need = corrections_to_reach(curves["random"].mean(0), target, s["per_round"]) if target else None
     seeds = sorted({run["seed"] for run in results["runs"]})
+    evaluated = "Val" if s.get("evaluated_on", "val") == "val" else f"Dev ({s['evaluated_on']})"
     lines = [
         "## Active learning: a simulated annotator on FER2013",
         "",
@@ -196,7 +209,7 @@ def render(results: dict, plot_path: Path = PLOT) -> str:
         f"is retrained; {rounds} rounds; seeds {', '.join(map(str, seeds))} (the seed picks the starting "
         f"labels and the training randomness; every strategy starts from the same labels). Model of each round: "
         f"sitfer's head in head mode on the labeled faces only ({s['steps']} steps; semantic, text and instance "
-        f"levels, no unlabeled losses, for time), encoder {s['encoder']}. Val accuracy ({s['val_faces']:,} faces, "
+        f"levels, no unlabeled losses, for time), encoder {s['encoder']}. {evaluated} accuracy ({s['val_faces']:,} faces, "
         f"fused prediction, EMA model at the last step). Device {s['device']}; {s['machine']}; torch {s['torch']}.",
         "",
         f"![accuracy per round](results/{plot_path.name})",
@@ -221,7 +234,7 @@ def render(results: dict, plot_path: Path = PLOT) -> str:
         shares = "-" if name == "random" else ", ".join(per_seed_shares(results, name)) or "-"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {need_text} | {shares} | "
                      f"{statistics.mean(timings):.1f} ({statistics.mean(rank_only):.1f}) |")
-    lines += ["", "Val accuracy in % after each round (r0: the starting labels), mean ± sd over seeds. "
+    lines += ["", f"{evaluated.split(' (')[0]} accuracy in % after each round (r0: the starting labels), mean ± sd over seeds. "
               "\"Corrections to reach\": where the strategy's mean curve first reaches random's mean accuracy "
               f"after {rounds * s['per_round']} corrections, interpolated linearly between rounds. \"Each seed against "
               "its own random\": the same, seed by seed (in seed order), against that seed's random run, as a share "
@@ -281,6 +294,9 @@ def main(argv=None) -> int:
     parser.add_argument("--text-cache", type=Path)
     parser.add_argument("--json-out", type=Path)
     parser.add_argument("--resume-json", type=Path)
+    parser.add_argument("--dev", action="store_true",
+                        help=f"evaluate on {DEV_FACES} train faces held out of the pool instead of val, to choose "
+                             f"a strategy or setting without looking at val (implies --no-write)")
     parser.add_argument("--render", type=Path, help="render saved results (docs section and plot) and exit")
     parser.add_argument("--plot", type=Path, default=PLOT, help="where the PNG of the curves goes (docs/results/)")
     parser.add_argument("--no-write", action="store_true")
@@ -288,6 +304,7 @@ def main(argv=None) -> int:
     unknown = [s for s in args.strategies if s not in STRATEGIES]
     if unknown:
         parser.error(f"unknown strategy {', '.join(unknown)}; choose from {', '.join(STRATEGIES)}")
+    args.no_write = args.no_write or args.dev
     results = saved_or_run(args, run_benchmark)
     body = render(results, args.plot)
     print(body)

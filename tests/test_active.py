@@ -103,6 +103,34 @@ def test_k_center_does_not_pick_a_duplicate_before_a_distinct_face():
 
 
 
+def test_typicality_is_high_in_a_crowd_and_low_for_an_outlier():
+    rng = np.random.default_rng(0)
+    crowd = np.array([1.0, 0, 0]) + rng.normal(scale=0.05, size=(30, 3))
+    points = np.vstack([crowd, [[0, 1.0, 0]]])  # row 30: alone, far from the crowd
+    typical = scores.typicality(points, np.arange(31), k=5, chunk=7)  # chunks smaller than the pool
+    assert typical.argmin() == 30 and typical[:30].min() > 3 * typical[30]
+    # A face is not its own neighbour: the mean distance to 1 neighbour is the distance to the nearest other row.
+    pair = np.array([[1.0, 0], [0.0, 1.0], [0.6, 0.8]])
+    expected = 1 / np.linalg.norm(pair[0] - pair[2])
+    assert scores.typicality(pair, np.array([0]), k=1) == pytest.approx([expected])
+
+
+def test_typical_per_cluster_takes_each_blob_centre_not_its_outliers():
+    rng = np.random.default_rng(1)
+    blob_a = np.array([1.0, 0, 0]) + rng.normal(scale=0.03, size=(12, 3))
+    blob_b = np.array([0, 1.0, 0]) + rng.normal(scale=0.03, size=(8, 3))
+    points = np.vstack([blob_a, blob_b])
+    typical = scores.typicality(points, np.arange(20), k=4)
+    picks, sizes = scores.typical_per_cluster(points, typical, 2, seed=0)
+    assert sizes.tolist() == [12, 8]  # the larger cluster first
+    assert picks[0] == np.argmax(typical[:12]) and picks[1] == 12 + np.argmax(typical[12:])
+    again, _ = scores.typical_per_cluster(points, typical, 2, seed=0)
+    assert again.tolist() == picks.tolist()
+    duplicates = np.repeat([[1.0, 0, 0]], 4, axis=0)  # one distinct point, three clusters asked for
+    picks, sizes = scores.typical_per_cluster(duplicates, np.ones(4), 3, seed=0)
+    assert len(picks) == len(set(picks.tolist())) and sizes.sum() == 4
+
+
 def explicit_gradient_embeddings(p: np.ndarray, x: np.ndarray) -> np.ndarray:
     """(p - one-hot of the prediction) ⊗ x written out, to check the factorised version."""
     residual = p.copy()
@@ -215,6 +243,9 @@ def test_loading_parses_every_level_and_the_last_thresholds(run_project):
     ("near_threshold", [2, 3, 4, 1]),  # gaps 0.02, 0.05, 0.10 under; face 1 is 0.10 over
     ("diversity", [2, 4, 1, 3]),  # face 3 repeats face 2's embedding: last
     ("badge", None),  # seeded draws: checked below
+    # faces 2 and 3 share an embedding: one cluster, its pick the less sure; then the
+    # one-face clusters by margin; face 3 tops the batch up once the clusters run out
+    ("typical_margin", [2, 4, 1, 3]),
 ])
 def test_each_strategy_orders_the_unlabeled_train_faces(run_project, strategy, expected):
     items = build_queue(run_project, strategy=strategy, limit=10)
@@ -288,7 +319,7 @@ def test_queue_errors_are_clear(run_project, tmp_path):
         with pytest.raises(QueueError, match="at least two of the semantic, text and instance levels; run 1 "
                                              "stored no per-level probabilities"):
             build_queue(flat, strategy="disagreement")
-        for needs_embeddings in ("diversity", "badge"):
+        for needs_embeddings in ("diversity", "badge", "typical_margin"):
             with pytest.raises(QueueError, match=f"no embeddings.*the {needs_embeddings} strategy needs them"):
                 build_queue(flat, strategy=needs_embeddings)
 

@@ -23,6 +23,8 @@ from core.store.project import Project
 
 LABEL_FILTERS = ("unlabeled", "labeled", "corrected", "all")  # corrected: labeled by an annotator
 DIVERSITY_POOL = 10  # diversity spreads its batch over the (this x limit) least sure faces by margin
+TYPICAL_POOL = 5  # typical_margin clusters the (this x limit) least sure faces by margin
+TYPICAL_NEIGHBOURS = 20  # typicality: mean distance to this many nearest candidates (TypiClust's k)
 # Above this, faces just under their threshold are ones the model is nearly sure of: measured
 # behind random with sitfer's fixed 0.95 (docs/benchmarks.md, active learning).
 HIGH_THRESHOLD = 0.9
@@ -197,20 +199,47 @@ def _near_threshold(ctx: QueueContext, limit: int, seed: int) -> Ranking:
     return Ranking(rows, preds.confidence[rows])
 
 
+def _with_embeddings(ctx: QueueContext, rows: np.ndarray, strategy: str) -> tuple[np.ndarray, np.ndarray]:
+    """The rows whose run embedding is known, and those embeddings; an error if none is."""
+    found, vectors = ctx.embeddings_of(rows)
+    if not found.any():
+        raise QueueError(f"run {ctx.preds.run_id} stored no embeddings for these faces; "
+                         f"the {strategy} strategy needs them")
+    return rows[found], vectors
+
+
 @register_strategy("diversity", f"greedy k-center over the run's embeddings of the {DIVERSITY_POOL} x limit "
                                 f"faces with the smallest margin, so a batch is not near-duplicates; "
                                 f"score: margin")
 def _diversity(ctx: QueueContext, limit: int, seed: int) -> Ranking:
-    pool = _by_score(ctx, ctx.margin, DIVERSITY_POOL * limit, ascending=True).rows
-    found, vectors = ctx.embeddings_of(pool)
-    if not found.any():
-        raise QueueError(f"run {ctx.preds.run_id} stored no embeddings for these faces; "
-                         f"the diversity strategy needs them")
-    pool = pool[found]
+    pool, vectors = _with_embeddings(ctx, _by_score(ctx, ctx.margin, DIVERSITY_POOL * limit, ascending=True).rows,
+                                     "diversity")
     chosen, distances = scores.k_center_greedy(vectors, limit)
     notes = ["spread pick: the least sure of the pool" if i == 0
              else f"spread pick, {d:.2f} from the nearest earlier pick" for i, d in enumerate(distances)]
     rows = pool[chosen]
+    return Ranking(rows, ctx.margin[rows], notes)
+
+
+@register_strategy("typical_margin", f"the {TYPICAL_POOL} x limit faces with the smallest margin, cut into limit "
+                                     f"k-means clusters over the run's embeddings; from each cluster its most "
+                                     f"typical face (many candidates look like it: TypiClust's typicality over "
+                                     f"the {TYPICAL_NEIGHBOURS} nearest), so a batch is unsure, spread, and free of "
+                                     f"outliers; score: margin")
+def _typical_margin(ctx: QueueContext, limit: int, seed: int) -> Ranking:
+    usable, vectors = _with_embeddings(ctx, np.arange(len(ctx.preds)), "typical_margin")  # vectors[i]: usable[i]
+    margins = ctx.margin[usable]
+    pool = np.lexsort((ctx.preds.face_ids[usable], margins))[:TYPICAL_POOL * limit]  # indices into usable
+    typical = scores.typicality(vectors, pool, TYPICAL_NEIGHBOURS)
+    chosen, sizes = scores.typical_per_cluster(vectors[pool], typical, limit, seed)
+    picked = list(pool[chosen])
+    notes = [f"typical pick: the most typical of {size} unsure look-alike{'s' if size > 1 else ''}"
+             for size in sizes]
+    if len(picked) < limit:  # fewer clusters than asked (duplicate embeddings): the least sure of the rest
+        rest = [i for i in pool if i not in set(picked)][:limit - len(picked)]
+        picked += rest
+        notes += ["unsure pick (the clusters ran out)"] * len(rest)
+    rows = usable[np.array(picked, dtype=np.int64)]
     return Ranking(rows, ctx.margin[rows], notes)
 
 
@@ -219,12 +248,7 @@ def _diversity(ctx: QueueContext, limit: int, seed: int) -> Ranking:
                             "embedding, so long (unsure) and far-apart faces come first; score: the gradient "
                             "embedding's length")
 def _badge(ctx: QueueContext, limit: int, seed: int) -> Ranking:
-    rows = np.arange(len(ctx.preds))
-    found, vectors = ctx.embeddings_of(rows)
-    if not found.any():
-        raise QueueError(f"run {ctx.preds.run_id} stored no embeddings for these faces; "
-                         f"the badge strategy needs them")
-    rows = rows[found]
+    rows, vectors = _with_embeddings(ctx, np.arange(len(ctx.preds)), "badge")
     probs = ctx.preds.fused[rows]
     chosen, distances = scores.badge_select(probs, vectors, limit, seed)
     picked = rows[chosen]

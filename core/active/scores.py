@@ -155,3 +155,53 @@ def badge_select(probs: np.ndarray, points: np.ndarray, k: int, seed: int) -> tu
             break
         current = int(rng.choice(n, p=nearest / total))
     return chosen, gaps
+
+
+def typicality(points: np.ndarray, queries: np.ndarray, k: int = 20, chunk: int = 1024) -> np.ndarray:
+    """TypiClust's typicality (Hacohen et al., ICML 2022) of `points[queries]` within `points`:
+    the inverse of the mean distance to the k nearest other points, on unit vectors.
+
+    High where many faces look alike (a correction there teaches about all of them); low for
+    outliers, which in FER2013 are often non-faces or ambiguous crops whose label teaches
+    little. Distances run in chunks of queries, so memory stays at chunk x len(points)."""
+    unit = (points / np.maximum(np.linalg.norm(points, axis=1, keepdims=True), _TINY)).astype(np.float32)
+    k = max(1, min(k, len(points) - 1))
+    out = np.empty(len(queries))
+    for start in range(0, len(queries), chunk):
+        rows = queries[start:start + chunk]
+        similarity = unit[rows] @ unit.T  # a matrix product: BLAS threads pay off here
+        similarity[np.arange(len(rows)), rows] = -np.inf  # a face is not its own neighbour
+        nearest = -np.partition(-similarity, k - 1, axis=1)[:, :k]
+        distance = np.sqrt(np.maximum(2.0 - 2.0 * nearest, 0.0))
+        out[start:start + len(rows)] = 1.0 / np.maximum(distance.mean(axis=1), _TINY)
+    return out
+
+
+def typical_per_cluster(points: np.ndarray, typical: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """k rows, one per k-means cluster of `points`: each cluster's most typical member.
+
+    The clusters spread a batch over the pool (no two picks are look-alikes of one another);
+    taking the most typical member of each, rather than the farthest (k-center), keeps outliers
+    out. Returns the chosen rows (largest cluster first) and their clusters' sizes. Seeded."""
+    import warnings
+
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
+
+    n = len(points)
+    k = min(k, n)
+    if k <= 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    unit = points / np.maximum(np.linalg.norm(points, axis=1, keepdims=True), _TINY)
+    with warnings.catch_warnings():  # fewer distinct points than clusters: the empty ones are skipped below
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        assignment = KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(unit.astype(np.float64))
+    picks, sizes = [], []
+    for cluster in range(k):
+        members = np.flatnonzero(assignment == cluster)
+        if len(members):  # k-means can leave a cluster empty on duplicate points
+            picks.append(members[np.argmax(typical[members])])
+            sizes.append(len(members))
+    picks, sizes = np.array(picks, dtype=np.int64), np.array(sizes, dtype=np.int64)
+    order = np.lexsort((picks, -sizes))
+    return picks[order], sizes[order]
