@@ -189,15 +189,28 @@ def per_seed_shares(results: dict, name: str) -> list[str]:
     return shares
 
 
+def seeds_of(results: dict, name: str) -> list[int]:
+    return sorted(run["seed"] for run in results["runs"] if run_label(run) == name)
+
+
+def random_reference(results: dict, seeds: list[int]) -> tuple[float | None, float | None]:
+    """Random's mean round-10 accuracy over `seeds` and the corrections its mean curve needs to
+    first reach it (its curve may get there before the last round); None where random lacks a seed."""
+    runs = {run["seed"]: [p["accuracy"] for p in run["curve"]] for run in results["runs"] if run_label(run) == "random"}
+    if not seeds or any(seed not in runs for seed in seeds):
+        return None, None
+    curve = np.array([runs[seed] for seed in seeds]).mean(0)
+    target = float(curve[results["settings"]["rounds"]])
+    return target, corrections_to_reach(curve, target, results["settings"]["per_round"])
+
+
 def render(results: dict, plot_path: Path = PLOT) -> str:
     s = results["settings"]
     curves = mean_curves(results)
     order = [name for name in STRATEGY_ORDER if name in curves] + sorted(set(curves) - set(STRATEGY_ORDER))
     rounds = s["rounds"]
-    target = float(curves["random"].mean(0)[rounds]) if "random" in curves else None
-    # Random's own curve may reach its last value before the last round; compare with that.
-    random_need = corrections_to_reach(curves["random"].mean(0), target, s["per_round"]) if target else None
     seeds = sorted({run["seed"] for run in results["runs"]})
+    random_seeds = seeds_of(results, "random")
     evaluated = "Val" if s.get("evaluated_on", "val") == "val" else f"Dev ({s['evaluated_on']})"
     lines = [
         "## Active learning: a simulated annotator on FER2013",
@@ -224,10 +237,15 @@ def render(results: dict, plot_path: Path = PLOT) -> str:
         for r in range(rounds + 1):
             col = values[:, r] * 100
             cells.append(f"{col.mean():.1f}" + (f" ± {col.std(ddof=1):.1f}" if len(col) > 1 else ""))
+        # Against random over the same seeds, so a row run at fewer seeds is compared like for like.
+        row_seeds = seeds_of(results, name)
+        target, random_need = random_reference(results, row_seeds)
         need = corrections_to_reach(values.mean(0), target, s["per_round"]) if target is not None else None
         need_text = "not reached" if need is None else f"{need:.0f}"
         if need is not None and name != "random" and random_need:
             need_text += f" ({need / random_need:.0%} of random's)"
+        if target is not None and name != "random" and row_seeds != random_seeds:
+            need_text += f"; random at seeds {', '.join(map(str, row_seeds))}: {target * 100:.1f} after {random_need:.0f}"
         runs = [run for run in results["runs"] if run_label(run) == name]
         timings = [t["train_s"] + t["rank_s"] for run in runs for t in run["timings"][:-1]]
         rank_only = [t["rank_s"] for run in runs for t in run["timings"][:-1]]
@@ -236,7 +254,9 @@ def render(results: dict, plot_path: Path = PLOT) -> str:
                      f"{statistics.mean(timings):.1f} ({statistics.mean(rank_only):.1f}) |")
     lines += ["", f"{evaluated.split(' (')[0]} accuracy in % after each round (r0: the starting labels), mean ± sd over seeds. "
               "\"Corrections to reach\": where the strategy's mean curve first reaches random's mean accuracy "
-              f"after {rounds * s['per_round']} corrections, interpolated linearly between rounds. \"Each seed against "
+              f"after {rounds * s['per_round']} corrections (over the same seeds as the strategy's row), interpolated "
+              "linearly between rounds, and as a share of the corrections random's mean curve needs to first reach "
+              "it. \"Each seed against "
               "its own random\": the same, seed by seed (in seed order), against that seed's random run, as a share "
               "of the corrections random needs to get there (\"-\": not reached in "
               f"{rounds} rounds).", ""]

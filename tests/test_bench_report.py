@@ -69,6 +69,19 @@ def test_active_learning_table_gives_each_seed_against_its_own_random():
     assert next(line for line in body.splitlines() if line.startswith("| random |")).count("| - |") == 1
 
 
+def test_active_learning_table_compares_a_row_with_random_over_the_rows_own_seeds():
+    settings = {"start_per_class": 1, "rounds": 2, "per_round": 100, "steps": 10, "seeds": [0, 1], "device": "cpu",
+                "machine": "m", "torch": "t", "encoder": "e", "train_faces": 100, "val_faces": 10}
+    runs = [_al_run("random", 0, [0.2, 0.3, 0.4]), _al_run("random", 1, [0.2, 0.4, 0.6]),
+            _al_run("margin", 0, [0.2, 0.4, 0.4]), _al_run("margin", 1, [0.2, 0.5, 0.7]),
+            _al_run("entropy", 0, [0.2, 0.4, 0.4])]  # seed 0 only: against random's seed 0 (0.4 after 200)
+    lines = render_active_learning({"settings": settings, "runs": runs}).splitlines()
+    # random over both seeds: 0.2, 0.35, 0.5 -> 0.5 after 200; margin 0.2, 0.45, 0.55 -> after 150
+    assert "| 150 (75% of random's) |" in next(line for line in lines if line.startswith("| margin |"))
+    entropy = next(line for line in lines if line.startswith("| entropy |"))
+    assert "| 100 (50% of random's); random at seeds 0: 40.0 after 200 |" in entropy
+
+
 def _ft_run(mode, method, seed, accuracy, **extra):
     return {"mode": mode, "method": method, "seed": seed, "labels_per_class": 25, "train_s": 10.0,
             "faces_per_s": 100.0, "fused": {"accuracy": accuracy, "balanced_accuracy": accuracy},
