@@ -236,7 +236,8 @@ def _typical_margin(ctx: QueueContext, limit: int, seed: int) -> Ranking:
     notes = [f"typical pick: the most typical of {size} unsure look-alike{'s' if size > 1 else ''}"
              for size in sizes]
     if len(picked) < limit:  # fewer clusters than asked (duplicate embeddings): the least sure of the rest
-        rest = [i for i in pool if i not in set(picked)][:limit - len(picked)]
+        taken = set(picked)
+        rest = [i for i in pool if i not in taken][:limit - len(picked)]
         picked += rest
         notes += ["unsure pick (the clusters ran out)"] * len(rest)
     rows = usable[np.array(picked, dtype=np.int64)]
