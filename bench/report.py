@@ -44,7 +44,8 @@ def write_section(name: str, body: str, rendered_only: bool = False) -> Path:
     text = BENCHMARKS_MD.read_text(encoding="utf-8") if BENCHMARKS_MD.exists() else "# Benchmarks\n"
     pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", re.S)
     old = pattern.search(text)
-    measured = re.search(r"_Measured ([^_]+)\._", old.group(0)) if old and rendered_only else None
+    # The whole stamp line: a stamp may name strategies with underscores (typical_margin).
+    measured = re.search(r"^_Measured (.+)\._$", old.group(0), re.M) if old and rendered_only else None
     if measured:
         stamp = measured.group(1)
     block = f"<!-- bench:{name} -->\n{body.rstrip()}\n\n_Measured {stamp}._\n<!-- /bench:{name} -->"

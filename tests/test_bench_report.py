@@ -2,6 +2,7 @@
 fine-tune table's head-mode reference rows."""
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 from pathlib import Path
 
@@ -161,3 +162,17 @@ def test_feature_probe_names_the_encoders_own_features():
     current_row = next(line for line in text.splitlines() if line.startswith(f"| {CURRENT}"))
     assert "(the encoder's features) | 1008 | " in current_row
     assert current_row.endswith(f"| {list(CANDIDATES).index(CURRENT):.1f} |")
+
+
+def test_a_rerendered_section_keeps_its_measured_stamp_even_with_underscores(tmp_path, monkeypatch):
+    from bench import report
+
+    monkeypatch.setattr(report, "BENCHMARKS_MD", tmp_path / "benchmarks.md")
+    report.write_section("al", "body v1")
+    text = report.BENCHMARKS_MD.read_text()
+    stamp = "_Measured 2026-11-28 22:33 UTC (random, margin) and 2026-11-29 03:26 UTC (typical_margin)._"
+    report.BENCHMARKS_MD.write_text(re.sub(r"_Measured .*\._", stamp, text))
+    report.write_section("al", "body v2", rendered_only=True)
+    assert "body v2" in report.BENCHMARKS_MD.read_text() and stamp in report.BENCHMARKS_MD.read_text()
+    report.write_section("al", "body v3")  # a fresh measurement takes the current time
+    assert stamp not in report.BENCHMARKS_MD.read_text()
