@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.active_learning import render as render_active_learning, run_label
+from bench.active_learning import bench_only_rank, render as render_active_learning, run_label
 import pytest
 
 from bench.finetune_benchmark import head_reference_runs, labeled_fingerprint, merge_results, render as render_finetune
@@ -81,6 +81,21 @@ def test_active_learning_table_compares_a_row_with_random_over_the_rows_own_seed
     assert "| 150 (75% of random's) |" in next(line for line in lines if line.startswith("| margin |"))
     entropy = next(line for line in lines if line.startswith("| entropy |"))
     assert "| 100 (50% of random's); random at seeds 0: 40.0 after 200 |" in entropy
+
+
+def test_oracle_references_pick_the_round_models_errors_by_ground_truth():
+    fused = np.array([[0.6, 0.3, 0.1],   # truth 1: wrong, 0.3 behind
+                      [0.5, 0.45, 0.05],  # truth 1: wrong, 0.05 behind
+                      [0.9, 0.05, 0.05],  # truth 2: wrong, 0.85 behind, lowest p(true)
+                      [0.4, 0.35, 0.25],  # truth 0: right, margin 0.05
+                      [0.8, 0.1, 0.1]])   # truth 0: right, margin 0.7
+    truth = np.array([1, 1, 2, 0, 0])
+    assert bench_only_rank("oracle_near_errors", fused, truth, 5).tolist() == [1, 0, 2, 3, 4]
+    assert bench_only_rank("oracle_hardest", fused, truth, 3).tolist() == [2, 0, 3]  # p(true) 0.05, 0.3, 0.4
+    # the runner_up trial reads no truth: runner-ups 0.3, 0.45, 0.05, 0.35, 0.1
+    assert bench_only_rank("runner_up", fused, truth, 5).tolist() == [1, 3, 0, 4, 2]
+    with pytest.raises(ValueError, match="unknown bench-only ranking"):
+        bench_only_rank("oracle_nothing", fused, truth, 1)
 
 
 def _ft_run(mode, method, seed, accuracy, **extra):
