@@ -131,6 +131,14 @@ def test_typical_per_cluster_takes_each_blob_centre_not_its_outliers():
     assert len(picks) == len(set(picks.tolist())) and sizes.sum() == 4
 
 
+def test_a_batch_above_the_restart_cap_still_gets_one_pick_per_cluster():
+    k = scores.KMEANS_RESTARTS_UP_TO + 10  # clustered with one k-means++ seeding, not three
+    points = np.random.default_rng(2).normal(size=(k + 40, 8))
+    picks, sizes = scores.typical_per_cluster(points, scores.typicality(points, np.arange(len(points)), 5), k, 0)
+    assert len(picks) == len(set(picks.tolist())) and sizes.sum() == len(points)
+    assert len(picks) >= k - 5  # random points in 8-d leave few if any clusters empty
+
+
 def explicit_gradient_embeddings(p: np.ndarray, x: np.ndarray) -> np.ndarray:
     """(p - one-hot of the prediction) ⊗ x written out, to check the factorised version."""
     residual = p.copy()
