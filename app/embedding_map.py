@@ -8,9 +8,12 @@ disagreement; hover shows the face; a rectangle or lasso selects faces and
 """
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPoint, QPointF, Qt, QTimer, Signal
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QButtonGroup,
     QComboBox,
@@ -133,15 +136,25 @@ class EmbeddingMap(QWidget):
                                                   brush=None, pxMode=True)
         for item in (self.scatter, self.selection_rings, self.highlight_rings):
             self.plot.addItem(item)
-        self.legend = pg.LegendItem(offset=(-8, 8), labelTextSize="8pt", labelTextColor="#c3c9d3",
-                                    brush=pg.mkBrush(24, 27, 32, 200), verSpacing=-4)
-        self.legend.setParentItem(self.plot.getPlotItem().vb)
+        # The legend is wrapped text under the map, never over it: a legend inside the plot hid
+        # the points in its corner on a 31,000-face FER2013 map.
+        self.legend = QLabel()
+        self.legend.setObjectName("plotLegend")
+        self.legend.setWordWrap(True)
+        self.legend.setTextFormat(Qt.TextFormat.RichText)
+        self._legend_names: list[str] = []
         self.hover_card = HoverCard(self.plot)
         self._mouse_proxy = pg.SignalProxy(self.plot.scene().sigMouseMoved, rateLimit=60, slot=self._mouse_moved)
 
         self.empty = empty_hint()
         self.pages = QStackedWidget()
-        self.pages.addWidget(self.plot)
+        self.map_page = QWidget()
+        map_layout = QVBoxLayout(self.map_page)
+        map_layout.setContentsMargins(0, 0, 0, 0)
+        map_layout.setSpacing(0)
+        map_layout.addWidget(self.plot, 1)
+        map_layout.addWidget(self.legend)
+        self.pages.addWidget(self.map_page)
         self.pages.addWidget(self.empty)
 
         bar = QHBoxLayout()
@@ -260,7 +273,7 @@ class EmbeddingMap(QWidget):
         self.method_combo.setCurrentIndex(self.method_combo.findData(data.method))
         self.method_combo.setVisible(len(data.methods) > 1)
         self.method_combo.blockSignals(False)
-        self.pages.setCurrentWidget(self.plot)
+        self.pages.setCurrentWidget(self.map_page)
         self._recolor()
         self.view.autoRange(padding=0.04)
         self.highlight(self.highlighted_ids())
@@ -273,7 +286,7 @@ class EmbeddingMap(QWidget):
         self.scatter.clear()
         self.selection_rings.clear()
         self.highlight_rings.clear()
-        self.legend.clear()
+        self._set_legend([])
 
     def _describe(self) -> str:
         data = self.data
@@ -293,11 +306,19 @@ class EmbeddingMap(QWidget):
         order = colors.order
         # Arrays in, one call: no per-point items (hover and selection use self.data, not spots).
         self.scatter.setData(x=self.data.xy[order, 0], y=self.data.xy[order, 1], brush=colors.brushes[order])
-        self.legend.clear()
-        for name, color in colors.legend:
-            swatch = pg.ScatterPlotItem(size=9, pen=None, brush=pg.mkBrush(color))
-            self.legend.addItem(swatch, name)
+        self._set_legend(colors.legend)
         self.info.setText(self._describe())
+
+    def _set_legend(self, entries: list[tuple[str, QColor]]) -> None:
+        self._legend_names = [name for name, _ in entries]
+        # An entry never breaks inside itself ("unlabeled (27,310)"), only between entries.
+        self.legend.setText(" &nbsp; ".join(
+            f"<span style='color:{color.name()}'>●</span>&nbsp;{html.escape(name).replace(' ', '&nbsp;')}"
+            for name, color in entries))
+
+    def legend_names(self) -> list[str]:
+        """What the colours mean, as the legend under the map shows it."""
+        return list(self._legend_names)
 
     def _method_chosen(self, _index: int) -> None:
         method = self.method_combo.currentData()

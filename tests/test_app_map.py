@@ -143,7 +143,7 @@ def test_the_map_shows_the_latest_run_and_says_it_is_pca(window):
 
     view: EmbeddingMap = window.map_view
     assert window.state.current_run == 1
-    assert view.pages.currentWidget() is view.plot
+    assert view.pages.currentWidget() is view.map_page
     assert len(view.scatter.data) == FACES
     assert "PCA only" in view.info.text() and "no UMAP" in view.info.text()
     assert not view.method_combo.isVisible()
@@ -163,7 +163,7 @@ def test_each_colouring_gives_one_brush_per_point(window):
         assert 1 <= len(distinct) <= limit, mode  # a small palette: cheap for pyqtgraph's symbol cache
         view.set_color_mode(mode)
         assert len(view.scatter.data) == FACES and all(view.scatter.data["brush"] != None)  # noqa: E711
-        assert view.legend.items, mode
+        assert view.legend_names() == [name for name, _ in colors.legend], mode
     label_colors = color_points(data, "label")
     names = [name for name, _ in label_colors.legend]
     assert names[:7] == [f"{c} ({int((data.labels == i).sum())})" for i, c in enumerate(class_names())]
@@ -254,7 +254,7 @@ def test_a_new_label_recolours_the_map_without_reloading_the_run(run_project, wi
     monkeypatch.setattr(window.state, "run_map", lambda *a, **k: pytest.fail("the run was reloaded"))
     window.state.notify_contents_changed()
     assert view.data is data and view.data.labels[index] == class_names().index("surprise")
-    legend = [item[1].text for item in view.legend.items]
+    legend = view.legend_names()
     assert f"surprise ({int((data.labels == 0).sum())})" in legend
     assert view.selected is not None and len(view.selected) == FACES  # the selection stays
 
@@ -370,7 +370,7 @@ def test_a_running_runs_pca_map_is_previewed_until_the_run_ends(window):
     # The worker wrote predictions and the PCA map and is computing UMAP: the panel hears of it.
     window.training._event({"event": "map", "run": 1, "method": "pca", "final": False,
                             "message": "the PCA map is written"})
-    assert view.pages.currentWidget() is view.plot and len(view.scatter.data) == FACES
+    assert view.pages.currentWidget() is view.map_page and len(view.scatter.data) == FACES
     assert "PCA preview" in view.info.text() and "still running" in view.info.text()
     window.training._event({"event": "map", "run": 1, "method": "umap", "final": True, "message": "done"})
     assert view.preview_run == 1, "the last map is no preview: the run's end brings it"

@@ -165,7 +165,7 @@ def test_a_run_launched_from_the_panel_finishes_and_shows_everywhere(qtbot, wind
     # The run is the current one now: the map shows its points.
     assert state.current_run == run_id
     view = window.map_view
-    assert view.pages.currentWidget() is view.plot and len(view.scatter.data) == FACES
+    assert view.pages.currentWidget() is view.map_page and len(view.scatter.data) == FACES
     with Project.open(demo) as project, project.session() as session:
         assert session.get(Run, run_id).status == "finished"
     assert "--events json" in panel.log.toPlainText()
