@@ -2,11 +2,18 @@
 once, with the offline encoder's feature cache computed once; every benchmark reuses it.
 
 Usage: python -m bench.fer_project [--root DIR] [--encoder offline] [--strong-views 2]
+       python -m bench.fer_project --studio-copy DIR [--labeled-per-class 25] [--seed 0]
+
+--studio-copy makes a studio project of the same faces, as an annotator would start one: the
+benchmark project copied with its feature cache (so training needs no encoder pass), and N train
+faces per class labeled from the hidden truth; then `python main.py train DIR` trains on it
+(docs/benchmarks.md, review queue build times).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -98,12 +105,48 @@ def load_benchmark_data(root: Path, encoder_spec: str, strong_views: int, text_c
                          torch.from_numpy(features_all[val_rows, 0]), faces.labels[val_rows], feature_seconds)
 
 
+def make_studio_copy(root: Path, dest: Path, per_class: int, seed: int) -> dict[str, int]:
+    """Copy the benchmark project to `dest` and label `per_class` train faces per class from the
+    hidden truth (the benchmarks' seeded draw), through the corrections log as an annotator would."""
+    from bench.ssl_benchmark import labeled_subset  # bench.ssl_benchmark imports this module
+    from core.labeling import bulk_label
+
+    if dest.exists():
+        raise SystemExit(f"{dest} exists: give a new folder for the studio copy")
+    ensure_project(root).close()
+    shutil.copytree(root, dest)
+    project = Project.open(dest)
+    try:
+        with project.session() as session:
+            faces = load_face_table(project, session)
+        truth = hidden_labels(project, faces)
+        train = np.flatnonzero((faces.splits == "train") & (truth >= 0))
+        drawn = labeled_subset(truth[train], faces.ids[train], per_class, seed)
+        labeled = {}
+        for index, name in enumerate(class_names()):
+            chosen = faces.ids[train][drawn == index]
+            bulk_label(project, [int(i) for i in chosen], name, "benchmark")
+            labeled[name] = len(chosen)
+        return labeled
+    finally:
+        project.close()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     parser.add_argument("--encoder", default="offline")
     parser.add_argument("--strong-views", type=int, default=2)
+    parser.add_argument("--studio-copy", type=Path, metavar="DIR",
+                        help="copy the project to DIR with --labeled-per-class train faces per class labeled")
+    parser.add_argument("--labeled-per-class", type=int, default=25)
+    parser.add_argument("--seed", type=int, default=0, help="which faces --studio-copy labels")
     args = parser.parse_args(argv)
+    if args.studio_copy:
+        labeled = make_studio_copy(args.root, args.studio_copy, args.labeled_per_class, args.seed)
+        print(f"{args.studio_copy}: labeled {sum(labeled.values())} train faces ({labeled}); next: "
+              f"python main.py train {args.studio_copy}")
+        return 0
     project = ensure_project(args.root)
     encoder, faces, features, broken, seconds = ensure_features(project, args.encoder, args.strong_views)
     print(f"{len(faces)} faces, features {features.shape}, {len(broken)} unreadable, {seconds:.0f} s "
