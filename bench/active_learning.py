@@ -17,6 +17,8 @@ fit in one sitting. It still gives the three levels the disagreement strategy co
     python -m bench.active_learning --render r.json # results JSON -> docs section and plot
     python -m bench.active_learning --strategies near_threshold --thresholds fixed --json-out f.json
                                                     # rounds ranked against sitfer's fixed 0.95 (own row)
+    python -m bench.active_learning --strategies oracle_near_errors,oracle_hardest --json-out o.json
+                                                    # ground-truth references (bench-only, see ORACLE_NOTES)
 """
 from __future__ import annotations
 
@@ -48,7 +50,8 @@ PLOT = REPO / "docs" / "results" / "active_learning_fer2013_grid.png"  # the cur
 COLOURS = {"random": (120, 120, 120), "least_confidence": (31, 119, 180), "margin": (255, 127, 14),
            "entropy": (44, 160, 44), "disagreement": (214, 39, 40), "near_threshold": (148, 103, 189),
            "diversity": (140, 86, 75), "badge": (23, 190, 207),
-           "typical_margin": (227, 119, 194), "runner_up": (188, 189, 34), "oracle_near_errors": (0, 0, 0), "oracle_hardest": (90, 90, 90)}
+           "typical_margin": (227, 119, 194), "runner_up": (188, 189, 34),
+           "oracle_near_errors": (0, 0, 0), "oracle_hardest": (90, 90, 90)}
 # Bench-only rankings, never in the studio's registry. The oracle_* references read the hidden
 # ground truth: they pick the faces the round model gets wrong, which no real queue can know, and
 # so bound what a queue that targets the model's errors could save with this round model.
