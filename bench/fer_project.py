@@ -139,11 +139,14 @@ def main(argv=None) -> int:
     parser.add_argument("--strong-views", type=int, default=2)
     parser.add_argument("--studio-copy", type=Path, metavar="DIR",
                         help="copy the project to DIR with --labeled-per-class train faces per class labeled")
-    parser.add_argument("--labeled-per-class", type=int, default=25)
-    parser.add_argument("--seed", type=int, default=0, help="which faces --studio-copy labels")
+    parser.add_argument("--labeled-per-class", type=int, help="with --studio-copy (default 25)")
+    parser.add_argument("--seed", type=int, help="with --studio-copy: which faces it labels (default 0)")
     args = parser.parse_args(argv)
+    if not args.studio_copy and (args.labeled_per_class is not None or args.seed is not None):
+        parser.error("--labeled-per-class and --seed only apply to --studio-copy")
     if args.studio_copy:
-        labeled = make_studio_copy(args.root, args.studio_copy, args.labeled_per_class, args.seed)
+        per_class = 25 if args.labeled_per_class is None else args.labeled_per_class
+        labeled = make_studio_copy(args.root, args.studio_copy, per_class, args.seed or 0)
         print(f"{args.studio_copy}: labeled {sum(labeled.values())} train faces ({labeled}); next: "
               f"python main.py train {args.studio_copy}")
         return 0
