@@ -6,10 +6,13 @@ SQLAlchemy URL (PostgreSQL for shared use) gets the same schema and migrations.
 """
 from __future__ import annotations
 
+import os
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
+from urllib.parse import quote
 
 from sqlalchemy import Connection, DateTime, Engine, String, create_engine, event, inspect, select, text
 from sqlalchemy.engine import make_url
@@ -19,6 +22,13 @@ from core.store.models import Base, Meta
 
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 15_000
+
+# How make_engine opens a database: create it if missing, open an existing one only (opening
+# must never leave a new empty database file behind), or read it without ever writing.
+OPEN_CREATE = "rwc"
+OPEN_EXISTING = "rw"
+OPEN_READ_ONLY = "ro"
+OPEN_MODES = (OPEN_CREATE, OPEN_EXISTING, OPEN_READ_ONLY)
 
 
 class SchemaError(RuntimeError):
@@ -64,12 +74,47 @@ def _set_sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
+def _set_sqlite_read_only_pragmas(dbapi_connection, _record) -> None:
+    # journal_mode is left as it is: switching it is a write.
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA query_only=ON")
+    cursor.close()
+
+
+def _sqlite_connector(path: Path, mode: str) -> Callable[[], sqlite3.Connection]:
+    """Connects through a `file:` URI so that the open mode is SQLite's own: `rw` fails on a
+    missing file instead of creating an empty one, `ro` never writes."""
+    query = f"mode={mode}"
+    if mode == OPEN_READ_ONLY and not os.access(path.parent, os.W_OK):
+        # A WAL database needs its -shm file even to read; in a folder nobody may write to,
+        # SQLite can only read it as immutable (nothing can change it from here anyway).
+        query += "&immutable=1"
+    uri = f"file:{quote(str(path.absolute()))}?{query}"
+
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+
+    return connect
+
+
+def make_engine(url: str, mode: str = OPEN_CREATE) -> Engine:
+    """An engine for `url`; `mode` is one of OPEN_MODES (SQLite files honour all three, other
+    databases are never created here and get read-only transactions in OPEN_READ_ONLY)."""
+    if mode not in OPEN_MODES:
+        raise ValueError(f"unknown open mode {mode!r}")
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
-        event.listen(engine, "connect", _set_sqlite_pragmas)
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            engine = create_engine(url, creator=_sqlite_connector(Path(database), mode))
+        else:
+            engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+        pragmas = _set_sqlite_read_only_pragmas if mode == OPEN_READ_ONLY else _set_sqlite_pragmas
+        event.listen(engine, "connect", pragmas)
         return engine
+    if mode == OPEN_READ_ONLY and parsed.get_backend_name() == "postgresql":
+        return create_engine(url, pool_pre_ping=True, execution_options={"postgresql_readonly": True})
     return create_engine(url, pool_pre_ping=True)
 
 
@@ -95,8 +140,9 @@ def _backup_sqlite(conn: Connection, from_version: int) -> Path | None:
     return backup
 
 
-def prepare_schema(engine: Engine, *, create: bool) -> int:
-    """Create the schema (if `create` and the database is empty) or migrate it to the current one.
+def prepare_schema(engine: Engine, *, create: bool, migrate: bool = True) -> int:
+    """Create the schema (if `create` and the database is empty) or migrate it to the current one
+    (if `migrate`; otherwise an older schema is an error).
 
     Returns the schema version found before any migration (0 for a new database).
     """
@@ -117,6 +163,10 @@ def prepare_schema(engine: Engine, *, create: bool) -> int:
         raise SchemaError(
             f"the database has schema version {version}, newer than this studio knows "
             f"({SCHEMA_VERSION}); update the studio to open it")
+    if version < SCHEMA_VERSION and not migrate:
+        raise SchemaError(
+            f"the database has schema version {version} and needs upgrading to {SCHEMA_VERSION}, "
+            f"which cannot be done while reading only; open the project once with write access")
     if version < SCHEMA_VERSION:
         with engine.connect() as conn:
             _backup_sqlite(conn, version)
