@@ -121,6 +121,19 @@ class Project:
         finally:
             session.close()
 
+    @contextmanager
+    def write_session(self) -> Iterator[Session]:
+        """A session for a change that reads, then writes what it read (labels and their log).
+
+        It holds the database's write lock from its first statement to its commit, so what it
+        read cannot change under it. SQLite: BEGIN IMMEDIATE (pysqlite would begin only at the
+        first write, after the reads). Other databases: the caller locks the rows it changes
+        (SELECT ... FOR UPDATE)."""
+        with self.session() as session:
+            if self.engine.dialect.name == "sqlite":
+                session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+            yield session
+
     # -- paths -------------------------------------------------------------------------------
     def cache_dir(self, name: str) -> Path:
         if name not in CACHE_DIRS:
