@@ -167,7 +167,7 @@ def cmd_redo(args) -> int:
 
 
 def cmd_history(args) -> int:
-    with opened_project(args.project) as project:
+    with opened_project(args.project, read_only=True) as project:
         entries = history(project, args.limit, annotator=args.annotator, face_id=args.face)
     if args.json:
         print_json([asdict(entry) for entry in entries])
