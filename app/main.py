@@ -7,6 +7,7 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 from core.ingest.demo import DemoSettings
+from app.error_hook import ErrorHook
 from app.main_window import APP_TITLE, MainWindow
 from app.settings import studio_settings
 from app.startup import resolve_startup_project
@@ -47,6 +48,11 @@ def start_studio(project: str | None, dialogs=None, demo_settings: DemoSettings 
 def run_app(project: str | None) -> int:
     app = application()
     window = start_studio(project)
-    code = app.exec()
+    hook = ErrorHook(window.dialogs.error, lambda: window.state.root)
+    hook.install()
+    try:
+        code = app.exec()
+    finally:
+        hook.uninstall()
     del window
     return code

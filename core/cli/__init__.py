@@ -6,7 +6,8 @@ import logging
 import sys
 
 from core.cli import active_cmds, ingest_cmds, project_cmds, train_cmds
-from core.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, CommandError
+from core.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, CommandError, storage_exit_code
+from core.store.errors import explain_storage_error
 
 COMMAND_MODULES = (project_cmds, ingest_cmds, train_cmds, active_cmds)
 
@@ -15,7 +16,8 @@ Run `python main.py` with no command (or with a project folder) to open the stud
 
 exit codes: 0 success; 1 the work failed (e.g. nothing could be imported);
 2 bad arguments, options or input files; 3 the project cannot be opened or created;
-130 interrupted.
+4 the project is busy (another program is writing to it): try again; 5 the disk is full,
+read-only or failed (nothing saved before is lost); 130 interrupted.
 """
 
 
@@ -53,6 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except Exception as exc:
+        # A storage failure in any command (a busy database, a full disk) said plainly, with
+        # its own exit code; other OSErrors and ValueErrors are bad input; anything else is a bug
+        # and keeps its traceback.
+        problem = explain_storage_error(exc, getattr(args, "project", None))
+        if problem is not None:
+            print(f"error: {problem}", file=sys.stderr)
+            return storage_exit_code(problem)
+        if isinstance(exc, (ValueError, OSError)):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        raise

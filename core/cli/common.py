@@ -6,12 +6,15 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator
 
+from core.store.errors import BUSY, StorageProblem
 from core.store.project import Project, ProjectError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_PROJECT = 3
+EXIT_BUSY = 4  # another program held the project's write lock past the busy timeout: try again
+EXIT_STORAGE = 5  # the disk is full, read-only or failed: the action was not saved
 EXIT_INTERRUPTED = 130
 
 
@@ -21,10 +24,19 @@ class CommandError(RuntimeError):
         self.exit_code = exit_code
 
 
+def storage_exit_code(problem: StorageProblem) -> int:
+    return EXIT_BUSY if problem.kind == BUSY else EXIT_STORAGE
+
+
 @contextmanager
-def opened_project(path: str, *, create: bool = False) -> Iterator[Project]:
+def opened_project(path: str, *, create: bool = False, read_only: bool = False) -> Iterator[Project]:
+    """The project at `path`, closed afterwards. `read_only` for commands that only read: they
+    then write nothing in the folder and work where it cannot be written."""
     try:
-        project = Project.open_or_create(path) if create else Project.open(path)
+        if create:
+            project = Project.open_or_create(path)
+        else:
+            project = Project.open(path, read_only=read_only)
     except ProjectError as exc:
         raise CommandError(str(exc), EXIT_PROJECT) from None
     try:

@@ -46,7 +46,7 @@ def cmd_init(args) -> int:
 
 
 def cmd_stats(args) -> int:
-    with opened_project(args.project) as project, project.session() as session:
+    with opened_project(args.project, read_only=True) as project, project.session() as session:
         stats = project_stats(session)
     if args.json:
         print_json(stats)
@@ -66,7 +66,7 @@ def cmd_stats(args) -> int:
 
 
 def cmd_export(args) -> int:
-    with opened_project(args.project) as project:
+    with opened_project(args.project, read_only=True) as project:
         try:
             report = export_project(project, args.out, args.format, split=args.split,
                                     overwrite=args.overwrite)

@@ -52,8 +52,9 @@ def explain_storage_error(exc: BaseException, where: str | Path | None = None) -
     place = f" ({where})" if where else ""
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return _disk_full(place)
-    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return StorageProblem(READ_ONLY, f"the project folder{place} cannot be written ({exc.strerror}); "
+    if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+        # Not EACCES: an unreadable input file is bad input, not a storage failure.
+        return StorageProblem(READ_ONLY, f"the file system{place} is read-only ({exc.filename or exc}); "
                                          f"nothing was saved by this action, and nothing saved before is lost")
     if not isinstance(exc, (SQLAlchemyError, sqlite3.Error)):
         return None

@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import Iterator
 
 from sqlalchemy import Engine
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.store.db import make_engine, prepare_schema
+from core.store.db import OPEN_CREATE, OPEN_EXISTING, OPEN_READ_ONLY, make_engine, prepare_schema
+from core.store.errors import explain_storage_error
 from core.store.runs import reap_dead_runs
 
 PROJECT_FILE = "project.json"
@@ -26,10 +29,11 @@ class ProjectError(RuntimeError):
 class Project:
     """An open project. Use `Project.create` / `Project.open`; close it (or use `with`)."""
 
-    def __init__(self, root: Path, database_url: str, engine: Engine):
+    def __init__(self, root: Path, database_url: str, engine: Engine, read_only: bool = False):
         self.root = root
         self.database_url = database_url
         self.engine = engine
+        self.read_only = read_only  # opened for reading: nothing in the folder is written
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -40,10 +44,16 @@ class Project:
             raise ProjectError(f"{root} is already a project")
         if root.exists() and not root.is_dir():
             raise ProjectError(f"{root} exists and is not a folder")
-        root.mkdir(parents=True, exist_ok=True)
         stored_url = database_url or f"sqlite:///{DEFAULT_DB_NAME}"
-        engine = make_engine(cls._absolute_url(root, stored_url))
-        prepare_schema(engine, create=True)
+        url = database_url_for(root, stored_url, "--database-url")
+        root.mkdir(parents=True, exist_ok=True)
+        engine = _engine_or_error(root, url, OPEN_CREATE)
+        try:
+            prepare_schema(engine, create=True)
+        except Exception as exc:
+            engine.dispose()
+            raise ProjectError(f"cannot create the database of {root}: "
+                               f"{explain_storage_error(exc, root) or exc}") from exc
         descriptor = {"format": PROJECT_FORMAT, "version": 1, "database": stored_url}
         # Written last and atomically: a folder without project.json was never a finished project.
         tmp = root / (PROJECT_FILE + ".tmp")
@@ -54,29 +64,34 @@ class Project:
         return project
 
     @classmethod
-    def open(cls, root: str | os.PathLike) -> "Project":
+    def open(cls, root: str | os.PathLike, *, read_only: bool = False) -> "Project":
+        """Open a project. `read_only`: nothing in the folder is written (no cache folders, no
+        migration, no tidying of dead runs), so it works on a folder nobody may write to."""
         root = Path(root).expanduser().resolve()
         descriptor_path = root / PROJECT_FILE
         if not descriptor_path.is_file():
             raise ProjectError(f"{root} is not a project (no {PROJECT_FILE}); create one with: "
                                f"python main.py init {root}")
+        stored_url = _read_descriptor(descriptor_path)
+        url = database_url_for(root, stored_url, f"{descriptor_path}: 'database'")
+        if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+            raise ProjectError(f"the database file {url.database} named in {descriptor_path} does not "
+                               f"exist (moved or deleted?)")
+        if not read_only and not os.access(root, os.W_OK):
+            raise ProjectError(f"the project folder {root} is read-only: it can be read (stats, "
+                               f"history, export) but not changed")
+        engine = _engine_or_error(root, url, OPEN_READ_ONLY if read_only else OPEN_EXISTING)
         try:
-            descriptor = json.loads(descriptor_path.read_text(encoding="utf-8"))
-            stored_url = descriptor["database"]
-            if descriptor.get("format") != PROJECT_FORMAT:
-                raise ValueError(f"format is {descriptor.get('format')!r}")
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ProjectError(f"{descriptor_path} is damaged: {exc}") from exc
-        engine = make_engine(cls._absolute_url(root, stored_url))
-        try:
-            prepare_schema(engine, create=False)
+            prepare_schema(engine, create=False, migrate=not read_only)
         except Exception as exc:
             engine.dispose()
-            raise ProjectError(f"cannot open the database of {root}: {exc}") from exc
-        project = cls(root, stored_url, engine)
-        project._ensure_cache_dirs()
-        with project.session() as session:
-            reap_dead_runs(session)
+            raise ProjectError(f"cannot open the database of {root}: "
+                               f"{explain_storage_error(exc, root) or exc}") from exc
+        project = cls(root, stored_url, engine, read_only=read_only)
+        if not read_only:
+            project._ensure_cache_dirs()
+            with project.session() as session:
+                reap_dead_runs(session)
         return project
 
     @classmethod
@@ -88,15 +103,6 @@ class Project:
     @staticmethod
     def is_project(root: str | os.PathLike) -> bool:
         return (Path(root).expanduser() / PROJECT_FILE).is_file()
-
-    @staticmethod
-    def _absolute_url(root: Path, url: str) -> str:
-        # A relative SQLite path in project.json is relative to the project folder, so the
-        # folder can be moved or shared as a whole.
-        prefix = "sqlite:///"
-        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
-            return prefix + str(root / url[len(prefix):])
-        return url
 
     def close(self) -> None:
         self.engine.dispose()
@@ -155,3 +161,71 @@ class Project:
     def resolve_path(self, stored: str) -> Path:
         path = Path(stored)
         return path if path.is_absolute() else self.root / path
+
+
+# -- project.json and the database URL ---------------------------------------------------------
+def _read_descriptor(path: Path) -> str:
+    """The stored database URL from project.json, or a ProjectError naming the file."""
+    try:
+        descriptor = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(descriptor, dict):
+            raise ValueError("it holds no JSON object")
+        if descriptor.get("format") != PROJECT_FORMAT:
+            raise ValueError(f"format is {descriptor.get('format')!r}")
+        if "database" not in descriptor:
+            raise ValueError("it names no 'database'")
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        raise ProjectError(f"{path} is damaged: {exc}") from exc
+    return descriptor["database"]
+
+
+def database_url_for(root: Path, stored: object, where: str) -> URL:
+    """The SQLAlchemy URL a project's stored database value means, checked before anything is
+    opened or created: a URL of a database kind the studio can use, whose driver is installed.
+    A relative SQLite path is relative to the project folder and must stay inside it, so the
+    folder can be moved or shared as a whole. `where` names the value in error messages."""
+    if not isinstance(stored, str) or not stored.strip():
+        raise ProjectError(f"{where} must be a database URL such as sqlite:///{DEFAULT_DB_NAME}, "
+                           f"not {stored!r}")
+    try:
+        url = make_url(stored)
+    except ArgumentError:
+        raise ProjectError(f"{where} {stored!r} is not a database URL (expected e.g. "
+                           f"sqlite:///{DEFAULT_DB_NAME} or postgresql+psycopg://user@host/db)") from None
+    try:
+        dialect = url.get_dialect()
+    except NoSuchModuleError:
+        raise ProjectError(f"{where} {stored!r}: {url.drivername!r} is not a kind of database the "
+                           f"studio can use (SQLite or PostgreSQL)") from None
+    if getattr(dialect, "is_async", False):
+        raise ProjectError(f"{where} {stored!r}: the driver {url.drivername!r} is asynchronous; use a "
+                           f"synchronous one (e.g. postgresql+psycopg)")
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        raise ProjectError(f"{where} {stored!r} needs the database driver {exc.name or url.drivername!r}, "
+                           f"which is not installed") from None
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_url_in(root, url, stored, where)
+    return url
+
+
+def _sqlite_url_in(root: Path, url: URL, stored: str, where: str) -> URL:
+    database = url.database or ""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        raise ProjectError(f"{where} {stored!r}: a project's SQLite database must be a file path")
+    path = Path(database)
+    if path.is_absolute():
+        return url
+    inside = (root / path).resolve()
+    if not inside.is_relative_to(root):
+        raise ProjectError(f"{where} {stored!r} points outside the project folder; use an absolute "
+                           f"path for a database kept elsewhere")
+    return url.set(database=str(inside))
+
+
+def _engine_or_error(root: Path, url: URL, mode: str) -> Engine:
+    try:
+        return make_engine(url.render_as_string(hide_password=False), mode)
+    except Exception as exc:  # a URL the driver itself rejects (bad port, bad query options)
+        raise ProjectError(f"cannot use the database of {root}: {exc}") from exc
