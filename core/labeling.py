@@ -7,7 +7,14 @@ a step replaced (each correction keeps the whole old row: label, source, annotat
 marks the step `undone_at`; redo re-applies the most recently undone step and clears the mark.
 As in an editor, a new correction empties the redo stack: only steps undone after the newest
 correction can be redone. Nothing lives in memory, so undo and redo survive a restart and work
-the same from the studio, the command line, or two processes at once.
+the same from the studio, the command line, or two processes at once: every change reads the
+current labels inside the transaction that writes them, which holds the write lock from its start
+(`Project.write_session`; PostgreSQL: the face rows are locked), so a correction never records an
+old label that another writer had already replaced.
+
+Bulk steps (several faces at once) leave faces of the val/test splits, and faces that already
+have a label, as they are unless the caller includes them; the step's `left_out` says which.
+A single face is changed as asked: the annotator looked at it.
 """
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ import getpass
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -34,6 +41,8 @@ from core.store.project import Project
 from core.store.queries import RunNotFoundError, latest_finished_run_id, resolve_run_id
 
 MAX_ANNOTATOR_LENGTH = 64  # the width of the annotator columns
+EVAL_SPLITS = ("val", "test")  # faces that measure models: bulk steps leave them alone unless asked
+LOCK_ATTEMPTS = 5  # PostgreSQL: how often undo/redo look again when another writer took their step
 
 
 class LabelingError(ValueError):
@@ -48,6 +57,40 @@ class FaceChange:
 
 
 @dataclass(frozen=True)
+class LeftOut:
+    """Faces of a bulk step it left as they were because the caller did not include them."""
+
+    labeled: tuple[int, ...] = ()  # train faces that already had a label
+    val_test: tuple[int, ...] = ()  # faces of the val or test split
+
+    def __bool__(self) -> bool:
+        return bool(self.labeled or self.val_test)
+
+    def describe(self) -> str:
+        """e.g. '12 already labeled, 3 in val/test' ('' when nothing was left out)."""
+        return _counts_text(len(self.labeled), len(self.val_test))
+
+
+@dataclass(frozen=True)
+class SelectionSummary:
+    """What a selection of faces holds, for the question before a bulk step on it."""
+
+    faces: int
+    labeled: int  # train faces that already have a label
+    val_test: int  # faces of the val or test split, labeled or not
+
+    @property
+    def unlabeled_train(self) -> int:
+        """The faces a bulk step changes when nothing is included."""
+        return self.faces - self.labeled - self.val_test
+
+    def describe(self) -> str:
+        """e.g. '135 faces selected: 12 already labeled, 3 in val/test'."""
+        counts = _counts_text(self.labeled, self.val_test)
+        return f"{self.faces:,} face{'s' if self.faces != 1 else ''} selected" + (f": {counts}" if counts else "")
+
+
+@dataclass(frozen=True)
 class LabelStep:
     """What one action changed, so a view can refresh just those faces."""
 
@@ -58,6 +101,7 @@ class LabelStep:
     changes: tuple[FaceChange, ...]
     # Faces another correction changed since this step; undo/redo left their label as it is.
     skipped: tuple[int, ...] = ()
+    left_out: LeftOut = LeftOut()  # bulk steps: faces not included (val/test, already labeled)
 
     @property
     def face_ids(self) -> list[int]:
@@ -68,13 +112,15 @@ class LabelStep:
             return label or "unlabeled"
 
         shown = "; ".join(f"face {c.face_id}: {name(c.old_label)} -> {name(c.new_label)}"
-                          for c in self.changes[:10])
+                          for c in self.changes[:10]) or "no face changed"
         if len(self.changes) > 10:
             shown += f"; ... ({len(self.changes)} faces)"
         if self.skipped:
             shown += (f" (left alone, changed by a later correction: face "
                       f"{', '.join(map(str, self.skipped[:10]))})")
-        return shown or "no face changed"
+        if self.left_out:
+            shown += f" (left out: {self.left_out.describe()})"
+        return shown
 
 
 @dataclass(frozen=True)
@@ -131,40 +177,49 @@ def clear_label(project: Project, face_id: int, annotator: str) -> LabelStep | N
     return _change(project, [_Edit(int(face_id), None)], annotator, batch=False)
 
 
-def clear_labels(project: Project, face_ids: Iterable[int], annotator: str) -> LabelStep | None:
-    """Make many faces unlabeled as a single undoable step; None if none had a label."""
-    return _change(project, [_Edit(f, None) for f in _unique(face_ids)], annotator, batch=True)
+def clear_labels(project: Project, face_ids: Iterable[int], annotator: str, *,
+                 include_val_test: bool = False) -> LabelStep | None:
+    """Make many faces unlabeled as a single undoable step; None if none had a label and none
+    was left out. Labels of val/test faces stay unless `include_val_test`."""
+    return _change(project, [_Edit(f, None) for f in _unique(face_ids)], annotator, batch=True,
+                   guard=_Guard(labeled=False, val_test=not include_val_test))
 
 
 def bulk_label(project: Project, face_ids: Iterable[int], label: str, annotator: str, *,
-               run_id: int | None = None) -> LabelStep | None:
-    """Give many faces one label as a single undoable step (one batch_id)."""
+               run_id: int | None = None, include_labeled: bool = False,
+               include_val_test: bool = False) -> LabelStep | None:
+    """Give many faces one label as a single undoable step (one batch_id).
+
+    Faces that already have a label and faces of val/test stay as they are unless included;
+    the step's `left_out` lists them. None if nothing changed and nothing was left out."""
     canonical = resolve_label(label)
     return _change(project, [_Edit(f, canonical, None, run_id) for f in _unique(face_ids)],
-                   annotator, batch=True)
+                   annotator, batch=True, guard=_Guard(not include_labeled, not include_val_test))
 
 
 def accept_suggestion(project: Project, face_id: int, annotator: str,
                       run_id: int | None = None) -> LabelStep | None:
     """Take the run's prediction (default: the latest finished run) as the face's label."""
-    return accept_suggestions(project, [face_id], annotator, run_id)
+    return _accept(project, [int(face_id)], annotator, run_id, _Guard(labeled=False, val_test=False))
 
 
 def accept_suggestions(project: Project, face_ids: Iterable[int], annotator: str,
-                       run_id: int | None = None) -> LabelStep | None:
-    """Accept each face's own prediction; several faces make one undoable step."""
+                       run_id: int | None = None, *, include_labeled: bool = False,
+                       include_val_test: bool = False) -> LabelStep | None:
+    """Accept each face's own prediction as one undoable step; faces that already have a label
+    and faces of val/test stay as they are unless included (see bulk_label)."""
+    return _accept(project, _unique(face_ids), annotator, run_id,
+                   _Guard(not include_labeled, not include_val_test))
+
+
+def selection_summary(project: Project, face_ids: Iterable[int]) -> SelectionSummary:
+    """How many of these faces already have a label and how many lie in val/test: what a bulk
+    step leaves out unless told otherwise."""
     ids = _unique(face_ids)
     with project.session() as session:
-        _require_faces(session, ids)
-        run_id = _resolve_run(session, run_id)
-        predicted = dict(session.execute(
-            select(Prediction.image_id, Prediction.pseudo_label)
-            .where(Prediction.run_id == run_id, Prediction.image_id.in_(ids))).all())
-        missing = [f for f in ids if f not in predicted]
-        if missing:
-            raise LabelingError(f"run {run_id} has no prediction for face {_id_list(missing)}")
-        edits = [_Edit(f, predicted[f], predicted[f], run_id) for f in ids]
-        return _apply(session, edits, annotator, batch=len(ids) > 1)
+        splits = _face_splits(session, ids)
+        _, left_out = _Guard(labeled=True, val_test=True).split(ids, splits, _current_labels(session, ids))
+    return SelectionSummary(len(ids), len(left_out.labeled), len(left_out.val_test))
 
 
 def suggestion_for(project: Project, face_id: int, run_id: int | None = None) -> Suggestion | None:
@@ -181,12 +236,12 @@ def suggestion_for(project: Project, face_id: int, run_id: int | None = None) ->
 # -- undo and redo -----------------------------------------------------------------------------
 def undo(project: Project, annotator: str | None = None) -> LabelStep | None:
     """Take back the latest step not yet undone (only `annotator`'s steps if given)."""
-    with project.session() as session:
-        rows = _latest_done_step(session, annotator)
+    with project.write_session() as session:
+        rows = _locked_step(session, lambda: _latest_done_step(session, annotator), undone=False)
         if not rows:
             return None
         now = utcnow()
-        labels = _current_labels(session, [r.image_id for r in rows])
+        labels = _locked_labels(session, [r.image_id for r in rows])
         changes, skipped = [], []
         for row in reversed(rows):  # in the reverse of the order they were applied
             current = labels.get(row.image_id)
@@ -203,11 +258,11 @@ def undo(project: Project, annotator: str | None = None) -> LabelStep | None:
 
 def redo(project: Project, annotator: str | None = None) -> LabelStep | None:
     """Re-apply the most recently undone step, unless a new correction came after its undo."""
-    with project.session() as session:
-        rows = _latest_undone_step(session, annotator)
+    with project.write_session() as session:
+        rows = _locked_step(session, lambda: _latest_undone_step(session, annotator), undone=True)
         if not rows:
             return None
-        labels = _current_labels(session, [r.image_id for r in rows])
+        labels = _locked_labels(session, [r.image_id for r in rows])
         changes, skipped = [], []
         for row in rows:
             current = labels.get(row.image_id)
@@ -246,17 +301,66 @@ class _Edit:
     run_id: int | None = None
 
 
-def _change(project: Project, edits: list[_Edit], annotator: str, *, batch: bool) -> LabelStep | None:
-    with project.session() as session:
-        _require_faces(session, [e.face_id for e in edits])
+@dataclass(frozen=True)
+class _Guard:
+    """Which faces a step leaves as they are: those already labeled, those of val/test."""
+
+    labeled: bool = True
+    val_test: bool = True
+
+    def split(self, face_ids: list[int], splits: dict[int, str],
+              labels: dict[int, Label]) -> tuple[list[int], LeftOut]:
+        """The faces to change, and those left out (a labeled val face counts as val/test)."""
+        kept, labeled, val_test = [], [], []
+        for face_id in face_ids:
+            if self.val_test and splits[face_id] in EVAL_SPLITS:
+                val_test.append(face_id)
+            elif self.labeled and face_id in labels:
+                labeled.append(face_id)
+            else:
+                kept.append(face_id)
+        return kept, LeftOut(tuple(labeled), tuple(val_test))
+
+
+def _change(project: Project, edits: list[_Edit], annotator: str, *, batch: bool,
+            guard: _Guard = _Guard(labeled=False, val_test=False)) -> LabelStep | None:
+    with project.write_session() as session:
         for run_id in {e.run_id for e in edits if e.run_id is not None}:
             _resolve_run(session, run_id)
-        return _apply(session, edits, annotator, batch=batch)
+        labels, kept, left_out = _guarded_labels(session, [e.face_id for e in edits], guard)
+        chosen = set(kept)
+        return _apply(session, [e for e in edits if e.face_id in chosen], labels, annotator,
+                      batch=batch, left_out=left_out)
 
 
-def _apply(session: Session, edits: list[_Edit], annotator: str, *, batch: bool) -> LabelStep | None:
+def _accept(project: Project, ids: list[int], annotator: str, run_id: int | None,
+            guard: _Guard) -> LabelStep | None:
+    with project.write_session() as session:
+        run_id = _resolve_run(session, run_id)
+        labels, kept, left_out = _guarded_labels(session, ids, guard)
+        predicted = dict(session.execute(
+            select(Prediction.image_id, Prediction.pseudo_label)
+            .where(Prediction.run_id == run_id, Prediction.image_id.in_(kept))).all())
+        missing = [f for f in kept if f not in predicted]
+        if missing:
+            raise LabelingError(f"run {run_id} has no prediction for face {_id_list(missing)}")
+        edits = [_Edit(f, predicted[f], predicted[f], run_id) for f in kept]
+        return _apply(session, edits, labels, annotator, batch=len(ids) > 1, left_out=left_out)
+
+
+def _guarded_labels(session: Session, face_ids: list[int],
+                    guard: _Guard) -> tuple[dict[int, Label], list[int], LeftOut]:
+    """The faces' current labels (their rows locked), the faces to change and those left out."""
+    splits = _face_splits(session, face_ids, lock=True)
+    labels = _current_labels(session, face_ids)
+    kept, left_out = guard.split(face_ids, splits, labels)
+    return labels, kept, left_out
+
+
+def _apply(session: Session, edits: list[_Edit], labels: dict[int, Label], annotator: str, *,
+           batch: bool, left_out: LeftOut = LeftOut()) -> LabelStep | None:
+    """Log and make the edits against `labels`, the current label rows read in this transaction."""
     annotator = _check_annotator(annotator)
-    labels = _current_labels(session, [e.face_id for e in edits])
     now = utcnow()
     batch_id = str(uuid.uuid4()) if batch else None
     rows, changes = [], []
@@ -277,9 +381,9 @@ def _apply(session: Session, edits: list[_Edit], annotator: str, *, batch: bool)
                                             now, old)
         changes.append(FaceChange(edit.face_id, old_label, edit.label))
     if not rows:
-        return None
+        return LabelStep("label", annotator, None, (), (), left_out=left_out) if left_out else None
     session.flush()  # assigns the correction ids
-    return _step("label", rows, changes, [])
+    return _step("label", rows, changes, [], left_out)
 
 
 def _write_label(session: Session, face_id: int, label: str | None, source: str, annotator: str | None,
@@ -336,22 +440,51 @@ def _latest_undone_step(session: Session, annotator: str | None) -> list[Correct
         Correction.batch_id == last.batch_id, Correction.undone_at.is_not(None)).order_by(Correction.id)))
 
 
-def _step(action: str, rows: Sequence[Correction], changes: list[FaceChange], skipped: list[int]) -> LabelStep:
+def _locked_step(session: Session, find: Callable[[], list[Correction]], *, undone: bool) -> list[Correction]:
+    """The step `find` picks, its rows locked and still as undone (or not) as when it was picked.
+
+    SQLite: the write session already keeps other writers out, so the first pick stands.
+    PostgreSQL: another undo or redo may take the same step while this one waits for the rows'
+    lock; the locked rows are read afresh, and if the step moved on, the next one is picked."""
+    for _attempt in range(LOCK_ATTEMPTS):
+        rows = find()
+        if not rows:
+            return []
+        locked = session.scalars(select(Correction).where(Correction.id.in_([r.id for r in rows]))
+                                 .with_for_update().execution_options(populate_existing=True)).all()
+        if len(locked) == len(rows) and all((r.undone_at is not None) == undone for r in locked):
+            return rows
+    raise LabelingError("other annotators are undoing and redoing the same steps right now; try again")
+
+
+def _step(action: str, rows: Sequence[Correction], changes: list[FaceChange], skipped: list[int],
+          left_out: LeftOut = LeftOut()) -> LabelStep:
     return LabelStep(action, rows[0].annotator, rows[0].batch_id, tuple(r.id for r in rows),
-                     tuple(changes), tuple(skipped))
+                     tuple(changes), tuple(skipped), left_out)
+
+
+def _locked_labels(session: Session, face_ids: list[int]) -> dict[int, Label]:
+    """The faces' current label rows, read after locking the faces (see _face_splits)."""
+    _face_splits(session, face_ids, lock=True)
+    return _current_labels(session, face_ids)
 
 
 def _current_labels(session: Session, face_ids: list[int]) -> dict[int, Label]:
     return {row.image_id: row for row in session.scalars(select(Label).where(Label.image_id.in_(face_ids)))}
 
 
-def _require_faces(session: Session, face_ids: list[int]) -> None:
+def _face_splits(session: Session, face_ids: list[int], *, lock: bool = False) -> dict[int, str]:
+    """Each face's split; a LabelingError names faces that do not exist. `lock`: PostgreSQL
+    locks the face rows until commit (FOR UPDATE, in id order, so two steps cannot deadlock);
+    SQLite ignores it, its write session holds the whole database."""
     if not face_ids:
         raise LabelingError("no faces given")
-    found = set(session.scalars(select(Image.id).where(Image.id.in_(face_ids))))
-    missing = [f for f in face_ids if f not in found]
+    query = select(Image.id, Image.split).where(Image.id.in_(face_ids)).order_by(Image.id)
+    splits = dict(session.execute(query.with_for_update() if lock else query).all())
+    missing = [f for f in face_ids if f not in splits]
     if missing:
         raise LabelingError(f"there is no face {_id_list(missing)} in this project")
+    return splits
 
 
 def _resolve_run(session: Session, run_id: int | None) -> int:
@@ -372,6 +505,11 @@ def _check_annotator(annotator: str) -> str:
 
 def _unique(face_ids: Iterable[int]) -> list[int]:
     return list(dict.fromkeys(int(f) for f in face_ids))
+
+
+def _counts_text(labeled: int, val_test: int) -> str:
+    parts = ([f"{labeled:,} already labeled"] if labeled else []) + ([f"{val_test:,} in val/test"] if val_test else [])
+    return ", ".join(parts)
 
 
 def _id_list(ids: list[int]) -> str:

@@ -392,7 +392,7 @@ def test_cli_label_undo_redo_history(run_project, capsys):
     assert code == 0 and "Nothing changed" in out
     code, out, _ = run_cli(capsys, "label", root, 3, "accept", "--annotator", "ana")
     assert code == 0 and "face 3: unlabeled -> sadness" in out
-    code, out, _ = run_cli(capsys, "label", root, "4,5", "disgust", "--annotator", "ben")
+    code, out, _ = run_cli(capsys, "label", root, "4,5", "disgust", "--annotator", "ben", "--include-labeled")
     assert code == 0 and "face 5: fear -> disgust" in out
     assert face_ids(build_queue(run_project, limit=10)) == [1]  # the others are labeled now
 

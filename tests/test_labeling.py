@@ -119,7 +119,7 @@ def test_undo_and_redo_survive_closing_and_reopening(faces):
 
 def test_bulk_label_is_one_step_and_undo_restores_every_face(faces):
     set_label(faces, 2, "surprise", "ana")
-    step = bulk_label(faces, [1, 2, 3, 3, 4], "neutral", "ana")
+    step = bulk_label(faces, [1, 2, 3, 3, 4], "neutral", "ana", include_labeled=True)
     assert step.face_ids == [1, 2, 3, 4]  # the repeated face counts once
     with faces.session() as s:
         batches = set(s.scalars(select(Correction.batch_id).where(Correction.new_label == "neutral")))

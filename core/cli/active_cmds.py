@@ -10,6 +10,9 @@ from core.active import LABEL_FILTERS, STRATEGIES, QueueError, QueueFilters, bui
 from core.cli.common import EXIT_FAILED, EXIT_USAGE, CommandError, opened_project, print_json
 from core.labeling import (
     LabelingError,
+    LabelStep,
+    LeftOut,
+    accept_suggestion,
     accept_suggestions,
     bulk_label,
     clear_label,
@@ -69,13 +72,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Set a face's label, logged in the corrections log. LABEL is a class "
                                    f"name or alias, '{ACCEPT}' to take the model's suggestion, or "
                                    f"'{CLEAR}' to make the face unlabeled. Several faces (12,13,20) make "
-                                   "one undoable step.")
+                                   "one undoable step, which leaves faces that already have a label and "
+                                   "faces of val/test as they are unless included.")
     p.add_argument("project")
     p.add_argument("faces", type=_face_ids, metavar="FACE", help="face id, or ids separated by commas")
     p.add_argument("label", metavar="LABEL")
     p.add_argument("--annotator", help="who decides (default: the OS user name)")
     p.add_argument("--run", type=int,
                    help="the run whose suggestion is taken or recorded (default: the latest finished run)")
+    p.add_argument("--include-labeled", action="store_true",
+                   help="several faces: also relabel those that already have a label (default: left alone)")
+    p.add_argument("--include-val-test", action="store_true",
+                   help="several faces: also change faces of the val and test splits, which measure the "
+                        "model (default: left alone)")
     p.set_defaults(handler=cmd_label)
 
     for name, verb in (("undo", "take back"), ("redo", "re-apply")):
@@ -122,30 +131,45 @@ def cmd_queue(args) -> int:
 
 def cmd_label(args) -> int:
     annotator = args.annotator or default_annotator()
-    faces = args.faces
     with opened_project(args.project) as project:
         try:
-            if args.label.lower() == ACCEPT:
-                step = accept_suggestions(project, faces, annotator, args.run)
-            elif args.label.lower() == CLEAR:
-                if len(faces) > 1:
-                    raise LabelingError(f"'{CLEAR}' clears one face at a time")
-                step = clear_label(project, faces[0], annotator)
-            elif len(faces) > 1:
-                step = bulk_label(project, faces, args.label, annotator, run_id=args.run)
-            else:
-                # Record what the model proposed, so the log says whether the annotator agreed.
-                suggestion = suggestion_for(project, faces[0], args.run)
-                step = set_label(project, faces[0], args.label, annotator,
-                                 suggestion=suggestion.label if suggestion else None,
-                                 run_id=suggestion.run_id if suggestion else args.run)
+            step = _label_faces(project, args, annotator)
         except LabelingError as exc:
             raise CommandError(str(exc), EXIT_USAGE) from None
     if step is None:
-        print("Nothing changed: the face already has that label.")
-        return 0
-    print(f"Labeled by {step.annotator}: {step.describe()}")
+        print("Nothing changed: " + ("the face already has that label." if len(args.faces) == 1
+                                     else "the faces already have that label."))
+    elif not step.changes:
+        print(f"Nothing changed (left out: {step.left_out.describe()}).")
+    else:
+        print(f"Labeled by {step.annotator}: {step.describe()}")
+    if step is not None and step.left_out:
+        print(_include_hint(step.left_out))
     return 0
+
+
+def _label_faces(project, args, annotator: str) -> LabelStep | None:
+    faces = args.faces
+    include = {"include_labeled": args.include_labeled, "include_val_test": args.include_val_test}
+    if args.label.lower() == ACCEPT:
+        if len(faces) > 1:
+            return accept_suggestions(project, faces, annotator, args.run, **include)
+        return accept_suggestion(project, faces[0], annotator, args.run)
+    if args.label.lower() == CLEAR:
+        if len(faces) > 1:
+            raise LabelingError(f"'{CLEAR}' clears one face at a time")
+        return clear_label(project, faces[0], annotator)
+    if len(faces) > 1:
+        return bulk_label(project, faces, args.label, annotator, run_id=args.run, **include)
+    # Record what the model proposed, so the log says whether the annotator agreed.
+    suggestion = suggestion_for(project, faces[0], args.run)
+    return set_label(project, faces[0], args.label, annotator, suggestion=suggestion.label if suggestion else None,
+                     run_id=suggestion.run_id if suggestion else args.run)
+
+
+def _include_hint(left_out: LeftOut) -> str:
+    flags = (["--include-labeled"] if left_out.labeled else []) + (["--include-val-test"] if left_out.val_test else [])
+    return f"To change the faces left out too, add {' '.join(flags)}."
 
 
 def _undo_or_redo(args, action) -> int:
