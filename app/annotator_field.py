@@ -1,35 +1,57 @@
-"""The status bar's annotator field: the name every correction is recorded under.
+"""The status bar's annotator field: shows the name every correction is recorded under.
 
-It starts from the stored name (or the OS user, core.labeling.default_annotator) and changes
-when the annotator edits it and presses Enter or leaves the field; LabelingController checks
-the name and keeps it in the studio's settings.
+It starts from the stored name (or the OS user, core.labeling.default_annotator). The name is
+shown on a button that never takes the keyboard focus, so no label key, Backspace or Tab can
+reach it; it changes only through a question (clicking the button, or Review ▸ Change
+annotator…) whose answer LabelingController checks and keeps in the studio's settings.
 """
 from __future__ import annotations
 
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QWidget
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QToolButton, QWidget
 
-from core.labeling import MAX_ANNOTATOR_LENGTH
 from app.labeling_controller import LabelingController
+
+NAME_WIDTH = 160  # longer names are elided; the tooltip has the whole name
 
 
 class AnnotatorField(QWidget):
-    def __init__(self, controller: LabelingController, parent: QWidget | None = None):
+    def __init__(self, controller: LabelingController, dialogs, parent: QWidget | None = None):
         super().__init__(parent)
+        self.setObjectName("annotatorField")
         self.controller = controller
-        self.edit = QLineEdit(controller.annotator)
-        self.edit.setObjectName("annotatorField")
-        self.edit.setMaxLength(MAX_ANNOTATOR_LENGTH)
-        self.edit.setFixedWidth(130)
-        self.edit.setToolTip("who the corrections are recorded as (Enter to change); undo takes back this "
-                             "annotator's steps")
+        self.dialogs = dialogs
+        self.button = QToolButton()
+        self.button.setObjectName("annotatorName")
+        self.button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.button.setAutoRaise(True)
+        self.button.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.button.setMaximumWidth(NAME_WIDTH)
+        caption = QLabel("Annotator")
+        caption.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(4)
-        layout.addWidget(QLabel("Annotator"))
-        layout.addWidget(self.edit)
-        self.edit.editingFinished.connect(self._edited)
-        controller.annotator_changed.connect(self.edit.setText)
+        layout.setSpacing(0)
+        layout.addWidget(caption)
+        layout.addWidget(self.button)
+        self.button.clicked.connect(self.change)
+        controller.annotator_changed.connect(self._show)
+        self._show(controller.annotator)
 
-    def _edited(self) -> None:
-        if not self.controller.set_annotator(self.edit.text()):
-            self.edit.setText(self.controller.annotator)
+    def name_text(self) -> str:
+        """The name as the status bar shows it."""
+        return self.button.text().replace("&&", "&")
+
+    def change(self) -> None:
+        """Ask for another name; a cancel keeps the current one, an empty one is refused (with a
+        message in the status bar)."""
+        name = self.dialogs.ask_annotator(self.controller.annotator)
+        if name is not None:
+            self.controller.set_annotator(name)
+
+    def _show(self, name: str) -> None:
+        metrics = self.button.fontMetrics()
+        shown = metrics.elidedText(name, Qt.TextElideMode.ElideRight, NAME_WIDTH - 16)
+        self.button.setText(shown.replace("&", "&&"))  # a lone & would mark a shortcut letter
+        self.button.setToolTip(f"Corrections are recorded as {name}; Ctrl+Z takes back {name}'s steps.\n"
+                               f"Click to change the annotator.")

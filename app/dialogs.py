@@ -5,6 +5,8 @@
 """
 from __future__ import annotations
 
+from html import escape
+
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (
@@ -13,6 +15,7 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QFileDialog,
     QLabel,
+    QLineEdit,
     QMessageBox,
     QPlainTextEdit,
     QRadioButton,
@@ -21,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.ingest.importer import ImportReport
+from core.labeling import MAX_ANNOTATOR_LENGTH
 from core.store.models import SPLITS
 
 SPLIT_HELP = {
@@ -55,6 +59,51 @@ class SplitDialog(QDialog):
 
     def split(self) -> str:
         return self.group.checkedButton().property("split")
+
+
+class AnnotatorDialog(QDialog):
+    """Asks for the name corrections are recorded under. Its OK button names the change
+    ("Record as alice") and stays disabled until the name is a new, non-empty one."""
+
+    def __init__(self, current: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Change annotator")
+        self.current = current
+        self.edit = QLineEdit(current)
+        self.edit.setMaxLength(MAX_ANNOTATOR_LENGTH)
+        self.edit.selectAll()
+        self.hint = QLabel()
+        self.hint.setTextFormat(Qt.TextFormat.PlainText)
+        self.hint.setWordWrap(True)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
+                                        | QDialogButtonBox.StandardButton.Cancel)
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        intro = QLabel(f"Corrections are recorded as <b>{escape(current)}</b>. Record them from now on as:")
+        intro.setTextFormat(Qt.TextFormat.RichText)
+        layout.addWidget(intro)
+        layout.addWidget(self.edit)
+        layout.addWidget(self.hint)
+        layout.addWidget(self.buttons)
+        self.edit.textChanged.connect(self._update)
+        self._update()
+        self.setMinimumWidth(420)
+
+    def name(self) -> str:
+        return self.edit.text().strip()
+
+    def _update(self) -> None:
+        name = self.name()
+        ok = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
+        ok.setEnabled(bool(name) and name != self.current)
+        ok.setText(f"Record as {name}".replace("&", "&&") if ok.isEnabled() else "Record")
+        if not name:
+            self.hint.setText("A name is needed: every correction is recorded under one.")
+        elif name == self.current:
+            self.hint.setText("That is the current name.")
+        else:
+            self.hint.setText(f"Ctrl+Z will take back {name}'s steps, not {self.current}'s.")
 
 
 def skipped_text(report: ImportReport) -> str:
@@ -100,6 +149,11 @@ class Dialogs:
                                       QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
                                       QMessageBox.StandardButton.Cancel)
         return answer == QMessageBox.StandardButton.Yes
+
+    def ask_annotator(self, current: str) -> str | None:
+        """A new annotator name, or None when the annotator keeps `current`."""
+        dialog = AnnotatorDialog(current, self.parent)
+        return dialog.name() if dialog.exec() == QDialog.DialogCode.Accepted else None
 
     def choose_folder(self, title: str, start: str = "") -> str | None:
         return QFileDialog.getExistingDirectory(self.parent, title, start) or None

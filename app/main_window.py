@@ -130,7 +130,7 @@ class MainWindow(QMainWindow):
         self.labeling = LabelingController(self.state, self.dialogs, self.settings, self)
         self.labeling.add_grid(self.grid)
         self.labeling.add_grid(self.review.grid, queue_model=self.review.model)
-        self.help_overlay = ShortcutHelp(self)
+        self.help_overlay = ShortcutHelp(self, fallback_focus=lambda: self.labeling.active_grid)
         self.description_editor: DescriptionEditor | None = None
 
         self.counts_label = QLabel()
@@ -138,7 +138,8 @@ class MainWindow(QMainWindow):
         self.path_label = ElidedLabel()
         self.statusBar().addWidget(self.counts_label, 1)
         self.statusBar().addPermanentWidget(self.run_label)
-        self.statusBar().addPermanentWidget(AnnotatorField(self.labeling))
+        self.annotator_field = AnnotatorField(self.labeling, self.dialogs)
+        self.statusBar().addPermanentWidget(self.annotator_field)
         self.statusBar().addPermanentWidget(self.path_label)
 
         self._build_menus()
@@ -204,6 +205,7 @@ class MainWindow(QMainWindow):
         self.labeling.add_label_actions(review.addMenu("&Label"))
         review.addSeparator()
         self._action(review, "Class &descriptions (text level)…", self.edit_descriptions)
+        self.change_annotator_action = self._action(review, "Change &annotator…", self.annotator_field.change)
         help_menu = self.menuBar().addMenu("&Help")
         self._action(help_menu, "&Keyboard shortcuts", self.help_overlay.toggle).setShortcuts(
             [QKeySequence("F1"), QKeySequence("?")])

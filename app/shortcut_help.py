@@ -1,14 +1,18 @@
 """The keyboard help: a card over the dimmed window listing every key of the review flow.
 
-Shown with ? or F1 (Help ▸ Keyboard shortcuts); any key or click hides it again. The rows come
-from labeling_controller.key_help(), the same table the keys are documented by, so the card
-cannot drift from what the keys do.
+Shown with ? or F1 (Help ▸ Keyboard shortcuts); any key or click hides it again and gives the
+keyboard back to the widget that had it (else to `fallback_focus()`, the active grid), so the
+next label key labels a face. The rows come from labeling_controller.key_help(), the same table
+the keys are documented by, so the card cannot drift from what the keys do.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from PySide6.QtCore import QEvent, QObject, QRect, QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import QApplication, QWidget
+from shiboken6 import isValid
 
 from app.labeling_controller import key_help
 
@@ -20,10 +24,12 @@ FOOTER = "Every label is saved at once · press any key or click to close"
 
 
 class ShortcutHelp(QWidget):
-    def __init__(self, parent: QWidget):
+    def __init__(self, parent: QWidget, fallback_focus: Callable[[], QWidget | None] = lambda: None):
         super().__init__(parent)
         self.setObjectName("shortcutHelp")
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.fallback_focus = fallback_focus
+        self.focus_before: QWidget | None = None
         self.rows = key_help()
         self.key_font = QFont()
         self.key_font.setPixelSize(13)
@@ -40,12 +46,28 @@ class ShortcutHelp(QWidget):
 
     def toggle(self) -> None:
         if self.isVisible():
-            self.hide()
+            self.close_help()
         else:
+            self.focus_before = QApplication.focusWidget()
             self.setGeometry(self.parentWidget().rect())
             self.show()
             self.raise_()
             self.setFocus()
+
+    def close_help(self) -> None:
+        # Focus goes back before hiding: hidden while focused, the card would hand the focus on
+        # along the tab chain to whatever widget follows it, and the next label key would land there.
+        target = self._focus_target()
+        if target is not None:
+            target.setFocus(Qt.FocusReason.OtherFocusReason)
+        self.hide()
+
+    def _focus_target(self) -> QWidget | None:
+        before = self.focus_before
+        self.focus_before = None
+        if before is not None and isValid(before) and before.isVisible() and before.isEnabled():
+            return before
+        return self.fallback_focus()
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         if watched is self.parentWidget() and event.type() == QEvent.Type.Resize and self.isVisible():
@@ -53,11 +75,11 @@ class ShortcutHelp(QWidget):
         return False
 
     def keyPressEvent(self, event) -> None:
-        self.hide()
+        self.close_help()
         event.accept()
 
     def mousePressEvent(self, event) -> None:
-        self.hide()
+        self.close_help()
         event.accept()
 
     def card_size(self) -> QSize:

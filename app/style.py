@@ -39,6 +39,9 @@ QDockWidget::title { background: #1a1d22; padding: 5px 8px; border-bottom: 1px s
 QStatusBar { background: #1a1d22; border-top: 1px solid #2d3139; color: #a3abb8; }
 QStatusBar QLabel { color: #a3abb8; padding: 0 6px; }
 QStatusBar::item { border: none; }
+#annotatorName { color: #e6e9ee; font-weight: 600; padding: 1px 8px; margin-right: 6px;
+                 border: 1px solid #3d434d; border-radius: 4px; }
+#annotatorName:hover { background: #2f3540; border-color: #6ea8fe; }
 """
 
 _PALETTE = {

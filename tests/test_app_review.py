@@ -232,22 +232,6 @@ def test_undo_and_redo_survive_closing_and_reopening_the_project(qtbot, review_p
     again.close()
 
 
-def test_the_annotator_field_changes_and_keeps_the_name(qtbot, window, review_project):
-    from app.annotator_field import AnnotatorField
-
-    field = window.statusBar().findChild(AnnotatorField)
-    assert field.edit.text() == ANNOTATOR
-    field.edit.setText("   ")
-    field.edit.editingFinished.emit()
-    assert window.labeling.annotator == ANNOTATOR and field.edit.text() == ANNOTATOR  # refused
-    field.edit.setText("alice")
-    field.edit.editingFinished.emit()
-    shown = start_review(qtbot, window)
-    qtbot.keyClick(window.review.grid, "1")
-    assert label_row(review_project, shown[0]) == ("surprise", "annotator", "alice")
-    assert window.settings.value("review/annotator") == "alice"
-
-
 # -- bulk ------------------------------------------------------------------------------------------
 def select_rows(grid, rows) -> None:
     selection = QItemSelection()
