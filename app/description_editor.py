@@ -5,12 +5,14 @@ The project's copy is descriptions.json in the project folder (core.encoders.tex
 replaces goes to descriptions-history/); training runs started afterwards use it. "Save and
 re-score" also recomputes the current run's text level with the new wording
 (core.training.rescore, in a background thread with progress), after which the queue, the
-detail panel and the map show the new predictions.
+detail panel and the map show the new predictions. Closing it (Close, Esc, the window's close
+button, closing the studio or opening another project) with unsaved edits asks whether to save
+them, discard them or keep editing.
 """
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QCloseEvent, QColor
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QDialog,
     QHBoxLayout,
@@ -34,6 +36,7 @@ from core.encoders.text import (
     save_project_descriptions,
 )
 from app.background import BackgroundJob
+from app.dialogs import DISCARD, SAVE
 from app.project_state import ProjectState
 from app.widgets import dot_icon
 
@@ -43,16 +46,23 @@ INTRO = ("The text level compares each face with these descriptions of its expre
          "recomputes the current run's text level with them now, without retraining.")
 
 
+def spoken_list(names: list[str]) -> str:
+    """'fear', 'fear and anger', 'fear, anger and disgust'."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 class DescriptionEditor(QDialog):
-    def __init__(self, state: ProjectState, parent: QWidget | None = None):
+    def __init__(self, state: ProjectState, dialogs, parent: QWidget | None = None):
         super().__init__(parent)
         self.setWindowTitle("Class descriptions (text level)")
         self.resize(820, 520)
         self.state = state
+        self.dialogs = dialogs
         self.job: BackgroundJob | None = None
         self.last_result = None  # the last re-score's RescoreResult
         self.texts: dict[str, list[str]] = {}
-        self.saved: dict[str, list[str]] = {}
+        self.saved: dict[str, list[str]] = {}  # the project's own copy ({} while it has none)
+        self.loaded: dict[str, list[str]] = {}  # what the editor held when opened or last saved
         self._shown: str | None = None
 
         intro = QLabel(INTRO)
@@ -124,6 +134,7 @@ class DescriptionEditor(QDialog):
                             "The shipped descriptions (this project has no copy of its own yet).")
         self.saved = {name: list(texts) for name, texts in descriptions.items()} if own else {}
         self._fill(descriptions)
+        self.loaded = self.descriptions()
         self._update_buttons()
 
     def load_shipped(self) -> None:
@@ -175,7 +186,13 @@ class DescriptionEditor(QDialog):
             item.setForeground(QColor("#ff6b6b") if count == 0 else QColor("#d8dde5"))
 
     def dirty(self) -> bool:
+        """Save would change the project's copy (or write its first one)."""
         return self.descriptions() != self.saved
+
+    def unsaved_classes(self) -> list[str]:
+        """The classes whose descriptions were edited since the editor opened or last saved."""
+        now = self.descriptions()
+        return [name for name in class_names() if now.get(name) != self.loaded.get(name)]
 
     def _update_buttons(self) -> None:
         busy = self.job is not None
@@ -207,7 +224,7 @@ class DescriptionEditor(QDialog):
                            f"description; every class needs at least one.")
             self._set_status(message, error=True)
             return False
-        self.saved = descriptions
+        self.saved = self.loaded = descriptions
         self.source.setText(f"From this project: {path}")
         self._set_status("Saved. Training runs started from now on use these descriptions.")
         self._update_buttons()
@@ -262,13 +279,24 @@ class DescriptionEditor(QDialog):
         if self.job is not None:
             self.job.wait()
 
-    def closeEvent(self, event: QCloseEvent) -> None:
+    def reject(self) -> None:
+        """Every way of closing ends here (Esc; Close and the window's button through
+        QDialog.closeEvent, which keeps the dialog open when this does not hide it)."""
         if self.job is not None:  # the predictions are being rewritten: let that finish first
             self._set_status("Re-scoring is still running: close this window when it has finished.")
-            event.ignore()
             return
-        super().closeEvent(event)
-
-    def reject(self) -> None:  # Esc
-        if self.job is None:
+        if self.settle_unsaved_edits():
             super().reject()
+
+    def settle_unsaved_edits(self) -> bool:
+        """True when closing loses nothing: no edits, or the annotator saved or discarded them."""
+        unsaved = self.unsaved_classes()
+        if not unsaved:
+            return True
+        answer = self.dialogs.ask_unsaved(
+            "Unsaved class descriptions",
+            f"The descriptions of {spoken_list(unsaved)} have changes that are not saved.\n\n"
+            f"Save them with the project before closing?")
+        if answer == SAVE:
+            return self.save()  # a failed save says why in the editor, which stays open
+        return answer == DISCARD

@@ -27,6 +27,8 @@ from core.ingest.importer import ImportReport
 from core.labeling import MAX_ANNOTATOR_LENGTH
 from core.store.models import SPLITS
 
+SAVE, DISCARD, CANCEL = "save", "discard", "cancel"  # the answers of Dialogs.ask_unsaved
+
 SPLIT_HELP = {
     "train": "faces to learn from (labeled and unlabeled)",
     "val": "labeled faces to measure the model on while training",
@@ -154,6 +156,14 @@ class Dialogs:
         """A new annotator name, or None when the annotator keeps `current`."""
         dialog = AnnotatorDialog(current, self.parent)
         return dialog.name() if dialog.exec() == QDialog.DialogCode.Accepted else None
+
+    def ask_unsaved(self, title: str, message: str) -> str:
+        """SAVE, DISCARD or CANCEL the unsaved changes `message` describes; Enter saves, Esc cancels."""
+        buttons = (QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
+                   | QMessageBox.StandardButton.Cancel)
+        answer = QMessageBox.warning(self.parent, title, message, buttons, QMessageBox.StandardButton.Save)
+        answers = {QMessageBox.StandardButton.Save: SAVE, QMessageBox.StandardButton.Discard: DISCARD}
+        return answers.get(answer, CANCEL)
 
     def choose_folder(self, title: str, start: str = "") -> str | None:
         return QFileDialog.getExistingDirectory(self.parent, title, start) or None

@@ -227,7 +227,7 @@ class MainWindow(QMainWindow):
             self.dialogs.error("Class descriptions", "Open a project first: the descriptions are saved with it.")
             return
         if self.description_editor is None or not self.description_editor.isVisible():
-            self.description_editor = DescriptionEditor(self.state, self)
+            self.description_editor = DescriptionEditor(self.state, self.dialogs, self)
         self.description_editor.show()
         self.description_editor.raise_()
 
@@ -260,7 +260,14 @@ class MainWindow(QMainWindow):
             self.dialogs.error("Re-scoring running", "Wait for the re-scoring of the run to finish before "
                                                      "switching projects.")
             return False
-        return True
+        return self._close_description_editor()  # it saves into the project that is open
+
+    def _close_description_editor(self) -> bool:
+        """Close the description editor, asking about unsaved edits; False: the annotator keeps it."""
+        editor = self.description_editor
+        if editor is None or not editor.isVisible() or editor.busy:
+            return True  # busy: its edits are saved already, closeEvent waits for the re-scoring
+        return editor.close()
 
     def open_project(self, path: str | Path) -> bool:
         """Open the project at `path`; on error say why and keep the current project."""
@@ -395,6 +402,9 @@ class MainWindow(QMainWindow):
         self.settings.sync()
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        if not self._close_description_editor():
+            event.ignore()
+            return
         if self.importer.busy:
             self.importer.cancel()
             self.importer.wait()

@@ -1,8 +1,10 @@
 """Keys go where the annotator means them to (issue 19): after the keyboard help closes, a label
 key labels the face instead of editing the annotator's name; the name changes only through an
-explicit, confirmed step. Assertions read the database, not just the widgets."""
+explicit, confirmed step; and the class-description editor never drops unsaved edits on Close.
+Assertions read the database and the files on disk, not just the widgets."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtWidgets import QApplication, QWidget  # noqa: E402
 
 from app.annotator_field import AnnotatorField  # noqa: E402
+from core.encoders.text import load_descriptions, project_descriptions_path  # noqa: E402
 from core.store.models import Label  # noqa: E402
 from core.store.project import Project  # noqa: E402
 from tests.studio_runs import make_demo, project_copy, studio_window  # noqa: E402
@@ -24,16 +27,22 @@ DISGUST_KEY = "3"  # resources/classes.json
 
 
 class FocusDialogs(FakeDialogs):
-    """Answers the annotator question with what the test sets, and records it."""
+    """Answers the annotator and unsaved-edits questions with what the test sets, and records them."""
 
     def __init__(self):
         super().__init__()
         self.annotator_answer: str | None = None
         self.annotator_asked: list[str] = []
+        self.unsaved_answer = "cancel"
+        self.unsaved_asked: list[str] = []
 
     def ask_annotator(self, current):
         self.annotator_asked.append(current)
         return self.annotator_answer
+
+    def ask_unsaved(self, title, message):
+        self.unsaved_asked.append(message)
+        return self.unsaved_answer
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +71,7 @@ def window(qtbot, root, dialogs):
     win.grid.select_row(0)
     win.grid.setFocus()
     yield win
+    dialogs.unsaved_answer = "discard"  # let the window close whatever a test left open
     win.close()
 
 
@@ -151,6 +161,96 @@ def test_a_cancelled_or_empty_name_keeps_the_current_one(qtbot, window, dialogs,
     assert window.settings.value("review/annotator") == ANNOTATOR
     if answer is not None:  # refused with the reason; a cancel needs none
         assert f"still labeling as {ANNOTATOR}" in window.statusBar().currentMessage()
+
+
+# -- the class-description editor ----------------------------------------------------------------------
+def open_editor(window):
+    window.edit_descriptions()
+    editor = window.description_editor
+    assert editor.isVisible()
+    return editor
+
+
+EDITED_FEAR = ["eyes wide with terror"]
+
+
+@pytest.mark.parametrize("close_by", ["button", "escape", "window"])
+def test_closing_the_editor_with_unsaved_edits_asks_and_cancel_keeps_them(qtbot, window, root, dialogs,
+                                                                        close_by):
+    editor = open_editor(window)
+    editor.set_descriptions("fear", EDITED_FEAR)
+    dialogs.unsaved_answer = "cancel"
+    if close_by == "button":
+        qtbot.mouseClick(editor.close_button, Qt.MouseButton.LeftButton)
+    elif close_by == "escape":
+        qtbot.keyClick(editor.editor, Qt.Key.Key_Escape)
+    else:
+        editor.close()
+    assert len(dialogs.unsaved_asked) == 1 and "fear" in dialogs.unsaved_asked[0]
+    assert editor.isVisible() and editor.descriptions()["fear"] == EDITED_FEAR
+    assert not project_descriptions_path(root).exists()
+
+
+def test_save_on_close_writes_the_edits_and_discard_drops_them(qtbot, window, root, dialogs):
+    editor = open_editor(window)
+    editor.set_descriptions("fear", EDITED_FEAR)
+    dialogs.unsaved_answer = "save"
+    editor.close_button.click()
+    assert not editor.isVisible()
+    assert json.loads(project_descriptions_path(root).read_text())["fear"] == EDITED_FEAR
+
+    editor = open_editor(window)
+    assert editor.descriptions()["fear"] == EDITED_FEAR
+    editor.set_descriptions("fear", ["something else"])
+    dialogs.unsaved_answer = "discard"
+    editor.close_button.click()
+    assert not editor.isVisible()
+    assert json.loads(project_descriptions_path(root).read_text())["fear"] == EDITED_FEAR
+    assert open_editor(window).descriptions()["fear"] == EDITED_FEAR
+
+
+def test_a_save_that_fails_keeps_the_editor_open(window, root, dialogs):
+    editor = open_editor(window)
+    editor.set_descriptions("fear", [])  # every class needs a description: not saved
+    dialogs.unsaved_answer = "save"
+    editor.close_button.click()
+    assert editor.isVisible() and "fear" in editor.status.text()
+    assert not project_descriptions_path(root).exists()
+
+
+def test_closing_the_editor_without_edits_does_not_ask(window, dialogs):
+    editor = open_editor(window)  # the project has no copy of its own: the shipped descriptions
+    assert editor.descriptions() == load_descriptions()
+    editor.set_descriptions("fear", EDITED_FEAR)
+    editor.set_descriptions("fear", load_descriptions()["fear"])  # edited back: nothing to lose
+    editor.close_button.click()
+    assert not editor.isVisible() and dialogs.unsaved_asked == []
+
+
+def test_closing_the_studio_asks_about_the_editors_unsaved_edits(qtbot, window, root, dialogs):
+    editor = open_editor(window)
+    editor.set_descriptions("fear", EDITED_FEAR)
+    dialogs.unsaved_answer = "cancel"
+    window.close()
+    assert window.isVisible() and editor.isVisible() and len(dialogs.unsaved_asked) == 1
+    dialogs.unsaved_answer = "save"
+    window.close()
+    assert not window.isVisible()
+    assert json.loads(project_descriptions_path(root).read_text())["fear"] == EDITED_FEAR
+
+
+def test_opening_another_project_settles_the_editors_edits_first(window, root, dialogs, focus_template,
+                                                                 tmp_path):
+    other = project_copy(focus_template, tmp_path / "other")
+    editor = open_editor(window)
+    editor.set_descriptions("fear", EDITED_FEAR)
+    dialogs.unsaved_answer = "cancel"
+    assert not window.open_project(other)
+    assert window.state.root == root and editor.isVisible()
+    dialogs.unsaved_answer = "save"
+    assert window.open_project(other)
+    assert json.loads(project_descriptions_path(root).read_text())["fear"] == EDITED_FEAR
+    assert not project_descriptions_path(other).exists()  # saved into the project they were made for
 
 
 def test_the_annotator_dialog_only_offers_a_new_non_empty_name(qtbot):
