@@ -173,6 +173,7 @@ def test_dta_snl_finetune_trains_its_spatial_modules(tmp_path):
 
     from core.ingest.demo import DemoSettings, create_demo_project
     from core.ssl.algorithms import MethodConfig
+    from core.training.checkpoints import load_checkpoint
     from core.training.events import JsonEvents
     from core.training.worker import train
 
@@ -183,7 +184,7 @@ def test_dta_snl_finetune_trains_its_spatial_modules(tmp_path):
                              loop=LoopConfig(steps=6, batch_size=8, eval_every=3, log_every=3, checkpoint_every=3))
     outcome = train(project, settings, JsonEvents(io.StringIO()))
     assert outcome.status == "finished"
-    state = torch.load(project.cache_dir("checkpoints") / f"run_{outcome.run_id}.pt", weights_only=False)
+    state = load_checkpoint(project.cache_dir("checkpoints") / f"run_{outcome.run_id}.pt")
     project.close()
     assert any(k.startswith("spatial.attention") for k in state["model"]), "the attention module is in the model"
 

@@ -21,6 +21,7 @@ from core.ssl.algorithms import MethodConfig
 from core.store.db import integrity_ok
 from core.store.models import Embedding, Label, Metric, Prediction, Projection, Run, RunLabel
 from core.store.project import Project
+from core.training.checkpoints import load_checkpoint
 from core.training.events import JsonEvents
 from core.training.evaluation import evaluate_run
 from core.training.loop import LoopConfig
@@ -230,7 +231,7 @@ def test_finetune_mode_trains_the_encoder_and_writes_predictions(demo_root, tmp_
         run = s.get(Run, outcome.run_id)
         assert run.mode == "finetune"
         assert s.scalar(select(func.count()).select_from(Prediction).where(Prediction.run_id == run.id)) == 7 * 52
-        state = torch.load(project.resolve_path(run.checkpoint), weights_only=False)
+        state = load_checkpoint(project.resolve_path(run.checkpoint))
     tower = {k: v for k, v in state["model"].items() if k.startswith("tower.")}
     assert tower, "the checkpoint holds the encoder's weights"
     after = [v for k, v in tower.items() if v.dtype.is_floating_point and "running" not in k]

@@ -2,7 +2,6 @@
 validation of the EMA teacher, checkpoints."""
 from __future__ import annotations
 
-import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -16,6 +15,7 @@ from core.classes import class_names
 from core.ssl.distributed import any_rank
 from core.store.models import Metric, utcnow
 from core.store.project import Project
+from core.training.checkpoints import save_checkpoint
 from core.training.events import EventSink, clean_number
 from core.training.inference import predict_batches
 from core.training.loop import Hook, Trainer
@@ -123,12 +123,7 @@ class CheckpointHook(Hook):
         self.extra = extra
 
     def save(self, trainer: Trainer) -> None:
-        state = trainer.state_dict()
-        state.update(self.extra())
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.path)  # a crash mid-save keeps the previous checkpoint
+        save_checkpoint(self.path, {**trainer.state_dict(), **self.extra()})
 
     def after_step(self, trainer: Trainer, result) -> None:
         if trainer.step % trainer.config.checkpoint_every == 0:

@@ -147,6 +147,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "algorithm": self.algorithm.state_dict(),
             "source": self.source.state_dict(),
+            "rng": self._rng_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -157,3 +158,17 @@ class Trainer:
         self.algorithm.load_state_dict(state["algorithm"])
         self.source.load_state_dict(state["source"])
         self.step = int(state["step"])
+        if "rng" in state:
+            self._set_rng_state(state["rng"])
+
+    def _rng_state(self) -> dict:
+        """The global generators (dropout draws from them), so a resumed run continues exactly."""
+        state = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _set_rng_state(self, state: dict) -> None:
+        torch.set_rng_state(state["torch"].cpu())  # a checkpoint loaded onto the GPU moved it there
+        if self.device.type == "cuda" and "cuda" in state:
+            torch.cuda.set_rng_state(state["cuda"].cpu(), self.device)

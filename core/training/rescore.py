@@ -24,6 +24,7 @@ from core.active.data import load_thresholds
 from core.classes import class_names
 from core.store.models import RUN_FINISHED, Prediction, Run
 from core.store.project import Project
+from core.training.checkpoints import CheckpointError, load_checkpoint
 from core.training.data import load_face_table
 from core.training.settings import TrainSettings
 
@@ -67,10 +68,13 @@ def rescore_text_level(project: Project, run_id: int, descriptions: dict[str, li
         stored = _stored_levels(session, run_id)
         faces = load_face_table(project, session)
 
+    try:
+        state = load_checkpoint(checkpoint, map_location=device)
+    except CheckpointError as exc:
+        raise RescoreError(f"run {run_id} cannot be re-scored: {exc}") from None
     report("loading the text encoder", 0.0)
     encoder = get_encoder(settings.encoder, device=device)
     class_text = class_text_embeddings(encoder, descriptions, project.cache_dir("features"))
-    state = torch.load(checkpoint, map_location=device, weights_only=False)
     # The memory bank is not used here (the instance level is kept as stored): one slot will do.
     algorithm, head = build_method(settings, encoder.image_dim, class_text, 1, torch.device(device))
     if "text" not in algorithm.levels:

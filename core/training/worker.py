@@ -31,6 +31,7 @@ from core.store.models import (
     utcnow,
 )
 from core.store.project import Project
+from core.training.checkpoints import load_checkpoint
 from core.training.data import FaceTable, load_face_table
 from core.training.events import EventSink, NullEvents
 from core.training.features import FeatureCache
@@ -212,10 +213,11 @@ def _execute(project: Project, run_id: int, settings: TrainSettings, events: Eve
                        metrics_hook if main else None, project=project, events=events, should_stop=should_stop)
     trainer, train_rows = prepared.trainer, prepared.train_rows
     if main:
-        trainer.add_hook(CheckpointHook(checkpoint_path, lambda: {"train_face_ids": faces.ids[train_rows]}))
+        train_ids = torch.from_numpy(np.ascontiguousarray(faces.ids[train_rows], dtype=np.int64))
+        trainer.add_hook(CheckpointHook(checkpoint_path, lambda: {"train_face_ids": train_ids}))
     if resuming:
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        if not np.array_equal(state["train_face_ids"], faces.ids[train_rows]):
+        state = load_checkpoint(checkpoint_path, map_location=device)
+        if not np.array_equal(state["train_face_ids"].cpu().numpy(), faces.ids[train_rows]):
             raise RunError("the project's training faces changed since this run started; start a new run")
         trainer.load_state_dict(state)
         events.emit("info", message=f"resumed run {run_id} at step {trainer.step}")
