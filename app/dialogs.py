@@ -137,6 +137,17 @@ class ReportDialog(QDialog):
         layout.addWidget(buttons)
 
 
+def choice_box(parent: QWidget | None, title: str, message: str, choices: list[str]) -> tuple[QMessageBox, list]:
+    """A question with one button per choice and Cancel; the first choice is the default (Enter),
+    Esc cancels. Built apart from Dialogs.choose so that it can be looked at without running it."""
+    box = QMessageBox(QMessageBox.Icon.Question, title, message, QMessageBox.StandardButton.NoButton, parent)
+    buttons = [box.addButton(text, QMessageBox.ButtonRole.AcceptRole if i == 0 else QMessageBox.ButtonRole.ActionRole)
+               for i, text in enumerate(choices)]
+    box.setEscapeButton(box.addButton(QMessageBox.StandardButton.Cancel))
+    box.setDefaultButton(buttons[0])
+    return box, buttons
+
+
 class Dialogs:
     """The real, modal implementations."""
 
@@ -151,6 +162,12 @@ class Dialogs:
                                       QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
                                       QMessageBox.StandardButton.Cancel)
         return answer == QMessageBox.StandardButton.Yes
+
+    def choose(self, title: str, message: str, choices: list[str]) -> int | None:
+        """The index of the choice the user took (Enter: the first), or None for Cancel/Esc."""
+        box, buttons = choice_box(self.parent, title, message, choices)
+        box.exec()
+        return buttons.index(box.clickedButton()) if box.clickedButton() in buttons else None
 
     def ask_annotator(self, current: str) -> str | None:
         """A new annotator name, or None when the annotator keeps `current`."""

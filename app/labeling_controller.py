@@ -4,8 +4,9 @@ Keys act on the grid that has focus (the review queue or the all-faces grid): 1-
 resources/classes.json) give the current face its label and move on to the next face; Enter
 accepts the run's suggestion; Space skips; Backspace/Delete clears the label; arrows move (the
 grid's own keys). With several faces selected (by hand, or everything the embedding map's lasso
-left in the grid), a number, Enter or Backspace changes them all as one undoable step, after a
-confirmation above BULK_CONFIRM_OVER faces. Every change is committed at once (one transaction
+left in the grid), a number, Enter or Backspace changes them all as one undoable step; faces of
+val/test and faces already labeled are left out unless the annotator includes them (the question
+above BULK_CONFIRM_OVER faces, or the context menu; see app/bulk_scope.py). Every change is committed at once (one transaction
 in core.labeling) and announced with ProjectState.notify_labels_changed, so the grids, the
 detail panel, the counts and the status bar follow. Undo and redo come from the corrections log,
 so they work after a restart too.
@@ -20,11 +21,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from core import labeling
 from core.classes import expression_classes
 from core.labeling import LabelingError, LabelStep
+from core.store.errors import explain_storage_error
+from app.bulk_scope import EVERYTHING, BulkAction, BulkScope, ask_scope
 from app.face_grid import FaceGrid
 from app.project_state import ProjectState
 
-BULK_CONFIRM_OVER = 50
 KEY_ANNOTATOR = "review/annotator"
+INCLUDE_MENU = "Include labeled and val/test"  # the context menu's bulk steps on the whole selection
 MESSAGE_MS = 6000
 UNDO_KEYS = (QKeySequence.StandardKey.Undo,)
 REDO_KEYS = ("Ctrl+Shift+Z", "Ctrl+Y")
@@ -165,48 +168,62 @@ class LabelingController(QObject):
         return True
 
     # -- actions -----------------------------------------------------------------------------------
-    def label(self, label: str) -> LabelStep | None:
+    # `scope`: which faces of a selection to include; None asks (or takes the safe scope).
+    def label(self, label: str, scope: BulkScope | None = None) -> LabelStep | None:
         """Label the selected faces (one step), or the current face and move to the next."""
         run = self.state.current_run
         return self._change_targets(
             lambda face: labeling.set_label(self.state.project, face, label, self.annotator,
                                             suggestion=self._suggestion(face), run_id=run),
-            lambda faces: labeling.bulk_label(self.state.project, faces, label, self.annotator, run_id=run),
-            f"give {{count}} faces the label {label}", f"labeled {label}", advance=True)
+            lambda faces, chosen: labeling.bulk_label(self.state.project, faces, label, self.annotator,
+                                                      run_id=run, **chosen.flags()),
+            BulkAction.label(label), advance=True, scope=scope)
 
-    def accept_suggestion(self) -> LabelStep | None:
+    def accept_suggestion(self, scope: BulkScope | None = None) -> LabelStep | None:
         """Take the run's pseudo-label as the label (several faces: each its own, one step)."""
         run = self.state.current_run
         return self._change_targets(
             lambda face: labeling.accept_suggestion(self.state.project, face, self.annotator, run),
-            lambda faces: labeling.accept_suggestions(self.state.project, faces, self.annotator, run),
-            "accept the run's suggestion for {count} faces", "given the run's suggestion", advance=True)
+            lambda faces, chosen: labeling.accept_suggestions(self.state.project, faces, self.annotator, run,
+                                                              **chosen.flags()),
+            BulkAction.accept(), advance=True, scope=scope)
 
-    def clear(self) -> LabelStep | None:
+    def clear(self, scope: BulkScope | None = None) -> LabelStep | None:
         """Make the selected faces (one step), or the current face, unlabeled; no moving on."""
         return self._change_targets(
             lambda face: labeling.clear_label(self.state.project, face, self.annotator),
-            lambda faces: labeling.clear_labels(self.state.project, faces, self.annotator),
-            "clear the labels of {count} faces", "made unlabeled", advance=False)
+            lambda faces, chosen: labeling.clear_labels(self.state.project, faces, self.annotator,
+                                                        include_val_test=chosen.include_val_test),
+            BulkAction.clear(), advance=False, scope=scope)
 
-    def _change_targets(self, one, many, confirm: str, done: str, advance: bool) -> LabelStep | None:
-        """`one(face)` on the current face, or `many(faces)` on a selection of several (one step,
-        confirmed above BULK_CONFIRM_OVER faces)."""
+    def _change_targets(self, one, many, action: BulkAction, advance: bool,
+                        scope: BulkScope | None) -> LabelStep | None:
+        """`one(face)` on the current face, or `many(faces, scope)` on a selection of several."""
         ids = self.target_ids()
         if not ids:
             self.message.emit("Select a face first.")
             return None
         if len(ids) > 1:
-            if not self._confirm_bulk(ids, confirm.format(count=f"{len(ids):,}")):
-                return None
-            step = self._run(lambda: many(ids))
-            self._announce_bulk(step, ids, done)
-            return step or None
+            return self._bulk(ids, many, action, scope)
         step = self._run(lambda: one(ids[0]))
         if step is not False:
             self._changed(step)
             if advance:
                 self.advance()
+        return step or None
+
+    def _bulk(self, ids: list[int], many, action: BulkAction, scope: BulkScope | None) -> LabelStep | None:
+        """One step on several faces, in the scope given or asked for (see app/bulk_scope.py)."""
+        if scope is None:
+            summary = self._run(lambda: labeling.selection_summary(self.state.project, ids))
+            if summary is False:
+                return None
+            scope = ask_scope(self.dialogs, action, summary)
+            if scope is None:
+                self.message.emit("Nothing changed.")
+                return None
+        step = self._run(lambda: many(ids, scope))
+        self._announce_bulk(step, ids, action.done)
         return step or None
 
     def advance(self) -> None:
@@ -261,30 +278,28 @@ class LabelingController(QObject):
             return change()
         except LabelingError as exc:
             self.message.emit(f"Not changed: {exc}")
-        except SQLAlchemyError as exc:  # e.g. the database stayed locked by another writer
-            self.dialogs.error("Label not saved", f"The project's database refused the change, so it was "
-                                                  f"not saved:\n\n{exc}")
+        except (SQLAlchemyError, OSError) as exc:  # e.g. the database stayed locked by another writer
+            problem = explain_storage_error(exc, self.state.project.root)
+            text = problem.message if problem else f"the project could not be written: {exc}"
+            self.dialogs.error("Label not saved", text[:1].upper() + text[1:] + ".")
         return False
 
     def _changed(self, step: LabelStep | None) -> None:
         if step is not None and (step.face_ids or step.skipped):
             self.state.notify_labels_changed(step.face_ids)
 
-    def _confirm_bulk(self, ids: list[int], what: str) -> bool:
-        if len(ids) <= BULK_CONFIRM_OVER:
-            return True
-        return self.dialogs.confirm("Change many faces", f"Really {what}?\n\nIt is one step: Ctrl+Z takes "
-                                                         f"it back as a whole.")
-
     def _announce_bulk(self, step, ids: list[int], what: str) -> None:
         if step is False:
             return
         self._changed(step)
         changed = len(step.face_ids) if step else 0
-        same = len(ids) - changed
+        left_out = step.left_out if step else labeling.LeftOut()
+        same = len(ids) - changed - len(left_out.labeled) - len(left_out.val_test)
         self.message.emit(f"{changed:,} face{'s' if changed != 1 else ''} {what}"
                           + (f" ({same:,} already were)" if same else "")
-                          + (" — one step: Ctrl+Z takes it back." if changed else "."))
+                          + (" — one step: Ctrl+Z takes it back." if changed else ".")
+                          + (f" Left out: {left_out.describe()} (right-click › {INCLUDE_MENU} to change "
+                             f"them too)." if left_out else ""))
 
     def _reveal(self, face_ids: list[int]) -> None:
         """Make the first of these faces current in the active grid, if it is there."""
@@ -302,9 +317,9 @@ class LabelingController(QObject):
         for key, name in self.classes.items():
             menu.addAction(f"{name}\t{key}").triggered.connect(lambda _=False, n=name: self.label(n))
         menu.addSeparator()
-        menu.addAction("Accept the suggestion\tEnter").triggered.connect(self.accept_suggestion)
+        menu.addAction("Accept the suggestion\tEnter").triggered.connect(lambda: self.accept_suggestion())
         menu.addAction("Skip\tSpace").triggered.connect(self.advance)
-        menu.addAction("Clear the label\tBackspace").triggered.connect(self.clear)
+        menu.addAction("Clear the label\tBackspace").triggered.connect(lambda: self.clear())
 
     def _context_menu(self, grid: FaceGrid, pos: QPoint) -> None:
         self.active_grid = grid
@@ -321,8 +336,26 @@ class LabelingController(QObject):
         label_menu = menu.addMenu(f"Label {count} as")
         for key, name in self.classes.items():
             label_menu.addAction(f"{name}\t{key}").triggered.connect(lambda _=False, n=name: self.label(n))
-        menu.addAction(f"Accept the suggestion for {count}\tEnter").triggered.connect(self.accept_suggestion)
-        menu.addAction(f"Clear the label of {count}\tBackspace").triggered.connect(self.clear)
+        menu.addAction(f"Accept the suggestion for {count}\tEnter").triggered.connect(lambda: self.accept_suggestion())
+        menu.addAction(f"Clear the label of {count}\tBackspace").triggered.connect(lambda: self.clear())
+        if len(ids) > 1:
+            self._add_include_menu(menu, ids)
         menu.addSeparator()
         menu.addAction("Select all\tCtrl+A").triggered.connect(grid.selectAll)
         return menu
+
+    def _add_include_menu(self, menu: QMenu, ids: list[int]) -> None:
+        """The bulk steps with the selection's labeled and val/test faces included, when it has any
+        (the keys leave them out)."""
+        summary = self._run(lambda: labeling.selection_summary(self.state.project, ids))
+        if summary is False or not (summary.labeled or summary.val_test):
+            return
+        menu.addSeparator()
+        include = menu.addMenu(f"{INCLUDE_MENU} ({summary.labeled:,} labeled, {summary.val_test:,} in val/test)")
+        for name in self.classes.values():
+            include.addAction(f"Label all {len(ids):,} as {name}").triggered.connect(
+                lambda _=False, n=name: self.label(n, EVERYTHING))
+        include.addSeparator()
+        include.addAction(f"Accept the suggestion for all {len(ids):,}").triggered.connect(
+            lambda: self.accept_suggestion(EVERYTHING))
+        include.addAction(f"Clear the labels of all {len(ids):,}").triggered.connect(lambda: self.clear(EVERYTHING))

@@ -21,7 +21,7 @@ from core.active import STRATEGIES, QueueFilters, build_queue  # noqa: E402
 from core.classes import class_names, expression_classes  # noqa: E402
 from core.encoders.text import load_descriptions, project_descriptions_path  # noqa: E402
 from core.geometry import points_in_polygon  # noqa: E402
-from core.store.models import Correction, Label, Prediction  # noqa: E402
+from core.store.models import Correction, Image, Label, Prediction  # noqa: E402
 from core.store.project import Project  # noqa: E402
 from tests.studio_runs import FACES, make_demo, project_copy, studio_window  # noqa: E402
 from tests.test_app import FakeDialogs  # noqa: E402
@@ -37,9 +37,10 @@ class ReviewDialogs(FakeDialogs):
         self.confirmations: list[str] = []
         self.answer = True
 
-    def confirm(self, title, message):
+    def choose(self, title, message, choices):
+        """The bulk question: yes takes the widest choice (val/test included), no cancels."""
         self.confirmations.append(message)
-        return self.answer
+        return len(choices) - 1 if self.answer else None
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +255,8 @@ def test_bulk_label_of_a_selection_is_one_undo_step(qtbot, window, review_projec
     assert "3 faces labeled sadness" in window.statusBar().currentMessage()
     window.labeling.undo()
     assert all(label_row(review_project, f) is None for f in chosen)
-    # Every face at once: more than BULK_CONFIRM_OVER asks first, and a "no" changes nothing.
+    # Every face at once: more than BULK_CONFIRM_OVER asks first, and a "no" changes nothing;
+    # including val/test (the widest choice) labels every face.
     window.center_tabs.setCurrentWidget(window.grid_area)
     window.grid.setFocus()
     window.grid.selectAll()
@@ -294,6 +296,9 @@ def test_lasso_on_the_map_then_bulk_label_from_the_grid(qtbot, window, review_pr
     assert 3 <= len(expected) < FACES
     view.select_lasso(lasso)
     assert {model.face(r).id for r in range(model.rowCount())} == expected
+    with Project.open(review_project) as project, project.session() as session:
+        before = dict(session.execute(select(Label.image_id, Label.label)).all())
+        train = set(session.scalars(select(Image.id).where(Image.split == "train")))
     window.grid.setFocus()
     window.grid.selectAll()
     qtbot.keyClick(window.grid, KEY_OF["happiness"])
@@ -301,9 +306,11 @@ def test_lasso_on_the_map_then_bulk_label_from_the_grid(qtbot, window, review_pr
         steps = session.execute(select(Correction.image_id, Correction.batch_id)).all()
         labels = dict(session.execute(select(Label.image_id, Label.label)).all())
     changed = {face for face, _batch in steps}
-    assert changed <= expected and len({batch for _f, batch in steps}) == 1
-    assert all(labels[f] == "happiness" for f in expected)  # the rest already were
-    assert all(model.face(r).label == "happiness" for r in range(model.rowCount()))
+    # The unlabeled train faces, as one step; labeled and val/test faces are left as they were.
+    assert changed == {f for f in expected if f in train and f not in before}
+    assert len({batch for _f, batch in steps}) == 1
+    assert all(labels[f] == ("happiness" if f in changed else before[f]) for f in expected)
+    assert all(model.face(r).label == labels[model.face(r).id] for r in range(model.rowCount()))
     window.labeling.undo()
     with Project.open(review_project) as project, project.session() as session:
         assert not set(session.scalars(select(Label.image_id).where(Label.label == "happiness"))) & changed
