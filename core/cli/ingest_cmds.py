@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--margin", type=float, default=ImportOptions.margin,
                    help="margin around a detected face, as a fraction of its size (default 0.25)")
     p.add_argument("--workers", type=int, help="decoding processes (default: one per CPU core)")
+    p.add_argument("--follow-links", action="store_true",
+                   help="follow symbolic links that lead out of a SOURCE folder (by default they "
+                        "are skipped and listed in the report)")
     p.add_argument("--report", metavar="FILE", help="also write the full report as JSON to FILE")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -102,7 +105,8 @@ def cmd_import(args) -> int:
         options = ImportOptions(
             split=args.split, faces=args.faces, keep_labels_per_class=args.keep_labels_per_class,
             seed=args.seed, mapping=parse_mapping(args.map), ignore_folder_names=args.unlabeled,
-            crop_max_side=args.crop_max_side, margin=args.margin, workers=args.workers)
+            crop_max_side=args.crop_max_side, margin=args.margin, workers=args.workers,
+            follow_links=args.follow_links)
         options.validate()
     except (ValueError, UnknownClassError) as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None

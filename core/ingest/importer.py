@@ -13,6 +13,7 @@ import os
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -21,8 +22,9 @@ import numpy as np
 from sqlalchemy import insert, select
 
 from core.classes import ClassMapper, class_names
+from core.ingest.budget import MemoryBudget
 from core.ingest.faces import DEFAULT_MARGIN, detect_faces, expand_box
-from core.ingest.imageio import ImageProblem, crop_box, decode_image, read_bytes
+from core.ingest.imageio import ImageProblem, crop_box, decode_cost, decode_image, open_image_file
 from core.ingest.sources import SourceItem, enumerate_source
 from core.store.models import SOURCE_IMPORTED, HiddenTruth, Image, ImportBatch, Label, utcnow
 from core.store.project import Project
@@ -36,6 +38,13 @@ WRITE_BATCH = 500
 # Below this many files, starting worker processes costs more than it saves.
 PARALLEL_MIN_FILES = 200
 ALREADY_PRESENT = "duplicate (already in the project)"
+# A face (the detected crop, or the whole image taken as a face) smaller than this on either side
+# carries no expression an encoder could read; a 1x1 file is no face.
+MIN_FACE_SIDE = 16
+# Parallel decodes together reserve at most this much memory (core/ingest/budget.py), whatever the
+# worker count: a 64-megapixel RGB JPEG or 16-bit PNG is estimated at 0.64 GB (imageio's
+# PEAK_BYTES_PER_PIXEL), so three run at once, while 2 MP photos (20 MB each) never wait.
+DECODE_MEMORY_BUDGET = 2 * 2**30
 
 
 @dataclass
@@ -49,6 +58,7 @@ class ImportOptions:
     crop_max_side: int = DEFAULT_CROP_MAX_SIDE
     margin: float = DEFAULT_MARGIN
     workers: int | None = None  # None: one per CPU core
+    follow_links: bool = False  # follow symbolic links that lead out of a source folder
 
     def validate(self) -> None:
         if self.faces not in FACE_MODES:
@@ -143,28 +153,25 @@ class _FileResult:
     problem: str | None = None
 
 
+# The budget shared by this worker process's decodes (set by _init_worker); None when the
+# files are read one at a time in the calling process, which needs no budget.
+_decode_budget: MemoryBudget | None = None
+
+
+def _init_worker(budget: MemoryBudget | None) -> None:
+    global _decode_budget
+    _decode_budget = budget
+
+
 def _process_file(task: _Task) -> _FileResult:
     """Hash, decode and validate one file; detect and crop faces where needed (worker side)."""
     result = _FileResult(task.index)
     try:
-        data = read_bytes(task.path)
-        result.content_hash = hashlib.sha256(data).hexdigest()
-        image, result.fmt, result.mode = decode_image(data)
-        result.width, result.height = image.size
-        detect = task.faces == "detect" or (
-            task.faces == "auto" and max(image.size) > task.crop_max_side)
-        if not detect:
-            result.faces = [_FaceFound(0, None, None)]
-            return result
-        boxes = detect_faces(image)
-        if not boxes:
-            hint = "" if task.faces == "detect" else "; to import it whole as a face, use --faces none"
-            result.problem = f"no face found ({image.width}x{image.height} image{hint})"
-            return result
-        for index, box in enumerate(boxes):
-            crop = expand_box(box, task.margin, *image.size)
-            result.faces.append(_FaceFound(index, crop, _save_crop(image, crop, task.faces_dir,
-                                                                 result.content_hash, index)))
+        with open_image_file(task.path) as source:
+            # Reserve the decode's peak memory before the bytes are even read.
+            cost = decode_cost(source.size, source.header())
+            with _decode_budget.reserve(cost) if _decode_budget else nullcontext():
+                _read_faces(task, source.read(), result)
     except ImageProblem as exc:
         result.problem = str(exc)
     except MemoryError:
@@ -172,6 +179,38 @@ def _process_file(task: _Task) -> _FileResult:
     except Exception as exc:  # one bad file must never stop an import
         result.problem = f"unexpected error ({type(exc).__name__}: {exc})"
     return result
+
+
+def _face_too_small(width: int, height: int) -> str | None:
+    if min(width, height) >= MIN_FACE_SIDE:
+        return None
+    return f"face too small ({width}x{height} px; at least {MIN_FACE_SIDE} px a side)"
+
+
+def _read_faces(task: _Task, data: bytes, result: _FileResult) -> None:
+    result.content_hash = hashlib.sha256(data).hexdigest()
+    image, result.fmt, result.mode = decode_image(data)
+    result.width, result.height = image.size
+    detect = task.faces == "detect" or (
+        task.faces == "auto" and max(image.size) > task.crop_max_side)
+    if not detect:
+        result.problem = _face_too_small(*image.size)
+        if not result.problem:
+            result.faces = [_FaceFound(0, None, None)]
+        return
+    boxes = detect_faces(image)
+    if not boxes:
+        hint = "" if task.faces == "detect" else "; to import it whole as a face, use --faces none"
+        result.problem = f"no face found ({image.width}x{image.height} image{hint})"
+        return
+    crops = [expand_box(box, task.margin, *image.size) for box in boxes]
+    usable = [c for c in crops if not _face_too_small(c[2], c[3])]
+    if not usable:
+        result.problem = _face_too_small(crops[0][2], crops[0][3])
+        return
+    for index, crop in enumerate(usable):
+        result.faces.append(_FaceFound(index, crop, _save_crop(image, crop, task.faces_dir,
+                                                             result.content_hash, index)))
 
 
 def _save_crop(image, box, faces_dir: str, content_hash: str, index: int) -> str:
@@ -195,12 +234,18 @@ def _run_tasks(tasks: list[_Task], workers: int) -> Iterator[_FileResult]:
     # spawn, not fork: the GUI calls this from a thread, and forking a threaded Qt process is unsafe.
     context = multiprocessing.get_context("spawn")
     chunk = max(8, min(256, len(tasks) // (workers * 8)))
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    budget = _make_decode_budget(context)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                               initializer=_init_worker, initargs=(budget,))
     try:
         yield from pool.map(_process_file, tasks, chunksize=chunk)
     finally:
         # On cancel the consumer stops early: drop the queued files instead of decoding them all.
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _make_decode_budget(context) -> MemoryBudget:
+    return MemoryBudget(DECODE_MEMORY_BUDGET, context)
 
 
 def choose_kept_labels(keys_by_class: dict[str, list[tuple[str, int]]], per_class: int,
@@ -231,11 +276,14 @@ def import_source(project: Project, source: str | os.PathLike, options: ImportOp
     started = time.perf_counter()
     mapper = ClassMapper(options.mapping)
     items = enumerate_source(source, split=options.split, mapper=mapper,
-                             ignore_folder_names=options.ignore_folder_names)
-    if options.keep_labels_per_class is not None and not any(i.label for i in items):
+                             ignore_folder_names=options.ignore_folder_names,
+                             follow_links=options.follow_links)
+    if options.keep_labels_per_class is not None and not any(i.label for i in items if not i.problem):
         raise ValueError("--keep-labels-per-class needs a labeled source (class folders or a "
                          "CSV with a label column)")
     report = ImportReport(source=str(source), files=len(items))
+    # Entries refused while listing the source (links out of it, FIFOs, devices) are never opened.
+    report.skipped.extend(Skipped(str(i.path), i.problem) for i in items if i.problem)
     with project.session() as session:
         batch = ImportBatch(source=str(Path(source).expanduser().resolve()),
                             options={k: v for k, v in asdict(options).items()})
@@ -247,7 +295,7 @@ def import_source(project: Project, source: str | os.PathLike, options: ImportOp
     is_cancelled = cancelled or (lambda: False)
     faces_dir = str(project.cache_dir("faces"))
     tasks = [_Task(i, str(item.path), options.faces, options.crop_max_side, options.margin, faces_dir)
-             for i, item in enumerate(items)]
+             for i, item in enumerate(items) if not item.problem]
     workers = options.workers or os.cpu_count() or 1
 
     # Phase 1: read and validate.
