@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import csv
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image as PILImage
 from sqlalchemy import select
 
-from core.ingest.imageio import ImageProblem, load_face
-from core.store.models import STATUS_ACTIVE, Correction, Image, Label
+from core.classes import class_names
+from core.ingest.imageio import ImageProblem, decode_image, load_face, read_bytes
+from core.store.models import SPLITS, STATUS_ACTIVE, Correction, Image, Label
 from core.store.project import Project
 
 EXPORT_FORMATS = ("csv", "folders")
@@ -25,6 +26,10 @@ CORRECTION_COLUMNS = ["id", "image_id", "path", "annotator", "created_at", "old_
 
 class ExportError(RuntimeError):
     pass
+
+
+class _TargetOutside(ValueError):
+    """A face file whose path would resolve outside the output folder; that face is skipped."""
 
 
 @dataclass
@@ -46,6 +51,35 @@ class ExportReport:
 def _safe_name(name: str) -> str:
     # Keep unicode letters; drop only what file systems reject.
     return re.sub(r'[\\/:*?"<>|\x00-\x1f]', "_", name)[:120] or "face"
+
+
+def _row_problem(image: Image, label: str) -> str | None:
+    """Why a face cannot be exported: its label or split is none the project knows.
+
+    Both become folder names, so a tampered database ('../../x') must not reach the disk."""
+    if label not in class_names():
+        return f"unknown label {label!r} (not one of {', '.join(class_names())})"
+    if image.split not in SPLITS:
+        return f"unknown split {image.split!r} (not one of {', '.join(SPLITS)})"
+    return None
+
+
+def _inside(out: Path, *parts: str) -> Path:
+    """out/parts..., refused unless it resolves inside `out` (a symbolic link there could lead out)."""
+    target = out.joinpath(*parts)
+    resolved, root = target.resolve(), out.resolve()
+    if resolved != root and root not in resolved.parents:
+        raise _TargetOutside(f"target {target} resolves to {resolved}, outside the output folder {out}")
+    return target
+
+
+def _extension(source: Path, fmt: str) -> str:
+    """The source's own extension when it names the decoded format, else the format's usual one."""
+    known = [ext for ext, name in PILImage.registered_extensions().items() if name == fmt]
+    suffix = source.suffix.lower()
+    if suffix in known:
+        return suffix
+    return {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif"}.get(fmt, known[0] if known else ".img")
 
 
 def export_project(project: Project, out_dir: str | Path, fmt: str = "csv", *,
@@ -73,6 +107,10 @@ def export_project(project: Project, out_dir: str | Path, fmt: str = "csv", *,
     label_rows = []
     for image, label in labeled:
         exported = ""
+        problem = _row_problem(image, label.label)
+        if problem:
+            report.skipped.append((image.path, problem))
+            continue
         if fmt == "folders":
             exported = _write_face_file(project, image, label.label, out, report)
             if exported is None:
@@ -93,21 +131,25 @@ def export_project(project: Project, out_dir: str | Path, fmt: str = "csv", *,
 
 def _write_face_file(project: Project, image: Image, label: str, out: Path,
                      report: ExportReport) -> str | None:
-    folder = out / image.split / label
-    folder.mkdir(parents=True, exist_ok=True)
     source = project.resolve_path(image.path)
     stem = _safe_name(Path(image.path).stem)
     try:
-        if image.face_box is None and source.is_file():
-            # A crop already: copy the original bytes, so nothing is re-encoded.
-            target = folder / f"{image.id}_{stem}{source.suffix.lower()}"
-            shutil.copyfile(source, target)
+        if image.face_box is None:
+            # A crop already: copy the original bytes, so nothing is re-encoded. Only a regular
+            # file that decodes as an image is copied (never /etc/passwd named in a tampered
+            # database), and the bytes written are the ones checked.
+            data = read_bytes(source)
+            _decoded, source_format, _mode = decode_image(data)
+            target = _inside(out, image.split, label, f"{image.id}_{stem}{_extension(source, source_format)}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
         else:
             crop = project.resolve_path(image.crop_path) if image.crop_path else None
             face = load_face(source, crop, image.face_box)
-            target = folder / f"{image.id}_{stem}_face{image.face_index}.png"
+            target = _inside(out, image.split, label, f"{image.id}_{stem}_face{image.face_index}.png")
+            target.parent.mkdir(parents=True, exist_ok=True)
             face.save(target, format="PNG")
-    except (ImageProblem, OSError) as exc:
+    except (ImageProblem, _TargetOutside, OSError) as exc:
         report.skipped.append((image.path, str(exc)))
         return None
     report.files_written += 1
