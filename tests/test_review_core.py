@@ -202,7 +202,9 @@ def test_train_uses_the_projects_descriptions(runs_project, monkeypatch):
     recorded = train()
     assert recorded == "descriptions.json", "the worker itself prefers the copy, recorded relative to the project"
     assert runs_project.resolve_path(recorded) == project_descriptions_path(runs_project.root)
-    assert train(descriptions="/x.json") == "/x.json", "an explicit file wins"
+    explicit = runs_project.root.parent / "x.json"  # checked before the run: it must exist and parse
+    explicit.write_text(json.dumps(load_descriptions()), encoding="utf-8")
+    assert train(descriptions=str(explicit)) == str(explicit), "an explicit file wins"
 
 
 # -- re-scoring --------------------------------------------------------------------------------------

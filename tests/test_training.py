@@ -211,7 +211,7 @@ def test_cli_text_mode_reports_progress_readably(demo_root, tmp_path):
 def test_bad_training_settings_are_refused_before_a_run_starts(demo_root):
     proc = subprocess.run([sys.executable, str(REPO / "main.py"), "train", str(demo_root), "--encoder", "tiny",
                            "--lr", "-1"], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "lr must be a positive number" in proc.stderr
+    assert proc.returncode == 2 and "--lr -1: must be a positive number" in proc.stderr
     proc = subprocess.run([sys.executable, str(REPO / "main.py"), "train", str(demo_root), "--encoder", "resnet"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "unknown encoder 'resnet'" in proc.stderr

@@ -16,7 +16,7 @@ from core.cli.common import (
     print_json,
 )
 from core.encoders import EncoderError
-from core.ssl.config import ALGORITHM_NAMES, MethodConfig
+from core.ssl.config import ALGORITHM_NAMES, MethodConfig, SettingError, show_value
 from core.training.events import ConsoleEvents, JsonEvents
 from core.training.settings import MODES, PROJECTIONS, LoopConfig, TrainSettings
 
@@ -175,15 +175,31 @@ def train_argv(project: str, settings: TrainSettings, events: str = "json") -> l
     return argv
 
 
-def cmd_train(args) -> int:
-    from core.training.worker import RunError, train
-
+def check_settings(args) -> TrainSettings:
+    """The run's settings from the flags, each in range and the descriptions file readable:
+    CommandError (exit 2) naming the flag and its value otherwise, before the project is opened."""
     try:
         settings = settings_from_args(args)
         if args.resume is None:
             settings.validate()
+    except SettingError as exc:
+        raise CommandError(f"{_flag(exc.name)} {show_value(exc.value)}: {exc.problem}", EXIT_USAGE) from None
     except (ValueError, EncoderError) as exc:
         raise CommandError(f"bad setting: {exc}", EXIT_USAGE) from None
+    if args.resume is None and settings.descriptions:
+        from core.encoders.text import load_descriptions
+
+        try:
+            load_descriptions(Path(settings.descriptions))
+        except ValueError as exc:
+            raise CommandError(f"--descriptions: {exc}", EXIT_USAGE) from None
+    return settings
+
+
+def cmd_train(args) -> int:
+    from core.training.worker import RunError, train
+
+    settings = check_settings(args)
     events = JsonEvents() if args.events == "json" else ConsoleEvents(quiet=args.quiet)
     stop = _StopFlag()
     stop.install()

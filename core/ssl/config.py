@@ -4,6 +4,7 @@ loading a model. core/ssl/algorithms.py holds the algorithms themselves.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 
@@ -35,6 +36,70 @@ def algorithm_traits(name: str) -> AlgorithmTraits:
         return ALGORITHM_TRAITS[name]
     except KeyError:
         raise ValueError(f"unknown algorithm {name!r}; choose one of {', '.join(ALGORITHM_NAMES)}") from None
+
+
+class SettingError(ValueError):
+    """A setting out of its range. `name` is the field: the command line shows it as its flag,
+    the studio's form as it is."""
+
+    def __init__(self, name: str, value, problem: str):
+        self.name, self.value, self.problem = name, value, problem
+        super().__init__(f"{name} {show_value(value)}: {problem}")
+
+
+def show_value(value) -> str:
+    """A value as the user typed it: 2 rather than 2.0, weights as 1,0.5,1."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(show_value(v) for v in value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Range:
+    """Where a numeric setting may lie; NaN and infinities never do."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # the bound itself is outside
+    high_open: bool = False
+    integer: bool = False
+    optional: bool = False  # None allowed (the algorithm's choice)
+
+    def check(self, name: str, value) -> None:
+        if value is None and self.optional:
+            return
+        if isinstance(value, bool) or not isinstance(value, int if self.integer else (int, float)):
+            raise SettingError(name, value, "must be a whole number" if self.integer else "must be a number")
+        if not math.isfinite(value):
+            raise SettingError(name, value, "must be a finite number")
+        below = self.low is not None and (value < self.low or self.low_open and value == self.low)
+        above = self.high is not None and (value > self.high or self.high_open and value == self.high)
+        if below or above:
+            raise SettingError(name, value, self.describe())
+
+    def describe(self) -> str:
+        low, high = (None if b is None else show_value(float(b)) for b in (self.low, self.high))
+        if high is None:
+            if self.low_open:
+                return "must be a positive number" if self.low == 0 else f"must be more than {low}"
+            return f"must be {low} or more"
+        excluded = [bound for bound, out in ((low, self.low_open), (high, self.high_open)) if out]
+        if excluded:
+            return f"must be between {low} and {high}, {'both' if len(excluded) == 2 else excluded[0]} excluded"
+        return f"must be between {low} and {high}"
+
+
+def check_ranges(config, ranges: dict[str, Range]) -> None:
+    for name, allowed in ranges.items():
+        allowed.check(name, getattr(config, name))
+
+
+POSITIVE, NON_NEGATIVE = Range(0, low_open=True), Range(0)
+COUNT, AT_LEAST_ONE = Range(0, integer=True), Range(1, integer=True)
+FRACTION = Range(0, 1, high_open=True)  # [0, 1)
+LEVELS = ("semantic", "text", "instance")
 
 
 @dataclass
@@ -87,26 +152,35 @@ class MethodConfig:
     region_grid: int = 2  # regions per side
 
     def validate(self) -> None:
-        for name in ("text_tau", "instance_tau"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
-        for name in ("lambda_text", "lambda_u", "lambda_neg", "instance_warmup", "unlabeled_rampup",
-                     "lambda_balance", "lambda_decouple", "lambda_category", "lambda_consistency", "lambda_contrast",
-                     "leaf_agnostic_experts"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be 0 or more, not {getattr(self, name)}")
-        if len(self.weights) != 3 or any(w < 0 for w in self.weights):
-            raise ValueError(f"weights must be three numbers >= 0 (semantic, text, instance), not {self.weights}")
-        if not 0 < self.snl_gamma < 1:
-            raise ValueError(f"snl_gamma must lie in (0, 1), not {self.snl_gamma}")
-        if self.leaf_relevant_experts < 1:
-            raise ValueError(f"leaf_relevant_experts must be at least 1, not {self.leaf_relevant_experts}")
-        if not 0 < self.leaf_cumulative <= 1:
-            raise ValueError(f"leaf_cumulative must lie in (0, 1], not {self.leaf_cumulative}")
-        if self.region_dropout is not None and not 0 <= self.region_dropout < 1:
-            raise ValueError(f"region_dropout must lie in [0, 1), not {self.region_dropout}")
-        if self.region_grid < 1:
-            raise ValueError(f"region_grid must be at least 1, not {self.region_grid}")
+        """SettingError (a ValueError) naming the first setting out of its range."""
+        check_ranges(self, METHOD_RANGES)
+        if self.dta_floor > self.dta_ceiling:
+            raise SettingError("dta_floor", self.dta_floor, f"must not be above the ceiling ({self.dta_ceiling})")
+        self._check_weights()
+
+    def _check_weights(self) -> None:
+        if not isinstance(self.weights, (tuple, list)) or len(self.weights) != 3:
+            raise SettingError("weights", self.weights, "must be three numbers (semantic, text, instance)")
+        for level, weight in zip(LEVELS, self.weights):
+            try:
+                NON_NEGATIVE.check("weights", weight)
+            except SettingError as exc:
+                raise SettingError("weights", self.weights, f"the {level} weight {exc.problem}") from None
+        used = [(level, w) for level, w, on in zip(LEVELS, self.weights, self.levels_on()) if on]
+        if not used:
+            raise ValueError("no level is on: turn on at least one of semantic, text and instance")
+        if not any(w > 0 for _, w in used):
+            raise SettingError("weights", self.weights, f"the levels in use ({', '.join(l for l, _ in used)}) "
+                                                        f"need at least one positive weight")
+        # Until the instance level's warm-up ends only the other levels are fused (core/ssl/algorithms.py).
+        early = [(level, w) for level, w in used if level != "instance"]
+        if self.use_instance and self.instance_warmup > 0 and early and not any(w > 0 for _, w in early):
+            raise SettingError("weights", self.weights, f"the instance level joins after {self.instance_warmup} "
+                                                        f"warm-up steps; until then {' and '.join(l for l, _ in early)} "
+                                                        f"need a positive weight")
+
+    def levels_on(self) -> tuple[bool, bool, bool]:
+        return self.use_semantic, self.use_text, self.use_instance
 
     @classmethod
     def from_dict(cls, values: dict) -> "MethodConfig":
@@ -121,6 +195,21 @@ class MethodConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# Every numeric MethodConfig field but the weights (tests/test_train_validation.py checks none is missed).
+METHOD_RANGES: dict[str, Range] = {
+    "text_tau": POSITIVE, "instance_tau": POSITIVE,
+    "instance_top_k": AT_LEAST_ONE, "instance_warmup": COUNT, "unlabeled_rampup": COUNT,
+    "threshold": Range(0, 1, low_open=True),  # 0 would pass every pseudo-label
+    "dta_momentum": FRACTION, "dta_floor": Range(0, 1, low_open=True), "dta_ceiling": Range(0, 1, low_open=True),
+    "snl_gamma": Range(0, 1, low_open=True, high_open=True),
+    **{name: NON_NEGATIVE for name in ("lambda_text", "lambda_u", "lambda_neg", "lambda_balance", "lambda_decouple",
+                                       "lambda_category", "lambda_consistency", "lambda_contrast")},
+    "leaf_relevant_experts": AT_LEAST_ONE, "leaf_agnostic_experts": COUNT,
+    "leaf_cumulative": Range(0, 1, low_open=True),
+    "region_dropout": Range(0, 1, high_open=True, optional=True), "region_grid": AT_LEAST_ONE,
+}
 
 
 # -- DTA-SNL's feature-map modules (core/ssl/spatial.py): which a run uses -------------------------

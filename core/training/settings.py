@@ -1,11 +1,22 @@
 """Everything a training run is started with; stored with the run so it can be resumed."""
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields
 
 from core.encoders import check_spec
-from core.ssl.config import MethodConfig, SpatialOptions, algorithm_traits, spatial_options
+from core.ssl.config import (
+    AT_LEAST_ONE,
+    COUNT,
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    MethodConfig,
+    Range,
+    SpatialOptions,
+    algorithm_traits,
+    check_ranges,
+    spatial_options,
+)
 
 MODES = ("head", "finetune")
 PROJECTIONS = ("umap", "pca", "none")
@@ -28,19 +39,8 @@ class LoopConfig:
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
 
     def validate(self) -> None:
-        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if self.unlabeled_ratio < 0:
-            raise ValueError(f"unlabeled_ratio must be 0 or more, not {self.unlabeled_ratio}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, not {self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be 0 or more, not {self.weight_decay}")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must lie in [0, 1), not {self.ema_decay}")
-        if not 0 <= self.feature_dropout < 1:
-            raise ValueError(f"feature_dropout must lie in [0, 1), not {self.feature_dropout}")
+        """SettingError (a ValueError) naming the first setting out of its range."""
+        check_ranges(self, LOOP_RANGES)
 
     @classmethod
     def from_dict(cls, values: dict) -> "LoopConfig":
@@ -51,6 +51,18 @@ class LoopConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# Every numeric field (tests/test_train_validation.py checks none is missed).
+LOOP_RANGES: dict[str, Range] = {
+    **{name: AT_LEAST_ONE for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "log_every")},
+    "unlabeled_ratio": COUNT, "lr": POSITIVE, "weight_decay": NON_NEGATIVE, "ema_decay": FRACTION,
+    "seed": Range(0, 2**32 - 1, integer=True),  # numpy's and UMAP's seeds are 32-bit
+    "feature_dropout": FRACTION,
+}
+SETTINGS_RANGES: dict[str, Range] = {
+    "strong_views": Range(0, 16, integer=True), "loader_workers": Range(0, 64, integer=True),
+}
 
 
 @dataclass
@@ -73,10 +85,7 @@ class TrainSettings:
             raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         if self.projection not in PROJECTIONS:
             raise ValueError(f"unknown projection {self.projection!r}; choose one of {', '.join(PROJECTIONS)}")
-        if not 0 <= self.loader_workers <= 64:
-            raise ValueError(f"loader_workers must lie between 0 and 64, not {self.loader_workers}")
-        if not 0 <= self.strong_views <= 16:
-            raise ValueError(f"strong_views must lie between 0 and 16, not {self.strong_views}")
+        check_ranges(self, SETTINGS_RANGES)
         self.method.validate()
         self.loop.validate()
         self.spatial()  # fails now, not after feature extraction, if head mode is asked for maps

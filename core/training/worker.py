@@ -19,7 +19,8 @@ import torch
 from sqlalchemy import insert, select
 
 from core.classes import class_names
-from core.encoders.text import project_descriptions_path
+from core.encoders import EncoderError
+from core.encoders.text import load_descriptions, project_descriptions_path
 from core.ssl import distributed
 from core.store.models import (
     RUN_CANCELLED,
@@ -80,7 +81,6 @@ def train(project: Project, settings: TrainSettings, events: EventSink,
     if rank == 0:
         try:
             if resume is None:
-                settings.validate()
                 if settings.descriptions is None:
                     # The project's own descriptions (the studio's editor) come before the shipped
                     # ones; the run records which file it used, so a resume reads the same. The
@@ -88,6 +88,7 @@ def train(project: Project, settings: TrainSettings, events: EventSink,
                     own = project_descriptions_path(project.root)
                     if own.is_file():
                         settings.descriptions = own.relative_to(project.root).as_posix()
+                _check_settings(project, settings)
                 opened[:2] = _create_run(project, settings), settings.to_dict()
             else:
                 run_id, settings = _reopen_run(project, resume)
@@ -116,6 +117,16 @@ def train(project: Project, settings: TrainSettings, events: EventSink,
             _finish_run(project, run_id, RUN_FAILED, error=message + "\n" + traceback.format_exc(limit=8))
         events.emit("failed", run=run_id, error=message)
         return RunOutcome(run_id, RUN_FAILED, {})
+
+
+def _check_settings(project: Project, settings: TrainSettings) -> None:
+    """Every setting in range and the descriptions file readable, before a run row exists."""
+    try:
+        settings.validate()
+        if settings.descriptions is not None:
+            load_descriptions(project.resolve_path(settings.descriptions))
+    except (ValueError, EncoderError) as exc:
+        raise RunError(str(exc)) from None
 
 
 def _create_run(project: Project, settings: TrainSettings) -> int:
@@ -151,7 +162,12 @@ def _reopen_run(project: Project, run_id: int) -> tuple[int, TrainSettings]:
         checkpoint = project.resolve_path(run.checkpoint) if run.checkpoint else None
         if checkpoint is None or not checkpoint.is_file():
             raise RunError(f"run {run_id} has no checkpoint to resume from")
-        settings = TrainSettings.from_dict(run.config)
+        try:  # a run stored before its settings were checked this closely
+            settings = TrainSettings.from_dict(run.config)
+            settings.validate()
+        except ValueError as exc:
+            raise RunError(f"run {run_id} cannot be resumed: its settings are not valid ({exc}); "
+                           f"start a new run") from None
         run.status, run.pid, run.host, run.error, run.finished_at = (
             RUN_RUNNING, os.getpid(), socket.gethostname(), None, None)
     return run_id, settings
