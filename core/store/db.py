@@ -84,18 +84,27 @@ def _set_sqlite_read_only_pragmas(dbapi_connection, _record) -> None:
 
 def _sqlite_connector(path: Path, mode: str) -> Callable[[], sqlite3.Connection]:
     """Connects through a `file:` URI so that the open mode is SQLite's own: `rw` fails on a
-    missing file instead of creating an empty one, `ro` never writes."""
-    query = f"mode={mode}"
-    if mode == OPEN_READ_ONLY and not os.access(path.parent, os.W_OK):
-        # A WAL database needs its -shm file even to read; in a folder nobody may write to,
-        # SQLite can only read it as immutable (nothing can change it from here anyway).
-        query += "&immutable=1"
-    uri = f"file:{quote(str(path.absolute()))}?{query}"
+    missing file instead of creating an empty one."""
+    uri = f"file:{quote(str(path.absolute()))}?{_sqlite_uri_query(path, mode)}"
 
     def connect() -> sqlite3.Connection:
         return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
 
     return connect
+
+
+def _sqlite_uri_query(path: Path, mode: str) -> str:
+    if mode != OPEN_READ_ONLY:
+        return f"mode={mode}"
+    if os.access(path.parent, os.W_OK) and os.access(path, os.W_OK):
+        # Where it may, a reader opens read-write (query_only keeps it from writing) so that,
+        # like any WAL reader, it removes the -wal and -shm files when it closes.
+        return "mode=rw"
+    if not os.access(path.parent, os.W_OK):
+        # A WAL database needs its -shm file even to read; in a folder nobody may write to,
+        # SQLite can only read it as immutable (nothing can change it from here anyway).
+        return "mode=ro&immutable=1"
+    return "mode=ro"
 
 
 def make_engine(url: str, mode: str = OPEN_CREATE) -> Engine:
