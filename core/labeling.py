@@ -22,7 +22,7 @@ import getpass
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -42,7 +42,7 @@ from core.store.queries import RunNotFoundError, latest_finished_run_id, resolve
 
 MAX_ANNOTATOR_LENGTH = 64  # the width of the annotator columns
 EVAL_SPLITS = ("val", "test")  # faces that measure models: bulk steps leave them alone unless asked
-LOCK_ATTEMPTS = 5  # PostgreSQL: how often undo/redo look again when another writer took their step
+UNDO_LOCK_KEY = 0x46455255  # PostgreSQL advisory lock ("FERU"): one undo or redo at a time
 
 
 class LabelingError(ValueError):
@@ -237,7 +237,8 @@ def suggestion_for(project: Project, face_id: int, run_id: int | None = None) ->
 def undo(project: Project, annotator: str | None = None) -> LabelStep | None:
     """Take back the latest step not yet undone (only `annotator`'s steps if given)."""
     with project.write_session() as session:
-        rows = _locked_step(session, lambda: _latest_done_step(session, annotator), undone=False)
+        _one_undo_at_a_time(session)
+        rows = _latest_done_step(session, annotator)
         if not rows:
             return None
         now = utcnow()
@@ -259,7 +260,8 @@ def undo(project: Project, annotator: str | None = None) -> LabelStep | None:
 def redo(project: Project, annotator: str | None = None) -> LabelStep | None:
     """Re-apply the most recently undone step, unless a new correction came after its undo."""
     with project.write_session() as session:
-        rows = _locked_step(session, lambda: _latest_undone_step(session, annotator), undone=True)
+        _one_undo_at_a_time(session)
+        rows = _latest_undone_step(session, annotator)
         if not rows:
             return None
         labels = _locked_labels(session, [r.image_id for r in rows])
@@ -440,21 +442,12 @@ def _latest_undone_step(session: Session, annotator: str | None) -> list[Correct
         Correction.batch_id == last.batch_id, Correction.undone_at.is_not(None)).order_by(Correction.id)))
 
 
-def _locked_step(session: Session, find: Callable[[], list[Correction]], *, undone: bool) -> list[Correction]:
-    """The step `find` picks, its rows locked and still as undone (or not) as when it was picked.
-
-    SQLite: the write session already keeps other writers out, so the first pick stands.
-    PostgreSQL: another undo or redo may take the same step while this one waits for the rows'
-    lock; the locked rows are read afresh, and if the step moved on, the next one is picked."""
-    for _attempt in range(LOCK_ATTEMPTS):
-        rows = find()
-        if not rows:
-            return []
-        locked = session.scalars(select(Correction).where(Correction.id.in_([r.id for r in rows]))
-                                 .with_for_update().execution_options(populate_existing=True)).all()
-        if len(locked) == len(rows) and all((r.undone_at is not None) == undone for r in locked):
-            return rows
-    raise LabelingError("other annotators are undoing and redoing the same steps right now; try again")
+def _one_undo_at_a_time(session: Session) -> None:
+    """Undo and redo pick "the latest step": two at once would pick the same one. SQLite's write
+    session already lets one writer in at a time; PostgreSQL takes a transaction-level advisory
+    lock (label changes need no such turn-taking: they lock the face rows they change)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(UNDO_LOCK_KEY)))
 
 
 def _step(action: str, rows: Sequence[Correction], changes: list[FaceChange], skipped: list[int],

@@ -3,6 +3,7 @@ corrections log (each row's old label is the previous row's new label); bulk ste
 and already-labeled faces alone unless asked, and say what they left out (core and CLI)."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -19,22 +20,30 @@ from core.store.models import RUN_FINISHED, SOURCE_IMPORTED, Correction, Image, 
 REPO = Path(__file__).resolve().parents[1]
 WRITES_PER_PROCESS = 150
 
-# One annotator process: opens the project, says it is ready, waits for the start file (so both
-# begin together), then labels face 1 alternately with its two labels, one transaction per call
-# as in the studio.
-WRITER = """
-import sys, time
+# Each annotator process opens the project, says it is ready, waits for the start file (so all
+# begin together), then makes its changes, one transaction per call as in the studio.
+READY_THEN_START = """
+import json, sys, time
 from pathlib import Path
-from core.labeling import set_label
+from core import labeling
 from core.store.project import Project
 
-root, annotator, first, second, count, start = sys.argv[1:]
+root, name, start, *args = sys.argv[1:]
 with Project.open(root) as project:
-    Path(start + "." + annotator).touch()
+    Path(start + "." + name).touch()
     while not Path(start).exists():
         time.sleep(0.001)
+"""
+# Labels face 1 alternately with its two labels.
+WRITER = READY_THEN_START + """
+    first, second, count = args
     for i in range(int(count)):
-        set_label(project, 1, first if i % 2 == 0 else second, annotator)
+        labeling.set_label(project, 1, first if i % 2 == 0 else second, name)
+"""
+# Undoes `count` steps (anyone's) and prints how many faces they changed and skipped.
+UNDOER = READY_THEN_START + """
+    steps = [labeling.undo(project) for _ in range(int(args[0]))]
+    print(json.dumps([sum(len(s.changes) for s in steps), sum(len(s.skipped) for s in steps)]))
 """
 
 
@@ -51,6 +60,24 @@ def log_rows(project) -> list[tuple[int, str | None, str | None]]:
 
 
 # -- two writers -----------------------------------------------------------------------------------
+def run_together(project, tmp_path, script: str, args_by_name: dict[str, list[str]]) -> dict[str, str]:
+    """Run `script` in one process per name, started at the same moment; their outputs by name."""
+    start = tmp_path / "go"
+    processes = {name: subprocess.Popen([sys.executable, "-c", script, str(project.root), name, str(start), *args],
+                                        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for name, args in args_by_name.items()}
+    deadline = time.monotonic() + 60
+    while not all(Path(f"{start}.{name}").exists() for name in processes) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    start.touch()
+    outputs = {}
+    for name, process in processes.items():
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        outputs[name] = out
+    return outputs
+
+
 def stale_rows(rows, first_label: str | None) -> list[int]:
     """Indexes of rows whose old label is not what the previous row left (`first_label` before the
     first row)."""
@@ -62,23 +89,26 @@ def test_two_processes_labeling_one_face_keep_the_log_consistent(project, tmp_pa
     add_faces(project, {1: "train"})
     with project.session() as s:  # labeled already, so every write updates the one label row
         s.add(Label(image_id=1, label="neutral", source=SOURCE_IMPORTED))
-    start = tmp_path / "go"
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(project.root), annotator, first, second,
-                                 str(WRITES_PER_PROCESS), str(start)], cwd=REPO, stderr=subprocess.PIPE, text=True)
-               for annotator, first, second in (("ana", "fear", "anger"), ("ben", "happiness", "sadness"))]
-    deadline = time.monotonic() + 60
-    while not all(Path(f"{start}.{name}").exists() for name in ("ana", "ben")) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    start.touch()
-    for writer in writers:
-        _out, err = writer.communicate(timeout=120)
-        assert writer.returncode == 0, err
+    count = str(WRITES_PER_PROCESS)
+    run_together(project, tmp_path, WRITER, {"ana": ["fear", "anger", count], "ben": ["happiness", "sadness", count]})
     rows = log_rows(project)
     stale = stale_rows(rows, "neutral")
     assert len(rows) > WRITES_PER_PROCESS  # both wrote (a call repeating the current label logs nothing)
     assert stale == [], (f"{len(stale)} of {len(rows)} corrections recorded an old label that was not "
                          f"the face's label then (first at row {stale[0]}: {rows[stale[0]]}, "
                          f"after {rows[stale[0] - 1]})")
+
+
+def test_two_processes_undoing_at_once_take_back_each_step_once(project, tmp_path):
+    steps = 60
+    add_faces(project, {face: "train" for face in range(1, steps + 1)})
+    for face in range(1, steps + 1):
+        labeling.set_label(project, face, "fear", "ana")
+    outputs = run_together(project, tmp_path, UNDOER, {"ana": [str(steps // 2)], "ben": [str(steps // 2)]})
+    changed, skipped = (sum(counts) for counts in zip(*(json.loads(out) for out in outputs.values())))
+    assert (changed, skipped) == (steps, 0), (f"two undoers changed {changed} and skipped {skipped} faces of "
+                                              f"{steps} one-face steps: some step was undone twice")
+    assert labels(project) == {}
 
 
 def test_a_write_session_holds_the_write_lock_from_its_start_and_readers_still_read(project):
