@@ -6,9 +6,10 @@ accepts the run's suggestion; Space skips; Backspace/Delete clears the label; ar
 grid's own keys). With several faces selected (by hand, or everything the embedding map's lasso
 left in the grid), a number, Enter or Backspace changes them all as one undoable step; faces of
 val/test and faces already labeled are left out unless the annotator includes them (the question
-above BULK_CONFIRM_OVER faces, or the context menu; see app/bulk_scope.py). Every change is committed at once (one transaction
-in core.labeling) and announced with ProjectState.notify_labels_changed, so the grids, the
-detail panel, the counts and the status bar follow. Undo and redo come from the corrections log,
+above BULK_CONFIRM_OVER faces, or the context menu; see app/bulk_scope.py). Every change is
+committed at once (one transaction in core.labeling) and announced with
+ProjectState.notify_labels_changed, so the grids, the detail panel, the counts and the status bar
+follow. Undo and redo come from the corrections log,
 so they work after a restart too.
 """
 from __future__ import annotations

@@ -9,8 +9,8 @@ As in an editor, a new correction empties the redo stack: only steps undone afte
 correction can be redone. Nothing lives in memory, so undo and redo survive a restart and work
 the same from the studio, the command line, or two processes at once: every change reads the
 current labels inside the transaction that writes them, which holds the write lock from its start
-(`Project.write_session`; PostgreSQL: the face rows are locked), so a correction never records an
-old label that another writer had already replaced.
+(`Project.write_session`; PostgreSQL: the face rows are locked and undo/redo take turns), so a
+correction never records an old label that another writer had already replaced.
 
 Bulk steps (several faces at once) leave faces of the val/test splits, and faces that already
 have a label, as they are unless the caller includes them; the step's `left_out` says which.
@@ -194,13 +194,13 @@ def bulk_label(project: Project, face_ids: Iterable[int], label: str, annotator:
     the step's `left_out` lists them. None if nothing changed and nothing was left out."""
     canonical = resolve_label(label)
     return _change(project, [_Edit(f, canonical, None, run_id) for f in _unique(face_ids)],
-                   annotator, batch=True, guard=_Guard(not include_labeled, not include_val_test))
+                   annotator, batch=True, guard=_Guard(labeled=not include_labeled, val_test=not include_val_test))
 
 
 def accept_suggestion(project: Project, face_id: int, annotator: str,
                       run_id: int | None = None) -> LabelStep | None:
     """Take the run's prediction (default: the latest finished run) as the face's label."""
-    return _accept(project, [int(face_id)], annotator, run_id, _Guard(labeled=False, val_test=False))
+    return _accept(project, [int(face_id)], annotator, run_id, _NO_GUARD)
 
 
 def accept_suggestions(project: Project, face_ids: Iterable[int], annotator: str,
@@ -209,7 +209,7 @@ def accept_suggestions(project: Project, face_ids: Iterable[int], annotator: str
     """Accept each face's own prediction as one undoable step; faces that already have a label
     and faces of val/test stay as they are unless included (see bulk_label)."""
     return _accept(project, _unique(face_ids), annotator, run_id,
-                   _Guard(not include_labeled, not include_val_test))
+                   _Guard(labeled=not include_labeled, val_test=not include_val_test))
 
 
 def selection_summary(project: Project, face_ids: Iterable[int]) -> SelectionSummary:
@@ -324,8 +324,11 @@ class _Guard:
         return kept, LeftOut(tuple(labeled), tuple(val_test))
 
 
+_NO_GUARD = _Guard(labeled=False, val_test=False)  # one face: changed as asked
+
+
 def _change(project: Project, edits: list[_Edit], annotator: str, *, batch: bool,
-            guard: _Guard = _Guard(labeled=False, val_test=False)) -> LabelStep | None:
+            guard: _Guard = _NO_GUARD) -> LabelStep | None:
     with project.write_session() as session:
         for run_id in {e.run_id for e in edits if e.run_id is not None}:
             _resolve_run(session, run_id)
@@ -501,8 +504,8 @@ def _unique(face_ids: Iterable[int]) -> list[int]:
 
 
 def _counts_text(labeled: int, val_test: int) -> str:
-    parts = ([f"{labeled:,} already labeled"] if labeled else []) + ([f"{val_test:,} in val/test"] if val_test else [])
-    return ", ".join(parts)
+    parts = [f"{labeled:,} already labeled"] if labeled else []
+    return ", ".join(parts + ([f"{val_test:,} in val/test"] if val_test else []))
 
 
 def _id_list(ids: list[int]) -> str:
