@@ -209,16 +209,19 @@ def test_migration_to_schema_2_adds_the_old_row_columns_and_keeps_the_log(projec
         s.add(Correction(image_id=1, annotator="ana", old_label="fear", new_label="anger"))
     root = project.root
     project.close()
-    # Turn the database back into a schema-1 one: the columns schema 2 added are gone.
+    # Turn the database back into a schema-1 one: the columns schemas 2 and 3 added are gone.
     import sqlite3
 
+    from tests.schema_history import runs_table_before_schema_3
+
+    runs_table_before_schema_3(root / "project.db")
     with sqlite3.connect(root / "project.db") as conn:
         for column in ("old_source", "old_annotator", "old_updated_at"):
             conn.execute(f"ALTER TABLE corrections DROP COLUMN {column}")
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     with Project.open(root) as migrated:
         with migrated.engine.connect() as conn:
-            assert store_db.read_schema_version(conn) == store_db.SCHEMA_VERSION == 2
+            assert store_db.read_schema_version(conn) == store_db.SCHEMA_VERSION
             columns = {row[1] for row in conn.execute(text("PRAGMA table_info(corrections)"))}
         assert {"old_source", "old_annotator", "old_updated_at"} <= columns
         # A row logged before schema 2 still undoes: with no earlier correction, the old label

@@ -161,6 +161,40 @@ def test_migration_path_upgrades_an_old_database_and_keeps_its_rows(project, mon
         assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(current)
 
 
+def test_migration_to_schema_3_keeps_runs_as_trained_runs_without_parents(project):
+    from tests.schema_history import runs_table_before_schema_3
+
+    with project.session() as s:
+        face = _add_face(s, 7)
+        run = Run(algorithm="sitfer", encoder="tiny", status="finished")
+        s.add(run)
+        s.flush()
+        s.add(RunLabel(run_id=run.id, image_id=face.id, label="fear"))
+        s.add(Prediction(run_id=run.id, image_id=face.id, p_fused=[1.0], pseudo_label="fear", confidence=1.0))
+    root = project.root
+    project.close()
+    runs_table_before_schema_3(root / "project.db")
+    with sqlite3.connect(root / "project.db") as conn:
+        assert "parent_run_id" not in {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+
+    with Project.open(root) as migrated:
+        with migrated.engine.connect() as conn:
+            assert store_db.read_schema_version(conn) == 3
+        with migrated.session() as s:
+            old = s.scalars(select(Run)).one()
+            assert (old.kind, old.parent_run_id, old.predictions_pruned_at) == ("train", None, None)
+            assert s.scalars(select(Prediction.pseudo_label)).all() == ["fear"]
+            refit = Run(algorithm="sitfer", encoder="tiny", kind="refit", parent_run_id=old.id)
+            s.add(refit)
+            s.flush()
+            refit_id = refit.id
+        with migrated.session() as s:  # the parent's foreign key works on the migrated table
+            s.delete(s.get(Run, old.id))
+        with migrated.session() as s:
+            assert s.get(Run, refit_id).parent_run_id is None
+    assert len(list(root.glob("project.db.v2-*.bak"))) == 1
+
+
 def test_missing_migration_step_is_an_error(project, monkeypatch):
     root = project.root
     project.close()

@@ -20,7 +20,7 @@ from sqlalchemy.types import TypeEngine
 
 from core.store.models import Base, Meta
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 15_000
 
 # How make_engine opens a database: create it if missing, open an existing one only (opening
@@ -56,11 +56,20 @@ def _add_columns(table: str, columns: dict[str, TypeEngine]) -> Callable[[Connec
     return apply
 
 
+def _add_run_lineage(conn: Connection) -> None:
+    """Schema 3: a run's kind (every earlier run was trained), the run a refit started from,
+    and when a superseded refit's per-face results were pruned."""
+    conn.exec_driver_sql("ALTER TABLE runs ADD COLUMN kind VARCHAR(16) DEFAULT 'train' NOT NULL")
+    conn.exec_driver_sql("ALTER TABLE runs ADD COLUMN parent_run_id INTEGER REFERENCES runs (id) ON DELETE SET NULL")
+    _add_columns("runs", {"predictions_pruned_at": DateTime()})(conn)
+
+
 # Append a Migration here whenever SCHEMA_VERSION goes up; never edit a released one.
 MIGRATIONS: list[Migration] = [
     Migration(2, "corrections keep the label row they replaced, for exact undo",
               _add_columns("corrections", {"old_source": String(16), "old_annotator": String(64),
                                            "old_updated_at": DateTime()})),
+    Migration(3, "runs record their kind, a refit's parent run, and pruned predictions", _add_run_lineage),
 ]
 
 

@@ -65,6 +65,9 @@ SPLITS = ("train", "val", "test")
 RUN_QUEUED, RUN_RUNNING, RUN_FINISHED, RUN_FAILED, RUN_CANCELLED = (
     "queued", "running", "finished", "failed", "cancelled")
 
+# Run kinds: trained by a user (`train`, the studio's Start) or refitted from a parent run.
+RUN_KIND_TRAIN, RUN_KIND_REFIT = "train", "refit"
+
 
 class Meta(Base):
     """Key/value facts about the database itself (schema version, creation time)."""
@@ -176,7 +179,9 @@ class Correction(Base):
 
 
 class Run(Base):
-    """A training run: what it ran with, where, and how it ended."""
+    """A training run: what it ran with, where, and how it ended. A refit (schema 3) names the
+    run it was warm-started from; once superseded, its per-face results may be pruned
+    (`predictions_pruned_at`) while the row, its labeled set and its metrics stay."""
 
     __tablename__ = "runs"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -193,6 +198,9 @@ class Run(Base):
     finished_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
     checkpoint: Mapped[Optional[str]] = mapped_column(Text)
     error: Mapped[Optional[str]] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16), default=RUN_KIND_TRAIN, server_default=RUN_KIND_TRAIN)
+    parent_run_id: Mapped[Optional[int]] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    predictions_pruned_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
 
 
 class RunLabel(Base):

@@ -1,0 +1,32 @@
+"""Earlier schemas, frozen, for migration tests: a database made by today's code is turned back
+into what an earlier version of the studio wrote."""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+# The runs table as schemas 1 and 2 created it (schema 3 added kind, parent_run_id and
+# predictions_pruned_at).
+RUNS_BEFORE_SCHEMA_3 = """CREATE TABLE runs (
+    id INTEGER NOT NULL, algorithm VARCHAR(32) NOT NULL, encoder VARCHAR(128) NOT NULL,
+    mode VARCHAR(16) NOT NULL, config JSON NOT NULL, status VARCHAR(16) NOT NULL, device VARCHAR(32),
+    pid INTEGER, host VARCHAR(128), created_at DATETIME NOT NULL, started_at DATETIME,
+    finished_at DATETIME, checkpoint TEXT, error TEXT, PRIMARY KEY (id))"""
+RUNS_COLUMNS_BEFORE_SCHEMA_3 = ("id, algorithm, encoder, mode, config, status, device, pid, host, created_at, "
+                                "started_at, finished_at, checkpoint, error")
+
+
+def runs_table_before_schema_3(database: Path) -> None:
+    """Rebuild `runs` without schema 3's columns (SQLite cannot drop a column that a foreign
+    key names), keeping its rows."""
+    conn = sqlite3.connect(database)
+    try:
+        conn.execute("PRAGMA foreign_keys=OFF")  # other tables keep pointing at runs by name
+        with conn:
+            conn.execute(RUNS_BEFORE_SCHEMA_3.replace("CREATE TABLE runs", "CREATE TABLE runs_old"))
+            conn.execute(f"INSERT INTO runs_old SELECT {RUNS_COLUMNS_BEFORE_SCHEMA_3} FROM runs")
+            conn.execute("DROP TABLE runs")
+            conn.execute("ALTER TABLE runs_old RENAME TO runs")
+            conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    finally:
+        conn.close()
