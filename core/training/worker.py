@@ -26,6 +26,7 @@ from core.store.models import (
     RUN_CANCELLED,
     RUN_FAILED,
     RUN_FINISHED,
+    RUN_KIND_TRAIN,
     RUN_RUNNING,
     Run,
     RunLabel,
@@ -129,12 +130,14 @@ def _check_settings(project: Project, settings: TrainSettings) -> None:
         raise RunError(str(exc)) from None
 
 
-def _create_run(project: Project, settings: TrainSettings) -> int:
+def _create_run(project: Project, settings: TrainSettings, *, kind: str = RUN_KIND_TRAIN,
+                parent_run_id: int | None = None) -> int:
+    """A running run row with the current labeled set of the train split (its RunLabel rows)."""
     device = choose_device(settings.device)
     with project.session() as session:
         run = Run(algorithm=settings.algorithm, encoder=settings.encoder, mode=settings.mode,
                   config=settings.to_dict(), status=RUN_RUNNING, device=str(device), pid=os.getpid(),
-                  host=socket.gethostname(), started_at=utcnow())
+                  host=socket.gethostname(), started_at=utcnow(), kind=kind, parent_run_id=parent_run_id)
         session.add(run)
         session.flush()
         run.checkpoint = str(project.store_path(project.cache_dir("checkpoints") / f"run_{run.id}.pt"))
@@ -248,18 +251,36 @@ def _execute(project: Project, run_id: int, settings: TrainSettings, events: Eve
         return RunOutcome(run_id, RUN_CANCELLED, {})
 
     events.emit("info", message="writing predictions")
+    rows, preds = write_run_predictions(project, run_id, faces, prepared)
+    write_projections(project, run_id, faces.ids[rows], preds.embedding, settings, events)
+    final = finish_with_metrics(project, run_id, faces, rows, preds, trainer.step)
+    events.emit("finished", run=run_id, metrics=final, message=finished_message(run_id, final))
+    return RunOutcome(run_id, RUN_FINISHED, final)
+
+
+def write_run_predictions(project: Project, run_id: int, faces: FaceTable,
+                          prepared: PreparedRun) -> tuple[np.ndarray, Predictions]:
+    """Predict every usable face (each train face leaving its own bank slot out) and store the
+    predictions and embeddings; returns the rows predicted and the predictions."""
     rows = np.flatnonzero(prepared.usable)
     row_slot = np.full(len(faces), -1, dtype=np.int64)
-    row_slot[train_rows] = np.arange(len(train_rows))
+    row_slot[prepared.train_rows] = np.arange(len(prepared.train_rows))
     preds = prepared.predict_all(rows, row_slot)
     write_predictions(project, run_id, faces.ids[rows], preds)
-    write_projections(project, run_id, faces.ids[rows], preds.embedding, settings, events)
+    return rows, preds
+
+
+def finish_with_metrics(project: Project, run_id: int, faces: FaceTable, rows: np.ndarray, preds: Predictions,
+                        step: int) -> dict:
+    """The final val/test metrics written at `step`, and the run marked finished."""
     final = final_metrics(faces, rows, preds)
-    write_metrics(project, run_id, trainer.step, {k: v for k, v in final.items() if isinstance(v, float)})
+    write_metrics(project, run_id, step, {k: v for k, v in final.items() if isinstance(v, float)})
     _finish_run(project, run_id, RUN_FINISHED)
-    events.emit("finished", run=run_id, metrics=final,
-                message=f"run {run_id} finished: " + ", ".join(f"{k} {v:.3f}" for k, v in final.items()))
-    return RunOutcome(run_id, RUN_FINISHED, final)
+    return final
+
+
+def finished_message(run_id: int, final: dict) -> str:
+    return f"run {run_id} finished: " + ", ".join(f"{k} {v:.3f}" for k, v in final.items())
 
 
 def _check_train(train_labels: np.ndarray) -> None:
@@ -277,6 +298,15 @@ def _prepare_head(faces, train_labels, encoder, class_text, settings, device, ho
     features, broken = cache.load(
         faces, progress=lambda done, total: events.emit("progress", phase="features", step=done, total=total),
         should_stop=should_stop)
+    return prepare_head_from_features(faces, features, broken, train_labels, class_text, settings, device, hooks,
+                                      metrics_hook, events)
+
+
+def prepare_head_from_features(faces: FaceTable, features: np.ndarray, broken: list[int], train_labels: np.ndarray,
+                               class_text: torch.Tensor, settings: TrainSettings, device: torch.device,
+                               hooks: list, metrics_hook: MetricsHook | None, events: EventSink) -> PreparedRun:
+    """A head-mode run over features already in memory (`broken`: rows whose image could not be
+    read): the trainer, with validation on the val faces when `metrics_hook` is given."""
     usable = np.ones(len(faces), dtype=bool)
     usable[broken] = False
     if broken:
