@@ -80,12 +80,17 @@ def write_projections(project: Project, run_id: int, face_ids: np.ndarray, embed
     for method in methods:
         events.emit("info", message=f"computing the {method.upper()} map")
         coords = project_2d(embeddings, method, seed=settings.loop.seed)
-        with project.session() as session:
-            session.execute(delete(Projection).where(Projection.run_id == run_id, Projection.method == method))
-            session.execute(insert(Projection), [
-                {"run_id": run_id, "image_id": int(i), "method": method, "x": float(x), "y": float(y)}
-                for i, (x, y) in zip(face_ids, coords)])
+        store_projection(project, run_id, face_ids, method, coords)
         # The predictions are written by now: the studio can show this map (PCA: a preview
         # while UMAP is computed) before the run ends.
         events.emit("map", run=run_id, method=method, final=method == methods[-1],
                     message=f"the {method.upper()} map is written")
+
+
+def store_projection(project: Project, run_id: int, face_ids: np.ndarray, method: str, coords: np.ndarray) -> None:
+    """A run's 2-D map of one method, replacing any earlier one."""
+    with project.session() as session:
+        session.execute(delete(Projection).where(Projection.run_id == run_id, Projection.method == method))
+        session.execute(insert(Projection), [
+            {"run_id": run_id, "image_id": int(i), "method": method, "x": float(x), "y": float(y)}
+            for i, (x, y) in zip(face_ids, coords)])
