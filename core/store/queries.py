@@ -18,6 +18,7 @@ from core.store.models import (
     Label,
     Run,
 )
+from core.store.runs import pruned_run_message
 
 
 def project_stats(session: Session) -> dict:
@@ -108,8 +109,12 @@ def resolve_run_id(session: Session, run_id: int | None) -> int:
         if run_id is None:
             raise RunNotFoundError("no finished run in this project yet; train one with: "
                                    "python main.py train PROJECT")
-    elif session.get(Run, run_id) is None:
-        raise RunNotFoundError(f"there is no run {run_id} in this project")
+    else:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise RunNotFoundError(f"there is no run {run_id} in this project")
+        if run.predictions_pruned_at is not None:
+            raise RunNotFoundError(pruned_run_message(run))
     return run_id
 
 

@@ -1,4 +1,4 @@
-"""Run bookkeeping that every process needs: marking runs whose worker died."""
+"""Run bookkeeping that every process needs: marking runs whose worker died, saying a run was pruned."""
 from __future__ import annotations
 
 import os
@@ -48,3 +48,10 @@ def settle_cancelled_run(session: Session, run_id: int) -> bool:
     run.error = (f"stopped by force after it did not stop in time; resume it from its last checkpoint with: "
                  f"python main.py train PROJECT --resume {run.id}")
     return True
+
+
+def pruned_run_message(run: Run) -> str:
+    """What to say when a pruned refit's per-face results are asked for (core/training/pruning.py)."""
+    when = run.predictions_pruned_at.strftime("%Y-%m-%d %H:%M UTC") if run.predictions_pruned_at else "earlier"
+    return (f"run {run.id} is a superseded refit: its per-face predictions were pruned ({when}) to keep the "
+            f"project small; its labeled set and metrics are kept. Use a newer run (`runs` lists them)")

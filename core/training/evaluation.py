@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 from core.classes import class_names
 from core.store.models import RUN_FINISHED, STATUS_ACTIVE, Image, Label, Metric, Prediction, Run
 from core.store.project import Project
+from core.store.runs import pruned_run_message
 from core.training.metrics import classification_report
 
 
@@ -24,6 +25,8 @@ def evaluate_run(project: Project, run_id: int | None, split: str) -> dict:
         run = session.get(Run, run_id)
         if run is None:
             raise EvaluationError(f"there is no run {run_id} in this project")
+        if run.predictions_pruned_at is not None:
+            raise EvaluationError(pruned_run_message(run))
         rows = session.execute(
             select(Label.label, Prediction.p_semantic, Prediction.p_fused)
             .join(Prediction, Prediction.image_id == Label.image_id)
@@ -40,14 +43,16 @@ def evaluate_run(project: Project, run_id: int | None, split: str) -> dict:
 
 
 def list_runs(project: Project) -> list[dict]:
+    """Every run, oldest first: a refit names its parent, a pruned refit when it was pruned."""
     with project.session() as session:
         runs = session.scalars(select(Run).order_by(Run.id)).all()
         latest: dict[int, dict[str, float]] = {}
         for run_id, name, value in session.execute(
                 select(Metric.run_id, Metric.name, Metric.value).order_by(Metric.run_id, Metric.step, Metric.id)):
             latest.setdefault(run_id, {})[name] = value
-    return [{"id": r.id, "algorithm": r.algorithm, "encoder": r.encoder, "mode": r.mode, "status": r.status,
-             "device": r.device, "created_at": r.created_at.isoformat(),
+    return [{"id": r.id, "kind": r.kind, "parent": r.parent_run_id, "algorithm": r.algorithm, "encoder": r.encoder,
+             "mode": r.mode, "status": r.status, "device": r.device, "created_at": r.created_at.isoformat(),
              "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+             "pruned_at": r.predictions_pruned_at.isoformat() if r.predictions_pruned_at else None,
              "error": r.error.splitlines()[0] if r.error else None, "metrics": latest.get(r.id, {})}
             for r in runs]

@@ -1,0 +1,397 @@
+"""Live refit: a finished head-mode run's head, warm-started from its checkpoint and trained a
+short schedule on the cached features with today's labels, written back as a new run.
+
+A refit is a run like any other (kind "refit", `parent_run_id` its parent, the labeled set it
+trained on in `run_labels`, predictions, embeddings, metrics, its own checkpoint), so `runs`,
+`evaluate`, provenance and the review queue work on it unchanged, and a refit of a refit chains.
+What it continues from the parent: the head and its EMA teacher, the optimiser's moments, the
+class thresholds, the memory bank (slot by face; faces labeled or relabeled since get their
+label and the teacher's embedding) and the step count, so warm-ups stay behind it. Its learning
+rate restarts at a fraction of the run's and decays over the refit's own steps. Its map is not
+computed from scratch: faces are placed in the layout of the run whose map was (placement.py).
+Superseded refits lose their per-face results afterwards (pruning.py).
+
+Only head mode is refitted: a fine-tune run changed its encoder, so cached features no longer
+describe its faces; such a parent is refused with a message saying so.
+
+`RefitMemory` is what a long-lived process keeps between refits (the encoder, class text
+embeddings, the feature array, the layout); a cold call builds one and drops it.
+"""
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from sqlalchemy import func, select
+
+from core.classes import class_names
+from core.store.models import (
+    RUN_CANCELLED,
+    RUN_FAILED,
+    RUN_FINISHED,
+    RUN_KIND_REFIT,
+    Embedding,
+    Projection,
+    Run,
+    RunLabel,
+)
+from core.store.project import Project
+from core.training import placement
+from core.training.checkpoints import CheckpointError, load_checkpoint
+from core.training.data import FaceTable, load_face_table
+from core.training.events import EventSink
+from core.training.features import FeatureCache
+from core.training.hooks import CheckpointHook, MetricsHook, StopHook
+from core.training.loop import Hook, Trainer
+from core.training.pruning import KEEP_REFITS, prune_refits
+from core.training.results import store_projection
+from core.training.settings import TrainSettings
+from core.training.worker import (
+    RunError,
+    RunOutcome,
+    _create_run,
+    _finish_run,
+    _run_labels,
+    choose_device,
+    finish_with_metrics,
+    finished_message,
+    prepare_head_from_features,
+    write_run_predictions,
+)
+
+# The refit's schedule (docs/benchmarks.md, "Live refit", shows how these were chosen).
+REFIT_LABELED_PASSES = 10  # passes over the labeled faces
+REFIT_MIN_STEPS, REFIT_MAX_STEPS = 40, 200
+REFIT_LR_SCALE = 0.5  # of the run's learning rate, decayed to a tenth over the refit
+
+
+def refit_steps(labeled: int, batch_size: int) -> int:
+    """The default number of steps for a refit over `labeled` labeled train faces."""
+    needed = math.ceil(REFIT_LABELED_PASSES * labeled / max(batch_size, 1) / 10) * 10
+    return int(min(REFIT_MAX_STEPS, max(REFIT_MIN_STEPS, needed)))
+
+
+@dataclass
+class RefitMemory:
+    """What a warm process keeps between refits, each part checked against what the next refit
+    needs and reloaded when it changed (another encoder, other descriptions, other faces)."""
+
+    encoder_spec: str | None = None
+    encoder: object | None = None
+    device: torch.device | None = None
+    class_text: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
+    features_key: tuple | None = None
+    features: np.ndarray | None = None
+    broken: list[int] = field(default_factory=list)
+    layout: placement.Layout | None = None
+
+    def encoder_for(self, spec: str, device: torch.device, events: EventSink):
+        if self.encoder is None or (self.encoder_spec, self.device) != (spec, device):
+            from core.encoders import get_encoder  # deferred: loading encoders is heavy
+
+            _phase(events, "encoder", f"loading the {spec} encoder")
+            self.encoder, self.encoder_spec, self.device = get_encoder(spec, device=device), spec, device
+            self.features_key = self.features = None
+            events.emit("info", message=f"encoder: {self.encoder.describe()}")
+        else:
+            _phase(events, "encoder", f"the {spec} encoder is loaded already")
+        return self.encoder
+
+    def class_text_for(self, project: Project, settings: TrainSettings) -> torch.Tensor:
+        from core.encoders.text import class_text_embeddings, descriptions_digest, load_descriptions
+
+        descriptions = load_descriptions(project.resolve_path(settings.descriptions) if settings.descriptions else None)
+        key = (settings.encoder, descriptions_digest(descriptions))
+        if key not in self.class_text:
+            self.class_text = {key: class_text_embeddings(self.encoder, descriptions, project.cache_dir("features"))}
+        return self.class_text[key]
+
+    def features_for(self, project: Project, faces: FaceTable, settings: TrainSettings, events: EventSink,
+                     should_stop: Callable[[], bool]) -> tuple[np.ndarray, list[int]]:
+        key = (settings.encoder, settings.strong_views, str(project.root), faces.ids.tobytes())
+        if self.features_key != key:
+            _phase(events, "features", f"reading the cached features of {len(faces)} faces")
+            cache = FeatureCache(project.cache_dir("features"), self.encoder, settings.strong_views, seed=0)
+            self.features, self.broken = cache.load(
+                faces, progress=lambda done, total: events.emit("progress", phase="features", step=done, total=total),
+                should_stop=should_stop)
+            self.features_key = key
+        else:
+            _phase(events, "features", f"the features of {len(faces)} faces are in memory")
+        return self.features, self.broken
+
+    def layout_for(self, project: Project, run_id: int) -> placement.Layout | None:
+        """The map of `run_id` with the embeddings it was computed from (None: it has none)."""
+        if self.layout is None or self.layout.run_id != run_id:
+            self.layout = _read_layout(project, run_id)
+        return self.layout
+
+
+@dataclass
+class Parent:
+    id: int
+    settings: TrainSettings
+    checkpoint: str
+    labels: dict[int, str]  # its labeled set: face id -> class name
+    layout_run: int  # the run whose map a refit is placed in
+
+
+def refit(project: Project, parent_run_id: int | None, events: EventSink, *, memory: RefitMemory | None = None,
+          should_stop: Callable[[], bool] = lambda: False, steps: int | None = None,
+          keep_refits: int = KEEP_REFITS) -> RunOutcome:
+    """One refit of `parent_run_id` (None: the newest finished run) with the current labels, as
+    a new run. `steps`: None for `refit_steps` of the labeled set. Raises RunError when it cannot
+    start (no such run, not finished, fine-tune mode, no checkpoint); a failure once the run
+    exists marks it failed and the outcome says so, like `train`."""
+    memory = memory if memory is not None else RefitMemory()
+    started = time.perf_counter()
+    _phase(events, "starting", "starting a refit")
+    parent = _resolve_parent(project, parent_run_id)
+    labeled = _count_labeled(project)
+    steps = refit_steps(labeled, parent.settings.loop.batch_size) if steps is None else steps
+    if steps < 0:
+        raise RunError(f"a refit needs 0 or more steps, not {steps}")
+    settings = TrainSettings.from_dict(parent.settings.to_dict())
+    settings.loop.steps = steps  # the refit's own; its trainer continues from the parent's step
+    run_id = _create_run(project, settings, kind=RUN_KIND_REFIT, parent_run_id=parent.id)
+    events.emit("started", run=run_id, parent=parent.id, algorithm=settings.algorithm, encoder=settings.encoder,
+                mode=settings.mode, steps=steps,
+                message=f"run {run_id}: refit of run {parent.id} ({settings.algorithm} on {settings.encoder}, "
+                        f"{steps} steps, {labeled} labeled faces)")
+    try:
+        return _execute_refit(project, run_id, parent, settings, events, memory, should_stop, keep_refits, started)
+    except InterruptedError:
+        return _cancelled(project, run_id, events)
+    except Exception as exc:  # the run fails; the project and the caller carry on
+        message = f"{type(exc).__name__}: {exc}"
+        _finish_run(project, run_id, RUN_FAILED, error=message + "\n" + traceback.format_exc(limit=8))
+        events.emit("failed", run=run_id, error=message)
+        return RunOutcome(run_id, RUN_FAILED, {})
+
+
+def _phase(events: EventSink, phase: str, message: str) -> None:
+    events.emit("phase", phase=phase, message=message)
+
+
+def _cancelled(project: Project, run_id: int, events: EventSink) -> RunOutcome:
+    _finish_run(project, run_id, RUN_CANCELLED)
+    events.emit("cancelled", run=run_id, message=f"refit {run_id} cancelled (a refit is not resumed: "
+                                                 f"the next one starts from the same parent)")
+    return RunOutcome(run_id, RUN_CANCELLED, {})
+
+
+def _resolve_parent(project: Project, run_id: int | None) -> Parent:
+    with project.session() as session:
+        if run_id is None:
+            run_id = session.scalar(select(func.max(Run.id)).where(Run.status == RUN_FINISHED))
+            if run_id is None:
+                raise RunError("there is no finished run to refit; train one first: python main.py train PROJECT")
+        run = session.get(Run, run_id)
+        if run is None:
+            raise RunError(f"there is no run {run_id} in this project")
+        if run.status != RUN_FINISHED:
+            raise RunError(f"run {run_id} is {run.status}, not finished; only a finished run can be refitted")
+        if run.mode != "head":
+            raise RunError(f"run {run_id} was trained in fine-tune mode ({run.mode}); a refit trains a head on cached "
+                           f"features, which no longer describe a fine-tuned encoder's faces: refit a head-mode run "
+                           f"or train a new run")
+        if run.predictions_pruned_at is not None or not run.checkpoint:
+            raise RunError(f"run {run_id} is a superseded refit whose results and checkpoint were pruned; "
+                           f"refit a newer run (the default: the newest finished run)")
+        checkpoint = project.resolve_path(run.checkpoint)
+        if not checkpoint.is_file():
+            raise RunError(f"run {run_id} has no checkpoint at {checkpoint} to start a refit from")
+        try:
+            settings = TrainSettings.from_dict(run.config)
+        except (TypeError, ValueError) as exc:
+            raise RunError(f"run {run_id}'s recorded settings cannot be read ({exc}); train a new run") from None
+        labels = dict(session.execute(select(RunLabel.image_id, RunLabel.label).where(RunLabel.run_id == run_id)).all())
+        return Parent(run_id, settings, str(checkpoint), labels, _layout_run(session, run))
+
+
+def _layout_run(session, run: Run) -> int:
+    """The nearest ancestor (or the run itself) whose map was computed rather than placed: the
+    layout every refit of its line is placed in."""
+    seen = set()
+    while run.kind == RUN_KIND_REFIT and run.parent_run_id is not None and run.id not in seen:
+        seen.add(run.id)
+        parent = session.get(Run, run.parent_run_id)
+        if parent is None:
+            break
+        run = parent
+    return run.id
+
+
+def _count_labeled(project: Project) -> int:
+    with project.session() as session:
+        return len(load_face_table(project, session).where(split="train", labeled=True))
+
+
+class _RefitProgress(Hook):
+    """Progress over the refit's own steps (the trainer counts on from the parent's)."""
+
+    priority = 10
+
+    def __init__(self, events: EventSink, start: int, steps: int, min_interval: float = 0.5):
+        self.events, self.start, self.steps, self.min_interval = events, start, steps, min_interval
+        self.began = self.last = 0.0
+
+    def before_run(self, trainer: Trainer) -> None:
+        self.began = time.perf_counter()
+
+    def after_step(self, trainer: Trainer, result) -> None:
+        now, done = time.perf_counter(), trainer.step - self.start
+        if now - self.last < self.min_interval and done < self.steps:
+            return
+        self.last = now
+        eta = (now - self.began) / done * (self.steps - done) if done else None
+        self.events.emit("progress", phase="train", step=done, total=self.steps,
+                         eta_s=round(eta, 1) if eta is not None else None)
+
+
+def _execute_refit(project: Project, run_id: int, parent: Parent, settings: TrainSettings, events: EventSink,
+                   memory: RefitMemory, should_stop: Callable[[], bool], keep_refits: int,
+                   started: float) -> RunOutcome:
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 3)
+        clock = now
+
+    device = choose_device(settings.device)
+    state = load_checkpoint(parent.checkpoint, map_location=device)
+    memory.encoder_for(settings.encoder, device, events)
+    class_text = memory.class_text_for(project, settings)
+    with project.session() as session:
+        faces = load_face_table(project, session)
+    train_labels = _run_labels(project, run_id, faces)
+    lap("load")
+    features, broken = memory.features_for(project, faces, settings, events, should_stop)
+    lap("features")
+
+    _phase(events, "training", f"refitting the head for {settings.loop.steps} steps")
+    start_step = int(state["step"])
+    loop_settings = TrainSettings.from_dict(settings.to_dict())
+    loop_settings.loop.steps = start_step + settings.loop.steps
+    metrics_hook = MetricsHook(project, run_id, events)
+    hooks = [StopHook(should_stop), _RefitProgress(events, start_step, settings.loop.steps), metrics_hook]
+    prepared = prepare_head_from_features(faces, features, broken, train_labels, class_text, loop_settings, device,
+                                          hooks, metrics_hook, events)
+    trainer = prepared.trainer
+    _warm_start(trainer, state, faces, prepared.train_rows, train_labels, parent.labels, settings.loop.steps)
+    if trainer.run() == RUN_CANCELLED:
+        return _cancelled(project, run_id, events)
+    train_ids = torch.from_numpy(np.ascontiguousarray(faces.ids[prepared.train_rows], dtype=np.int64))
+    CheckpointHook(project.cache_dir("checkpoints") / f"run_{run_id}.pt", lambda: {"train_face_ids": train_ids}
+                   ).save(trainer)
+    lap("training")
+
+    _phase(events, "predictions", f"writing predictions for {int(prepared.usable.sum())} faces")
+    rows, preds = write_run_predictions(project, run_id, faces, prepared)
+    lap("predictions")
+    if settings.projection != "none":
+        _phase(events, "map", f"placing the faces in the map of run {parent.layout_run}")
+        _write_placed_map(project, run_id, memory.layout_for(project, parent.layout_run), faces.ids[rows],
+                          preds.embedding, events)
+    lap("map")
+    final = finish_with_metrics(project, run_id, faces, rows, preds, trainer.step)
+    pruned = prune_refits(project, keep_latest=keep_refits, protect={run_id, parent.id})
+    lap("prune")
+    timings["total"] = round(time.perf_counter() - started, 3)
+    message = f"refit of run {parent.id}: " + finished_message(run_id, final)
+    if pruned.runs:
+        message += f"; {pruned.describe()}"
+    events.emit("finished", run=run_id, parent=parent.id, metrics=final, pruned=pruned.as_dict(),
+                timings_s=timings, message=message)
+    return RunOutcome(run_id, RUN_FINISHED, final)
+
+
+def _warm_start(trainer: Trainer, state: dict, faces: FaceTable, train_rows: np.ndarray, train_labels: np.ndarray,
+                parent_labels: dict[int, str], steps: int) -> None:
+    """The parent's head, teacher, optimiser moments, thresholds and bank into `trainer`, which
+    then runs `steps` more steps from the parent's step on a fresh learning-rate schedule."""
+    trainer.model.load_state_dict(state["model"])
+    trainer.ema.module.load_state_dict(state["ema"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.algorithm.load_state_dict({**state["algorithm"], "bank": None})
+    if trainer.algorithm.bank is not None and state["algorithm"].get("bank") is not None:
+        _carry_bank(trainer, state, faces, train_rows, train_labels, parent_labels)
+    trainer.step = int(state["step"])
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = group["initial_lr"] = group["initial_lr"] * REFIT_LR_SCALE
+    total = max(steps, 1)
+    trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(
+        trainer.optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+
+
+def _carry_bank(trainer: Trainer, state: dict, faces: FaceTable, train_rows: np.ndarray, train_labels: np.ndarray,
+                parent_labels: dict[int, str]) -> None:
+    """The parent's memory bank, slot by face; a face labeled or relabeled since takes its new
+    label with the parent teacher's embedding, a face whose label was cleared leaves the bank."""
+    bank, old = trainer.algorithm.bank, state["algorithm"]["bank"]
+    parent_slot = {int(face): slot for slot, face in enumerate(state["train_face_ids"].tolist())}
+    ids = faces.ids[train_rows]
+    mine = [slot for slot, face in enumerate(ids) if int(face) in parent_slot]
+    theirs = [parent_slot[int(ids[slot])] for slot in mine]
+    bank.features.zero_()
+    bank.labels.fill_(-1)
+    bank.top_k = int(old["top_k"])
+    if mine:
+        mine_t, theirs_t = torch.tensor(mine), torch.tensor(theirs)
+        bank.features[mine_t.to(bank.features.device)] = old["features"][theirs_t].to(bank.features.device)
+        bank.labels[mine_t.to(bank.labels.device)] = old["labels"][theirs_t].to(bank.labels.device)
+    index = {name: i for i, name in enumerate(class_names())}
+    before = np.array([index.get(parent_labels.get(int(face), ""), -1) for face in ids])
+    now = train_labels[train_rows]
+    changed = np.flatnonzero((now >= 0) & (now != before))
+    cleared = np.flatnonzero((now < 0) & (before >= 0))
+    device = bank.features.device
+    if len(changed):
+        x = trainer.source.features[torch.from_numpy(changed).to(trainer.source.features.device), 0].float()
+        with torch.no_grad():
+            embedding = trainer.ema.module(x.to(device)).embedding
+        bank.update(torch.from_numpy(changed).to(device), embedding, torch.from_numpy(now[changed]).to(device))
+    if len(cleared):
+        bank.labels[torch.from_numpy(cleared).to(bank.labels.device)] = -1
+
+
+def _read_layout(project: Project, run_id: int) -> placement.Layout | None:
+    with project.session() as session:
+        coords: dict[str, dict[int, tuple[float, float]]] = {}
+        for face, method, x, y in session.execute(
+                select(Projection.image_id, Projection.method, Projection.x, Projection.y)
+                .where(Projection.run_id == run_id)):
+            coords.setdefault(method, {})[face] = (x, y)
+        if not coords:
+            return None
+        vectors = dict(session.execute(select(Embedding.image_id, Embedding.vector)
+                                       .where(Embedding.run_id == run_id, Embedding.vector.is_not(None))).all())
+        seed = (session.get(Run, run_id).config or {}).get("loop", {}).get("seed", 0)
+    face_ids = np.array(sorted(set(vectors).intersection(*[set(c) for c in coords.values()])), dtype=np.int64)
+    if not len(face_ids):
+        return None
+    embeddings = np.stack([np.frombuffer(vectors[int(face)], dtype=np.float32) for face in face_ids])
+    return placement.Layout(run_id, face_ids, embeddings,
+                            {m: np.array([c[int(face)] for face in face_ids], dtype=np.float32) for m, c in coords.items()},
+                            seed=int(seed or 0))
+
+
+def _write_placed_map(project: Project, run_id: int, layout: placement.Layout | None, face_ids: np.ndarray,
+                      embeddings: np.ndarray, events: EventSink) -> None:
+    if layout is None:
+        events.emit("info", message="the parent run has no map to place the faces in; no map is written")
+        return
+    placed = placement.place(layout, face_ids, embeddings)
+    methods = [m for m in ("pca", "umap") if m in placed]
+    for method in methods:
+        store_projection(project, run_id, face_ids, method, placed[method])
+        events.emit("map", run=run_id, method=method, final=method == methods[-1],
+                    message=f"the {method.upper()} map is written (faces placed in run {layout.run_id}'s map)")

@@ -1,0 +1,109 @@
+"""Live refit (core/training/refit.py): a warm-started head refit recorded as a run with a
+parent, placed in its parent's map, pruned once superseded; `main.py refit`; the trigger policy."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from core.labeling import set_label
+from core.store.models import HiddenTruth, Image, Label, Metric, Prediction, Projection, Run, RunLabel
+from core.store.project import Project
+from core.training.events import JsonEvents
+from core.training.refit import RefitMemory, refit
+from core.training.worker import RunError, train
+from tests.studio_runs import make_demo, project_copy, quick_settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    """The small demo (77 faces, 14 labeled) with one finished sitfer run of the tiny encoder."""
+    return make_demo(tmp_path_factory.mktemp("refit") / "demo", ("sitfer",))
+
+
+@pytest.fixture
+def root(template, tmp_path) -> Path:
+    return project_copy(template, tmp_path)
+
+
+def run_refit(root: Path, parent: int | None = None, **kwargs):
+    stream = io.StringIO()
+    with Project.open(root) as project:
+        outcome = refit(project, parent, JsonEvents(stream), **kwargs)
+    return outcome, [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def predictions(root: Path, run_id: int) -> dict[int, list[float]]:
+    with Project.open(root) as project, project.session() as s:
+        return dict(s.execute(select(Prediction.image_id, Prediction.p_fused).where(Prediction.run_id == run_id)).all())
+
+
+def coords(root: Path, run_id: int, method: str = "pca") -> dict[int, tuple[float, float]]:
+    with Project.open(root) as project, project.session() as s:
+        return {face: (x, y) for face, x, y in s.execute(
+            select(Projection.image_id, Projection.x, Projection.y)
+            .where(Projection.run_id == run_id, Projection.method == method))}
+
+
+def unlabeled_train_faces(root: Path, n: int) -> list[tuple[int, str]]:
+    """n unlabeled train faces with their withheld true label."""
+    with Project.open(root) as project, project.session() as s:
+        return [tuple(row) for row in s.execute(
+            select(Image.id, HiddenTruth.label).join(HiddenTruth, HiddenTruth.image_id == Image.id)
+            .outerjoin(Label, Label.image_id == Image.id)
+            .where(Image.split == "train", Label.image_id.is_(None)).order_by(Image.id).limit(n))]
+
+
+def test_a_refit_is_a_run_with_its_parent_and_todays_labeled_set(root):
+    face, truth = unlabeled_train_faces(root, 1)[0]
+    with Project.open(root) as project:
+        set_label(project, face, truth, "ana")  # after the parent ran
+    outcome, events = run_refit(root, steps=5)
+    assert outcome.status == "finished", events[-1]
+    assert [e["event"] for e in events if e["event"] in ("started", "finished")] == ["started", "finished"]
+    assert events[-1]["run"] == outcome.run_id == 2 and events[-1]["parent"] == 1
+    phases = [e["phase"] for e in events if e["event"] == "phase"]
+    assert phases == ["starting", "encoder", "features", "training", "predictions", "map"]
+    with Project.open(root) as project, project.session() as s:
+        run = s.get(Run, outcome.run_id)
+        assert (run.kind, run.parent_run_id, run.mode, run.config["loop"]["steps"]) == ("refit", 1, "head", 5)
+        labeled = dict(s.execute(select(RunLabel.image_id, RunLabel.label).where(RunLabel.run_id == run.id)).all())
+        parent_labeled = dict(s.execute(select(RunLabel.image_id, RunLabel.label).where(RunLabel.run_id == 1)).all())
+        assert labeled == {**parent_labeled, face: truth}
+        assert s.scalar(select(func.count()).select_from(Prediction).where(Prediction.run_id == run.id)) == 77
+        assert s.scalar(select(func.count()).select_from(Metric).where(
+            Metric.run_id == run.id, Metric.name == "val_fused_accuracy")) >= 1
+    assert (root / "checkpoints" / f"run_{outcome.run_id}.pt").is_file(), "the next refit's starting point"
+
+
+def test_a_refit_of_no_steps_reproduces_its_parent(root):
+    """The warm start really loads the parent: head, teacher, thresholds and memory bank."""
+    outcome, events = run_refit(root, 1, steps=0)
+    assert outcome.status == "finished", events[-1]
+    parent, child = predictions(root, 1), predictions(root, outcome.run_id)
+    assert child.keys() == parent.keys()
+    assert max(abs(a - b) for face in parent for a, b in zip(parent[face], child[face])) < 1e-4
+    # ... and its map is the parent's map: nothing moved, so nobody moved.
+    before, after = coords(root, 1), coords(root, outcome.run_id)
+    assert max(abs(np.subtract(before[face], after[face])).max() for face in before) < 1e-4
+
+
+def test_a_refit_that_cannot_start_says_why(root):
+    with Project.open(root) as project:
+        for parent, message in ((99, "no run 99"), (None, None)):
+            if parent is None:
+                with project.session() as s:
+                    s.get(Run, 1).mode = "finetune"
+                message = "fine-tune mode"
+            with pytest.raises(RunError, match=message):
+                refit(project, parent, JsonEvents(io.StringIO()))
+        with project.session() as s:
+            assert s.scalar(select(func.count()).select_from(Run)) == 1, "no run row for a refit that never started"
