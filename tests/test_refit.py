@@ -107,3 +107,28 @@ def test_a_refit_that_cannot_start_says_why(root):
                 refit(project, parent, JsonEvents(io.StringIO()))
         with project.session() as s:
             assert s.scalar(select(func.count()).select_from(Run)) == 1, "no run row for a refit that never started"
+
+
+def test_the_refit_command_prints_train_events_ending_with_the_new_run(root):
+    """`main.py refit` as the cold process the studio or a script starts."""
+    done = subprocess.run([sys.executable, str(REPO / "main.py"), "refit", str(root), "--steps", "3", "--events", "json"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert events[0]["event"] == "phase" and events[-1]["event"] == "finished"
+    assert events[-1]["run"] == 2 and events[-1]["parent"] == 1 and "pruned" in events[-1]
+    assert {"started", "phase", "progress", "metrics", "map"} <= {e["event"] for e in events}
+    listing = subprocess.run([sys.executable, str(REPO / "main.py"), "runs", str(root)],
+                             capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert "refit of run 1" in listing.stdout.splitlines()[-1], listing.stdout
+
+
+def test_the_refit_command_exits_like_the_others_when_it_cannot_start(root, tmp_path, capsys):
+    from core.cli import main
+
+    assert main(["refit", str(root), "--run", "7", "-q"]) == 2
+    assert "there is no run 7" in capsys.readouterr().err
+    assert main(["refit", str(tmp_path / "nowhere"), "-q"]) == 3
+    with pytest.raises(SystemExit) as exit_:
+        main(["refit", str(root), "--steps", "-1"])
+    assert exit_.value.code == 2

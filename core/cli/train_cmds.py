@@ -270,5 +270,18 @@ def cmd_runs(args) -> int:
     for run in runs:
         acc = run["metrics"].get("val_fused_accuracy")
         print(f"  run {run['id']:>4}  {run['status']:<9} {run['algorithm']:<10} {run['encoder']:<14} "
-              f"{run['mode']:<8} {run['created_at'][:19]}" + (f"  val fused acc {acc:.3f}" if acc is not None else ""))
+              f"{run['mode']:<8} {run['created_at'][:19]}" + (f"  val fused acc {acc:.3f}" if acc is not None else "")
+              + _lineage(run))
+    pruned = sum(run["pruned_at"] is not None for run in runs)
+    if pruned:
+        print(f"{pruned} superseded refit(s) had their per-face predictions pruned; their labeled sets and "
+              f"metrics are kept")
     return 0
+
+
+def _lineage(run: dict) -> str:
+    """A refit's parent and whether its per-face results were pruned."""
+    if run.get("kind") != "refit":
+        return ""
+    parent = f"run {run['parent']}" if run["parent"] is not None else "a deleted run"
+    return f"  refit of {parent}" + ("  (predictions pruned)" if run["pruned_at"] else "")
