@@ -132,3 +132,23 @@ def test_the_refit_command_exits_like_the_others_when_it_cannot_start(root, tmp_
     with pytest.raises(SystemExit) as exit_:
         main(["refit", str(root), "--steps", "-1"])
     assert exit_.value.code == 2
+
+
+def test_the_policy_refits_every_k_corrections_or_after_a_pause():
+    from core.active.refit_policy import RefitPolicy
+
+    policy = RefitPolicy(every=20, pause_s=8)
+    assert not policy.decide(0, None).refit
+    assert not policy.decide(19, 1.0).refit
+    assert policy.decide(20, 0.1).refit and "20 corrections" in policy.decide(20, 0.1).reason
+    assert not policy.decide(3, 7.9).refit
+    assert policy.decide(3, 8.0).refit and "pause" in policy.decide(3, 8.0).reason
+    assert not policy.decide(40, 30.0, running=True).refit, "never two refits at once"
+    assert policy.seconds_until_due(3, 5.0) == 3.0
+    assert policy.seconds_until_due(0, 5.0) is None
+    patient = RefitPolicy(every=5, pause_s=None)
+    assert not patient.decide(4, 3600.0).refit and patient.decide(5, 0.0).refit
+    assert patient.seconds_until_due(4, 1.0) is None
+    for every, pause in ((0, 8), (2.5, 8), (20, 0), (20, float("nan"))):
+        with pytest.raises(ValueError, match="refit"):
+            RefitPolicy(every=every, pause_s=pause)
