@@ -1,0 +1,343 @@
+"""The warm worker: one long-lived process per open project, driven by JSON commands on stdin
+and answering with the training worker's JSON events on stdout (`main.py serve PROJECT`).
+
+Why it exists: a fresh `main.py train` pays torch's import, the encoder's load, reading the
+feature cache and numba compiling UMAP (about 12 of the 14 s UMAP costs for 910 faces) before
+it does any work. This process pays them once and keeps them: torch is imported before `ready`,
+an encoder stays loaded once a head-mode job has used it, one `RefitMemory` (cached features,
+the last heads) lives across refits, and UMAP is compiled by a tiny fit in a background thread
+right after `ready`, without holding up the first command. It stays a separate process, so a
+crash never takes the studio down (app/warm_worker.py restarts it).
+
+Commands, one JSON object per line:
+  {"id": 7, "command": "train", "settings": {...TrainSettings.to_dict()...}}
+  {"id": 8, "command": "refit", "run": 12, "steps": 60}   run: the parent run; steps optional
+  {"id": 9, "command": "ping"}                             answered with `pong` at once
+  {"command": "cancel", "job": 7}    stop the running job (only job 7, if given) at its next step
+  {"command": "shutdown"}            cancel the job, wait for it, exit 0 (the end of stdin too)
+Events, one JSON object per line: the worker's own (started, progress, metrics, info, map,
+finished, cancelled, failed ...) carrying the command's `id`, and the server's: `ready`, `busy`
+and `idle` (a job began / ended: its status and run), `pong`, `warm` (UMAP compiled), `error`
+(a bad command, named; the server carries on) and `exiting`. One job runs at a time, in one
+thread that does all torch work; a job command while another runs is refused with `error`.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import sys
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import IO, Any, Callable
+
+from core.store.project import Project
+from core.training.events import EventSink, JsonEvents
+
+PROTOCOL = 1
+SHOWN_INPUT_CHARS = 200  # a bad line is quoted in its error event up to this length
+JOB_STOP_TIMEOUT_S = 60.0  # shutdown waits this long for a cancelled job to save and stop
+
+
+class BadCommand(ValueError):
+    """A command the server cannot run; the message names what is wrong."""
+
+
+class SharedEvents(JsonEvents):
+    """JSON lines from the reading thread, the job thread and the warm-up thread: one lock, so
+    lines never interleave."""
+
+    def __init__(self, stream: IO[str]):
+        super().__init__(stream)
+        self._lock = threading.Lock()
+
+    def emit(self, event: str, **fields: Any) -> None:
+        with self._lock:
+            super().emit(event, **fields)
+
+
+class JobEvents(EventSink):
+    """A job's events, each tagged with the id of the command that started it."""
+
+    def __init__(self, out: EventSink, request_id: Any):
+        self.out = out
+        self.request_id = request_id
+
+    def emit(self, event: str, **fields: Any) -> None:
+        self.out.emit(event, id=self.request_id, **fields)
+
+
+@dataclass
+class Job:
+    request_id: Any
+    command: str
+    run: Callable[[Callable[[], bool]], dict]  # should_stop -> idle fields (status, run ...)
+    head_mode: bool = True  # may borrow the kept encoder (a fine-tune run changes its weights)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+class EncoderShelf:
+    """Encoders kept loaded between jobs, keyed by (spec, device).
+
+    The training code gets its encoder from `core.encoders.get_encoder` at call time; while a
+    head-mode job runs, the shelf answers instead and keeps what it loaded. Head mode only reads
+    an encoder; a fine-tune job trains its weights, so it always gets a fresh one."""
+
+    def __init__(self):
+        self.kept: dict[tuple[str, str], Any] = {}
+        self.lending = False
+        self._load: Callable | None = None
+
+    def install(self) -> None:
+        import core.encoders as encoders
+
+        if self._load is None:
+            self._load = encoders.get_encoder
+            encoders.get_encoder = self.get
+
+    def get(self, spec: str | None = None, device=None):
+        if not self.lending:
+            return self._load(spec, device)
+        key = (str(spec), str(device))
+        if key not in self.kept:
+            self.kept[key] = self._load(spec, device)
+        return self.kept[key]
+
+    @contextmanager
+    def lent(self, enabled: bool):
+        self.lending = enabled
+        try:
+            yield
+        finally:
+            self.lending = False
+
+    def names(self) -> list[str]:
+        return [f"{spec}@{device}" for spec, device in self.kept]
+
+
+class WarmWorker:
+    """Reads commands, runs one job at a time in its job thread, keeps the warm state."""
+
+    def __init__(self, project: Project, out: IO[str], *, warm_umap: bool = True):
+        self.project = project
+        self.events = SharedEvents(out)
+        self.warm_umap = warm_umap
+        self.encoders = EncoderShelf()
+        self.refit_memory = None  # core.training.refit.RefitMemory, made by the first refit
+        self.umap_ready = False
+        self.job: Job | None = None
+        self._job_lock = threading.Lock()
+        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._input: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._job_thread = threading.Thread(target=self._job_loop, name="job", daemon=True)
+
+    # -- start and stop ------------------------------------------------------------------------
+    def start(self, threads: str = "") -> None:
+        import torch  # noqa: F401  (imported now: the first job should not wait for it)
+
+        self.encoders.install()
+        self._job_thread.start()
+        self.events.emit("ready", protocol=PROTOCOL, project=str(self.project.root), threads=threads,
+                         commands=sorted(COMMANDS))
+        if self.warm_umap:
+            threading.Thread(target=self._compile_umap, name="umap-warm-up", daemon=True).start()
+
+    def _compile_umap(self) -> None:
+        """A tiny UMAP fit compiles numba's functions once for this process (the map of every
+        later run then costs its own work, not the compiling)."""
+        import numpy as np
+
+        from core.projection import umap_2d
+
+        started = time.perf_counter()
+        try:
+            umap_2d(np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32))
+        except Exception as exc:  # a map falls back to compiling when it runs; nothing is lost
+            self.events.emit("warm", part="umap", ok=False, error=f"{type(exc).__name__}: {exc}")
+            return
+        self.umap_ready = True
+        self.events.emit("warm", part="umap", ok=True, seconds=round(time.perf_counter() - started, 2))
+
+    def serve(self, stream: IO[str]) -> None:
+        """Handle commands from `stream` until `shutdown`, the end of input (the studio went
+        away) or `stop_serving`. A thread reads the input, so that a signal only has to queue
+        the stop (nothing is interrupted half-way)."""
+        threading.Thread(target=self._read_input, args=(stream,), name="input", daemon=True).start()
+        try:
+            while (line := self._input.get()) is not None:
+                if not self.handle_line(line):
+                    return
+        finally:
+            self.shutdown()
+
+    def stop_serving(self) -> None:
+        """Stop after the command being handled; safe in a signal handler (SimpleQueue.put is
+        reentrant)."""
+        self._input.put(None)
+
+    def _read_input(self, stream: IO[str]) -> None:
+        for line in iter(stream.readline, ""):
+            self._input.put(line)
+        self._input.put(None)
+
+    def shutdown(self, timeout_s: float = JOB_STOP_TIMEOUT_S) -> None:
+        """Cancel the running job, let it save and stop, then say goodbye. Idempotent."""
+        if not self._job_thread.is_alive():
+            return
+        job = self.job
+        if job is not None:
+            job.stop.set()
+        self._jobs.put(None)
+        self._job_thread.join(timeout_s)
+        self.events.emit("exiting", stopped_job=job.request_id if job is not None else None,
+                         clean=not self._job_thread.is_alive())
+
+    # -- commands ------------------------------------------------------------------------------
+    def handle_line(self, line: str) -> bool:
+        """One line of input; False when the server should stop. Never raises for bad input."""
+        if not line.strip():
+            return True
+        request: dict = {}
+        try:
+            request = parse_request(line)
+            return COMMANDS[check_command(request)](self, request)
+        except BadCommand as exc:
+            self.events.emit("error", id=request.get("id"), error=str(exc))
+            return True
+
+    def begin(self, job: Job) -> None:
+        with self._job_lock:
+            if self.job is not None:
+                raise BadCommand(f"{job.command!r} refused: job {self.job.request_id} ({self.job.command}) is "
+                                 f"still running; cancel it or wait for its idle event")
+            self.job = job
+        self.events.emit("busy", id=job.request_id, command=job.command)
+        self._jobs.put(job)
+
+    def _job_loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            started = time.perf_counter()
+            try:
+                with self.encoders.lent(job.head_mode):
+                    ending = job.run(job.stop.is_set)
+            except Exception as exc:  # a failing job never ends the server
+                traceback.print_exc(file=sys.stderr)
+                error = f"{type(exc).__name__}: {exc}"
+                self.events.emit("failed", id=job.request_id, error=error)
+                ending = {"status": "failed", "error": error}
+            with self._job_lock:
+                self.job = None  # before `idle`: the next command may follow it at once
+            self.events.emit("idle", id=job.request_id, command=job.command,
+                             seconds=round(time.perf_counter() - started, 3), **ending)
+
+
+def parse_request(line: str) -> dict:
+    try:
+        request = json.loads(line)
+    except ValueError:
+        raise BadCommand(f"not JSON: {_shown(line)}") from None
+    if not isinstance(request, dict):
+        raise BadCommand(f"a command is a JSON object, not {_shown(line)}")
+    return request
+
+
+def check_command(request: dict) -> str:
+    command = request.get("command")
+    if not isinstance(command, str) or command not in COMMANDS:
+        raise BadCommand(f"unknown command {command!r}; known: {', '.join(sorted(COMMANDS))}"
+                         if command is not None else f"no \"command\" in {_shown(json.dumps(request))}")
+    return command
+
+
+def _shown(line: str) -> str:
+    line = line.strip()
+    return repr(line if len(line) <= SHOWN_INPUT_CHARS else line[:SHOWN_INPUT_CHARS] + "…")
+
+
+def _outcome_fields(outcome) -> dict:
+    return {"status": outcome.status, "run": outcome.run_id}
+
+
+# -- the commands -------------------------------------------------------------------------------
+def _ping(server: WarmWorker, request: dict) -> bool:
+    job = server.job
+    server.events.emit("pong", id=request.get("id"), busy=job.request_id if job is not None else None,
+                       umap_ready=server.umap_ready, encoders=server.encoders.names(),
+                       refit_memory=server.refit_memory is not None)
+    return True
+
+
+def _cancel(server: WarmWorker, request: dict) -> bool:
+    job, target = server.job, request.get("job")
+    if job is None or (target is not None and target != job.request_id):
+        server.events.emit("info", id=request.get("id"), message="nothing to cancel"
+                           + (f": job {target} is not running" if target is not None else ""))
+        return True
+    job.stop.set()
+    server.events.emit("info", id=job.request_id, message=f"cancelling job {job.request_id} ({job.command})")
+    return True
+
+
+def _shutdown(server: WarmWorker, request: dict) -> bool:
+    return False
+
+
+def _train(server: WarmWorker, request: dict) -> bool:
+    from core.training.settings import TrainSettings
+
+    raw = request.get("settings", {})
+    if not isinstance(raw, dict):
+        raise BadCommand(f"train: \"settings\" must be an object (TrainSettings.to_dict()), not {raw!r}")
+    try:
+        settings = TrainSettings.from_dict(raw)
+        settings.validate()
+    except (TypeError, ValueError) as exc:
+        raise BadCommand(f"train: bad settings: {exc}") from None
+    events = JobEvents(server.events, request.get("id"))
+
+    def run(should_stop) -> dict:
+        from core.training.worker import RunError, train
+
+        try:
+            return _outcome_fields(train(server.project, settings, events, should_stop=should_stop))
+        except RunError as exc:  # refused before a run existed
+            events.emit("failed", error=str(exc))
+            return {"status": "failed", "run": None, "error": str(exc)}
+
+    server.begin(Job(request.get("id"), "train", run, head_mode=settings.mode == "head"))
+    return True
+
+
+def _refit(server: WarmWorker, request: dict) -> bool:
+    parent, steps = request.get("run"), request.get("steps")
+    if parent is not None and (not isinstance(parent, int) or isinstance(parent, bool) or parent < 1):
+        raise BadCommand(f"refit: \"run\" must be a run id (a whole number from 1) or null, not {parent!r}")
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+        raise BadCommand(f"refit: \"steps\" must be a whole number from 1, not {steps!r}")
+    try:
+        from core.training import refit as refit_module
+    except ImportError as exc:
+        raise BadCommand(f"refit is not available in this version ({exc})") from None
+    events = JobEvents(server.events, request.get("id"))
+
+    def run(should_stop) -> dict:
+        from core.training.worker import RunError
+
+        if server.refit_memory is None:
+            server.refit_memory = refit_module.RefitMemory()
+        try:
+            return _outcome_fields(refit_module.refit(server.project, parent, events, memory=server.refit_memory,
+                                                      should_stop=should_stop, steps=steps))
+        except RunError as exc:  # refused before a run existed (no such run, not finished ...)
+            events.emit("failed", error=str(exc))
+            return {"status": "failed", "run": None, "error": str(exc)}
+
+    server.begin(Job(request.get("id"), "refit", run))
+    return True
+
+
+COMMANDS: dict[str, Callable[[WarmWorker, dict], bool]] = {
+    "ping": _ping, "cancel": _cancel, "shutdown": _shutdown, "train": _train, "refit": _refit,
+}
