@@ -17,6 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     wants_gui = not argv or (argv[0] == "gui") or (len(argv) == 1 and not argv[0].startswith("-")
                                                    and argv[0] not in commands)
     if wants_gui:
+        from core.threads import configure_threads
+
+        configure_threads("studio")  # compute belongs to the workers it launches (core/threads.py)
         from app.main import run_app
 
         project = argv[1] if argv and argv[0] == "gui" and len(argv) > 1 else (

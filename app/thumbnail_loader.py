@@ -15,6 +15,7 @@ from PySide6.QtGui import QImage, QPixmap
 from core.ingest.imageio import ImageProblem
 from core.store.project import Project
 from core.store.queries import FaceRow
+from core.threads import thumbnail_threads
 from core.thumbnails import DEFAULT_THUMB_SIZE, ensure_thumbnail
 
 CACHE_SIZE = 1500  # pixmaps; 96x96 RGB32 is about 36 KB each
@@ -58,11 +59,13 @@ class ThumbnailLoader(QObject):
     loaded = Signal(int)  # face id
     failed = Signal(int, str)  # face id, message
 
-    def __init__(self, size: int = DEFAULT_THUMB_SIZE, threads: int = 4, parent: QObject | None = None):
+    def __init__(self, size: int = DEFAULT_THUMB_SIZE, threads: int | None = None, parent: QObject | None = None):
         super().__init__(parent)
         self.size = size
         self.pool = QThreadPool(self)
-        self.pool.setMaxThreadCount(max(1, min(threads, QThreadPool.globalInstance().maxThreadCount())))
+        # Never more than the studio's share (core/threads.py): the worker has the other cores.
+        limit = thumbnail_threads()
+        self.pool.setMaxThreadCount(limit if threads is None else max(1, min(threads, limit)))
         self._relay = _Relay(self)
         self._relay.done.connect(self._on_done)
         self._project: Project | None = None

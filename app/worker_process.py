@@ -17,6 +17,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
 from core.cli.train_cmds import train_argv
+from core.threads import child_environment, studio_worker_threads
 from core.training.settings import TrainSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -75,6 +76,7 @@ class WorkerProcess(QObject):
     event = Signal(dict)  # one parsed JSON event
     log = Signal(str)  # stdout lines that are not events, and stderr text
     ended = Signal(object)  # WorkerOutcome
+    _running: set[WorkerProcess] = set()  # this studio's workers now running: they share the cores
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
@@ -84,6 +86,7 @@ class WorkerProcess(QObject):
         self._end_event: dict | None = None
         self._run_id: int | None = None
         self._cancelling = False
+        self.threads = 0  # compute threads given to the running worker (core/threads.py)
         self._kill_timer = QTimer(self)
         self._kill_timer.setSingleShot(True)
         self._kill_timer.timeout.connect(self._kill)
@@ -110,6 +113,11 @@ class WorkerProcess(QObject):
         process = QProcess(self)
         environment = QProcessEnvironment.systemEnvironment()
         environment.insert("PYTHONUNBUFFERED", "1")  # events arrive as they are written
+        # Its share of the cores: the GUI keeps one, workers running at once split the rest.
+        WorkerProcess._running.add(self)
+        self.threads = studio_worker_threads(len(WorkerProcess._running))
+        for name, value in child_environment(self.threads, base={}).items():
+            environment.insert(name, value)
         process.setProcessEnvironment(environment)
         process.setWorkingDirectory(str(working_dir))
         process.readyReadStandardOutput.connect(self._read_stdout)
@@ -195,6 +203,7 @@ class WorkerProcess(QObject):
         return WorkerOutcome("failed", self._run_id, f"{reason}\n{tail}".strip(), exit_code)
 
     def _end(self, outcome: WorkerOutcome) -> None:
+        WorkerProcess._running.discard(self)
         self._kill_timer.stop()
         process, self.process = self.process, None
         self._cancelling = False

@@ -27,9 +27,20 @@ def umap_2d(embeddings: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> np.
     os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "numba"))
     import umap  # deferred: importing umap-learn costs seconds
 
+    _limit_numba_threads()
     reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, embeddings.shape[0] - 1),
                         min_dist=0.1, metric="cosine", random_state=seed, n_jobs=1)
     return reducer.fit_transform(embeddings).astype(np.float32)
+
+
+def _limit_numba_threads() -> None:
+    """umap's nearest-neighbour search runs numba-parallel: on this process's compute threads
+    (core/threads.py), not one per core whatever else runs."""
+    import numba
+
+    from core.threads import compute_threads
+
+    numba.set_num_threads(max(1, min(compute_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
 def project_2d(embeddings: np.ndarray, method: str, seed: int = 0) -> np.ndarray:

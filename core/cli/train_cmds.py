@@ -197,6 +197,9 @@ def check_settings(args) -> TrainSettings:
 
 
 def cmd_train(args) -> int:
+    from core.threads import configure_threads
+
+    configure_threads("worker")  # first: before torch starts its pools
     from core.training.worker import RunError, train
 
     settings = check_settings(args)

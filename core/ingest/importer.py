@@ -28,6 +28,7 @@ from core.ingest.imageio import ImageProblem, crop_box, decode_cost, decode_imag
 from core.ingest.sources import SourceItem, enumerate_source
 from core.store.models import SOURCE_IMPORTED, HiddenTruth, Image, ImportBatch, Label, utcnow
 from core.store.project import Project
+from core.threads import apply_to_loaded_libraries, usable_cores
 
 FACE_MODES = ("auto", "detect", "none")
 # In "auto" mode, images whose longer side is at most this are taken as face crops already.
@@ -161,6 +162,9 @@ _decode_budget: MemoryBudget | None = None
 def _init_worker(budget: MemoryBudget | None) -> None:
     global _decode_budget
     _decode_budget = budget
+    # One thread per decoding process: the pool has one process per core already, and OpenCV's
+    # face search would otherwise start a thread per core in each of them.
+    apply_to_loaded_libraries(1)
 
 
 def _process_file(task: _Task) -> _FileResult:
@@ -296,7 +300,7 @@ def import_source(project: Project, source: str | os.PathLike, options: ImportOp
     faces_dir = str(project.cache_dir("faces"))
     tasks = [_Task(i, str(item.path), options.faces, options.crop_max_side, options.margin, faces_dir)
              for i, item in enumerate(items) if not item.problem]
-    workers = options.workers or os.cpu_count() or 1
+    workers = options.workers or usable_cores()  # x 1 thread each (_init_worker)
 
     # Phase 1: read and validate.
     accepted: list[tuple[SourceItem, _FileResult]] = []
