@@ -85,7 +85,7 @@ class TrainingForm(QWidget):
         self.device = _combo(DEVICE_CHOICES, "auto")
         self.projection = _combo(PROJECTIONS, "umap")
         self.projection.setToolTip("the 2-D map written with the run: umap (slower, also writes pca), pca, none")
-        self.steps = _spin(1, 1_000_000, loop.steps, 100)
+        self.steps = _spin(1, 1_000_000, 1500, 100)
         self.batch_size = _spin(1, 4096, loop.batch_size, 8)
         self.seed = _spin(0, 999_999, loop.seed)
         # One box per field; an algorithm shows the boxes it reads (dynamic_threshold is shared).
@@ -146,7 +146,7 @@ class TrainingForm(QWidget):
         # Short runs log and validate more often than the defaults, so their curves still show.
         loop = LoopConfig(steps=steps, batch_size=self.batch_size.value(), seed=self.seed.value(),
                           log_every=min(defaults.log_every, max(1, steps // 30)),
-                          eval_every=min(defaults.eval_every, max(1, steps // 10)))
+                          eval_every=min(100, max(1, steps // 10)))
         device = self.device.currentText()
         return TrainSettings(algorithm=self.algorithm.currentText(), encoder=self.encoder.currentText().strip(),
                              mode=self.mode.currentText(), device=None if device == "auto" else device,

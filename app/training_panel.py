@@ -184,7 +184,7 @@ class TrainingPanel(QWidget):
             self._started_at = time.monotonic()
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(min(step, max(total, 1)))
-        what = "steps" if phase == "train" else f"{phase}"
+        what = "steps" if phase in ("train", "training") else f"{phase}"
         self.progress.setFormat(f"{step:,} / {total:,} {what}")
         eta = event.get("eta_s")
         if eta is None and step > 0:  # the features phase reports no estimate: from the rate so far

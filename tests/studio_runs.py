@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from core.ingest.demo import DemoSettings, create_demo_project
+from core.ssl.config import MethodConfig
 from core.training.events import JsonEvents
 from core.training.loop import LoopConfig
 from core.training.settings import TrainSettings
@@ -17,7 +18,9 @@ FACES = 7 * (8 + 3)
 
 
 def quick_settings(algorithm: str = "sitfer", steps: int = 30) -> TrainSettings:
+    # The instance warm-up outlasts these short runs (tests show the instance level as absent).
     return TrainSettings(algorithm=algorithm, encoder="tiny", projection="pca", strong_views=1,
+                         method=MethodConfig(instance_warmup=300),
                          loop=LoopConfig(steps=steps, batch_size=16, log_every=5, eval_every=10))
 
 

@@ -42,7 +42,10 @@ def run_count(root: Path) -> int:
     (["--weights", "1,inf,1"], "--weights 1,inf,1: the text weight must be a finite number"),
     (["--weights", "0,0,0"], "--weights 0,0,0: the levels in use (semantic, text, instance) need at least one "
                              "positive weight"),
-    (["--weights", "0,0,1"], "--weights 0,0,1: the instance level joins after 300 warm-up steps"),
+    (["--weights", "0,0,1"], "--weights 0,0,1: the instance level joins after its warm-up (a share of the steps); "
+                             "until then semantic and text need a positive weight"),
+    (["--weights", "0,0,1", "--instance-warmup", "300"], "--weights 0,0,1: the instance level joins after 300 "
+                                                         "warm-up steps"),
     (["--weights", "1,-1,1"], "--weights 1,-1,1: the text weight must be 0 or more"),
     (["--threshold", "2"], "--threshold 2: must be between 0 and 1, 0 excluded"),
     (["--threshold", "0"], "--threshold 0: must be between 0 and 1, 0 excluded"),

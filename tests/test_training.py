@@ -59,7 +59,8 @@ def run_in_process(root: Path, config: TrainSettings, **kwargs):
 def test_each_algorithm_learns_and_writes_its_results(demo_root, algorithm):
     outcome, events = run_in_process(demo_root, settings(algorithm))
     assert outcome.status == "finished", events[-1]
-    assert [e["event"] for e in events][0] == "started" and events[-1]["event"] == "finished"
+    kinds = [e["event"] for e in events]
+    assert kinds[:2] == ["phase", "started"] and events[0]["phase"] == "starting" and kinds[-1] == "finished"
     maps = [e for e in events if e["event"] == "map"]
     assert [(e["method"], e["final"]) for e in maps] == [("pca", True)], "the map is announced once written"
     # Chance is 1/7 = 0.14 on the demo val split (84 faces); a random-init encoder's features
@@ -165,9 +166,9 @@ def test_cli_events_are_json_and_sigterm_cancels(demo_root):
     out, err = proc.communicate(timeout=60)
     seen += [json.loads(line) for line in out.splitlines()]  # every line is one JSON object
     assert proc.returncode == 130, err
-    kinds = [e["event"] for e in seen]
+    kinds = [e["event"] for e in seen if e["event"] != "phase"]
     assert kinds[0] == "started" and kinds[-1] == "cancelled" and "metrics" in kinds
-    run_id = seen[0]["run"]
+    run_id = next(e["run"] for e in seen if e["event"] == "started")
     with Project.open(demo_root) as project, project.session() as s:
         run = s.get(Run, run_id)
         assert run.status == "cancelled" and project.resolve_path(run.checkpoint).is_file()
@@ -183,7 +184,7 @@ def test_killed_worker_is_marked_failed_and_the_project_stays_usable(demo_root, 
     with Project.open(root) as project:
         assert integrity_ok(project.engine)
         with project.session() as s:
-            run = s.get(Run, seen[0]["run"])
+            run = s.get(Run, next(e["run"] for e in seen if e["event"] == "started"))
             assert run.status == "failed" and "ended without finishing" in run.error
             assert s.scalar(select(func.count()).select_from(Label)) > 0
     outcome, _ = run_in_process(root, settings("supervised", steps=30))
@@ -255,5 +256,5 @@ def test_torchrun_two_processes_make_one_run(demo_root, tmp_path):
     assert events[-1]["event"] == "finished"
     with Project.open(root) as project, project.session() as s:
         runs = s.scalars(select(Run).order_by(Run.id)).all()
-        assert len(runs) == runs_before + 1 and runs[-1].status == "finished" and runs[-1].id == events[0]["run"]
+        assert len(runs) == runs_before + 1 and runs[-1].status == "finished" and runs[-1].id == next(e["run"] for e in events if e["event"] == "started")
         assert s.scalar(select(func.count()).select_from(Prediction).where(Prediction.run_id == runs[-1].id)) == 7 * 52

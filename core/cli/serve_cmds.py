@@ -15,8 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", description="The studio's warm worker on PROJECT: JSON commands on stdin "
                                             "(train, refit, ping, cancel, shutdown), JSON events on stdout.")
     p.add_argument("project")
-    p.add_argument("--no-warm-up", dest="warm_umap", action="store_false",
-                   help="do not compile UMAP in the background at start-up")
+    p.add_argument("--warm-up", choices=("all", "refit", "none"), default="all",
+                   help="at start-up, load what a refit reads and compile UMAP (all), only the first, or "
+                        "nothing (default: all)")
     p.set_defaults(handler=cmd_serve)
 
 
@@ -39,9 +40,10 @@ def cmd_serve(args) -> int:
 
     sys.stdin.reconfigure(encoding="utf-8", errors="replace")
     with opened_project(args.project) as project:
-        from core.training.server import WarmWorker
+        from core.training.server import WARM_UPS, WarmWorker
 
-        server = WarmWorker(project, out, warm_umap=args.warm_umap)
+        warm_up = {"all": WARM_UPS, "refit": ("refit",), "none": ()}[args.warm_up]
+        server = WarmWorker(project, out, warm_up=warm_up)
         # SIGTERM/SIGINT: like `shutdown` (the job is cancelled and saves what it must).
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda _signum, _frame: server.stop_serving())

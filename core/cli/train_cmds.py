@@ -18,7 +18,26 @@ from core.cli.common import (
 from core.encoders import EncoderError
 from core.ssl.config import ALGORITHM_NAMES, MethodConfig, SettingError, show_value
 from core.training.events import ConsoleEvents, JsonEvents
-from core.training.settings import MODES, PROJECTIONS, LoopConfig, TrainSettings
+from core.training.settings import (
+    AUTO_STEPS_CAP,
+    AUTO_STEPS_FLOOR,
+    CHECKPOINTS_PER_RUN,
+    INSTANCE_WARMUP_SHARE,
+    MODES,
+    PROJECTIONS,
+    VALIDATIONS_PER_RUN,
+    LoopConfig,
+    TrainSettings,
+)
+
+# Numbers whose default is chosen from the data (core/training/settings.py, TrainSettings.resolved).
+AUTO_HELP = {
+    "steps": f"(default: auto, from the number of labeled and unlabeled train faces, {AUTO_STEPS_FLOOR} to "
+             f"{AUTO_STEPS_CAP}; the run records it)",
+    "eval_every": f"(default: auto, 1/{VALIDATIONS_PER_RUN} of the steps)",
+    "checkpoint_every": f"(default: auto, 1/{CHECKPOINTS_PER_RUN} of the steps)",
+    "instance_warmup": f"(default: auto, {INSTANCE_WARMUP_SHARE:.0%} of the steps)".replace("%", "%%"),
+}
 
 # Boolean method switches read better without their prefix: --no-text rather than --no-use-text.
 FLAG_NAMES = {"use_semantic": "semantic", "use_text": "text", "use_instance": "instance"}
@@ -53,7 +72,7 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, config_cls, dest_prefi
             else:
                 group.add_argument(_flag(f.name), dest=dest, type=float if kind.startswith("float") else int,
                                    default=None, metavar=f.name.upper().split("_")[-1],
-                                   help="(default: the algorithm's choice)")
+                                   help=AUTO_HELP.get(f.name, "(default: the algorithm's choice)"))
         elif isinstance(default, bool):
             group.add_argument(_flag(f.name), dest=dest, action=argparse.BooleanOptionalAction, default=None,
                                help=f"(default: {'on' if default else 'off'})")

@@ -175,6 +175,9 @@ class FixMatch(Algorithm):
         return self.leaf_losses(outs, batch.y_l, probs, pseudo, mask, ramp)
 
 
+UNRUN_INSTANCE_WARMUP = 300  # instance_warmup "auto" outside a run, where no step count is known
+
+
 class SITFER(Algorithm):
     """Semantic + instance + text pseudo-labels, fused; text co-supervision on labeled faces;
     class-wise dynamic thresholds; selective negative learning below threshold."""
@@ -193,12 +196,15 @@ class SITFER(Algorithm):
         if config.use_instance:
             self.bank = MemoryBank(bank_size, embed_dim, num_classes, config.instance_top_k, device)
         self.confidence_var = 1.0 / num_classes  # running variance of pseudo-label confidences
+        # A run resolves "auto" from its steps (TrainSettings.resolved); built without a run
+        # (tests, benchmarks that make the algorithm themselves) it keeps the former default.
+        self.instance_warmup = UNRUN_INSTANCE_WARMUP if config.instance_warmup is None else config.instance_warmup
 
     def _make_threshold(self):
         return _class_thresholds(self.config, self.num_classes, self.traits)
 
     def instance_active(self, step: int) -> bool:
-        return self.bank is not None and step >= self.config.instance_warmup
+        return self.bank is not None and step >= self.instance_warmup
 
     @torch.no_grad()
     def level_probs(self, out: HeadOutput, step: int, exclude: torch.Tensor | None = None) -> LevelProbs:
@@ -282,7 +288,7 @@ class SITFER(Algorithm):
             extra, leaf_logs = self.leaf_losses((out_l, out_uw, out_us), batch.y_l, levels.fused, pseudo, mask, ramp)
             loss = loss + extra
             logs.update(leaf_logs)
-        if self.bank is not None and step >= c.instance_warmup:
+        if self.bank is not None and step >= self.instance_warmup:
             # Confident pseudo-labels join the bank; faces that fell below leave it.
             self.bank.update(batch.idx_u, ref_uw.embedding, torch.where(mask, pseudo, -1))
             logs["bank_size"] = (self.bank.labels >= 0).sum().float()

@@ -16,6 +16,7 @@ class AlgorithmTraits:
     balanced_sampling: bool = False  # class-balanced labeled batches (--balanced-sampling overrides)
     spatial_modules: bool = False  # DTA-SNL's feature-map modules in fine-tune mode (--local-attention overrides)
     dynamic_threshold: bool = False  # DTA's per-class thresholds (--dynamic-threshold overrides)
+    instance_level: bool = False  # fuses the instance level (the memory bank) once its warm-up ends
 
 
 # One entry per algorithm of core/ssl/algorithms.py (a test checks both lists agree). sitfer's
@@ -24,7 +25,7 @@ class AlgorithmTraits:
 ALGORITHM_TRAITS: dict[str, AlgorithmTraits] = {
     "supervised": AlgorithmTraits(uses_unlabeled=False),
     "fixmatch": AlgorithmTraits(),
-    "sitfer": AlgorithmTraits(),
+    "sitfer": AlgorithmTraits(instance_level=True),
     "leaf": AlgorithmTraits(),
     "dta-snl": AlgorithmTraits(balanced_sampling=True, spatial_modules=True, dynamic_threshold=True),
 }
@@ -113,7 +114,9 @@ class MethodConfig:
     text_tau: float = 0.1
     instance_tau: float = 0.1
     instance_top_k: int = 5
-    instance_warmup: int = 300  # steps before pseudo-labeled faces join the bank and the fusion
+    # Steps before pseudo-labeled faces join the bank and the fusion; None: auto, a share of the
+    # run's steps (core/training/settings.py auto_schedule).
+    instance_warmup: int | None = None
     threshold: float = 0.95  # the fixed threshold (fixmatch, leaf; sitfer and dta-snl without DTA)
     dynamic_threshold: bool | None = None  # DTA; None: the algorithm's choice (AlgorithmTraits)
     dta_momentum: float = 0.99
@@ -174,9 +177,11 @@ class MethodConfig:
                                                         f"need at least one positive weight")
         # Until the instance level's warm-up ends only the other levels are fused (core/ssl/algorithms.py).
         early = [(level, w) for level, w in used if level != "instance"]
-        if self.use_instance and self.instance_warmup > 0 and early and not any(w > 0 for _, w in early):
-            raise SettingError("weights", self.weights, f"the instance level joins after {self.instance_warmup} "
-                                                        f"warm-up steps; until then {' and '.join(l for l, _ in early)} "
+        if self.use_instance and self.instance_warmup != 0 and early and not any(w > 0 for _, w in early):
+            warmup = ("its warm-up (a share of the steps)" if self.instance_warmup is None
+                      else f"{self.instance_warmup} warm-up steps")
+            raise SettingError("weights", self.weights, f"the instance level joins after {warmup}; "
+                                                        f"until then {' and '.join(l for l, _ in early)} "
                                                         f"need a positive weight")
 
     def levels_on(self) -> tuple[bool, bool, bool]:
@@ -200,7 +205,7 @@ class MethodConfig:
 # Every numeric MethodConfig field but the weights (tests/test_train_validation.py checks none is missed).
 METHOD_RANGES: dict[str, Range] = {
     "text_tau": POSITIVE, "instance_tau": POSITIVE,
-    "instance_top_k": AT_LEAST_ONE, "instance_warmup": COUNT, "unlabeled_rampup": COUNT,
+    "instance_top_k": AT_LEAST_ONE, "instance_warmup": Range(0, integer=True, optional=True), "unlabeled_rampup": COUNT,
     "threshold": Range(0, 1, low_open=True),  # 0 would pass every pseudo-label
     "dta_momentum": FRACTION, "dta_floor": Range(0, 1, low_open=True), "dta_ceiling": Range(0, 1, low_open=True),
     "snl_gamma": Range(0, 1, low_open=True, high_open=True),

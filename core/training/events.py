@@ -1,7 +1,19 @@
 """The worker's event stream: one JSON object per line on stdout, for the studio to follow.
 
-Events: started, progress (step, total, eta_s), metrics (step, values), finished, cancelled,
-failed (error). Without --events json the same events drive a readable progress bar.
+Every event has "event" and "time"; most have a "message" in words. In the order a run sends them:
+- phase: the run moved on to one of PHASES (the same names for `train` and `refit`), with
+  `message` and, where it can be told before the phase starts, `eta_s` (the map's, from the face
+  count). "starting" comes first, before the run exists; "encoder" loads the image and text
+  encoders; "features" fills or reads the head-mode feature cache; "training" runs the steps;
+  "predictions" predicts every face and writes the results; "map" computes the 2-D maps.
+- started (run, algorithm, encoder, mode, steps): the run exists;
+- warning: a setting that makes part of the run useless, e.g. a ticked level that cannot
+  appear (TrainSettings.level_warnings);
+- progress (phase, step, total, eta_s): n of N within a phase: "features" (faces), "training"
+  (steps), "predictions" (faces written); eta_s is null until a rate is known;
+- metrics (step, values), info (message), map (run, method, final: a 2-D map is written);
+- finished (run, metrics), cancelled (run, step), failed (run, error): the end.
+Without --events json the same events drive a readable progress bar.
 """
 from __future__ import annotations
 
@@ -12,6 +24,27 @@ import time
 from typing import IO, Any
 
 from tqdm import tqdm
+
+
+PHASES = ("starting", "encoder", "features", "training", "predictions", "map")
+
+
+class EtaClock:
+    """Seconds left in a phase from its rate so far: started at the phase's first unit of work."""
+
+    def __init__(self):
+        self.started: float | None = None
+        self.first_done = 0
+
+    def eta_s(self, done: int, total: int) -> float | None:
+        now = time.perf_counter()
+        if self.started is None:
+            self.started, self.first_done = now, done
+            return None
+        if done <= self.first_done:
+            return None
+        rate = (now - self.started) / (done - self.first_done)
+        return round(rate * max(total - done, 0), 1)
 
 
 class EventSink:
@@ -62,7 +95,7 @@ class ConsoleEvents(EventSink):
         if event == "progress":
             if self.quiet:
                 return
-            phase = fields.get("phase", "train")
+            phase = fields.get("phase", "training")
             if self.bar is None or self.phase != phase:
                 self.close()
                 self.phase = phase
@@ -76,7 +109,12 @@ class ConsoleEvents(EventSink):
                               if isinstance(v, (int, float)) and ("acc" in k or k.startswith("loss")))
             if shown and not self.quiet:
                 self._write(f"step {fields.get('step')}: {shown}")
-        elif event in ("started", "finished", "cancelled", "failed", "info"):
+        elif event == "phase" and not self.quiet:
+            self.close()
+            eta = fields.get("eta_s")
+            self._write(f"{fields.get('phase')}: {fields.get('message', '')}"
+                        + (f" (about {eta:.0f} s)" if isinstance(eta, (int, float)) else ""))
+        elif event in ("started", "finished", "cancelled", "failed", "info", "warning"):
             detail = fields.get("message") or fields.get("error") or ""
             self._write(f"{event}: {detail}".rstrip(": "))
 

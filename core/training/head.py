@@ -40,6 +40,7 @@ def build_head_trainer(features: np.ndarray, labels: np.ndarray, class_text: tor
     check_labels(labels)
     labeled = np.flatnonzero(labels >= 0)
     unlabeled = np.flatnonzero(labels < 0)
+    settings = settings.resolved(len(labeled), len(unlabeled))  # "auto" numbers (a run has them already)
     algorithm, head = build_method(settings, features.shape[2], class_text, len(labels), device)
     model = head.to(device)
     source = CachedFeatureBatches(

@@ -44,7 +44,7 @@ class ProgressHook(Hook):
         self.last = now
         done = trainer.step - self.start_step
         eta = (now - self.started) / done * (total - trainer.step) if done else None
-        self.events.emit("progress", phase="train", step=trainer.step, total=total,
+        self.events.emit("progress", phase="training", step=trainer.step, total=total,
                          eta_s=round(eta, 1) if eta is not None else None)
 
 

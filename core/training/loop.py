@@ -62,6 +62,7 @@ class Trainer:
     def __init__(self, model: torch.nn.Module, algorithm: Algorithm, source, config: LoopConfig,
                  device: torch.device, hooks: list[Hook] = ()):
         config.validate()
+        config = config.with_schedule()  # cadences left to "auto" follow the steps
         self.model = model
         self.algorithm = algorithm
         self.source = source

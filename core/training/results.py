@@ -2,6 +2,8 @@
 2-D maps, and the final metrics."""
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 from sqlalchemy import delete, insert
 
@@ -49,7 +51,10 @@ def extras_as_json(extras: dict[str, np.ndarray], i: int, names: list[str]) -> d
     return out
 
 
-def write_predictions(project: Project, run_id: int, face_ids: np.ndarray, preds: Predictions) -> None:
+def write_predictions(project: Project, run_id: int, face_ids: np.ndarray, preds: Predictions,
+                      progress: Callable[[int, int], None] | None = None) -> None:
+    """Replace the run's predictions and embeddings with these; `progress(done, total)` after
+    each batch of WRITE_BATCH faces."""
     names = class_names()
     pseudo, confidence, passed = preds.pseudo_label, preds.confidence, preds.passed
     with project.session() as session:
@@ -70,6 +75,8 @@ def write_predictions(project: Project, run_id: int, face_ids: np.ndarray, preds
                 "run_id": run_id, "image_id": int(face_ids[i]),
                 "vector": preds.embedding[i].astype(np.float32).tobytes(), "dim": int(preds.embedding.shape[1]),
             } for i in range(start, stop)])
+        if progress is not None:
+            progress(stop, len(face_ids))
 
 
 def write_projections(project: Project, run_id: int, face_ids: np.ndarray, embeddings: np.ndarray,

@@ -1,13 +1,15 @@
 """The warm worker: one long-lived process per open project, driven by JSON commands on stdin
 and answering with the training worker's JSON events on stdout (`main.py serve PROJECT`).
 
-Why it exists: a fresh `main.py train` pays torch's import, the encoder's load, reading the
-feature cache and numba compiling UMAP (about 12 of the 14 s UMAP costs for 910 faces) before
-it does any work. This process pays them once and keeps them: torch is imported before `ready`,
-an encoder stays loaded once a head-mode job has used it, one `RefitMemory` (cached features,
-the last heads) lives across refits, and UMAP is compiled by a tiny fit in a background thread
-right after `ready`, without holding up the first command. It stays a separate process, so a
-crash never takes the studio down (app/warm_worker.py restarts it).
+Why it exists: a fresh `main.py train` or `refit` pays torch's import, the encoder's load,
+reading the feature cache and numba compiling UMAP (about 12 of the 14 s UMAP costs for 910
+faces) before it does any work. This process pays them once and keeps them: torch is imported
+before `ready`; then, first in its job thread, a warm-up loads what a refit of the newest
+finished run reads (the encoder, class texts, the feature cache) into one `RefitMemory` that
+lives across refits, and UMAP is compiled by a tiny fit in a background thread (a command sent
+meanwhile waits only for the first part). A head-mode `train` job keeps its encoder loaded for
+the next. It stays a separate process, so a crash never takes the studio down
+(app/warm_worker.py restarts it).
 
 Commands, one JSON object per line:
   {"id": 7, "command": "train", "settings": {...TrainSettings.to_dict()...}}
@@ -17,7 +19,8 @@ Commands, one JSON object per line:
   {"command": "shutdown"}            cancel the job, wait for it, exit 0 (the end of stdin too)
 Events, one JSON object per line: the worker's own (started, progress, metrics, info, map,
 finished, cancelled, failed ...) carrying the command's `id`, and the server's: `ready`, `busy`
-and `idle` (a job began / ended: its status and run), `pong`, `warm` (UMAP compiled), `error`
+and `idle` (a job began / ended: its status and run), `pong`, `warm` (part refit: the memory
+is loaded; part umap: compiled), `error`
 (a bad command, named; the server carries on) and `exiting`. One job runs at a time, in one
 thread that does all torch work; a job command while another runs is refused with `error`.
 """
@@ -39,6 +42,7 @@ from core.training.events import EventSink, JsonEvents
 PROTOCOL = 1
 SHOWN_INPUT_CHARS = 200  # a bad line is quoted in its error event up to this length
 JOB_STOP_TIMEOUT_S = 60.0  # shutdown waits this long for a cancelled job to save and stop
+WARM_UPS = ("refit", "umap")  # what a server loads or compiles at start-up, in this order
 
 
 class BadCommand(ValueError):
@@ -75,6 +79,7 @@ class Job:
     command: str
     run: Callable[[Callable[[], bool]], dict]  # should_stop -> idle fields (status, run ...)
     head_mode: bool = True  # may borrow the kept encoder (a fine-tune run changes its weights)
+    announce: bool = True  # `idle` when it ends (the server's own warm-up job ends silently)
     stop: threading.Event = field(default_factory=threading.Event)
 
 
@@ -120,14 +125,15 @@ class EncoderShelf:
 class WarmWorker:
     """Reads commands, runs one job at a time in its job thread, keeps the warm state."""
 
-    def __init__(self, project: Project, out: IO[str], *, warm_umap: bool = True):
+    def __init__(self, project: Project, out: IO[str], *, warm_up: tuple[str, ...] = WARM_UPS):
         self.project = project
         self.events = SharedEvents(out)
-        self.warm_umap = warm_umap
+        self.warm_ups = warm_up
         self.encoders = EncoderShelf()
         self.refit_memory = None  # core.training.refit.RefitMemory, made by the first refit
         self.umap_ready = False
-        self.job: Job | None = None
+        self.job: Job | None = None  # the command's job accepted last and not yet ended
+        self._running: Job | None = None  # the job in the job thread (the warm-up included)
         self._job_lock = threading.Lock()
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._input: queue.SimpleQueue[str | None] = queue.SimpleQueue()
@@ -141,8 +147,32 @@ class WarmWorker:
         self._job_thread.start()
         self.events.emit("ready", protocol=PROTOCOL, project=str(self.project.root), threads=threads,
                          commands=sorted(COMMANDS))
-        if self.warm_umap:
+        if self.warm_ups:
+            # First in the job thread (a command sent meanwhile runs right after it), so the
+            # first refit costs what later ones do; UMAP compiles once that is done.
+            self._jobs.put(Job(None, "warm-up", self._warm_up, announce=False))
+
+    def _warm_up(self, should_stop) -> dict:
+        if "refit" in self.warm_ups:
+            started = time.perf_counter()
+            try:
+                run = prime_refit_memory(self.project, self._memory(), should_stop)
+            except Exception as exc:  # the first refit loads what it needs itself; nothing is lost
+                traceback.print_exc(file=sys.stderr)
+                self.events.emit("warm", part="refit", ok=False, error=f"{type(exc).__name__}: {exc}")
+            else:
+                self.events.emit("warm", part="refit", ok=True, run=run,
+                                 seconds=round(time.perf_counter() - started, 2))
+        if "umap" in self.warm_ups:
             threading.Thread(target=self._compile_umap, name="umap-warm-up", daemon=True).start()
+        return {}
+
+    def _memory(self):
+        from core.training.refit import RefitMemory
+
+        if self.refit_memory is None:
+            self.refit_memory = RefitMemory()
+        return self.refit_memory
 
     def _compile_umap(self) -> None:
         """A tiny UMAP fit compiles numba's functions once for this process (the map of every
@@ -187,8 +217,9 @@ class WarmWorker:
         if not self._job_thread.is_alive():
             return
         job = self.job
-        if job is not None:
-            job.stop.set()
+        for running in (job, self._running):
+            if running is not None:
+                running.stop.set()
         self._jobs.put(None)
         self._job_thread.join(timeout_s)
         self.events.emit("exiting", stopped_job=job.request_id if job is not None else None,
@@ -218,6 +249,7 @@ class WarmWorker:
 
     def _job_loop(self) -> None:
         while (job := self._jobs.get()) is not None:
+            self._running = job
             started = time.perf_counter()
             try:
                 with self.encoders.lent(job.head_mode):
@@ -227,10 +259,37 @@ class WarmWorker:
                 error = f"{type(exc).__name__}: {exc}"
                 self.events.emit("failed", id=job.request_id, error=error)
                 ending = {"status": "failed", "error": error}
+            if not job.announce:
+                continue
             with self._job_lock:
                 self.job = None  # before `idle`: the next command may follow it at once
             self.events.emit("idle", id=job.request_id, command=job.command,
                              seconds=round(time.perf_counter() - started, 3), **ending)
+
+
+def prime_refit_memory(project: Project, memory, should_stop) -> int | None:
+    """Load into `memory` what a refit of the newest finished head-mode run reads: its encoder,
+    class text embeddings and the feature cache. The run primed for, or None (no such run)."""
+    from sqlalchemy import select
+
+    from core.store.models import RUN_FINISHED, Run
+    from core.training.data import load_face_table
+    from core.training.events import NullEvents
+    from core.training.settings import TrainSettings
+    from core.training.worker import choose_device
+
+    with project.session() as session:
+        config = session.execute(select(Run.id, Run.config).where(Run.status == RUN_FINISHED, Run.mode == "head")
+                                 .order_by(Run.id.desc()).limit(1)).first()
+        if config is None:
+            return None
+        faces = load_face_table(project, session)
+    settings = TrainSettings.from_dict(config.config)
+    quiet = NullEvents()
+    memory.encoder_for(settings.encoder, choose_device(settings.device), quiet)
+    memory.class_text_for(project, settings)
+    memory.features_for(project, faces, settings, quiet, should_stop)
+    return config.id
 
 
 def parse_request(line: str) -> dict:
@@ -325,10 +384,8 @@ def _refit(server: WarmWorker, request: dict) -> bool:
     def run(should_stop) -> dict:
         from core.training.worker import RunError
 
-        if server.refit_memory is None:
-            server.refit_memory = refit_module.RefitMemory()
         try:
-            return _outcome_fields(refit_module.refit(server.project, parent, events, memory=server.refit_memory,
+            return _outcome_fields(refit_module.refit(server.project, parent, events, memory=server._memory(),
                                                       should_stop=should_stop, steps=steps))
         except RunError as exc:  # refused before a run existed (no such run, not finished ...)
             events.emit("failed", error=str(exc))

@@ -33,9 +33,10 @@ from core.store.models import (
     utcnow,
 )
 from core.store.project import Project
+from core.store.queries import project_stats
 from core.training.checkpoints import load_checkpoint
 from core.training.data import FaceTable, load_face_table
-from core.training.events import EventSink, NullEvents
+from core.training.events import EtaClock, EventSink, NullEvents
 from core.training.features import FeatureCache
 from core.training.hooks import CheckpointHook, EvalHook, MetricsHook, ProgressHook, StopHook, write_metrics
 from core.training.inference import Predictions, predict, predict_batches
@@ -78,6 +79,9 @@ def train(project: Project, settings: TrainSettings, events: EventSink,
     run: the run is marked failed and the outcome says so. Under torchrun, rank 0 creates the run
     and writes everything; the other ranks train with it."""
     rank = torch.distributed.get_rank() if distributed.active() else 0
+    if rank == 0:
+        events.emit("phase", phase="starting", message=f"resuming run {resume}" if resume is not None
+                    else "creating the run")
     opened: list = [None, None, None]  # run id, settings, error
     if rank == 0:
         try:
@@ -90,6 +94,7 @@ def train(project: Project, settings: TrainSettings, events: EventSink,
                     if own.is_file():
                         settings.descriptions = own.relative_to(project.root).as_posix()
                 _check_settings(project, settings)
+                settings = _resolve_auto(project, settings)  # the run records the numbers it uses
                 opened[:2] = _create_run(project, settings), settings.to_dict()
             else:
                 run_id, settings = _reopen_run(project, resume)
@@ -104,8 +109,11 @@ def train(project: Project, settings: TrainSettings, events: EventSink,
     if rank != 0:
         events = NullEvents()
     events.emit("started", run=run_id, algorithm=settings.algorithm, encoder=settings.encoder,
-                mode=settings.mode, message=f"run {run_id}: {settings.algorithm} on {settings.encoder} "
-                                            f"({settings.mode} mode)")
+                mode=settings.mode, steps=settings.loop.steps,
+                message=f"run {run_id}: {settings.algorithm} on {settings.encoder} ({settings.mode} mode), "
+                        f"{settings.loop.steps:,} steps")
+    for warning in settings.level_warnings():
+        events.emit("warning", run=run_id, message=warning)
     try:
         return _execute(project, run_id, settings, events, should_stop, resuming=resume is not None)
     except InterruptedError:
@@ -128,6 +136,13 @@ def _check_settings(project: Project, settings: TrainSettings) -> None:
             load_descriptions(project.resolve_path(settings.descriptions))
     except (ValueError, EncoderError) as exc:
         raise RunError(str(exc)) from None
+
+
+def _resolve_auto(project: Project, settings: TrainSettings) -> TrainSettings:
+    """The settings with every "auto" number chosen from the project's train faces."""
+    with project.session() as session:
+        train = project_stats(session)["by_split"]["train"]
+    return settings.resolved(train["labeled"], train["unlabeled"])
 
 
 def _create_run(project: Project, settings: TrainSettings, *, kind: str = RUN_KIND_TRAIN,
@@ -214,6 +229,7 @@ def _execute(project: Project, run_id: int, settings: TrainSettings, events: Eve
 
     device = choose_device(settings.device)
     main = not distributed.active() or torch.distributed.get_rank() == 0
+    events.emit("phase", phase="encoder", message=f"loading the {settings.encoder} encoder")
     encoder = get_encoder(settings.encoder, device=device)
     events.emit("info", message=f"encoder: {encoder.describe()}")
     descriptions = load_descriptions(project.resolve_path(settings.descriptions) if settings.descriptions else None)
@@ -241,6 +257,8 @@ def _execute(project: Project, run_id: int, settings: TrainSettings, events: Eve
         trainer.load_state_dict(state)
         events.emit("info", message=f"resumed run {run_id} at step {trainer.step}")
 
+    events.emit("phase", phase="training", message=f"training {trainer.config.steps:,} steps"
+                + (f" from step {trainer.step:,}" if trainer.step else ""))
     status = trainer.run()
     if not main:
         return RunOutcome(run_id, status, {})
@@ -250,24 +268,46 @@ def _execute(project: Project, run_id: int, settings: TrainSettings, events: Eve
                     message=f"run {run_id} cancelled at step {trainer.step}; resume with --resume {run_id}")
         return RunOutcome(run_id, RUN_CANCELLED, {})
 
-    events.emit("info", message="writing predictions")
-    rows, preds = write_run_predictions(project, run_id, faces, prepared)
+    events.emit("phase", phase="predictions", message=f"predicting and writing {int(prepared.usable.sum()):,} faces")
+    rows, preds = write_run_predictions(project, run_id, faces, prepared, events)
+    if settings.projection != "none":
+        events.emit("phase", phase="map", message=f"computing the {settings.projection.upper()} map of "
+                                                  f"{len(rows):,} faces",
+                    eta_s=estimated_map_seconds(len(rows), settings.projection))
     write_projections(project, run_id, faces.ids[rows], preds.embedding, settings, events)
     final = finish_with_metrics(project, run_id, faces, rows, preds, trainer.step)
     events.emit("finished", run=run_id, metrics=final, message=finished_message(run_id, final))
     return RunOutcome(run_id, RUN_FINISHED, final)
 
 
-def write_run_predictions(project: Project, run_id: int, faces: FaceTable,
-                          prepared: PreparedRun) -> tuple[np.ndarray, Predictions]:
+def write_run_predictions(project: Project, run_id: int, faces: FaceTable, prepared: PreparedRun,
+                          events: EventSink | None = None) -> tuple[np.ndarray, Predictions]:
     """Predict every usable face (each train face leaving its own bank slot out) and store the
-    predictions and embeddings; returns the rows predicted and the predictions."""
+    predictions and embeddings, reporting the faces written; returns the rows predicted and the
+    predictions."""
     rows = np.flatnonzero(prepared.usable)
     row_slot = np.full(len(faces), -1, dtype=np.int64)
     row_slot[prepared.train_rows] = np.arange(len(prepared.train_rows))
     preds = prepared.predict_all(rows, row_slot)
-    write_predictions(project, run_id, faces.ids[rows], preds)
+    clock = EtaClock()
+    clock.eta_s(0, len(rows))
+    progress = None if events is None else (lambda done, total: events.emit(
+        "progress", phase="predictions", step=done, total=total, eta_s=clock.eta_s(done, total)))
+    write_predictions(project, run_id, faces.ids[rows], preds, progress=progress)
     return rows, preds
+
+
+# What the map phase costs on the 2-core machine of docs/benchmarks.md ("Default step count"):
+# UMAP in a fresh process compiles with numba first, then grows about linearly with the faces.
+UMAP_START_S = 14.0
+UMAP_S_PER_FACE = 0.004
+
+
+def estimated_map_seconds(faces: int, projection: str) -> float | None:
+    """About how long the map phase takes for this many faces (PCA: a moment)."""
+    if projection == "umap":
+        return round(UMAP_START_S + UMAP_S_PER_FACE * faces, 0)
+    return 1.0 if projection == "pca" else None
 
 
 def finish_with_metrics(project: Project, run_id: int, faces: FaceTable, rows: np.ndarray, preds: Predictions,
@@ -295,8 +335,12 @@ def _prepare_head(faces, train_labels, encoder, class_text, settings, device, ho
     if distributed.active():
         raise RunError("head mode trains in one process; use --mode finetune with torchrun")
     cache = FeatureCache(project.cache_dir("features"), encoder, settings.strong_views, seed=0)
+    events.emit("phase", phase="features", message=f"features of {len(faces):,} faces "
+                                                   f"({1 + settings.strong_views} views each; cached after the first run)")
+    clock = EtaClock()
     features, broken = cache.load(
-        faces, progress=lambda done, total: events.emit("progress", phase="features", step=done, total=total),
+        faces, progress=lambda done, total: events.emit("progress", phase="features", step=done, total=total,
+                                                        eta_s=clock.eta_s(done, total)),
         should_stop=should_stop)
     return prepare_head_from_features(faces, features, broken, train_labels, class_text, settings, device, hooks,
                                       metrics_hook, events)
@@ -342,6 +386,7 @@ def prepare_finetune(faces, train_labels, encoder, class_text, settings, device,
     row_slot[train_rows] = np.arange(len(train_rows))
     labeled = train_rows[train_labels[train_rows] >= 0]
     unlabeled = train_rows[train_labels[train_rows] < 0]
+    settings = settings.resolved(len(labeled), len(unlabeled))  # "auto" numbers (a run has them already)
     pool = spatial_pool(encoder.image_tower, encoder.input_size, settings.spatial())
     in_dim = encoder.image_dim if pool is None else pool.channels
     algorithm, head = build_method(settings, in_dim, class_text, len(train_rows), device)
