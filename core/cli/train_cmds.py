@@ -139,8 +139,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 class _StopFlag:
     """Set by SIGINT/SIGTERM; a second SIGINT interrupts at once."""
 
-    def __init__(self):
+    def __init__(self, stopping: str = "stopping after this step and saving a checkpoint"):
         self.requested = False
+        self.stopping = stopping  # what the command does now, in words
 
     def __call__(self) -> bool:
         return self.requested
@@ -150,8 +151,8 @@ class _StopFlag:
             if self.requested and signum == signal.SIGINT:
                 raise KeyboardInterrupt
             self.requested = True
-            print(f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
-                  f"(Ctrl+C again to abort at once)", file=sys.stderr)
+            print(f"\n{signal.Signals(signum).name}: {self.stopping} (Ctrl+C again to abort at once)",
+                  file=sys.stderr)
 
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)

@@ -150,6 +150,13 @@ class OfflineEncoder(Encoder):
                           f"_minilm-l6-v2")
         self.to(resolve_device(device))
 
+    def onnx_engine(self, folder: Path, threads: int):
+        """The image tower on ONNX Runtime (core/encoders/onnx_engine.py), its model built in
+        `folder` from these verified weights at first use."""
+        from core.encoders.onnx_engine import onnx_engine
+
+        return onnx_engine(self.image_tower, INPUT_SIZE, folder, WEIGHTS_SHA256, threads)
+
     def _text(self):
         # Loaded on first use: image-only work (feature caching) never pays for transformers.
         with self._text_lock:
