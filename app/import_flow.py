@@ -1,5 +1,6 @@
 """Importing a folder or CSV into the open project: ask the split, run in the background with a
-cancellable progress dialog, show the report, tell the widgets the project changed."""
+cancellable progress dialog, show the report, tell the widgets the project changed; then compute
+the new faces' features in the background (app/feature_job.py), so the next training starts at once."""
 from __future__ import annotations
 
 import threading
@@ -12,6 +13,7 @@ from core.ingest.importer import ImportOptions, ImportProgress, ImportReport, im
 from core.ingest.sources import SourceError
 from core.store.project import ProjectError
 from app.background import BackgroundJob
+from app.feature_job import FeatureJob
 from app.project_state import ProjectState
 
 PHASE_TEXT = {"reading": "Reading and checking files", "writing": "Adding faces to the project"}
@@ -30,11 +32,13 @@ class ImportController(QObject):
     failed = Signal(str)
 
     def __init__(self, state: ProjectState, dialogs, parent: QWidget | None = None,
-                 show_progress: bool = True):
+                 show_progress: bool = True, compute_features: bool = True):
         super().__init__(parent)
         self.state = state
         self.dialogs = dialogs
         self.show_progress = show_progress
+        self.compute_features = compute_features  # after an import that added faces
+        self.features = FeatureJob(state, self)
         self.widget = parent
         self.job: BackgroundJob | None = None
         self.progress_dialog: QProgressDialog | None = None
@@ -147,6 +151,8 @@ class ImportController(QObject):
         self.state.notify_contents_changed()
         if isinstance(outcome, ImportReport):
             self.last_report = outcome
+            if outcome.imported and self.compute_features:
+                self.features.start()  # before the report: it computes while the annotator reads
             self.dialogs.show_report(outcome)
             self.finished.emit(outcome)
             return

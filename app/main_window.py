@@ -34,6 +34,7 @@ from app.dialogs import Dialogs
 from app.embedding_map import EmbeddingMap
 from app.face_grid import FaceGrid
 from app.face_model import FaceListModel
+from app.feature_job import FeatureJobBar
 from app.import_flow import ImportController, is_importable
 from app.labeling_controller import MESSAGE_MS, LabelingController
 from app.project_panel import ProjectPanel
@@ -137,6 +138,7 @@ class MainWindow(QMainWindow):
         self.run_label = QLabel()
         self.path_label = ElidedLabel()
         self.statusBar().addWidget(self.counts_label, 1)
+        self.statusBar().addPermanentWidget(FeatureJobBar(self.importer.features))  # after an import
         self.statusBar().addPermanentWidget(self.run_label)
         self.annotator_field = AnnotatorField(self.labeling, self.dialogs)
         self.statusBar().addPermanentWidget(self.annotator_field)
