@@ -189,6 +189,7 @@ class EmbeddingMap(QWidget):
         state.map_preview.connect(self.show_preview)
         state.run_finished.connect(self._run_ended)
         self.preview_run: int | None = None  # a running run shown by its PCA map until it ends
+        self._keep_view = False  # the map being loaded replaces the shown one in place (a live refit)
         state.contents_changed.connect(self._contents_changed)
         # Corrections come one keystroke after another: recolour once they pause.
         self._recolor_timer = QTimer(self)
@@ -224,11 +225,15 @@ class EmbeddingMap(QWidget):
         if not preview:
             self.preview_run = None
         self.loading = None
+        # A live refit's run (placed in its parent's layout) keeps the view, the selection and the
+        # old map on screen until the new one is loaded: only the colours change under the cursor.
+        self._keep_view = self.state.refreshing_in_place and self.data is not None
         project = self.state.project
         if project is not None and run_id is not None:
             size = self.state.run_size(run_id)
             if size > BACKGROUND_LOAD_OVER:
-                self.show_map(None, f"Loading run {run_id}'s map of {size:,} faces…")
+                if not self._keep_view:
+                    self.show_map(None, f"Loading run {run_id}'s map of {size:,} faces…")
                 self.loading = (project, run_id, method)
                 self.load_runner.request(lambda _progress: self.state.run_map(run_id, method), self.loading)
                 return
@@ -258,7 +263,10 @@ class EmbeddingMap(QWidget):
             self.show_map(data)
 
     def show_map(self, data: RunMap | None, empty_text: str = "") -> None:
-        """Draw `data` (or the empty state with `empty_text`); the selection is cleared."""
+        """Draw `data` (or the empty state with `empty_text`); the selection is cleared, unless a
+        live refit's map replaces the one shown (then its selection and zoom stay)."""
+        keep, self._keep_view = self._keep_view and data is not None, False
+        kept = self.selected if keep else None
         self._faces.clear()
         self.hover_card.hide()
         self.hovered = None
@@ -275,7 +283,10 @@ class EmbeddingMap(QWidget):
         self.method_combo.blockSignals(False)
         self.pages.setCurrentWidget(self.map_page)
         self._recolor()
-        self.view.autoRange(padding=0.04)
+        if kept is not None:
+            self._set_selection(kept)
+        if not keep:
+            self.view.autoRange(padding=0.04)
         self.highlight(self.highlighted_ids())
 
     def _show_empty(self, text: str) -> None:

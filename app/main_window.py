@@ -34,9 +34,9 @@ from app.dialogs import Dialogs
 from app.embedding_map import EmbeddingMap
 from app.face_grid import FaceGrid
 from app.face_model import FaceListModel
-from app.feature_job import FeatureJobBar
 from app.import_flow import ImportController, is_importable
 from app.labeling_controller import MESSAGE_MS, LabelingController
+from app.live_refit import LiveRefit
 from app.project_panel import ProjectPanel
 from app.project_state import ProjectState
 from app.review_queue import ReviewQueueView
@@ -44,9 +44,11 @@ from app.shortcut_help import ShortcutHelp
 from app.startup import DemoBuilder
 from app.thumbnail_loader import ThumbnailLoader
 from app.training_panel import TrainingPanel
+from app.warm_worker import WarmWorker
 from app.widgets import ElidedLabel
 
 APP_TITLE = "FER Studio"
+WORKER_MESSAGE_MS = 15_000
 DOCK_WIDTH = 420  # the right-hand docks' first width: the grid keeps two columns in a 1000 px window
 
 
@@ -132,14 +134,23 @@ class MainWindow(QMainWindow):
         self.labeling.add_grid(self.grid)
         self.labeling.add_grid(self.review.grid, queue_model=self.review.model)
         self.help_overlay = ShortcutHelp(self, fallback_focus=lambda: self.labeling.active_grid)
+        # The warm worker process runs while a project is open; corrections trigger its refits.
+        self.warm_worker = WarmWorker(self)
+        self.live_refit = LiveRefit(self.state, self.warm_worker, self.settings, held_by=self._refit_held_by,
+                                    parent=self)
         self.description_editor: DescriptionEditor | None = None
 
         self.counts_label = QLabel()
         self.run_label = QLabel()
         self.path_label = ElidedLabel()
         self.statusBar().addWidget(self.counts_label, 1)
-        self.statusBar().addPermanentWidget(FeatureJobBar(self.importer.features))  # after an import
         self.statusBar().addPermanentWidget(self.run_label)
+        self.refit_label = QLabel(self.live_refit.status_text())
+        self.refit_label.setObjectName("refitStatus")
+        self.refit_label.setToolTip("Live refits: the model is refitted on the cached features after every "
+                                    f"{self.live_refit.policy.every} corrections or a pause; Review ▸ Refit the "
+                                    "model while labeling turns them off")
+        self.statusBar().addPermanentWidget(self.refit_label)
         self.annotator_field = AnnotatorField(self.labeling, self.dialogs)
         self.statusBar().addPermanentWidget(self.annotator_field)
         self.statusBar().addPermanentWidget(self.path_label)
@@ -158,6 +169,8 @@ class MainWindow(QMainWindow):
         self.labeling.face_shown.connect(self.detail.show_face)
         self.labeling.upcoming.connect(self.detail.prefetch)
         self.labeling.message.connect(lambda text: self.statusBar().showMessage(text, MESSAGE_MS))
+        self.live_refit.status_changed.connect(self.refit_label.setText)
+        self.warm_worker.trouble.connect(self._worker_trouble)
         self.center_tabs.currentChanged.connect(self._center_tab_changed)
         self._restore_layout()
         self._project_changed()
@@ -208,6 +221,9 @@ class MainWindow(QMainWindow):
         review.addSeparator()
         self._action(review, "Class &descriptions (text level)…", self.edit_descriptions)
         self.change_annotator_action = self._action(review, "Change &annotator…", self.annotator_field.change)
+        self.live_refit_action = self._action(review, "Refit the model &while labeling", self.live_refit.set_enabled)
+        self.live_refit_action.setCheckable(True)
+        self.live_refit_action.setChecked(self.live_refit.enabled)
         help_menu = self.menuBar().addMenu("&Help")
         self._action(help_menu, "&Keyboard shortcuts", self.help_overlay.toggle).setShortcuts(
             [QKeySequence("F1"), QKeySequence("?")])
@@ -241,6 +257,21 @@ class MainWindow(QMainWindow):
             action.triggered.connect(lambda _checked=False, p=path: self.open_project(p))
         if not recent:
             self.recent_menu.addAction("No recent projects").setEnabled(False)
+
+    def _refit_held_by(self) -> str | None:
+        """Why a live refit must wait now: the cores are busy with the studio's other work."""
+        if self.training.busy:
+            return "the training run"
+        if self.importer.busy:
+            return "the import"
+        return None
+
+    def _worker_trouble(self, message: str, gave_up: bool) -> None:
+        """The warm worker stopped: one status-bar message per restart, one dialog on giving up."""
+        if gave_up:
+            self.dialogs.error("Model worker stopped", message)
+        else:
+            self.statusBar().showMessage(message, WORKER_MESSAGE_MS)
 
     def _set_busy(self, _busy: bool = False) -> None:
         busy = self.importer.busy or self.training.busy
@@ -413,6 +444,7 @@ class MainWindow(QMainWindow):
         if self.demo_builder is not None and self.demo_builder.job is not None:
             self.demo_builder.job.wait()
         self.training.shutdown()
+        self.warm_worker.shutdown()
         if self.description_editor is not None:
             self.description_editor.wait()
         self.review.shutdown()

@@ -10,7 +10,8 @@ Opening, closing and querying go through here; it knows nothing about widgets.
 Runs: `current_run` is the training run whose results the views show (the newest finished run
 with a map when a project opens; the run history's selection after that), announced by
 `current_run_changed(run_id or None)`. `run_finished(run_id)` says a run launched from the studio
-has ended (finished, cancelled or failed), so views showing runs refresh.
+has ended (finished, cancelled or failed), so views showing runs refresh. A live refit's run
+replaces the current one in place (`notify_refit_finished`, `refreshing_in_place`).
 """
 from __future__ import annotations
 
@@ -60,6 +61,9 @@ class ProjectState(QObject):
         super().__init__(parent)
         self.project: Project | None = None
         self.current_run: int | None = None
+        # True while views hear of a live refit replacing the current run (notify_refit_finished):
+        # they then keep the annotator's place instead of starting over.
+        self.refreshing_in_place = False
         self._stats: dict | None = None  # cached until the project or its contents change
         self._corrected_today: int | None = None
         # Counting 30,000 faces takes tens of milliseconds: once per pause in the labeling.
@@ -123,6 +127,23 @@ class ProjectState(QObject):
             self.run_finished.emit(run_id)
             if finished:
                 self.set_current_run(run_id, force=True)
+
+    def notify_refit_finished(self, run_id: int, parent_id: int | None) -> bool:
+        """A live refit of `parent_id` finished as run `run_id`. If the views still show the
+        parent, the refit becomes the current run in place (`refreshing_in_place` is True while
+        they hear of it: the face being labeled stays current, the map keeps its selection and
+        zoom). False when another run was chosen meanwhile: the refit only joins the history."""
+        if self.project is None:
+            return False
+        follow = self.current_run == parent_id
+        self.refreshing_in_place = True
+        try:
+            self.run_finished.emit(run_id)
+            if follow:
+                self.set_current_run(run_id)
+        finally:
+            self.refreshing_in_place = False
+        return follow
 
     # -- queries -----------------------------------------------------------------------------
     def stats(self) -> dict | None:

@@ -6,6 +6,7 @@ background thread; a newer request overtakes an older one and the grid stays usa
 The queue keeps its order while the annotator works through it (corrections update the faces
 in place); it is rebuilt when the current run changes or a run finishes, when the strategy, a
 filter or the limit changes, and on Refresh (F5); while the view is hidden, only once it is shown.
+A live refit's run rebuilds it in place: the face being labeled stays current, first in the queue.
 """
 from __future__ import annotations
 
@@ -100,9 +101,13 @@ class QueueListModel(FaceListModel):
         super().__init__(state, loader, parent)
         self._items: dict[int, QueueItem] = {}
 
-    def set_queue(self, items: list[QueueItem], faces: dict[int, FaceRow]) -> None:
+    def set_queue(self, items: list[QueueItem], faces: dict[int, FaceRow], first: FaceRow | None = None) -> None:
+        """The queue in rank order; `first` (the face being labeled when a live refit rebuilt the
+        queue) goes before it, whether the new ranking has it or not."""
         self.beginResetModel()
         self._rows = [faces[item.face_id] for item in items if item.face_id in faces]
+        if first is not None:
+            self._rows = [faces.get(first.id, first), *(face for face in self._rows if face.id != first.id)]
         self._items = {item.face_id: item for item in items}
         self._row_of = None
         self.endResetModel()
@@ -194,6 +199,7 @@ class ReviewQueueView(QWidget):
         self.answered: QueueRequest | None = None  # the newest request that got its queue or its error
         self._focus_grid_after_build = False
         self._stale = False  # a rebuild is due when the view is next shown
+        self._keep_place = False  # the next build keeps the current face (a live refit's run)
 
         self.strategy_combo = _combo("how the faces are ranked")
         for name, strategy in STRATEGIES.items():
@@ -264,8 +270,8 @@ class ReviewQueueView(QWidget):
         self.runner.succeeded.connect(self._built)
         self.runner.failed.connect(self._build_failed)
         state.project_changed.connect(self.refresh)
-        state.current_run_changed.connect(self.refresh)
-        state.run_finished.connect(self.refresh)
+        state.current_run_changed.connect(self._run_changed)
+        state.run_finished.connect(self._run_changed)
         self._describe_strategy()
         self.refresh()
 
@@ -300,6 +306,13 @@ class ReviewQueueView(QWidget):
 
     def _controls_changed(self, *_args) -> None:
         self._focus_grid_after_build = True  # keys go to the faces again, not to the control
+        self._keep_place = False
+        self.refresh()
+
+    def _run_changed(self, *_args) -> None:
+        # A live refit replacing the current run keeps the annotator on the face being labeled
+        # (first in the rebuilt queue, still current); another run starts from the queue's top.
+        self._keep_place = self.state.refreshing_in_place
         self.refresh()
 
     # -- building -----------------------------------------------------------------------------
@@ -335,7 +348,8 @@ class ReviewQueueView(QWidget):
         self.last_result = result
         self.answered = request
         current = self.grid.current_face()
-        self.model.set_queue(result.items, result.faces)
+        keep, self._keep_place = self._keep_place, False
+        self.model.set_queue(result.items, result.faces, first=current if keep else None)
         shown = self.model.queue_size()
         strategy = request.strategy.replace("_", " ")
         advice = queue_advice(request.strategy, result.items)

@@ -65,3 +65,36 @@ def last_project(settings: QSettings | None = None) -> str | None:
     settings = settings or studio_settings()
     value = settings.value(KEY_LAST)
     return str(value) if value else None
+
+
+# Live refits (app/live_refit.py): every K corrections, or after a pause with at least one.
+KEY_LIVE_REFIT = "live/enabled"
+KEY_REFIT_EVERY = "live/refit_every"
+KEY_REFIT_PAUSE = "live/refit_pause_s"
+
+
+LIVE_REFIT_ENV = "FER_STUDIO_LIVE_REFIT"  # 0: off whatever the settings say (tests; no worker process)
+OFF_WORDS = ("false", "0", "no", "off")
+
+
+def live_refit_enabled(settings: QSettings) -> bool:
+    if os.environ.get(LIVE_REFIT_ENV, "").strip().lower() in OFF_WORDS:
+        return False
+    return str(settings.value(KEY_LIVE_REFIT, "true")).lower() not in OFF_WORDS
+
+
+def refit_policy(settings: QSettings):
+    """The refit trigger from the settings; a value that is not a valid setting falls back to its
+    default (and says so on stderr, naming the key and the settings file)."""
+    from core.active.refit_policy import DEFAULT_EVERY, DEFAULT_PAUSE_S, RefitPolicy
+
+    every, pause = settings.value(KEY_REFIT_EVERY, DEFAULT_EVERY), settings.value(KEY_REFIT_PAUSE, DEFAULT_PAUSE_S)
+    try:
+        pause = None if str(pause).lower() in ("none", "off", "") else float(pause)
+        return RefitPolicy(every=int(every), pause_s=pause)
+    except (TypeError, ValueError) as exc:
+        import sys
+
+        print(f"{settings_file()}: {KEY_REFIT_EVERY}={every!r}, {KEY_REFIT_PAUSE}={pause!r}: {exc}; "
+              f"using every {DEFAULT_EVERY} corrections or a {DEFAULT_PAUSE_S:.0f} s pause", file=sys.stderr)
+        return RefitPolicy()

@@ -9,6 +9,9 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The studio's warm worker (a torch process per window) runs only where a test turns it on
+# (tests/test_app_live_refit.py).
+os.environ.setdefault("FER_STUDIO_LIVE_REFIT", "0")
 
 
 @pytest.fixture(autouse=True)
