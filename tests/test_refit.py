@@ -17,8 +17,8 @@ from core.store.models import HiddenTruth, Image, Label, Metric, Prediction, Pro
 from core.store.project import Project
 from core.training.events import JsonEvents
 from core.training.refit import RefitMemory, refit
-from core.training.worker import RunError, train
-from tests.studio_runs import make_demo, project_copy, quick_settings
+from core.training.worker import RunError
+from tests.studio_runs import make_demo, project_copy
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -152,3 +152,146 @@ def test_the_policy_refits_every_k_corrections_or_after_a_pause():
     for every, pause in ((0, 8), (2.5, 8), (20, 0), (20, float("nan"))):
         with pytest.raises(ValueError, match="refit"):
             RefitPolicy(every=every, pause_s=pause)
+
+
+def fused_of(root: Path, run_id: int, faces: list[int]) -> np.ndarray:
+    table = predictions(root, run_id)
+    return np.array([table[face] for face in faces])
+
+
+def test_predictions_follow_the_corrections(root):
+    from core.classes import class_names
+
+    names = class_names()
+    parent = predictions(root, 1)
+    corrected = {}
+    with Project.open(root) as project:
+        for face, _truth in unlabeled_train_faces(root, 8):
+            wrong = names[(int(np.argmax(parent[face])) + 3) % len(names)]  # a class the parent did not predict
+            set_label(project, face, wrong, "ana")
+            corrected[face] = names.index(wrong)
+    outcome, events = run_refit(root, 1)
+    assert outcome.status == "finished", events[-1]
+    faces = list(corrected)
+    wanted = np.array([corrected[face] for face in faces])
+    before = fused_of(root, 1, faces)[np.arange(len(faces)), wanted]
+    fused = fused_of(root, outcome.run_id, faces)
+    after = fused[np.arange(len(faces)), wanted]
+    assert (after > before).all(), (before, after)
+    # The teacher that writes the predictions follows the refit (its window fits the refit's
+    # steps): the corrections show, not a third of them.
+    assert (fused.argmax(1) == wanted).mean() >= 0.75, (before, after)
+
+
+def test_the_map_keeps_its_layout_and_refits_chain(root):
+    face, truth = unlabeled_train_faces(root, 1)[0]
+    with Project.open(root) as project:
+        set_label(project, face, truth, "ana")
+    first, _ = run_refit(root, 1, steps=10)
+    second, events = run_refit(root, first.run_id, steps=10)
+    assert second.status == "finished", events[-1]
+    assert any("run 1's map" in e.get("message", "") for e in events if e["event"] == "map"), \
+        "a refit of a refit is placed in the map that was computed, not in a placed one"
+    base, placed = coords(root, 1), coords(root, second.run_id)
+    points = np.array(list(base.values()))
+    extent = np.ptp(points, axis=0).max()
+    moved = np.array([np.hypot(*np.subtract(base[f], placed[f])) for f in base])
+    assert np.median(moved) < 0.05 * extent, (np.median(moved), extent)
+    with Project.open(root) as project:
+        from core.training.checkpoints import load_checkpoint
+
+        steps = [load_checkpoint(project.cache_dir("checkpoints") / f"run_{r}.pt")["step"]
+                 for r in (1, first.run_id, second.run_id)]
+    assert steps[1] == steps[0] + 10 and steps[2] == steps[1] + 10, "each refit continues its parent's steps"
+
+
+def test_memory_keeps_what_the_next_refit_needs_until_the_faces_change(root):
+    memory = RefitMemory()
+    run_refit(root, steps=1, memory=memory)
+    _, events = run_refit(root, steps=1, memory=memory)
+    messages = {e["phase"]: e["message"] for e in events if e["event"] == "phase"}
+    assert "loaded already" in messages["encoder"] and "in memory" in messages["features"]
+    with Project.open(root) as project, project.session() as s:
+        s.get(Image, 1).status = "excluded"
+    outcome, events = run_refit(root, steps=1, memory=memory)
+    messages = {e["phase"]: e["message"] for e in events if e["event"] == "phase"}
+    assert "reading the cached features of 76 faces" in messages["features"]
+    assert len(predictions(root, outcome.run_id)) == 76
+
+
+def test_a_cancelled_or_failed_refit_is_recorded_so(root, monkeypatch):
+    outcome, events = run_refit(root, steps=50, should_stop=lambda: True)
+    assert outcome.status == "cancelled" and events[-1]["event"] == "cancelled"
+    assert not (root / "checkpoints" / f"run_{outcome.run_id}.pt").exists(), "nothing to resume: refit again"
+
+    def broken_placement(*_args, **_kwargs):
+        raise RuntimeError("placement broke")
+
+    monkeypatch.setattr("core.training.placement.place", broken_placement)
+    outcome, events = run_refit(root, steps=1)
+    assert outcome.status == "failed" and "placement broke" in events[-1]["error"]
+    with Project.open(root) as project, project.session() as s:
+        assert [r.status for r in s.scalars(select(Run).order_by(Run.id))] == ["finished", "cancelled", "failed"]
+
+
+def test_thirty_refits_leave_the_project_bounded(root):
+    from core.active.data import QueueError, resolve_run
+    from core.training.evaluation import EvaluationError, evaluate_run
+
+    memory = RefitMemory()
+    finished = []
+    for _ in range(30):
+        outcome, events = run_refit(root, steps=1, memory=memory, keep_refits=3)
+        assert outcome.status == "finished", events[-1]
+        finished.append(events[-1])
+    assert finished[-1]["pruned"]["runs"] == [finished[-1]["run"] - 3]
+    assert "pruned the per-face results of superseded refit" in finished[-1]["message"]
+    with Project.open(root) as project, project.session() as s:
+        rows = s.scalar(select(func.count()).select_from(Prediction))
+        assert rows == 77 * (1 + 3), "the trained run and the newest three refits keep their predictions"
+        kept = set(s.scalars(select(Prediction.run_id).distinct()))
+        assert kept == {1, 29, 30, 31}
+        pruned = s.get(Run, 10)
+        assert pruned.predictions_pruned_at is not None and pruned.checkpoint is None
+        assert s.scalar(select(func.count()).select_from(RunLabel).where(RunLabel.run_id == 10)) == 14
+        assert s.scalar(select(func.count()).select_from(Metric).where(Metric.run_id == 10)) > 0
+        with pytest.raises(QueueError, match="superseded refit"):
+            resolve_run(s, 10)
+    assert sorted(p.name for p in (root / "checkpoints").glob("*.pt")) == [f"run_{r}.pt" for r in (1, 29, 30, 31)]
+    with Project.open(root) as project:
+        with pytest.raises(EvaluationError, match="pruned"):
+            evaluate_run(project, 10, "val")
+        with pytest.raises(RunError, match="pruned"):
+            refit(project, 10, JsonEvents(io.StringIO()))
+
+
+def clustered(rng, centres: np.ndarray, per: int, noise: float = 0.05) -> np.ndarray:
+    points = np.repeat(centres, per, axis=0) + noise * rng.standard_normal((len(centres) * per, centres.shape[1]))
+    return points.astype(np.float32)
+
+
+def test_placement_keeps_unmoved_faces_and_carries_moved_ones_to_their_new_neighbours(monkeypatch):
+    from core.training import placement
+
+    rng = np.random.default_rng(0)
+    centres = np.eye(3, 32, dtype=np.float32)  # three classes, far apart in embedding space
+    embeddings = clustered(rng, centres, 20)
+    layout_xy = np.repeat(np.array([[0, 0], [10, 0], [0, 10]], dtype=np.float32), 20, axis=0)
+    layout_xy += rng.standard_normal(layout_xy.shape).astype(np.float32)
+    ids = np.arange(100, 160)
+    layout = placement.Layout(1, ids, embeddings, {"umap": layout_xy})
+    unchanged = placement.place(layout, ids, embeddings)["umap"]
+    assert np.allclose(unchanged, layout_xy, atol=1e-4), "the same embeddings keep the same map"
+
+    moved = embeddings.copy()
+    moved[0] = centres[1] + 0.01  # the refit moved face 100 into the second class
+    new_face = (centres[2] + 0.02)[None, :]  # face 999 was imported after the layout was made
+    placed = placement.place(layout, np.append(ids, 999), np.vstack([moved, new_face]))["umap"]
+    assert np.hypot(*(placed[0] - [10, 0])) < 3, placed[0]
+    assert np.abs(placed[1:60] - layout_xy[1:]).max() < 1.5, "the others barely move"
+    assert np.hypot(*(placed[60] - [0, 10])) < 2, placed[60]
+
+    monkeypatch.setattr(placement, "MAX_ANCHORS", 12)  # a large project: a fixed sample of anchors
+    again = placement.place(layout, ids, embeddings)["umap"]
+    assert np.allclose(again, layout_xy, atol=1e-4)
+    assert np.array_equal(layout.choose_anchors(np.ones(60, bool)), layout.choose_anchors(np.ones(60, bool)))

@@ -7,7 +7,8 @@ trained on in `run_labels`, predictions, embeddings, metrics, its own checkpoint
 What it continues from the parent: the head and its EMA teacher, the optimiser's moments, the
 class thresholds, the memory bank (slot by face; faces labeled or relabeled since get their
 label and the teacher's embedding) and the step count, so warm-ups stay behind it. Its learning
-rate restarts at a fraction of the run's and decays over the refit's own steps. Its map is not
+rate restarts at a fraction of the run's and decays over the refit's own steps, and its teacher
+averages over a window that fits those steps (`refit_ema_decay`). Its map is not
 computed from scratch: faces are placed in the layout of the run whose map was (placement.py).
 Superseded refits lose their per-face results afterwards (pruning.py).
 
@@ -27,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from core.classes import class_names
 from core.store.models import (
@@ -41,8 +42,9 @@ from core.store.models import (
     RunLabel,
 )
 from core.store.project import Project
+from core.store.queries import latest_finished_run_id
 from core.training import placement
-from core.training.checkpoints import CheckpointError, load_checkpoint
+from core.training.checkpoints import load_checkpoint
 from core.training.data import FaceTable, load_face_table
 from core.training.events import EventSink
 from core.training.features import FeatureCache
@@ -65,15 +67,23 @@ from core.training.worker import (
 )
 
 # The refit's schedule (docs/benchmarks.md, "Live refit", shows how these were chosen).
-REFIT_LABELED_PASSES = 10  # passes over the labeled faces
-REFIT_MIN_STEPS, REFIT_MAX_STEPS = 40, 200
+REFIT_LABELED_PASSES = 25  # draws of each labeled face, so a new label is seen often enough
+REFIT_MIN_STEPS, REFIT_MAX_STEPS = 40, 150
 REFIT_LR_SCALE = 0.5  # of the run's learning rate, decayed to a tenth over the refit
+REFIT_EMA_HORIZON = 4  # the teacher averages over about a quarter of the refit, not the run's long window
 
 
 def refit_steps(labeled: int, batch_size: int) -> int:
     """The default number of steps for a refit over `labeled` labeled train faces."""
     needed = math.ceil(REFIT_LABELED_PASSES * labeled / max(batch_size, 1) / 10) * 10
     return int(min(REFIT_MAX_STEPS, max(REFIT_MIN_STEPS, needed)))
+
+
+def refit_ema_decay(run_decay: float, steps: int) -> float:
+    """The teacher's decay during a refit: the run's, unless the refit is too short for it (a
+    0.99 teacher would keep two thirds of the parent after 40 steps, and the corrections would
+    hardly show in the predictions it writes)."""
+    return max(0.0, min(run_decay, 1 - REFIT_EMA_HORIZON / max(steps, 1)))
 
 
 @dataclass
@@ -188,7 +198,7 @@ def _cancelled(project: Project, run_id: int, events: EventSink) -> RunOutcome:
 def _resolve_parent(project: Project, run_id: int | None) -> Parent:
     with project.session() as session:
         if run_id is None:
-            run_id = session.scalar(select(func.max(Run.id)).where(Run.status == RUN_FINISHED))
+            run_id = latest_finished_run_id(session)
             if run_id is None:
                 raise RunError("there is no finished run to refit; train one first: python main.py train PROJECT")
         run = session.get(Run, run_id)
@@ -325,6 +335,7 @@ def _warm_start(trainer: Trainer, state: dict, faces: FaceTable, train_rows: np.
     if trainer.algorithm.bank is not None and state["algorithm"].get("bank") is not None:
         _carry_bank(trainer, state, faces, train_rows, train_labels, parent_labels)
     trainer.step = int(state["step"])
+    trainer.ema.decay = refit_ema_decay(trainer.ema.decay, steps)
     for group in trainer.optimizer.param_groups:
         group["lr"] = group["initial_lr"] = group["initial_lr"] * REFIT_LR_SCALE
     total = max(steps, 1)
