@@ -295,3 +295,18 @@ def test_placement_keeps_unmoved_faces_and_carries_moved_ones_to_their_new_neigh
     again = placement.place(layout, ids, embeddings)["umap"]
     assert np.allclose(again, layout_xy, atol=1e-4)
     assert np.array_equal(layout.choose_anchors(np.ones(60, bool)), layout.choose_anchors(np.ones(60, bool)))
+
+
+def test_priming_the_memory_leaves_nothing_for_the_first_refit_to_load(root):
+    memory = RefitMemory()
+    with Project.open(root) as project:
+        assert memory.prime(project) == 1
+        assert memory.layout is not None and memory.layout.run_id == 1
+    _, events = run_refit(root, steps=1, memory=memory)
+    messages = {e["phase"]: e["message"] for e in events if e["event"] == "phase"}
+    assert "loaded already" in messages["encoder"] and "in memory" in messages["features"]
+    with Project.open(root) as project, project.session() as s:
+        s.get(Run, 1).status = "failed"
+        s.get(Run, 2).status = "failed"
+    with Project.open(root) as project:
+        assert RefitMemory().prime(project) is None, "nothing finished: nothing to prime for"

@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from core.classes import class_names
 from core.store.models import (
@@ -36,7 +36,10 @@ from core.store.models import (
     RUN_FAILED,
     RUN_FINISHED,
     RUN_KIND_REFIT,
+    STATUS_ACTIVE,
     Embedding,
+    Image,
+    Label,
     Projection,
     Run,
     RunLabel,
@@ -46,7 +49,7 @@ from core.store.queries import latest_finished_run_id
 from core.training import placement
 from core.training.checkpoints import load_checkpoint
 from core.training.data import FaceTable, load_face_table
-from core.training.events import EventSink
+from core.training.events import EventSink, NullEvents
 from core.training.features import FeatureCache
 from core.training.hooks import CheckpointHook, MetricsHook, StopHook
 from core.training.loop import Hook, Trainer
@@ -134,6 +137,25 @@ class RefitMemory:
         else:
             _phase(events, "features", f"the features of {len(faces)} faces are in memory")
         return self.features, self.broken
+
+    def prime(self, project: Project, parent_run_id: int | None = None,
+              should_stop: Callable[[], bool] = lambda: False) -> int | None:
+        """Load what a refit of `parent_run_id` (None: the newest finished run) reads: encoder,
+        class text, features and layout, so that the first refit costs what later ones do.
+        The run primed for, or None where there is nothing to refit."""
+        try:
+            parent = _resolve_parent(project, parent_run_id)
+        except RunError:
+            return None
+        quiet = NullEvents()
+        self.encoder_for(parent.settings.encoder, choose_device(parent.settings.device), quiet)
+        self.class_text_for(project, parent.settings)
+        with project.session() as session:
+            faces = load_face_table(project, session)
+        self.features_for(project, faces, parent.settings, quiet, should_stop)
+        if parent.settings.projection != "none":
+            self.layout_for(project, parent.layout_run)
+        return parent.id
 
     def layout_for(self, project: Project, run_id: int) -> placement.Layout | None:
         """The map of `run_id` with the embeddings it was computed from (None: it has none)."""
@@ -238,8 +260,10 @@ def _layout_run(session, run: Run) -> int:
 
 
 def _count_labeled(project: Project) -> int:
+    """Labeled active train faces: the labeled set the refit will record."""
     with project.session() as session:
-        return len(load_face_table(project, session).where(split="train", labeled=True))
+        return session.scalar(select(func.count()).select_from(Label).join(Image, Image.id == Label.image_id)
+                              .where(Image.split == "train", Image.status == STATUS_ACTIVE))
 
 
 class _RefitProgress(Hook):
