@@ -137,10 +137,10 @@ class ProjectState(QObject):
             return False
         follow = self.current_run == parent_id
         self.refreshing_in_place = True
-        try:
-            self.run_finished.emit(run_id)
+        try:  # current first: views start on the new run before they hear a run has finished
             if follow:
                 self.set_current_run(run_id)
+            self.run_finished.emit(run_id)
         finally:
             self.refreshing_in_place = False
         return follow

@@ -200,6 +200,7 @@ class ReviewQueueView(QWidget):
         self._focus_grid_after_build = False
         self._stale = False  # a rebuild is due when the view is next shown
         self._keep_place = False  # the next build keeps the current face (a live refit's run)
+        self._asked: tuple | None = None  # the newest (project, request) handed to the runner
 
         self.strategy_combo = _combo("how the faces are ranked")
         for name, strategy in STRATEGIES.items():
@@ -337,6 +338,9 @@ class ReviewQueueView(QWidget):
             self._show_message(NO_PROJECT if project is None else NO_RUN)
             self.summary.setText("")
             return
+        if self.state.refreshing_in_place and self.runner.busy and self._asked == (project, request):
+            return  # a live refit's run is announced twice (current, then finished): one build
+        self._asked = (project, request)
         self.summary.setText(f"Run {request.run_id} · building the {request.strategy.replace('_', ' ')} queue…")
         self.runner.request(lambda _progress, p=project, r=request: load_queue(p, r), (project, request))
 
