@@ -18,7 +18,7 @@ from core.store.project import Project
 from core.training.events import JsonEvents
 from core.training.refit import RefitMemory, refit
 from core.training.worker import RunError
-from tests.studio_runs import make_demo, project_copy
+from tests.studio_runs import make_demo, project_copy, quick_settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -203,6 +203,13 @@ def test_the_map_keeps_its_layout_and_refits_chain(root):
         steps = [load_checkpoint(project.cache_dir("checkpoints") / f"run_{r}.pt")["step"]
                  for r in (1, first.run_id, second.run_id)]
     assert steps[1] == steps[0] + 10 and steps[2] == steps[1] + 10, "each refit continues its parent's steps"
+    from core.training.refit import REFIT_LR_SCALE
+
+    with Project.open(root) as project:
+        state = load_checkpoint(project.cache_dir("checkpoints") / f"run_{second.run_id}.pt")
+    run_lr = quick_settings().loop.lr
+    assert state["optimizer"]["param_groups"][0]["initial_lr"] == pytest.approx(run_lr * REFIT_LR_SCALE), \
+        "a refit of a refit starts from the run's learning rate, not a shrinking one"
 
 
 def test_memory_keeps_what_the_next_refit_needs_until_the_faces_change(root):
@@ -230,6 +237,7 @@ def test_a_cancelled_or_failed_refit_is_recorded_so(root, monkeypatch):
     monkeypatch.setattr("core.training.placement.place", broken_placement)
     outcome, events = run_refit(root, steps=1)
     assert outcome.status == "failed" and "placement broke" in events[-1]["error"]
+    assert not (root / "checkpoints" / f"run_{outcome.run_id}.pt").exists(), "a failed refit is not resumed"
     with Project.open(root) as project, project.session() as s:
         assert [r.status for r in s.scalars(select(Run).order_by(Run.id))] == ["finished", "cancelled", "failed"]
 

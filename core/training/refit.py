@@ -201,6 +201,7 @@ def refit(project: Project, parent_run_id: int | None, events: EventSink, *, mem
         return _cancelled(project, run_id, events)
     except Exception as exc:  # the run fails; the project and the caller carry on
         message = f"{type(exc).__name__}: {exc}"
+        _discard_checkpoint(project, run_id)
         _finish_run(project, run_id, RUN_FAILED, error=message + "\n" + traceback.format_exc(limit=8))
         events.emit("failed", run=run_id, error=message)
         return RunOutcome(run_id, RUN_FAILED, {})
@@ -210,7 +211,19 @@ def _phase(events: EventSink, phase: str, message: str) -> None:
     events.emit("phase", phase=phase, message=message)
 
 
+def _discard_checkpoint(project: Project, run_id: int) -> None:
+    """A refit that did not finish is never resumed (`train --resume` would continue it as a
+    run): the next refit starts from the parent again."""
+    with project.session() as session:
+        run = session.get(Run, run_id)
+        path = project.resolve_path(run.checkpoint) if run.checkpoint else None
+        run.checkpoint = None
+    if path is not None:
+        path.unlink(missing_ok=True)
+
+
 def _cancelled(project: Project, run_id: int, events: EventSink) -> RunOutcome:
+    _discard_checkpoint(project, run_id)
     _finish_run(project, run_id, RUN_CANCELLED)
     events.emit("cancelled", run=run_id, message=f"refit {run_id} cancelled (a refit is not resumed: "
                                                  f"the next one starts from the same parent)")
@@ -320,7 +333,8 @@ def _execute_refit(project: Project, run_id: int, parent: Parent, settings: Trai
     prepared = prepare_head_from_features(faces, features, broken, train_labels, class_text, loop_settings, device,
                                           hooks, metrics_hook, events)
     trainer = prepared.trainer
-    _warm_start(trainer, state, faces, prepared.train_rows, train_labels, parent.labels, settings.loop.steps)
+    _warm_start(trainer, state, faces, prepared.train_rows, train_labels, parent.labels, settings.loop.steps,
+                seed=settings.loop.seed + run_id)
     if trainer.run() == RUN_CANCELLED:
         return _cancelled(project, run_id, events)
     train_ids = torch.from_numpy(np.ascontiguousarray(faces.ids[prepared.train_rows], dtype=np.int64))
@@ -349,9 +363,13 @@ def _execute_refit(project: Project, run_id: int, parent: Parent, settings: Trai
 
 
 def _warm_start(trainer: Trainer, state: dict, faces: FaceTable, train_rows: np.ndarray, train_labels: np.ndarray,
-                parent_labels: dict[int, str], steps: int) -> None:
+                parent_labels: dict[int, str], steps: int, seed: int) -> None:
     """The parent's head, teacher, optimiser moments, thresholds and bank into `trainer`, which
-    then runs `steps` more steps from the parent's step on a fresh learning-rate schedule."""
+    then runs `steps` more steps from the parent's step on a fresh learning-rate schedule, drawing
+    batches from `seed` (each refit its own: a chain of refits then sees every unlabeled face)."""
+    # The run's own learning rates, before the parent's optimiser state (its refit's, for a
+    # refit of a refit) replaces them: a chain must not shrink them refit after refit.
+    run_lrs = [group["initial_lr"] for group in trainer.optimizer.param_groups]
     trainer.model.load_state_dict(state["model"])
     trainer.ema.module.load_state_dict(state["ema"])
     trainer.optimizer.load_state_dict(state["optimizer"])
@@ -360,8 +378,10 @@ def _warm_start(trainer: Trainer, state: dict, faces: FaceTable, train_rows: np.
         _carry_bank(trainer, state, faces, train_rows, train_labels, parent_labels)
     trainer.step = int(state["step"])
     trainer.ema.decay = refit_ema_decay(trainer.ema.decay, steps)
-    for group in trainer.optimizer.param_groups:
-        group["lr"] = group["initial_lr"] = group["initial_lr"] * REFIT_LR_SCALE
+    for group, lr in zip(trainer.optimizer.param_groups, run_lrs):
+        group["lr"] = group["initial_lr"] = lr * REFIT_LR_SCALE
+    trainer.source.load_state_dict({"generator": torch.Generator().manual_seed(seed).get_state()})
+    torch.manual_seed(seed)  # the head's dropout
     total = max(steps, 1)
     trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(
         trainer.optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
