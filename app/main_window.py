@@ -264,6 +264,8 @@ class MainWindow(QMainWindow):
             return "the training run"
         if self.importer.busy:
             return "the import"
+        if self.importer.features.running:
+            return "the feature job"
         return None
 
     def _worker_trouble(self, message: str, gave_up: bool) -> None:

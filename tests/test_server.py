@@ -16,7 +16,7 @@ import pytest
 from core.store.models import Run
 from core.store.project import Project
 from core.store.runs import reap_dead_runs
-from tests.studio_runs import make_demo, project_copy, quick_settings
+from tests.studio_runs import FACES, make_demo, project_copy, quick_settings
 
 REPO = Path(__file__).resolve().parent.parent
 EVENT_TIMEOUT_S = 240  # a loaded 2-core machine trains the tiny demo in 5-20 s
@@ -107,7 +107,10 @@ def test_bad_commands_are_error_events_and_the_server_lives_on(server, demo):
                         ({"id": 4, "command": "train", "settings": {"algorithm": "nope"}}, "nope"),
                         ({"id": 5, "command": "train", "settings": {"colour": "red"}}, "colour"),
                         ({"id": 6, "command": "train", "settings": "fast"}, "must be an object"),
-                        ({"id": 7, "command": "refit", "run": "last"}, "run id")):
+                        ({"id": 7, "command": "refit", "run": "last"}, "run id"),
+                        ({"id": 10, "command": "features", "engine": "gpu"}, "engine"),
+                        ({"id": 11, "command": "features", "strong_views": -1}, "strong_views"),
+                        ({"id": 12, "command": "features", "encoder": "nope"}, "nope")):
         server.send(line)
         error = server.wait_for("error")
         assert named in error["error"], (line, error)
@@ -168,6 +171,18 @@ def test_refit_writes_a_run_of_its_parent_and_keeps_its_memory_warm(trained_temp
         assert server.wait_for("pong", id=44)["refit_memory"]
     finally:
         server.close()
+
+
+def test_features_fill_the_cache_once(server, demo):
+    server.wait_for("ready")
+    for request_id, computed in ((51, FACES), (52, 0)):
+        server.send({"id": request_id, "command": "features", "encoder": "tiny", "strong_views": 1})
+        idle = server.wait_for("idle", id=request_id)
+        assert (idle["status"], idle["faces"], idle["computed"]) == ("finished", FACES, computed), idle
+    finished = [e for e in server.seen if e["event"] == "finished" and e.get("id") == 52]
+    assert "cached already" in finished[0]["message"]
+    server.send({"id": 53, "command": "ping"})
+    assert server.wait_for("pong", id=53)["encoders"] == ["tiny@cpu"]  # kept for the next job
 
 
 def test_cancel_stops_the_running_job_and_the_run_is_cancelled(server, demo):

@@ -14,6 +14,8 @@ the next. It stays a separate process, so a crash never takes the studio down
 Commands, one JSON object per line:
   {"id": 7, "command": "train", "settings": {...TrainSettings.to_dict()...}}
   {"id": 8, "command": "refit", "run": 12, "steps": 60}   run: the parent run; steps optional
+  {"id": 10, "command": "features", "encoder": "offline", "strong_views": 2, "engine": "auto"}
+                                     fill the feature cache (each field optional, as `features`)
   {"id": 9, "command": "ping"}                             answered with `pong` at once
   {"command": "cancel", "job": 7}    stop the running job (only job 7, if given) at its next step
   {"command": "shutdown"}            cancel the job, wait for it, exit 0 (the end of stdin too)
@@ -105,7 +107,9 @@ class EncoderShelf:
     def get(self, spec: str | None = None, device=None):
         if not self.lending:
             return self._load(spec, device)
-        key = (str(spec), str(device))
+        from core.encoders.base import resolve_device
+
+        key = (str(spec), str(resolve_device(device)))  # None and "cpu" are one encoder on a CPU
         if key not in self.kept:
             self.kept[key] = self._load(spec, device)
         return self.kept[key]
@@ -395,6 +399,42 @@ def _refit(server: WarmWorker, request: dict) -> bool:
     return True
 
 
+FEATURE_ENGINES = ("auto", "onnx", "torch")
+
+
+def _features(server: WarmWorker, request: dict) -> bool:
+    from core.encoders import DEFAULT_ENCODER, EncoderError, check_spec
+    from core.ssl.config import SettingError
+    from core.training.settings import SETTINGS_RANGES, TrainSettings
+
+    encoder = request.get("encoder", DEFAULT_ENCODER)
+    strong_views = request.get("strong_views", TrainSettings.strong_views)
+    engine = request.get("engine", "auto")
+    try:
+        check_spec(encoder)
+        SETTINGS_RANGES["strong_views"].check("strong_views", strong_views)
+    except (EncoderError, SettingError) as exc:
+        raise BadCommand(f"features: {exc}") from None
+    if engine not in FEATURE_ENGINES:
+        raise BadCommand(f"features: \"engine\" must be one of {', '.join(FEATURE_ENGINES)}, not {engine!r}")
+    events = JobEvents(server.events, request.get("id"))
+
+    def run(should_stop) -> dict:
+        from core.training.features import fill_cache
+
+        try:
+            outcome = fill_cache(server.project, encoder, events, should_stop=should_stop,
+                                 strong_views=strong_views, engine=engine)
+        except EncoderError as exc:
+            events.emit("failed", error=str(exc))
+            return {"status": "failed", "error": str(exc)}
+        return {"status": outcome.status, "faces": outcome.faces, "computed": outcome.computed}
+
+    server.begin(Job(request.get("id"), "features", run))
+    return True
+
+
 COMMANDS: dict[str, Callable[[WarmWorker, dict], bool]] = {
     "ping": _ping, "cancel": _cancel, "shutdown": _shutdown, "train": _train, "refit": _refit,
+    "features": _features,
 }
