@@ -280,6 +280,33 @@ def redo(project: Project, annotator: str | None = None) -> LabelStep | None:
         return _step("redo", rows, changes, skipped)
 
 
+@dataclass(frozen=True)
+class UndoState:
+    """Whether undo and redo would do something now, for one annotator (or anyone's steps)."""
+
+    can_undo: bool
+    can_redo: bool
+
+
+def undo_state(project: Project, annotator: str | None = None) -> UndoState:
+    """What `undo(project, annotator)` and `redo(project, annotator)` would find now: two
+    existence queries on the corrections log, cheap enough after every change."""
+    with project.session() as session:
+        return UndoState(_exists(session, _done_rows(annotator)), _exists(session, _redoable_rows(annotator)))
+
+
+def can_undo(project: Project, annotator: str | None = None) -> bool:
+    return undo_state(project, annotator).can_undo
+
+
+def can_redo(project: Project, annotator: str | None = None) -> bool:
+    return undo_state(project, annotator).can_redo
+
+
+def _exists(session: Session, query) -> bool:
+    return session.scalar(select(query.exists())) or False
+
+
 def history(project: Project, limit: int = 50, *, annotator: str | None = None,
             face_id: int | None = None) -> list[HistoryEntry]:
     """The corrections log, newest first, undone rows included (with their undone_at)."""
@@ -419,25 +446,33 @@ def _old_row(session: Session, row: Correction, now: datetime) -> tuple[str, str
     return SOURCE_IMPORTED, None, now
 
 
-def _latest_done_step(session: Session, annotator: str | None) -> list[Correction]:
+def _done_rows(annotator: str | None):
+    """The corrections undo may take back: not undone (only `annotator`'s if given)."""
     query = select(Correction).where(Correction.undone_at.is_(None))
-    if annotator is not None:
-        query = query.where(Correction.annotator == annotator)
-    last = session.scalar(query.order_by(Correction.id.desc()).limit(1))
+    return query if annotator is None else query.where(Correction.annotator == annotator)
+
+
+def _latest_done_step(session: Session, annotator: str | None) -> list[Correction]:
+    last = session.scalar(_done_rows(annotator).order_by(Correction.id.desc()).limit(1))
     if last is None or last.batch_id is None:
         return [last] if last else []
     return list(session.scalars(select(Correction).where(
         Correction.batch_id == last.batch_id, Correction.undone_at.is_(None)).order_by(Correction.id)))
 
 
-def _latest_undone_step(session: Session, annotator: str | None) -> list[Correction]:
+def _redoable_rows(annotator: str | None):
+    """The corrections redo may re-apply: undone after the newest correction (steps undone
+    before it were overwritten by it), only `annotator`'s if given."""
     newest = select(func.max(Correction.created_at))
     query = select(Correction).where(Correction.undone_at.is_not(None))
     if annotator is not None:
         newest = newest.where(Correction.annotator == annotator)
         query = query.where(Correction.annotator == annotator)
-    # Steps undone before the newest correction were overwritten by it: no redo for them.
-    query = query.where(Correction.undone_at > newest.scalar_subquery())
+    return query.where(Correction.undone_at > newest.scalar_subquery())
+
+
+def _latest_undone_step(session: Session, annotator: str | None) -> list[Correction]:
+    query = _redoable_rows(annotator)
     last = session.scalar(query.order_by(Correction.undone_at.desc(), Correction.id.desc()).limit(1))
     if last is None or last.batch_id is None:
         return [last] if last else []
