@@ -27,8 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.active import QueueItem
-from core.active.data import load_thresholds
-from core.active.evidence import FaceEvidence, LabeledNeighbours, Neighbour, face_evidence
+from core.active.evidence import FaceEvidence, LabeledNeighbours, Neighbour
 from core.classes import class_names, expression_classes
 from core.store.models import SOURCE_IMPORTED
 from core.store.queries import FaceRow
@@ -241,12 +240,11 @@ class DetailPanel(QWidget):
             return self._show_message(NO_PROJECT)
         if face is None:
             return self._show_message(NO_FACE)
-        run_id = self.state.current_run
-        with self.state.project.session() as session:
-            if run_id is not None and run_id not in self._thresholds:
-                self._thresholds[run_id] = load_thresholds(session, run_id)
-            self.evidence = face_evidence(session, run_id, face.id, self._thresholds.get(run_id))
-            neighbours = self._nearest(session, face.id)
+        run_id, api = self.state.current_run, self.state.api
+        if run_id is not None and run_id not in self._thresholds:
+            self._thresholds[run_id] = api.evidence.thresholds(run_id)
+        view = api.evidence.face(run_id, face.id, self._thresholds.get(run_id), self._current_index(), NEIGHBOURS)
+        self.evidence, neighbours = view.evidence, view.neighbours
         if self.evidence is None:  # the face left the project since the grid was filled
             return self._show_message(NO_FACE)
         self.pages.setCurrentWidget(self.scroll)
@@ -328,12 +326,10 @@ class DetailPanel(QWidget):
         self.levels_note.setText(" ".join(notes))
 
     # -- nearest labeled faces ----------------------------------------------------------------
-    def _nearest(self, session, face_id: int) -> list[Neighbour] | None:
-        """None while the run's index is being built."""
+    def _current_index(self) -> LabeledNeighbours | None:
+        """The current run's index of labeled faces; None while it is being built."""
         index = self.neighbours_index
-        if index is None or index.run_id != self.state.current_run:
-            return None
-        return index.nearest(session, face_id, NEIGHBOURS)
+        return index if index is not None and index.run_id == self.state.current_run else None
 
     def _show_neighbours(self, neighbours: list[Neighbour] | None) -> None:
         run = self.state.current_run
@@ -360,19 +356,13 @@ class DetailPanel(QWidget):
                                          f"{index.labeled_count:,} labeled {NEIGHBOUR_SPLIT} faces.")
 
     def _build_index(self) -> None:
-        project, run_id = self.state.project, self.state.current_run
+        project, api, run_id = self.state.project, self.state.api, self.state.current_run
         self.neighbours_index = None
         if project is None or run_id is None:
             self.index_runner.cancel_pending()
             return
-
-        def build(_progress):
-            index = LabeledNeighbours(run_id, split=NEIGHBOUR_SPLIT)
-            with project.session() as session:
-                index.refresh_labels(session)
-            return index
-
-        self.index_runner.request(build, (project, run_id))
+        self.index_runner.request(lambda _progress: api.evidence.neighbour_index(run_id, NEIGHBOUR_SPLIT),
+                                  (project, run_id))
 
     def _index_built(self, tag, index: LabeledNeighbours) -> None:
         project, run_id = tag

@@ -30,11 +30,11 @@ from core.geometry import points_in_polygon, points_in_rect
 from core.classes import class_names
 from core.run_data import RunMap
 from app.background import NewestJobRunner
+from app.empty_state import EmptyState
 from app.map_colors import COLOR_MODES, color_points
 from app.map_view import SelectionViewBox
 from app.project_state import ProjectState
 from app.thumbnail_loader import ThumbnailLoader
-from app.widgets import empty_hint
 
 POINT_SIZE = 6
 HOVER_RADIUS_PX = 8
@@ -146,7 +146,7 @@ class EmbeddingMap(QWidget):
         self.hover_card = HoverCard(self.plot)
         self._mouse_proxy = pg.SignalProxy(self.plot.scene().sigMouseMoved, rateLimit=60, slot=self._mouse_moved)
 
-        self.empty = empty_hint()
+        self.empty = EmptyState()  # main_window offers the first model's training on it
         self.pages = QStackedWidget()
         self.map_page = QWidget()
         map_layout = QVBoxLayout(self.map_page)

@@ -16,7 +16,6 @@ from app.project_state import FaceFilter, ProjectState
 from app.thumbnail_loader import ThumbnailLoader
 
 UNLABELED_COLOR = "#5c6370"
-ID_QUERY_CHUNK = 900  # faces per query by id (one SQL parameter each)
 
 
 class FaceRole(IntEnum):
@@ -98,10 +97,7 @@ class FaceListModel(QAbstractListModel):
         rows = [row for row in (self.row_of(int(f)) for f in face_ids) if row is not None]
         if not rows:
             return
-        ids = [self._rows[row].id for row in rows]
-        fresh: dict[int, FaceRow] = {}
-        for start in range(0, len(ids), ID_QUERY_CHUNK):
-            fresh.update(self.state.faces_by_id(ids[start:start + ID_QUERY_CHUNK]))
+        fresh = self.state.faces_by_id([self._rows[row].id for row in rows])  # read in chunks by the API
         for row in rows:
             face = fresh.get(self._rows[row].id)
             if face is not None:

@@ -9,8 +9,11 @@ val/test and faces already labeled are left out unless the annotator includes th
 above BULK_CONFIRM_OVER faces, or the context menu; see app/bulk_scope.py). Every change is
 committed at once (one transaction in core.labeling) and announced with
 ProjectState.notify_labels_changed, so the grids, the detail panel, the counts and the status bar
-follow. Undo and redo come from the corrections log,
-so they work after a restart too.
+follow. Changes go through the project's studio API (core.studio_api), whose answer says what
+changed and whether this annotator can undo or redo now: the Undo and Redo actions enable
+themselves from it (and from the log when a project opens or the annotator changes). Undo and
+redo come from the corrections log, so they work after a restart too. A bulk step on more than
+BACKGROUND_BULK_OVER faces is written off the GUI thread; other changes wait until it is saved.
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ from core import labeling
 from core.classes import expression_classes
 from core.labeling import LabelingError, LabelStep
 from core.store.errors import explain_storage_error
+from core.studio_api import Change
+from app.background import BackgroundJob
 from app.bulk_scope import EVERYTHING, BulkAction, BulkScope, ask_scope
 from app.face_grid import FaceGrid
 from app.project_state import ProjectState
@@ -32,6 +37,7 @@ INCLUDE_MENU = "Include labeled and val/test"  # the context menu's bulk steps o
 MESSAGE_MS = 6000
 UNDO_KEYS = (QKeySequence.StandardKey.Undo,)
 REDO_KEYS = ("Ctrl+Shift+Z", "Ctrl+Y")
+BACKGROUND_BULK_OVER = 500  # faces: a bigger bulk step is written in a worker thread
 
 
 def key_help() -> list[tuple[str, str]]:
@@ -77,6 +83,9 @@ class LabelingController(QObject):
         self.classes = {cls.key: cls.name for cls in expression_classes()}
         self.undo_action = self._action("&Undo labeling", self.undo, *UNDO_KEYS)
         self.redo_action = self._action("&Redo labeling", self.redo, *REDO_KEYS)
+        self.bulk_job: BackgroundJob | None = None  # a big bulk step being written
+        state.project_changed.connect(self.refresh_undo_state)
+        self.refresh_undo_state()
 
     def _action(self, text: str, slot, *shortcuts) -> QAction:
         action = QAction(text, self)
@@ -113,6 +122,7 @@ class LabelingController(QObject):
             self.settings.setValue(KEY_ANNOTATOR, name)
             self.settings.sync()
             self.annotator_changed.emit(name)
+            self.refresh_undo_state()
             self.message.emit(f"Labeling as {name}. Undo takes back {name}'s steps.")
         return True
 
@@ -172,60 +182,105 @@ class LabelingController(QObject):
     # `scope`: which faces of a selection to include; None asks (or takes the safe scope).
     def label(self, label: str, scope: BulkScope | None = None) -> LabelStep | None:
         """Label the selected faces (one step), or the current face and move to the next."""
-        run = self.state.current_run
+        run, api = self.state.current_run, self.state.api
         return self._change_targets(
-            lambda face: labeling.set_label(self.state.project, face, label, self.annotator,
-                                            suggestion=self._suggestion(face), run_id=run),
-            lambda faces, chosen: labeling.bulk_label(self.state.project, faces, label, self.annotator,
-                                                      run_id=run, **chosen.flags()),
+            lambda face: api.labeling.set_label(face, label, self.annotator,
+                                                suggestion=self._suggestion(face), run_id=run),
+            lambda faces, chosen: api.labeling.bulk_label(faces, label, self.annotator, run_id=run,
+                                                          **chosen.flags()),
             BulkAction.label(label), advance=True, scope=scope)
 
     def accept_suggestion(self, scope: BulkScope | None = None) -> LabelStep | None:
         """Take the run's pseudo-label as the label (several faces: each its own, one step)."""
-        run = self.state.current_run
+        run, api = self.state.current_run, self.state.api
         return self._change_targets(
-            lambda face: labeling.accept_suggestion(self.state.project, face, self.annotator, run),
-            lambda faces, chosen: labeling.accept_suggestions(self.state.project, faces, self.annotator, run,
-                                                              **chosen.flags()),
+            lambda face: api.labeling.accept_suggestion(face, self.annotator, run),
+            lambda faces, chosen: api.labeling.accept_suggestions(faces, self.annotator, run, **chosen.flags()),
             BulkAction.accept(), advance=True, scope=scope)
 
     def clear(self, scope: BulkScope | None = None) -> LabelStep | None:
         """Make the selected faces (one step), or the current face, unlabeled; no moving on."""
+        api = self.state.api
         return self._change_targets(
-            lambda face: labeling.clear_label(self.state.project, face, self.annotator),
-            lambda faces, chosen: labeling.clear_labels(self.state.project, faces, self.annotator,
-                                                        include_val_test=chosen.include_val_test),
+            lambda face: api.labeling.clear_label(face, self.annotator),
+            lambda faces, chosen: api.labeling.clear_labels(faces, self.annotator,
+                                                            include_val_test=chosen.include_val_test),
             BulkAction.clear(), advance=False, scope=scope)
 
     def _change_targets(self, one, many, action: BulkAction, advance: bool,
                         scope: BulkScope | None) -> LabelStep | None:
-        """`one(face)` on the current face, or `many(faces, scope)` on a selection of several."""
+        """`one(face)` on the current face, or `many(faces, scope)` on a selection of several; each
+        returns a Change. The step, or None (nothing changed, or the change runs in the background)."""
+        if self.saving():
+            return None
         ids = self.target_ids()
         if not ids:
             self.message.emit("Select a face first.")
             return None
         if len(ids) > 1:
             return self._bulk(ids, many, action, scope)
-        step = self._run(lambda: one(ids[0]))
-        if step is not False:
-            self._changed(step)
-            if advance:
-                self.advance()
-        return step or None
+        change = self._run(lambda: one(ids[0]))
+        if change is False:
+            return None
+        self._changed(change)
+        if advance:
+            self.advance()
+        return change.step
 
     def _bulk(self, ids: list[int], many, action: BulkAction, scope: BulkScope | None) -> LabelStep | None:
         """One step on several faces, in the scope given or asked for (see app/bulk_scope.py)."""
         if scope is None:
-            summary = self._run(lambda: labeling.selection_summary(self.state.project, ids))
+            summary = self._run(lambda: self.state.api.labeling.selection_summary(ids))
             if summary is False:
                 return None
             scope = ask_scope(self.dialogs, action, summary)
             if scope is None:
                 self.message.emit("Nothing changed.")
                 return None
-        step = self._run(lambda: many(ids, scope))
-        self._announce_bulk(step, ids, action.done)
-        return step or None
+        if len(ids) > BACKGROUND_BULK_OVER:
+            self._bulk_in_background(ids, lambda: many(ids, scope), action.done)
+            return None
+        change = self._run(lambda: many(ids, scope))
+        self._announce_bulk(change, ids, action.done)
+        return change.step if change is not False else None
+
+    def _bulk_in_background(self, ids: list[int], write, what: str) -> None:
+        """A big bulk step in a worker thread; the keys wait (saving()) until it is written."""
+        project = self.state.project
+        self.bulk_job = job = BackgroundJob(lambda _progress: write(), self)
+        job.succeeded.connect(lambda change: self._bulk_written(project, change, ids, what))
+        job.failed.connect(lambda exc: self._bulk_failed(project, exc))
+        job.done.connect(self._bulk_done)
+        self.undo_action.setEnabled(False)
+        self.redo_action.setEnabled(False)
+        self.message.emit(f"Saving the step on {len(ids):,} faces…")
+        job.start()
+
+    def _bulk_written(self, project, change: Change, ids: list[int], what: str) -> None:
+        if project is self.state.project:
+            self._announce_bulk(change, ids, what)
+
+    def _bulk_failed(self, project, exc: BaseException) -> None:
+        if project is self.state.project:
+            self._report_failure(exc)
+            self.refresh_undo_state()
+
+    def _bulk_done(self) -> None:
+        job, self.bulk_job = self.bulk_job, None
+        if job is not None:
+            job.deleteLater()
+
+    def saving(self) -> bool:
+        """True (and said) while a big bulk step is being written: changes wait for it."""
+        if self.bulk_job is None:
+            return False
+        self.message.emit("Still saving the last bulk step; try again in a moment.")
+        return True
+
+    def wait(self) -> None:
+        """Block until a bulk step being written is saved (closing the window)."""
+        if self.bulk_job is not None:
+            self.bulk_job.wait()
 
     def advance(self) -> None:
         """Move to the next face of the active grid (Space, and after a label)."""
@@ -241,23 +296,41 @@ class LabelingController(QObject):
             self.message.emit("That was the last face in the grid.")
 
     def undo(self) -> None:
-        self._undo_or_redo(labeling.undo, "Undone", "Nothing to undo")
+        self._undo_or_redo("undo", "Undone", "Nothing to undo")
 
     def redo(self) -> None:
-        self._undo_or_redo(labeling.redo, "Redone", "Nothing to redo")
+        self._undo_or_redo("redo", "Redone", "Nothing to redo")
 
-    def _undo_or_redo(self, operation, done: str, nothing: str) -> None:
-        if self.state.project is None:
+    def _undo_or_redo(self, which: str, done: str, nothing: str) -> None:
+        if self.state.project is None or self.saving():
             return
-        step = self._run(lambda: operation(self.state.project, self.annotator))
-        if step is False:
+        operation = getattr(self.state.api.labeling, which)
+        change = self._run(lambda: operation(self.annotator))
+        if change is False:
             return
-        if step is None:
+        self._changed(change)
+        if change.step is None:
             self.message.emit(f"{nothing} for {self.annotator}.")
             return
-        self._changed(step)
-        self._reveal(step.face_ids or list(step.skipped))
-        self.message.emit(f"{done}: {step.describe()}")
+        self._reveal(list(change.touched))
+        self.message.emit(f"{done}: {change.step.describe()}")
+
+    def refresh_undo_state(self) -> None:
+        """Undo/Redo enabled as the corrections log says for this annotator (a project opened,
+        another annotator); after a change, its Change says it."""
+        if self.state.project is None:
+            self._set_undo_state(False, False)
+            return
+        state = self._run(lambda: self.state.api.labeling.undo_state(self.annotator))
+        if state is not False:
+            self._set_undo_state(state.can_undo, state.can_redo)
+
+    def _set_undo_state(self, can_undo: bool, can_redo: bool) -> None:
+        self.undo_action.setEnabled(can_undo)
+        self.redo_action.setEnabled(can_redo)
+        name = self.annotator
+        self.undo_action.setToolTip(f"undo {name}'s last labeling step" if can_undo else f"nothing of {name}'s to undo")
+        self.redo_action.setToolTip(f"redo {name}'s last undone step" if can_redo else f"nothing of {name}'s to redo")
 
     # -- helpers -----------------------------------------------------------------------------------
     def _suggestion(self, face_id: int) -> str | None:
@@ -267,7 +340,7 @@ class LabelingController(QObject):
             return item.pseudo_label
         if self.state.current_run is None:
             return None
-        suggestion = labeling.suggestion_for(self.state.project, face_id, self.state.current_run)
+        suggestion = self.state.api.labeling.suggestion_for(face_id, self.state.current_run)
         return suggestion.label if suggestion else None
 
     def _run(self, change):
@@ -277,23 +350,32 @@ class LabelingController(QObject):
             return False
         try:
             return change()
-        except LabelingError as exc:
-            self.message.emit(f"Not changed: {exc}")
-        except (SQLAlchemyError, OSError) as exc:  # e.g. the database stayed locked by another writer
-            problem = explain_storage_error(exc, self.state.project.root)
-            text = problem.message if problem else f"the project could not be written: {exc}"
-            self.dialogs.error("Label not saved", text[:1].upper() + text[1:] + ".")
+        except (LabelingError, SQLAlchemyError, OSError) as exc:
+            self._report_failure(exc)
         return False
 
-    def _changed(self, step: LabelStep | None) -> None:
-        if step is not None and (step.face_ids or step.skipped):
-            self.state.notify_labels_changed(step.face_ids)
-
-    def _announce_bulk(self, step, ids: list[int], what: str) -> None:
-        if step is False:
+    def _report_failure(self, exc: BaseException) -> None:
+        if isinstance(exc, LabelingError):
+            self.message.emit(f"Not changed: {exc}")
             return
-        self._changed(step)
-        changed = len(step.face_ids) if step else 0
+        if not isinstance(exc, (SQLAlchemyError, OSError)):
+            raise exc  # a bug: the studio's error hook shows it
+        problem = explain_storage_error(exc, self.state.project.root)  # e.g. a database locked by another writer
+        text = problem.message if problem else f"the project could not be written: {exc}"
+        self.dialogs.error("Label not saved", text[:1].upper() + text[1:] + ".")
+
+    def _changed(self, change: Change) -> None:
+        """Views re-read the faces the change touched; Undo/Redo follow what it says."""
+        if change.touched:
+            self.state.notify_labels_changed(change.face_ids)
+        self._set_undo_state(change.can_undo, change.can_redo)
+
+    def _announce_bulk(self, change, ids: list[int], what: str) -> None:
+        if change is False:
+            return
+        self._changed(change)
+        step = change.step
+        changed = len(change.face_ids)
         left_out = step.left_out if step else labeling.LeftOut()
         same = len(ids) - changed - len(left_out.labeled) - len(left_out.val_test)
         self.message.emit(f"{changed:,} face{'s' if changed != 1 else ''} {what}"
@@ -348,7 +430,7 @@ class LabelingController(QObject):
     def _add_include_menu(self, menu: QMenu, ids: list[int]) -> None:
         """The bulk steps with the selection's labeled and val/test faces included, when it has any
         (the keys leave them out)."""
-        summary = self._run(lambda: labeling.selection_summary(self.state.project, ids))
+        summary = self._run(lambda: self.state.api.labeling.selection_summary(ids))
         if summary is False or not (summary.labeled or summary.val_test):
             return
         menu.addSeparator()

@@ -29,9 +29,11 @@ def application() -> QApplication:
     return app
 
 
-def start_studio(project: str | None, dialogs=None, demo_settings: DemoSettings = DemoSettings()) -> MainWindow:
+def start_studio(project: str | None, dialogs=None, demo_settings: DemoSettings = DemoSettings(),
+                 train_first_model: bool = False) -> MainWindow:
     """Create and show the main window; open `project`, the last project or the demo (built in
-    the background on first start). Returns at once; the demo opens when ready."""
+    the background on first start). Returns at once; the demo opens when ready.
+    `train_first_model`: on the first start (the demo is built now) train a model on it at once."""
     application()
     settings = studio_settings()
     window = MainWindow(dialogs=dialogs, settings=settings)
@@ -39,7 +41,8 @@ def start_studio(project: str | None, dialogs=None, demo_settings: DemoSettings 
     choice = resolve_startup_project(project, settings)
     if choice.is_demo:
         # After the first paint, so the window is on screen while the demo is built.
-        QTimer.singleShot(0, lambda: window.open_demo_project(demo_settings, choice.path))
+        first = train_first_model and choice.needs_build
+        QTimer.singleShot(0, lambda: window.open_demo_project(demo_settings, choice.path, train_first_model=first))
     else:
         window.open_project(choice.path)
     return window
@@ -47,7 +50,7 @@ def start_studio(project: str | None, dialogs=None, demo_settings: DemoSettings 
 
 def run_app(project: str | None) -> int:
     app = application()
-    window = start_studio(project)
+    window = start_studio(project, train_first_model=True)
     hook = ErrorHook(window.dialogs.error, lambda: window.state.root)
     hook.install()
     try:

@@ -5,6 +5,8 @@ The window only assembles widgets and routes menu actions; the project lives in 
 thumbnails in ThumbnailLoader, imports in ImportController, training in TrainingPanel (its worker
 is a separate process), the annotator's keys in LabelingController. Panels listen to the same
 state; the map's selection filters the grid and the grid's selection is ringed on the map.
+A project without a finished run offers "Train a first model" (the default settings) where the
+queue and the map would be; the very first start, on the demo it builds, trains one by itself.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from app.dialogs import Dialogs
 from app.embedding_map import EmbeddingMap
 from app.face_grid import FaceGrid
 from app.face_model import FaceListModel
+from app.feature_job import FeatureJobBar
 from app.import_flow import ImportController, is_importable
 from app.labeling_controller import MESSAGE_MS, LabelingController
 from app.live_refit import LiveRefit
@@ -91,6 +94,7 @@ class MainWindow(QMainWindow):
         self.model = FaceListModel(self.state, self.loader, self)
         self.importer = ImportController(self.state, self.dialogs, self)
         self.demo_builder: DemoBuilder | None = None
+        self._train_when_opened = False  # the first start: train a first model on the new demo
 
         self.panel = ProjectPanel(self.state)
         self.grid = FaceGrid(self.model)
@@ -144,6 +148,7 @@ class MainWindow(QMainWindow):
         self.run_label = QLabel()
         self.path_label = ElidedLabel()
         self.statusBar().addWidget(self.counts_label, 1)
+        self.statusBar().addPermanentWidget(FeatureJobBar(self.importer.features))  # after an import
         self.statusBar().addPermanentWidget(self.run_label)
         self.refit_label = QLabel(self.live_refit.status_text())
         self.refit_label.setObjectName("refitStatus")
@@ -160,6 +165,11 @@ class MainWindow(QMainWindow):
         self.map_view.selection_changed.connect(self.model.set_id_filter)
         self.grid.selected_ids_changed.connect(self.map_view.highlight)
         self.training.busy_changed.connect(self._set_busy)
+        for empty in (self.review.empty, self.map_view.empty):
+            empty.action_clicked.connect(self.train_first_model)
+        for signal in (self.state.project_changed, self.state.run_finished, self.state.current_run_changed,
+                       self.training.busy_changed):
+            signal.connect(self._offer_first_model)
         self.state.project_changed.connect(self._project_changed)
         self.state.contents_changed.connect(self._update_status)
         self.model.modelReset.connect(self._update_status)
@@ -227,6 +237,30 @@ class MainWindow(QMainWindow):
         help_menu = self.menuBar().addMenu("&Help")
         self._action(help_menu, "&Keyboard shortcuts", self.help_overlay.toggle).setShortcuts(
             [QKeySequence("F1"), QKeySequence("?")])
+
+    # -- the first model ---------------------------------------------------------------------
+    def train_first_model(self) -> bool:
+        """Train with the default settings and show the training panel's progress."""
+        if self.state.project is None or self.training.busy:
+            return False
+        self.training_dock.show()
+        self.training_dock.raise_()
+        started = self.training.start_defaults()
+        self._offer_first_model()
+        return started
+
+    def _offer_first_model(self, *_args) -> None:
+        """Until a project has a finished run, the queue's and the map's empty pages offer one."""
+        api = self.state.api
+        offer = api is not None and not api.runs.has_finished_run()
+        if not offer:
+            text, enabled = None, False
+        elif self.training.busy:
+            text, enabled = "Training… (progress in the Training panel)", False
+        else:
+            text, enabled = f"Train a first model ({self.training.form.steps_text()})", True
+        for empty in (self.review.empty, self.map_view.empty):
+            empty.set_action(text, enabled)
 
     # -- review ------------------------------------------------------------------------------
     def show_review(self) -> None:
@@ -339,11 +373,13 @@ class MainWindow(QMainWindow):
             self.open_project(path)
 
     def open_demo_project(self, demo_settings: DemoSettings = DemoSettings(),
-                          path: Path | None = None) -> None:
-        """Open the demo project, building it in the background first when it is not there."""
+                          path: Path | None = None, train_first_model: bool = False) -> None:
+        """Open the demo project, building it in the background first when it is not there;
+        `train_first_model`: then train a model on it with the default settings (first start)."""
         path = Path(path or default_demo_project())
         if self.demo_builder is not None or not self._can_switch():
             return
+        self._train_when_opened = train_first_model
         builder = DemoBuilder(path, self, demo_settings, show_progress=not Project.is_project(path))
         self.statusBar().showMessage("Preparing the demo project…")
         builder.ready.connect(self._demo_ready)
@@ -354,7 +390,12 @@ class MainWindow(QMainWindow):
     def _demo_ready(self, path: str) -> None:
         self.demo_builder = None
         self.statusBar().clearMessage()
-        self.open_project(path)
+        train, self._train_when_opened = self._train_when_opened, False
+        if self.open_project(path) and train and not self.state.api.runs.has_finished_run():
+            self.show_review()
+            self.train_first_model()
+            self.statusBar().showMessage("Training a first model on the demo: its review queue and map "
+                                         "appear when it finishes.", 15_000)
 
     def _demo_failed(self, message: str) -> None:
         self.demo_builder = None
@@ -447,6 +488,7 @@ class MainWindow(QMainWindow):
             self.demo_builder.job.wait()
         self.training.shutdown()
         self.warm_worker.shutdown()
+        self.labeling.wait()
         if self.description_editor is not None:
             self.description_editor.wait()
         self.review.shutdown()

@@ -5,7 +5,8 @@ Widgets read from it and listen to `project_changed` (another project, or none),
 `labels_changed(face ids)` (an annotator changed these faces' labels: views update those faces
 in place, so the grid keeps its place and selection while the annotator works). Counts follow
 `counts_changed`, which comes once corrections pause (COUNTS_DELAY_MS), not after every key.
-Opening, closing and querying go through here; it knows nothing about widgets.
+Opening, closing and querying go through here; it knows nothing about widgets. Reads and label
+changes go through `api` (core.studio_api.StudioApi): no widget opens a database session.
 
 Runs: `current_run` is the training run whose results the views show (the newest finished run
 with a map when a project opens; the run history's selection after that), announced by
@@ -21,19 +22,10 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from core.run_data import RunMap, RunSummary
 from core.store.project import Project
-from core.store.queries import FaceRow, corrected_today, list_faces, project_stats
-from core.run_data import (
-    RunMap,
-    RunSummary,
-    current_labels,
-    latest_run_with_map,
-    load_run_map,
-    metric_series,
-    prediction_count,
-    run_summaries,
-)
-from core.store.runs import reap_dead_runs
+from core.store.queries import FaceRow
+from core.studio_api import StudioApi
 
 
 COUNTS_DELAY_MS = 300
@@ -60,6 +52,7 @@ class ProjectState(QObject):
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
         self.project: Project | None = None
+        self.api: StudioApi | None = None  # the open project's queries and changes
         self.current_run: int | None = None
         # True while views hear of a live refit replacing the current run (notify_refit_finished):
         # they then keep the annotator's place instead of starting over.
@@ -85,14 +78,14 @@ class ProjectState(QObject):
 
     def set_project(self, project: Project | None) -> None:
         old, self.project = self.project, project
+        self.api = StudioApi(project) if project is not None else None
         self._stats = self._corrected_today = None
         if old is not None and old is not project:
             old.close()
         self.current_run = None
         self.project_changed.emit()
         if project is not None:
-            with project.session() as session:
-                self.set_current_run(latest_run_with_map(session), force=True)
+            self.set_current_run(self.api.runs.to_show(), force=True)
         else:
             self.current_run_changed.emit(None)
 
@@ -121,8 +114,7 @@ class ProjectState(QObject):
         a run that finished becomes the current run, so the views show its results."""
         if self.project is None:
             return
-        with self.project.session() as session:
-            reap_dead_runs(session)
+        self.api.runs.reap_dead()
         if run_id is not None:
             self.run_finished.emit(run_id)
             if finished:
@@ -150,8 +142,7 @@ class ProjectState(QObject):
         if self.project is None:
             return None
         if self._stats is None:
-            with self.project.session() as session:
-                self._stats = project_stats(session)
+            self._stats = self.api.faces.stats()
         return self._stats
 
     def corrected_today(self) -> int | None:
@@ -159,51 +150,42 @@ class ProjectState(QObject):
         if self.project is None:
             return None
         if self._corrected_today is None:
-            with self.project.session() as session:
-                self._corrected_today = corrected_today(session)
+            self._corrected_today = self.api.faces.corrected_today()
         return self._corrected_today
 
     def faces(self, face_filter: FaceFilter) -> list[FaceRow]:
         if self.project is None:
             return []
-        with self.project.session() as session:
-            return list_faces(session, split=face_filter.split, labeled=face_filter.labeled,
-                              label=face_filter.label)
+        return self.api.faces.list(split=face_filter.split, labeled=face_filter.labeled, label=face_filter.label)
 
     def runs(self) -> list[RunSummary]:
         if self.project is None:
             return []
-        with self.project.session() as session:
-            return run_summaries(session)
+        return self.api.runs.summaries()
 
     def run_metrics(self, run_id: int) -> dict:
         if self.project is None:
             return {}
-        with self.project.session() as session:
-            return metric_series(session, run_id)
+        return self.api.runs.metrics(run_id)
 
     def run_map(self, run_id: int, method: str | None = None) -> RunMap | None:
         if self.project is None:
             return None
-        with self.project.session() as session:
-            return load_run_map(session, run_id, method)
+        return self.api.runs.map(run_id, method)
 
     def run_size(self, run_id: int) -> int:
         """How many faces the run predicted."""
         if self.project is None:
             return 0
-        with self.project.session() as session:
-            return prediction_count(session, run_id)
+        return self.api.runs.size(run_id)
 
     def labels_of(self, face_ids):
         """Current class index of each face (-1: unlabeled), as a numpy array."""
         if self.project is None:
             return None
-        with self.project.session() as session:
-            return current_labels(session, face_ids)
+        return self.api.faces.labels_of(face_ids)
 
     def faces_by_id(self, face_ids: list[int]) -> dict[int, FaceRow]:
         if self.project is None or not face_ids:
             return {}
-        with self.project.session() as session:
-            return {face.id: face for face in list_faces(session, ids=face_ids)}
+        return self.api.faces.by_ids(face_ids)

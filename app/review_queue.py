@@ -30,17 +30,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.active import LABEL_FILTERS, STRATEGIES, QueueError, QueueFilters, QueueItem, build_queue, queue_advice
+from core.active import LABEL_FILTERS, STRATEGIES, QueueError, QueueFilters, QueueItem, queue_advice
 from core.classes import class_names, expression_classes
 from core.store.models import SPLITS
-from core.store.project import Project
-from core.store.queries import FaceRow, list_faces
+from core.store.queries import FaceRow
+from core.studio_api import StudioApi
 from app.background import NewestJobRunner
+from app.empty_state import EmptyState
 from app.face_grid import CELL_PADDING, FaceDelegate, FaceGrid
-from app.face_model import ID_QUERY_CHUNK, FaceListModel, FaceRole
+from app.face_model import FaceListModel, FaceRole
 from app.project_state import ProjectState
 from app.thumbnail_loader import ThumbnailLoader
-from app.widgets import empty_hint
 
 DEFAULT_STRATEGY = "margin"
 DEFAULT_LIMIT = 50
@@ -51,8 +51,9 @@ LABEL_FILTER_TITLES = {"unlabeled": "Unlabeled", "labeled": "Labeled", "correcte
                        "all": "All faces"}
 NO_PROJECT = "Open a project to review its faces."
 NO_RUN = ("No finished training run yet, so there is nothing to review.\n\n"
-          "Train a model in the Training panel (View ▸ Training, Ctrl+T): when the run finishes, "
-          "the faces it is least sure about line up here, the least sure first.\n\n"
+          "Train a first model with the button below (the default settings), or choose your own in the "
+          "Training panel (View ▸ Training, Ctrl+T): when the run finishes, the faces it is least sure "
+          "about line up here, the least sure first.\n\n"
           "From a terminal: python main.py train PROJECT")
 
 
@@ -81,16 +82,11 @@ class QueueResult:
     seconds: float
 
 
-def load_queue(project: Project, request: QueueRequest) -> QueueResult:
+def load_queue(api: StudioApi, request: QueueRequest) -> QueueResult:
     """The queue and its faces' rows (runs in a worker thread: no Qt here)."""
     started = time.perf_counter()
-    items = build_queue(project, request.run_id, request.strategy, request.limit, request.split,
-                        request.filters)
-    ids = [item.face_id for item in items]
-    faces: dict[int, FaceRow] = {}
-    with project.session() as session:
-        for start in range(0, len(ids), ID_QUERY_CHUNK):
-            faces.update((face.id, face) for face in list_faces(session, ids=ids[start:start + ID_QUERY_CHUNK]))
+    items = api.evidence.queue(request.run_id, request.strategy, request.limit, request.split, request.filters)
+    faces = api.faces.by_ids(item.face_id for item in items)
     return QueueResult(request, items, faces, time.perf_counter() - started)
 
 
@@ -252,7 +248,7 @@ class ReviewQueueView(QWidget):
         controls.setColumnStretch(1, 3)
         controls.setColumnStretch(3, 2)
 
-        self.empty = empty_hint()
+        self.empty = EmptyState()  # main_window offers the first model's training on it
         self.pages = QStackedWidget()
         self.pages.addWidget(self.grid)
         self.pages.addWidget(self.empty)
@@ -342,7 +338,7 @@ class ReviewQueueView(QWidget):
             return  # a live refit's run is announced twice (current, then finished): one build
         self._asked = (project, request)
         self.summary.setText(f"Run {request.run_id} · building the {request.strategy.replace('_', ' ')} queue…")
-        self.runner.request(lambda _progress, p=project, r=request: load_queue(p, r), (project, request))
+        self.runner.request(lambda _progress, a=self.state.api, r=request: load_queue(a, r), (project, request))
 
     def _built(self, tag, result: QueueResult) -> None:
         project, request = tag

@@ -1,14 +1,15 @@
 """The project's training runs as a table (model/view over the runs and metrics tables).
 
 Selecting a row makes that run the studio's current run (ProjectState.set_current_run), which
-the map and the training panel's curves follow. Refreshed when a project opens and when a run
-launched from the studio ends.
+the map and the training panel's curves follow. A cancelled or failed run that kept its
+checkpoint offers "Resume run N" in its context menu (the training panel runs it). Refreshed when
+a project opens and when a run launched from the studio ends.
 """
 from __future__ import annotations
 
-from PySide6.QtCore import QAbstractTableModel, QItemSelectionModel, QModelIndex, QObject, Qt
+from PySide6.QtCore import QAbstractTableModel, QItemSelectionModel, QModelIndex, QObject, QPoint, Qt, Signal
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView, QWidget
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QMenu, QTableView, QWidget
 
 from core.store.models import RUN_CANCELLED, RUN_FAILED, RUN_FINISHED, RUN_RUNNING
 from core.run_data import RunSummary
@@ -92,6 +93,8 @@ class RunHistoryModel(QAbstractTableModel):
 class RunHistoryView(QTableView):
     """The table; its selection and the studio's current run follow each other."""
 
+    resume_requested = Signal(int)  # run id
+
     def __init__(self, state: ProjectState, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("runHistory")
@@ -110,6 +113,8 @@ class RunHistoryView(QTableView):
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(COLUMNS.index("Encoder"), QHeaderView.ResizeMode.Stretch)
         header.setHighlightSections(False)
+        self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.customContextMenuRequested.connect(self._context_menu)
         self.selectionModel().selectionChanged.connect(self._selection_changed)
         self.history.modelReset.connect(self._select_current)
         state.current_run_changed.connect(self._select_current)
@@ -117,6 +122,24 @@ class RunHistoryView(QTableView):
     def selected_run(self) -> int | None:
         rows = self.selectionModel().selectedRows()
         return self.history.run(rows[0].row()).id if rows else None
+
+    def context_menu(self, row: int) -> QMenu | None:
+        """What can be done with the run of `row`: resume it, when it is cancelled or failed and
+        kept its checkpoint."""
+        api = self.state.api
+        run = self.history.run(row)
+        if api is None or not api.runs.resumable(run.id):
+            return None
+        menu = QMenu(self)
+        menu.addAction(f"Resume run {run.id} from its checkpoint").triggered.connect(
+            lambda _=False, r=run.id: self.resume_requested.emit(r))
+        return menu
+
+    def _context_menu(self, pos: QPoint) -> None:
+        index = self.indexAt(pos)
+        menu = self.context_menu(index.row()) if index.isValid() else None
+        if menu is not None:
+            menu.exec(self.viewport().mapToGlobal(pos))
 
     def _selection_changed(self, *_args) -> None:
         run_id = self.selected_run()

@@ -1,8 +1,11 @@
 """The training settings a user picks in the studio, turned into core's TrainSettings.
 
 Only the main settings are here (algorithm, encoder, mode, steps, batch size, seed, device, map,
-and SIT-FER's method switches); everything else keeps its default, and every setting remains a
-flag of `python main.py train` for the rest.
+and SIT-FER's method switches and instance warm-up); everything else keeps its default, and every
+setting remains a flag of `python main.py train` for the rest. Steps and the warm-up start at
+"auto": the numbers the run will choose for this project's train faces are shown in the boxes
+(TrainSettings.resolved), and a ticked level that cannot appear in the run is said under the form
+before Start (TrainSettings.level_warnings).
 """
 from __future__ import annotations
 
@@ -17,10 +20,13 @@ from PySide6.QtWidgets import (
 )
 
 from core.ssl.config import ALGORITHM_NAMES, MethodConfig, algorithm_traits
+from core.studio_api import TrainCounts
 from core.training.settings import MODES, PROJECTIONS, LoopConfig, TrainSettings
 
 ENCODER_CHOICES = ("offline", "tiny", "clip:ViT-B-32:openai")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+AUTO_STEPS = 0  # the steps box's "auto" value
+AUTO_WARMUP = -1  # the warm-up box's (0 is a real warm-up: the instance level from the first step)
 # Each algorithm's main switches, as (MethodConfig field, label): every ablation is a tick.
 # The rest of MethodConfig stays at its defaults (the command line reaches all of it).
 SWITCHES: dict[str, tuple[tuple[str, str], ...]] = {
@@ -85,7 +91,21 @@ class TrainingForm(QWidget):
         self.device = _combo(DEVICE_CHOICES, "auto")
         self.projection = _combo(PROJECTIONS, "umap")
         self.projection.setToolTip("the 2-D map written with the run: umap (slower, also writes pca), pca, none")
-        self.steps = _spin(1, 1_000_000, 1500, 100)
+        self.steps = _spin(AUTO_STEPS, 1_000_000, AUTO_STEPS, 100)
+        self.steps.setToolTip("auto: chosen from the number of labeled and unlabeled train faces; "
+                              "type a number to choose yourself")
+        self.warmup = _spin(AUTO_WARMUP, 1_000_000, AUTO_WARMUP, 50)
+        self.warmup.setToolTip("steps before pseudo-labeled faces join SIT-FER's instance level; "
+                               "auto: a fifth of the steps")
+        self.auto_note = QLabel()  # what "auto" comes to for this project
+        self.auto_note.setObjectName("columnHeader")
+        self.auto_note.setWordWrap(True)
+        self.warning = QLabel()
+        self.warning.setObjectName("formWarning")
+        self.warning.setWordWrap(True)
+        self.warning.setStyleSheet("color: #f2c14e;")
+        self.warning.setVisible(False)
+        self.counts: TrainCounts | None = None
         self.batch_size = _spin(1, 4096, loop.batch_size, 8)
         self.seed = _spin(0, 999_999, loop.seed)
         # One box per field; an algorithm shows the boxes it reads (dynamic_threshold is shared).
@@ -101,28 +121,35 @@ class TrainingForm(QWidget):
         grid.setVerticalSpacing(5)
         fields = (("Algorithm", self.algorithm), ("Encoder", self.encoder), ("Mode", self.mode),
                   ("Device", self.device), ("Steps", self.steps), ("Batch size", self.batch_size),
-                  ("Seed", self.seed), ("Map", self.projection))
+                  ("Seed", self.seed), ("Map", self.projection), ("Warm-up", self.warmup))
         for i, (title, widget) in enumerate(fields):
             row, column = divmod(i, 2)
             grid.addWidget(QLabel(title), row, 2 * column)
             grid.addWidget(widget, row, 2 * column + 1)
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(3, 1)
+        self.warmup_title = grid.itemAtPosition(len(fields) // 2, 0).widget()
         self.switches_title = QLabel(TITLES["sitfer"])
         self.switches_title.setObjectName("columnHeader")
-        first = len(fields) // 2
+        first = (len(fields) + 1) // 2
         grid.addWidget(self.switches_title, first, 0)
         self.switch_grid = QGridLayout()  # their own two columns, so they do not widen the fields above
         self.switch_grid.setContentsMargins(0, 0, 0, 0)
         self.switch_grid.setVerticalSpacing(3)
         grid.addLayout(self.switch_grid, first, 1, 1, 3)
+        grid.addWidget(self.auto_note, first + 1, 0, 1, 4)
+        grid.addWidget(self.warning, first + 2, 0, 1, 4)
 
         self.algorithm.currentTextChanged.connect(self._algorithm_changed)
         for combo in (self.algorithm, self.encoder, self.mode, self.device, self.projection):
             combo.currentTextChanged.connect(self.changed)
-        for spin in (self.steps, self.batch_size, self.seed):
+        for spin in (self.steps, self.batch_size, self.seed, self.warmup):
             spin.valueChanged.connect(self.changed)
+        for box in self.switches.values():
+            box.toggled.connect(self.changed)
+        self.changed.connect(self._show_resolved)
         self._algorithm_changed(self.algorithm.currentText())
+        self._show_resolved()
 
     def _algorithm_changed(self, algorithm: str) -> None:
         relevant = [name for name, _label in SWITCHES.get(algorithm, ())]
@@ -137,20 +164,98 @@ class TrainingForm(QWidget):
         self.switches_title.setText(TITLES.get(algorithm, ""))
         self.switches_title.setToolTip(TOOLTIPS.get(algorithm, ""))
         self.switches_title.setVisible(bool(relevant))
+        instance = algorithm in ALGORITHM_NAMES and algorithm_traits(algorithm).instance_level
+        for widget in (self.warmup, self.warmup_title):
+            widget.setVisible(instance)
 
     def settings(self) -> TrainSettings:
         """The chosen settings (not yet validated: TrainSettings.validate says what is wrong)."""
-        relevant = [name for name, _label in SWITCHES.get(self.algorithm.currentText(), ())]
+        algorithm = self.algorithm.currentText()
+        relevant = [name for name, _label in SWITCHES.get(algorithm, ())]
         method = MethodConfig(**{name: self.switches[name].isChecked() for name in relevant})
-        steps, defaults = self.steps.value(), LoopConfig()
-        # Short runs log and validate more often than the defaults, so their curves still show.
+        if self.warmup.isVisibleTo(self) and self.warmup.value() != AUTO_WARMUP:
+            method.instance_warmup = self.warmup.value()
+        steps = None if self.steps.value() == AUTO_STEPS else self.steps.value()
+        # Short runs log more often than the default, so their curves still show; validation and
+        # checkpoints follow the steps by themselves ("auto").
+        shown_steps = steps or self._auto_steps()
+        log_every = LoopConfig().log_every if shown_steps is None else min(LoopConfig().log_every,
+                                                                           max(1, shown_steps // 30))
         loop = LoopConfig(steps=steps, batch_size=self.batch_size.value(), seed=self.seed.value(),
-                          log_every=min(defaults.log_every, max(1, steps // 30)),
-                          eval_every=min(100, max(1, steps // 10)))
+                          log_every=log_every)
         device = self.device.currentText()
         return TrainSettings(algorithm=self.algorithm.currentText(), encoder=self.encoder.currentText().strip(),
                              mode=self.mode.currentText(), device=None if device == "auto" else device,
                              method=method, loop=loop, projection=self.projection.currentText())
+
+    # -- "auto" and what it comes to for this project -------------------------------------------
+    def set_train_counts(self, counts: TrainCounts | None) -> None:
+        """The open project's labeled and unlabeled train faces (None: no project)."""
+        self.counts = counts
+        self._show_resolved()
+
+    def resolved(self) -> TrainSettings | None:
+        """The settings with "auto" chosen as the run will choose it, or None without a project."""
+        if self.counts is None:
+            return None
+        return self.settings().resolved(self.counts.labeled, self.counts.unlabeled)
+
+    def _auto_steps(self) -> int | None:
+        if self.counts is None:
+            return None
+        return TrainSettings(algorithm=self.algorithm.currentText(),
+                             loop=LoopConfig(batch_size=self.batch_size.value())
+                             ).resolved(self.counts.labeled, self.counts.unlabeled).loop.steps
+
+    def steps_text(self) -> str:
+        """e.g. "auto: 200 steps" or "1,500 steps"."""
+        if self.steps.value() != AUTO_STEPS:
+            return f"{self.steps.value():,} steps"
+        auto = self._auto_steps()
+        return f"auto: {auto:,} steps" if auto is not None else "auto steps"
+
+    def _show_resolved(self) -> None:
+        resolved = self.resolved()
+        steps = resolved.loop.steps if resolved is not None else None
+        self.steps.setSpecialValueText(f"auto ({steps:,})" if steps else "auto")
+        warmup = resolved.method.instance_warmup if resolved is not None else None
+        self.warmup.setSpecialValueText(f"auto ({warmup:,})" if warmup is not None else "auto")
+        self.auto_note.setText(self._auto_note(resolved))
+        self.auto_note.setVisible(bool(self.auto_note.text()))
+        warnings = resolved.level_warnings() if resolved is not None else []
+        self.warning.setText("\n".join(f"⚠ {text[:1].upper()}{text[1:]}." for text in warnings))
+        self.warning.setVisible(bool(warnings))
+
+    def _auto_note(self, resolved: TrainSettings | None) -> str:
+        """e.g. "Auto: 200 steps for this project (70 labeled, 630 unlabeled train faces);
+        the instance level joins at step 40." ('' when nothing is left to auto)."""
+        if resolved is None or self.counts is None:
+            return ""
+        parts = []
+        if self.steps.value() == AUTO_STEPS:
+            parts.append(f"{resolved.loop.steps:,} steps for this project ({self.counts.labeled:,} labeled, "
+                         f"{self.counts.unlabeled:,} unlabeled train faces)")
+        if self.warmup.isVisibleTo(self) and self.warmup.value() == AUTO_WARMUP and self.switches["use_instance"].isChecked():
+            parts.append(f"the instance level joins at step {resolved.method.instance_warmup:,}")
+        return ("Auto: " + "; ".join(parts) + ".") if parts else ""
+
+    def warnings(self) -> list[str]:
+        resolved = self.resolved()
+        return resolved.level_warnings() if resolved is not None else []
+
+    def reset_to(self, settings: TrainSettings) -> None:
+        """Show `settings`' main values (the defaults, for a project's first model)."""
+        self.set_values(algorithm=settings.algorithm, encoder=settings.encoder, mode=settings.mode,
+                        projection=settings.projection, batch_size=settings.loop.batch_size)
+        self.device.setCurrentText(settings.device or "auto")
+        self.steps.setValue(settings.loop.steps or AUTO_STEPS)
+        self.seed.setValue(settings.loop.seed)
+        warmup = settings.method.instance_warmup
+        self.warmup.setValue(AUTO_WARMUP if warmup is None else warmup)
+        for name, box in self.switches.items():
+            if box.isEnabled():
+                box.setChecked(_switch_default(name, settings.algorithm) if getattr(settings.method, name) is None
+                               else bool(getattr(settings.method, name)))
 
     def set_values(self, *, algorithm: str | None = None, encoder: str | None = None, steps: int | None = None,
                    batch_size: int | None = None, projection: str | None = None, mode: str | None = None) -> None:

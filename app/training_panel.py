@@ -1,20 +1,20 @@
-"""The training panel: settings, Start/Cancel, live progress and curves, the log, the run history.
+"""The training panel: settings, Start/Cancel/Resume, live progress and curves, the log, the run
+history.
 
 Start launches the worker as its own process (app/worker_process.py); this panel only turns its
-events into progress, curves and a status line, and tells ProjectState when the run has ended
-(`notify_run_finished`), so the history, the map and other views refresh. When no run is going,
-the curves show the current run's stored metrics (the history's selection).
+events into progress (app/run_progress.py: the phase from the moment Start is pressed, n of N and
+the time left in each phase), curves and a status line, and tells ProjectState when the run has
+ended (`notify_run_finished`), so the history, the map and other views refresh. Resume continues
+the selected cancelled or failed run from its checkpoint (`train --resume`, the same worker path).
+When no run is going, the curves show the current run's stored metrics (the history's selection).
 """
 from __future__ import annotations
-
-import time
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
-    QProgressBar,
     QPushButton,
     QSizePolicy,
     QTabWidget,
@@ -23,11 +23,12 @@ from PySide6.QtWidgets import (
 )
 
 from core.encoders import EncoderError
-from core.store.runs import settle_cancelled_run
+from core.training.settings import TrainSettings
 from app import worker_process
 from app.project_state import ProjectState
-from app.run_history import RunHistoryView, format_duration
+from app.run_history import RunHistoryView
 from app.run_plots import RunCurves
+from app.run_progress import RunProgress
 from app.training_form import TrainingForm
 from app.worker_process import WorkerOutcome, WorkerProcess
 
@@ -46,23 +47,23 @@ class TrainingPanel(QWidget):
         self.worker = WorkerProcess(self)
         self.run_id: int | None = None  # the run launched from here, once it has started
         self.outcome: WorkerOutcome | None = None  # how the last launched run ended
-        self._started_at = 0.0
-        self._phase = ""
+        self._launched_in = None  # the project the last run was launched in
 
         self.form = TrainingForm()
         self.start_button = QPushButton("Start training")
         self.start_button.setDefault(True)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("continue the selected cancelled or failed run from its checkpoint")
+        self.resume_button.setVisible(False)
         self.status = QLabel()
         self.status.setObjectName("runStatus")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
-        self.progress = QProgressBar()
-        self.progress.setTextVisible(True)
-        self.eta = QLabel()
-        self.eta.setObjectName("columnHeader")
+        self.run_progress = RunProgress()
+        self.progress, self.eta = self.run_progress.bar, self.run_progress.eta
         self.curves_caption = QLabel()
         self.curves_caption.setObjectName("columnHeader")
         self.curves = RunCurves()
@@ -81,14 +82,14 @@ class TrainingPanel(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.resume_button)
         buttons.addStretch(1)
-        buttons.addWidget(self.eta)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 8, 8, 8)
         layout.setSpacing(6)
         layout.addWidget(self.form)
         layout.addLayout(buttons)
-        layout.addWidget(self.progress)
+        layout.addWidget(self.run_progress)
         layout.addWidget(self.status)
         layout.addWidget(self.curves_caption)
         layout.addWidget(self.curves, 3)
@@ -96,12 +97,15 @@ class TrainingPanel(QWidget):
 
         self.start_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
+        self.resume_button.clicked.connect(lambda: self.resume(self.resume_target()))
+        self.history.resume_requested.connect(self.resume)
         self.worker.event.connect(self._event)
         self.worker.log.connect(self.log.appendPlainText)
         self.worker.ended.connect(self._ended)
         state.project_changed.connect(self._project_changed)
         state.current_run_changed.connect(self._show_run)
-        self._reset_progress()
+        state.counts_changed.connect(self._update_form_counts)
+        state.contents_changed.connect(self._update_form_counts)
         self._project_changed()
 
     @property
@@ -122,14 +126,33 @@ class TrainingPanel(QWidget):
         except (ValueError, EncoderError) as exc:
             self._set_status("failed", f"Cannot start: {exc}")
             return False
-        program, arguments = worker_process.worker_command(self.state.root, settings)
-        self.run_id, self.outcome, self._phase = None, None, ""
-        self._started_at = time.monotonic()
+        return self._launch(worker_process.worker_command(self.state.root, settings),
+                            f"Starting {settings.algorithm} on {settings.encoder} ({settings.mode} mode), "
+                            f"{self.form.steps_text()}…")
+
+    def start_defaults(self) -> bool:
+        """The default settings, whatever the form shows (the first model of a project)."""
+        self.form.reset_to(TrainSettings())
+        return self.start()
+
+    def resume(self, run_id: int | None) -> bool:
+        """Continue a cancelled or failed run from its checkpoint (the same worker, `--resume`)."""
+        if self.busy or self.state.project is None or run_id is None:
+            return False
+        if not self.state.api.runs.resumable(run_id):
+            self._set_status("failed", f"Run {run_id} cannot be resumed: only a cancelled or failed run "
+                                       f"with its checkpoint can.")
+            return False
+        return self._launch(worker_process.resume_command(self.state.root, run_id), f"Resuming run {run_id}…")
+
+    def _launch(self, command: tuple[str, list[str]], status: str) -> bool:
+        program, arguments = command
+        self.run_id, self.outcome, self._launched_in = None, None, self.state.project
         self.curves.clear()
-        self.curves_caption.setText("Live curves of the new run")
+        self.curves_caption.setText("Live curves of the run")
         self.log.clear()
-        self._reset_progress()
-        self._set_status("running", f"Starting {settings.algorithm} on {settings.encoder} ({settings.mode} mode)…")
+        self.run_progress.begin()
+        self._set_status("running", status)
         self.worker.start(program, arguments)
         if self.worker.running:  # not when it failed to start at once (already reported)
             self._set_running(True)
@@ -153,17 +176,40 @@ class TrainingPanel(QWidget):
         self.start_button.setEnabled(not running and self.state.project is not None)
         self.cancel_button.setEnabled(running)
         self.form.setEnabled(not running)
+        self._update_resume()
         self.busy_changed.emit(running)
+
+    def resume_target(self) -> int | None:
+        """The run Resume continues: the history's selection if it can be resumed, else the run
+        launched from here last (a cancel leaves it selected nowhere)."""
+        api = self.state.api
+        if self.busy or api is None:
+            return None
+        launched = self.run_id if self._launched_in is self.state.project else None  # not another project's
+        return next((run for run in (self.state.current_run, launched)
+                     if run is not None and api.runs.resumable(run)), None)
+
+    def _update_resume(self) -> None:
+        run = self.resume_target()
+        self.resume_button.setVisible(run is not None)
+        if run is not None:
+            self.resume_button.setText(f"Resume run {run}")
 
     # -- the worker's events -------------------------------------------------------------------
     def _event(self, event: dict) -> None:
         kind = event["event"]
         if kind == "started":
             self.run_id = event.get("run")
+            steps = f", {event['steps']:,} steps" if isinstance(event.get("steps"), int) else ""
             self._set_status("running", f"Run {self.run_id}: {event.get('algorithm')} on "
-                                        f"{event.get('encoder')} ({event.get('mode')} mode), running")
+                                        f"{event.get('encoder')} ({event.get('mode')} mode{steps}), running")
+        elif kind == "phase":
+            self.run_progress.enter(str(event.get("phase", "")), str(event.get("message") or ""), event.get("eta_s"))
         elif kind == "progress":
-            self._progress(event)
+            self.run_progress.count(str(event.get("phase", "training")), int(event.get("step", 0)),
+                                    int(event.get("total") or 0), event.get("eta_s"))
+        elif kind == "warning":
+            self.log.appendPlainText(f"warning: {event.get('message', '')}")
         elif kind == "metrics":
             self.curves.add_metrics(int(event.get("step", 0)), event.get("values") or {})
         elif kind == "map":
@@ -177,40 +223,25 @@ class TrainingPanel(QWidget):
         elif kind in ("finished", "cancelled", "failed"):
             self.log.appendPlainText(f"{kind}: {event.get('message') or event.get('error') or ''}".rstrip(": "))
 
-    def _progress(self, event: dict) -> None:
-        phase, step, total = event.get("phase", "train"), int(event.get("step", 0)), int(event.get("total") or 0)
-        if phase != self._phase:
-            self._phase = phase
-            self._started_at = time.monotonic()
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(min(step, max(total, 1)))
-        what = "steps" if phase in ("train", "training") else f"{phase}"
-        self.progress.setFormat(f"{step:,} / {total:,} {what}")
-        eta = event.get("eta_s")
-        if eta is None and step > 0:  # the features phase reports no estimate: from the rate so far
-            eta = (time.monotonic() - self._started_at) / step * (total - step)
-        self.eta.setText(f"about {format_duration(eta)} left" if eta is not None and step < total else "")
-
     def _ended(self, outcome: WorkerOutcome) -> None:
         self.outcome = outcome
         run_id = outcome.run_id if outcome.run_id is not None else self.run_id
         self.run_id = run_id
-        self._set_running(False)
-        self.eta.setText("")
+        self.run_progress.finish(outcome.status)
         name = f"Run {run_id}" if run_id is not None else "The run"
         if outcome.status == "finished":
-            self.progress.setValue(self.progress.maximum())
             self._set_status("finished", f"{name} finished." + self._final_accuracies())
         elif outcome.status == "cancelled":
             if outcome.exit_code is None and run_id is not None and self.state.project is not None:
-                with self.state.project.session() as session:  # killed mid-cancel: not a failure
-                    settle_cancelled_run(session, run_id)
-            self._set_status("cancelled", f"{name} was cancelled; its checkpoint is kept "
-                                          f"(resume with: python main.py train PROJECT --resume {run_id}).")
+                self.state.api.runs.settle_cancelled(run_id)  # killed mid-cancel: not a failure
+            self._set_status("cancelled", f"{name} was cancelled; its checkpoint is kept: Resume continues it "
+                                          f"(or: python main.py train PROJECT --resume {run_id}).")
         else:
             self._set_status("failed", f"{name} failed: {outcome.error or 'no reason given'}")
             self.log.appendPlainText(f"failed: {outcome.error}")
+        self._set_running(False)
         self.state.notify_run_finished(run_id, finished=outcome.status == "finished")
+        self._update_resume()
 
     def _final_accuracies(self) -> str:
         metrics = (self.worker.end_event or {}).get("metrics") or {}
@@ -226,23 +257,24 @@ class TrainingPanel(QWidget):
         self.status.setStyleSheet(f"color: {STATE_COLORS[state]}; font-weight: {weight};")
         self.status.setText(text)
 
-    def _reset_progress(self) -> None:
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.progress.setFormat("no run going")
-        self.eta.setText("")
+    def _update_form_counts(self) -> None:
+        """The form's "auto" steps and its warnings follow the project's train faces."""
+        api = self.state.api
+        self.form.set_train_counts(api.faces.train_counts() if api is not None else None)
 
     def _project_changed(self) -> None:
         self.start_button.setEnabled(self.state.project is not None and not self.busy)
+        self._update_form_counts()
         if not self.busy:
             self.outcome = None
-            self._reset_progress()
+            self.run_progress.reset()
             self._set_status("idle", "Pick the settings and press Start: training runs in its own process, "
                                      "and its results (predictions, map, metrics) go into the project."
                              if self.state.project is not None else "Open a project to train on it.")
 
     def _show_run(self, run_id: int | None) -> None:
         """The current run's stored curves, unless a run from here is going (its live curves win)."""
+        self._update_resume()
         if self.busy:
             return
         if run_id is None:

@@ -31,6 +31,12 @@ def worker_command(project_root: str | Path, settings: TrainSettings) -> tuple[s
     return sys.executable, [str(REPO_ROOT / "main.py"), *train_argv(str(project_root), settings, events="json")]
 
 
+def resume_command(project_root: str | Path, run_id: int) -> tuple[str, list[str]]:
+    """Program and arguments of the worker that continues run `run_id` from its checkpoint."""
+    return sys.executable, [str(REPO_ROOT / "main.py"), "train", str(project_root), "--resume", str(run_id),
+                            "--events", "json"]
+
+
 class JsonLineBuffer:
     """Bytes in, complete lines out: each one an event dict or a line of plain text."""
 

@@ -18,9 +18,9 @@ from core.store.project import Project  # noqa: E402
 from core.store.models import Run  # noqa: E402
 from core.training.loop import LoopConfig  # noqa: E402
 from core.training.settings import TrainSettings  # noqa: E402
-from core.training.events import JsonEvents  # noqa: E402
+from core.training.events import PHASES, JsonEvents  # noqa: E402
 from core.training.worker import train  # noqa: E402
-from tests.studio_runs import FACES, make_demo, project_copy, quick_settings, studio_window  # noqa: E402
+from tests.studio_runs import SMALL_DEMO, FACES, make_demo, project_copy, quick_settings, studio_window  # noqa: E402
 from tests.test_app import FakeDialogs  # noqa: E402
 
 WORKER_TIMEOUT_MS = 180_000
@@ -154,7 +154,12 @@ def test_a_run_launched_from_the_panel_finishes_and_shows_everywhere(qtbot, wind
     run_id = outcome.run_id
     assert panel.status.property("runState") == "finished" and f"Run {run_id} finished" in panel.status.text()
     assert "Final val accuracy" in panel.status.text()
-    assert panel.progress.value() == panel.progress.maximum() == 30 and "30 / 30 steps" in panel.progress.format()
+    # Every phase was shown in order, and the bar ends full only now that the run has finished.
+    phases = [e["phase"] for e in events if e["event"] == "phase"]
+    assert phases == ["starting", "encoder", "features", "training", "predictions", "map"]
+    assert any(e["event"] == "progress" and e["phase"] == "training" and e["total"] == 30 for e in events)
+    assert panel.progress.value() == panel.progress.maximum() == 1 and panel.progress.format() == "done"
+    assert panel.run_progress.done == set(PHASES) and "✓ map" in panel.run_progress.strip.text()
     assert not panel.busy and panel.start_button.isEnabled() and not panel.cancel_button.isEnabled()
     assert {"loss_sup", "loss_text", "val_accuracy", "mask_rate", "threshold_fear"} <= panel.curves.curve_names()
     assert panel.curves.thresholds.legend_names()[:2] == ["surprise", "fear"]  # class order, class colours
@@ -278,6 +283,149 @@ def test_closing_the_window_cancels_a_running_worker(qtbot, dialogs, demo):
     assert not panel.busy
     with Project.open(demo) as project, project.session() as session:
         assert session.get(Run, panel.run_id).status in ("cancelled", "failed")
+
+
+# -- phases, resume, auto steps and warnings ----------------------------------------------------------
+def event_line(**fields) -> str:
+    import json
+
+    return json.dumps(fields)
+
+
+def test_the_phase_shows_from_the_moment_start_is_pressed(qtbot, window, monkeypatch):
+    fake_worker(monkeypatch, "import time; time.sleep(3)")  # a worker still importing torch
+    panel = window.training
+    with qtbot.waitSignal(panel.worker.ended, timeout=30_000):
+        assert panel.start()
+        # Before the process has printed anything: the starting phase, a busy bar, not "no run going".
+        assert panel.run_progress.phase == "starting" and panel.progress.maximum() == 0
+        assert "starting the worker" in panel.progress.format() and "● starting" in panel.run_progress.strip.text()
+        qtbot.wait(1300)
+        assert panel.eta.text().endswith("s")  # the time it has been starting, ticking
+
+
+def test_each_phase_counts_and_the_map_gets_its_own_busy_bar(qtbot, window, monkeypatch):
+    lines = [event_line(event="phase", phase="features", message="features of 77 faces"),
+             event_line(event="progress", phase="features", step=32, total=77, eta_s=12.0),
+             event_line(event="phase", phase="training", message="training 200 steps"),
+             event_line(event="progress", phase="training", step=200, total=200, eta_s=0.0),
+             event_line(event="phase", phase="predictions", message="writing"),
+             event_line(event="phase", phase="map", message="computing the UMAP map of 77 faces", eta_s=40.0)]
+    script = "import time\n" + "".join(f"print({line!r}, flush=True)\n" for line in lines) + "time.sleep(30)\n"
+    fake_worker(monkeypatch, script)
+    panel = window.training
+    seen = []
+    panel.worker.event.connect(lambda e: seen.append((e, panel.progress.format(), panel.eta.text())))
+    assert panel.start()
+    qtbot.waitUntil(lambda: len(seen) == len(lines), timeout=30_000)
+    (_, features_bar, features_eta), = [(e, f, t) for e, f, t in seen if e["event"] == "progress"][:1]
+    assert features_bar == "features: 32 / 77 faces" and features_eta == "about 12 s left"
+    # The last training step does not leave a full bar standing while the map is computed.
+    assert panel.run_progress.phase == "map" and panel.progress.maximum() == 0
+    assert "UMAP" in panel.progress.format() and "about 40 s left" == panel.eta.text()
+    assert {"starting", "encoder", "features", "training", "predictions"} <= panel.run_progress.done
+    with qtbot.waitSignal(panel.worker.ended, timeout=30_000):
+        panel.cancel()
+    assert panel.progress.format() == "cancelled during map"
+
+
+def test_resume_continues_a_cancelled_run_through_the_worker(qtbot, window, monkeypatch, demo):
+    import app.worker_process as worker_process
+
+    class StopAtFirstMetrics(JsonEvents):  # cancel once training is under way
+        stop = False
+
+        def emit(self, event, **fields):
+            self.stop = self.stop or event == "metrics"
+            super().emit(event, **fields)
+
+    events = StopAtFirstMetrics(io.StringIO())
+    with Project.open(demo) as project:  # a run cancelled during training keeps its checkpoint
+        outcome = train(project, quick_settings(steps=400), events, should_stop=lambda: events.stop)
+    assert outcome.status == "cancelled"
+    run_id = outcome.run_id
+    argv = worker_process.resume_command(demo, run_id)[1]
+    args = build_parser().parse_args(argv[1:])
+    assert args.resume == run_id and args.events == "json"
+    launched = []
+
+    def fake_resume(root, run):
+        launched.append(run)
+        return sys.executable, ["-c", "print('{\"event\": \"finished\", \"run\": %d}', flush=True)" % run]
+
+    monkeypatch.setattr(worker_process, "resume_command", fake_resume)
+    panel, history = window.training, window.training.history
+    history.history.reload()
+    history.selectRow(history.history.row_of(run_id))
+    assert panel.resume_button.isVisibleTo(panel) and panel.resume_button.text() == f"Resume run {run_id}"
+    menu = history.context_menu(history.history.row_of(run_id))
+    assert menu is not None and [a.text() for a in menu.actions()] == [f"Resume run {run_id} from its checkpoint"]
+    with qtbot.waitSignal(panel.worker.ended, timeout=30_000):
+        panel.resume_button.click()
+    assert launched == [run_id]
+
+
+def test_the_form_shows_auto_steps_and_warns_before_start(qtbot, window):
+    form = window.training.form
+    assert form.settings().loop.steps is None  # auto: the run chooses
+    assert form.steps.text() == "auto (200)" and "200 steps for this project (14 labeled, 42 unlabeled" \
+        in form.auto_note.text()
+    assert not form.warning.isVisibleTo(form)
+    form.set_values(steps=100)
+    form.warmup.setValue(300)
+    assert form.warning.isVisibleTo(form) and "instance level cannot appear" in form.warning.text()
+    assert form.settings().method.instance_warmup == 300 and form.settings().loop.steps == 100
+    form.warmup.setValue(50)
+    assert not form.warning.isVisibleTo(form)
+    form.set_values(algorithm="fixmatch")
+    assert not form.warmup.isVisibleTo(form) and form.settings().method.instance_warmup is None
+
+
+def test_a_project_without_a_finished_run_offers_a_first_model(qtbot, window, monkeypatch):
+    launched = []
+    import app.worker_process as worker_process
+
+    def fake(root, settings):
+        launched.append(settings)
+        return sys.executable, ["-c", "import time; time.sleep(2)"]
+
+    monkeypatch.setattr(worker_process, "worker_command", fake)
+    window.training.form.set_values(algorithm="fixmatch", steps=5)  # whatever the form shows: the defaults win
+    review_empty, map_empty = window.review.empty, window.map_view.empty
+    for empty in (review_empty, map_empty):
+        assert empty.button.isVisibleTo(empty) and empty.button.isEnabled()
+        assert empty.button.text() == "Train a first model (auto: 200 steps)"
+    with qtbot.waitSignal(window.training.worker.ended, timeout=30_000):
+        review_empty.button.click()
+        assert window.training.busy and not map_empty.button.isEnabled() and "Training" in map_empty.button.text()
+    [settings] = launched  # the defaults, steps left to auto
+    defaults = TrainSettings()
+    assert (settings.algorithm, settings.encoder, settings.mode, settings.projection) == (
+        defaults.algorithm, defaults.encoder, defaults.mode, defaults.projection)
+    assert settings.loop.steps is None and settings.loop.batch_size == defaults.loop.batch_size
+    assert settings.method.use_instance and settings.method.instance_warmup is None
+
+
+def test_the_first_start_trains_a_model_on_the_demo_it_builds(qtbot, monkeypatch):
+    import app.worker_process as worker_process
+    from app.main import start_studio
+
+    launched = []
+    monkeypatch.setattr(worker_process, "worker_command",
+                        lambda root, settings: launched.append(root) or (sys.executable, ["-c", "pass"]))
+    window = start_studio(None, dialogs=FakeDialogs(), demo_settings=SMALL_DEMO, train_first_model=True)
+    qtbot.addWidget(window)
+    qtbot.waitUntil(lambda: bool(launched), timeout=60_000)
+    assert Path(launched[0]) == window.state.root and window.center_tabs.currentWidget() is window.review
+    qtbot.waitUntil(lambda: not window.training.busy, timeout=30_000)
+    window.close()
+    # The next start opens the demo as it is: no training by itself.
+    again = start_studio(None, dialogs=FakeDialogs(), train_first_model=True)
+    qtbot.addWidget(again)
+    qtbot.waitUntil(lambda: again.state.project is not None, timeout=60_000)
+    qtbot.wait(200)
+    assert len(launched) == 1 and again.review.empty.button.isEnabled()
+    again.close()
 
 
 def test_the_docks_are_saved_with_the_window_layout(qtbot, window, dialogs, demo):

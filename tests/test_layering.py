@@ -64,3 +64,16 @@ def test_the_studio_and_the_command_line_start_without_torch():
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     subprocess.run([sys.executable, "-c", code], cwd=CORE.parent, check=True, env=env)
+
+
+def test_the_studio_opens_no_database_session():
+    """app/ reads and changes a project through core.studio_api (and core functions that take a
+    project): a widget that opens a session itself has SQL-shaped code in the GUI."""
+    app = CORE.parent / "app"
+    offenders = []
+    for path in app.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("session", "write_session")):
+                offenders.append(f"{path.relative_to(CORE.parent)}:{node.lineno}: .{node.func.attr}()")
+    assert not offenders, offenders
