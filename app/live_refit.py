@@ -172,12 +172,11 @@ class LiveRefit(QObject):
         if self.state.current_run is None:
             return "model: no run to refit yet"
         waiting = ""
-        if self.pending:
-            held = self.held_by()
-            if held:
-                waiting = f" · waiting for {held}"
-            elif self.worker.state == STARTING:
-                waiting = " · the worker is starting"
+        held = self.held_by() if self.pending else None
+        if held:
+            waiting = f" · waiting for {held}"
+        elif self.worker.state == STARTING:  # opening the project, or back after a crash
+            waiting = " · the worker is starting"
         parts = []
         if self.problem:
             parts.append(self.problem)
@@ -190,7 +189,7 @@ class LiveRefit(QObject):
 
     def _update_status(self) -> None:
         text = self.status_text()
-        ticking = bool(text) and (self.last is not None or self.pending > 0)
+        ticking = bool(text) and (self.last is not None or self.pending > 0 or self.worker.state == STARTING)
         if ticking and not self._tick.isActive():
             self._tick.start()
         elif not ticking:

@@ -218,7 +218,9 @@ def test_the_warm_worker_refits_and_a_crash_restarts_it_with_one_message(qtbot, 
     window.statusBar().messageChanged.connect(lambda text: text and messages.append(text))
     os.kill(worker.process.processId(), signal.SIGKILL)
     qtbot.waitUntil(lambda: worker.state == warm.STARTING, timeout=30_000)
+    assert "the worker is starting" in window.refit_label.text()
     qtbot.waitUntil(lambda: worker.state == warm.READY, timeout=WORKER_TIMEOUT_MS)
+    assert "the worker is starting" not in window.refit_label.text()
     crash_messages = [m for m in messages if "model worker stopped" in m]
     assert len(crash_messages) == 1 and "restarting" in crash_messages[0], messages
     assert dialogs.errors == []
