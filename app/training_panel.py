@@ -205,6 +205,8 @@ class TrainingPanel(QWidget):
                                         f"{event.get('encoder')} ({event.get('mode')} mode{steps}), running")
         elif kind == "phase":
             self.run_progress.enter(str(event.get("phase", "")), str(event.get("message") or ""), event.get("eta_s"))
+            if self.run_id is not None and not self.worker.cancelling and event.get("message"):
+                self._set_status("running", f"Run {self.run_id}: {event['message']}")
         elif kind == "progress":
             self.run_progress.count(str(event.get("phase", "training")), int(event.get("step", 0)),
                                     int(event.get("total") or 0), event.get("eta_s"))
@@ -216,10 +218,8 @@ class TrainingPanel(QWidget):
             self.log.appendPlainText(str(event.get("message", "")))
             if not event.get("final") and event.get("run") is not None:
                 self.state.map_preview.emit(int(event["run"]))
-        elif kind == "info":
+        elif kind == "info":  # details for the log; the phase says where the run is
             self.log.appendPlainText(str(event.get("message", "")))
-            if self.run_id is not None and not self.worker.cancelling:
-                self._set_status("running", f"Run {self.run_id}: {event.get('message', '')}")
         elif kind in ("finished", "cancelled", "failed"):
             self.log.appendPlainText(f"{kind}: {event.get('message') or event.get('error') or ''}".rstrip(": "))
 
