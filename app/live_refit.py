@@ -77,14 +77,15 @@ class LiveRefit(QObject):
 
     # -- settings ------------------------------------------------------------------------------
     def set_enabled(self, enabled: bool) -> None:
-        """Live refits on or off (kept in the settings); off keeps counting, on may refit at once."""
+        """Live refits on or off (kept in the settings). Off stops the worker (a refit under way
+        is dropped, its corrections wait) and keeps counting; on may refit at once."""
         self.enabled = bool(enabled)
         self.settings.setValue(studio.KEY_LIVE_REFIT, "true" if enabled else "false")
         self.settings.sync()
+        self._sync_worker()
         if enabled:
-            self._sync_worker()
-            self.consider()
-        self._update_status()
+            self.problem, self._hold_until_change = "", False  # a fresh start
+        self.consider()
 
     # -- what happens --------------------------------------------------------------------------
     def _project_changed(self) -> None:

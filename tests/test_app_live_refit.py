@@ -183,6 +183,20 @@ def test_refits_wait_for_a_training_run_and_a_failed_one_for_the_next_correction
     assert len(worker.requests) == 2 and live.in_flight.labels == EVERY + 1
 
 
+def test_turning_live_refits_off_stops_the_worker_and_on_catches_up(qtbot, demo, dialogs):
+    refit_settings()
+    worker = FakeWorker()
+    window, live = live_window(qtbot, demo, dialogs, worker)
+    label_faces(window, EVERY - 1)
+    live.set_enabled(False)
+    assert worker.state == warm.STOPPED and live.status_text() == "model: live refits off"
+    label_faces(window, 1)
+    assert worker.requests == [] and window.settings.value(studio.KEY_LIVE_REFIT) == "false"
+    live.set_enabled(True)
+    assert worker.state == warm.READY and worker.requests[-1]["command"] == "refit"
+    assert live.in_flight.labels == EVERY
+
+
 def test_a_refit_finished_after_another_run_was_chosen_only_joins_the_history(qtbot, demo, dialogs):
     refit_settings()
     worker = FakeWorker()
