@@ -2,6 +2,7 @@
 project with the tiny encoder, commands on stdin, JSON events on stdout."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import queue
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -226,6 +228,22 @@ def test_a_killed_server_is_noticed_and_its_run_reaped(server, demo):
     assert server.proc.wait(60) == -signal.SIGKILL
     assert server.lines.get(timeout=EVENT_TIMEOUT_S) is None or server.lines.get(timeout=EVENT_TIMEOUT_S) is None
     assert run_status(demo, started["run"]) == "failed"
+
+
+def test_umap_compiles_only_once_no_job_has_run_for_a_while(project):
+    from core.training.server import WarmWorker
+
+    server = WarmWorker(project, io.StringIO(), warm_up=())
+    compiled: list[float] = []
+    server._compile_umap = lambda: compiled.append(time.monotonic())
+    server._running = object()  # a refit in the job thread
+    waiting = threading.Thread(target=server._compile_umap_when_idle, args=(0.2,))
+    waiting.start()
+    time.sleep(1.0)
+    assert not compiled
+    server._running, server._last_busy = None, time.monotonic()
+    waiting.join(10)
+    assert len(compiled) == 1 and compiled[0] - server._last_busy >= 0.2
 
 
 def test_stray_output_goes_to_stderr_never_between_events():

@@ -6,10 +6,10 @@ reading the feature cache and numba compiling UMAP (about 12 of the 14 s UMAP co
 faces) before it does any work. This process pays them once and keeps them: torch is imported
 before `ready`; then, first in its job thread, a warm-up loads what a refit of the newest
 finished run reads (the encoder, class texts, the feature cache) into one `RefitMemory` that
-lives across refits, and UMAP is compiled by a tiny fit in a background thread (a command sent
-meanwhile waits only for the first part). A head-mode `train` job keeps its encoder loaded for
-the next. It stays a separate process, so a crash never takes the studio down
-(app/warm_worker.py restarts it).
+lives across refits (a command sent meanwhile waits only for this); UMAP is compiled by a tiny
+fit in a background thread once the worker has been idle for UMAP_IDLE_S. A head-mode `train`
+job keeps its encoder loaded for the next. It stays a separate process, so a crash never takes
+the studio down (app/warm_worker.py restarts it).
 
 Commands, one JSON object per line:
   {"id": 7, "command": "train", "settings": {...TrainSettings.to_dict()...}}
@@ -22,9 +22,9 @@ Commands, one JSON object per line:
 Events, one JSON object per line: the worker's own (started, progress, metrics, info, map,
 finished, cancelled, failed ...) carrying the command's `id`, and the server's: `ready`, `busy`
 and `idle` (a job began / ended: its status and run), `pong`, `warm` (part refit: the memory
-is loaded; part umap: compiled), `error`
-(a bad command, named; the server carries on) and `exiting`. One job runs at a time, in one
-thread that does all torch work; a job command while another runs is refused with `error`.
+is loaded; part umap: compiled), `error` (a bad command, named; the server carries on) and
+`exiting`. One job runs at a time, in one thread that does all torch work; a job command while
+another runs is refused with `error`.
 """
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ PROTOCOL = 1
 SHOWN_INPUT_CHARS = 200  # a bad line is quoted in its error event up to this length
 JOB_STOP_TIMEOUT_S = 60.0  # shutdown waits this long for a cancelled job to save and stop
 WARM_UPS = ("refit", "umap")  # what a server loads or compiles at start-up, in this order
+UMAP_IDLE_S = 20.0  # UMAP compiles once no job has run for this long
 
 
 class BadCommand(ValueError):
@@ -138,6 +139,8 @@ class WarmWorker:
         self.umap_ready = False
         self.job: Job | None = None  # the command's job accepted last and not yet ended
         self._running: Job | None = None  # the job in the job thread (the warm-up included)
+        self._last_busy = time.monotonic()  # when a job last started or ended
+        self._closing = threading.Event()
         self._job_lock = threading.Lock()
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._input: queue.SimpleQueue[str | None] = queue.SimpleQueue()
@@ -168,7 +171,7 @@ class WarmWorker:
                 self.events.emit("warm", part="refit", ok=True, run=run,
                                  seconds=round(time.perf_counter() - started, 2))
         if "umap" in self.warm_ups:
-            threading.Thread(target=self._compile_umap, name="umap-warm-up", daemon=True).start()
+            threading.Thread(target=self._compile_umap_when_idle, name="umap-warm-up", daemon=True).start()
         return {}
 
     def _memory(self):
@@ -178,9 +181,20 @@ class WarmWorker:
             self.refit_memory = RefitMemory()
         return self.refit_memory
 
-    def _compile_umap(self) -> None:
+    def _compile_umap_when_idle(self, idle_s: float = UMAP_IDLE_S) -> None:
         """A tiny UMAP fit compiles numba's functions once for this process (the map of every
-        later run then costs its own work, not the compiling)."""
+        later `train` then costs its own work, not the compiling). Compiling holds Python's lock
+        for seconds at a time: a refit beside it took twice as long (8.4 against 3.5 CPU s for 40
+        steps), so it waits until no job has run for `idle_s`. (A refit places its map in its
+        parent's layout and needs no UMAP.)"""
+        while not self._closing.wait(0.5):
+            if self._running is None and self.job is None and time.monotonic() - self._last_busy >= idle_s:
+                break
+        else:
+            return
+        self._compile_umap()
+
+    def _compile_umap(self) -> None:
         import numpy as np
 
         from core.projection import umap_2d
@@ -218,6 +232,7 @@ class WarmWorker:
 
     def shutdown(self, timeout_s: float = JOB_STOP_TIMEOUT_S) -> None:
         """Cancel the running job, let it save and stop, then say goodbye. Idempotent."""
+        self._closing.set()
         if not self._job_thread.is_alive():
             return
         job = self.job
@@ -253,7 +268,7 @@ class WarmWorker:
 
     def _job_loop(self) -> None:
         while (job := self._jobs.get()) is not None:
-            self._running = job
+            self._running, self._last_busy = job, time.monotonic()
             started = time.perf_counter()
             try:
                 with self.encoders.lent(job.head_mode):
@@ -263,6 +278,7 @@ class WarmWorker:
                 error = f"{type(exc).__name__}: {exc}"
                 self.events.emit("failed", id=job.request_id, error=error)
                 ending = {"status": "failed", "error": error}
+            self._running, self._last_busy = None, time.monotonic()
             if not job.announce:
                 continue
             with self._job_lock:
