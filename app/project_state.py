@@ -9,7 +9,8 @@ Opening, closing and querying go through here; it knows nothing about widgets. R
 changes go through `api` (core.studio_api.StudioApi): no widget opens a database session.
 
 Runs: `current_run` is the training run whose results the views show (the newest finished run
-with a map when a project opens; the run history's selection after that), announced by
+with a map when a project opens; the run history's selection after that; a project's first run
+as soon as its predictions are written, before its UMAP map), announced by
 `current_run_changed(run_id or None)`. `run_finished(run_id)` says a run launched from the studio
 has ended (finished, cancelled or failed), so views showing runs refresh. A live refit's run
 replaces the current one in place (`notify_refit_finished`, `refreshing_in_place`).
@@ -53,6 +54,7 @@ class ProjectState(QObject):
         super().__init__(parent)
         self.project: Project | None = None
         self.api: StudioApi | None = None  # the open project's queries and changes
+        self._previewed_run: int | None = None  # a running run made current at its PCA map
         self.current_run: int | None = None
         # True while views hear of a live refit replacing the current run (notify_refit_finished):
         # they then keep the annotator's place instead of starting over.
@@ -79,6 +81,7 @@ class ProjectState(QObject):
     def set_project(self, project: Project | None) -> None:
         old, self.project = self.project, project
         self.api = StudioApi(project) if project is not None else None
+        self._previewed_run = None
         self._stats = self._corrected_today = None
         if old is not None and old is not project:
             old.close()
@@ -109,16 +112,29 @@ class ProjectState(QObject):
             self.current_run = run_id
             self.current_run_changed.emit(run_id)
 
+    def notify_map_preview(self, run_id: int) -> None:
+        """A running run's predictions and PCA map are written; its UMAP map follows. The map
+        previews it; and where the project has no finished run to show (its first model), it
+        becomes the current run now, so its review queue does not wait for the UMAP map."""
+        if self.project is not None and self.current_run is None and not self.api.runs.has_finished_run():
+            self._previewed_run = run_id
+            self.set_current_run(run_id)
+        self.map_preview.emit(run_id)  # after: the map says that the UMAP map is still coming
+
     def notify_run_finished(self, run_id: int | None, finished: bool) -> None:
         """A worker ended. A run whose process died without saying so is marked failed first;
-        a run that finished becomes the current run, so the views show its results."""
+        a run that finished becomes the current run, so the views show its results (a previewed
+        run that did not finish gives way to the run a project opens with)."""
         if self.project is None:
             return
         self.api.runs.reap_dead()
+        previewed, self._previewed_run = self._previewed_run, None
         if run_id is not None:
             self.run_finished.emit(run_id)
             if finished:
                 self.set_current_run(run_id, force=True)
+            elif run_id == previewed and self.current_run == run_id:
+                self.set_current_run(self.api.runs.to_show())
 
     def notify_refit_finished(self, run_id: int, parent_id: int | None) -> bool:
         """A live refit of `parent_id` finished as run `run_id`. If the views still show the

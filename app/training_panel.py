@@ -217,7 +217,7 @@ class TrainingPanel(QWidget):
         elif kind == "map":
             self.log.appendPlainText(str(event.get("message", "")))
             if not event.get("final") and event.get("run") is not None:
-                self.state.map_preview.emit(int(event["run"]))
+                self.state.notify_map_preview(int(event["run"]))
         elif kind == "info":  # details for the log; the phase says where the run is
             self.log.appendPlainText(str(event.get("message", "")))
         elif kind in ("finished", "cancelled", "failed"):

@@ -428,6 +428,33 @@ def test_the_first_start_trains_a_model_on_the_demo_it_builds(qtbot, monkeypatch
     again.close()
 
 
+def test_a_first_run_is_shown_once_its_predictions_are_written(qtbot, window, monkeypatch, demo):
+    """Its review queue does not wait for the UMAP map; if the run then fails, it gives way."""
+    from sqlalchemy import update
+
+    with Project.open(demo) as project:  # a run whose predictions and PCA map are written, UMAP to come
+        run_id = train(project, quick_settings(), JsonEvents(io.StringIO())).run_id
+        with project.session() as session:
+            session.execute(update(Run).where(Run.id == run_id).values(status="running", pid=2 ** 22 + 7))
+    window.state.set_project(Project.open(demo))  # opened again: no finished run, nothing shown
+    assert window.state.current_run is None
+    script = (f"import time\nprint({event_line(event='started', run=run_id)!r}, flush=True)\n"
+              f"print({event_line(event='map', run=run_id, method='pca', final=False)!r}, flush=True)\n"
+              f"time.sleep(4)\n")
+    fake_worker(monkeypatch, script)
+    window.show()
+    qtbot.waitExposed(window)
+    window.show_review()  # the queue builds while it is shown
+    panel, review = window.training, window.review
+    with qtbot.waitSignal(panel.worker.ended, timeout=30_000):
+        assert panel.start()
+        qtbot.waitUntil(lambda: review.last_result is not None, timeout=20_000)
+        assert panel.busy and window.state.current_run == run_id and review.last_result.request.run_id == run_id
+        qtbot.waitUntil(lambda: "PCA preview" in window.map_view.info.text(), timeout=10_000)  # UMAP to come
+    # The worker ended without finishing (it died): the run is reaped as failed and gives way.
+    assert window.state.current_run is None and review.pages.currentWidget() is review.empty
+
+
 def test_the_docks_are_saved_with_the_window_layout(qtbot, window, dialogs, demo):
     window.show()
     qtbot.waitExposed(window)
