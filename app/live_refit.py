@@ -62,6 +62,7 @@ class LiveRefit(QObject):
         self.last: Refreshed | None = None
         self.problem = ""  # why the last refit did not refresh the views
         self._hold_until_change = False
+        self._refused: int | None = None  # a run the worker would not refit (fine-tune mode ...)
         self._status = ""
         self._due = QTimer(self)
         self._due.setSingleShot(True)
@@ -71,6 +72,7 @@ class LiveRefit(QObject):
         self._tick.timeout.connect(self._on_tick)
         state.project_changed.connect(self._project_changed)
         state.labels_changed.connect(self._labels_changed)
+        state.current_run_changed.connect(self._run_changed)
         worker.job_ended.connect(self._job_ended)
         worker.state_changed.connect(lambda _state: self._update_status())
         self._project_changed()
@@ -103,6 +105,11 @@ class LiveRefit(QObject):
         else:
             self.worker.start(root)
 
+    def _run_changed(self, _run_id) -> None:
+        if not self.state.refreshing_in_place:  # another run chosen: it may well be refittable
+            self._refused = None
+            self.consider()
+
     def _labels_changed(self, face_ids: list[int]) -> None:
         self.pending += len(face_ids)
         self.last_change = time.monotonic()
@@ -126,7 +133,9 @@ class LiveRefit(QObject):
 
     def _request(self) -> None:
         parent = self.state.current_run
-        if parent is None or self.worker.state not in REQUESTABLE or self.held_by() is not None:
+        if parent is None or parent == self._refused:
+            return  # the indicator says why
+        if self.worker.state not in REQUESTABLE or self.held_by() is not None:
             return  # the indicator says why; the tick looks again
         request_id = self.worker.request("refit", run=parent)
         if request_id is None:
@@ -149,10 +158,12 @@ class LiveRefit(QObject):
                 self.problem = f"refit {run} of run {refit.parent} kept in the history (another run is shown)"
         else:
             self.pending += refit.labels  # they still wait for a refit
-            self.problem = f"the refit {event.get('status')}: {event.get('error') or 'no reason given'}".strip()
+            self.problem = f"the refit {event.get('status')}: {_first_sentence(event.get('error'))}"
             self._hold_until_change = True  # the next correction tries again, not the next tick
             if run is not None:
                 self.state.notify_run_finished(run, finished=False)  # the history shows how it ended
+            elif event.get("status") == "failed":
+                self._refused = refit.parent  # refused before a run existed: not this run again
         self.consider()
 
     def _on_tick(self) -> None:
@@ -198,6 +209,12 @@ class LiveRefit(QObject):
         if text != self._status:
             self._status = text
             self.status_changed.emit(text)
+
+
+def _first_sentence(text: str | None, limit: int = 90) -> str:
+    """The start of an error message, short enough for the status bar."""
+    text = (text or "no reason given").strip().split("; ")[0].split("\n")[0]
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _ago(seconds: float) -> str:

@@ -75,17 +75,17 @@ class FakeWorker(QObject):
         self.requests.append({"id": len(self.requests) + 1, "command": command, **fields})
         return len(self.requests)
 
-    def finish(self, root: Path, status: str = "finished") -> int | None:
-        """Answer the newest request: a real refit of its run, or a failure."""
+    def finish(self, root: Path, status: str = "finished", run: int | None = None) -> int | None:
+        """Answer the newest request: a real refit of its run, or a failure (of run `run`, or
+        refused before a run existed)."""
         request = self.requests[-1]
-        run = None
         if status == "finished":
             with Project.open(root) as project:
                 outcome = refit(project, request["run"], JsonEvents(io.StringIO()), steps=5)
             assert outcome.status == "finished", outcome
             run = outcome.run_id
         self.job_ended.emit({"event": "idle", "id": request["id"], "command": "refit", "status": status,
-                             "run": run, "error": "" if run else "run 1 is not finished"})
+                             "run": run, "error": "" if status == "finished" else "run 1 is not finished"})
         return run
 
 
@@ -174,13 +174,25 @@ def test_refits_wait_for_a_training_run_and_a_failed_one_for_the_next_correction
     monkeypatch.undo()
     qtbot.waitUntil(lambda: len(worker.requests) == 1, timeout=10_000)  # the next tick asks
     current = window.state.current_run
-    worker.finish(demo, status="failed")
+    worker.finish(demo, status="failed", run=current)  # it failed on the way: worth another try
     assert window.state.current_run == current and live.pending == EVERY
     assert "the refit failed: run 1 is not finished" in live.status_text()
     qtbot.wait(1500)  # ticks pass: a failed refit is not asked again by itself
     assert len(worker.requests) == 1
     label_faces(window, 1)
     assert len(worker.requests) == 2 and live.in_flight.labels == EVERY + 1
+
+
+def test_a_run_the_worker_will_not_refit_is_not_asked_again(qtbot, demo, dialogs):
+    refit_settings()
+    worker = FakeWorker()
+    window, live = live_window(qtbot, demo, dialogs, worker)
+    label_faces(window, EVERY)
+    worker.finish(demo, status="failed")  # refused before a run existed (say, a fine-tune run)
+    label_faces(window, 2 * EVERY)
+    assert len(worker.requests) == 1 and "the refit failed" in live.status_text()
+    window.state.set_current_run(window.state.current_run, force=True)  # chosen again in the history
+    assert len(worker.requests) == 2 and live.in_flight.labels == 3 * EVERY
 
 
 def test_turning_live_refits_off_stops_the_worker_and_on_catches_up(qtbot, demo, dialogs):
