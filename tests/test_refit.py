@@ -299,9 +299,12 @@ def test_placement_keeps_unmoved_faces_and_carries_moved_ones_to_their_new_neigh
     assert np.abs(placed[1:60] - layout_xy[1:]).max() < 1.5, "the others barely move"
     assert np.hypot(*(placed[60] - [0, 10])) < 2, placed[60]
 
-    monkeypatch.setattr(placement, "MAX_ANCHORS", 12)  # a large project: a fixed sample of anchors
+    monkeypatch.setattr(placement, "MAX_ANCHORS", 30)  # a large project: a fixed sample of anchors
+    monkeypatch.setattr(placement, "NEIGHBOURS", 5)
+    monkeypatch.setattr(placement, "REDUCED_DIM", 4)  # wide embeddings: distances in a PCA of them
     again = placement.place(layout, ids, embeddings)["umap"]
     assert np.allclose(again, layout_xy, atol=1e-4)
+    assert np.hypot(*(placement.place(layout, ids, moved)["umap"][0] - [10, 0])) < 3
     assert np.array_equal(layout.choose_anchors(np.ones(60, bool)), layout.choose_anchors(np.ones(60, bool)))
 
 

@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("project")
     p.add_argument("--run", type=int, metavar="R", help="the run to refit (default: the newest finished run)")
     p.add_argument("--steps", type=_count, metavar="N",
-                   help="training steps (default: about ten passes over the labeled faces, 40 to 200)")
+                   help="training steps (default: 25 draws of each labeled face, 40 to 60)")
     p.add_argument("--keep-refits", type=_at_least_one, default=KEEP_REFITS, metavar="N",
                    help=f"finished refits kept whole; older ones are pruned (default: {KEEP_REFITS})")
     p.add_argument("--events", choices=("text", "json"), default="text",
