@@ -82,6 +82,12 @@ def test_a_refit_is_a_run_with_its_parent_and_todays_labeled_set(root):
         assert s.scalar(select(func.count()).select_from(Metric).where(
             Metric.run_id == run.id, Metric.name == "val_fused_accuracy")) >= 1
     assert (root / "checkpoints" / f"run_{outcome.run_id}.pt").is_file(), "the next refit's starting point"
+    from core.active.queue import build_queue
+    from core.training.evaluation import evaluate_run
+
+    with Project.open(root) as project:  # evaluate and the queue read a refit like any run
+        assert evaluate_run(project, None, "val")["run"] == outcome.run_id
+        assert len(build_queue(project, outcome.run_id, limit=5)) == 5
 
 
 def test_a_refit_of_no_steps_reproduces_its_parent(root):
@@ -240,6 +246,21 @@ def test_a_cancelled_or_failed_refit_is_recorded_so(root, monkeypatch):
     assert not (root / "checkpoints" / f"run_{outcome.run_id}.pt").exists(), "a failed refit is not resumed"
     with Project.open(root) as project, project.session() as s:
         assert [r.status for r in s.scalars(select(Run).order_by(Run.id))] == ["finished", "cancelled", "failed"]
+
+
+def test_a_refit_whose_process_died_says_to_refit_again(root):
+    import socket
+
+    from core.store.runs import reap_dead_runs
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with Project.open(root) as project, project.session() as s:
+        s.add(Run(algorithm="sitfer", encoder="tiny", kind="refit", parent_run_id=1, status="running",
+                  pid=int(dead.stdout), host=socket.gethostname()))
+    with Project.open(root) as project, project.session() as s:
+        reap_dead_runs(s)
+        run = s.scalars(select(Run).where(Run.kind == "refit")).one()
+        assert run.status == "failed" and "refit run 1 again" in run.error and "--resume" not in run.error
 
 
 def test_thirty_refits_leave_the_project_bounded(root):

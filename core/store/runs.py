@@ -7,7 +7,7 @@ import socket
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.store.models import RUN_CANCELLED, RUN_FAILED, RUN_QUEUED, RUN_RUNNING, Run, utcnow
+from core.store.models import RUN_CANCELLED, RUN_FAILED, RUN_KIND_REFIT, RUN_QUEUED, RUN_RUNNING, Run, utcnow
 
 
 def process_alive(pid: int) -> bool:
@@ -28,8 +28,9 @@ def reap_dead_runs(session: Session) -> list[int]:
         if run.host == host and run.pid and not process_alive(run.pid):
             run.status = RUN_FAILED
             run.finished_at = utcnow()
-            run.error = (f"the worker process (pid {run.pid}) ended without finishing; "
-                         f"resume it with: python main.py train PROJECT --resume {run.id}")
+            hint = (f"refit run {run.parent_run_id} again (a refit is not resumed)" if run.kind == RUN_KIND_REFIT
+                    else f"resume it with: python main.py train PROJECT --resume {run.id}")
+            run.error = f"the worker process (pid {run.pid}) ended without finishing; {hint}"
             reaped.append(run.id)
     return reaped
 
