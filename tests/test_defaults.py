@@ -112,3 +112,16 @@ def test_the_console_prints_warnings_and_phases(capsys):
     err = capsys.readouterr().err
     assert "map: computing the UMAP map of 910 faces (about 18 s)" in err
     assert "warning: the instance level cannot appear in this run" in err
+
+
+def test_the_benchmark_times_each_phase_from_the_events():
+    from bench.default_steps import phase_seconds, render_sweep
+
+    events = [{"event": "phase", "phase": "starting", "time": 10.0}, {"event": "started", "time": 10.5},
+              {"event": "phase", "phase": "training", "time": 12.0}, {"event": "phase", "phase": "map", "time": 20.0},
+              {"event": "finished", "time": 23.5}]
+    assert phase_seconds(events) == {"starting": 2.0, "training": 8.0, "map": 3.5}
+    runs = [{"steps": 200, "seed": seed, "warmup": warmup, "val_fused_accuracy": accuracy, "phases": {"training": 9.0}}
+            for seed, warmup, accuracy in ((0, "auto", 0.70), (1, "auto", 0.72), (0, "fixed 300", 0.71))]
+    table = render_sweep({"steps": [200], "seeds": [0, 1], "runs": runs, "machine": "test"})
+    assert "| 200 | 71.0 (70.0-72.0) | 71.0 (71.0-71.0) | 9 |" in table

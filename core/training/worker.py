@@ -297,10 +297,11 @@ def write_run_predictions(project: Project, run_id: int, faces: FaceTable, prepa
     return rows, preds
 
 
-# What the map phase costs on the 2-core machine of docs/benchmarks.md ("Default step count"):
-# UMAP in a fresh process compiles with numba first, then grows about linearly with the faces.
-UMAP_START_S = 14.0
-UMAP_S_PER_FACE = 0.004
+# What the map phase costs, fitted on the 2-core machine of docs/benchmarks.md ("The map phase's
+# estimate", beside other work: on an idle machine it comes sooner): UMAP in a fresh process
+# compiles with numba (or loads its cache) first, then grows about linearly with the faces.
+UMAP_START_S = 23.0
+UMAP_S_PER_FACE = 0.0055
 
 
 def estimated_map_seconds(faces: int, projection: str) -> float | None:
