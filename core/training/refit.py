@@ -333,8 +333,10 @@ def _execute_refit(project: Project, run_id: int, parent: Parent, settings: Trai
     loop_settings.loop.steps = start_step + settings.loop.steps
     metrics_hook = MetricsHook(project, run_id, events)
     hooks = [StopHook(should_stop), _RefitProgress(events, start_step, settings.loop.steps), metrics_hook]
+    # No validation during the refit (metrics_hook=None): its predictions give the val metrics at
+    # its last step anyway, and at FER2013 size each pass over val costs seconds of instance level.
     prepared = prepare_head_from_features(faces, features, broken, train_labels, class_text, loop_settings, device,
-                                          hooks, metrics_hook, events)
+                                          hooks, None, events)
     trainer = prepared.trainer
     _warm_start(trainer, state, faces, prepared.train_rows, train_labels, parent.labels, settings.loop.steps,
                 seed=settings.loop.seed + run_id)
