@@ -1,8 +1,8 @@
 """Engines that turn normalised image batches into features for the head-mode cache.
 
-`OnnxImageEngine` runs the offline encoder's image tower on ONNX Runtime: 2.5-3.5x the images
-per second of torch eager on this project's 2-core CPUs at one thread, and the same features
-within EXACT_TOLERANCE (docs/benchmarks.md, "Feature extraction speed"). The cache stores
+`OnnxImageEngine` runs the offline encoder's image tower on ONNX Runtime: about 5x the images
+per second of torch eager on this project's 2-core CPUs, and the same features within
+EXACT_TOLERANCE (docs/benchmarks.md, "Feature extraction speed"). The cache stores
 float16, whose rounding step at the features' size (up to ~13) is ~0.008, so features from either
 engine are interchangeable: the cache key does not name the engine.
 
@@ -162,5 +162,5 @@ def image_engine(encoder, folder: Path, threads: int | None = None, prefer: str 
         if prefer == "onnx":
             raise
         log.warning("features: ONNX Runtime unavailable (%s: %s); computing with torch instead "
-                    "(about 3x slower)", type(exc).__name__, exc)
+                    "(about 5x slower)", type(exc).__name__, exc)
         return TorchImageEngine(encoder)

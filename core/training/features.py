@@ -3,6 +3,11 @@ computed once per (encoder, view recipe) and kept in the project's features/ fol
 
 Shards of SHARD faces (by face id) are separate .npz files, so new faces only cost their own
 shard, and a crash mid-way loses at most the shard being written.
+
+The engine (core/encoders/onnx_engine.py) is ONNX Runtime where the encoder offers it: its
+features equal torch's within 1e-4 before they are stored as float16 (where a value now and then
+lands one rounding step apart), so caches written by either engine are interchangeable and the
+cache key (encoder.cache_key, FEATURE_VERSION) does not name the engine.
 """
 from __future__ import annotations
 
