@@ -36,6 +36,7 @@ class FeatureJob(QObject):
         self.worker = WorkerProcess(self)
         self.step, self.total, self.eta_s = 0, 0, None
         self.text = ""  # one short line for the status bar
+        self.progress_text = ""  # inside the progress bar: n / N faces, time left
         self.detail = ""  # the job's own words, for a tooltip
         self._root: Path | None = None
         self.worker.event.connect(self._event)
@@ -55,7 +56,9 @@ class FeatureJob(QObject):
             return False
         self._root = Path(self.state.root)
         self.step, self.total, self.eta_s = 0, 0, None
-        self.text = "Features for training: starting…"
+        self.text = "Features: starting…"
+        self.progress_text = ""
+        self.detail = ""
         self.worker.start(*features_command(self._root))
         self.changed.emit()
         return True
@@ -82,21 +85,22 @@ class FeatureJob(QObject):
         if kind == "progress":
             self.step, self.total = int(event.get("step") or 0), int(event.get("total") or 0)
             self.eta_s = event.get("eta_s")
-            left = f", {format_duration(self.eta_s)} left" if self.eta_s is not None else ""
-            self.text = f"Features for training: {self.step:,} of {self.total:,} faces{left}"
+            left = f" · {format_duration(self.eta_s)} left" if self.eta_s is not None else ""
+            self.text = "Features"
+            self.progress_text = f"{self.step:,} / {self.total:,} faces{left}"
             self.changed.emit()
         elif kind == "finished":
             computed, seconds = int(event.get("computed") or 0), float(event.get("seconds") or 0.0)
-            self.text = "Features ready for training" + (
-                f" ({computed:,} faces in {format_duration(seconds)})" if computed else "")
+            self.text = "Features ready" + (f" ({computed:,} faces, {format_duration(seconds)})" if computed else "")
             self.detail = str(event.get("message", ""))
             self.changed.emit()
 
     def _ended(self, outcome: WorkerOutcome) -> None:
         if outcome.status == "failed":
-            self.text = f"Features could not be computed: {outcome.error.splitlines()[0] if outcome.error else 'no reason given'}"
+            self.text = "Features failed (see the tooltip)"
+            self.detail = outcome.error or "no reason given"
         elif outcome.status == "cancelled":
-            self.text = "Feature computation stopped; the next training computes the rest."
+            self.text = "Features stopped: training computes the rest"
         self.changed.emit()
         self.ended.emit(outcome)
 
@@ -110,8 +114,7 @@ class FeatureJobBar(QWidget):
         self.job = job
         self.label = QLabel()
         self.progress = QProgressBar()
-        self.progress.setFixedWidth(110)
-        self.progress.setTextVisible(False)
+        self.progress.setFixedWidth(190)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setToolTip("Stop computing features; what is done is kept")
         layout = QHBoxLayout(self)
@@ -129,12 +132,15 @@ class FeatureJobBar(QWidget):
     def refresh(self) -> None:
         job = self.job
         self.label.setText(job.text)
-        self.label.setToolTip(job.detail)
+        self.label.setMinimumWidth(self.label.sizeHint().width())  # the elastic counts give way, not this
+        self.label.setToolTip(job.detail or "Image features for head-mode training, computed after the import "
+                                            "so the next run starts training at once")
         self.cancel_button.setVisible(job.running)
         self.cancel_button.setEnabled(job.running and not job.worker.cancelling)
         self.progress.setVisible(job.running)
         self.progress.setRange(0, max(job.total, 1) if job.total else 0)  # busy until the first count
         self.progress.setValue(min(job.step, max(job.total, 1)))
+        self.progress.setFormat(job.progress_text)
         if job.running:
             self._hide_timer.stop()
             self.setVisible(True)

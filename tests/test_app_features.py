@@ -74,7 +74,7 @@ def test_an_import_computes_the_features_in_the_background(qtbot, controller, tm
         assert controller.features.running and not bar.isHidden()
         assert bar.cancel_button.isVisibleTo(bar)
     assert ended.args[0].status == "finished", ended.args[0].error
-    assert bar.label.text().startswith("Features ready for training (12 faces in")
+    assert bar.label.text().startswith("Features ready (12 faces, ")
     assert not bar.cancel_button.isVisibleTo(bar) and not bar.isHidden()
     assert list(Path(controller.state.root, "features").rglob("shard_*.npz"))
 
@@ -88,7 +88,7 @@ def test_the_feature_job_can_be_cancelled(qtbot, controller, tmp_path):
     with qtbot.waitSignal(job.ended, timeout=60_000) as ended:
         job.cancel()
     assert ended.args[0].status == "cancelled"
-    assert "stopped" in job.text.lower()
+    assert job.text == "Features stopped: training computes the rest"
 
 
 def test_opening_another_project_stops_the_job(qtbot, controller, tmp_path):
