@@ -6,7 +6,9 @@ with a frozen text tower whose class-description embeddings anchor the text leve
 from __future__ import annotations
 
 import abc
+import hashlib
 import re
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -157,3 +159,12 @@ def _fit_square(image: Image.Image, size: int) -> Image.Image:
     image = image.resize((nw, nh), Image.Resampling.BICUBIC)
     left, top = (nw - size) // 2, (nh - size) // 2
     return image.crop((left, top, left + size, top + size))
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read in 1 MiB chunks (weights files are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

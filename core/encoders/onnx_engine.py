@@ -14,7 +14,6 @@ torch engine with one log line saying why.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,20 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.encoders.base import file_sha256
+
 log = logging.getLogger(__name__)
 
 ENGINE_RECIPE = 1  # bump when the exported graph changes (export settings, pooling)
 EXACT_TOLERANCE = 1e-4  # max abs difference from torch eager on the probe batch at build time
 OPSET = 17
 PROBE_SEED = 20
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class TorchImageEngine:
@@ -97,7 +90,7 @@ def model_is_current(model: Path, sidecar: Path, weights_sha256: str) -> bool:
         return False
     return (isinstance(record, dict) and record.get("recipe") == ENGINE_RECIPE
             and record.get("weights_sha256") == weights_sha256
-            and model.is_file() and record.get("sha256") == _sha256(model))
+            and model.is_file() and record.get("sha256") == file_sha256(model))
 
 
 def export_tower(tower, input_size: int, model: Path, sidecar: Path, weights_sha256: str) -> float:
@@ -131,7 +124,7 @@ def export_tower(tower, input_size: int, model: Path, sidecar: Path, weights_sha
     finally:
         tmp.unlink(missing_ok=True)
         tower.train(was_training)
-    record = {"recipe": ENGINE_RECIPE, "weights_sha256": weights_sha256, "sha256": _sha256(model),
+    record = {"recipe": ENGINE_RECIPE, "weights_sha256": weights_sha256, "sha256": file_sha256(model),
               "max_abs_difference": difference, "torch": torch.__version__, "opset": OPSET}
     sidecar.write_text(json.dumps(record, indent=1))
     return difference

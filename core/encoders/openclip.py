@@ -7,7 +7,6 @@ never a hang inside a retrying HTTP client.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from core.encoders.base import Encoder, EncoderError, resolve_device, safe_key
+from core.encoders.base import Encoder, EncoderError, file_sha256, resolve_device, safe_key
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +103,7 @@ def _url_file_ok(url: str, path: Path) -> bool:
         expected = os.path.splitext(os.path.basename(url))[0].split("-")[-1]
     else:
         return True
-    return _file_digest(path).startswith(expected)
+    return file_sha256(path).startswith(expected)
 
 
 def downloads_disabled() -> bool:
@@ -162,14 +161,6 @@ def _download(model_name: str, tag: str, cfg: dict) -> str:
     return path
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class ClipEncoder(Encoder):
     def __init__(self, spec: str, model_name: str, tag: str | None, checkpoint: Path, cfg: dict,
                  device: str | torch.device | None = None):
@@ -198,7 +189,7 @@ class ClipEncoder(Encoder):
             self.cache_key = safe_key(f"clip-{model_name}-{tag}")
             self._verified = "published tag, loaded from the local cache"
         else:
-            self.cache_key = safe_key(f"clip-{model_name}-file-{_file_digest(checkpoint)[:16]}")
+            self.cache_key = safe_key(f"clip-{model_name}-file-{file_sha256(checkpoint)[:16]}")
             self._verified = "local checkpoint, loaded strictly (every key matched)"
         self.to(resolve_device(device))
 
