@@ -222,3 +222,32 @@ def test_the_trainer_hands_its_ema_teacher_to_the_algorithm():
     assert trainer.algorithm.teacher is trainer.ema.module
     batch = trainer.source.next_batch(0)
     assert batch.x_uw_alt is not None and not torch.equal(batch.x_uw, batch.x_uw_alt), "the mirror is the other view"
+
+
+def test_bank_by_class_view_follows_updates_and_in_place_writes():
+    torch.manual_seed(1)
+    bank = MemoryBank(size=300, dim=16, num_classes=C, top_k=3)
+    feats = F.normalize(torch.randn(300, 16), dim=1)
+    labels = torch.randint(-1, C, (300,))
+    bank.update(torch.arange(300), feats, labels)
+    queries = F.normalize(torch.randn(8, 16), dim=1)
+    own = torch.tensor([0, 5, 17, -1, 250, 299, 3, -1])
+
+    def naive(feats, labels):
+        out = torch.full((8, C), -1.0)
+        for b in range(8):
+            for c in range(C):
+                members = [float(queries[b] @ feats[m]) for m in range(300) if labels[m] == c and m != own[b]]
+                if members:
+                    out[b, c] = torch.tensor(sorted(members, reverse=True)[:3]).mean()
+        return out
+
+    assert torch.allclose(bank.class_similarity(queries, own), naive(feats, labels), atol=1e-5)
+    bank.update(torch.tensor([5, 17]), F.normalize(torch.randn(2, 16), dim=1), torch.tensor([2, -1]))
+    feats, labels = bank.features.clone(), bank.labels.clone()
+    assert torch.allclose(bank.class_similarity(queries, own), naive(feats, labels), atol=1e-5)
+    bank.labels[labels == 0] = -1  # written in place, as the refit's carried bank does
+    labels[labels == 0] = -1
+    result = bank.class_similarity(queries, own)
+    assert (result[:, 0] == -1.0).all(), "a class emptied in place leaves the bank"
+    assert torch.allclose(result, naive(feats, labels), atol=1e-5)

@@ -1,6 +1,8 @@
 """The semantic, text and instance levels, each giving class probabilities for a batch."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -24,8 +26,10 @@ class MemoryBank:
     """Normalised features with labels, one slot per training face (by dataset index).
 
     Labeled faces hold their label from the start; unlabeled slots hold a confident pseudo-label
-    (after the warm-up) or -1 (not in the bank). `class_similarity` is one matrix product over
-    the whole bank, then a top-k per class: never a Python loop over entries.
+    (after the warm-up) or -1 (not in the bank). `class_similarity` multiplies the queries with
+    each class's entries only (kept sorted by class, rebuilt after an update): empty slots cost
+    nothing, and no (batch x bank) matrix is gathered column by column. Never a Python loop over
+    entries.
     """
 
     def __init__(self, size: int, dim: int, num_classes: int, top_k: int = 5,
@@ -36,10 +40,13 @@ class MemoryBank:
         self.top_k = top_k
         self.features = torch.zeros(size, dim, device=device)
         self.labels = torch.full((size,), -1, dtype=torch.long, device=device)
+        self._by_class: _ClassBlocks | None = None
+        self._by_class_key: tuple = ()
 
     def to(self, device) -> "MemoryBank":
         self.features = self.features.to(device)
         self.labels = self.labels.to(device)
+        self._by_class = None
         return self
 
     def update(self, indices: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> None:
@@ -48,6 +55,7 @@ class MemoryBank:
                                      gather_all(labels.to(indices.device)))
         self.features[indices] = features.to(self.features.dtype)
         self.labels[indices] = labels.to(self.labels.device)
+        self._by_class = None
 
     def class_similarity(self, queries: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
         """(B, C): for each query, the mean of its top-k cosine similarities to bank entries of each class.
@@ -55,16 +63,22 @@ class MemoryBank:
         `exclude` gives each query's own bank index (or -1), so a face never votes for itself.
         Classes with no entries get -1 (the lowest cosine similarity).
         """
-        sims = queries @ self.features.T  # (B, M): the one matrix product
-        if exclude is not None:
-            rows = torch.nonzero(exclude >= 0).squeeze(1)
-            sims[rows, exclude[rows]] = float("-inf")
+        blocks = self._blocks()
         out = torch.full((queries.shape[0], self.num_classes), -1.0, device=queries.device)
-        for c in range(self.num_classes):  # C (=7) column gathers + top-k's, each over the whole batch
-            members = torch.nonzero(self.labels == c).squeeze(1)
-            if len(members) == 0:
+        own_rows = own_class = own_pos = None
+        if exclude is not None:
+            own_rows = torch.nonzero(exclude >= 0).squeeze(1)
+            own_slots = exclude[own_rows]
+            own_class, own_pos = self.labels[own_slots], blocks.position[own_slots]
+        for c in range(self.num_classes):  # C (=7) products + top-k's, each over the whole batch
+            start, stop = blocks.bounds[c], blocks.bounds[c + 1]
+            if stop == start:
                 continue
-            top = sims[:, members].topk(min(self.top_k, len(members)), dim=1).values
+            sims = queries @ blocks.features[start:stop].T  # (B, members of c)
+            if own_rows is not None:
+                mine = own_class == c
+                sims[own_rows[mine], own_pos[mine]] = float("-inf")
+            top = sims.topk(min(self.top_k, stop - start), dim=1).values
             finite = torch.isfinite(top)
             total = torch.where(finite, top, torch.zeros_like(top)).sum(1)
             out[:, c] = torch.where(finite.any(1), total / finite.sum(1).clamp(min=1), out[:, c])
@@ -73,6 +87,18 @@ class MemoryBank:
     def probs(self, queries: torch.Tensor, tau: float, exclude: torch.Tensor | None = None) -> torch.Tensor:
         return (self.class_similarity(queries, exclude) / tau).softmax(dim=1)
 
+    def filled(self) -> int:
+        return int((self.labels >= 0).sum())
+
+    def _blocks(self) -> "_ClassBlocks":
+        # Keyed by the tensors' version counters too: a caller writing slots in place (the refit's
+        # carried bank) still gets a fresh view.
+        key = (id(self.features), self.features._version, id(self.labels), self.labels._version)
+        if self._by_class is None or self._by_class_key != key:
+            self._by_class = _ClassBlocks.of(self.features, self.labels, self.num_classes)
+            self._by_class_key = key
+        return self._by_class
+
     def state_dict(self) -> dict:
         return {"features": self.features.cpu(), "labels": self.labels.cpu(), "top_k": self.top_k}
 
@@ -80,6 +106,30 @@ class MemoryBank:
         self.features = state["features"].to(self.features.device)
         self.labels = state["labels"].to(self.labels.device)
         self.top_k = int(state["top_k"])
+        self._by_class = None
+
+
+@dataclass(frozen=True)
+class _ClassBlocks:
+    """The bank's filled slots sorted by class: class c's entries are features[bounds[c]:bounds[c+1]];
+    `position` maps a slot to its row within its class's block (-1 for an empty slot)."""
+    features: torch.Tensor
+    bounds: list[int]
+    position: torch.Tensor
+
+    @staticmethod
+    def of(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> "_ClassBlocks":
+        filled = torch.nonzero(labels >= 0).squeeze(1)
+        order = filled[torch.argsort(labels[filled], stable=True)]
+        counts = torch.bincount(labels[order], minlength=num_classes)[:num_classes].tolist()
+        bounds = [0]
+        for count in counts:
+            bounds.append(bounds[-1] + int(count))
+        position = torch.full_like(labels, -1)
+        if len(order):
+            starts = torch.tensor(bounds[:-1], device=labels.device)[labels[order]]
+            position[order] = torch.arange(len(order), device=labels.device) - starts
+        return _ClassBlocks(features[order], bounds, position)
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
