@@ -22,5 +22,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
     # pip, not uv/poetry: torch and torchvision are taken from this machine's local files.
     .venv/bin/python -m pip install --quiet -e '.[test]'
+    # umap-learn compiles its numba functions on first use (about 15 s); compiled once here into
+    # the disk cache, the studio's first map does not wait for it. A failure only costs that time.
+    .venv/bin/python -m core.projection || echo "bootstrap.sh: note: the map's numba cache was not filled" >&2
     echo "$want" > "$stamp"
 fi

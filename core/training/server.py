@@ -195,13 +195,11 @@ class WarmWorker:
         self._compile_umap()
 
     def _compile_umap(self) -> None:
-        import numpy as np
-
-        from core.projection import umap_2d
+        from core.projection import compile_umap
 
         started = time.perf_counter()
         try:
-            umap_2d(np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32))
+            compile_umap()
         except Exception as exc:  # a map falls back to compiling when it runs; nothing is lost
             self.events.emit("warm", part="umap", ok=False, error=f"{type(exc).__name__}: {exc}")
             return
