@@ -28,6 +28,9 @@ from core.encoders.base import file_sha256
 log = logging.getLogger(__name__)
 
 ENGINE_RECIPE = 1  # bump when the exported graph changes (export settings, pooling)
+# Images per session call: small calls keep a layer's activations in the core's caches. At 112 px,
+# one thread: 16 images 383/s, 64 images 312/s, 256 images 203/s; two threads: 528, 470, 340/s.
+ENGINE_CHUNK = 16
 EXACT_TOLERANCE = 1e-4  # max abs difference from torch eager on the probe batch at build time
 OPSET = 17
 PROBE_SEED = 20
@@ -75,7 +78,11 @@ class OnnxImageEngine:
         self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"images": np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if len(batch) <= ENGINE_CHUNK:
+            return self.session.run(None, {"images": batch})[0]
+        return np.concatenate([self.session.run(None, {"images": batch[i:i + ENGINE_CHUNK]})[0]
+                               for i in range(0, len(batch), ENGINE_CHUNK)])
 
 
 def engine_files(folder: Path) -> tuple[Path, Path]:
