@@ -118,17 +118,34 @@ def measure(project: Path, rounds: int, every: int, screenshot: Path | None = No
             "worker_threads": worker.threads, "rounds": results}
 
 
-def render(results: dict) -> str:
-    rounds = results["rounds"]
-    seconds = [r["seconds"] for r in rounds]
-    rows = "\n".join(
+def _rows(rounds: list[dict]) -> str:
+    return "\n".join(
         f"| {r['round']} | {r['parent']} → {r['run']} ({r['steps']} steps) | **{r['seconds']:.2f}** | "
         f"{r['seconds'] - r['worker_timings_s'].get('total', 0):.2f} | "
         + " · ".join(f"{k} {v:.2f}" for k, v in r["worker_timings_s"].items())
         + f" | {r['worker_cpu_s']:.2f} + {r['studio_cpu_s']:.2f} | {'yes' if r['face_kept'] else 'NO'} "
           f"| {r['load_average'][0]:.1f} |" for r in rounds)
+
+
+TABLE_HEAD = ("| round | run | correction → refreshed queue, s | outside the refit (commands, events, views), s "
+              "| the refit's own account, s | CPU s: worker + studio | face kept | load average |\n"
+              "|---|---|---|---|---|---|---|---|")
+
+
+def _shares(rounds: list[dict]) -> str:
+    """The median share of the round's time each of the refit's phases took."""
+    phases = [name for name in rounds[0]["worker_timings_s"] if name != "total"]
+    shares = {name: statistics.median(r["worker_timings_s"].get(name, 0) / r["seconds"] for r in rounds)
+              for name in phases}
+    return ", ".join(f"{name} {100 * share:.0f}%" for name, share in sorted(shares.items(), key=lambda kv: -kv[1])
+                     if share >= 0.01)
+
+
+def render(results: dict, fer: dict | None = None) -> str:
+    rounds = results["rounds"]
+    seconds = [r["seconds"] for r in rounds]
     cpu = [r["worker_cpu_s"] + r["studio_cpu_s"] for r in rounds]
-    return f"""## Live refit in the studio: correction to refreshed queue
+    text = f"""## Live refit in the studio: correction to refreshed queue
 
 `python -m bench.live_refit_timings`: the studio offscreen on the demo project (910 faces; `main.py demo`, then
 `main.py train --steps 200`, the offline encoder) with its warm worker (`main.py serve`, {results['worker_threads']}
@@ -140,15 +157,32 @@ The worker was ready {results['worker_ready_s']:.1f} s after the project opened 
 features for refits at {results['primed_s']:.1f} s; its UMAP warm-up (once it had been idle for 20 s) ended at
 {results['umap_warm_s']:.1f} s. The rounds began after that.
 
-| round | run | correction → refreshed queue, s | outside the refit (commands, events, views), s | the refit's own account, s | CPU s: worker + studio | face kept | load average |
-|---|---|---|---|---|---|---|---|
-{rows}
+{TABLE_HEAD}
+{_rows(rounds)}
 
-Median **{statistics.median(seconds):.2f} s** against a target of 5 s, almost all of it the refit's training steps
-(their number grows with the labeled set). The CPU time the two processes used in a round (median
-{statistics.median(cpu):.2f} s) is about what it would take on idle cores, since the worker computes on one thread
-and the studio waits for it. The warm-up had loaded the encoder and the features before the first round, so the
-first round costs what later ones do ("features 0.00")."""
+Median **{statistics.median(seconds):.2f} s** against a target of 5 s; of a round's time (median shares):
+{_shares(rounds)}; the refit's step count grows with the labeled set. The CPU time the two processes used in a
+round (median {statistics.median(cpu):.2f} s) is about the wall time, since the worker computes on one thread and
+the studio waits for it. The warm-up had loaded the encoder and the features before the first round, so the first
+round costs what later ones do ("features 0.00")."""
+    if fer is not None:
+        fer_seconds = [r["seconds"] for r in fer["rounds"]]
+        text += f"""
+
+### FER2013 in the studio
+
+The same on a FER2013 studio copy (`python -m bench.fer_project --studio-copy DIR --labeled-per-class 100`: 27,485
+train faces, 100 labeled per class, 3,562 val faces, its feature cache filled; a first run of
+{fer.get('parent_steps', '?')} steps with a UMAP map), `--project DIR`: the worker was ready
+{fer['worker_ready_s']:.1f} s after the project opened, had loaded the features for refits at
+{fer['primed_s']:.1f} s and compiled UMAP at {fer['umap_warm_s']:.1f} s.
+
+{TABLE_HEAD}
+{_rows(fer["rounds"])}
+
+Median **{statistics.median(fer_seconds):.2f} s** against a target of 30 s; of a round's time (median shares):
+{_shares(fer["rounds"])}."""
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=20)
     parser.add_argument("--json-out", type=Path, help="save the results here")
     parser.add_argument("--render", type=Path, help="write the section from results saved by --json-out")
+    parser.add_argument("--fer", type=Path, help="with --render: results of a FER2013 studio copy (--project) too")
+    parser.add_argument("--parent-steps", type=int, help="the first run's steps of --project, for the report")
     parser.add_argument("--note", default="", help="what else was running, for the report")
     parser.add_argument("--screenshot", type=Path, help="the window after the last round, as PNG")
     parser.add_argument("--no-write", action="store_true")
@@ -167,9 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         project = args.project or demo_project(Path(tempfile.mkdtemp()) / "demo")
         results = measure(project, args.rounds, args.every, args.screenshot)
+        results["parent_steps"] = args.parent_steps or (None if args.project else 200)
         if args.json_out:
             args.json_out.write_text(json.dumps(results, indent=1))
-    body = render(results) + (f"\n\nAlso running: {args.note}" if args.note else "")
+    fer = json.loads(args.fer.read_text()) if args.fer else None
+    body = render(results, fer) + (f"\n\nAlso running: {args.note}" if args.note else "")
     print(body)
     if not args.no_write:
         write_section(SECTION, body, rendered_only=bool(args.render))

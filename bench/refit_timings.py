@@ -11,13 +11,16 @@ after round, a simulated annotator labels the top K faces of the newest run's re
   labels, fused val accuracy.
 --parts schedules: how the refit's schedule was chosen: one round of corrections, refits of the
 first run with other step counts, learning rates and teacher windows, against a full run.
+--parts fer2013: the same on FER2013 itself: a studio copy of bench.fer_project's project (its real
+feature cache; build it first), 100 labeled per class, a first run, refits after corrections from
+its queue.
 --parts fer-scale: the timings on a project the size of FER2013 train + val (27,485 + 3,589
 faces, 100 labeled per class) whose cached features are synthetic (class-clustered noise of the
 offline encoder's shape): the refit's cost at that size, not its accuracy.
 
 Machine load is recorded with every measurement: other engineers' jobs share the cores.
 
-    python -m bench.refit_timings [--parts demo,schedules,fer-scale] [--rounds 3] [--every 20] [--threads 1]
+    python -m bench.refit_timings [--parts demo,schedules,fer-scale,fer2013] [--rounds 3] [--every 20] [--threads 1]
 """
 from __future__ import annotations
 
@@ -208,19 +211,37 @@ def schedule_grid(workdir: Path, template: Path, every: int, save, results: dict
 def fer_scale(workdir: Path, threads: int, rounds: int, every: int, save, results: dict) -> dict:
     root = workdir / "fer-scale"
     make_fer_scale_project(root)
-    results["fer_parent"] = train_parent(root, steps=100)
+    return _fer_refits(root, "fer", threads, rounds, lambda: _relabel_random(root, every), save, results)
+
+
+def fer2013(workdir: Path, threads: int, rounds: int, every: int, parent_steps: int, save, results: dict) -> dict:
+    """A studio copy of the real FER2013 benchmark project (bench.fer_project: its feature cache,
+    100 labeled per class), a first run, then refits after each round of `every` corrections from
+    the margin queue, labeled with the withheld truth."""
+    from bench.fer_project import DEFAULT_ROOT, make_studio_copy
+
+    root = workdir / "fer2013"
+    make_studio_copy(DEFAULT_ROOT, root, FER_LABELED_PER_CLASS, 0)
+    results["fer2013_parent_steps"] = parent_steps
+    return _fer_refits(root, "fer2013", threads, rounds, lambda: correct_from_queue(root, every), save, results,
+                       parent_steps=parent_steps)
+
+
+def _fer_refits(root: Path, key: str, threads: int, rounds: int, correct, save, results: dict,
+                parent_steps: int = 100) -> dict:
+    results[f"{key}_parent"] = train_parent(root, steps=parent_steps)
     save(results)
     from core.training.refit import RefitMemory
 
     memory = RefitMemory()
-    results["fer_first_warm"] = refit_in_process(root, memory)
-    results["fer_warm"], results["fer_cold"] = [], []
+    results[f"{key}_first_warm"] = refit_in_process(root, memory)
+    results[f"{key}_warm"], results[f"{key}_cold"] = [], []
     for _ in range(rounds):
-        _relabel_random(root, every)
-        results["fer_warm"].append(refit_in_process(root, memory))
+        correct()
+        results[f"{key}_warm"].append(refit_in_process(root, memory))
         save(results)
-    _relabel_random(root, every)
-    results["fer_cold"].append(refit_cold(root, threads))
+    correct()
+    results[f"{key}_cold"].append(refit_cold(root, threads))
     save(results)
     return results
 
@@ -315,7 +336,10 @@ def render(results: dict, args) -> str:
         lines += _render_schedules(results["schedules"])
     if "fer_warm" in results:
         lines += _render_fer_scale(results)
-    notes = [i["load"] for key in ("warm", "cold", "fer_warm", "fer_cold") for i in results.get(key, [])]
+    if "fer2013_warm" in results:
+        lines += _render_fer_scale(results, "fer2013")
+    notes = [i["load"] for key in ("warm", "cold", "fer_warm", "fer_cold", "fer2013_warm", "fer2013_cold")
+             for i in results.get(key, [])]
     if notes:
         lines += ["", _what_else_ran(notes)]
     if args.note:
@@ -372,19 +396,33 @@ def _render_schedules(grid: dict) -> list[str]:
     return lines
 
 
-def _render_fer_scale(results: dict) -> list[str]:
+def _render_fer_scale(results: dict, key: str = "fer") -> list[str]:
+    if key == "fer":
+        intro = (f"FER2013-sized project with synthetic cached features ({FER_TRAIN:,} train + {FER_VAL:,} val faces, "
+                 f"{FER_LABELED_PER_CLASS} labeled per class; a 100-step parent with a UMAP map; timing only):")
+        label = "FER-scale refit"
+    else:
+        parent = results[f"{key}_parent"]
+        intro = (f"FER2013 itself: a studio copy of the benchmark project (`python -m bench.fer_project --studio-copy`: "
+                 f"27,485 train faces, {FER_LABELED_PER_CLASS} labeled per class, 3,562 val faces, the real feature "
+                 f"cache), a first sitfer run of {results[f'{key}_parent_steps']} steps with a UMAP map "
+                 f"({parent['seconds']:.0f} s, fused val accuracy "
+                 f"{parent['metrics'].get('val_fused_accuracy', float('nan')):.3f}), then rounds of "
+                 f"{results['every']} corrections from its margin queue (withheld truth), a refit after each:")
+        label = "FER2013 refit"
+    warm = results[f"{key}_warm"]
+    accuracy = ", ".join(f"{w['metrics'].get('val_fused_accuracy', float('nan')):.3f}" for w in warm)
     return [
         "",
-        f"FER2013-sized project with synthetic cached features ({FER_TRAIN:,} train + {FER_VAL:,} val faces, "
-        f"{FER_LABELED_PER_CLASS} labeled per class; a 100-step parent with a UMAP map; timing only):",
+        intro,
         "",
-        "| FER-scale refit | seconds (median) | phases (median s) |",
+        f"| {label} | seconds (median) | phases (median s) |",
         "|---|---|---|",
-        f"| warm, first | {results['fer_first_warm']['seconds']:.2f} | {_phases([results['fer_first_warm']])} |",
-        f"| warm, {len(results['fer_warm'])} rounds ({results['fer_warm'][0]['steps']} steps) | "
-        f"{_median(results['fer_warm']):.2f} | {_phases(results['fer_warm'])} |",
-        f"| cold (`main.py refit`) | {_median(results['fer_cold']):.2f} | {_phases(results['fer_cold'])} |",
-    ]
+        f"| warm, first | {results[f'{key}_first_warm']['seconds']:.2f} | {_phases([results[f'{key}_first_warm']])} |",
+        f"| warm, {len(warm)} rounds ({warm[0]['steps']} steps) | "
+        f"{_median(warm):.2f} | {_phases(warm)} |",
+        f"| cold (`main.py refit`) | {_median(results[f'{key}_cold']):.2f} | {_phases(results[f'{key}_cold'])} |",
+    ] + ([] if key == "fer" else ["", f"Fused val accuracy after each warm refit: {accuracy}."])
 
 
 def run_benchmark(args, save) -> dict:
@@ -403,6 +441,8 @@ def run_benchmark(args, save) -> dict:
             schedule_grid(Path(tmp), template, args.every, save, results)
         if "fer-scale" in args.parts:
             fer_scale(Path(tmp), args.threads, args.rounds, args.every, save, results)
+        if "fer2013" in args.parts:
+            fer2013(Path(tmp), args.threads, args.rounds, args.every, args.fer_parent_steps, save, results)
     return results
 
 
@@ -413,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="compute threads of the refitting process")
     parser.add_argument("--parts", type=lambda t: t.split(","), default=["demo"],
                         help="comma-separated: demo (timings, refit against full runs), schedules, fer-scale")
+    parser.add_argument("--fer-parent-steps", type=int, default=300,
+                        help="steps of the first run on the FER2013 studio copy (--parts fer2013)")
     parser.add_argument("--json-out", type=Path, help="save the raw results here as they come")
     parser.add_argument("--render", type=Path, help="render saved results into docs/benchmarks.md and exit")
     parser.add_argument("--note", help="a paragraph for the section (what else ran, a reading)")

@@ -66,3 +66,12 @@ def saved_or_run(args, run_benchmark: Callable) -> dict:
     if save:
         save(results)
     return results
+
+
+def publish(section: str, body: str, args) -> int:
+    """Print a rendered section and write it into docs/benchmarks.md unless --no-write; a section
+    rendered from saved results (--render) keeps the time it was measured at."""
+    print(body)
+    if not args.no_write:
+        write_section(section, body, rendered_only=bool(args.render))
+    return 0
