@@ -7,7 +7,8 @@ faces per class of FER2013 train (drawn with the seed from the hidden truth); th
 answers, from the hidden truth, the faces the current model's margin queue (the studio's default)
 puts first. Three ways to keep the model current, each from the same first model and labels:
 
-- `static`: the first model's queue, never refreshed (the floor).
+- `static`: the first model's queue, never refreshed (the floor); its accuracy is that of a model
+  trained from scratch on its labels at each mark.
 - `rounds of 100`: after every 100 corrections a model trained from scratch on all labels
   (bench.active_learning's round: sitfer's head on the labeled faces, 1,000 steps).
 - `refit every 20`: after every 20 corrections the current model is refitted warm, exactly as
@@ -16,7 +17,9 @@ puts first. Three ways to keep the model current, each from the same first model
   half the learning rate, the teacher's window fitted to the refit), each refit the parent of the next.
 
 Val accuracy (FER2013 PublicTest, the EMA teacher's fused prediction) after 0, 100, ..., 500
-corrections, 3 seeds; each arm's compute time too. The model is the active-learning benchmark's
+corrections, 3 seeds: of the arm's own model, and of a model trained from scratch on the arm's
+labels (what the labels are worth, apart from how the model was kept); each arm's compute time
+too (the from-scratch models at the marks are not counted). The model is the active-learning benchmark's
 supervised head (no unlabeled batches), so that 3 arms x 3 seeds fit in minutes; the studio's
 refits also draw unlabeled batches.
 
@@ -105,8 +108,12 @@ class Annotator:
 
 
 def simulate(arm: str, data, start: np.ndarray, seed: int, total: int, steps: int, device) -> dict:
+    """One arm; at every 100 corrections the accuracy of the arm's own model (for `static`, which
+    has none but the first, a model trained from scratch on its labels) and of a model trained
+    from scratch on the arm's labels (the labels' worth apart from how the model was kept)."""
     annotator = Annotator(data.features, data.truth, start, data.class_text, seed, steps, device)
-    curve = [{"corrections": 0, "accuracy": annotator.accuracy(data.val_x, data.val_y)}]
+    first = annotator.accuracy(data.val_x, data.val_y)
+    curve = [{"corrections": 0, "accuracy": first, "retrained": first}]
     first_model_s = annotator.compute_s
     chunk = 20 if arm == "refit every 20" else 100
     refit_step_counts = []
@@ -120,7 +127,11 @@ def simulate(arm: str, data, start: np.ndarray, seed: int, total: int, steps: in
         elif arm == "refit every 20":
             refit_step_counts.append(annotator.refit(before))
         if done % 100 == 0:
-            curve.append({"corrections": done, "accuracy": annotator.accuracy(data.val_x, data.val_y)})
+            fresh = train_round(data.features, annotator.labels, data.class_text, seed, steps, device)
+            retrained = float((predict(fresh.ema.module, fresh.algorithm, data.val_x, fresh.step).fused.argmax(1)
+                               == data.val_y).mean())
+            own = retrained if arm == "static" else annotator.accuracy(data.val_x, data.val_y)
+            curve.append({"corrections": done, "accuracy": own, "retrained": retrained})
     return {"arm": arm, "seed": seed, "curve": curve, "compute_s": round(annotator.compute_s - first_model_s, 1),
             "refits": annotator.refits, "refit_steps": refit_step_counts}
 
@@ -140,42 +151,71 @@ def run(args, save) -> dict:
             result = simulate(arm, data, start, seed, args.corrections, args.steps, device)
             result["wall_s"] = round(time.perf_counter() - began, 1)
             results["runs"].append(result)
-            print(f"seed {seed} {arm:<15} " + " ".join(f"{p['accuracy'] * 100:.1f}" for p in result["curve"])
+            print(f"seed {seed} {arm:<15} " + " ".join(f"{p['accuracy'] * 100:.1f}/{p['retrained'] * 100:.1f}"
+                                                       for p in result["curve"])
                   + f"  ({result['compute_s']:.0f} s)", flush=True)
             if save:
                 save(results)
     return results
 
 
+def _cells(runs: list[dict], marks: list[int], key: str) -> list[str]:
+    cells = []
+    for m in marks:
+        values = [100 * p[key] for r in runs for p in r["curve"] if p["corrections"] == m]
+        cells.append(f"{statistics.mean(values):.1f} ({min(values):.1f}-{max(values):.1f})" if values else "")
+    return cells
+
+
+def _paired(results: dict, mark: int, key: str) -> str:
+    """refit every 20 minus rounds of 100 at `mark`, seed by seed, in points."""
+    by = {(r["arm"], r["seed"]): {p["corrections"]: p[key] for p in r["curve"]} for r in results["runs"]}
+    diffs = [100 * (by[("refit every 20", seed)][mark] - by[("rounds of 100", seed)][mark])
+             for seed in results["settings"]["seeds"]
+             if ("refit every 20", seed) in by and ("rounds of 100", seed) in by and mark in by[("rounds of 100", seed)]]
+    return ", ".join(f"{d:+.1f}" for d in diffs)
+
+
+def _span(values: list[int]) -> str:
+    return f"{min(values)}" if min(values) == max(values) else f"{min(values)}-{max(values)}"
+
+
 def render(results: dict) -> str:
     s = results["settings"]
     marks = sorted({p["corrections"] for r in results["runs"] for p in r["curve"]})
     shown = [m for m in marks if m in (0, 100, 300, 500)] or marks
-    lines = ["## Label efficiency with live refits (`python -m bench.refit_efficiency`)", "",
-             f"FER2013 train ({s['train_faces']:,} faces) from {s['start_per_class']} labeled per class; a simulated "
-             f"annotator answers the {s['strategy']} queue's first faces from the hidden truth, "
-             f"{s['corrections']} corrections in all; val accuracy in % on FER2013 PublicTest ({s['val_faces']:,} faces; "
-             f"the EMA teacher's fused prediction), mean (min-max) over seeds {', '.join(map(str, s['seeds']))}. "
-             f"The model: sitfer's head trained on the labeled faces ({s['steps']} steps from scratch, as "
-             "bench.active_learning's rounds); a refit warm-starts it exactly as `main.py refit` does "
-             "(core/training/refit.py). Compute: seconds of training, refits, predictions and ranking after the "
-             f"first model, median over seeds. Machine: {s['machine']}; {s['threads']}. {s.get('note', '')}", "",
-             "| arm | " + " | ".join(f"after {m}" for m in shown) + " | models trained | compute s |",
-             "|---|" + "---:|" * (len(shown) + 2)]
+    head = "| arm | " + " | ".join(f"after {m}" for m in shown) + " |"
+    rule = "|---|" + "---:|" * len(shown)
+    own = [head + " models trained | compute s |", rule + "---|---:|"]
+    scratch = [head, rule]
     for arm in ARMS:
         runs = [r for r in results["runs"] if r["arm"] == arm]
         if not runs:
             continue
-        cells = []
-        for m in shown:
-            values = [100 * p["accuracy"] for r in runs for p in r["curve"] if p["corrections"] == m]
-            cells.append(f"{statistics.mean(values):.1f} ({min(values):.1f}-{max(values):.1f})" if values else "")
-        models = {"static": "0", "rounds of 100": str(s["corrections"] // 100),
-                  "refit every 20": f"{runs[0]['refits']} refits ({min(runs[0]['refit_steps'])}-"
-                                    f"{max(runs[0]['refit_steps'])} steps)" if runs[0]["refit_steps"] else "0"}[arm]
-        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {models} | "
-                     f"{statistics.median(r['compute_s'] for r in runs):.0f} |")
-    return "\n".join(lines)
+        steps = runs[0]["refit_steps"]
+        models = {"static": "none after the first", "rounds of 100": str(s["corrections"] // 100),
+                  "refit every 20": f"{runs[0]['refits']} refits ({_span(steps)} steps each)" if steps else "0"}[arm]
+        own.append(f"| {arm} | " + " | ".join(_cells(runs, shown, "accuracy")) + f" | {models} | "
+                   f"{statistics.median(r['compute_s'] for r in runs):.0f} |")
+        scratch.append(f"| {arm} | " + " | ".join(_cells(runs, shown, "retrained")) + " |")
+    later = [m for m in shown if m > 0]
+    paired = "; ".join(f"after {m}: {_paired(results, m, 'accuracy')}" for m in later)
+    return "\n".join([
+        "## Label efficiency with live refits (`python -m bench.refit_efficiency`)", "",
+        f"FER2013 train ({s['train_faces']:,} faces) from {s['start_per_class']} labeled per class; a simulated "
+        f"annotator answers the {s['strategy']} queue's first faces from the hidden truth, {s['corrections']} "
+        f"corrections in all; val accuracy in % on FER2013 PublicTest ({s['val_faces']:,} faces; the EMA teacher's "
+        f"fused prediction), mean (min-max) over seeds {', '.join(map(str, s['seeds']))}. The model: sitfer's head "
+        f"trained on the labeled faces ({s['steps']} steps from scratch, as bench.active_learning's rounds); a refit "
+        "warm-starts it exactly as `main.py refit` does (core/training/refit.py). `static`: the first model's queue "
+        "is never refreshed. Compute: seconds of training, refits, predictions and ranking after the first model, "
+        f"median over seeds. Machine: {s['machine']}; {s['threads']}. {s.get('note', '')}", "",
+        "**The arm's own model** (static: a model trained from scratch on its labels at each mark)", "",
+        *own, "",
+        "**A model trained from scratch on the arm's labels** (what the picked labels are worth)", "",
+        *scratch, "",
+        f"Refit every 20 minus rounds of 100, own models, seed by seed (points): {paired}.",
+    ])
 
 
 def main(argv=None) -> int:

@@ -300,7 +300,7 @@ class _RefitProgress(Hook):
             return
         self.last = now
         eta = (now - self.began) / done * (self.steps - done) if done else None
-        self.events.emit("progress", phase="train", step=done, total=self.steps,
+        self.events.emit("progress", phase="training", step=done, total=self.steps,
                          eta_s=round(eta, 1) if eta is not None else None)
 
 
@@ -338,8 +338,8 @@ def _execute_refit(project: Project, run_id: int, parent: Parent, settings: Trai
     prepared = prepare_head_from_features(faces, features, broken, train_labels, class_text, loop_settings, device,
                                           hooks, None, events)
     trainer = prepared.trainer
-    _warm_start(trainer, state, faces, prepared.train_rows, train_labels, parent.labels, settings.loop.steps,
-                seed=settings.loop.seed + run_id)
+    warm_start(trainer, state, faces, prepared.train_rows, train_labels, parent.labels, settings.loop.steps,
+               seed=settings.loop.seed + run_id)
     if trainer.run() == RUN_CANCELLED:
         return _cancelled(project, run_id, events)
     train_ids = torch.from_numpy(np.ascontiguousarray(faces.ids[prepared.train_rows], dtype=np.int64))
@@ -367,8 +367,8 @@ def _execute_refit(project: Project, run_id: int, parent: Parent, settings: Trai
     return RunOutcome(run_id, RUN_FINISHED, final)
 
 
-def _warm_start(trainer: Trainer, state: dict, faces: FaceTable, train_rows: np.ndarray, train_labels: np.ndarray,
-                parent_labels: dict[int, str], steps: int, seed: int) -> None:
+def warm_start(trainer: Trainer, state: dict, faces: FaceTable, train_rows: np.ndarray, train_labels: np.ndarray,
+               parent_labels: dict[int, str], steps: int, seed: int) -> None:
     """The parent's head, teacher, optimiser moments, thresholds and bank into `trainer`, which
     then runs `steps` more steps from the parent's step on a fresh learning-rate schedule, drawing
     batches from `seed` (each refit its own: a chain of refits then sees every unlabeled face)."""

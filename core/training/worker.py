@@ -337,7 +337,7 @@ def _prepare_head(faces, train_labels, encoder, class_text, settings, device, ho
         raise RunError("head mode trains in one process; use --mode finetune with torchrun")
     cache = FeatureCache(project.cache_dir("features"), encoder, settings.strong_views, seed=0)
     events.emit("phase", phase="features", message=f"features of {len(faces):,} faces "
-                                                   f"({1 + settings.strong_views} views each; cached after the first run)")
+                                                   f"({cache.views} views each; cached after the first run)")
     clock = EtaClock()
     features, broken = cache.load(
         faces, progress=lambda done, total: events.emit("progress", phase="features", step=done, total=total,
