@@ -158,6 +158,7 @@ class DetailPanel(QWidget):
         self.face: FaceRow | None = None
         self.item: QueueItem | None = None
         self.queue_size: int | None = None
+        self.queue_note: str | None = None
         self.evidence: FaceEvidence | None = None
         self.neighbours_index: LabeledNeighbours | None = None
         self._neighbour_faces: dict[int, FaceRow] = {}
@@ -233,9 +234,11 @@ class DetailPanel(QWidget):
     def face_id(self) -> int | None:
         return self.face.id if self.face is not None else None
 
-    def show_face(self, face: FaceRow | None, item: QueueItem | None = None, queue_size: int | None = None) -> None:
-        """Show `face` (None: the hint to select one) with its queue item, if it has one."""
-        self.face, self.item, self.queue_size = face, item, queue_size
+    def show_face(self, face: FaceRow | None, item: QueueItem | None = None, queue_size: int | None = None,
+                  queue_note: str | None = None) -> None:
+        """Show `face` (None: the hint to select one) with its queue item, if it has one, else the
+        queue's note on it (why it is in the queue unranked)."""
+        self.face, self.item, self.queue_size, self.queue_note = face, item, queue_size, queue_note
         if self.state.project is None:
             return self._show_message(NO_PROJECT)
         if face is None:
@@ -305,7 +308,8 @@ class DetailPanel(QWidget):
             self.reason_text.setText(_escape(item.reason))
         else:
             self.queue_text.setText("")
-            self.reason_text.setText("<span style='color:#8b94a3'>Not in the current review queue.</span>")
+            note = _escape(self.queue_note) if self.queue_note else "Not in the current review queue."
+            self.reason_text.setText(f"<span style='color:#8b94a3'>{note}</span>")
 
     def _show_levels(self, evidence: FaceEvidence) -> None:
         names = class_names()
@@ -378,13 +382,13 @@ class DetailPanel(QWidget):
     # -- reacting -----------------------------------------------------------------------------
     def _reshow(self) -> None:
         if self.face is not None and self.state.project is not None:
-            self.show_face(self.face, self.item, self.queue_size)
+            self.show_face(self.face, self.item, self.queue_size, self.queue_note)
 
     def _project_changed(self) -> None:
         self.large_loader.set_project(self.state.project)
         self._neighbour_faces.clear()
         self._thresholds.clear()
-        self.face = self.item = None
+        self.face = self.item = self.queue_note = None
         self._build_index()
         self.show_face(None)
 
@@ -405,7 +409,7 @@ class DetailPanel(QWidget):
     def _refresh_current(self) -> None:
         if self.face is not None and self.state.project is not None:
             fresh = self.state.faces_by_id([self.face.id]).get(self.face.id)
-            self.show_face(fresh, self.item, self.queue_size)
+            self.show_face(fresh, self.item, self.queue_size, self.queue_note)
 
     def _large_ready(self, face_id: int, *_error) -> None:
         if self.face is not None and self.face.id == face_id:

@@ -67,7 +67,8 @@ class LabelingController(QObject):
     """Routes the annotator's keys and menu choices to core.labeling for the active grid."""
 
     message = Signal(str)  # for the status bar
-    face_shown = Signal(object, object, object)  # FaceRow or None, QueueItem or None, queue size or None
+    # FaceRow or None, QueueItem or None, queue size or None, why an unranked face is in the queue or None
+    face_shown = Signal(object, object, object, object)
     upcoming = Signal(object)  # the next faces (FaceRows), to load their large images early
     annotator_changed = Signal(str)
 
@@ -137,7 +138,9 @@ class LabelingController(QObject):
         face = grid.current_face()
         item = self.queue_model.item_for(face.id) if face is not None and self.queue_model is not None else None
         size = self.queue_model.queue_size() if item is not None else None
-        self.face_shown.emit(face, item, size)
+        note = (self.queue_model.note_for(face.id) if face is not None and item is None
+                and self.queue_model is not None and grid.model() is self.queue_model else None)
+        self.face_shown.emit(face, item, size, note)
         if face is not None:
             row = grid.currentIndex().row()
             model = grid.model()

@@ -96,6 +96,8 @@ class QueueListModel(FaceListModel):
     def __init__(self, state: ProjectState, loader: ThumbnailLoader, parent: QObject | None = None):
         super().__init__(state, loader, parent)
         self._items: dict[int, QueueItem] = {}
+        self._kept: int | None = None  # the face kept first by a live refit, ranked or not
+        self._run: int | None = None
 
     def set_queue(self, items: list[QueueItem], faces: dict[int, FaceRow], first: FaceRow | None = None) -> None:
         """The queue in rank order; `first` (the face being labeled when a live refit rebuilt the
@@ -105,11 +107,21 @@ class QueueListModel(FaceListModel):
         if first is not None:
             self._rows = [faces.get(first.id, first), *(face for face in self._rows if face.id != first.id)]
         self._items = {item.face_id: item for item in items}
+        self._kept = first.id if first is not None else None
+        self._run = items[0].run_id if items else None
         self._row_of = None
         self.endResetModel()
 
     def item_for(self, face_id: int) -> QueueItem | None:
         return self._items.get(face_id)
+
+    def note_for(self, face_id: int) -> str | None:
+        """Why a face without a queue item is in the queue anyway: the face being labeled when a
+        live refit rebuilt the queue stays first, even where the new ranking dropped it."""
+        if face_id == self._kept and face_id not in self._items:
+            run = f"run {self._run}'s" if self._run is not None else "the new"
+            return f"Kept in place while you label it: {run} queue no longer ranks this face."
+        return None
 
     def queue_size(self) -> int:
         return len(self._rows)

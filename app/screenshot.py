@@ -123,7 +123,7 @@ def _review(app, window, strategy: str | None) -> None:
 
     if not _wait(app, detail_loaded, 60):
         print("warning: the detail panel's images did not all load in time", file=sys.stderr)
-    detail.show_face(face, detail.item, detail.queue_size)
+    detail.show_face(face, detail.item, detail.queue_size, detail.queue_note)
 
 
 def _select_around(app, window, class_name: str) -> None:

@@ -148,9 +148,29 @@ def test_k_corrections_refit_and_the_new_run_keeps_the_face_being_labeled(qtbot,
     assert view.data.run_id == run and view.selected == selected and view.view.viewRange() == zoom
     assert f"run {run}, +{EVERY} labels" in live.status_text() and "1 new" in live.status_text()
     assert live.pending == 1 and worker.requests[-1]["run"] == parent  # nothing new asked yet
+    reason = window.detail.reason_text.text()
+    if window.review.model.item_for(being_labeled) is None:  # the new ranking dropped it: say why it is here
+        assert f"Kept in place while you label it: run {run}'s queue" in reason
+    else:
+        assert "Kept in place" not in reason and "Not in the current review queue" not in reason
     # The next K corrections refit the new run.
     label_faces(window, EVERY - 1)
     assert worker.requests[-1] == {"id": 2, "command": "refit", "run": run}
+
+
+def test_a_face_kept_first_but_not_ranked_says_why_it_is_in_the_queue(qtbot, demo, dialogs):
+    refit_settings()
+    window, _live = live_window(qtbot, demo, dialogs, FakeWorker())
+    model, result = window.review.model, window.review.last_result
+    kept, ranked = result.items[0], result.items[1:]
+    model.set_queue(ranked, result.faces, first=result.faces[kept.face_id])
+    window.review.grid.select_row(0)
+    window.labeling.show_current()
+    assert window.detail.face_id == kept.face_id and model.item_for(kept.face_id) is None
+    assert f"Kept in place while you label it: run {kept.run_id}'s queue" in window.detail.reason_text.text()
+    window.review.grid.select_row(1)  # a ranked face: its own reason
+    window.labeling.show_current()
+    assert ranked[0].reason in window.detail.reason_text.text() and model.note_for(ranked[0].face_id) is None
 
 
 def test_a_pause_refits_after_one_correction(qtbot, demo, dialogs):
