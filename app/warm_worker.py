@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
-from core.threads import child_environment, studio_worker_threads
+from core.threads import WARM_WORKER_NICENESS, child_environment, studio_worker_threads
 from app.worker_process import REPO_ROOT, JsonLineBuffer
 
 MAX_CRASHES = 3  # within CRASH_WINDOW_S: then the studio stops restarting it
@@ -35,7 +35,7 @@ STOPPED, STARTING, READY, BUSY, GAVE_UP = "stopped", "starting", "ready", "busy"
 
 def serve_command(project_root: str | Path) -> tuple[str, list[str]]:
     """Program and arguments of the warm worker for the project (tests replace it)."""
-    return sys.executable, [str(REPO_ROOT / "main.py"), "serve", str(project_root)]
+    return sys.executable, [str(REPO_ROOT / "main.py"), "serve", str(project_root), "--nice", str(WARM_WORKER_NICENESS)]
 
 
 def worker_threads() -> int:

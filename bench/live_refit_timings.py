@@ -110,7 +110,8 @@ def measure(project: Path, rounds: int, every: int, screenshot: Path | None = No
             "face_kept": grid.current_face().id == being_labeled and window.detail.face_id == being_labeled,
             "load_average": os.getloadavg()})
         print(json.dumps(results[-1]), flush=True)
-    if screenshot is not None:
+    if screenshot is not None:  # a moment later, as the annotator sees it: thumbnails load in the background
+        gui_timings._wait(app, lambda: False, 1.0)
         window.grab().save(str(screenshot))
     window.close()
     return {"project": str(project), "every": every, "worker_ready_s": ready, "primed_s": primed,
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fer", type=Path, help="with --render: results of a FER2013 studio copy (--project) too")
     parser.add_argument("--parent-steps", type=int, help="the first run's steps of --project, for the report")
     parser.add_argument("--note", default="", help="what else was running, for the report")
-    parser.add_argument("--screenshot", type=Path, help="the window after the last round, as PNG")
+    parser.add_argument("--screenshot", type=Path, help="the window a second after the last round, as PNG")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     if args.render:

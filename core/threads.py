@@ -32,6 +32,10 @@ BUSY_SAMPLE_S = 0.2  # how long the machine's load is watched before choosing
 BUSY_ROUNDING = 0.3  # another process counts for a core once it keeps this much of one busy
 GUI_CORES = 1  # what the studio keeps for its GUI and thumbnails when it runs workers
 MAX_THUMBNAIL_THREADS = 4
+# The studio's warm worker runs this much below normal priority: a key press during a refit gets a
+# core first (the studio's key-press latency, docs/benchmarks.md "Studio responsiveness"), while
+# beside another busy process the refit still gets a fair part of a core (nice 10 would get a tenth).
+WARM_WORKER_NICENESS = 5
 
 _configured: ThreadPlan | None = None
 

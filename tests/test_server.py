@@ -253,3 +253,18 @@ def test_stray_output_goes_to_stderr_never_between_events():
     assert done.returncode == 0, done.stderr
     assert done.stdout == '{"event": "x"}\n'
     assert "a stray print" in done.stderr and "native library chatter" in done.stderr
+
+
+def test_the_studio_s_worker_runs_below_the_gui_s_priority(demo):
+    from app.warm_worker import serve_command
+    from core.threads import WARM_WORKER_NICENESS
+
+    _program, arguments = serve_command(demo)
+    assert arguments[-2:] == ["--nice", str(WARM_WORKER_NICENESS)]
+    server = Server(demo, "--warm-up", "none", "--nice", str(WARM_WORKER_NICENESS))
+    try:
+        server.wait_for("ready")
+        expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + WARM_WORKER_NICENESS)  # 19: the lowest
+        assert os.getpriority(os.PRIO_PROCESS, server.proc.pid) == expected
+    finally:
+        server.close()

@@ -8,6 +8,7 @@ import signal
 import sys
 
 from core.cli.common import opened_project
+from core.threads import WARM_WORKER_NICENESS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warm-up", choices=("all", "refit", "none"), default="all",
                    help="at start-up, load what a refit reads and compile UMAP (all), only the first, or "
                         "nothing (default: all)")
+    p.add_argument("--nice", type=int, default=0, metavar="N",
+                   help="lower this process's CPU priority by N (the studio passes %(const)s: its GUI then gets a "
+                        "core first when a key is pressed during a refit)" % {"const": WARM_WORKER_NICENESS})
     p.set_defaults(handler=cmd_serve)
 
 
@@ -36,6 +40,11 @@ def cmd_serve(args) -> int:
     from core.threads import configure_threads
 
     plan = configure_threads("worker")  # first: before torch or numba start their pools
+    if args.nice > 0 and hasattr(os, "nice"):
+        try:
+            os.nice(args.nice)
+        except OSError:  # not permitted here: run at the priority given
+            pass
     out = events_stream()
 
     sys.stdin.reconfigure(encoding="utf-8", errors="replace")
