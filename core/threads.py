@@ -24,9 +24,13 @@ THREADS_ENV = "FER_STUDIO_THREADS"  # an explicit thread count for this process 
 # Environment variables read by native libraries when they start their pools: set before the
 # library loads, so a library imported later still follows the plan.
 POOL_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
-# OpenMP threads that wait by sleeping rather than spinning: beside a busy process, torch with
-# 2 spinning threads took 218 s for what 2 passive threads did in 50 s (and 1 thread in 42 s).
-WAIT_POLICY_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+# How OpenMP threads wait between parallel regions. Spinning without end is ruinous beside a busy
+# process (the demo's 200 steps: 2 threads at OpenMP's defaults 88 s, 2 passive 13 s, 1 thread
+# 11 s), sleeping at once is slow on free cores (alone: passive 9.9 s, a short spin 7.4 s, 1 thread
+# 11.2 s). One thread has no team to wait for; a team spins briefly, then sleeps: beside a busy
+# process that appears later it took 19.5 s (docs/benchmarks.md, "Thread discipline").
+SINGLE_THREAD_WAIT_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+TEAM_WAIT_ENV = {"GOMP_SPINCOUNT": "10000"}
 ROLES = ("worker", "studio", "tool")
 BUSY_SAMPLE_S = 0.2  # how long the machine's load is watched before choosing
 BUSY_ROUNDING = 0.3  # another process counts for a core once it keeps this much of one busy
@@ -74,15 +78,23 @@ def _cpu_times() -> tuple[int, int] | None:
 def busy_cores(sample_s: float = BUSY_SAMPLE_S) -> float:
     """How many of the machine's cores other processes keep busy, watched for `sample_s` while
     this process sleeps; 0.0 where it cannot be read."""
-    before = _cpu_times()
+    before, own_before, clock_before = _cpu_times(), _own_cpu_seconds(), time.monotonic()
     if before is None:
         return 0.0
     time.sleep(sample_s)
-    after = _cpu_times()
+    after, own_after, clock_after = _cpu_times(), _own_cpu_seconds(), time.monotonic()
     if after is None or after[1] <= before[1]:
         return 0.0
     share = (after[0] - before[0]) / (after[1] - before[1])
-    return max(0.0, share * (os.cpu_count() or 1))
+    # This process's own threads (a library's helper threads still busy after an import) are not
+    # other work: a 0.3-core blip of them once made an idle machine look busy.
+    own = (own_after - own_before) / max(clock_after - clock_before, 1e-6)
+    return max(0.0, share * (os.cpu_count() or 1) - own)
+
+
+def _own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def _explicit_threads() -> int | None:
@@ -131,7 +143,7 @@ def configure_threads(role: str, *, reserved: int = 0, busy: float | None = None
     plan = plan_threads(role, reserved=reserved, busy=busy)
     for name in POOL_ENV:
         os.environ[name] = str(plan.threads)
-    for name, value in WAIT_POLICY_ENV.items():
+    for name, value in wait_environment(plan.threads).items():
         os.environ.setdefault(name, value)
     apply_to_loaded_libraries(plan.threads)
     _configured = plan
@@ -194,6 +206,11 @@ def child_environment(threads: int, base: dict[str, str] | None = None) -> dict[
     env[THREADS_ENV] = str(max(1, int(threads)))
     for name in POOL_ENV:
         env[name] = env[THREADS_ENV]
-    for name, value in WAIT_POLICY_ENV.items():
+    for name, value in wait_environment(int(env[THREADS_ENV])).items():
         env.setdefault(name, value)
     return env
+
+
+def wait_environment(threads: int) -> dict[str, str]:
+    """OpenMP's waiting for a process of `threads` compute threads (see TEAM_WAIT_ENV)."""
+    return dict(SINGLE_THREAD_WAIT_ENV if threads <= 1 else TEAM_WAIT_ENV)

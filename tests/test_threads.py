@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def run_python(code: str, **env: str) -> str:
-    clean = {k: v for k, v in os.environ.items() if k not in (THREADS_ENV, *threads.POOL_ENV, "OMP_WAIT_POLICY")}
+    clean = {k: v for k, v in os.environ.items()
+             if k not in (THREADS_ENV, *threads.POOL_ENV, "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**clean, **env}, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -66,6 +68,26 @@ def test_a_busy_process_is_seen():
         spinner.wait()
 
 
+def test_a_process_s_own_threads_are_not_other_work():
+    if not Path("/proc/stat").is_file():
+        pytest.skip("no /proc/stat here")
+    baseline = busy_cores(0.5)  # whatever else runs on this machine now
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            sum(range(1000))
+
+    helper = threading.Thread(target=spin, daemon=True)
+    helper.start()
+    try:
+        # the helper keeps a whole core busy (GIL held in a tight loop): counted, it would add about 1
+        assert busy_cores(0.5) < baseline + 0.5, "a thread of this process counted as another process's work"
+    finally:
+        stop.set()
+        helper.join()
+
+
 def test_studio_shares():
     assert studio_worker_threads(1, cores=2) == 1  # the GUI keeps a core
     assert studio_worker_threads(1, cores=8) == 7
@@ -74,7 +96,9 @@ def test_studio_shares():
     assert thumbnail_threads(cores=2) == 1 and thumbnail_threads(cores=16) == 4
     env = child_environment(2, base={"PATH": "/bin"})
     assert env[THREADS_ENV] == "2" and all(env[name] == "2" for name in threads.POOL_ENV)
-    assert env["OMP_WAIT_POLICY"] == "PASSIVE" and env["PATH"] == "/bin"
+    assert env["GOMP_SPINCOUNT"] == "10000" and "OMP_WAIT_POLICY" not in env and env["PATH"] == "/bin"
+    single = child_environment(1, base={})
+    assert single["OMP_WAIT_POLICY"] == "PASSIVE" and "GOMP_SPINCOUNT" not in single  # no team to wait for
 
 
 def test_configure_threads_sets_every_pool_loaded_or_not():
