@@ -110,7 +110,7 @@ def render(results: dict) -> str:
     lines += ["", "Features and training are timed from the first to the last progress event of their phase; "
               "the total adds starting, predictions and the UMAP map."]
     lines += ["", *_reading(results["rows"])]
-    if max(r["load_before"] for r in results["rows"]) > 2:
+    if max((r["load_before"] for r in results["rows"] if not r["busy"]), default=0) > 2:
         lines[-1] += (" With other jobs at a load above 2, \"alone\" was never idle: the same failure in a "
                       "milder form.")
     return "\n".join(lines)
@@ -130,7 +130,8 @@ def _reading(rows: list[dict]) -> list[str]:
         return []
     return ["**Reading.** After against before, " + "; ".join(parts) + ". The training part is the thread "
             "plan's: torch's two spinning OpenMP threads fight whatever else runs on a 2-core machine, where the "
-            "plan's worker sees the busy cores when it starts and takes one thread that waits passively; the "
+            "plan's worker sees the busy cores when it starts and takes one thread that waits passively (on free "
+            "cores it takes both, which spin briefly before they sleep); the "
             "features part is ONNX Runtime with views drawn ahead (\"Feature extraction speed\")."]
 
 
