@@ -73,6 +73,22 @@ def test_bad_settings_exit_2_naming_the_flag_and_leave_no_run(root, tmp_path, mo
     assert run_count(root) == 0
 
 
+@pytest.mark.parametrize("flags, named", [
+    (["--steps", "5000"], "--steps 5000 cannot change them"),
+    (["--no-text", "--algorithm", "fixmatch"], "--algorithm fixmatch, --no-text cannot change them"),
+    (["--text", "--lr", "0.1"], "--lr 0.1, --text cannot change them"),
+])
+def test_setting_flags_beside_resume_are_refused_not_ignored(root, capsys, flags, named):
+    # Run 7 need not exist: the flags are refused before the project is opened.
+    assert main(["train", str(root), "--resume", "7", *flags]) == 2
+    err = capsys.readouterr().err
+    assert "--resume 7 continues the run with the settings it was started with" in err and named in err
+    assert run_count(root) == 0
+    assert main(["train", str(root), "--resume", "7", "--events", "json", "-q"]) == 2  # not settings: allowed
+    err = capsys.readouterr().err
+    assert "run 7" in err and "cannot change" not in err
+
+
 def test_a_descriptions_file_that_does_not_parse_is_refused_before_a_run(root, tmp_path, capsys):
     broken = tmp_path / "descriptions.json"
     broken.write_text('{"anger": ["a frown"', encoding="utf-8")

@@ -93,6 +93,9 @@ def _collect(args, config_cls, dest_prefix: str) -> dict:
     return values
 
 
+NOT_SETTINGS = ("help", "events", "resume", "quiet")  # train's flags that are not the run's settings
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a model on the project (the worker process)",
@@ -118,7 +121,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_dataclass_flags(p, LoopConfig, "loop_", "training loop")
     _add_dataclass_flags(p, MethodConfig, "method_", "method (sitfer levels, thresholds, losses; LEAF and DTA-SNL parts)")
-    p.set_defaults(handler=cmd_train)
+    # What --resume cannot change: every flag of the run's settings, with its default.
+    setting_flags = {action.dest: (action.option_strings[0], action.default) for action in p._actions
+                     if action.option_strings and action.dest not in NOT_SETTINGS}
+    p.set_defaults(handler=cmd_train, setting_flags=setting_flags)
 
     p = sub.add_parser("evaluate", help="accuracy of a run's predictions on val or test",
                        description="Accuracy, balanced accuracy, per-class recall and confusion matrix of "
@@ -195,9 +201,23 @@ def train_argv(project: str, settings: TrainSettings, events: str = "json") -> l
     return argv
 
 
+def _as_given(flag: str, value) -> str:
+    """A flag as the user wrote it: `--text` / `--no-text` for a switch, `--steps 5000` otherwise."""
+    if isinstance(value, bool):
+        return flag if value else "--no-" + flag[2:]
+    return f"{flag} {show_value(value)}"
+
+
 def check_settings(args) -> TrainSettings:
     """The run's settings from the flags, each in range and the descriptions file readable:
     CommandError (exit 2) naming the flag and its value otherwise, before the project is opened."""
+    if args.resume is not None:
+        given = [_as_given(flag, getattr(args, dest)) for dest, (flag, default) in getattr(args, "setting_flags", {}).items()
+                 if getattr(args, dest, default) != default]
+        if given:
+            raise CommandError(f"--resume {args.resume} continues the run with the settings it was started with; "
+                               f"{', '.join(given)} cannot change them. Leave "
+                               f"{'it' if len(given) == 1 else 'them'} out, or start a new run with them.", EXIT_USAGE)
     try:
         settings = settings_from_args(args)
         if args.resume is None:
