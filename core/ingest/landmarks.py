@@ -105,9 +105,9 @@ class FaceDetector:
         height, width = rgb.shape[:2]
         side = max(height, width)
         # Letterboxed into a square (the detector's aspect), as MediaPipe feeds it.
-        pad_x, pad_y = (side - width) / 2, (side - height) / 2
+        pad_x, pad_y = (side - width) // 2, (side - height) // 2
         square = np.zeros((side, side, 3), dtype=np.uint8)
-        square[int(pad_y):int(pad_y) + height, int(pad_x):int(pad_x) + width] = rgb
+        square[pad_y:pad_y + height, pad_x:pad_x + width] = rgb
         tensor = cv2.resize(square, (DETECTOR_SIZE, DETECTOR_SIZE), interpolation=cv2.INTER_AREA)
         tensor = (tensor.astype(np.float32) / 127.5 - 1.0)[None]
         self.interpreter.set_tensor(self.input, tensor)
