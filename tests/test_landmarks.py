@@ -58,6 +58,8 @@ def test_grey_and_rgba_photos_are_read_and_noise_has_no_face(detector, head):
     assert len(detector.detect(grey)) == 1 and len(detector.detect(rgba)) == 1
     noise = (np.random.default_rng(0).random((300, 400, 3)) * 255).astype(np.uint8)
     assert detector.detect(noise) == []
+    with pytest.raises(ValueError, match="8-bit"):
+        detector.detect(head.astype(np.uint16) * 256)
 
 
 @pytest.mark.parametrize("degrees", [-30, -15, 20])

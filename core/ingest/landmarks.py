@@ -81,6 +81,8 @@ def _anchors() -> np.ndarray:
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:
+    if image.dtype != np.uint8:  # the importer's loader gives 8 bits; anything else is a caller's slip
+        raise ValueError(f"expected an 8-bit image, not {image.dtype}")
     if image.ndim == 2:
         return np.repeat(image[:, :, None], 3, axis=2)
     if image.shape[2] == 4:
