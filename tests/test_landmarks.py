@@ -93,9 +93,9 @@ def test_the_eye_angle_follows_the_head_and_the_mesh_follows_the_face(detector, 
 
 def test_a_missing_or_changed_model_file_and_a_missing_runtime_say_so(tmp_path, monkeypatch):
     monkeypatch.setattr(landmarks, "MODELS_DIR", tmp_path)
-    with pytest.raises(LandmarksUnavailable, match=f"{tmp_path / landmarks.DETECTOR_FILE[0]} is missing"):
+    with pytest.raises(LandmarksUnavailable, match=f"{tmp_path / landmarks.DETECTORS['short'].file[0]} is missing"):
         FaceDetector()
-    shutil.copy(landmarks.RESOURCES_DIR / "models" / landmarks.MESH_FILE[0], tmp_path / landmarks.DETECTOR_FILE[0])
+    shutil.copy(landmarks.RESOURCES_DIR / "models" / landmarks.MESH_FILE[0], tmp_path / landmarks.DETECTORS['short'].file[0])
     with pytest.raises(LandmarksUnavailable, match="is not the file the studio shipped"):
         FaceDetector()
     monkeypatch.setattr(landmarks, "MODELS_DIR", landmarks.RESOURCES_DIR / "models")

@@ -22,6 +22,19 @@ def unit(x):
     return F.normalize(torch.as_tensor(x, dtype=torch.float32), dim=-1)
 
 
+def naive_class_similarity(queries, feats, labels, top_k, own=None):
+    """The bank's per-class top-k mean by a plain loop over entries: the reference (-1 for a class
+    without entries; `own`: each query's own slot, left out)."""
+    out = torch.full((len(queries), C), -1.0)
+    for b in range(len(queries)):
+        for c in range(C):
+            members = [float(queries[b] @ feats[m]) for m in range(len(feats))
+                       if labels[m] == c and (own is None or m != own[b])]
+            if members:
+                out[b, c] = torch.tensor(sorted(members, reverse=True)[:top_k]).mean()
+    return out
+
+
 def test_bank_top_k_similarity_per_class_and_self_exclusion():
     bank = MemoryBank(size=4, dim=2, num_classes=3, top_k=2)
     bank.update(torch.tensor([0, 1, 2, 3]), unit([[1, 0], [0.8, 0.6], [0, 1], [-1, 0]]), torch.tensor([0, 0, 1, -1]))
@@ -44,12 +57,7 @@ def test_bank_is_one_matrix_product_and_matches_a_naive_loop():
     bank.update(torch.arange(600), feats, labels)
     queries = F.normalize(torch.randn(20, 64), dim=1)
     fast = bank.class_similarity(queries)
-    naive = torch.empty(20, C)
-    for b in range(20):
-        for c in range(C):
-            members = [float(queries[b] @ feats[m]) for m in range(600) if labels[m] == c]
-            naive[b, c] = torch.tensor(sorted(members, reverse=True)[:5]).mean()
-    assert torch.allclose(fast, naive, atol=1e-5)
+    assert torch.allclose(fast, naive_class_similarity(queries, feats, labels, top_k=5), atol=1e-5)
 
 
 def test_fusion_renormalises_the_present_levels():
@@ -234,13 +242,7 @@ def test_bank_by_class_view_follows_updates_and_in_place_writes():
     own = torch.tensor([0, 5, 17, -1, 250, 299, 3, -1])
 
     def naive(feats, labels):
-        out = torch.full((8, C), -1.0)
-        for b in range(8):
-            for c in range(C):
-                members = [float(queries[b] @ feats[m]) for m in range(300) if labels[m] == c and m != own[b]]
-                if members:
-                    out[b, c] = torch.tensor(sorted(members, reverse=True)[:3]).mean()
-        return out
+        return naive_class_similarity(queries, feats, labels, top_k=3, own=own)
 
     assert torch.allclose(bank.class_similarity(queries, own), naive(feats, labels), atol=1e-5)
     bank.update(torch.tensor([5, 17]), F.normalize(torch.randn(2, 16), dim=1), torch.tensor([2, -1]))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -43,7 +42,6 @@ DETECTORS = {
                            "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1"),
                           192, ((48, 1),), 0.6),
 }
-DETECTOR_FILE = DETECTORS["short"].file
 
 MESH_SIZE = 192  # the mesh's square input
 NMS_IOU = 0.3
@@ -224,7 +222,3 @@ class FaceMesh:
         z = points[:, 2:] * side / MESH_SIZE
         return Mesh(np.concatenate([xy, z], axis=1).astype(np.float32), 1.0 / (1.0 + math.exp(-logit)))
 
-
-def models_present(directory: Path = MODELS_DIR) -> bool:
-    files = [spec.file for spec in DETECTORS.values()] + [MESH_FILE]
-    return all((directory / name).is_file() for name, _digest in files)

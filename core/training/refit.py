@@ -71,9 +71,10 @@ from core.training.worker import (
 
 # The refit's schedule (docs/benchmarks.md, "Live refit", shows how these were chosen).
 REFIT_LABELED_PASSES = 25  # draws of each labeled face, so a new label is seen often enough
-# 40 steps recovered 97-99% of a full run's accuracy on the demo; the cap is time: a step over
-# FER2013's 27.5k-face memory bank costs about 0.2 s on one core, and the predictions' instance
-# level over the same bank another 15 s, so more steps would not fit a refit in about 30 s.
+# 40 steps recovered 97-99% of a full run's accuracy on the demo; the cap is time: on FER2013
+# (27.5k train faces) 60 steps took 3.8 s and the predictions over the memory bank 4.1 s of a
+# 10.5 s refit on one idle core (docs/benchmarks.md, "Live refit"), against a budget of 30 s
+# that a busy machine can triple.
 REFIT_MIN_STEPS, REFIT_MAX_STEPS = 40, 60
 REFIT_LR_SCALE = 0.5  # of the run's learning rate, decayed to a tenth over the refit
 REFIT_EMA_HORIZON = 4  # the teacher averages over about a quarter of the refit, not the run's long window

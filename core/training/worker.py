@@ -297,17 +297,20 @@ def write_run_predictions(project: Project, run_id: int, faces: FaceTable, prepa
     return rows, preds
 
 
-# What the map phase costs, fitted on the 2-core machine of docs/benchmarks.md ("The map phase's
-# estimate", beside other work: on an idle machine it comes sooner): UMAP in a fresh process
-# compiles with numba (or loads its cache) first, then grows about linearly with the faces.
-UMAP_START_S = 23.0
-UMAP_S_PER_FACE = 0.0055
+# What the map phase costs, fitted on the idle 2-core machine of docs/benchmarks.md ("The map
+# phase's estimate"): a fresh process loads umap-learn's compiled functions from numba's disk cache
+# (bootstrap.sh fills it), then the layout's epochs over the faces dominate; umap-learn runs 500
+# epochs up to 10,000 faces and 200 above.
+UMAP_START_S = 1.5
+UMAP_S_PER_FACE = 0.002  # at 500 epochs
+UMAP_EPOCHS_SMALL, UMAP_EPOCHS_LARGE, UMAP_SMALL_FACES = 500, 200, 10_000
 
 
 def estimated_map_seconds(faces: int, projection: str) -> float | None:
     """About how long the map phase takes for this many faces (PCA: a moment)."""
     if projection == "umap":
-        return round(UMAP_START_S + UMAP_S_PER_FACE * faces, 0)
+        epochs = UMAP_EPOCHS_SMALL if faces <= UMAP_SMALL_FACES else UMAP_EPOCHS_LARGE
+        return round(UMAP_START_S + UMAP_S_PER_FACE * faces * epochs / UMAP_EPOCHS_SMALL, 0)
     return 1.0 if projection == "pca" else None
 
 
