@@ -57,7 +57,7 @@ def fer_train_items(count: int, seed: int, skip: int = 0) -> list[Path]:
 def face_table(paths: list[Path]) -> FaceTable:
     n = len(paths)
     return FaceTable(ids=np.arange(1, n + 1, dtype=np.int64), splits=np.array(["train"] * n, dtype=object),
-                     labels=np.full(n, -1), paths=list(paths), crop_paths=[None] * n, boxes=[None] * n)
+                     labels=np.full(n, -1), paths=list(paths), crop_paths=[None] * n, boxes=[None] * n, angles=[None] * n)
 
 
 class ChannelsLastEngine:

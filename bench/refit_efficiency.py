@@ -92,7 +92,7 @@ class Annotator:
                                  loop=LoopConfig(steps=parent.step + steps, unlabeled_ratio=0, seed=self.seed))
         trainer = build_head_trainer(self.features, self.labels, self.class_text, settings, self.device)
         ids = np.arange(len(self.labels), dtype=np.int64)
-        faces = FaceTable(ids, np.full(len(ids), "train", dtype=object), self.labels, [], [], [])
+        faces = FaceTable(ids, np.full(len(ids), "train", dtype=object), self.labels, [], [], [], [])
         names = class_names()
         parent_named = {int(i): names[c] for i, c in enumerate(parent_labels) if c >= 0}
         self.refits += 1

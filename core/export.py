@@ -145,7 +145,7 @@ def _write_face_file(project: Project, image: Image, label: str, out: Path,
             target.write_bytes(data)
         else:
             crop = project.resolve_path(image.crop_path) if image.crop_path else None
-            face = load_face(source, crop, image.face_box)
+            face = load_face(source, crop, image.face_box, image.face_angle)
             target = _inside(out, image.split, label, f"{image.id}_{stem}_face{image.face_index}.png")
             target.parent.mkdir(parents=True, exist_ok=True)
             face.save(target, format="PNG")

@@ -27,7 +27,7 @@ def ensure_thumbnail(project: Project, face: FaceRow, size: int = DEFAULT_THUMB_
     if target.is_file():
         return target
     image = load_face(project.resolve_path(face.path),
-                      project.resolve_path(face.crop_path) if face.crop_path else None, face.box)
+                      project.resolve_path(face.crop_path) if face.crop_path else None, face.box, face.angle)
     # Small crops (48 px FER faces) are upscaled too, so the grid shows every face at one
     # size; non-square crops are padded, never stretched.
     image = ImageOps.pad(image, (size, size), Image.Resampling.LANCZOS if max(image.size) > size

@@ -16,9 +16,26 @@ RUNS_COLUMNS_BEFORE_SCHEMA_3 = ("id, algorithm, encoder, mode, config, status, d
                                 "started_at, finished_at, checkpoint, error")
 
 
+# The columns schema 4 added to images (the detector's findings).
+IMAGE_COLUMNS_OF_SCHEMA_4 = ("face_angle", "face_keypoints", "face_detector", "face_score")
+
+
+def images_before_schema_4(database: Path) -> None:
+    """Drop schema 4's columns of `images`, keeping its rows, and say the schema is 3."""
+    conn = sqlite3.connect(database)
+    try:
+        with conn:
+            for column in IMAGE_COLUMNS_OF_SCHEMA_4:
+                conn.execute(f"ALTER TABLE images DROP COLUMN {column}")
+            conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    finally:
+        conn.close()
+
+
 def runs_table_before_schema_3(database: Path) -> None:
     """Rebuild `runs` without schema 3's columns (SQLite cannot drop a column that a foreign
-    key names), keeping its rows."""
+    key names), keeping its rows; schema 4's columns go first."""
+    images_before_schema_4(database)
     conn = sqlite3.connect(database)
     try:
         conn.execute("PRAGMA foreign_keys=OFF")  # other tables keep pointing at runs by name

@@ -37,7 +37,7 @@ def face_table(folder: Path, count: int, id_step: int = 1) -> FaceTable:
     paths = [save(face_like(100 + i, size=48, mode="RGB"), folder / f"{i}.png") for i in range(count)]
     return FaceTable(ids=np.arange(1, count + 1, dtype=np.int64) * id_step,
                      splits=np.array(["train"] * count, dtype=object), labels=np.full(count, -1),
-                     paths=paths, crop_paths=[None] * count, boxes=[None] * count)
+                     paths=paths, crop_paths=[None] * count, boxes=[None] * count, angles=[None] * count)
 
 
 class CountingEngine:

@@ -122,7 +122,7 @@ def test_finetune_batches_arrive_normalised_and_views_differ(tmp_path):
         _face(i).save(path)
         paths.append(path)
     faces = FaceTable(ids=np.arange(6), splits=np.array(["train"] * 6), labels=np.array([0, 1, -1, -1, -1, -1]),
-                      paths=paths, crop_paths=[None] * 6, boxes=[None] * 6)
+                      paths=paths, crop_paths=[None] * 6, boxes=[None] * 6, angles=[None] * 6)
     pre = Preprocessor(32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     torch.manual_seed(0)
     source = ImageBatches(faces, np.array([0, 1]), np.array([0, 1]), np.arange(2, 6), np.arange(6), pre,

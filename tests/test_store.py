@@ -179,7 +179,7 @@ def test_migration_to_schema_3_keeps_runs_as_trained_runs_without_parents(projec
 
     with Project.open(root) as migrated:
         with migrated.engine.connect() as conn:
-            assert store_db.read_schema_version(conn) == 3
+            assert store_db.read_schema_version(conn) == store_db.SCHEMA_VERSION
         with migrated.session() as s:
             old = s.scalars(select(Run)).one()
             assert (old.kind, old.parent_run_id, old.predictions_pruned_at) == ("train", None, None)
@@ -246,3 +246,27 @@ def test_a_run_killed_while_cancelling_is_settled_as_cancelled_not_failed(projec
         run = s.get(Run, 1)
         assert run.status == "cancelled" and "--resume 1" in run.error
         assert s.get(Run, 2).status == "running"
+
+
+def test_migration_to_schema_4_gives_old_faces_no_detector_findings(project):
+    from tests.schema_history import IMAGE_COLUMNS_OF_SCHEMA_4, images_before_schema_4
+
+    with project.session() as s:
+        _add_face(s, 7)
+    root = project.root
+    project.close()
+    images_before_schema_4(root / "project.db")
+    with sqlite3.connect(root / "project.db") as conn:
+        assert not set(IMAGE_COLUMNS_OF_SCHEMA_4) & {row[1] for row in conn.execute("PRAGMA table_info(images)")}
+
+    with Project.open(root) as migrated:
+        with migrated.engine.connect() as conn:
+            assert store_db.read_schema_version(conn) == 4
+        with migrated.session() as s:
+            old = s.scalars(select(Image)).one()
+            assert (old.face_angle, old.face_keypoints, old.face_detector, old.face_score) == (None,) * 4
+            old.face_angle, old.face_keypoints, old.face_detector = 12.5, [[1.0, 2.0]] * 6, "blazeface"
+        with migrated.session() as s:
+            again = s.scalars(select(Image)).one()
+            assert (again.face_angle, again.face_keypoints[5], again.face_detector) == (12.5, [1.0, 2.0], "blazeface")
+    assert len(list(root.glob("project.db.v3-*.bak"))) == 1

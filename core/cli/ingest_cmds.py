@@ -11,7 +11,7 @@ from tqdm import tqdm
 from core.classes import UnknownClassError, parse_mapping
 from core.cli.common import EXIT_FAILED, EXIT_PROJECT, EXIT_USAGE, CommandError, opened_project, print_json
 from core.ingest.demo import DemoSettings, create_demo_project
-from core.ingest.importer import ALREADY_PRESENT, FACE_MODES, ImportOptions, ImportProgress, ImportReport, import_source
+from core.ingest.importer import ALREADY_PRESENT, DETECTOR_CHOICES, FACE_MODES, ImportOptions, ImportProgress, ImportReport, import_source
 from core.ingest.sources import SourceError
 from core.store.models import SPLITS
 from core.store.project import ProjectError
@@ -39,6 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for --keep-labels-per-class (default 0)")
     p.add_argument("--faces", choices=FACE_MODES, default="auto",
                    help="face detection: auto (only images larger than --crop-max-side), detect (always), none")
+    p.add_argument("--detector", choices=DETECTOR_CHOICES, default="auto",
+                   help="face detector: blazeface (MediaPipe's, with key points; crops turned so the eyes "
+                        "are level), haar (OpenCV's cascade), auto (blazeface, or haar with a note "
+                        "where it cannot run; the default)")
     p.add_argument("--crop-max-side", type=int, default=ImportOptions.crop_max_side,
                    help="in auto mode, images up to this many pixels on their longer side are taken as face crops")
     p.add_argument("--margin", type=float, default=ImportOptions.margin,
@@ -106,7 +110,7 @@ def cmd_import(args) -> int:
             split=args.split, faces=args.faces, keep_labels_per_class=args.keep_labels_per_class,
             seed=args.seed, mapping=parse_mapping(args.map), ignore_folder_names=args.unlabeled,
             crop_max_side=args.crop_max_side, margin=args.margin, workers=args.workers,
-            follow_links=args.follow_links)
+            follow_links=args.follow_links, detector=args.detector)
         options.validate()
     except (ValueError, UnknownClassError) as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None

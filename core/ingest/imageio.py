@@ -180,7 +180,8 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
     return image
 
 
-def crop_box(image: Image.Image, box: tuple[int, int, int, int] | None) -> Image.Image:
+def crop_box(image: Image.Image, box: tuple[int, int, int, int] | None, angle: float | None = None) -> Image.Image:
+    """The face `box` of `image`, turned by `angle` degrees so its eyes are level (faces.aligned_crop)."""
     if box is None:
         return image
     x, y, w, h = box
@@ -188,15 +189,20 @@ def crop_box(image: Image.Image, box: tuple[int, int, int, int] | None) -> Image
     # (w = 10**6) would allocate terabytes. Boxes the importer stores always lie inside.
     if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > image.width or y + h > image.height:
         raise ImageProblem(f"face box {x},{y} {w}x{h} lies outside the {image.width}x{image.height} image")
+    if angle:
+        from core.ingest.faces import aligned_crop  # OpenCV only where a face is turned
+
+        return aligned_crop(image, box, angle)
     return image.crop((x, y, x + w, y + h))
 
 
 def load_face(path: Path, crop_path: Path | None = None,
-              box: tuple[int, int, int, int] | None = None) -> Image.Image:
-    """The RGB face of one stored image: its cached crop, else the source cut to its box."""
+              box: tuple[int, int, int, int] | None = None, angle: float | None = None) -> Image.Image:
+    """The RGB face of one stored image: its cached crop, else the source cut to its box and
+    turned by its eye line's `angle`."""
     if crop_path is not None and crop_path.is_file():
         try:
             return load_rgb(crop_path)
         except ImageProblem:
             pass  # a damaged cache file is rebuilt from the source below
-    return crop_box(load_rgb(path), box)
+    return crop_box(load_rgb(path), box, angle)

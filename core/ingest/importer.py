@@ -23,7 +23,14 @@ from sqlalchemy import insert, select
 
 from core.classes import ClassMapper, class_names
 from core.ingest.budget import MemoryBudget
-from core.ingest.faces import DEFAULT_MARGIN, detect_faces, expand_box
+from core.ingest.faces import (
+    DEFAULT_MARGIN,
+    DETECTOR_HAAR,
+    DETECTOR_LANDMARKS,
+    expand_box,
+    find_faces,
+    landmark_detector_problem,
+)
 from core.ingest.imageio import ImageProblem, crop_box, decode_cost, decode_image, open_image_file
 from core.ingest.sources import SourceItem, enumerate_source
 from core.store.models import SOURCE_IMPORTED, HiddenTruth, Image, ImportBatch, Label, utcnow
@@ -31,6 +38,8 @@ from core.store.project import Project
 from core.threads import apply_to_loaded_libraries, usable_cores
 
 FACE_MODES = ("auto", "detect", "none")
+# "auto": MediaPipe's detector, or the Haar cascade (with a note) where it cannot run.
+DETECTOR_CHOICES = ("auto", DETECTOR_LANDMARKS, DETECTOR_HAAR)
 # In "auto" mode, images whose longer side is at most this are taken as face crops already.
 DEFAULT_CROP_MAX_SIDE = 256
 # Saved face crops are no larger than this: plenty for any encoder, light on disk.
@@ -60,6 +69,7 @@ class ImportOptions:
     margin: float = DEFAULT_MARGIN
     workers: int | None = None  # None: one per CPU core
     follow_links: bool = False  # follow symbolic links that lead out of a source folder
+    detector: str = "auto"  # DETECTOR_CHOICES
 
     def validate(self) -> None:
         if self.faces not in FACE_MODES:
@@ -72,6 +82,8 @@ class ImportOptions:
             raise ValueError(f"--crop-max-side must be at least 16, not {self.crop_max_side}")
         if self.workers is not None and self.workers < 1:
             raise ValueError("--workers must be at least 1")
+        if self.detector not in DETECTOR_CHOICES:
+            raise ValueError(f"--detector must be one of {', '.join(DETECTOR_CHOICES)}, not {self.detector!r}")
 
 
 @dataclass
@@ -96,6 +108,7 @@ class ImportReport:
     labeled: int = 0
     hidden: int = 0
     detected_faces: int = 0
+    detector: str | None = None  # what found them: DETECTOR_LANDMARKS or DETECTOR_HAAR
     kept_per_class: dict[str, int] = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -111,7 +124,9 @@ class ImportReport:
                  f"{self.imported - self.labeled} unlabeled"
                  + (f" ({self.hidden} with hidden ground truth)" if self.hidden else "") + "."]
         if self.detected_faces:
-            lines.append(f"{self.detected_faces} face(s) were found by face detection and cropped.")
+            how = ("MediaPipe's face detector and cropped with the eyes level"
+                   if self.detector == DETECTOR_LANDMARKS else "OpenCV's Haar cascade and cropped")
+            lines.append(f"{self.detected_faces} face(s) were found by {how}.")
         if self.kept_per_class:
             kept = ", ".join(f"{k} {v}" for k, v in self.kept_per_class.items())
             lines.append(f"Labels kept per class: {kept}.")
@@ -133,6 +148,7 @@ class _Task:
     crop_max_side: int
     margin: float
     faces_dir: str
+    detector: str = DETECTOR_LANDMARKS
 
 
 @dataclass
@@ -140,6 +156,10 @@ class _FaceFound:
     face_index: int
     box: tuple[int, int, int, int] | None
     crop_file: str | None
+    angle: float | None = None
+    keypoints: list[list[float]] | None = None
+    detector: str | None = None
+    score: float | None = None
 
 
 @dataclass
@@ -202,26 +222,27 @@ def _read_faces(task: _Task, data: bytes, result: _FileResult) -> None:
         if not result.problem:
             result.faces = [_FaceFound(0, None, None)]
         return
-    boxes = detect_faces(image)
-    if not boxes:
+    found = find_faces(image, task.detector)
+    if not found:
         hint = "" if task.faces == "detect" else "; to import it whole as a face, use --faces none"
         result.problem = f"no face found ({image.width}x{image.height} image{hint})"
         return
-    crops = [expand_box(box, task.margin, *image.size) for box in boxes]
-    usable = [c for c in crops if not _face_too_small(c[2], c[3])]
+    crops = [(face, expand_box(face.box, task.margin, *image.size)) for face in found]
+    usable = [(face, crop) for face, crop in crops if not _face_too_small(crop[2], crop[3])]
     if not usable:
-        result.problem = _face_too_small(crops[0][2], crops[0][3])
+        result.problem = _face_too_small(crops[0][1][2], crops[0][1][3])
         return
-    for index, crop in enumerate(usable):
-        result.faces.append(_FaceFound(index, crop, _save_crop(image, crop, task.faces_dir,
-                                                             result.content_hash, index)))
+    for index, (face, crop) in enumerate(usable):
+        crop_file = _save_crop(image, crop, face.angle, task.faces_dir, result.content_hash, index)
+        keypoints = [[round(x, 2), round(y, 2)] for x, y in face.keypoints] if face.keypoints else None
+        result.faces.append(_FaceFound(index, crop, crop_file, face.angle, keypoints, task.detector, face.score))
 
 
-def _save_crop(image, box, faces_dir: str, content_hash: str, index: int) -> str:
+def _save_crop(image, box, angle: float, faces_dir: str, content_hash: str, index: int) -> str:
     relative = f"{content_hash[:2]}/{content_hash}_{index}.png"
     target = Path(faces_dir) / relative
     if not target.exists():
-        crop = crop_box(image, box)
+        crop = crop_box(image, box, angle)
         if max(crop.size) > CROP_SAVE_MAX_SIDE:
             crop.thumbnail((CROP_SAVE_MAX_SIDE, CROP_SAVE_MAX_SIDE))
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -250,6 +271,22 @@ def _run_tasks(tasks: list[_Task], workers: int) -> Iterator[_FileResult]:
 
 def _make_decode_budget(context) -> MemoryBudget:
     return MemoryBudget(DECODE_MEMORY_BUDGET, context)
+
+
+def _choose_detector(choice: str, report: ImportReport) -> str:
+    """The detector this import uses: MediaPipe's where it can run; else, for "auto", the Haar
+    cascade with a note saying why. Asked for by name and unable to run, it is an error."""
+    if choice == DETECTOR_HAAR:
+        return DETECTOR_HAAR
+    problem = landmark_detector_problem()
+    if problem is None:
+        return DETECTOR_LANDMARKS
+    if choice == DETECTOR_LANDMARKS:
+        raise ValueError(f"MediaPipe's face detector cannot run: {problem}")
+    report.notes.append(f"MediaPipe's face detector cannot run ({problem}); faces were found with "
+                        f"OpenCV's Haar cascade instead: more misses and false faces, no key points, "
+                        f"crops not turned to level the eyes.")
+    return DETECTOR_HAAR
 
 
 def choose_kept_labels(keys_by_class: dict[str, list[tuple[str, int]]], per_class: int,
@@ -288,6 +325,9 @@ def import_source(project: Project, source: str | os.PathLike, options: ImportOp
     report = ImportReport(source=str(source), files=len(items))
     # Entries refused while listing the source (links out of it, FIFOs, devices) are never opened.
     report.skipped.extend(Skipped(str(i.path), i.problem) for i in items if i.problem)
+    detector = DETECTOR_LANDMARKS
+    if options.faces != "none" and any(not i.problem for i in items):  # before anything is written
+        detector = report.detector = _choose_detector(options.detector, report)
     with project.session() as session:
         batch = ImportBatch(source=str(Path(source).expanduser().resolve()),
                             options={k: v for k, v in asdict(options).items()})
@@ -298,7 +338,7 @@ def import_source(project: Project, source: str | os.PathLike, options: ImportOp
 
     is_cancelled = cancelled or (lambda: False)
     faces_dir = str(project.cache_dir("faces"))
-    tasks = [_Task(i, str(item.path), options.faces, options.crop_max_side, options.margin, faces_dir)
+    tasks = [_Task(i, str(item.path), options.faces, options.crop_max_side, options.margin, faces_dir, detector)
              for i, item in enumerate(items) if not item.problem]
     workers = options.workers or usable_cores()  # x 1 thread each (_init_worker)
 
@@ -368,6 +408,8 @@ def _face_rows(project: Project, accepted: Iterable[tuple[SourceItem, _FileResul
         stored = project.store_path(item.path)
         for face in result.faces:
             x, y, w, h = face.box if face.box else (None, None, None, None)
+            found = dict(face_angle=face.angle, face_keypoints=face.keypoints,
+                         face_detector=face.detector, face_score=face.score) if face.box else {}
             yield {
                 "key": (stored, face.face_index),
                 "label": item.label,
@@ -375,7 +417,7 @@ def _face_rows(project: Project, accepted: Iterable[tuple[SourceItem, _FileResul
                     path=stored, content_hash=result.content_hash, face_index=face.face_index,
                     width=result.width, height=result.height, face_x=x, face_y=y, face_w=w, face_h=h,
                     crop_path=f"faces/{face.crop_file}" if face.crop_file else None,
-                    source_format=result.fmt, source_mode=result.mode, split=item.split,
+                    source_format=result.fmt, source_mode=result.mode, split=item.split, **found,
                 ),
             }
 

@@ -48,6 +48,13 @@ NMS_IOU = 0.3
 MESH_MARGIN = 1.5  # the mesh's crop: the detector's box, squared and grown by half (MediaPipe's ROI)
 KEYPOINTS = ("right eye", "left eye", "nose tip", "mouth", "right ear", "left ear")
 MESH_POINTS = 468
+# The mesh's eye corners (outer, inner) of the subject's right and left eye: the eye line they
+# give is steadier than the detector's two eye points (about 1 degree against 5 when a face
+# turned by up to 40 degrees is levelled and measured again).
+MESH_RIGHT_EYE = (33, 133)
+MESH_LEFT_EYE = (263, 362)
+# Below this presence the mesh's crop is taken to hold no face, and its points are not used.
+MESH_MIN_PRESENCE = 0.5
 
 
 class LandmarksUnavailable(RuntimeError):
@@ -190,6 +197,13 @@ def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
 class Mesh:
     points: np.ndarray  # (468, 3): x, y in pixels of the image; z in the same scale, relative
     presence: float  # the mesh model's own confidence that its crop holds a face
+
+    @property
+    def eye_angle(self) -> float:
+        """Degrees the eye line is tilted (as Detection.eye_angle), from the eyes' corners."""
+        right = self.points[list(MESH_RIGHT_EYE), :2].mean(0)
+        left = self.points[list(MESH_LEFT_EYE), :2].mean(0)
+        return math.degrees(math.atan2(left[1] - right[1], left[0] - right[0]))
 
 
 class FaceMesh:

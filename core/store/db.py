@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import quote
 
-from sqlalchemy import Connection, DateTime, Engine, String, create_engine, event, inspect, select, text
+from sqlalchemy import JSON, Connection, DateTime, Engine, Float, String, create_engine, event, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeEngine
 
 from core.store.models import Base, Meta
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 15_000
 
 # How make_engine opens a database: create it if missing, open an existing one only (opening
@@ -70,6 +70,9 @@ MIGRATIONS: list[Migration] = [
               _add_columns("corrections", {"old_source": String(16), "old_annotator": String(64),
                                            "old_updated_at": DateTime()})),
     Migration(3, "runs record their kind, a refit's parent run, and pruned predictions", _add_run_lineage),
+    Migration(4, "faces record their detector, its score and key points, and the eye-line angle of their crop",
+              _add_columns("images", {"face_angle": Float(), "face_keypoints": JSON(),
+                                      "face_detector": String(16), "face_score": Float()})),
 ]
 
 

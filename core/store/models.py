@@ -96,7 +96,7 @@ class Image(Base):
 
     `path` is the source file (relative to the project folder when inside it); `face_*` is the
     face box in the upright (EXIF-rotated) source image, or NULL where the file is itself a
-    crop. `crop_path` caches the cropped face for detected faces.
+    crop. `crop_path` caches the cropped face for detected faces, turned by `face_angle`.
     """
 
     __tablename__ = "images"
@@ -114,6 +114,12 @@ class Image(Base):
     face_y: Mapped[Optional[int]]
     face_w: Mapped[Optional[int]]
     face_h: Mapped[Optional[int]]
+    # From the detector: degrees the crop was turned to level the eyes (NULL or 0: not turned),
+    # the key points in source pixels ([[x, y], ...], landmarks.KEYPOINTS order), its name and score.
+    face_angle: Mapped[Optional[float]]
+    face_keypoints: Mapped[Optional[list[Any]]] = mapped_column(JSON)
+    face_detector: Mapped[Optional[str]] = mapped_column(String(16))
+    face_score: Mapped[Optional[float]]
     crop_path: Mapped[Optional[str]] = mapped_column(Text)
     source_format: Mapped[Optional[str]] = mapped_column(String(16))
     source_mode: Mapped[Optional[str]] = mapped_column(String(16))

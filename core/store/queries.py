@@ -65,6 +65,7 @@ class FaceRow:
     split: str
     label: str | None
     label_source: str | None
+    angle: float | None = None  # degrees its crop was turned to level the eyes
 
 
 def list_faces(session: Session, *, split: str | None = None, labeled: bool | None = None,
@@ -73,7 +74,7 @@ def list_faces(session: Session, *, split: str | None = None, labeled: bool | No
     """Active faces in id order, filtered; the label is the current one (never hidden truth).
     `ids` picks a few given faces (one SQL parameter each: keep it to hundreds)."""
     query = (select(Image.id, Image.path, Image.crop_path, Image.face_x, Image.face_y, Image.face_w,
-                    Image.face_h, Image.split, Label.label, Label.source)
+                    Image.face_h, Image.split, Label.label, Label.source, Image.face_angle)
              .outerjoin(Label, Label.image_id == Image.id)
              .where(Image.status == STATUS_ACTIVE).order_by(Image.id))
     if split:
@@ -90,7 +91,7 @@ def list_faces(session: Session, *, split: str | None = None, labeled: bool | No
         query = query.limit(limit)
     return [FaceRow(r.id, r.path, r.crop_path,
                     (r.face_x, r.face_y, r.face_w, r.face_h) if r.face_w is not None else None,
-                    r.split, r.label, r.source) for r in session.execute(query)]
+                    r.split, r.label, r.source, r.face_angle) for r in session.execute(query)]
 
 
 def latest_finished_run_id(session: Session) -> int | None:

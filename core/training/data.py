@@ -24,6 +24,7 @@ class FaceTable:
     paths: list[Path]
     crop_paths: list[Path | None]
     boxes: list[tuple[int, int, int, int] | None]
+    angles: list[float | None]  # degrees each crop is turned to level the eyes (None: not turned)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -43,7 +44,7 @@ def load_face_table(project: Project, session: Session) -> FaceTable:
     index = {name: i for i, name in enumerate(class_names())}
     rows = session.execute(
         select(Image.id, Image.split, Image.path, Image.crop_path, Image.face_x, Image.face_y,
-               Image.face_w, Image.face_h, Label.label)
+               Image.face_w, Image.face_h, Image.face_angle, Label.label)
         .outerjoin(Label, Label.image_id == Image.id)
         .where(Image.status == STATUS_ACTIVE).order_by(Image.id)).all()
     return FaceTable(
@@ -53,4 +54,5 @@ def load_face_table(project: Project, session: Session) -> FaceTable:
         paths=[project.resolve_path(r.path) for r in rows],
         crop_paths=[project.resolve_path(r.crop_path) if r.crop_path else None for r in rows],
         boxes=[(r.face_x, r.face_y, r.face_w, r.face_h) if r.face_w is not None else None for r in rows],
+        angles=[r.face_angle for r in rows],
     )

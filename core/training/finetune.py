@@ -50,6 +50,7 @@ class FaceImages(Dataset):
         self.paths = [faces.paths[r] for r in rows]
         self.crops = [faces.crop_paths[r] for r in rows]
         self.boxes = [faces.boxes[r] for r in rows]
+        self.angles = [faces.angles[r] for r in rows]
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         self.slots = torch.as_tensor(slots, dtype=torch.long)
         self.preprocess = preprocess
@@ -68,7 +69,7 @@ class FaceImages(Dataset):
 
     def __getitem__(self, i: int):
         try:
-            face = load_face(self.paths[i], self.crops[i], self.boxes[i])
+            face = load_face(self.paths[i], self.crops[i], self.boxes[i], self.angles[i])
         except ImageProblem as exc:
             raise ImageProblem(f"{self.paths[i]}: {exc}") from None
         tensors = [self.preprocess.to_uint8([self._view(face, kind)])[0] for kind in self.views]
