@@ -13,9 +13,10 @@ corrections, so moving from face to face stays instant.
 """
 from __future__ import annotations
 
-from PySide6.QtCore import QRect, QSize, Qt, QTimer
-from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter
+from PySide6.QtCore import QPointF, QRect, QSize, Qt, QTimer
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPixmap
 from PySide6.QtWidgets import (
+    QCheckBox,
     QFrame,
     QHBoxLayout,
     QLabel,
@@ -29,6 +30,7 @@ from PySide6.QtWidgets import (
 from core.active import QueueItem
 from core.active.evidence import FaceEvidence, LabeledNeighbours, Neighbour
 from core.classes import class_names, expression_classes
+from core.face_points import FacePoints
 from core.store.models import SOURCE_IMPORTED
 from core.store.queries import FaceRow
 from app.background import NewestJobRunner
@@ -150,6 +152,33 @@ class NeighbourStrip(QWidget):
             self.update()
 
 
+# The detector's key points: eyes, nose tip, mouth, ears (landmarks.KEYPOINTS order).
+KEYPOINT_COLORS = ("#4cc9f0", "#4cc9f0", "#f2c14e", "#ef476f", "#90be6d", "#90be6d")
+MESH_COLOR = QColor(255, 255, 255, 150)
+
+
+def with_points(pixmap: QPixmap, points: FacePoints) -> QPixmap:
+    """A copy of the face's pixmap (the face padded into a square, as thumbnails.ensure_thumbnail
+    makes it) with the face mesh as small dots and the key points as larger ones."""
+    side = pixmap.width()
+    scale = min(side / max(points.width, 1), side / max(points.height, 1))
+    dx, dy = (side - points.width * scale) / 2, (side - points.height * scale) / 2
+    out = QPixmap(pixmap)
+    painter = QPainter(out)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    painter.setPen(Qt.PenStyle.NoPen)
+    if points.mesh is not None:
+        painter.setBrush(MESH_COLOR)
+        for x, y in points.mesh:
+            painter.drawEllipse(QPointF(dx + x * scale, dy + y * scale), 0.9, 0.9)
+    if points.keypoints is not None:
+        for (x, y), color in zip(points.keypoints, KEYPOINT_COLORS):
+            painter.setBrush(QColor(color))
+            painter.drawEllipse(QPointF(dx + x * scale, dy + y * scale), 3.0, 3.0)
+    painter.end()
+    return out
+
+
 class DetailPanel(QWidget):
     def __init__(self, state: ProjectState, loader: ThumbnailLoader, parent: QWidget | None = None):
         super().__init__(parent)
@@ -182,9 +211,17 @@ class DetailPanel(QWidget):
         info.addWidget(self.suggestion_text)
         info.addWidget(self.queue_text)
         info.addStretch(1)
+        self.points_box = QCheckBox("Key points")
+        self.points_box.setToolTip("draw the face detector's key points and the face mesh (where computed) "
+                                   "on the face")
+        self.points_box.toggled.connect(self._points_toggled)
+        picture = QVBoxLayout()
+        picture.setSpacing(2)
+        picture.addWidget(self.image)
+        picture.addWidget(self.points_box)
         top = QHBoxLayout()
         top.setSpacing(12)
-        top.addWidget(self.image, 0, Qt.AlignmentFlag.AlignTop)
+        top.addLayout(picture)
         top.addLayout(info, 1)
 
         self.reason_title = _section("Why this face")
@@ -270,8 +307,18 @@ class DetailPanel(QWidget):
         pixmap = self.large_loader.pixmap(face)
         if pixmap is None:
             pixmap = placeholder_pixmap(FACE_SIZE, broken=bool(self.large_loader.error(face.id)))
+        tip = self.large_loader.error(face.id) or face.path
+        if self.points_box.isChecked() and not self.large_loader.error(face.id):
+            points = self.state.api.evidence.face_points(face.id)
+            if points is not None:
+                pixmap = with_points(pixmap, points)
+                tip += "\n" + points.describe()
         self.image.setPixmap(pixmap)
-        self.image.setToolTip(self.large_loader.error(face.id) or face.path)
+        self.image.setToolTip(tip)
+
+    def _points_toggled(self, _on: bool) -> None:
+        if self.face is not None and self.evidence is not None:
+            self._show_image(self.face)
 
     def _show_facts(self, face: FaceRow, evidence: FaceEvidence, item: QueueItem | None) -> None:
         self.title.setText(f"Face {face.id} <span style='color:#8b94a3'>· {evidence.split}</span>")

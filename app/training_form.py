@@ -49,6 +49,10 @@ TOOLTIPS = {
     "dta-snl": "in fine-tune mode DTA-SNL also uses local attention and region dropout on the feature map",
 }
 
+GEOMETRY_TIP = ("head mode: the geometry of each face's 468-point face mesh (eye line level, scale-free) joins "
+                "the image features; computed once per face and cached")
+GEOMETRY_TIP_FINETUNE = "fine-tune mode trains on the images alone; face geometry is a head-mode input"
+
 
 def _switch_default(name: str, algorithm: str) -> bool:
     """A switch's default: MethodConfig's, or where that is None (dynamic thresholds), the algorithm's."""
@@ -106,6 +110,8 @@ class TrainingForm(QWidget):
         self.warning.setStyleSheet("color: #f2c14e;")
         self.warning.setVisible(False)
         self.counts: TrainCounts | None = None
+        self.geometry = QCheckBox("face mesh")
+        self.geometry.setChecked(TrainSettings.geometry)
         self.batch_size = _spin(1, 4096, loop.batch_size, 8)
         self.seed = _spin(0, 999_999, loop.seed)
         # One box per field; an algorithm shows the boxes it reads (dynamic_threshold is shared).
@@ -121,14 +127,17 @@ class TrainingForm(QWidget):
         grid.setVerticalSpacing(5)
         fields = (("Algorithm", self.algorithm), ("Encoder", self.encoder), ("Mode", self.mode),
                   ("Device", self.device), ("Steps", self.steps), ("Batch size", self.batch_size),
-                  ("Seed", self.seed), ("Map", self.projection), ("Warm-up", self.warmup))
+                  ("Seed", self.seed), ("Map", self.projection), ("Geometry", self.geometry),
+                  ("Warm-up", self.warmup))
+        titles = {}
         for i, (title, widget) in enumerate(fields):
             row, column = divmod(i, 2)
-            grid.addWidget(QLabel(title), row, 2 * column)
+            titles[title] = QLabel(title)
+            grid.addWidget(titles[title], row, 2 * column)
             grid.addWidget(widget, row, 2 * column + 1)
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(3, 1)
-        self.warmup_title = grid.itemAtPosition(len(fields) // 2, 0).widget()
+        self.warmup_title, self.geometry_title = titles["Warm-up"], titles["Geometry"]
         self.switches_title = QLabel(TITLES["sitfer"])
         self.switches_title.setObjectName("columnHeader")
         first = (len(fields) + 1) // 2
@@ -145,8 +154,10 @@ class TrainingForm(QWidget):
             combo.currentTextChanged.connect(self.changed)
         for spin in (self.steps, self.batch_size, self.seed, self.warmup):
             spin.valueChanged.connect(self.changed)
-        for box in self.switches.values():
+        for box in (*self.switches.values(), self.geometry):
             box.toggled.connect(self.changed)
+        self.mode.currentTextChanged.connect(self._mode_changed)
+        self._mode_changed(self.mode.currentText())
         self.changed.connect(self._show_resolved)
         self._algorithm_changed(self.algorithm.currentText())
         self._show_resolved()
@@ -168,6 +179,11 @@ class TrainingForm(QWidget):
         for widget in (self.warmup, self.warmup_title):
             widget.setVisible(instance)
 
+    def _mode_changed(self, mode: str) -> None:
+        # Geometry joins cached features: head mode only.
+        self.geometry.setEnabled(mode == "head")
+        self.geometry.setToolTip(GEOMETRY_TIP if mode == "head" else GEOMETRY_TIP_FINETUNE)
+
     def settings(self) -> TrainSettings:
         """The chosen settings (not yet validated: TrainSettings.validate says what is wrong)."""
         algorithm = self.algorithm.currentText()
@@ -186,7 +202,8 @@ class TrainingForm(QWidget):
         device = self.device.currentText()
         return TrainSettings(algorithm=self.algorithm.currentText(), encoder=self.encoder.currentText().strip(),
                              mode=self.mode.currentText(), device=None if device == "auto" else device,
-                             method=method, loop=loop, projection=self.projection.currentText())
+                             method=method, loop=loop, projection=self.projection.currentText(),
+                             geometry=self.geometry.isChecked())
 
     # -- "auto" and what it comes to for this project -------------------------------------------
     def set_train_counts(self, counts: TrainCounts | None) -> None:

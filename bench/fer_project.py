@@ -90,9 +90,31 @@ class BenchmarkData:
     val_x: torch.Tensor
     val_y: np.ndarray
     feature_seconds: float
+    # With geometry=True: the same rows with the face-mesh geometry appended (core/training/geometry.py).
+    features_geometry: np.ndarray | None = None
+    val_x_geometry: torch.Tensor | None = None
+    mesh_seconds: float = 0.0
+    meshes_missing: dict[str, int] | None = None  # faces without a mesh, by split
 
 
-def load_benchmark_data(root: Path, encoder_spec: str, strong_views: int, text_cache: Path | None) -> BenchmarkData:
+def ensure_meshes(project: Project, faces):
+    """The face meshes of every face (computed once into the project's landmark cache)."""
+    from core.training.geometry import LandmarkCache
+
+    started = time.perf_counter()
+    last = [started]
+
+    def progress(done, total):
+        if time.perf_counter() - last[0] > 30:
+            last[0] = time.perf_counter()
+            print(f"meshes {done}/{total} ({done / max(last[0] - started, 1e-9):.1f} faces/s)", flush=True)
+
+    meshes = LandmarkCache(project.cache_dir("features")).load(faces, progress=progress)
+    return meshes, time.perf_counter() - started
+
+
+def load_benchmark_data(root: Path, encoder_spec: str, strong_views: int, text_cache: Path | None,
+                        geometry: bool = False) -> BenchmarkData:
     project = ensure_project(root)
     encoder, faces, features_all, broken, feature_seconds = ensure_features(project, encoder_spec, strong_views)
     class_text = class_text_embeddings(encoder, load_descriptions(), text_cache or project.cache_dir("features"))
@@ -101,8 +123,18 @@ def load_benchmark_data(root: Path, encoder_spec: str, strong_views: int, text_c
     usable[broken] = False
     train_rows = np.flatnonzero((faces.splits == "train") & usable & (truth_all >= 0))
     val_rows = np.flatnonzero((faces.splits == "val") & usable & (faces.labels >= 0))
-    return BenchmarkData(encoder, class_text, features_all[train_rows], truth_all[train_rows], faces.ids[train_rows],
+    data = BenchmarkData(encoder, class_text, features_all[train_rows], truth_all[train_rows], faces.ids[train_rows],
                          torch.from_numpy(features_all[val_rows, 0]), faces.labels[val_rows], feature_seconds)
+    if geometry:
+        from core.training.geometry import with_geometry
+
+        meshes, data.mesh_seconds = ensure_meshes(project, faces)
+        combined = with_geometry(features_all, meshes)
+        data.features_geometry = combined[train_rows]
+        data.val_x_geometry = torch.from_numpy(combined[val_rows, 0])
+        data.meshes_missing = {split: int((~meshes.found[rows, 0]).sum())
+                               for split, rows in (("train", train_rows), ("val", val_rows))}
+    return data
 
 
 def make_studio_copy(root: Path, dest: Path, per_class: int, seed: int) -> dict[str, int]:

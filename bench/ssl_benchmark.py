@@ -57,10 +57,21 @@ SEED_METHODS: dict[str, tuple[str, dict]] = {
     "fixmatch + LEAF modules": ("fixmatch", {"leaf_modules": True}),
     "sitfer + LEAF modules": ("sitfer", {"leaf_modules": True}),
 }
+# Face geometry (issue 21): each method with the image features alone and with the face mesh's
+# geometry appended (core/training/geometry.py); GEOMETRY marks the runs that read it.
+GEOMETRY = "+geometry"
+GEOMETRY_METHODS: dict[str, tuple[str, dict]] = {
+    name: (algorithm, {GEOMETRY: True} if with_geometry else {})
+    for algorithm in ("supervised", "fixmatch", "sitfer")
+    for name, with_geometry in ((algorithm, False), (f"{algorithm} + geometry", True))
+}
 SUITES = {"ssl": (METHODS, "ssl-fer2013", "Semi-supervised FER: FER2013, head mode (frozen encoder)"),
           "seeds": (SEED_METHODS, "seed-methods-fer2013",
-                    "The three seed methods side by side: FER2013, head mode (frozen encoder)")}
+                    "The three seed methods side by side: FER2013, head mode (frozen encoder)"),
+          "geometry": (GEOMETRY_METHODS, "geometry-fer2013",
+                       "Face geometry: FER2013, head mode, each method with and without the face mesh")}
 CEILING = "supervised, all labels"
+CEILING_GEOMETRY = "supervised, all labels + geometry"
 # Settings of sitfer tried on a dev split carved from train (never on val); the best mean dev
 # accuracy is used for sitfer and all its ablations in the reported runs.
 TUNING_GRID: list[dict] = [
@@ -174,9 +185,18 @@ def tune(features, truth, ids, class_text, loop, device, args) -> tuple[dict, li
 
 def run_benchmark(args, checkpoint=None) -> dict:
     device = choose_device(args.device)
-    data = load_benchmark_data(args.project, args.encoder, args.strong_views, args.text_cache)
+    data = load_benchmark_data(args.project, args.encoder, args.strong_views, args.text_cache,
+                               geometry=args.suite == "geometry")
     encoder, class_text, features, truth, ids = data.encoder, data.class_text, data.features, data.truth, data.ids
     val_x, val_y = data.val_x, data.val_y
+
+    def inputs(overrides: dict) -> tuple[dict, np.ndarray, torch.Tensor]:
+        """The method's settings and the train and val features it reads."""
+        overrides = dict(overrides)
+        if overrides.pop(GEOMETRY, False):
+            return overrides, data.features_geometry, data.val_x_geometry
+        return overrides, features, val_x
+
     loop = LoopConfig(steps=args.steps, batch_size=args.batch_size, unlabeled_ratio=args.unlabeled_ratio)
     results: dict = {"settings": {
         "steps": args.steps, "batch_size": args.batch_size, "unlabeled_ratio": args.unlabeled_ratio,
@@ -185,6 +205,12 @@ def run_benchmark(args, checkpoint=None) -> dict:
         "train_faces": int(len(truth)), "val_faces": int(len(val_y)),
         "feature_seconds": data.feature_seconds, "method_defaults": MethodConfig().to_dict(),
         "loop": loop.to_dict()}, "runs": []}
+    if data.meshes_missing is not None:
+        from core.training.geometry import GEOMETRY_GAIN, GEOMETRY_VERSION, NORMALISATION
+
+        results["settings"]["geometry"] = {"mesh_seconds": data.mesh_seconds, "without_mesh": data.meshes_missing,
+                                           "normalisation": NORMALISATION, "gain": GEOMETRY_GAIN,
+                                           "version": GEOMETRY_VERSION}
     chosen: dict = {}
     done: set = set()
     if args.resume_json and args.resume_json.is_file():
@@ -211,7 +237,8 @@ def run_benchmark(args, checkpoint=None) -> dict:
                 algorithm, overrides = catalogue[name]
                 if algorithm == "sitfer":
                     overrides = {**chosen, **overrides}
-                run = run_one(name, algorithm, overrides, features, labels, truth, class_text, val_x, val_y,
+                overrides, train_x, eval_x = inputs(overrides)
+                run = run_one(name, algorithm, overrides, train_x, labels, truth, class_text, eval_x, val_y,
                               LoopConfig(**{**loop.to_dict(), "seed": seed}), device)
                 run.update(labels_per_class=per_class, seed=seed, labeled=int((labels >= 0).sum()))
                 results["runs"].append(run)
@@ -219,17 +246,21 @@ def run_benchmark(args, checkpoint=None) -> dict:
                     checkpoint(results)
                 print(f"N={per_class} seed={seed} {name:<18} fused {run['fused']['accuracy']:.4f} "
                       f"classifier {run['classifier']['accuracy']:.4f} ({run['seconds']:.0f} s)", flush=True)
-    if CEILING in args.methods:
+    ceilings = [(CEILING, {})] + ([(CEILING_GEOMETRY, {GEOMETRY: True})] if args.suite == "geometry" else [])
+    for name, overrides in ceilings:
+        if name not in args.methods:
+            continue
         for seed in args.seeds:
-            if (CEILING, None, seed) in done:
+            if (name, None, seed) in done:
                 continue
-            run = run_one(CEILING, "supervised", {}, features, truth, truth, class_text, val_x, val_y,
+            _overrides, train_x, eval_x = inputs(overrides)
+            run = run_one(name, "supervised", {}, train_x, truth, truth, class_text, eval_x, val_y,
                           LoopConfig(**{**loop.to_dict(), "seed": seed}), device)
             run.update(labels_per_class=None, seed=seed, labeled=int(len(truth)))
             results["runs"].append(run)
             if checkpoint:
                 checkpoint(results)
-            print(f"all labels seed={seed} fused {run['fused']['accuracy']:.4f}", flush=True)
+            print(f"{name} seed={seed} fused {run['fused']['accuracy']:.4f}", flush=True)
     if args.suite != "ssl":
         return results
     results["instance_cost"] = [instance_cost(len(truth), args.batch_size * args.unlabeled_ratio, device)]
@@ -286,13 +317,20 @@ def render(results: dict) -> str:
                 f"{_mean_sd([r['classifier']['balanced_accuracy'] for r in group])} | "
                 f"{statistics.mean(r['seconds'] for r in group):.0f} |")
         lines.append("")
-    lines += _paired_rows(runs, s["labels"])
-    ceiling = [r for r in runs if r["method"] == CEILING]
-    if ceiling:
-        lines += [f"Ceiling, supervised on all {ceiling[0]['labeled']:,} train labels: accuracy "
-                  f"{_mean_sd([r['fused']['accuracy'] for r in ceiling])}, balanced "
-                  f"{_mean_sd([r['fused']['balanced_accuracy'] for r in ceiling])}.", ""]
-    if suite == "seeds":
+    lines += _geometry_gain_rows(runs, s["labels"]) if suite == "geometry" else _paired_rows(runs, s["labels"])
+    for name, what in ((CEILING, ""), (CEILING_GEOMETRY, ", with the face geometry")):
+        ceiling = [r for r in runs if r["method"] == name]
+        if ceiling:
+            lines += [f"Ceiling, supervised on all {ceiling[0]['labeled']:,} train labels{what}: accuracy "
+                      f"{_mean_sd([r['fused']['accuracy'] for r in ceiling])}, balanced "
+                      f"{_mean_sd([r['fused']['balanced_accuracy'] for r in ceiling])}.", ""]
+    geometry = s.get("geometry")
+    if geometry:
+        lines += [f"Face meshes: normalisation `{geometry['normalisation']}`, gain {geometry['gain']}, "
+                  f"geometry version {geometry['version']}; faces without a mesh (their geometry is the "
+                  f"learned default): " + ", ".join(f"{k} {v:,}" for k, v in geometry["without_mesh"].items())
+                  + f"; meshes ready in {geometry['mesh_seconds']:.0f} s (computed on first use, read afterwards).", ""]
+    if suite in ("seeds", "geometry"):
         lines += _pseudo_label_rows_per_method(runs, s["labels"])
     pseudo = [r for r in runs if r["method"] == "sitfer" and "pseudo_labels" in r and suite == "ssl"]
     if pseudo:
@@ -348,14 +386,36 @@ def _paired_rows(runs: list[dict], label_counts: list[int], method: str = "sitfe
         cells = []
         for n in label_counts:
             seeds = sorted(seed for (m, pc, seed) in by_key if m == method and pc == n and (other, n, seed) in by_key)
-            diffs = [(by_key[(method, n, seed)] - by_key[(other, n, seed)]) * 100 for seed in seeds]
-            if not diffs:
-                cells.append("-")
-                continue
-            spread = f" ± {statistics.stdev(diffs):.1f}" if len(diffs) > 1 else ""
-            cells.append(f"{statistics.mean(diffs):+.1f}{spread} ({sum(d > 0 for d in diffs)} of {len(diffs)})")
+            cells.append(_paired_cell([(by_key[(method, n, seed)] - by_key[(other, n, seed)]) * 100 for seed in seeds]))
         rows.append(f"| {other} | " + " | ".join(cells) + " |")
     return header + rows + [""] if rows else []
+
+
+def _paired_cell(diffs: list[float]) -> str:
+    """Paired differences in points: mean ± sd (the count ahead of n), or "-" for none."""
+    if not diffs:
+        return "-"
+    spread = f" ± {statistics.stdev(diffs):.1f}" if len(diffs) > 1 else ""
+    return f"{statistics.mean(diffs):+.1f}{spread} ({sum(d > 0 for d in diffs)} of {len(diffs)})"
+
+
+def _geometry_gain_rows(runs: list[dict], label_counts: list[int]) -> list[str]:
+    """Each method with the face geometry minus the same method without, seed by seed."""
+    by_key = {(r["method"], r["labels_per_class"], r["seed"]): r["fused"]["accuracy"] for r in runs}
+    bases = [name for name in dict.fromkeys(r["method"] for r in runs)
+             if f"{name} + geometry" in {r["method"] for r in runs} and not name.startswith(CEILING)]
+    lines = ["### What the geometry adds, paired by seed", "",
+             "Fused accuracy with the face geometry minus without it, in points, same method, labeled faces and "
+             "training seed: mean ± sd, and the seeds where the geometry helped.", "",
+             "| method | " + " | ".join(f"N = {n}" for n in label_counts) + " |", "|---|" + "---|" * len(label_counts)]
+    for base in bases:
+        cells = []
+        for n in label_counts:
+            cells.append(_paired_cell([(by_key[(f"{base} + geometry", n, seed)] - value) * 100
+                                       for (m, pc, seed), value in sorted(by_key.items(), key=lambda kv: kv[0][2])
+                                       if m == base and pc == n and (f"{base} + geometry", n, seed) in by_key]))
+        lines.append(f"| {base} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _pseudo_label_rows_per_method(runs: list[dict], label_counts: list[int]) -> list[str]:
@@ -405,7 +465,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     if args.methods is None:
-        args.methods = list(SUITES[args.suite][0]) + [CEILING]
+        args.methods = list(SUITES[args.suite][0]) + [CEILING, CEILING_GEOMETRY]
     results = saved_or_run(args, run_benchmark)
     body = render(results)
     print(body)

@@ -23,6 +23,7 @@ from core import labeling
 from core.active import QueueFilters, QueueItem, build_queue
 from core.active.data import load_thresholds
 from core.active.evidence import FaceEvidence, LabeledNeighbours, Neighbour, face_evidence
+from core.face_points import FacePointReader, FacePoints
 from core.labeling import LabelStep, SelectionSummary, Suggestion, UndoState
 from core.run_data import (
     RunMap,
@@ -169,6 +170,13 @@ class RunQueries:
 class EvidenceQueries:
     def __init__(self, project: Project):
         self.project = project
+        self._points: FacePointReader | None = None
+
+    def face_points(self, face_id: int) -> FacePoints | None:
+        """The detector's key points and the cached face mesh of a face, in its image's pixels."""
+        if self._points is None:
+            self._points = FacePointReader(self.project)
+        return self._points.points(face_id)
 
     def thresholds(self, run_id: int) -> np.ndarray | None:
         with self.project.session() as session:

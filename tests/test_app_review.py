@@ -405,3 +405,25 @@ def test_description_editor_saves_and_rescores_the_text_level(qtbot, window, rev
     face_id = window.detail.face_id
     assert np.allclose(window.detail.bars.levels["text"], prediction(review_project, SITFER_RUN, face_id).p_text)
     editor.close()
+
+
+def test_detail_panel_draws_the_face_mesh_when_asked(qtbot, window, review_project):
+    from core.training.data import load_face_table
+    from core.training.geometry import LandmarkCache
+
+    detail = window.detail
+    start_review(qtbot, window)
+    face_id = detail.face_id
+    plain = detail.image.pixmap().toImage()
+    assert not detail.points_box.isChecked()
+    detail.points_box.setChecked(True)  # no mesh computed yet: the face as it was, and why
+    assert detail.image.pixmap().toImage() == plain and "no key points" in detail.image.toolTip()
+    with Project.open(review_project) as project, project.session() as session:
+        faces = load_face_table(project, session)
+        LandmarkCache(project.cache_dir("features")).load(faces, np.flatnonzero(faces.ids == face_id))
+    detail.points_box.setChecked(False)
+    detail.points_box.setChecked(True)
+    assert "468-point face mesh" in detail.image.toolTip()
+    assert detail.image.pixmap().toImage() != plain
+    detail.points_box.setChecked(False)
+    assert detail.image.pixmap().toImage() == plain

@@ -2,6 +2,7 @@
 shards shared between processes, the `features` command and `fill_cache`."""
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -173,8 +174,6 @@ def small_project(tmp_path_factory) -> Path:
 
 
 def test_fill_cache_reports_progress_and_then_has_nothing_to_do(small_project):
-    import io
-
     from core.store.project import Project
 
     stream = io.StringIO()
@@ -188,6 +187,24 @@ def test_fill_cache_reports_progress_and_then_has_nothing_to_do(small_project):
     assert all(e["phase"] == "features" and "eta_s" in e for e in progress)
     assert progress[-1]["step"] == progress[-1]["total"] == first.faces == 112
     assert first.status == "finished" and first.computed == 112 and second.computed == 0
+
+
+def test_fill_cache_computes_the_face_meshes_where_training_reads_the_geometry(small_project, tmp_path):
+    from core.store.project import Project
+    from core.training.geometry import LandmarkCache
+
+    root = tmp_path / "copy"
+    shutil.copytree(small_project, root)
+    with Project.open(root) as project:
+        without = fill_cache(project, "tiny", strong_views=1, geometry=False)
+        folder = LandmarkCache(project.cache_dir("features")).folder
+        assert without.without_mesh is None and not folder.exists()
+        stream = io.StringIO()
+        outcome = fill_cache(project, "tiny", JsonEvents(stream), strong_views=1, geometry=True)
+    assert outcome.status == "finished" and 0 <= outcome.without_mesh <= outcome.faces
+    assert list(folder.glob("shard_*.npz"))
+    finished = json.loads(stream.getvalue().splitlines()[-1])
+    assert finished["event"] == "finished" and finished["without_mesh"] == outcome.without_mesh
 
 
 @pytest.mark.slow

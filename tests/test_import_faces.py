@@ -111,3 +111,28 @@ def test_crops_are_taken_whole_and_never_sent_to_a_detector(project, tmp_path, n
     save(crop, tmp_path / "crops" / "face.png")
     report = import_source(project, tmp_path / "crops", ImportOptions(faces="none"))
     assert report.imported == 1 and report.detector is None and not report.notes
+
+
+def test_face_points_give_the_key_points_and_once_computed_the_mesh_in_the_crops_pixels(project, tmp_path):
+    from core.face_points import FacePointReader
+    from core.training.data import load_face_table
+    from core.training.geometry import LandmarkCache
+
+    save(tilted_astronaut(), tmp_path / "photos" / "tilted.jpg", quality=92)
+    import_source(project, tmp_path / "photos", ImportOptions(faces="detect"))
+    with project.session() as s:
+        face = s.scalars(select(Image)).one()
+    reader = FacePointReader(project)
+    points = reader.points(face.id)
+    assert (points.width, points.height) == (face.face_w, face.face_h) and points.mesh is None
+    right_eye, left_eye = points.keypoints[0], points.keypoints[1]
+    assert abs(right_eye[1] - left_eye[1]) < 0.1 * (left_eye[0] - right_eye[0])
+    assert "6 key points from the blazeface detector" == points.describe()
+    with project.session() as s:
+        LandmarkCache(project.cache_dir("features")).load(load_face_table(project, s))
+    mesh = FacePointReader(project).points(face.id).mesh
+    assert mesh.shape == (468, 2)
+    # The mesh's eye corners lie around the detector's eye points, in the same pixels.
+    assert np.linalg.norm(mesh[[33, 133]].mean(0) - right_eye) < 0.08 * face.face_w
+    assert np.linalg.norm(mesh[[263, 362]].mean(0) - left_eye) < 0.08 * face.face_w
+    assert reader.points(face.id + 1) is None

@@ -258,3 +258,49 @@ def test_torchrun_two_processes_make_one_run(demo_root, tmp_path):
         runs = s.scalars(select(Run).order_by(Run.id)).all()
         assert len(runs) == runs_before + 1 and runs[-1].status == "finished" and runs[-1].id == next(e["run"] for e in events if e["event"] == "started")
         assert s.scalar(select(func.count()).select_from(Prediction).where(Prediction.run_id == runs[-1].id)) == 7 * 52
+
+
+def test_a_head_run_with_face_geometry_reports_faces_without_a_mesh_and_refits_and_rescores(demo_root, tmp_path):
+    from core.encoders.text import load_descriptions
+    from core.training.geometry import GEOMETRY_DIM, LandmarkCache
+    from core.training.refit import refit
+    from core.training.rescore import rescore_text_level
+
+    root = tmp_path / "demo"
+    shutil.copytree(demo_root, root)
+    config = settings("sitfer", steps=60, eval_every=30, checkpoint_every=60, log_every=20)
+    config.geometry = True
+    outcome, events = run_in_process(root, config)
+    assert outcome.status == "finished", events[-1]
+    info = [e["message"] for e in events if e["event"] == "info" and "face mesh" in e["message"]]
+    assert len(info) == 1
+    with Project.open(root) as project:
+        with project.session() as s:
+            missing = s.scalar(select(Metric.value).where(Metric.run_id == outcome.run_id,
+                                                          Metric.name == "faces_without_mesh"))
+            total = s.scalar(select(func.count()).select_from(Prediction).where(Prediction.run_id == outcome.run_id))
+            run = s.get(Run, outcome.run_id)
+            assert run.config["geometry"] is True
+        assert missing is not None and 0 <= missing <= total
+        assert info[0].startswith(f"{int(missing):,} face(s) have no face mesh")
+        assert list(LandmarkCache(project.cache_dir("features")).folder.glob("shard_*.npz"))
+        state = load_checkpoint(project.cache_dir("checkpoints") / f"run_{outcome.run_id}.pt")
+        first = next(v for k, v in state["ema"].items() if k.endswith("weight") and v.dim() == 2)
+        from core.encoders import get_encoder
+
+        assert first.shape[1] == get_encoder("tiny").image_dim + GEOMETRY_DIM  # image features, then geometry
+        # A refit reads the same inputs; re-scoring the text level builds the same head.
+        stream = io.StringIO()
+        refitted = refit(project, outcome.run_id, JsonEvents(stream), steps=5)
+        assert refitted.status == "finished", stream.getvalue()[-500:]
+        rescore_text_level(project, outcome.run_id, load_descriptions())
+
+
+def test_finetune_mode_says_it_leaves_the_geometry_out(demo_root, tmp_path):
+    root = tmp_path / "demo"
+    shutil.copytree(demo_root, root)
+    config = settings("supervised", steps=4, eval_every=4, checkpoint_every=4, log_every=2)
+    config.mode, config.geometry, config.loader_workers = "finetune", True, 0
+    outcome, events = run_in_process(root, config)
+    assert outcome.status == "finished", events[-1]
+    assert any("head mode only" in e.get("message", "") for e in events if e["event"] == "info")

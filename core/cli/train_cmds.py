@@ -112,6 +112,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strong-views", type=int, default=TrainSettings.strong_views,
                    help=f"head mode: strongly augmented views cached per face (default: {TrainSettings.strong_views})")
     p.add_argument("--projection", choices=PROJECTIONS, default="umap", help="the 2-D map written with the run (default: umap)")
+    p.add_argument("--geometry", action=argparse.BooleanOptionalAction, default=TrainSettings.geometry,
+                   help="head mode: the face mesh's geometry (468 points, eye line level, scale-free) joins the "
+                        f"image features; computed once per face and cached (default: {'on' if TrainSettings.geometry else 'off'})")
     p.add_argument("--descriptions", metavar="JSON",
                    help="class descriptions replacing the project's own descriptions.json (if it has one) "
                         "or else resources/descriptions.json")
@@ -170,7 +173,7 @@ def settings_from_args(args) -> TrainSettings:
         device=None if args.device == "auto" else args.device,
         method=MethodConfig.from_dict(_collect(args, MethodConfig, "method_")),
         loop=LoopConfig.from_dict(_collect(args, LoopConfig, "loop_")),
-        strong_views=args.strong_views, projection=args.projection,
+        strong_views=args.strong_views, projection=args.projection, geometry=args.geometry,
         # Absolute: the worker reads a relative path against the project (its own copy's form).
         descriptions=str(Path(args.descriptions).resolve()) if args.descriptions else None,
         loader_workers=args.loader_workers)
@@ -183,7 +186,8 @@ def train_argv(project: str, settings: TrainSettings, events: str = "json") -> l
     argv = ["train", str(project), "--algorithm", settings.algorithm, "--encoder", settings.encoder,
             "--mode", settings.mode, "--device", settings.device or "auto",
             "--projection", settings.projection, "--strong-views", str(settings.strong_views),
-            "--loader-workers", str(settings.loader_workers), "--events", events]
+            "--loader-workers", str(settings.loader_workers), "--events", events,
+            "--geometry" if settings.geometry else "--no-geometry"]
     if settings.descriptions:  # a run's recorded copy is relative to its project
         argv += ["--descriptions", str(Path(project) / settings.descriptions)]
     for config, defaults in ((settings.loop, LoopConfig()), (settings.method, MethodConfig())):

@@ -216,7 +216,7 @@ class FeatureCache:
         images, owners, failed = [], [], []
         for i, row in enumerate(rows):
             try:
-                face = load_face(faces.paths[row], faces.crop_paths[row], faces.boxes[row])
+                face = load_face(faces.paths[row], faces.crop_paths[row], faces.boxes[row], faces.angles[row])
             except ImageProblem:
                 failed.append(i)
                 continue
@@ -295,13 +295,15 @@ class FillOutcome:
     unreadable: int
     seconds: float
     engine: str
+    without_mesh: int | None = None  # faces the face mesh could not read (None: meshes not filled)
 
 
 def fill_cache(project, encoder_name: str | None = None, events=None,
                should_stop: Callable[[], bool] = lambda: False, strong_views: int | None = None,
-               engine: str = "auto") -> FillOutcome:
+               engine: str = "auto", geometry: bool | None = None) -> FillOutcome:
     """Compute the features a head-mode run will read, for every active face of the project that
     lacks them: the `features` command, the studio after an import, and the warm worker call it.
+    With `geometry` (default: the training default) the face meshes too (core/training/geometry.py).
 
     Events: started, progress (phase "features", step, total, eta_s), then finished or
     cancelled. A stop request (should_stop) keeps every shard written so far."""
@@ -328,17 +330,31 @@ def fill_cache(project, encoder_name: str | None = None, events=None,
         counted[0] = done
         progress(done, total)
 
+    geometry = TrainSettings.geometry if geometry is None else geometry
+    without_mesh = None
     try:
         _features, broken = cache.load(faces, progress=report, should_stop=should_stop)
+        if geometry:
+            from core.training.geometry import LandmarkCache
+
+            events.emit("progress", phase="features", step=0, total=len(faces), eta_s=None,
+                        message=f"face meshes of {len(faces):,} faces")
+            progress = _progress_events(events)
+            meshes = LandmarkCache(project.cache_dir("features")).load(faces, progress=progress,
+                                                                        should_stop=should_stop)
+            readable = np.ones(len(faces), dtype=bool)
+            readable[broken] = False
+            without_mesh = int((~meshes.found[readable, 0]).sum())
     except InterruptedError:
         seconds = time.perf_counter() - started
         events.emit("cancelled", computed=counted[0],
                     message=f"stopped after {counted[0]:,} faces; what was computed is kept")
         return FillOutcome("cancelled", len(faces), counted[0], 0, seconds, engine_name)
     seconds = time.perf_counter() - started
-    outcome = FillOutcome("finished", len(faces), counted[0], len(broken), seconds, engine_name)
+    outcome = FillOutcome("finished", len(faces), counted[0], len(broken), seconds, engine_name, without_mesh)
     events.emit("finished", faces=outcome.faces, computed=outcome.computed, unreadable=outcome.unreadable,
-                seconds=round(seconds, 1), engine=outcome.engine, message=_finished_message(outcome))
+                without_mesh=without_mesh, seconds=round(seconds, 1), engine=outcome.engine,
+                message=_finished_message(outcome))
     return outcome
 
 
@@ -365,4 +381,6 @@ def _finished_message(outcome: FillOutcome) -> str:
             f"({rate:.0f} faces/s, {outcome.engine}); {outcome.faces:,} faces cached in all")
     if outcome.unreadable:
         text += f"; {outcome.unreadable} face(s) could not be read"
+    if outcome.without_mesh:
+        text += f"; {outcome.without_mesh} face(s) have no face mesh"
     return text

@@ -50,7 +50,7 @@ from core.training import placement
 from core.training.checkpoints import load_checkpoint
 from core.training.data import FaceTable, load_face_table
 from core.training.events import EventSink, NullEvents
-from core.training.features import FeatureCache
+from core.training.geometry import load_head_inputs
 from core.training.hooks import CheckpointHook, MetricsHook, StopHook
 from core.training.loop import Hook, Trainer
 from core.training.pruning import KEEP_REFITS, prune_refits
@@ -130,13 +130,14 @@ class RefitMemory:
 
     def features_for(self, project: Project, faces: FaceTable, settings: TrainSettings, events: EventSink,
                      should_stop: Callable[[], bool]) -> tuple[np.ndarray, list[int]]:
-        key = (settings.encoder, settings.strong_views, str(project.root), faces.ids.tobytes())
+        key = (settings.encoder, settings.strong_views, settings.uses_geometry, str(project.root), faces.ids.tobytes())
         if self.features_key != key:
             _phase(events, "features", f"reading the cached features of {len(faces)} faces")
-            cache = FeatureCache(project.cache_dir("features"), self.encoder, settings.strong_views, seed=0)
-            self.features, self.broken = cache.load(
-                faces, progress=lambda done, total: events.emit("progress", phase="features", step=done, total=total),
+            inputs = load_head_inputs(
+                project, self.encoder, faces, settings.strong_views, settings.uses_geometry,
+                progress=lambda done, total: events.emit("progress", phase="features", step=done, total=total),
                 should_stop=should_stop)
+            self.features, self.broken = inputs.features, inputs.broken
             self.features_key = key
         else:
             _phase(events, "features", f"the features of {len(faces)} faces are in memory")

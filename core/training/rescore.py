@@ -54,7 +54,7 @@ def rescore_text_level(project: Project, run_id: int, descriptions: dict[str, li
     from core.encoders.text import check_descriptions, class_text_embeddings
     from core.ssl.fusion import LevelProbs, fuse
     from core.ssl.levels import text_probs
-    from core.training.features import FeatureCache
+    from core.training.geometry import head_input_dim, load_head_inputs
     from core.training.head import build_method
     from core.training.results import extras_as_json
 
@@ -76,7 +76,8 @@ def rescore_text_level(project: Project, run_id: int, descriptions: dict[str, li
     encoder = get_encoder(settings.encoder, device=device)
     class_text = class_text_embeddings(encoder, descriptions, project.cache_dir("features"))
     # The memory bank is not used here (the instance level is kept as stored): one slot will do.
-    algorithm, head = build_method(settings, encoder.image_dim, class_text, 1, torch.device(device))
+    algorithm, head = build_method(settings, head_input_dim(encoder.image_dim, settings.uses_geometry), class_text, 1,
+                                   torch.device(device))
     if "text" not in algorithm.levels:
         raise RescoreError(f"run {run_id} ({settings.algorithm}) was trained without the text level: "
                            f"there is nothing to re-score (train with --algorithm sitfer)")
@@ -90,7 +91,6 @@ def rescore_text_level(project: Project, run_id: int, descriptions: dict[str, li
     ids = np.array([f for f in stored.face_ids if f in row_of], dtype=np.int64)  # active faces only
     if not len(ids):
         raise RescoreError(f"run {run_id} has no predictions for this project's active faces")
-    cache = FeatureCache(project.cache_dir("features"), encoder, settings.strong_views, seed=0)
     config = settings.method
     names = class_names()
     updates, changed = [], 0
@@ -98,7 +98,8 @@ def rescore_text_level(project: Project, run_id: int, descriptions: dict[str, li
         chunk = ids[start:start + CHUNK]
         report(f"re-scoring faces {start + 1:,}-{start + len(chunk):,} of {len(ids):,}", start / len(ids))
         rows = np.array([row_of[int(f)] for f in chunk], dtype=np.int64)
-        features, broken = cache.load(faces, rows)
+        inputs = load_head_inputs(project, encoder, faces, settings.strong_views, settings.uses_geometry, rows)
+        features, broken = inputs.features, inputs.broken
         if broken:
             raise RescoreError(f"{len(broken)} face(s) of run {run_id} could not be read for their features "
                                f"(e.g. face {int(chunk[broken[0]])}); nothing was changed")

@@ -368,7 +368,9 @@ def _train(server: WarmWorker, request: dict) -> bool:
     if not isinstance(raw, dict):
         raise BadCommand(f"train: \"settings\" must be an object (TrainSettings.to_dict()), not {raw!r}")
     try:
-        settings = TrainSettings.from_dict(raw)
+        # A request that leaves geometry out gets today's default (from_dict reads a missing key
+        # as "off": that is how runs recorded before it trained).
+        settings = TrainSettings.from_dict({"geometry": TrainSettings.geometry, **raw})
         settings.validate()
     except (TypeError, ValueError) as exc:
         raise BadCommand(f"train: bad settings: {exc}") from None

@@ -132,6 +132,8 @@ class TrainSettings:
     loader_workers: int = 2  # fine-tune mode: image-decoding processes per training process
     projection: str = "umap"
     descriptions: str | None = None  # a descriptions JSON replacing resources/descriptions.json
+    # Head mode: the face mesh's geometry joins the image features (core/training/geometry.py).
+    geometry: bool = False
 
     def validate(self) -> None:
         algorithm_traits(self.algorithm)  # a clear error for an unknown name
@@ -150,6 +152,11 @@ class TrainSettings:
         m = self.method
         return spatial_options(m.local_attention, m.region_dropout, m.region_grid,
                                algorithm_traits(self.algorithm).spatial_modules, self.mode)
+
+    @property
+    def uses_geometry(self) -> bool:
+        """Geometry is read in head mode only: fine-tune mode trains on the images alone."""
+        return self.geometry and self.mode == "head"
 
     def balanced_sampling(self) -> bool:
         """--balanced-sampling / --no-balanced-sampling, else what the algorithm prefers."""
@@ -190,6 +197,7 @@ class TrainSettings:
     @classmethod
     def from_dict(cls, data: dict) -> "TrainSettings":
         data = dict(data)
+        data.setdefault("geometry", False)  # runs recorded before it existed trained without it
         method = MethodConfig.from_dict(data.pop("method", {}))
         loop = LoopConfig.from_dict(data.pop("loop", {}))
         return cls(method=method, loop=loop, **data)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -37,7 +37,7 @@ from core.store.queries import project_stats
 from core.training.checkpoints import load_checkpoint
 from core.training.data import FaceTable, load_face_table
 from core.training.events import EtaClock, EventSink, NullEvents
-from core.training.features import FeatureCache
+from core.training.geometry import load_head_inputs, without_mesh_message
 from core.training.hooks import CheckpointHook, EvalHook, MetricsHook, ProgressHook, StopHook, write_metrics
 from core.training.inference import Predictions, predict, predict_batches
 from core.training.head import build_head_trainer, build_method, check_labels
@@ -220,6 +220,7 @@ class PreparedRun:
     usable: np.ndarray  # faces that can be predicted
     train_rows: np.ndarray
     predict_all: Callable[[np.ndarray, np.ndarray], Predictions]  # (rows, own bank slot) -> predictions
+    facts: dict[str, float] = field(default_factory=dict)  # about the data, written as step-0 metrics
 
 
 def _execute(project: Project, run_id: int, settings: TrainSettings, events: EventSink,
@@ -247,6 +248,8 @@ def _execute(project: Project, run_id: int, settings: TrainSettings, events: Eve
     prepared = prepare(faces, train_labels, encoder, class_text, settings, device, hooks,
                        metrics_hook if main else None, project=project, events=events, should_stop=should_stop)
     trainer, train_rows = prepared.trainer, prepared.train_rows
+    if main and prepared.facts:
+        write_metrics(project, run_id, 0, prepared.facts)
     if main:
         train_ids = torch.from_numpy(np.ascontiguousarray(faces.ids[train_rows], dtype=np.int64))
         trainer.add_hook(CheckpointHook(checkpoint_path, lambda: {"train_face_ids": train_ids}))
@@ -338,16 +341,20 @@ def _prepare_head(faces, train_labels, encoder, class_text, settings, device, ho
                   project, events, should_stop) -> PreparedRun:
     if distributed.active():
         raise RunError("head mode trains in one process; use --mode finetune with torchrun")
-    cache = FeatureCache(project.cache_dir("features"), encoder, settings.strong_views, seed=0)
     events.emit("phase", phase="features", message=f"features of {len(faces):,} faces "
-                                                   f"({cache.views} views each; cached after the first run)")
+                                                   f"({2 + settings.strong_views} views each; cached after the first run)")
     clock = EtaClock()
-    features, broken = cache.load(
-        faces, progress=lambda done, total: events.emit("progress", phase="features", step=done, total=total,
-                                                        eta_s=clock.eta_s(done, total)),
-        should_stop=should_stop)
-    return prepare_head_from_features(faces, features, broken, train_labels, class_text, settings, device, hooks,
-                                      metrics_hook, events)
+    inputs = load_head_inputs(
+        project, encoder, faces, settings.strong_views, settings.uses_geometry,
+        progress=lambda done, total: events.emit("progress", phase="features", step=done, total=total,
+                                                 eta_s=clock.eta_s(done, total)),
+        should_stop=should_stop, events=events)
+    prepared = prepare_head_from_features(faces, inputs.features, inputs.broken, train_labels, class_text, settings,
+                                          device, hooks, metrics_hook, events)
+    if inputs.without_mesh is not None:
+        events.emit("info", message=without_mesh_message(inputs.without_mesh))
+        prepared.facts["faces_without_mesh"] = inputs.without_mesh
+    return prepared
 
 
 def prepare_head_from_features(faces: FaceTable, features: np.ndarray, broken: list[int], train_labels: np.ndarray,
@@ -383,6 +390,9 @@ def prepare_finetune(faces, train_labels, encoder, class_text, settings, device,
 
     from core.training.finetune import FineTuneModel, ImageBatches, plain_batches, spatial_pool
 
+    if settings.geometry and events is not None:
+        events.emit("info", message="face geometry joins the features in head mode only; this fine-tune run "
+                                    "trains on the images alone")
     usable = np.ones(len(faces), dtype=bool)  # unreadable files fail the run, naming the file
     train_rows = np.flatnonzero(faces.splits == "train")
     _check_train(train_labels[train_rows])
