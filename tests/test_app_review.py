@@ -411,6 +411,10 @@ def test_detail_panel_draws_the_face_mesh_when_asked(qtbot, window, review_proje
     from core.training.data import load_face_table
     from core.training.geometry import LandmarkCache
 
+    import shutil
+
+    with Project.open(review_project) as project:  # a project whose meshes are not computed yet
+        shutil.rmtree(LandmarkCache(project.cache_dir("features")).folder)
     detail = window.detail
     start_review(qtbot, window)
     face_id = detail.face_id

@@ -154,9 +154,11 @@ def test_a_run_launched_from_the_panel_finishes_and_shows_everywhere(qtbot, wind
     run_id = outcome.run_id
     assert panel.status.property("runState") == "finished" and f"Run {run_id} finished" in panel.status.text()
     assert "Final val accuracy" in panel.status.text()
-    # Every phase was shown in order, and the bar ends full only now that the run has finished.
+    # Every phase was shown in order, and the bar ends full only now that the run has finished;
+    # the features phase says twice what it does (image features, then the face meshes).
     phases = [e["phase"] for e in events if e["event"] == "phase"]
-    assert phases == ["starting", "encoder", "features", "training", "predictions", "map"]
+    assert phases == ["starting", "encoder", "features", "features", "training", "predictions", "map"]
+    assert "face meshes" in [e for e in events if e["event"] == "phase"][3]["message"]
     assert any(e["event"] == "progress" and e["phase"] == "training" and e["total"] == 30 for e in events)
     assert panel.progress.value() == panel.progress.maximum() == 1 and panel.progress.format() == "done"
     assert panel.run_progress.done == set(PHASES) and "✓ map" in panel.run_progress.strip.text()

@@ -189,13 +189,13 @@ def test_fill_cache_reports_progress_and_then_has_nothing_to_do(small_project):
     assert first.status == "finished" and first.computed == 112 and second.computed == 0
 
 
-def test_fill_cache_computes_the_face_meshes_where_training_reads_the_geometry(small_project, tmp_path):
-    from core.store.project import Project
+def test_fill_cache_computes_the_face_meshes_where_training_reads_the_geometry(tmp_path):
+    from core.ingest.demo import DemoSettings, create_demo_project
     from core.training.geometry import LandmarkCache
 
-    root = tmp_path / "copy"
-    shutil.copytree(small_project, root)
-    with Project.open(root) as project:
+    project, _ = create_demo_project(tmp_path / "demo", DemoSettings(train_per_class=4, val_per_class=2,
+                                                                       labeled_per_class=2, seed=5))
+    with project:
         without = fill_cache(project, "tiny", strong_views=1, geometry=False)
         folder = LandmarkCache(project.cache_dir("features")).folder
         assert without.without_mesh is None and not folder.exists()

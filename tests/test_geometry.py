@@ -118,3 +118,15 @@ def test_the_landmark_cache_computes_once_and_keeps_unreadable_faces_as_not_foun
     again = LandmarkCache(tmp_path / "features").load(faces, np.array([1, 0]))
     assert again.found.tolist() == [[False, False], [True, True]]
     assert np.array_equal(again.points[1], meshes.points[0])
+
+
+def test_without_the_mesh_model_a_geometry_run_cannot_start_and_says_what_to_do(tmp_path, small_face, monkeypatch):
+    from core.ingest import landmarks
+
+    monkeypatch.setattr(landmarks, "MODELS_DIR", tmp_path / "no-models")
+    path = save(PILImage.fromarray(small_face), tmp_path / "face.png")
+    faces = FaceTable(ids=np.array([1], dtype=np.int64), splits=np.array(["train"], dtype=object),
+                      labels=np.array([-1]), paths=[path], crop_paths=[None], boxes=[None], angles=[None])
+    with pytest.raises(geometry.GeometryUnavailable, match="face_landmark.tflite|face_detection_short_range") as info:
+        LandmarkCache(tmp_path / "features").load(faces)
+    assert "--no-geometry" in str(info.value)

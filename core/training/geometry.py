@@ -47,10 +47,18 @@ GEOMETRY_DIM = POINTS * 3 + 1  # x, y, z of each point, then "no mesh"
 REFERENCE_FILE = RESOURCES_DIR / "models" / "face_mesh_reference.npy"
 
 
-def _mesh_models():
-    from core.ingest.landmarks import FaceDetector, FaceMesh
+class GeometryUnavailable(RuntimeError):
+    """The face mesh cannot run here, so a run with face geometry cannot start; says what to do."""
 
-    return FaceDetector(model="short"), FaceMesh()
+
+def _mesh_models():
+    from core.ingest.landmarks import FaceDetector, FaceMesh, LandmarksUnavailable
+
+    try:
+        return FaceDetector(model="short"), FaceMesh()
+    except LandmarksUnavailable as exc:
+        raise GeometryUnavailable(f"face geometry needs MediaPipe's face mesh, which cannot run here: {exc}; "
+                                  f"or train without it (--no-geometry, or untick Geometry)") from None
 
 
 def mesh_of_face(rgb: np.ndarray, detector, mesh) -> np.ndarray | None:
@@ -276,5 +284,7 @@ def load_head_inputs(project, encoder, faces: FaceTable, strong_views: int, uses
 
 
 def without_mesh_message(count: int) -> str:
+    if count == 0:
+        return "face geometry: every face has a face mesh"
     return (f"{count:,} face(s) have no face mesh (the landmarker could not read them): their geometry is "
             f"the head's learned default for such faces")

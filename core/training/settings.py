@@ -132,8 +132,9 @@ class TrainSettings:
     loader_workers: int = 2  # fine-tune mode: image-decoding processes per training process
     projection: str = "umap"
     descriptions: str | None = None  # a descriptions JSON replacing resources/descriptions.json
-    # Head mode: the face mesh's geometry joins the image features (core/training/geometry.py).
-    geometry: bool = False
+    # Head mode: the face mesh's geometry joins the image features (core/training/geometry.py);
+    # on by default: +2 to +5 points for every method on FER2013 (docs/benchmarks.md).
+    geometry: bool = True
 
     def validate(self) -> None:
         algorithm_traits(self.algorithm)  # a clear error for an unknown name
