@@ -3,7 +3,7 @@
     QT_QPA_PLATFORM=offscreen python -m app.screenshot PROJECT OUT.png [--size 1280x800]
         [--view map|training|review] [--color label|pseudo|confidence|disagreement]
         [--train ENCODER --steps N --projection umap|pca]
-        [--strategy S] [--detail-output DETAIL.png] [--help-output HELP.png]
+        [--strategy S] [--detail-output DETAIL.png] [--help-output HELP.png] [--key-points]
 
 --view raises the embedding map or the training dock, or shows the review queue with the face
 details (--strategy picks its ranking; --detail-output also saves the details dock alone);
@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategy", help="the review queue's strategy (with --view review)")
     parser.add_argument("--detail-output", help="also save the face details dock alone here")
     parser.add_argument("--help-output", help="also save the window with the keyboard help shown here")
+    parser.add_argument("--key-points", action="store_true",
+                        help="tick the details' Key points (without --view review: the grid's first face, details raised)")
     parser.add_argument("--dock-width", type=int, default=0, help="width of the right-hand docks in pixels")
     parser.add_argument("--color", help="the map's colouring: label, pseudo, confidence or disagreement")
     parser.add_argument("--select-around", metavar="CLASS",
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         window.training_dock.raise_()
     elif args.view == "review":
         _review(app, window, args.strategy)
+    if args.key_points:
+        _key_points(app, window, args.view != "review")
     if args.color:
         window.map_view.set_color_mode(args.color)
     if args.select_around:
@@ -102,6 +106,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"saved {args.help_output}")
     window.close()
     return 0
+
+
+def _key_points(app, window, first_face: bool) -> None:
+    """The details dock with the key points drawn, on the grid's first face if asked."""
+    detail = window.detail
+    if first_face:
+        window.grid.select_row(0)
+        window.detail_dock.raise_()
+    _wait(app, lambda: detail.face is not None and detail.large_loader.cached(detail.face.id) is not None, 30)
+    detail.points_box.setChecked(True)
+    _wait(app, lambda: False, 0.2)
 
 
 def _review(app, window, strategy: str | None) -> None:
