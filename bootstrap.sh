@@ -27,3 +27,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     .venv/bin/python -m core.projection || echo "bootstrap.sh: note: the map's numba cache was not filled" >&2
     echo "$want" > "$stamp"
 fi
+# The window needs some X11 libraries a fresh Debian/Ubuntu lacks: name the apt-get line now (a
+# warning only: the tests and the commands run without them).
+if [ "$(uname -s)" = Linux ]; then
+    .venv/bin/python -m app.platform_check || true
+fi

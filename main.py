@@ -20,6 +20,13 @@ def main(argv: list[str] | None = None) -> int:
         from core.threads import configure_threads
 
         configure_threads("studio")  # compute belongs to the workers it launches (core/threads.py)
+        from app.platform_check import uses_xcb, window_problem
+
+        # Qt aborts the process when its X11 plugin cannot load; say what to install instead.
+        problem = window_problem() if uses_xcb() else None
+        if problem:
+            print(problem, file=sys.stderr)
+            return 1
         from app.main import run_app
 
         project = argv[1] if argv and argv[0] == "gui" and len(argv) > 1 else (
