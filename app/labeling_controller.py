@@ -1,7 +1,7 @@
 """The annotator's keyboard and menu actions on the face grids, done through core.labeling.
 
 Keys act on the grid that has focus (the review queue or the all-faces grid): 1-7 (the keys in
-resources/classes.json) give the current face its label and move on to the next face; Enter
+core/resources/classes.json) give the current face its label and move on to the next face; Enter
 accepts the run's suggestion; Space skips; Backspace/Delete clears the label; arrows move (the
 grid's own keys). With several faces selected (by hand, or everything the embedding map's lasso
 left in the grid), a number, Enter or Backspace changes them all as one undoable step; faces of

@@ -1,4 +1,4 @@
-"""The expression classes, read from resources/classes.json, and mapping of other names onto them."""
+"""The expression classes, read from core/resources/classes.json, and mapping of other names onto them."""
 from __future__ import annotations
 
 import json

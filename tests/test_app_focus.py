@@ -23,7 +23,7 @@ from tests.studio_runs import make_demo, project_copy, studio_window  # noqa: E4
 from tests.test_app import FakeDialogs  # noqa: E402
 
 ANNOTATOR = "tester"
-DISGUST_KEY = "3"  # resources/classes.json
+DISGUST_KEY = "3"  # core/resources/classes.json
 
 
 class FocusDialogs(FakeDialogs):

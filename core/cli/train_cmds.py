@@ -117,7 +117,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         f"image features; computed once per face and cached (default: {'on' if TrainSettings.geometry else 'off'})")
     p.add_argument("--descriptions", metavar="JSON",
                    help="class descriptions replacing the project's own descriptions.json (if it has one) "
-                        "or else resources/descriptions.json")
+                        "or else core/resources/descriptions.json")
     p.add_argument("--events", choices=("text", "json"), default="text",
                    help="json: one JSON object per line on stdout, for the studio")
     p.add_argument("--resume", type=int, metavar="RUN", help="continue a cancelled or failed run from its checkpoint")

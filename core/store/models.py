@@ -2,7 +2,7 @@
 
 Labels and classes are stored as canonical class names (see core/classes.py), so the database
 reads on its own and survives a change of class order. Probability vectors are JSON lists in
-class order (resources/classes.json), which works on SQLite and PostgreSQL alike.
+class order (core/resources/classes.json), which works on SQLite and PostgreSQL alike.
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ unreadable image) is kept as "not found".
 
 The vector (`geometry_vector`) is the mesh turned so the eye line is level, centred and scaled
 by NORMALISATION, minus a reference face (the mean of the public-domain astronaut photo's mesh
-and its mirror's, shipped as resources/models/face_mesh_reference.npy), times GEOMETRY_GAIN; a
+and its mirror's, shipped as core/resources/models/face_mesh_reference.npy), times GEOMETRY_GAIN; a
 face without a mesh is all zeros (the reference face) with its last element, "no mesh", at 1:
 the head learns what such a face looks like.
 """

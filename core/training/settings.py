@@ -131,7 +131,7 @@ class TrainSettings:
     strong_views: int = 2  # head mode: strongly augmented views cached per face (each costs one encoder pass)
     loader_workers: int = 2  # fine-tune mode: image-decoding processes per training process
     projection: str = "umap"
-    descriptions: str | None = None  # a descriptions JSON replacing resources/descriptions.json
+    descriptions: str | None = None  # a descriptions JSON replacing core/resources/descriptions.json
     # Head mode: the face mesh's geometry joins the image features (core/training/geometry.py);
     # on by default: +2 to +5 points for every method on FER2013 (docs/benchmarks.md).
     geometry: bool = True

@@ -1,9 +1,10 @@
-"""Locate files shipped in the repository's resources/ folder."""
+"""The files the studio ships (classes, class descriptions, face models), in this package's folder:
+found the same way in a checkout and in an installed wheel (package data)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-RESOURCES_DIR = Path(__file__).resolve().parent.parent / "resources"
+RESOURCES_DIR = Path(__file__).resolve().parent
 
 
 def resource_path(name: str) -> Path:
