@@ -51,7 +51,8 @@ def start_studio(project: str | None, dialogs=None, demo_settings: DemoSettings 
 def run_app(project: str | None) -> int:
     app = application()
     window = start_studio(project, train_first_model=True)
-    hook = ErrorHook(window.dialogs.error, lambda: window.state.root)
+    state = window.state  # the hook must not reach for the window once it is deleted below
+    hook = ErrorHook(window.dialogs.error, lambda: state.root)
     hook.install()
     try:
         code = app.exec()
