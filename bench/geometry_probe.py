@@ -4,8 +4,9 @@ val), what it costs per face, and how often the mesh cannot read a face.
 Linear probes (logistic regression on standardised inputs, scikit-learn) trained on N = 100 train
 faces per class (5 seeds) and scored on DEV_FACES other train faces (hidden truth): the image
 features alone, the geometry alone under each normalisation (with and without depth), and both.
-The winner becomes core/training/geometry.py's NORMALISATION; its GEOMETRY_GAIN is chosen the same
-way, with the studio's own supervised head on image features + geometry.
+The winner becomes core/training/geometry.py's NORMALISATION; its LAYOUT (which points, with or
+without depth) and GEOMETRY_GAIN are chosen the same way, with the studio's own supervised head on
+image features + geometry.
 
     python -m bench.geometry_probe          # writes the "geometry-probe" section of docs/benchmarks.md
 """
@@ -24,8 +25,9 @@ from bench.report import machine_summary, write_section
 from bench.ssl_benchmark import labeled_subset
 from core.training.geometry import NORMALISATIONS, POINTS, LandmarkCache, geometry_vector
 
-GAINS = (1.0, 8.0, 24.0)
-HEAD_SEEDS = (0, 1)
+# (layout, gain) pairs tried with the studio's head.
+HEAD_TRIALS = (("full", 1.0), ("full", 8.0), ("full", 24.0), ("contours", 8.0), ("contours", 16.0), ("contours", 24.0))
+HEAD_SEEDS = (0, 1, 2)
 HEAD_STEPS = 1000
 DEV_FACES = 3000
 PER_CLASS = 100
@@ -44,7 +46,9 @@ def probe(train_x: np.ndarray, train_y: np.ndarray, dev_x: np.ndarray, dev_y: np
 
 
 def geometry_inputs(meshes, how: str, depth: bool) -> np.ndarray:
-    vectors = geometry_vector(meshes.points[:, 0].astype(np.float32), meshes.found[:, 0], how)
+    from core.training.geometry import FULL_MESH
+
+    vectors = geometry_vector(meshes.points[:, 0].astype(np.float32), meshes.found[:, 0], how, layout=FULL_MESH)
     if depth:
         return vectors
     xy = vectors[:, :-1].reshape(len(vectors), POINTS, 3)[:, :, :2].reshape(len(vectors), -1)
@@ -52,28 +56,31 @@ def geometry_inputs(meshes, how: str, depth: bool) -> np.ndarray:
 
 
 def head_gain_trials(features, meshes, truth, faces, pool, dev, how: str) -> dict[str, list[float]]:
-    """The gain of the geometry vector, tried where it is used: a supervised head (the studio's
-    own trainer) on image features + geometry, N = PER_CLASS, scored on the dev split."""
+    """The layout and gain of the geometry vector, tried where they are used: a supervised head
+    (the studio's own trainer) on image features + geometry, N = PER_CLASS, scored on the dev
+    split; the image features alone beside them."""
     import torch
 
-    from core.training.geometry import with_geometry
+    from core.training.geometry import CONTOURS, FULL_MESH, with_geometry
     from core.training.head import build_head_trainer
     from core.training.inference import predict
     from core.training.loop import LoopConfig
     from core.training.settings import TrainSettings
 
     encoder_text = torch.zeros(7, 384)  # the supervised head reads no class text
+    layouts = {"full": FULL_MESH, "contours": CONTOURS}
     results: dict[str, list[float]] = {}
-    for gain in GAINS:
-        joined = with_geometry(features, meshes, how, gain)
+    for layout, gain in (("none", 0.0), *HEAD_TRIALS):
+        joined = features if layout == "none" else with_geometry(features, meshes, how, gain, layouts[layout])
+        key = "image features alone" if layout == "none" else f"{layouts[layout].name}, gain {gain:g}"
         for seed in HEAD_SEEDS:
             chosen = labeled_subset(truth[pool], faces.ids[pool], PER_CLASS, seed)
             settings = TrainSettings(algorithm="supervised", loop=LoopConfig(steps=HEAD_STEPS, seed=seed))
             trainer = build_head_trainer(joined[pool], chosen, encoder_text, settings, torch.device("cpu"))
             trainer.run()
             dev_pred = predict(trainer.ema.module, trainer.algorithm, torch.from_numpy(joined[dev, 0]), trainer.step)
-            results.setdefault(f"{gain:g}", []).append(float((dev_pred.fused.argmax(1) == truth[dev]).mean()))
-        print(f"gain {gain:g}: supervised head dev accuracy {results[f'{gain:g}']}", flush=True)
+            results.setdefault(key, []).append(float((dev_pred.fused.argmax(1) == truth[dev]).mean()))
+        print(f"{key}: supervised head dev accuracy {results[key]}", flush=True)
     return results
 
 
@@ -124,7 +131,7 @@ def run(root: Path) -> dict:
         "machine": machine_summary(), "per_class": PER_CLASS, "seeds": list(SEEDS), "dev_faces": DEV_FACES,
         "scores": {**scores, **combined}, "normalisation": best, "gains": gains, "head_steps": HEAD_STEPS,
         "rms": {"image features": rms_image, **{how: float(np.sqrt((geometry_vector(
-            meshes.points[found, 0].astype(np.float32), found[found], how)[:, :-1] ** 2).mean()))
+            meshes.points[found, 0].astype(np.float32), found[found], how, gain=1.0)[:, :-1] ** 2).mean()))
             for how in NORMALISATIONS}},
         "found": {split: [int(found[faces.splits == split].sum()), int((faces.splits == split).sum())]
                   for split in ("train", "val")},
@@ -155,14 +162,15 @@ def render(r: dict) -> str:
               + (f"; the project's meshes took {r['all_meshes_seconds']:.0f} s to compute" if r["all_meshes_seconds"] > 5
                  else "") + ".",
               "",
-              "Root-mean-square of each input before the gain: " + ", ".join(
+              "Root-mean-square of each input before the gain (the geometry in the contour layout): " + ", ".join(
                   f"{k} {v:.3f}" for k, v in r["rms"].items()) + ".", "",
-              f"The gain, tried where it is used: the studio's supervised head ({r['head_steps']} steps, "
-              f"N = {r['per_class']}, seeds {', '.join(map(str, HEAD_SEEDS))}) on image features + geometry "
-              f"(`{r['normalisation']}`, with depth), dev accuracy %:", "",
-              "| gain | dev accuracy % |", "|---|---|"]
-    for gain, values in r["gains"].items():
-        lines.append(f"| {gain} | " + ", ".join(f"{v * 100:.1f}" for v in values) + " |")
+              f"Which points and what gain, tried where they are used: the studio's supervised head "
+              f"({r['head_steps']} steps, N = {r['per_class']}, seeds {', '.join(map(str, HEAD_SEEDS))}) on image "
+              f"features + geometry (`{r['normalisation']}`), dev accuracy %:", "",
+              "| input | dev accuracy %, per seed | mean |", "|---|---|---|"]
+    for name, values in r["gains"].items():
+        lines.append(f"| {name} | " + ", ".join(f"{v * 100:.1f}" for v in values)
+                     + f" | {statistics.mean(values) * 100:.1f} |")
     lines.append("")
     return "\n".join(lines)
 

@@ -130,3 +130,24 @@ def test_without_the_mesh_model_a_geometry_run_cannot_start_and_says_what_to_do(
     with pytest.raises(geometry.GeometryUnavailable, match="face_landmark.tflite|face_detection_short_range") as info:
         LandmarkCache(tmp_path / "features").load(faces)
     assert "--no-geometry" in str(info.value)
+
+
+def test_the_contour_layout_keeps_152_points_x_and_y():
+    from core.training.geometry import CONTOURS, FULL_MESH, GEOMETRY_DIM, LAYOUT
+
+    assert LAYOUT is CONTOURS and len(set(CONTOURS.points)) == len(CONTOURS.points) == 152
+    assert all(0 <= i < POINTS for i in CONTOURS.points) and {33, 133, 263, 362} <= set(CONTOURS.points)
+    assert GEOMETRY_DIM == CONTOURS.dim == 152 * 2 + 1 and FULL_MESH.dim == POINTS * 3 + 1
+    reference = np.load(geometry.REFERENCE_FILE)[None]
+    full = geometry_vector(reference + 0.01, np.array([True]), layout=FULL_MESH)
+    assert full.shape == (1, FULL_MESH.dim)
+
+
+def test_a_head_saved_for_other_inputs_is_refused_by_name():
+    import torch
+
+    from core.training.geometry import input_width_problem
+
+    assert input_width_problem({"input_norm.weight": torch.ones(1313)}, 1313) is None
+    problem = input_width_problem({"input_norm.weight": torch.ones(2413)}, 1313)
+    assert "2,413" in problem and "1,313" in problem and "train a new run" in problem

@@ -10,7 +10,7 @@ units of the face's side; a face the mesh cannot read (presence below MESH_MIN_P
 unreadable image) is kept as "not found".
 
 The vector (`geometry_vector`) is the mesh turned so the eye line is level, centred and scaled
-by NORMALISATION, minus a reference face (the mean of the public-domain astronaut photo's mesh
+by NORMALISATION, its contour points' x and y (LAYOUT), minus a reference face (the mean of the public-domain astronaut photo's mesh
 and its mirror's, shipped as core/resources/models/face_mesh_reference.npy), times GEOMETRY_GAIN; a
 face without a mesh is all zeros (the reference face) with its last element, "no mesh", at 1:
 the head learns what such a face looks like.
@@ -38,12 +38,42 @@ POINTS = 468
 # them; "centroid": origin at the points' centre, unit = their root-mean-square distance from it.
 # Both turn the eye line level. Chosen on a dev split of FER2013 train, val untouched
 # (bench/geometry_probe.py, docs/benchmarks.md): centroid ahead of eyes in 5 of 5 seeds (linear
-# probes, 44.8% against 44.3%); the gain likewise, with the studio's own head: 1 gave 44.2%, 8
-# gave 46.2%, 24 gave 46.2% (the geometry then about as large as the image features).
+# probes, 44.8% against 44.3%); the gain (and LAYOUT below) likewise, with the studio's own head.
 NORMALISATIONS = ("eyes", "centroid")
 NORMALISATION = "centroid"
-GEOMETRY_GAIN = 8.0
-GEOMETRY_DIM = POINTS * 3 + 1  # x, y, z of each point, then "no mesh"
+GEOMETRY_GAIN = 16.0
+
+
+@dataclass(frozen=True)
+class GeometryLayout:
+    """Which mesh points the vector keeps, and how many coordinates of each (2: x, y; 3: with depth)."""
+    name: str
+    points: tuple[int, ...]
+    coordinates: int
+
+    @property
+    def dim(self) -> int:
+        return len(self.points) * self.coordinates + 1  # then "no mesh"
+
+
+# The mesh's contours (MediaPipe's face-mesh topology): lips, eyes, eyebrows, face oval, nose.
+LIPS = (0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191, 267, 269,
+        270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415)
+RIGHT_EYE = (7, 33, 133, 144, 145, 153, 154, 155, 157, 158, 159, 160, 161, 163, 173, 246)
+LEFT_EYE = (249, 263, 362, 373, 374, 380, 381, 382, 384, 385, 386, 387, 388, 390, 398, 466)
+RIGHT_EYEBROW = (46, 52, 53, 55, 63, 65, 66, 70, 105, 107)
+LEFT_EYEBROW = (276, 282, 283, 285, 293, 295, 296, 300, 334, 336)
+FACE_OVAL = (10, 21, 54, 58, 67, 93, 103, 109, 127, 132, 136, 148, 149, 150, 152, 162, 172, 176, 234, 251, 284,
+             288, 297, 323, 332, 338, 356, 361, 365, 377, 378, 379, 389, 397, 400, 454)
+NOSE = (1, 2, 4, 5, 6, 19, 45, 48, 64, 94, 97, 98, 115, 168, 195, 197, 220, 275, 278, 294, 326, 327, 344, 440)
+CONTOURS = GeometryLayout("contours, x y", tuple(sorted(set(LIPS + RIGHT_EYE + LEFT_EYE + RIGHT_EYEBROW + LEFT_EYEBROW
+                                                             + FACE_OVAL + NOSE))), 2)
+FULL_MESH = GeometryLayout("all 468 points, x y z", tuple(range(POINTS)), 3)
+# Chosen on the dev split with the studio's head (bench/geometry_probe.py): the 152 contour points'
+# x and y do as well as all 468 points with depth (46.6% against 46.5%, 3 seeds) at a fifth of the
+# inputs, which keeps refits fast; with fewer inputs the gain that matches is 16.
+LAYOUT = CONTOURS
+GEOMETRY_DIM = LAYOUT.dim
 REFERENCE_FILE = RESOURCES_DIR / "models" / "face_mesh_reference.npy"
 
 
@@ -119,12 +149,12 @@ def reference_face(how: str = NORMALISATION) -> np.ndarray:
 
 
 def geometry_vector(points: np.ndarray, found: np.ndarray, how: str = NORMALISATION,
-                    gain: float = GEOMETRY_GAIN) -> np.ndarray:
-    """(N, GEOMETRY_DIM) float32 from meshes (N, 468, 3) and whether each was found (N,)."""
-    out = np.zeros((len(points), GEOMETRY_DIM), dtype=np.float32)
+                    gain: float = GEOMETRY_GAIN, layout: GeometryLayout = LAYOUT) -> np.ndarray:
+    """(N, layout.dim) float32 from meshes (N, 468, 3) and whether each was found (N,)."""
+    out = np.zeros((len(points), layout.dim), dtype=np.float32)
     found = np.asarray(found, dtype=bool)
     if found.any():
-        shapes = normalised(points[found], how) - reference_face(how)
+        shapes = (normalised(points[found], how) - reference_face(how))[:, list(layout.points), :layout.coordinates]
         out[found, :-1] = (shapes.reshape(int(found.sum()), -1) * gain).astype(np.float32)
     out[~found, -1] = 1.0
     return out
@@ -137,10 +167,11 @@ class Meshes:
     points: np.ndarray
     found: np.ndarray
 
-    def view_vectors(self, views: int, how: str = NORMALISATION, gain: float = GEOMETRY_GAIN) -> np.ndarray:
-        """(N, views, GEOMETRY_DIM) for the feature cache's views: view 0 the face, view 1 its
+    def view_vectors(self, views: int, how: str = NORMALISATION, gain: float = GEOMETRY_GAIN,
+                     layout: GeometryLayout = LAYOUT) -> np.ndarray:
+        """(N, views, layout.dim) for the feature cache's views: view 0 the face, view 1 its
         mirror, strong views alternately the face and the mirror (they flip at random)."""
-        vectors = [geometry_vector(self.points[:, side], self.found[:, side], how, gain) for side in (0, 1)]
+        vectors = [geometry_vector(self.points[:, side], self.found[:, side], how, gain, layout) for side in (0, 1)]
         return np.stack([vectors[0 if v == 0 else 1 if v == 1 else v % 2] for v in range(views)], axis=1)
 
     @property
@@ -242,9 +273,9 @@ class LandmarkCache:
 
 
 def with_geometry(features: np.ndarray, meshes: Meshes, how: str = NORMALISATION,
-                  gain: float = GEOMETRY_GAIN) -> np.ndarray:
+                  gain: float = GEOMETRY_GAIN, layout: GeometryLayout = LAYOUT) -> np.ndarray:
     """Image features (N, views, D) with each view's geometry vector appended (N, views, D + G)."""
-    geometry = meshes.view_vectors(features.shape[1], how, gain).astype(features.dtype)
+    geometry = meshes.view_vectors(features.shape[1], how, gain, layout).astype(features.dtype)
     return np.concatenate([features, geometry], axis=2)
 
 
@@ -281,6 +312,17 @@ def load_head_inputs(project, encoder, faces: FaceTable, strong_views: int, uses
     readable = np.ones(count, dtype=bool)
     readable[broken] = False
     return HeadInputs(with_geometry(features, meshes), broken, int((~meshes.found[readable, 0]).sum()))
+
+
+def input_width_problem(head_state: dict, expected: int) -> str | None:
+    """Why a saved head cannot read today's inputs (its first layer's width differs: the run was
+    trained with another encoder's features or another face-geometry layout), or None."""
+    weight = head_state.get("input_norm.weight")
+    if weight is None or int(weight.shape[0]) == expected:
+        return None
+    return (f"its head reads {int(weight.shape[0]):,} numbers per face and today's inputs are {expected:,} "
+            f"(the face geometry's layout or the encoder's features changed since it was trained); "
+            f"train a new run")
 
 
 def without_mesh_message(count: int) -> str:

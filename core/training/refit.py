@@ -50,7 +50,7 @@ from core.training import placement
 from core.training.checkpoints import load_checkpoint
 from core.training.data import FaceTable, load_face_table
 from core.training.events import EventSink, NullEvents
-from core.training.geometry import load_head_inputs
+from core.training.geometry import input_width_problem, load_head_inputs
 from core.training.hooks import CheckpointHook, MetricsHook, StopHook
 from core.training.loop import Hook, Trainer
 from core.training.pruning import KEEP_REFITS, prune_refits
@@ -377,6 +377,9 @@ def warm_start(trainer: Trainer, state: dict, faces: FaceTable, train_rows: np.n
     # The run's own learning rates, before the parent's optimiser state (its refit's, for a
     # refit of a refit) replaces them: a chain must not shrink them refit after refit.
     run_lrs = [group["initial_lr"] for group in trainer.optimizer.param_groups]
+    problem = input_width_problem(state["model"], trainer.model.input_norm.normalized_shape[0])
+    if problem:
+        raise RunError(f"the parent run cannot be refitted: {problem}")
     trainer.model.load_state_dict(state["model"])
     trainer.ema.module.load_state_dict(state["ema"])
     trainer.optimizer.load_state_dict(state["optimizer"])

@@ -54,7 +54,7 @@ def rescore_text_level(project: Project, run_id: int, descriptions: dict[str, li
     from core.encoders.text import check_descriptions, class_text_embeddings
     from core.ssl.fusion import LevelProbs, fuse
     from core.ssl.levels import text_probs
-    from core.training.geometry import head_input_dim, load_head_inputs
+    from core.training.geometry import head_input_dim, input_width_problem, load_head_inputs
     from core.training.head import build_method
     from core.training.results import extras_as_json
 
@@ -81,6 +81,9 @@ def rescore_text_level(project: Project, run_id: int, descriptions: dict[str, li
     if "text" not in algorithm.levels:
         raise RescoreError(f"run {run_id} ({settings.algorithm}) was trained without the text level: "
                            f"there is nothing to re-score (train with --algorithm sitfer)")
+    problem = input_width_problem(state["ema"], head.input_norm.normalized_shape[0])
+    if problem:
+        raise RescoreError(f"run {run_id} cannot be re-scored: {problem}")
     head.load_state_dict(state["ema"])
     head.to(device).eval()
     if thresholds is None:  # the run logged none: the thresholds it ended with
