@@ -133,7 +133,8 @@ class TrainSettings:
     projection: str = "umap"
     descriptions: str | None = None  # a descriptions JSON replacing core/resources/descriptions.json
     # Head mode: the face mesh's geometry joins the image features (core/training/geometry.py);
-    # on by default: +2 to +5 points for every method on FER2013 (docs/benchmarks.md).
+    # on by default: +2.2 to +3.7 points for supervised, fixmatch and sitfer on FER2013, 30 of 30
+    # seed pairs ahead (docs/benchmarks.md, "Face geometry").
     geometry: bool = True
 
     def validate(self) -> None:
