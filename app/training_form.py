@@ -19,11 +19,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.encoders import DEFAULT_ENCODER, ENCODERS, REGISTRY, offered_encoders
 from core.ssl.config import ALGORITHM_NAMES, MethodConfig, algorithm_traits
 from core.studio_api import TrainCounts
 from core.training.settings import MODES, PROJECTIONS, LoopConfig, TrainSettings
 
-ENCODER_CHOICES = ("offline", "tiny", "clip:ViT-B-32:openai")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 AUTO_STEPS = 0  # the steps box's "auto" value
 AUTO_WARMUP = -1  # the warm-up box's (0 is a real warm-up: the instance level from the first step)
@@ -87,8 +87,10 @@ class TrainingForm(QWidget):
         super().__init__(parent)
         loop = LoopConfig()
         self.algorithm = _combo(sorted(ALGORITHM_NAMES), "sitfer")
-        self.encoder = _combo(ENCODER_CHOICES, "offline", editable=True)
-        self.encoder.setToolTip("offline (pretrained, no download), tiny (tests only), or clip:MODEL[:PRETRAINED]")
+        # The registry's offered encoders; any other spec (clip:MODEL[:PRETRAINED]) can be typed.
+        self.encoder = _combo(offered_encoders(), DEFAULT_ENCODER, editable=True)
+        self.encoder.setToolTip("\n".join(f"{name}: {text}" for name, text in ENCODERS.items()
+                                          if REGISTRY[name].offered))
         self.mode = _combo(MODES, "head")
         self.mode.setToolTip("head: frozen encoder, cached features, fast on a CPU; finetune: the encoder "
                              "trains too (a GPU is advised)")

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from core.classes import class_names
-from core.encoders import EncoderError, available_encoders, encoder_names, get_encoder
+from core.encoders import EncoderError, available_encoders, check_spec, encoder_names, get_encoder
 from core.encoders.text import class_text_embeddings, load_descriptions
 
 REPO = Path(__file__).resolve().parent.parent
@@ -324,3 +324,13 @@ def test_clip_from_local_checkpoint(tmp_path):
     assert str(checkpoint) in enc.describe()
     with pytest.raises(NotImplementedError, match="offline"):
         enc.spatial_features(enc.preprocess(_faces()[:1]))
+
+
+def test_the_registry_offers_users_every_encoder_but_the_test_one():
+    from core.encoders import DEFAULT_ENCODER, REGISTRY, encoder_names, offered_encoders
+
+    offered = offered_encoders()
+    assert offered[0] == DEFAULT_ENCODER and "tiny" not in offered and "clip:ViT-B-32:openai" in offered
+    assert set(encoder_names()) == set(REGISTRY) and REGISTRY["tiny"].offered is False
+    for spec in offered:
+        check_spec(spec)  # every offered example is a valid spec

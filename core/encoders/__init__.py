@@ -8,6 +8,7 @@ package stays cheap: the studio and the command-line parser check specs without 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from core.encoders.errors import EncoderError
@@ -19,21 +20,41 @@ if TYPE_CHECKING:
 
 DEFAULT_ENCODER = "offline"
 
-# name -> one-line description (what it is, what it needs)
-ENCODERS: dict[str, str] = {
-    "offline": "ImageNet EfficientNet-Lite0 (first 11 blocks, 3x3 grid, 1008-d) + MiniLM-L6 text (384-d); weights ship with pip "
-               "packages, no download; the default",
-    "clip:MODEL[:PRETRAINED]": "open_clip CLIP, e.g. clip:ViT-B-32:openai; PRETRAINED is a published tag "
-                               "(from the local cache, or downloaded once with network) or a local checkpoint path",
-    "tiny": "random-init small CNN + hashed bag-of-words text; for tests only, meaningless features",
-}
 
-__all__ = ["DEFAULT_ENCODER", "ENCODERS", "Encoder", "EncoderError", "available_encoders", "encoder_names",
-           "get_encoder", "check_spec"]
+
+@dataclass(frozen=True)
+class EncoderEntry:
+    """One encoder of the registry: what it is and needs, a spec a user can pick as it is, and
+    whether the studio offers it (a test encoder is not offered; it can still be typed)."""
+    description: str
+    example: str
+    offered: bool = True
+
+
+# name -> entry: the one list the command line, the errors and the studio's training form read.
+REGISTRY: dict[str, EncoderEntry] = {
+    "offline": EncoderEntry("ImageNet EfficientNet-Lite0 (first 11 blocks, 3x3 grid, 1008-d) + MiniLM-L6 text (384-d); "
+                            "weights ship with pip packages, no download; the default", "offline"),
+    "clip:MODEL[:PRETRAINED]": EncoderEntry("open_clip CLIP, e.g. clip:ViT-B-32:openai; PRETRAINED is a published tag "
+                                            "(from the local cache, or downloaded once with network) or a local "
+                                            "checkpoint path", "clip:ViT-B-32:openai"),
+    "tiny": EncoderEntry("random-init small CNN + hashed bag-of-words text; for tests only, meaningless features",
+                         "tiny", offered=False),
+}
+# name -> one-line description (what it is, what it needs)
+ENCODERS: dict[str, str] = {name: entry.description for name, entry in REGISTRY.items()}
+
+__all__ = ["DEFAULT_ENCODER", "ENCODERS", "REGISTRY", "Encoder", "EncoderError", "available_encoders",
+           "encoder_names", "offered_encoders", "get_encoder", "check_spec"]
 
 
 def encoder_names() -> list[str]:
     return list(ENCODERS)
+
+
+def offered_encoders() -> list[str]:
+    """Specs the studio lists for users, the default first."""
+    return [entry.example for entry in REGISTRY.values() if entry.offered]
 
 
 def available_encoders() -> list[str]:
