@@ -9,7 +9,8 @@ also tried turned by -40, -20, 20 and 40 degrees (on a canvas large enough to ke
 at half and double size, so each appears 7 times. Found faces are matched to none: a photo
 counts its faces, and a face found beyond its true count is a false face, one short a miss.
 
-    python -m bench.face_detection [--extra DIR]   # writes the "face-detection" section
+    python -m bench.face_detection [--extra DIR] [--json-out FILE]   # writes the "face-detection" section
+    python -m bench.face_detection --render docs/results/face_detection.json
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from bench.report import machine_summary, write_section
+from bench.report import machine_summary, publish, saved_or_run
 from core.ingest.faces import DETECTOR_HAAR, DETECTOR_LANDMARKS, aligned_crop, expand_box, find_faces
 
 TURNS = (-40, -20, 20, 40)
@@ -112,7 +113,8 @@ def _totals(rows, detector: str) -> dict:
             "ms_max": max(r[detector]["ms"] for r in rows)}
 
 
-def render(r: dict, note: str | None) -> str:
+def render(r: dict) -> str:
+    note = r.get("note")
     rows = r["rows"]
     lines = ["## Face detection on real photos: MediaPipe against the Haar cascade", "",
              "`python -m bench.face_detection --extra DIR` - the importer's `find_faces` on every photo of "
@@ -150,13 +152,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--extra", type=Path, help="folder holding insightface's sample images (t1.jpg, mask_*.jpg)")
     parser.add_argument("--note", help="what else ran on the machine")
+    parser.add_argument("--json-out", type=Path, help="also save the results here")
+    parser.add_argument("--render", type=Path, help="write the section from results saved by --json-out")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
-    body = render(run(args.extra), args.note)
-    print(body)
-    if not args.no_write:
-        write_section("face-detection", body)
-    return 0
+    results = saved_or_run(args, lambda a, _save: {**run(a.extra), "note": a.note})
+    return publish("face-detection", render(results), args)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ The winner becomes core/training/geometry.py's NORMALISATION; its LAYOUT (which 
 without depth) and GEOMETRY_GAIN are chosen the same way, with the studio's own supervised head on
 image features + geometry.
 
-    python -m bench.geometry_probe          # writes the "geometry-probe" section of docs/benchmarks.md
+    python -m bench.geometry_probe [--json-out FILE]   # writes the "geometry-probe" section of docs/benchmarks.md
+    python -m bench.geometry_probe --render docs/results/geometry_probe.json
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.fer_project import DEFAULT_ROOT, ensure_features, ensure_meshes, ensure_project, hidden_labels
-from bench.report import machine_summary, write_section
+from bench.report import machine_summary, publish, saved_or_run
 from bench.ssl_benchmark import labeled_subset
 from core.training.geometry import NORMALISATIONS, POINTS, LandmarkCache, geometry_vector
 
@@ -180,14 +181,11 @@ def main(argv=None) -> int:
     parser.add_argument("--project", type=Path, default=DEFAULT_ROOT)
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--note", help="what else ran on the machine (default: nothing else running)")
+    parser.add_argument("--json-out", type=Path, help="also save the results here")
+    parser.add_argument("--render", type=Path, help="write the section from results saved by --json-out")
     args = parser.parse_args(argv)
-    results = run(args.project)
-    results["note"] = args.note
-    body = render(results)
-    print(body)
-    if not args.no_write:
-        write_section("geometry-probe", body)
-    return 0
+    results = saved_or_run(args, lambda a, _save: {**run(a.project), "note": a.note})
+    return publish("geometry-probe", render(results), args)
 
 
 if __name__ == "__main__":

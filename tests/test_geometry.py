@@ -89,7 +89,7 @@ def test_views_take_the_face_and_its_mirror_in_turn():
     found = np.array([[True, True], [True, False], [False, False]])
     meshes = Meshes(points, found)
     vectors = meshes.view_vectors(4)
-    assert vectors.shape == (3, 4, GEOMETRY_DIM) and meshes.missing == 1
+    assert vectors.shape == (3, 4, GEOMETRY_DIM) and meshes.without_mesh() == 1 and meshes.without_mesh([2]) == 0
     assert np.array_equal(vectors[:, 0], vectors[:, 2]) and np.array_equal(vectors[:, 1], vectors[:, 3])
     assert vectors[1, 1, -1] == 1 and vectors[1, 0, -1] == 0 and vectors[2, :, -1].all()
     features = np.ones((3, 4, 5), np.float16)

@@ -342,9 +342,7 @@ def fill_cache(project, encoder_name: str | None = None, events=None,
             progress = _progress_events(events)
             meshes = LandmarkCache(project.cache_dir("features")).load(faces, progress=progress,
                                                                         should_stop=should_stop)
-            readable = np.ones(len(faces), dtype=bool)
-            readable[broken] = False
-            without_mesh = int((~meshes.found[readable, 0]).sum())
+            without_mesh = meshes.without_mesh(broken)
     except InterruptedError:
         seconds = time.perf_counter() - started
         events.emit("cancelled", computed=counted[0],

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -143,9 +144,12 @@ def normalised(points: np.ndarray, how: str = NORMALISATION) -> np.ndarray:
     return level / np.maximum(unit, 1e-6)[..., None, None]
 
 
+@lru_cache(maxsize=len(NORMALISATIONS))
 def reference_face(how: str = NORMALISATION) -> np.ndarray:
-    """The shipped reference mesh, normalised like the faces (468, 3)."""
-    return normalised(np.load(REFERENCE_FILE), how)
+    """The shipped reference mesh, normalised like the faces (468, 3); read once per process."""
+    face = normalised(np.load(REFERENCE_FILE), how)
+    face.flags.writeable = False
+    return face
 
 
 def geometry_vector(points: np.ndarray, found: np.ndarray, how: str = NORMALISATION,
@@ -172,12 +176,14 @@ class Meshes:
         """(N, views, layout.dim) for the feature cache's views: view 0 the face, view 1 its
         mirror, strong views alternately the face and the mirror (they flip at random)."""
         vectors = [geometry_vector(self.points[:, side], self.found[:, side], how, gain, layout) for side in (0, 1)]
-        return np.stack([vectors[0 if v == 0 else 1 if v == 1 else v % 2] for v in range(views)], axis=1)
+        return np.stack([vectors[v % 2] for v in range(views)], axis=1)
 
-    @property
-    def missing(self) -> int:
-        """Faces whose mesh could not be read (in the face itself)."""
-        return int((~self.found[:, 0]).sum())
+    def without_mesh(self, unreadable: list[int] = ()) -> int:
+        """Faces whose mesh could not be read (in the face itself), leaving out the `unreadable`
+        positions (an image that could not be read is counted as such, not here)."""
+        readable = np.ones(len(self.found), dtype=bool)
+        readable[list(unreadable)] = False
+        return int((~self.found[readable, 0]).sum())
 
 
 class LandmarkCache:
@@ -240,8 +246,7 @@ class LandmarkCache:
             missing = [p for p in positions if int(faces.ids[rows[p]]) not in entries]
             for p in missing:
                 if should_stop and should_stop():
-                    if missing:
-                        self._write(shard, entries)
+                    self._write(shard, entries)  # keep what this shard has so far
                     raise InterruptedError("stopped while computing face meshes")
                 entries[int(faces.ids[rows[p]])] = self._compute(faces, int(rows[p]))
                 done += 1
@@ -279,7 +284,6 @@ def with_geometry(features: np.ndarray, meshes: Meshes, how: str = NORMALISATION
     return np.concatenate([features, geometry], axis=2)
 
 
-
 @dataclass
 class HeadInputs:
     """What a head reads for some faces: image features, with the geometry appended where the
@@ -309,9 +313,7 @@ def load_head_inputs(project, encoder, faces: FaceTable, strong_views: int, uses
     if events is not None:
         events.emit("phase", phase="features", message=f"face meshes of {count:,} faces (cached after the first run)")
     meshes = LandmarkCache(root).load(faces, rows, progress=progress, should_stop=should_stop)
-    readable = np.ones(count, dtype=bool)
-    readable[broken] = False
-    return HeadInputs(with_geometry(features, meshes), broken, int((~meshes.found[readable, 0]).sum()))
+    return HeadInputs(with_geometry(features, meshes), broken, meshes.without_mesh(broken))
 
 
 def input_width_problem(head_state: dict, expected: int) -> str | None:
