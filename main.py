@@ -1,9 +1,10 @@
 """FER studio entry point.
 
-    python main.py               open the studio (last project, or the demo project)
-    python main.py PROJECT       open the studio on PROJECT
-    python main.py COMMAND ...   headless commands (import, stats, export, demo ...); see --help
+python main.py               open the studio (last project, or the demo project)
+python main.py PROJECT       open the studio on PROJECT
+python main.py COMMAND ...   headless commands (import, stats, export, demo ...); see --help
 """
+
 from __future__ import annotations
 
 import sys
@@ -14,8 +15,9 @@ def main(argv: list[str] | None = None) -> int:
     from core.cli import command_names
 
     commands = command_names()
-    wants_gui = not argv or (argv[0] == "gui") or (len(argv) == 1 and not argv[0].startswith("-")
-                                                   and argv[0] not in commands)
+    wants_gui = (
+        not argv or (argv[0] == "gui") or (len(argv) == 1 and not argv[0].startswith("-") and argv[0] not in commands)
+    )
     if wants_gui:
         from core.threads import configure_threads
 
@@ -29,8 +31,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         from app.main import run_app
 
-        project = argv[1] if argv and argv[0] == "gui" and len(argv) > 1 else (
-            argv[0] if argv and argv[0] != "gui" else None)
+        project = (
+            argv[1] if argv and argv[0] == "gui" and len(argv) > 1 else (argv[0] if argv and argv[0] != "gui" else None)
+        )
         return run_app(project)
     from core.cli import main as cli_main
 

@@ -5,6 +5,7 @@ shown on a button that never takes the keyboard focus, so no label key, Backspac
 reach it; it changes only through a question (clicking the button, or Review ▸ Change
 annotator…) whose answer LabelingController checks and keeps in the studio's settings.
 """
+
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
@@ -53,5 +54,6 @@ class AnnotatorField(QWidget):
         metrics = self.button.fontMetrics()
         shown = metrics.elidedText(name, Qt.TextElideMode.ElideRight, NAME_WIDTH - 16)
         self.button.setText(shown.replace("&", "&&"))  # a lone & would mark a shortcut letter
-        self.button.setToolTip(f"Corrections are recorded as {name}; Ctrl+Z takes back {name}'s steps.\n"
-                               f"Click to change the annotator.")
+        self.button.setToolTip(
+            f"Corrections are recorded as {name}; Ctrl+Z takes back {name}'s steps.\nClick to change the annotator."
+        )

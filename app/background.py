@@ -4,10 +4,12 @@
 called from the job at any rate and arrives in the GUI thread as the `progress` signal. The
 result or the exception comes back as `succeeded` / `failed`, then `done` is emitted.
 """
+
 from __future__ import annotations
 
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
@@ -26,7 +28,7 @@ class _Worker(QObject):
     def run(self) -> None:
         try:
             result = self._fn(self.progress.emit)
-        except BaseException as exc:  # reported to the GUI, never lost in the thread
+        except BaseException as exc:  # noqa: BLE001 - reported to the GUI, never lost in the thread
             exc.formatted_traceback = traceback.format_exc()
             self.failed.emit(exc)
         else:

@@ -6,6 +6,7 @@ how many faces are labeled and how many lie in val/test, and its default button 
 safe step that changes only unlabeled train faces. Smaller selections take the safe step without
 asking; the status message then says what was left out (the context menu includes them).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,15 +41,15 @@ class BulkAction:
     clears: bool = False  # clearing changes labeled faces: "already labeled" is its target
 
     @classmethod
-    def label(cls, label: str) -> "BulkAction":
+    def label(cls, label: str) -> BulkAction:
         return cls(f"Label {{faces}} as {label}", f"labeled {label}")
 
     @classmethod
-    def accept(cls) -> "BulkAction":
+    def accept(cls) -> BulkAction:
         return cls("Accept the suggestion for {faces}", "given the run's suggestion")
 
     @classmethod
-    def clear(cls) -> "BulkAction":
+    def clear(cls) -> BulkAction:
         return cls("Clear {faces}", "made unlabeled", clears=True)
 
 
@@ -68,9 +69,11 @@ def scope_choices(action: BulkAction, summary: SelectionSummary) -> list[tuple[s
 
 
 def question(action: BulkAction, summary: SelectionSummary) -> str:
-    protected = ("The labels of val/test faces (which measure the model) stay unless you include them."
-                 if action.clears else "Labeled faces and val/test faces (which measure the model) stay as "
-                                       "they are unless you include them.")
+    protected = (
+        "The labels of val/test faces (which measure the model) stay unless you include them."
+        if action.clears
+        else "Labeled faces and val/test faces (which measure the model) stay as they are unless you include them."
+    )
     return f"{summary.describe()}.\n\n{protected}\n\nIt is one step: Ctrl+Z takes it back as a whole."
 
 

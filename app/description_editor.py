@@ -9,6 +9,7 @@ detail panel and the map show the new predictions. Closing it (Close, Esc, the w
 button, closing the studio or opening another project) with unsaved edits asks whether to save
 them, discard them or keep editing.
 """
+
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
@@ -27,6 +28,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.background import BackgroundJob
+from app.dialogs import DISCARD, SAVE
+from app.project_state import ProjectState
+from app.widgets import dot_icon
 from core.classes import class_names, expression_classes
 from core.encoders.text import (
     check_descriptions,
@@ -35,15 +40,13 @@ from core.encoders.text import (
     project_descriptions_path,
     save_project_descriptions,
 )
-from app.background import BackgroundJob
-from app.dialogs import DISCARD, SAVE
-from app.project_state import ProjectState
-from app.widgets import dot_icon
 
-INTRO = ("The text level compares each face with these descriptions of its expression's facial actions: "
-         "one description per line; a class's text anchor is the mean of its descriptions. They are saved "
-         "with the project and used by every training run started afterwards. <b>Save and re-score</b> also "
-         "recomputes the current run's text level with them now, without retraining.")
+INTRO = (
+    "The text level compares each face with these descriptions of its expression's facial actions: "
+    "one description per line; a class's text anchor is the mean of its descriptions. They are saved "
+    "with the project and used by every training run started afterwards. <b>Save and re-score</b> also "
+    "recomputes the current run's text level with them now, without retraining."
+)
 
 
 def spoken_list(names: list[str]) -> str:
@@ -77,8 +80,9 @@ class DescriptionEditor(QDialog):
             self.classes.addItem(item)
         self.classes.setMinimumWidth(150)
         self.editor = QPlainTextEdit()
-        self.editor.setPlaceholderText("one description per line, e.g. raised eyebrows, wide-open eyes "
-                                       "and a dropped jaw")
+        self.editor.setPlaceholderText(
+            "one description per line, e.g. raised eyebrows, wide-open eyes and a dropped jaw"
+        )
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.classes)
         split.addWidget(self.editor)
@@ -125,13 +129,19 @@ class DescriptionEditor(QDialog):
         try:
             descriptions, path = descriptions_for_project(project.root)
         except ValueError as exc:  # a damaged project copy: say so, start from the shipped ones
-            self._set_status(f"The project's descriptions could not be read ({exc}); showing the shipped "
-                             f"ones instead. Saving replaces the damaged file (it is kept in "
-                             f"descriptions-history/).", error=True)
+            self._set_status(
+                f"The project's descriptions could not be read ({exc}); showing the shipped "
+                f"ones instead. Saving replaces the damaged file (it is kept in "
+                f"descriptions-history/).",
+                error=True,
+            )
             descriptions, path = load_descriptions(), None
         own = path is not None and path == project_descriptions_path(project.root)
-        self.source.setText(f"From this project: {path}" if own else
-                            "The shipped descriptions (this project has no copy of its own yet).")
+        self.source.setText(
+            f"From this project: {path}"
+            if own
+            else "The shipped descriptions (this project has no copy of its own yet)."
+        )
         self.saved = {name: list(texts) for name, texts in descriptions.items()} if own else {}
         self._fill(descriptions)
         self.loaded = self.descriptions()
@@ -170,8 +180,7 @@ class DescriptionEditor(QDialog):
 
     def _store_shown(self) -> None:
         if self._shown is not None:
-            self.texts[self._shown] = [line.strip() for line in self.editor.toPlainText().splitlines()
-                                       if line.strip()]
+            self.texts[self._shown] = [line.strip() for line in self.editor.toPlainText().splitlines() if line.strip()]
 
     def _edited(self) -> None:
         self._store_shown()
@@ -220,8 +229,10 @@ class DescriptionEditor(QDialog):
             empty = [name for name, texts in descriptions.items() if not texts]
             if empty:
                 self.classes.setCurrentRow(class_names().index(empty[0]))
-                message = (f"Not saved: {', '.join(empty)} {'has' if len(empty) == 1 else 'have'} no "
-                           f"description; every class needs at least one.")
+                message = (
+                    f"Not saved: {', '.join(empty)} {'has' if len(empty) == 1 else 'have'} no "
+                    f"description; every class needs at least one."
+                )
             self._set_status(message, error=True)
             return False
         self.saved = self.loaded = descriptions
@@ -237,8 +248,12 @@ class DescriptionEditor(QDialog):
         from core.training.rescore import rescore_text_level  # deferred: imports torch
 
         project, descriptions = self.state.project, self.saved
-        self.job = BackgroundJob(lambda report: rescore_text_level(
-            project, run_id, descriptions, progress=lambda message, fraction: report((message, fraction))), self)
+        self.job = BackgroundJob(
+            lambda report: rescore_text_level(
+                project, run_id, descriptions, progress=lambda message, fraction: report((message, fraction))
+            ),
+            self,
+        )
         self.job.progress.connect(self._progress)
         self.job.succeeded.connect(lambda result: self._rescored(run_id, result))
         self.job.failed.connect(self._rescore_failed)
@@ -260,9 +275,11 @@ class DescriptionEditor(QDialog):
 
     def _rescored(self, run_id: int, result) -> None:
         self.last_result = result
-        self._set_status(f"Run {run_id} re-scored with these descriptions: {result.faces:,} faces, "
-                         f"{result.pseudo_labels_changed:,} of them now with another suggestion "
-                         f"({result.seconds:.1f} s).")
+        self._set_status(
+            f"Run {run_id} re-scored with these descriptions: {result.faces:,} faces, "
+            f"{result.pseudo_labels_changed:,} of them now with another suggestion "
+            f"({result.seconds:.1f} s)."
+        )
         self.state.set_current_run(run_id, force=True)  # the queue, details and map reload the run
 
     def _rescore_failed(self, exc: BaseException) -> None:
@@ -296,7 +313,8 @@ class DescriptionEditor(QDialog):
         answer = self.dialogs.ask_unsaved(
             "Unsaved class descriptions",
             f"The descriptions of {spoken_list(unsaved)} have changes that are not saved.\n\n"
-            f"Save them with the project before closing?")
+            f"Save them with the project before closing?",
+        )
         if answer == SAVE:
             return self.save()  # a failed save says why in the editor, which stays open
         return answer == DISCARD

@@ -11,6 +11,7 @@ the labeled faces' embeddings (core.active.evidence.LabeledNeighbours), built in
 thread when the run changes and brought up to date with just the newly labeled faces after
 corrections, so moving from face to face stays instant.
 """
+
 from __future__ import annotations
 
 from PySide6.QtCore import QPointF, QRect, QSize, Qt, QTimer
@@ -27,18 +28,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.active import QueueItem
-from core.active.evidence import FaceEvidence, LabeledNeighbours, Neighbour
-from core.classes import class_names, expression_classes
-from core.face_points import FacePoints
-from core.store.models import SOURCE_IMPORTED
-from core.store.queries import FaceRow
 from app.background import NewestJobRunner
 from app.face_model import placeholder_pixmap
 from app.level_bars import LevelBars
 from app.project_state import ProjectState
 from app.thumbnail_loader import ThumbnailLoader
 from app.widgets import empty_hint, local_time
+from core.active import QueueItem
+from core.active.evidence import FaceEvidence, LabeledNeighbours, Neighbour
+from core.classes import class_names, expression_classes
+from core.face_points import FacePoints
+from core.store.models import SOURCE_IMPORTED
+from core.store.queries import FaceRow
 
 FACE_SIZE = 168
 NEIGHBOURS = 6
@@ -46,9 +47,11 @@ NEIGHBOUR_THUMB = 64
 NEIGHBOUR_MIN_CELL = 72  # wide enough for "happiness" in the cell's font
 NEIGHBOUR_SPLIT = "train"  # the instance level's memory bank holds the labeled train faces
 NO_PROJECT = "Open a project to see its faces here."
-NO_FACE = ("Select a face in the grid to see it here with the model's evidence.\n\n"
-           "In the review queue, the first face is selected for you: press 1–7 to label it, "
-           "Enter to accept the suggestion, Space to skip, ? for every key.")
+NO_FACE = (
+    "Select a face in the grid to see it here with the model's evidence.\n\n"
+    "In the review queue, the first face is selected for you: press 1–7 to label it, "
+    "Enter to accept the suggestion, Space to skip, ? for every key."
+)
 
 
 def _section(title: str) -> QLabel:
@@ -132,8 +135,11 @@ class NeighbourStrip(QWidget):
             painter.setPen(QColor("#d8dde5"))
             painter.drawText(QRect(left + 11, line.y(), text_width, 16), Qt.AlignmentFlag.AlignVCenter, name)
             painter.setPen(QColor("#8b94a3"))
-            painter.drawText(QRect(line.x(), line.bottom() + 1, line.width(), 15), Qt.AlignmentFlag.AlignHCenter,
-                             f"{neighbour.similarity:.2f}")
+            painter.drawText(
+                QRect(line.x(), line.bottom() + 1, line.width(), 15),
+                Qt.AlignmentFlag.AlignHCenter,
+                f"{neighbour.similarity:.2f}",
+            )
         painter.end()
 
     def event(self, event) -> bool:
@@ -141,8 +147,9 @@ class NeighbourStrip(QWidget):
             index = event.pos().x() // self._cell_width()
             if 0 <= index < self.visible_count():
                 neighbour, _face = self.neighbours[index]
-                self.setToolTip(f"face {neighbour.face_id}: {neighbour.label}, "
-                                f"cosine similarity {neighbour.similarity:.3f}")
+                self.setToolTip(
+                    f"face {neighbour.face_id}: {neighbour.label}, cosine similarity {neighbour.similarity:.3f}"
+                )
             else:
                 self.setToolTip("")
         return super().event(event)
@@ -212,8 +219,7 @@ class DetailPanel(QWidget):
         info.addWidget(self.queue_text)
         info.addStretch(1)
         self.points_box = QCheckBox("Key points")
-        self.points_box.setToolTip("draw the face detector's key points and the face mesh (where computed) "
-                                   "on the face")
+        self.points_box.setToolTip("draw the face detector's key points and the face mesh (where computed) on the face")
         self.points_box.toggled.connect(self._points_toggled)
         picture = QVBoxLayout()
         picture.setSpacing(2)
@@ -239,8 +245,16 @@ class DetailPanel(QWidget):
         layout.setContentsMargins(12, 12, 12, 12)
         layout.setSpacing(6)
         layout.addLayout(top)
-        for widget in (self.reason_title, self.reason_text, self.levels_title, self.bars, self.levels_note,
-                       self.neighbours_title, self.strip, self.neighbours_note):
+        for widget in (
+            self.reason_title,
+            self.reason_text,
+            self.levels_title,
+            self.bars,
+            self.levels_note,
+            self.neighbours_title,
+            self.strip,
+            self.neighbours_note,
+        ):
             layout.addWidget(widget)
         layout.addStretch(1)
         self.scroll = QScrollArea()
@@ -271,8 +285,13 @@ class DetailPanel(QWidget):
     def face_id(self) -> int | None:
         return self.face.id if self.face is not None else None
 
-    def show_face(self, face: FaceRow | None, item: QueueItem | None = None, queue_size: int | None = None,
-                  queue_note: str | None = None) -> None:
+    def show_face(
+        self,
+        face: FaceRow | None,
+        item: QueueItem | None = None,
+        queue_size: int | None = None,
+        queue_note: str | None = None,
+    ) -> None:
         """Show `face` (None: the hint to select one) with its queue item, if it has one, else the
         queue's note on it (why it is in the queue unranked)."""
         self.face, self.item, self.queue_size, self.queue_note = face, item, queue_size, queue_note
@@ -335,11 +354,16 @@ class DetailPanel(QWidget):
         if evidence.fused is None:
             run = self.state.current_run
             self.suggestion_text.setText(
-                "No suggestion: no finished run yet (train one: View ▸ Training)." if run is None
-                else f"No suggestion: run {run} has no prediction for this face.")
+                "No suggestion: no finished run yet (train one: View ▸ Training)."
+                if run is None
+                else f"No suggestion: run {run} has no prediction for this face."
+            )
         else:
-            threshold = (evidence.thresholds[class_names().index(evidence.pseudo_label)]
-                         if evidence.thresholds is not None else None)
+            threshold = (
+                evidence.thresholds[class_names().index(evidence.pseudo_label)]
+                if evidence.thresholds is not None
+                else None
+            )
             verdict = ("passes" if evidence.passed_threshold else "under") + " its threshold"
             if threshold is not None:
                 verdict += f" {threshold:.2f}"
@@ -348,7 +372,8 @@ class DetailPanel(QWidget):
                 verdict += "<br>plausible (LEAF): " + ", ".join(_escape(str(name)) for name in positive)
             self.suggestion_text.setText(
                 f"Suggestion {_dot(evidence.pseudo_label)} <b>{evidence.pseudo_label}</b> "
-                f"{evidence.confidence:.2f}<br><span style='color:#8b94a3'>{verdict}</span>")
+                f"{evidence.confidence:.2f}<br><span style='color:#8b94a3'>{verdict}</span>"
+            )
         if item is not None:
             total = self.queue_size
             self.queue_text.setText(f"Queue #{item.rank}" + (f" of {total:,}" if total else ""))
@@ -369,11 +394,15 @@ class DetailPanel(QWidget):
         if evidence.fused is None:
             notes.append("No prediction for this face in the current run.")
         elif absent:
-            notes.append(f"Absent: {', '.join(absent)} (the run did not produce "
-                         f"{'it' if len(absent) == 1 else 'them'}).")
+            notes.append(
+                f"Absent: {', '.join(absent)} (the run did not produce {'it' if len(absent) == 1 else 'them'})."
+            )
         if evidence.fused is not None:
-            notes.append("Ticks on the fused bars: class thresholds." if evidence.thresholds is not None
-                         else "The run logged no class thresholds.")
+            notes.append(
+                "Ticks on the fused bars: class thresholds."
+                if evidence.thresholds is not None
+                else "The run logged no class thresholds."
+            )
         self.levels_note.setText(" ".join(notes))
 
     # -- nearest labeled faces ----------------------------------------------------------------
@@ -390,8 +419,11 @@ class DetailPanel(QWidget):
             return
         if neighbours is None:
             self.strip.set_neighbours([])
-            self.neighbours_note.setText("Finding the nearest labeled faces…" if self.index_runner.busy
-                                         else "The nearest labeled faces are not available for this run.")
+            self.neighbours_note.setText(
+                "Finding the nearest labeled faces…"
+                if self.index_runner.busy
+                else "The nearest labeled faces are not available for this run."
+            )
             return
         missing = [n.face_id for n in neighbours if n.face_id not in self._neighbour_faces]
         if missing:
@@ -400,11 +432,15 @@ class DetailPanel(QWidget):
         index = self.neighbours_index
         if not neighbours:
             self.neighbours_note.setText(
-                "No labeled train faces with an embedding in this run yet." if index.labeled_count == 0
-                else f"Run {run} stored no embedding for this face.")
+                "No labeled train faces with an embedding in this run yet."
+                if index.labeled_count == 0
+                else f"Run {run} stored no embedding for this face."
+            )
         else:
-            self.neighbours_note.setText(f"Cosine similarity in run {run}'s embedding, among "
-                                         f"{index.labeled_count:,} labeled {NEIGHBOUR_SPLIT} faces.")
+            self.neighbours_note.setText(
+                f"Cosine similarity in run {run}'s embedding, among "
+                f"{index.labeled_count:,} labeled {NEIGHBOUR_SPLIT} faces."
+            )
 
     def _build_index(self) -> None:
         project, api, run_id = self.state.project, self.state.api, self.state.current_run
@@ -412,8 +448,9 @@ class DetailPanel(QWidget):
         if project is None or run_id is None:
             self.index_runner.cancel_pending()
             return
-        self.index_runner.request(lambda _progress: api.evidence.neighbour_index(run_id, NEIGHBOUR_SPLIT),
-                                  (project, run_id))
+        self.index_runner.request(
+            lambda _progress: api.evidence.neighbour_index(run_id, NEIGHBOUR_SPLIT), (project, run_id)
+        )
 
     def _index_built(self, tag, index: LabeledNeighbours) -> None:
         project, run_id = tag

@@ -3,6 +3,7 @@
 `Dialogs` asks the user; tests pass an object with the same methods that answers at once
 (see tests/test_app.py), so controllers never block on a modal dialog.
 """
+
 from __future__ import annotations
 
 from html import escape
@@ -77,8 +78,7 @@ class AnnotatorDialog(QDialog):
         self.hint = QLabel()
         self.hint.setTextFormat(Qt.TextFormat.PlainText)
         self.hint.setWordWrap(True)
-        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
-                                        | QDialogButtonBox.StandardButton.Cancel)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
@@ -141,8 +141,10 @@ def choice_box(parent: QWidget | None, title: str, message: str, choices: list[s
     """A question with one button per choice and Cancel; the first choice is the default (Enter),
     Esc cancels. Built apart from Dialogs.choose so that it can be looked at without running it."""
     box = QMessageBox(QMessageBox.Icon.Question, title, message, QMessageBox.StandardButton.NoButton, parent)
-    buttons = [box.addButton(text, QMessageBox.ButtonRole.AcceptRole if i == 0 else QMessageBox.ButtonRole.ActionRole)
-               for i, text in enumerate(choices)]
+    buttons = [
+        box.addButton(text, QMessageBox.ButtonRole.AcceptRole if i == 0 else QMessageBox.ButtonRole.ActionRole)
+        for i, text in enumerate(choices)
+    ]
     box.setEscapeButton(box.addButton(QMessageBox.StandardButton.Cancel))
     box.setDefaultButton(buttons[0])
     return box, buttons
@@ -158,9 +160,13 @@ class Dialogs:
         QMessageBox.warning(self.parent, title, message)
 
     def confirm(self, title: str, message: str) -> bool:
-        answer = QMessageBox.question(self.parent, title, message,
-                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
-                                      QMessageBox.StandardButton.Cancel)
+        answer = QMessageBox.question(
+            self.parent,
+            title,
+            message,
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Cancel,
+        )
         return answer == QMessageBox.StandardButton.Yes
 
     def choose(self, title: str, message: str, choices: list[str]) -> int | None:
@@ -176,8 +182,9 @@ class Dialogs:
 
     def ask_unsaved(self, title: str, message: str) -> str:
         """SAVE, DISCARD or CANCEL the unsaved changes `message` describes; Enter saves, Esc cancels."""
-        buttons = (QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
-                   | QMessageBox.StandardButton.Cancel)
+        buttons = (
+            QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel
+        )
         answer = QMessageBox.warning(self.parent, title, message, buttons, QMessageBox.StandardButton.Save)
         answers = {QMessageBox.StandardButton.Save: SAVE, QMessageBox.StandardButton.Discard: DISCARD}
         return answers.get(answer, CANCEL)

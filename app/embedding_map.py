@@ -6,6 +6,7 @@ disagreement; hover shows the face; a rectangle or lasso selects faces and
 `selection_changed(frozenset of ids, or None when cleared)` lets the grid filter to them;
 `highlight(ids)` rings faces selected elsewhere (the grid).
 """
+
 from __future__ import annotations
 
 import html
@@ -26,15 +27,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.geometry import points_in_polygon, points_in_rect
-from core.classes import class_names
-from core.run_data import RunMap
 from app.background import NewestJobRunner
 from app.empty_state import EmptyState
 from app.map_colors import COLOR_MODES, color_points
 from app.map_view import SelectionViewBox
 from app.project_state import ProjectState
 from app.thumbnail_loader import ThumbnailLoader
+from core.classes import class_names
+from core.geometry import points_in_polygon, points_in_rect
+from core.run_data import RunMap
 
 POINT_SIZE = 6
 HOVER_RADIUS_PX = 8
@@ -42,9 +43,11 @@ LABEL_RECOLOR_DELAY_MS = 250
 BACKGROUND_LOAD_OVER = 5000  # faces; a larger run's map loads off the GUI thread
 PLOT_BACKGROUND = "#1b1e23"
 EMPTY_NO_PROJECT = "Open a project to see its embedding map."
-EMPTY_NO_RUN = ("No trained model yet, so no map.\n\nTrain one in the Training panel (View ▸ Training): "
-                "when the run finishes, every face appears here at its place in the model's "
-                "embedding.\n\nFrom a terminal: python main.py train PROJECT")
+EMPTY_NO_RUN = (
+    "No trained model yet, so no map.\n\nTrain one in the Training panel (View ▸ Training): "
+    "when the run finishes, every face appears here at its place in the model's "
+    "embedding.\n\nFrom a terminal: python main.py train PROJECT"
+)
 
 
 class HoverCard(QFrame):
@@ -103,9 +106,11 @@ class EmbeddingMap(QWidget):
         self.tool_buttons = QButtonGroup(self)
         tools = QHBoxLayout()
         tools.setSpacing(2)
-        for tool, text, tip in (("pan", "Pan", "drag to pan, wheel to zoom"),
-                                ("rect", "Rectangle", "drag a rectangle to select (Shift+drag in Pan)"),
-                                ("lasso", "Lasso", "draw around faces to select them (Ctrl+drag in Pan)")):
+        for tool, text, tip in (
+            ("pan", "Pan", "drag to pan, wheel to zoom"),
+            ("rect", "Rectangle", "drag a rectangle to select (Shift+drag in Pan)"),
+            ("lasso", "Lasso", "draw around faces to select them (Ctrl+drag in Pan)"),
+        ):
             button = QToolButton()
             button.setText(text)
             button.setToolTip(tip)
@@ -130,10 +135,12 @@ class EmbeddingMap(QWidget):
         self.plot.getPlotItem().setMenuEnabled(False)
         self.plot.getPlotItem().hideButtons()
         self.scatter = pg.ScatterPlotItem(size=POINT_SIZE, pen=None, pxMode=True, antialias=False)
-        self.selection_rings = pg.ScatterPlotItem(size=POINT_SIZE + 4, pen=pg.mkPen("#6ea8fe", width=1.2),
-                                                  brush=None, pxMode=True)
-        self.highlight_rings = pg.ScatterPlotItem(size=POINT_SIZE + 8, pen=pg.mkPen("#ffffff", width=2),
-                                                  brush=None, pxMode=True)
+        self.selection_rings = pg.ScatterPlotItem(
+            size=POINT_SIZE + 4, pen=pg.mkPen("#6ea8fe", width=1.2), brush=None, pxMode=True
+        )
+        self.highlight_rings = pg.ScatterPlotItem(
+            size=POINT_SIZE + 8, pen=pg.mkPen("#ffffff", width=2), brush=None, pxMode=True
+        )
         for item in (self.scatter, self.selection_rings, self.highlight_rings):
             self.plot.addItem(item)
         # The legend is wrapped text under the map, never over it: a legend inside the plot hid
@@ -256,9 +263,12 @@ class EmbeddingMap(QWidget):
             self.show_map(None, EMPTY_NO_RUN)
         elif data is None or not len(data):
             run = next((r for r in self.state.runs() if r.id == run_id), None)
-            self.show_map(None, f"Run {run_id} ({run.status if run else 'unknown'}) has no map: only finished "
-                                f"runs trained with a projection (umap or pca) have one.\n\nSelect another run "
-                                f"in the Training panel's history, or train a new one.")
+            self.show_map(
+                None,
+                f"Run {run_id} ({run.status if run else 'unknown'}) has no map: only finished "
+                f"runs trained with a projection (umap or pca) have one.\n\nSelect another run "
+                f"in the Training panel's history, or train a new one.",
+            )
         else:
             self.show_map(data)
 
@@ -323,9 +333,12 @@ class EmbeddingMap(QWidget):
     def _set_legend(self, entries: list[tuple[str, QColor]]) -> None:
         self._legend_names = [name for name, _ in entries]
         # An entry never breaks inside itself ("unlabeled (27,310)"), only between entries.
-        self.legend.setText(" &nbsp; ".join(
-            f"<span style='color:{color.name()}'>●</span>&nbsp;{html.escape(name).replace(' ', '&nbsp;')}"
-            for name, color in entries))
+        self.legend.setText(
+            " &nbsp; ".join(
+                f"<span style='color:{color.name()}'>●</span>&nbsp;{html.escape(name).replace(' ', '&nbsp;')}"
+                for name, color in entries
+            )
+        )
 
     def legend_names(self) -> list[str]:
         """What the colours mean, as the legend under the map shows it."""
@@ -416,7 +429,7 @@ class EmbeddingMap(QWidget):
         dy = (self.data.xy[:, 1] - point.y()) / max(pixel_h, 1e-12)
         distance = dx * dx + dy * dy
         nearest = int(np.argmin(distance))
-        return nearest if distance[nearest] <= radius_px ** 2 else None
+        return nearest if distance[nearest] <= radius_px**2 else None
 
     def _mouse_moved(self, args) -> None:
         scene_pos = args[0]
@@ -443,8 +456,11 @@ class EmbeddingMap(QWidget):
         names = class_names()
         label = names[data.labels[index]] if data.labels[index] >= 0 else "unlabeled"
         pseudo = names[data.pseudo[index]] if data.pseudo[index] >= 0 else "none"
-        lines = [f"<b>face {face_id}</b>" + (f" · {face.split}" if face else ""),
-                 f"label: {label}", f"pseudo-label: {pseudo}"]
+        lines = [
+            f"<b>face {face_id}</b>" + (f" · {face.split}" if face else ""),
+            f"label: {label}",
+            f"pseudo-label: {pseudo}",
+        ]
         if np.isfinite(data.confidence[index]):
             lines.append(f"confidence: {data.confidence[index]:.2f}")
         if data.disagreement is not None and np.isfinite(data.disagreement[index]):

@@ -2,6 +2,7 @@
 where one step fixes it, a button for that step (the review queue and the map without a finished
 run: "Train a first model").
 """
+
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
@@ -31,8 +32,9 @@ class EmptyState(QWidget):
         layout.addWidget(self.label)
         layout.addWidget(self.button, 0, Qt.AlignmentFlag.AlignHCenter)
         layout.addStretch(1)
-        self.setStyleSheet("#emptyState { background: #1b1e23; }"
-                           "#emptyAction { font-size: 14px; font-weight: 600; padding: 6px 18px; }")
+        self.setStyleSheet(
+            "#emptyState { background: #1b1e23; }#emptyAction { font-size: 14px; font-weight: 600; padding: 6px 18px; }"
+        )
 
     def setText(self, text: str) -> None:
         self.label.setText(text)

@@ -6,13 +6,14 @@ their plain words from core.store.errors; anything else is reported as unexpecte
 traceback kept on stderr for a bug report. The studio keeps running either way: nothing saved is
 lost, because every change is one database transaction that either committed or did not.
 """
+
 from __future__ import annotations
 
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Callable
 
 from core.store.errors import explain_storage_error
 
@@ -24,9 +25,11 @@ def describe_uncaught(exc: BaseException, project_root: Path | None = None) -> t
     problem = explain_storage_error(exc, project_root)
     if problem is not None:
         return "Not saved", problem.message[0].upper() + problem.message[1:] + "."
-    return "Unexpected error", (f"Something went wrong that the studio did not expect:\n\n"
-                                f"{type(exc).__name__}: {exc}\n\nNothing saved before is lost. The "
-                                f"details are printed on the terminal for a bug report.")
+    return "Unexpected error", (
+        f"Something went wrong that the studio did not expect:\n\n"
+        f"{type(exc).__name__}: {exc}\n\nNothing saved before is lost. The "
+        f"details are printed on the terminal for a bug report."
+    )
 
 
 class ErrorHook:

@@ -3,6 +3,7 @@
 One delegate paints every cell (no per-item widgets) and all cells have one size, so the view
 lays out 30,000 faces instantly and asks only for the items on screen.
 """
+
 from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QItemSelectionModel, QModelIndex, QRect, QSize, Qt, Signal
@@ -28,8 +29,7 @@ class FaceDelegate(QStyledItemDelegate):
         self.badge_font.setPixelSize(11)
 
     def cell_size(self) -> QSize:
-        return QSize(self.thumb_size + 2 * CELL_PADDING,
-                     self.thumb_size + BADGE_HEIGHT + 3 * CELL_PADDING)
+        return QSize(self.thumb_size + 2 * CELL_PADDING, self.thumb_size + BADGE_HEIGHT + 3 * CELL_PADDING)
 
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
         return self.cell_size()
@@ -46,8 +46,7 @@ class FaceDelegate(QStyledItemDelegate):
             painter.drawRoundedRect(cell, 6, 6)
 
         size = self.thumb_size
-        thumb = QRect(option.rect.x() + (option.rect.width() - size) // 2,
-                      option.rect.y() + CELL_PADDING, size, size)
+        thumb = QRect(option.rect.x() + (option.rect.width() - size) // 2, option.rect.y() + CELL_PADDING, size, size)
         pixmap = index.data(Qt.ItemDataRole.DecorationRole)
         if pixmap is not None:
             painter.drawPixmap(thumb, pixmap)
@@ -58,8 +57,12 @@ class FaceDelegate(QStyledItemDelegate):
         metrics = QFontMetrics(self.badge_font)
         text = metrics.elidedText(label, Qt.TextElideMode.ElideRight, size - 8)
         badge_width = min(size, metrics.horizontalAdvance(text) + 12)
-        badge = QRect(option.rect.x() + (option.rect.width() - badge_width) // 2,
-                      thumb.bottom() + CELL_PADDING, badge_width, BADGE_HEIGHT)
+        badge = QRect(
+            option.rect.x() + (option.rect.width() - badge_width) // 2,
+            thumb.bottom() + CELL_PADDING,
+            badge_width,
+            BADGE_HEIGHT,
+        )
         face = index.data(FaceRole.ROW)
         if face is not None and face.label:
             painter.setPen(Qt.PenStyle.NoPen)

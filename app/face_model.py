@@ -3,6 +3,7 @@
 Only data() for DecorationRole (asked by the view for the items it paints) starts a thumbnail
 load, so a 30,000-face project costs one database query and nothing per hidden item.
 """
+
 from __future__ import annotations
 
 from enum import IntEnum
@@ -10,10 +11,10 @@ from enum import IntEnum
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, Qt
 from PySide6.QtGui import QColor, QFont, QPainter, QPixmap
 
-from core.classes import expression_classes
-from core.store.queries import FaceRow
 from app.project_state import FaceFilter, ProjectState
 from app.thumbnail_loader import ThumbnailLoader
+from core.classes import expression_classes
+from core.store.queries import FaceRow
 
 UNLABELED_COLOR = "#5c6370"
 
@@ -104,8 +105,11 @@ class FaceListModel(QAbstractListModel):
                 self._rows[row] = face
         for row in rows:
             index = self.index(row)
-            self.dataChanged.emit(index, index, [Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole,
-                                                 FaceRole.ROW, FaceRole.LABEL_COLOR])
+            self.dataChanged.emit(
+                index,
+                index,
+                [Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole, FaceRole.ROW, FaceRole.LABEL_COLOR],
+            )
 
     def _project_changed(self) -> None:
         self.loader.set_project(self.state.project)
@@ -153,9 +157,11 @@ class FaceListModel(QAbstractListModel):
         return None
 
     def _tooltip(self, face: FaceRow) -> str:
-        lines = [f"<b>{_escape(face.path)}</b>", f"split: {face.split}",
-                 f"label: {face.label or 'unlabeled'}"
-                 + (f" ({face.label_source})" if face.label_source else "")]
+        lines = [
+            f"<b>{_escape(face.path)}</b>",
+            f"split: {face.split}",
+            f"label: {face.label or 'unlabeled'}" + (f" ({face.label_source})" if face.label_source else ""),
+        ]
         if face.crop_path:
             lines.append(f"face crop: {_escape(face.crop_path)}")
         error = self.loader.error(face.id)

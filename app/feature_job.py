@@ -7,6 +7,7 @@ meanwhile shares the work: the cache's shards are claimed by whichever process g
 first (core/training/features.py, ShardClaims). Opening another project or quitting stops the
 job; what it computed is kept.
 """
+
 from __future__ import annotations
 
 import sys
@@ -133,8 +134,11 @@ class FeatureJobBar(QWidget):
         job = self.job
         self.label.setText(job.text)
         self.label.setMinimumWidth(self.label.sizeHint().width())  # the elastic counts give way, not this
-        self.label.setToolTip(job.detail or "Image features for head-mode training, computed after the import "
-                                            "so the next run starts training at once")
+        self.label.setToolTip(
+            job.detail
+            or "Image features for head-mode training, computed after the import "
+            "so the next run starts training at once"
+        )
         self.cancel_button.setVisible(job.running)
         self.cancel_button.setEnabled(job.running and not job.worker.cancelling)
         self.progress.setVisible(job.running)
@@ -153,4 +157,3 @@ class FeatureJobBar(QWidget):
     def _hide_if_idle(self) -> None:
         if not self.job.running:
             self.setVisible(False)
-

@@ -1,6 +1,7 @@
 """Importing a folder or CSV into the open project: ask the split, run in the background with a
 cancellable progress dialog, show the report, tell the widgets the project changed; then compute
 the new faces' features in the background (app/feature_job.py), so the next training starts at once."""
+
 from __future__ import annotations
 
 import threading
@@ -9,12 +10,12 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QProgressDialog, QWidget
 
-from core.ingest.importer import ImportOptions, ImportProgress, ImportReport, import_source
-from core.ingest.sources import SourceError
-from core.store.project import ProjectError
 from app.background import BackgroundJob
 from app.feature_job import FeatureJob
 from app.project_state import ProjectState
+from core.ingest.importer import ImportOptions, ImportProgress, ImportReport, import_source
+from core.ingest.sources import SourceError
+from core.store.project import ProjectError
 
 PHASE_TEXT = {"reading": "Reading and checking files", "writing": "Adding faces to the project"}
 USER_ERRORS = (SourceError, ProjectError, ValueError)
@@ -31,8 +32,14 @@ class ImportController(QObject):
     finished = Signal(object)  # ImportReport (also when cancelled)
     failed = Signal(str)
 
-    def __init__(self, state: ProjectState, dialogs, parent: QWidget | None = None,
-                 show_progress: bool = True, compute_features: bool = True):
+    def __init__(
+        self,
+        state: ProjectState,
+        dialogs,
+        parent: QWidget | None = None,
+        show_progress: bool = True,
+        compute_features: bool = True,
+    ):
         super().__init__(parent)
         self.state = state
         self.dialogs = dialogs
@@ -62,8 +69,9 @@ class ImportController(QObject):
             self.dialogs.error("No project open", "Open or create a project before importing faces.")
             return False
         if self.busy:
-            self.dialogs.error("Import running", "Another import is still running; wait for it "
-                                                 "to finish or cancel it first.")
+            self.dialogs.error(
+                "Import running", "Another import is still running; wait for it to finish or cancel it first."
+            )
             return False
         return True
 
@@ -78,8 +86,7 @@ class ImportController(QObject):
         cancel = self._cancel
 
         def work(report_progress):
-            return import_source(project, str(source), options, progress=report_progress,
-                                 cancelled=cancel.is_set)
+            return import_source(project, str(source), options, progress=report_progress, cancelled=cancel.is_set)
 
         self.job = BackgroundJob(work, self)
         self.job.progress.connect(self._on_progress)
@@ -121,8 +128,10 @@ class ImportController(QObject):
         if dialog.maximum() != event.total:
             dialog.setMaximum(event.total)
         dialog.setValue(event.done)
-        dialog.setLabelText(f"Importing {self._source_name}\n{PHASE_TEXT.get(event.phase, event.phase)}: "
-                            f"{event.done:,} of {event.total:,}")
+        dialog.setLabelText(
+            f"Importing {self._source_name}\n{PHASE_TEXT.get(event.phase, event.phase)}: "
+            f"{event.done:,} of {event.total:,}"
+        )
 
     def _close_progress_dialog(self) -> None:
         if self.progress_dialog is not None:

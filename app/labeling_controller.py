@@ -15,6 +15,7 @@ themselves from it (and from the log when a project opens or the annotator chang
 redo come from the corrections log, so they work after a restart too. A bulk step on more than
 BACKGROUND_BULK_OVER faces is written off the GUI thread; other changes wait until it is saved.
 """
+
 from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QObject, QPoint, QSettings, Qt, Signal
@@ -22,15 +23,15 @@ from PySide6.QtGui import QAction, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import QMenu
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.background import BackgroundJob
+from app.bulk_scope import EVERYTHING, BulkAction, BulkScope, ask_scope
+from app.face_grid import FaceGrid
+from app.project_state import ProjectState
 from core import labeling
 from core.classes import expression_classes
 from core.labeling import LabelingError, LabelStep
 from core.store.errors import explain_storage_error
 from core.studio_api import Change
-from app.background import BackgroundJob
-from app.bulk_scope import EVERYTHING, BulkAction, BulkScope, ask_scope
-from app.face_grid import FaceGrid
-from app.project_state import ProjectState
 
 KEY_ANNOTATOR = "review/annotator"
 INCLUDE_MENU = "Include labeled and val/test"  # the context menu's bulk steps on the whole selection
@@ -115,8 +116,10 @@ class LabelingController(QObject):
         """Change the name corrections are recorded under (kept in the settings)."""
         name = (name or "").strip()
         if not name or len(name) > labeling.MAX_ANNOTATOR_LENGTH:
-            self.message.emit(f"An annotator name needs 1 to {labeling.MAX_ANNOTATOR_LENGTH} characters; "
-                              f"still labeling as {self.annotator}.")
+            self.message.emit(
+                f"An annotator name needs 1 to {labeling.MAX_ANNOTATOR_LENGTH} characters; "
+                f"still labeling as {self.annotator}."
+            )
             return False
         if name != self.annotator:
             self.annotator = name
@@ -138,8 +141,11 @@ class LabelingController(QObject):
         face = grid.current_face()
         item = self.queue_model.item_for(face.id) if face is not None and self.queue_model is not None else None
         size = self.queue_model.queue_size() if item is not None else None
-        note = (self.queue_model.note_for(face.id) if face is not None and item is None
-                and self.queue_model is not None and grid.model() is self.queue_model else None)
+        note = (
+            self.queue_model.note_for(face.id)
+            if face is not None and item is None and self.queue_model is not None and grid.model() is self.queue_model
+            else None
+        )
         self.face_shown.emit(face, item, size, note)
         if face is not None:
             row = grid.currentIndex().row()
@@ -164,8 +170,9 @@ class LabelingController(QObject):
         return False
 
     def _key(self, grid: FaceGrid, event: QKeyEvent) -> bool:
-        if event.modifiers() & (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier
-                                | Qt.KeyboardModifier.MetaModifier):
+        if event.modifiers() & (
+            Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier | Qt.KeyboardModifier.MetaModifier
+        ):
             return False  # shortcuts (Ctrl+Z, Ctrl+A ...) and the grid's own keys
         self.active_grid = grid
         key, text = event.key(), event.text()
@@ -187,11 +194,14 @@ class LabelingController(QObject):
         """Label the selected faces (one step), or the current face and move to the next."""
         run, api = self.state.current_run, self.state.api
         return self._change_targets(
-            lambda face: api.labeling.set_label(face, label, self.annotator,
-                                                suggestion=self._suggestion(face), run_id=run),
-            lambda faces, chosen: api.labeling.bulk_label(faces, label, self.annotator, run_id=run,
-                                                          **chosen.flags()),
-            BulkAction.label(label), advance=True, scope=scope)
+            lambda face: api.labeling.set_label(
+                face, label, self.annotator, suggestion=self._suggestion(face), run_id=run
+            ),
+            lambda faces, chosen: api.labeling.bulk_label(faces, label, self.annotator, run_id=run, **chosen.flags()),
+            BulkAction.label(label),
+            advance=True,
+            scope=scope,
+        )
 
     def accept_suggestion(self, scope: BulkScope | None = None) -> LabelStep | None:
         """Take the run's pseudo-label as the label (several faces: each its own, one step)."""
@@ -199,19 +209,27 @@ class LabelingController(QObject):
         return self._change_targets(
             lambda face: api.labeling.accept_suggestion(face, self.annotator, run),
             lambda faces, chosen: api.labeling.accept_suggestions(faces, self.annotator, run, **chosen.flags()),
-            BulkAction.accept(), advance=True, scope=scope)
+            BulkAction.accept(),
+            advance=True,
+            scope=scope,
+        )
 
     def clear(self, scope: BulkScope | None = None) -> LabelStep | None:
         """Make the selected faces (one step), or the current face, unlabeled; no moving on."""
         api = self.state.api
         return self._change_targets(
             lambda face: api.labeling.clear_label(face, self.annotator),
-            lambda faces, chosen: api.labeling.clear_labels(faces, self.annotator,
-                                                            include_val_test=chosen.include_val_test),
-            BulkAction.clear(), advance=False, scope=scope)
+            lambda faces, chosen: api.labeling.clear_labels(
+                faces, self.annotator, include_val_test=chosen.include_val_test
+            ),
+            BulkAction.clear(),
+            advance=False,
+            scope=scope,
+        )
 
-    def _change_targets(self, one, many, action: BulkAction, advance: bool,
-                        scope: BulkScope | None) -> LabelStep | None:
+    def _change_targets(
+        self, one, many, action: BulkAction, advance: bool, scope: BulkScope | None
+    ) -> LabelStep | None:
         """`one(face)` on the current face, or `many(faces, scope)` on a selection of several; each
         returns a Change. The step, or None (nothing changed, or the change runs in the background)."""
         if self.saving():
@@ -381,11 +399,16 @@ class LabelingController(QObject):
         changed = len(change.face_ids)
         left_out = step.left_out if step else labeling.LeftOut()
         same = len(ids) - changed - len(left_out.labeled) - len(left_out.val_test)
-        self.message.emit(f"{changed:,} face{'s' if changed != 1 else ''} {what}"
-                          + (f" ({same:,} already were)" if same else "")
-                          + (" — one step: Ctrl+Z takes it back." if changed else ".")
-                          + (f" Left out: {left_out.describe()} (right-click › {INCLUDE_MENU} to change "
-                             f"them too)." if left_out else ""))
+        self.message.emit(
+            f"{changed:,} face{'s' if changed != 1 else ''} {what}"
+            + (f" ({same:,} already were)" if same else "")
+            + (" — one step: Ctrl+Z takes it back." if changed else ".")
+            + (
+                f" Left out: {left_out.describe()} (right-click › {INCLUDE_MENU} to change them too)."
+                if left_out
+                else ""
+            )
+        )
 
     def _reveal(self, face_ids: list[int]) -> None:
         """Make the first of these faces current in the active grid, if it is there."""
@@ -440,8 +463,10 @@ class LabelingController(QObject):
         include = menu.addMenu(f"{INCLUDE_MENU} ({summary.labeled:,} labeled, {summary.val_test:,} in val/test)")
         for name in self.classes.values():
             include.addAction(f"Label all {len(ids):,} as {name}").triggered.connect(
-                lambda _=False, n=name: self.label(n, EVERYTHING))
+                lambda _=False, n=name: self.label(n, EVERYTHING)
+            )
         include.addSeparator()
         include.addAction(f"Accept the suggestion for all {len(ids):,}").triggered.connect(
-            lambda: self.accept_suggestion(EVERYTHING))
+            lambda: self.accept_suggestion(EVERYTHING)
+        )
         include.addAction(f"Clear the labels of all {len(ids):,}").triggered.connect(lambda: self.clear(EVERYTHING))

@@ -5,6 +5,7 @@ A level the run did not produce is drawn as absent (a dash in every cell, "absen
 header), never as zeros. The fused bars carry a tick at each class's threshold. The class
 column is as wide as the longest class name, so names are never cut.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,8 +46,13 @@ class LevelBars(QWidget):
         self.small_font.setPixelSize(10)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
-    def set_evidence(self, levels: dict[str, np.ndarray | None], fused: np.ndarray | None,
-                     thresholds: np.ndarray | None, label_index: int | None) -> None:
+    def set_evidence(
+        self,
+        levels: dict[str, np.ndarray | None],
+        fused: np.ndarray | None,
+        thresholds: np.ndarray | None,
+        label_index: int | None,
+    ) -> None:
         """`levels` semantic/text/instance -> (C,) or None where the run did not produce it."""
         self.levels = {**{level: levels.get(level) for level in LEVELS}, "fused": fused}
         self.thresholds = thresholds
@@ -87,8 +93,9 @@ class LevelBars(QWidget):
             left = name_width + column * cell
             self._paint_header(painter, level, QRectF(left, 0, cell, HEADER_HEIGHT))
             for row, cls in enumerate(self.classes):
-                rect = QRectF(left + 3, HEADER_HEIGHT + row * ROW_HEIGHT + (ROW_HEIGHT - BAR_HEIGHT) / 2,
-                              cell - 6, BAR_HEIGHT)
+                rect = QRectF(
+                    left + 3, HEADER_HEIGHT + row * ROW_HEIGHT + (ROW_HEIGHT - BAR_HEIGHT) / 2, cell - 6, BAR_HEIGHT
+                )
                 self._paint_cell(painter, level, row, QColor(cls.color), rect)
         painter.end()
 
@@ -99,20 +106,29 @@ class LevelBars(QWidget):
         painter.setFont(self.bold_font if predicted else self.name_font)
         painter.setPen(TEXT if predicted or labeled else QColor("#b9c0cb"))
         text = f"{cls.name} ✓" if labeled else cls.name  # ✓: the face's current label
-        painter.drawText(QRectF(14, top, self._name_width() - 14, ROW_HEIGHT),
-                         Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, text)
+        painter.drawText(
+            QRectF(14, top, self._name_width() - 14, ROW_HEIGHT),
+            Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft,
+            text,
+        )
 
     def _paint_header(self, painter: QPainter, level: str, rect: QRectF) -> None:
         probs = self.levels.get(level)
         painter.setFont(self.bold_font if level == "fused" else self.name_font)
         painter.setPen(TEXT if probs is not None else DIM_TEXT)
-        painter.drawText(rect.adjusted(3, 2, -3, -HEADER_HEIGHT / 2), Qt.AlignmentFlag.AlignLeft
-                         | Qt.AlignmentFlag.AlignBottom, level)
+        painter.drawText(
+            rect.adjusted(3, 2, -3, -HEADER_HEIGHT / 2),
+            Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignBottom,
+            level,
+        )
         if probs is None:  # each present level's own top class shows as its brightest bar instead
             painter.setFont(self.small_font)
             painter.setPen(DIM_TEXT)
-            painter.drawText(rect.adjusted(3, HEADER_HEIGHT / 2, -3, -4),
-                             Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, "absent")
+            painter.drawText(
+                rect.adjusted(3, HEADER_HEIGHT / 2, -3, -4),
+                Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+                "absent",
+            )
 
     def _paint_cell(self, painter: QPainter, level: str, row: int, class_color: QColor, rect: QRectF) -> None:
         probs = self.levels.get(level)
@@ -136,8 +152,9 @@ class LevelBars(QWidget):
             fill.setAlpha(150)  # each level's own top class stands out a little
         if value > 0:
             painter.setBrush(fill)
-            painter.drawRoundedRect(QRectF(rect.left(), rect.top(), max(rect.width() * value, 2.0), rect.height()),
-                                    3, 3)
+            painter.drawRoundedRect(
+                QRectF(rect.left(), rect.top(), max(rect.width() * value, 2.0), rect.height()), 3, 3
+            )
         if level == "fused" and self.thresholds is not None:
             x = rect.left() + rect.width() * float(np.clip(self.thresholds[row], 0.0, 1.0))
             painter.setPen(QPen(THRESHOLD_COLOR, 2))

@@ -10,18 +10,19 @@ or a feature job of the studio uses the cores, and after a refit that failed the
 next correction (a run that cannot be refitted is not asked again and again). `status_text()`
 is the status bar's indicator: "model: refitting… / refreshed 3 s ago (run 14, +20 labels)".
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from PySide6.QtCore import QObject, QSettings, QTimer, Signal
 
-from core.active.refit_policy import RefitPolicy
 from app import settings as studio
 from app.project_state import ProjectState
 from app.warm_worker import GAVE_UP, READY, STARTING, WarmWorker
+from core.active.refit_policy import RefitPolicy
 
 TICK_MS = 1000  # the indicator's "N s ago" and a held refit's retry
 REQUESTABLE = (STARTING, READY)  # a request waits in the worker while it starts
@@ -47,8 +48,14 @@ class LiveRefit(QObject):
     status_changed = Signal(str)
     refreshed = Signal(int)  # the refit's run, now the current run (the views have been told)
 
-    def __init__(self, state: ProjectState, worker: WarmWorker, settings: QSettings,
-                 held_by: Callable[[], str | None] = lambda: None, parent: QObject | None = None):
+    def __init__(
+        self,
+        state: ProjectState,
+        worker: WarmWorker,
+        settings: QSettings,
+        held_by: Callable[[], str | None] = lambda: None,
+        parent: QObject | None = None,
+    ):
         super().__init__(parent)
         self.state = state
         self.worker = worker
@@ -214,7 +221,7 @@ class LiveRefit(QObject):
 def _first_sentence(text: str | None, limit: int = 90) -> str:
     """The start of an error message, short enough for the status bar."""
     text = (text or "no reason given").strip().split("; ")[0].split("\n")[0]
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _ago(seconds: float) -> str:

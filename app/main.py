@@ -1,4 +1,5 @@
 """`run_app`: start the studio on a project, the last one, or the demo project."""
+
 from __future__ import annotations
 
 import sys
@@ -6,12 +7,12 @@ import sys
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
-from core.ingest.demo import DemoSettings
 from app.error_hook import ErrorHook
 from app.main_window import APP_TITLE, MainWindow
 from app.settings import studio_settings
 from app.startup import resolve_startup_project
 from app.style import BASE_FONT_PX, STYLE_SHEET, dark_palette
+from core.ingest.demo import DemoSettings
 
 
 def application() -> QApplication:
@@ -29,8 +30,9 @@ def application() -> QApplication:
     return app
 
 
-def start_studio(project: str | None, dialogs=None, demo_settings: DemoSettings = DemoSettings(),
-                 train_first_model: bool = False) -> MainWindow:
+def start_studio(
+    project: str | None, dialogs=None, demo_settings: DemoSettings = DemoSettings(), train_first_model: bool = False
+) -> MainWindow:
     """Create and show the main window; open `project`, the last project or the demo (built in
     the background on first start). Returns at once; the demo opens when ready.
     `train_first_model`: on the first start (the demo is built now) train a model on it at once."""

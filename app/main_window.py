@@ -8,6 +8,7 @@ state; the map's selection filters the grid and the grid's selection is ringed o
 A project without a finished run offers "Train a first model" (the default settings) where the
 queue and the map would be; the very first start, on the demo it builds, trains one by itself.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,9 +26,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.ingest.demo import DemoSettings
-from core.paths import default_demo_project
-from core.store.project import Project, ProjectError
 from app import settings as studio
 from app.annotator_field import AnnotatorField
 from app.description_editor import DescriptionEditor
@@ -49,6 +47,9 @@ from app.thumbnail_loader import ThumbnailLoader
 from app.training_panel import TrainingPanel
 from app.warm_worker import WarmWorker
 from app.widgets import ElidedLabel
+from core.ingest.demo import DemoSettings
+from core.paths import default_demo_project
+from core.store.project import Project, ProjectError
 
 APP_TITLE = "FER Studio"
 WORKER_MESSAGE_MS = 15_000
@@ -140,8 +141,9 @@ class MainWindow(QMainWindow):
         self.help_overlay = ShortcutHelp(self, fallback_focus=lambda: self.labeling.active_grid)
         # The warm worker process runs while a project is open; corrections trigger its refits.
         self.warm_worker = WarmWorker(self)
-        self.live_refit = LiveRefit(self.state, self.warm_worker, self.settings, held_by=self._refit_held_by,
-                                    parent=self)
+        self.live_refit = LiveRefit(
+            self.state, self.warm_worker, self.settings, held_by=self._refit_held_by, parent=self
+        )
         self.description_editor: DescriptionEditor | None = None
 
         self.counts_label = QLabel()
@@ -152,9 +154,11 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.run_label)
         self.refit_label = QLabel(self.live_refit.status_text())
         self.refit_label.setObjectName("refitStatus")
-        self.refit_label.setToolTip("Live refits: the model is refitted on the cached features after every "
-                                    f"{self.live_refit.policy.every} corrections or a pause; Review ▸ Refit the "
-                                    "model while labeling turns them off")
+        self.refit_label.setToolTip(
+            "Live refits: the model is refitted on the cached features after every "
+            f"{self.live_refit.policy.every} corrections or a pause; Review ▸ Refit the "
+            "model while labeling turns them off"
+        )
         self.statusBar().addPermanentWidget(self.refit_label)
         self.annotator_field = AnnotatorField(self.labeling, self.dialogs)
         self.statusBar().addPermanentWidget(self.annotator_field)
@@ -167,8 +171,12 @@ class MainWindow(QMainWindow):
         self.training.busy_changed.connect(self._set_busy)
         for empty in (self.review.empty, self.map_view.empty):
             empty.action_clicked.connect(self.train_first_model)
-        for signal in (self.state.project_changed, self.state.run_finished, self.state.current_run_changed,
-                       self.training.busy_changed):
+        for signal in (
+            self.state.project_changed,
+            self.state.run_finished,
+            self.state.current_run_changed,
+            self.training.busy_changed,
+        ):
             signal.connect(self._offer_first_model)
         self.state.project_changed.connect(self._project_changed)
         self.state.contents_changed.connect(self._update_status)
@@ -213,14 +221,19 @@ class MainWindow(QMainWindow):
         self.import_csv_action = self._action(menu, "Import &CSV…", self.ask_import_csv, "Ctrl+Shift+I")
         menu.addSeparator()
         self._action(menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
-        self._project_actions = (self.new_action, self.open_action, self.recent_menu.menuAction(),
-                                 self.demo_action, self.import_folder_action, self.import_csv_action)
+        self._project_actions = (
+            self.new_action,
+            self.open_action,
+            self.recent_menu.menuAction(),
+            self.demo_action,
+            self.import_folder_action,
+            self.import_csv_action,
+        )
         edit = self.menuBar().addMenu("&Edit")
         edit.addAction(self.labeling.undo_action)
         edit.addAction(self.labeling.redo_action)
         view = self.menuBar().addMenu("&View")
-        for dock, shortcut in ((self.map_dock, "Ctrl+M"), (self.training_dock, "Ctrl+T"),
-                               (self.detail_dock, "Ctrl+D")):
+        for dock, shortcut in ((self.map_dock, "Ctrl+M"), (self.training_dock, "Ctrl+T"), (self.detail_dock, "Ctrl+D")):
             action = dock.toggleViewAction()
             action.setShortcut(QKeySequence(shortcut))
             view.addAction(action)
@@ -236,7 +249,8 @@ class MainWindow(QMainWindow):
         self.live_refit_action.setChecked(self.live_refit.enabled)
         help_menu = self.menuBar().addMenu("&Help")
         self._action(help_menu, "&Keyboard shortcuts", self.help_overlay.toggle).setShortcuts(
-            [QKeySequence("F1"), QKeySequence("?")])
+            [QKeySequence("F1"), QKeySequence("?")]
+        )
 
     # -- the first model ---------------------------------------------------------------------
     def train_first_model(self) -> bool:
@@ -322,12 +336,14 @@ class MainWindow(QMainWindow):
             self.dialogs.error("Import running", "Wait for the import to finish before switching projects.")
             return False
         if self.training.busy:
-            self.dialogs.error("Training running", "Cancel the training run (or let it finish) before "
-                                                   "switching projects.")
+            self.dialogs.error(
+                "Training running", "Cancel the training run (or let it finish) before switching projects."
+            )
             return False
         if self.description_editor is not None and self.description_editor.busy:
-            self.dialogs.error("Re-scoring running", "Wait for the re-scoring of the run to finish before "
-                                                     "switching projects.")
+            self.dialogs.error(
+                "Re-scoring running", "Wait for the re-scoring of the run to finish before switching projects."
+            )
             return False
         return self._close_description_editor()  # it saves into the project that is open
 
@@ -372,8 +388,9 @@ class MainWindow(QMainWindow):
         if path:
             self.open_project(path)
 
-    def open_demo_project(self, demo_settings: DemoSettings = DemoSettings(),
-                          path: Path | None = None, train_first_model: bool = False) -> None:
+    def open_demo_project(
+        self, demo_settings: DemoSettings = DemoSettings(), path: Path | None = None, train_first_model: bool = False
+    ) -> None:
         """Open the demo project, building it in the background first when it is not there;
         `train_first_model`: then train a model on it with the default settings (first start)."""
         path = Path(path or default_demo_project())
@@ -394,8 +411,9 @@ class MainWindow(QMainWindow):
         if self.open_project(path) and train and not self.state.api.runs.has_finished_run():
             self.show_review()
             self.train_first_model()
-            self.statusBar().showMessage("Training a first model on the demo: its review queue and map "
-                                         "appear when it finishes.", 15_000)
+            self.statusBar().showMessage(
+                "Training a first model on the demo: its review queue and map appear when it finishes.", 15_000
+            )
 
     def _demo_failed(self, message: str) -> None:
         self.demo_builder = None
@@ -423,12 +441,14 @@ class MainWindow(QMainWindow):
             self.counts_label.setText(
                 f"{stats['images']:,} faces  ·  {stats['labeled']:,} labeled  ·  "
                 f"{stats['unlabeled']:,} unlabeled  ·  {self.state.corrected_today():,} corrected today  ·  "
-                f"showing {shown:,}"
-                + ("  (selected on the map)" if self.model.id_filter is not None else ""))
+                f"showing {shown:,}" + ("  (selected on the map)" if self.model.id_filter is not None else "")
+            )
             self.empty_hint.setText(
                 "This project has no faces yet.\nDrop a folder or a CSV file here, or use File ▸ Import folder…"
-                if not stats["images"] else "No faces match these filters"
-                + (" and the map's selection." if self.model.id_filter is not None else "."))
+                if not stats["images"]
+                else "No faces match these filters"
+                + (" and the map's selection." if self.model.id_filter is not None else ".")
+            )
         self.grid_area.setCurrentWidget(self.grid if shown else self.empty_hint)
 
     # -- imports -----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ Continuous values (confidence, level disagreement) are binned into COLOR_STEPS c
 pyqtgraph renders 30,000 points from a handful of cached symbol images instead of one per point.
 `order` draws the informative points last (labeled faces above unlabeled ones, etc.).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,8 +16,12 @@ from PySide6.QtGui import QBrush, QColor
 from core.classes import expression_classes
 from core.run_data import RunMap
 
-COLOR_MODES = {"label": "Current label", "pseudo": "Pseudo-label", "confidence": "Confidence",
-               "disagreement": "Level disagreement"}
+COLOR_MODES = {
+    "label": "Current label",
+    "pseudo": "Pseudo-label",
+    "confidence": "Confidence",
+    "disagreement": "Level disagreement",
+}
 COLOR_STEPS = 32
 UNLABELED = QColor(110, 118, 130, 120)
 MISSING = QColor(90, 90, 90, 90)

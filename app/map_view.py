@@ -4,6 +4,7 @@ The tool is chosen with `tool` ("pan", "rect", "lasso"); in pan mode Shift+drag 
 rectangle and Ctrl+drag a lasso. Shapes are reported in data coordinates; which points they
 hold is core.geometry's business.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -70,8 +71,11 @@ class SelectionViewBox(pg.ViewBox):
         if self._shape == "rect":  # the corner where the drag began, and the current one
             self._points = self._points[:1] + [self._to_data(screen)]
             return
-        if (not force and self._last_screen is not None
-                and (screen - self._last_screen).manhattanLength() < MIN_LASSO_STEP_PX):
+        if (
+            not force
+            and self._last_screen is not None
+            and (screen - self._last_screen).manhattanLength() < MIN_LASSO_STEP_PX
+        ):
             return
         self._last_screen = QPointF(screen)
         self._points.append(self._to_data(screen))

@@ -7,6 +7,7 @@ lists what its libraries need and cannot find; libxcb-cursor is opened by Qt at 
 it is looked for separately. Run as `python -m app.platform_check` (bootstrap.sh does): it prints
 the line to run, or nothing when the window can open. Qt's platform plugin is not loaded here.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -89,10 +90,12 @@ def window_problem() -> str | None:
     libraries = missing_libraries()
     if not libraries:
         return None
-    return ("The studio's window cannot open: Qt's X11 platform plugin (xcb) needs system libraries this "
-            f"machine lacks ({', '.join(libraries)}). On Debian or Ubuntu install them with:\n\n"
-            f"    {install_line(libraries)}\n\n"
-            "then start the studio again. The commands (python main.py --help) work without them.")
+    return (
+        "The studio's window cannot open: Qt's X11 platform plugin (xcb) needs system libraries this "
+        f"machine lacks ({', '.join(libraries)}). On Debian or Ubuntu install them with:\n\n"
+        f"    {install_line(libraries)}\n\n"
+        "then start the studio again. The commands (python main.py --help) work without them."
+    )
 
 
 def uses_xcb(environ=os.environ) -> bool:
@@ -109,8 +112,12 @@ def uses_xcb(environ=os.environ) -> bool:
 def main() -> int:
     problem = window_problem()
     if problem:
-        print(problem.replace("The studio's window cannot open", "bootstrap.sh: warning: the studio's window "
-                              "will not open"), file=sys.stderr)
+        print(
+            problem.replace(
+                "The studio's window cannot open", "bootstrap.sh: warning: the studio's window will not open"
+            ),
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -1,4 +1,5 @@
 """The left panel: what the project holds (counts per split and label) and the grid's filters."""
+
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
@@ -13,10 +14,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.classes import expression_classes
-from core.store.models import SPLITS
 from app.project_state import FaceFilter, ProjectState
 from app.widgets import ElidedLabel, dot_icon
+from core.classes import expression_classes
+from core.store.models import SPLITS
 
 STATUS_CHOICES = (("All", None), ("Labeled", True), ("Unlabeled", False))
 
@@ -67,9 +68,14 @@ class ProjectPanel(QScrollArea):
         layout.addWidget(_section("Faces"))
         totals = QGridLayout()
         self.total_labels: dict[str, QLabel] = {}
-        for row, (key, text) in enumerate((("images", "Faces"), ("labeled", "Labeled"),
-                                           ("unlabeled", "Unlabeled"),
-                                           ("hidden_truth", "Hidden ground truth"))):
+        for row, (key, text) in enumerate(
+            (
+                ("images", "Faces"),
+                ("labeled", "Labeled"),
+                ("unlabeled", "Unlabeled"),
+                ("hidden_truth", "Hidden ground truth"),
+            )
+        ):
             totals.addWidget(QLabel(text), row, 0)
             self.total_labels[key] = _number()
             totals.addWidget(self.total_labels[key], row, 1)
@@ -133,14 +139,18 @@ class ProjectPanel(QScrollArea):
         self.refresh()
 
     def face_filter(self) -> FaceFilter:
-        return FaceFilter(split=self.split_combo.currentData(),
-                          labeled=self.status_combo.currentData(),
-                          label=self.label_combo.currentData())
+        return FaceFilter(
+            split=self.split_combo.currentData(),
+            labeled=self.status_combo.currentData(),
+            label=self.label_combo.currentData(),
+        )
 
     def set_filter(self, face_filter: FaceFilter) -> None:
-        for combo, value in ((self.split_combo, face_filter.split),
-                             (self.status_combo, face_filter.labeled),
-                             (self.label_combo, face_filter.label)):
+        for combo, value in (
+            (self.split_combo, face_filter.split),
+            (self.status_combo, face_filter.labeled),
+            (self.label_combo, face_filter.label),
+        ):
             combo.blockSignals(True)
             combo.setCurrentIndex(max(0, combo.findData(value)))
             combo.blockSignals(False)

@@ -15,6 +15,7 @@ as soon as its predictions are written, before its UMAP map), announced by
 has ended (finished, cancelled or failed), so views showing runs refresh. A live refit's run
 replaces the current one in place (`notify_refit_finished`, `refreshing_in_place`).
 """
+
 from __future__ import annotations
 
 import os
@@ -27,7 +28,6 @@ from core.run_data import RunMap, RunSummary
 from core.store.project import Project
 from core.store.queries import FaceRow
 from core.studio_api import StudioApi
-
 
 COUNTS_DELAY_MS = 300
 

@@ -7,6 +7,7 @@ by one, and after some tens of thousands of calls (seconds of painting, or a lon
 followed live) the interpreter aborts: "Fatal Python error: none_dealloc: deallocating None".
 Giving None a count no session can use up makes the leak harmless; nothing else changes.
 """
+
 from __future__ import annotations
 
 import ctypes

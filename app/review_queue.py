@@ -8,6 +8,7 @@ in place); it is rebuilt when the current run changes or a run finishes, when th
 filter or the limit changes, and on Refresh (F5); while the view is hidden, only once it is shown.
 A live refit's run rebuilds it in place: the face being labeled stays current, first in the queue.
 """
+
 from __future__ import annotations
 
 import time
@@ -30,38 +31,38 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.active import LABEL_FILTERS, STRATEGIES, QueueError, QueueFilters, QueueItem, queue_advice
-from core.classes import class_names, expression_classes
-from core.store.models import SPLITS
-from core.store.queries import FaceRow
-from core.studio_api import StudioApi
 from app.background import NewestJobRunner
 from app.empty_state import EmptyState
 from app.face_grid import CELL_PADDING, FaceDelegate, FaceGrid
 from app.face_model import FaceListModel, FaceRole
 from app.project_state import ProjectState
 from app.thumbnail_loader import ThumbnailLoader
+from core.active import LABEL_FILTERS, STRATEGIES, QueueError, QueueFilters, QueueItem, queue_advice
+from core.classes import class_names, expression_classes
+from core.store.models import SPLITS
+from core.store.queries import FaceRow
+from core.studio_api import StudioApi
 
 DEFAULT_STRATEGY = "margin"
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 2000
 # The confusions annotators meet most often come first in the pair filter.
 COMMON_PAIRS = (("fear", "surprise"), ("sadness", "neutral"), ("disgust", "anger"))
-LABEL_FILTER_TITLES = {"unlabeled": "Unlabeled", "labeled": "Labeled", "corrected": "Corrected",
-                       "all": "All faces"}
+LABEL_FILTER_TITLES = {"unlabeled": "Unlabeled", "labeled": "Labeled", "corrected": "Corrected", "all": "All faces"}
 NO_PROJECT = "Open a project to review its faces."
-NO_RUN = ("No finished training run yet, so there is nothing to review.\n\n"
-          "Train a first model with the button below (the default settings), or choose your own in the "
-          "Training panel (View ▸ Training, Ctrl+T): when the run finishes, the faces it is least sure "
-          "about line up here, the least sure first.\n\n"
-          "From a terminal: python main.py train PROJECT")
+NO_RUN = (
+    "No finished training run yet, so there is nothing to review.\n\n"
+    "Train a first model with the button below (the default settings), or choose your own in the "
+    "Training panel (View ▸ Training, Ctrl+T): when the run finishes, the faces it is least sure "
+    "about line up here, the least sure first.\n\n"
+    "From a terminal: python main.py train PROJECT"
+)
 
 
 def pair_choices() -> list[tuple[str, str]]:
     names = class_names()
     common = [pair for pair in COMMON_PAIRS if all(name in names for name in pair)]
-    rest = [pair for pair in combinations(names, 2)
-            if pair not in common and tuple(reversed(pair)) not in common]
+    rest = [pair for pair in combinations(names, 2) if pair not in common and tuple(reversed(pair)) not in common]
     return common + rest
 
 
@@ -138,8 +139,10 @@ class QueueListModel(FaceListModel):
         if role == Qt.ItemDataRole.ToolTipRole and index.isValid():
             item = self._items.get(self._rows[index.row()].id)
             if item is not None:
-                return (f"<b>#{item.rank}</b> · suggestion {item.pseudo_label} ({item.confidence:.2f})"
-                        f"<br>{_escape(item.reason)}<br>" + super().data(index, role))
+                return (
+                    f"<b>#{item.rank}</b> · suggestion {item.pseudo_label} ({item.confidence:.2f})"
+                    f"<br>{_escape(item.reason)}<br>" + super().data(index, role)
+                )
         return super().data(index, role)
 
 
@@ -213,8 +216,9 @@ class ReviewQueueView(QWidget):
         self.strategy_combo = _combo("how the faces are ranked")
         for name, strategy in STRATEGIES.items():
             self.strategy_combo.addItem(name.replace("_", " "), name)
-            self.strategy_combo.setItemData(self.strategy_combo.count() - 1, strategy.description,
-                                            Qt.ItemDataRole.ToolTipRole)
+            self.strategy_combo.setItemData(
+                self.strategy_combo.count() - 1, strategy.description, Qt.ItemDataRole.ToolTipRole
+            )
         self.strategy_combo.setCurrentIndex(max(0, self.strategy_combo.findData(DEFAULT_STRATEGY)))
         self.limit_spin = QSpinBox()
         self.limit_spin.setRange(1, MAX_LIMIT)
@@ -249,9 +253,11 @@ class ReviewQueueView(QWidget):
         controls = QGridLayout()
         controls.setHorizontalSpacing(4)
         controls.setVerticalSpacing(4)
-        rows = ((("Strategy", self.strategy_combo), ("Limit", self.limit_spin)),
-                (("Split", self.split_combo), ("Faces", self.labels_combo)),
-                (("Predicted", self.pseudo_combo), ("Pair", self.pair_combo)))
+        rows = (
+            (("Strategy", self.strategy_combo), ("Limit", self.limit_spin)),
+            (("Split", self.split_combo), ("Faces", self.labels_combo)),
+            (("Predicted", self.pseudo_combo), ("Pair", self.pair_combo)),
+        )
         for row, pairs in enumerate(rows):
             for column, (text, widget) in enumerate(pairs):
                 controls.addWidget(QLabel(text), row, 2 * column)
@@ -300,8 +306,11 @@ class ReviewQueueView(QWidget):
         if run_id is None:
             return None
         pair = self.pair_combo.currentData()
-        filters = QueueFilters(labels=self.labels_combo.currentData(), pseudo_label=self.pseudo_combo.currentData(),
-                               pair=tuple(pair.split("/")) if pair else None)
+        filters = QueueFilters(
+            labels=self.labels_combo.currentData(),
+            pseudo_label=self.pseudo_combo.currentData(),
+            pair=tuple(pair.split("/")) if pair else None,
+        )
         return QueueRequest(run_id, self.strategy(), self.limit_spin.value(), self.split_combo.currentData(), filters)
 
     def _describe_strategy(self, *_args) -> None:
@@ -365,12 +374,16 @@ class ReviewQueueView(QWidget):
         shown = self.model.queue_size()
         strategy = request.strategy.replace("_", " ")
         advice = queue_advice(request.strategy, result.items)
-        self.summary.setText(f"Run {request.run_id} · {strategy} · {shown:,} face{'s' if shown != 1 else ''} "
-                             f"· built in {result.seconds:.2f} s" + (f" · ⚠ {advice.headline}" if advice else ""))
+        self.summary.setText(
+            f"Run {request.run_id} · {strategy} · {shown:,} face{'s' if shown != 1 else ''} "
+            f"· built in {result.seconds:.2f} s" + (f" · ⚠ {advice.headline}" if advice else "")
+        )
         self.summary.setToolTip(f"Note: {advice.detail}" if advice else "")
         if not shown:
-            self._show_message("No faces match these filters.\n\nTry another split, the “All faces” choice, "
-                               "or no pseudo-label or pair filter.")
+            self._show_message(
+                "No faces match these filters.\n\nTry another split, the “All faces” choice, "
+                "or no pseudo-label or pair filter."
+            )
         else:
             self.pages.setCurrentWidget(self.grid)
             row = self.model.row_of(current.id) if current is not None else None
@@ -389,8 +402,10 @@ class ReviewQueueView(QWidget):
         self.model.set_queue([], {})
         if isinstance(exc, QueueError):
             self.error = str(exc)
-            text = (f"No queue for run {request.run_id}: {exc}.\n\nSelect a finished run in the Training panel's "
-                    f"history, or choose another strategy.")
+            text = (
+                f"No queue for run {request.run_id}: {exc}.\n\nSelect a finished run in the Training panel's "
+                f"history, or choose another strategy."
+            )
         else:
             self.error = f"{type(exc).__name__}: {exc}"
             text = f"Building the queue failed: {self.error}"

@@ -5,16 +5,17 @@ the map and the training panel's curves follow. A cancelled or failed run that k
 checkpoint offers "Resume run N" in its context menu (the training panel runs it). Refreshed when
 a project opens and when a run launched from the studio ends.
 """
+
 from __future__ import annotations
 
 from PySide6.QtCore import QAbstractTableModel, QItemSelectionModel, QModelIndex, QObject, QPoint, Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QMenu, QTableView, QWidget
 
-from core.store.models import RUN_CANCELLED, RUN_FAILED, RUN_FINISHED, RUN_RUNNING
-from core.run_data import RunSummary
 from app.project_state import ProjectState
 from app.widgets import local_time
+from core.run_data import RunSummary
+from core.store.models import RUN_CANCELLED, RUN_FAILED, RUN_FINISHED, RUN_RUNNING
 
 COLUMNS = ("Run", "Algorithm", "Encoder", "Mode", "Status", "Started", "Duration", "Val acc", "Fused")
 STATUS_COLORS = {RUN_FINISHED: "#7bd88f", RUN_FAILED: "#ff6b6b", RUN_CANCELLED: "#f2c14e", RUN_RUNNING: "#6ea8fe"}
@@ -83,9 +84,14 @@ class RunHistoryModel(QAbstractTableModel):
     @staticmethod
     def _text(run: RunSummary, column: str) -> str:
         return {
-            "Run": str(run.id), "Algorithm": run.algorithm, "Encoder": run.encoder, "Mode": run.mode,
-            "Status": run.status, "Started": local_time(run.started_at),
-            "Duration": format_duration(run.duration_s()), "Val acc": _accuracy(run.val_accuracy),
+            "Run": str(run.id),
+            "Algorithm": run.algorithm,
+            "Encoder": run.encoder,
+            "Mode": run.mode,
+            "Status": run.status,
+            "Started": local_time(run.started_at),
+            "Duration": format_duration(run.duration_s()),
+            "Val acc": _accuracy(run.val_accuracy),
             "Fused": _accuracy(run.val_fused_accuracy),
         }[column]
 
@@ -132,7 +138,8 @@ class RunHistoryView(QTableView):
             return None
         menu = QMenu(self)
         menu.addAction(f"Resume run {run.id} from its checkpoint").triggered.connect(
-            lambda _=False, r=run.id: self.resume_requested.emit(r))
+            lambda _=False, r=run.id: self.resume_requested.emit(r)
+        )
         return menu
 
     def _context_menu(self, pos: QPoint) -> None:
@@ -154,5 +161,6 @@ class RunHistoryView(QTableView):
         if self.selected_run() != self.state.current_run:
             self.selectionModel().select(
                 self.history.index(row, 0),
-                QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+                QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows,
+            )
             self.scrollTo(self.history.index(row, 0))

@@ -4,6 +4,7 @@ per-class thresholds (in the class colours).
 The same widget follows a live run (`add_metrics` with each metrics event) and shows a past run
 (`show_series` with the metrics table's curves), so both look alike.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -6,6 +6,7 @@ It follows the worker's events (core/training/events.py: "phase" and "progress")
 a one-second tick keeps the elapsed time and the map's estimate moving, so the panel never sits
 still on a full bar while the map is computed.
 """
+
 from __future__ import annotations
 
 import time
@@ -13,11 +14,17 @@ import time
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QSizePolicy, QVBoxLayout, QWidget
 
-from core.training.events import PHASES
 from app.run_history import format_duration
+from core.training.events import PHASES
 
-TITLES = {"starting": "starting", "encoder": "encoder", "features": "features", "training": "training",
-          "predictions": "predictions", "map": "map"}
+TITLES = {
+    "starting": "starting",
+    "encoder": "encoder",
+    "features": "features",
+    "training": "training",
+    "predictions": "predictions",
+    "map": "map",
+}
 UNITS = {"features": "faces", "training": "steps", "predictions": "faces"}
 ALIASES = {"train": "training"}  # older workers named the training phase's progress "train"
 DONE_COLOR, CURRENT_COLOR, LATER_COLOR = "#7bd88f", "#6ea8fe", "#6b7280"
@@ -79,7 +86,7 @@ class RunProgress(QWidget):
         """The worker moved on to `phase` (earlier phases count as done)."""
         phase = ALIASES.get(phase, phase)
         if phase in PHASES:
-            self.done.update(PHASES[:PHASES.index(phase)])
+            self.done.update(PHASES[: PHASES.index(phase)])
         self.phase, self.message = phase, message or TITLES.get(phase, phase)
         self._phase_started, self._phase_eta, self._counted = time.monotonic(), eta_s, False
         self.bar.setRange(0, 0)  # busy until the phase counts
@@ -126,8 +133,11 @@ class RunProgress(QWidget):
         elapsed = time.monotonic() - self._phase_started
         if self._phase_eta is not None:
             left = self._phase_eta - elapsed
-            self.eta.setText(f"about {format_duration(left)} left" if left >= 1
-                             else f"longer than estimated: {format_duration(elapsed)} so far")
+            self.eta.setText(
+                f"about {format_duration(left)} left"
+                if left >= 1
+                else f"longer than estimated: {format_duration(elapsed)} so far"
+            )
         else:
             self.eta.setText(format_duration(elapsed) if elapsed >= 0.5 else "")  # elapsed, ticking
 

@@ -12,6 +12,7 @@ from the training panel (its worker process) and waits for it to end. Used for d
 headless. Settings go to a temp folder unless FER_STUDIO_SETTINGS is set, so the user's window
 layout is not touched.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,12 +43,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategy", help="the review queue's strategy (with --view review)")
     parser.add_argument("--detail-output", help="also save the face details dock alone here")
     parser.add_argument("--help-output", help="also save the window with the keyboard help shown here")
-    parser.add_argument("--key-points", action="store_true",
-                        help="tick the details' Key points (without --view review: the grid's first face, details raised)")
+    parser.add_argument(
+        "--key-points",
+        action="store_true",
+        help="tick the details' Key points (without --view review: the grid's first face, details raised)",
+    )
     parser.add_argument("--dock-width", type=int, default=0, help="width of the right-hand docks in pixels")
     parser.add_argument("--color", help="the map's colouring: label, pseudo, confidence or disagreement")
-    parser.add_argument("--select-around", metavar="CLASS",
-                        help="select on the map the faces around the middle of CLASS's pseudo-labels, and hover one")
+    parser.add_argument(
+        "--select-around",
+        metavar="CLASS",
+        help="select on the map the faces around the middle of CLASS's pseudo-labels, and hover one",
+    )
     parser.add_argument("--train", metavar="ENCODER", help="first train with this encoder from the panel")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--projection", default="umap")
@@ -86,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     model = grid.model()
 
     def visible_loaded() -> bool:
-        rows = [r for r in range(model.rowCount())
-                if grid.visualRect(model.index(r)).intersects(grid.viewport().rect())]
+        rows = [
+            r for r in range(model.rowCount()) if grid.visualRect(model.index(r)).intersects(grid.viewport().rect())
+        ]
         return bool(rows) and all(model.thumb_state(r) != ThumbState.PENDING for r in rows)
 
     QTimer.singleShot(0, grid.viewport().update)
@@ -125,16 +133,18 @@ def _review(app, window, strategy: str | None) -> None:
     window.show_review()
     if strategy:
         review.set_strategy(strategy)
-    _wait(app, lambda: review.answered is not None and review.answered == review.request() and not review.building,
-          120)
+    _wait(app, lambda: review.answered is not None and review.answered == review.request() and not review.building, 120)
     _wait(app, lambda: not detail.index_runner.busy, 60)
     face = detail.face
 
     def detail_loaded() -> bool:
-        shown = detail.strip.neighbours[:detail.strip.visible_count()]
+        shown = detail.strip.neighbours[: detail.strip.visible_count()]
         neighbours = [f for _n, f in shown if f is not None]
-        return (face is not None and detail.large_loader.cached(face.id) is not None
-                and all(window.loader.cached(f.id) is not None for f in neighbours))
+        return (
+            face is not None
+            and detail.large_loader.cached(face.id) is not None
+            and all(window.loader.cached(f.id) is not None for f in neighbours)
+        )
 
     if not _wait(app, detail_loaded, 60):
         print("warning: the detail panel's images did not all load in time", file=sys.stderr)

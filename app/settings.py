@@ -4,6 +4,7 @@ Keeping it there (not in the platform's registry/plist) puts all of the studio's
 one folder, and lets tests isolate settings simply by pointing FER_STUDIO_HOME at a temp folder.
 FER_STUDIO_SETTINGS, when set, names the INI file directly.
 """
+
 from __future__ import annotations
 
 import os
@@ -95,6 +96,9 @@ def refit_policy(settings: QSettings):
     except (TypeError, ValueError) as exc:
         import sys
 
-        print(f"{settings_file()}: {KEY_REFIT_EVERY}={every!r}, {KEY_REFIT_PAUSE}={pause!r}: {exc}; "
-              f"using every {DEFAULT_EVERY} corrections or a {DEFAULT_PAUSE_S:.0f} s pause", file=sys.stderr)
+        print(
+            f"{settings_file()}: {KEY_REFIT_EVERY}={every!r}, {KEY_REFIT_PAUSE}={pause!r}: {exc}; "
+            f"using every {DEFAULT_EVERY} corrections or a {DEFAULT_PAUSE_S:.0f} s pause",
+            file=sys.stderr,
+        )
         return RefitPolicy()

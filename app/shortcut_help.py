@@ -5,6 +5,7 @@ keyboard back to the widget that had it (else to `fallback_focus()`, the active 
 next label key labels a face. The rows come from labeling_controller.key_help(), the same table
 the keys are documented by, so the card cannot drift from what the keys do.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -87,8 +88,14 @@ class ShortcutHelp(QWidget):
         text = QFontMetrics(self.text_font)
         key_width = max(keys.horizontalAdvance(k) for k, _ in self.rows) + 16
         text_width = max(text.horizontalAdvance(t) for _, t in self.rows)
-        width = max(key_width + KEY_GAP + text_width, QFontMetrics(self.title_font).horizontalAdvance(TITLE),
-                    QFontMetrics(self.small_font).horizontalAdvance(FOOTER)) + 2 * PADDING
+        width = (
+            max(
+                key_width + KEY_GAP + text_width,
+                QFontMetrics(self.title_font).horizontalAdvance(TITLE),
+                QFontMetrics(self.small_font).horizontalAdvance(FOOTER),
+            )
+            + 2 * PADDING
+        )
         height = 2 * PADDING + 34 + len(self.rows) * (keys.height() + 6 + ROW_GAP) + 18
         return QSize(width, height)
 
@@ -97,15 +104,17 @@ class ShortcutHelp(QWidget):
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         painter.fillRect(self.rect(), QColor(10, 12, 15, 170))
         size = self.card_size().boundedTo(self.size())
-        card = QRect((self.width() - size.width()) // 2, (self.height() - size.height()) // 2,
-                     size.width(), size.height())
+        card = QRect(
+            (self.width() - size.width()) // 2, (self.height() - size.height()) // 2, size.width(), size.height()
+        )
         painter.setPen(QColor("#3d434d"))
         painter.setBrush(QColor("#23272e"))
         painter.drawRoundedRect(QRectF(card), 10, 10)
         painter.setFont(self.title_font)
         painter.setPen(QColor("#f1f3f6"))
-        painter.drawText(QRect(card.x() + PADDING, card.y() + PADDING - 6, card.width(), 30),
-                         Qt.AlignmentFlag.AlignVCenter, TITLE)
+        painter.drawText(
+            QRect(card.x() + PADDING, card.y() + PADDING - 6, card.width(), 30), Qt.AlignmentFlag.AlignVCenter, TITLE
+        )
         keys = QFontMetrics(self.key_font)
         key_width = max(keys.horizontalAdvance(k) for k, _ in self.rows) + 16
         y = card.y() + PADDING + 34
@@ -121,11 +130,17 @@ class ShortcutHelp(QWidget):
             painter.drawText(pill, Qt.AlignmentFlag.AlignCenter, key)
             painter.setFont(self.text_font)
             painter.setPen(QColor("#c3c9d3"))
-            painter.drawText(QRectF(card.x() + PADDING + key_width + KEY_GAP, y, card.width(), line),
-                             Qt.AlignmentFlag.AlignVCenter, text)
+            painter.drawText(
+                QRectF(card.x() + PADDING + key_width + KEY_GAP, y, card.width(), line),
+                Qt.AlignmentFlag.AlignVCenter,
+                text,
+            )
             y += line + ROW_GAP
         painter.setFont(self.small_font)
         painter.setPen(QColor("#8b94a3"))
-        painter.drawText(QRect(card.x() + PADDING, card.bottom() - PADDING - 6, card.width() - 2 * PADDING, 20),
-                         Qt.AlignmentFlag.AlignVCenter, FOOTER)
+        painter.drawText(
+            QRect(card.x() + PADDING, card.bottom() - PADDING - 6, card.width() - 2 * PADDING, 20),
+            Qt.AlignmentFlag.AlignVCenter,
+            FOOTER,
+        )
         painter.end()

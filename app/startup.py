@@ -1,4 +1,5 @@
 """Which project the studio opens at start, and building the demo project on first start."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,11 +8,11 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QProgressDialog, QWidget
 
+from app.background import BackgroundJob
+from app.settings import last_project
 from core.ingest.demo import DemoSettings, ensure_demo_project
 from core.paths import default_demo_project
 from core.store.project import Project
-from app.background import BackgroundJob
-from app.settings import last_project
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,13 @@ class DemoBuilder(QObject):
     ready = Signal(str)
     failed = Signal(str)
 
-    def __init__(self, path: Path, parent: QWidget | None = None,
-                 settings: DemoSettings = DemoSettings(), show_progress: bool = True):
+    def __init__(
+        self,
+        path: Path,
+        parent: QWidget | None = None,
+        settings: DemoSettings = DemoSettings(),
+        show_progress: bool = True,
+    ):
         super().__init__(parent)
         self.path = Path(path)
         self.settings = settings
@@ -66,7 +72,11 @@ class DemoBuilder(QObject):
             self.dialog = QProgressDialog(
                 "Preparing the demo project (first start only)…\n"
                 "Drawing faces of the seven expressions and importing them.",
-                None, 0, 0, self.parent())
+                None,
+                0,
+                0,
+                self.parent(),
+            )
             self.dialog.setWindowTitle("FER Studio")
             self.dialog.setWindowModality(Qt.WindowModality.WindowModal)
             self.dialog.setMinimumDuration(0)

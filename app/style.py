@@ -3,6 +3,7 @@
 Buttons, combo boxes, scroll bars and progress bars are left to Fusion (drawn from the
 palette), so they keep their native arrows and states; the sheet only names our own widgets.
 """
+
 from __future__ import annotations
 
 from PySide6.QtGui import QColor, QPalette

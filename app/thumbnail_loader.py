@@ -5,6 +5,7 @@ ends, `loaded(face_id)` or `failed(face_id, message)` is emitted in the GUI thre
 requests run first and the oldest queued ones are dropped past a limit, so scrolling quickly
 through 30,000 faces only ever loads what was recently on screen.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -33,8 +34,7 @@ class _LoadTask(QRunnable):
         super().__init__()
         # Python owns the task: ThumbnailLoader keeps it alive until its `done` arrives.
         self.setAutoDelete(False)
-        self.relay, self.generation, self.project, self.face, self.size = (
-            relay, generation, project, face, size)
+        self.relay, self.generation, self.project, self.face, self.size = (relay, generation, project, face, size)
         self.started = False
         self.image: QImage | None = None
         self.error = ""
@@ -50,7 +50,7 @@ class _LoadTask(QRunnable):
                 self.image = image
         except ImageProblem as exc:
             self.error = str(exc)
-        except Exception as exc:  # a thumbnail must never take the studio down
+        except Exception as exc:  # noqa: BLE001 - a thumbnail must never take the studio down
             self.error = f"{type(exc).__name__}: {exc}"
         self.relay.done.emit(self)
 
@@ -127,7 +127,7 @@ class ThumbnailLoader(QObject):
 
     def _trim(self) -> None:
         waiting = [face_id for face_id, task in self._pending.items() if not task.started]
-        for face_id in waiting[:max(0, len(waiting) - MAX_QUEUED // 2)]:
+        for face_id in waiting[: max(0, len(waiting) - MAX_QUEUED // 2)]:
             task = self._pending[face_id]
             if self.pool.tryTake(task):
                 del self._pending[face_id]

@@ -7,6 +7,7 @@ setting remains a flag of `python main.py train` for the rest. Steps and the war
 (TrainSettings.resolved), and a ticked level that cannot appear in the run is said under the form
 before Start (TrainSettings.level_warnings).
 """
+
 from __future__ import annotations
 
 from PySide6.QtCore import Signal
@@ -30,15 +31,27 @@ AUTO_WARMUP = -1  # the warm-up box's (0 is a real warm-up: the instance level f
 # Each algorithm's main switches, as (MethodConfig field, label): every ablation is a tick.
 # The rest of MethodConfig stays at its defaults (the command line reaches all of it).
 SWITCHES: dict[str, tuple[tuple[str, str], ...]] = {
-    "sitfer": (("use_semantic", "semantic level"), ("use_text", "text level"), ("use_instance", "instance level"),
-               ("dynamic_threshold", "dynamic thresholds"), ("negative_learning", "negative learning"),
-               ("leaf_modules", "LEAF modules")),
+    "sitfer": (
+        ("use_semantic", "semantic level"),
+        ("use_text", "text level"),
+        ("use_instance", "instance level"),
+        ("dynamic_threshold", "dynamic thresholds"),
+        ("negative_learning", "negative learning"),
+        ("leaf_modules", "LEAF modules"),
+    ),
     "fixmatch": (("leaf_modules", "LEAF modules"),),
-    "leaf": (("leaf_semantic_experts", "semantic experts"), ("leaf_instance_experts", "instance experts"),
-             ("leaf_category", "category level"), ("leaf_consistency", "view consistency"),
-             ("leaf_contrast", "instance contrast")),
-    "dta-snl": (("dynamic_threshold", "dynamic thresholds"), ("negative_learning", "negative learning"),
-                ("teacher_pseudo_labels", "EMA teacher labels")),
+    "leaf": (
+        ("leaf_semantic_experts", "semantic experts"),
+        ("leaf_instance_experts", "instance experts"),
+        ("leaf_category", "category level"),
+        ("leaf_consistency", "view consistency"),
+        ("leaf_contrast", "instance contrast"),
+    ),
+    "dta-snl": (
+        ("dynamic_threshold", "dynamic thresholds"),
+        ("negative_learning", "negative learning"),
+        ("teacher_pseudo_labels", "EMA teacher labels"),
+    ),
 }
 TITLES = {"sitfer": "SIT-FER", "fixmatch": "FixMatch", "leaf": "LEAF", "dta-snl": "DTA-SNL"}
 TOOLTIPS = {
@@ -49,8 +62,10 @@ TOOLTIPS = {
     "dta-snl": "in fine-tune mode DTA-SNL also uses local attention and region dropout on the feature map",
 }
 
-GEOMETRY_TIP = ("head mode: the geometry of each face's 468-point face mesh (eye line level, scale-free) joins "
-                "the image features; computed once per face and cached")
+GEOMETRY_TIP = (
+    "head mode: the geometry of each face's 468-point face mesh (eye line level, scale-free) joins "
+    "the image features; computed once per face and cached"
+)
 GEOMETRY_TIP_FINETUNE = "fine-tune mode trains on the images alone; face geometry is a head-mode input"
 
 
@@ -89,20 +104,24 @@ class TrainingForm(QWidget):
         self.algorithm = _combo(sorted(ALGORITHM_NAMES), "sitfer")
         # The registry's offered encoders; any other spec (clip:MODEL[:PRETRAINED]) can be typed.
         self.encoder = _combo(offered_encoders(), DEFAULT_ENCODER, editable=True)
-        self.encoder.setToolTip("\n".join(f"{name}: {text}" for name, text in ENCODERS.items()
-                                          if REGISTRY[name].offered))
+        self.encoder.setToolTip(
+            "\n".join(f"{name}: {text}" for name, text in ENCODERS.items() if REGISTRY[name].offered)
+        )
         self.mode = _combo(MODES, "head")
-        self.mode.setToolTip("head: frozen encoder, cached features, fast on a CPU; finetune: the encoder "
-                             "trains too (a GPU is advised)")
+        self.mode.setToolTip(
+            "head: frozen encoder, cached features, fast on a CPU; finetune: the encoder trains too (a GPU is advised)"
+        )
         self.device = _combo(DEVICE_CHOICES, "auto")
         self.projection = _combo(PROJECTIONS, "umap")
         self.projection.setToolTip("the 2-D map written with the run: umap (slower, also writes pca), pca, none")
         self.steps = _spin(AUTO_STEPS, 1_000_000, AUTO_STEPS, 100)
-        self.steps.setToolTip("auto: chosen from the number of labeled and unlabeled train faces; "
-                              "type a number to choose yourself")
+        self.steps.setToolTip(
+            "auto: chosen from the number of labeled and unlabeled train faces; type a number to choose yourself"
+        )
         self.warmup = _spin(AUTO_WARMUP, 1_000_000, AUTO_WARMUP, 50)
-        self.warmup.setToolTip("steps before pseudo-labeled faces join SIT-FER's instance level; "
-                               "auto: a fifth of the steps")
+        self.warmup.setToolTip(
+            "steps before pseudo-labeled faces join SIT-FER's instance level; auto: a fifth of the steps"
+        )
         self.auto_note = QLabel()  # what "auto" comes to for this project
         self.auto_note.setObjectName("columnHeader")
         self.auto_note.setWordWrap(True)
@@ -127,10 +146,18 @@ class TrainingForm(QWidget):
         grid.setContentsMargins(0, 0, 0, 0)
         grid.setHorizontalSpacing(8)
         grid.setVerticalSpacing(5)
-        fields = (("Algorithm", self.algorithm), ("Encoder", self.encoder), ("Mode", self.mode),
-                  ("Device", self.device), ("Steps", self.steps), ("Batch size", self.batch_size),
-                  ("Seed", self.seed), ("Map", self.projection), ("Geometry", self.geometry),
-                  ("Warm-up", self.warmup))
+        fields = (
+            ("Algorithm", self.algorithm),
+            ("Encoder", self.encoder),
+            ("Mode", self.mode),
+            ("Device", self.device),
+            ("Steps", self.steps),
+            ("Batch size", self.batch_size),
+            ("Seed", self.seed),
+            ("Map", self.projection),
+            ("Geometry", self.geometry),
+            ("Warm-up", self.warmup),
+        )
         titles = {}
         for i, (title, widget) in enumerate(fields):
             row, column = divmod(i, 2)
@@ -197,15 +224,21 @@ class TrainingForm(QWidget):
         # Short runs log more often than the default, so their curves still show; validation and
         # checkpoints follow the steps by themselves ("auto").
         shown_steps = steps or self._auto_steps()
-        log_every = LoopConfig().log_every if shown_steps is None else min(LoopConfig().log_every,
-                                                                           max(1, shown_steps // 30))
-        loop = LoopConfig(steps=steps, batch_size=self.batch_size.value(), seed=self.seed.value(),
-                          log_every=log_every)
+        log_every = (
+            LoopConfig().log_every if shown_steps is None else min(LoopConfig().log_every, max(1, shown_steps // 30))
+        )
+        loop = LoopConfig(steps=steps, batch_size=self.batch_size.value(), seed=self.seed.value(), log_every=log_every)
         device = self.device.currentText()
-        return TrainSettings(algorithm=self.algorithm.currentText(), encoder=self.encoder.currentText().strip(),
-                             mode=self.mode.currentText(), device=None if device == "auto" else device,
-                             method=method, loop=loop, projection=self.projection.currentText(),
-                             geometry=self.geometry.isChecked())
+        return TrainSettings(
+            algorithm=self.algorithm.currentText(),
+            encoder=self.encoder.currentText().strip(),
+            mode=self.mode.currentText(),
+            device=None if device == "auto" else device,
+            method=method,
+            loop=loop,
+            projection=self.projection.currentText(),
+            geometry=self.geometry.isChecked(),
+        )
 
     # -- "auto" and what it comes to for this project -------------------------------------------
     def set_train_counts(self, counts: TrainCounts | None) -> None:
@@ -222,9 +255,11 @@ class TrainingForm(QWidget):
     def _auto_steps(self) -> int | None:
         if self.counts is None:
             return None
-        return TrainSettings(algorithm=self.algorithm.currentText(),
-                             loop=LoopConfig(batch_size=self.batch_size.value())
-                             ).resolved(self.counts.labeled, self.counts.unlabeled).loop.steps
+        return (
+            TrainSettings(algorithm=self.algorithm.currentText(), loop=LoopConfig(batch_size=self.batch_size.value()))
+            .resolved(self.counts.labeled, self.counts.unlabeled)
+            .loop.steps
+        )
 
     def steps_text(self) -> str:
         """e.g. "auto: 200 steps" or "1,500 steps"."""
@@ -252,9 +287,15 @@ class TrainingForm(QWidget):
             return ""
         parts = []
         if self.steps.value() == AUTO_STEPS:
-            parts.append(f"{resolved.loop.steps:,} steps for this project ({self.counts.labeled:,} labeled, "
-                         f"{self.counts.unlabeled:,} unlabeled train faces)")
-        if self.warmup.isVisibleTo(self) and self.warmup.value() == AUTO_WARMUP and self.switches["use_instance"].isChecked():
+            parts.append(
+                f"{resolved.loop.steps:,} steps for this project ({self.counts.labeled:,} labeled, "
+                f"{self.counts.unlabeled:,} unlabeled train faces)"
+            )
+        if (
+            self.warmup.isVisibleTo(self)
+            and self.warmup.value() == AUTO_WARMUP
+            and self.switches["use_instance"].isChecked()
+        ):
             parts.append(f"the instance level joins at step {resolved.method.instance_warmup:,}")
         return ("Auto: " + "; ".join(parts) + ".") if parts else ""
 
@@ -264,8 +305,13 @@ class TrainingForm(QWidget):
 
     def reset_to(self, settings: TrainSettings) -> None:
         """Show `settings`' main values (the defaults, for a project's first model)."""
-        self.set_values(algorithm=settings.algorithm, encoder=settings.encoder, mode=settings.mode,
-                        projection=settings.projection, batch_size=settings.loop.batch_size)
+        self.set_values(
+            algorithm=settings.algorithm,
+            encoder=settings.encoder,
+            mode=settings.mode,
+            projection=settings.projection,
+            batch_size=settings.loop.batch_size,
+        )
         self.device.setCurrentText(settings.device or "auto")
         self.steps.setValue(settings.loop.steps or AUTO_STEPS)
         self.seed.setValue(settings.loop.seed)
@@ -273,14 +319,29 @@ class TrainingForm(QWidget):
         self.warmup.setValue(AUTO_WARMUP if warmup is None else warmup)
         for name, box in self.switches.items():
             if box.isEnabled():
-                box.setChecked(_switch_default(name, settings.algorithm) if getattr(settings.method, name) is None
-                               else bool(getattr(settings.method, name)))
+                box.setChecked(
+                    _switch_default(name, settings.algorithm)
+                    if getattr(settings.method, name) is None
+                    else bool(getattr(settings.method, name))
+                )
 
-    def set_values(self, *, algorithm: str | None = None, encoder: str | None = None, steps: int | None = None,
-                   batch_size: int | None = None, projection: str | None = None, mode: str | None = None) -> None:
+    def set_values(
+        self,
+        *,
+        algorithm: str | None = None,
+        encoder: str | None = None,
+        steps: int | None = None,
+        batch_size: int | None = None,
+        projection: str | None = None,
+        mode: str | None = None,
+    ) -> None:
         """Set some fields at once (tests, scripted screenshots)."""
-        for combo, value in ((self.algorithm, algorithm), (self.encoder, encoder),
-                             (self.projection, projection), (self.mode, mode)):
+        for combo, value in (
+            (self.algorithm, algorithm),
+            (self.encoder, encoder),
+            (self.projection, projection),
+            (self.mode, mode),
+        ):
             if value is not None:
                 combo.setCurrentText(value)
         for spin, value in ((self.steps, steps), (self.batch_size, batch_size)):

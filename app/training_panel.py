@@ -8,6 +8,7 @@ ended (`notify_run_finished`), so the history, the map and other views refresh. 
 the selected cancelled or failed run from its checkpoint (`train --resume`, the same worker path).
 When no run is going, the curves show the current run's stored metrics (the history's selection).
 """
+
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
@@ -22,8 +23,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.encoders import EncoderError
-from core.training.settings import TrainSettings
 from app import worker_process
 from app.project_state import ProjectState
 from app.run_history import RunHistoryView
@@ -31,10 +30,17 @@ from app.run_plots import RunCurves
 from app.run_progress import RunProgress
 from app.training_form import TrainingForm
 from app.worker_process import WorkerOutcome, WorkerProcess
+from core.encoders import EncoderError
+from core.training.settings import TrainSettings
 
 LOG_LINES = 5000
-STATE_COLORS = {"idle": "#a3abb8", "running": "#6ea8fe", "finished": "#7bd88f", "cancelled": "#f2c14e",
-                "failed": "#ff6b6b"}
+STATE_COLORS = {
+    "idle": "#a3abb8",
+    "running": "#6ea8fe",
+    "finished": "#7bd88f",
+    "cancelled": "#f2c14e",
+    "failed": "#ff6b6b",
+}
 
 
 class TrainingPanel(QWidget):
@@ -126,9 +132,10 @@ class TrainingPanel(QWidget):
         except (ValueError, EncoderError) as exc:
             self._set_status("failed", f"Cannot start: {exc}")
             return False
-        return self._launch(worker_process.worker_command(self.state.root, settings),
-                            f"Starting {settings.algorithm} on {settings.encoder} ({settings.mode} mode), "
-                            f"{self.form.steps_text()}…")
+        return self._launch(
+            worker_process.worker_command(self.state.root, settings),
+            f"Starting {settings.algorithm} on {settings.encoder} ({settings.mode} mode), {self.form.steps_text()}…",
+        )
 
     def start_defaults(self) -> bool:
         """The default settings, whatever the form shows (the first model of a project)."""
@@ -140,8 +147,9 @@ class TrainingPanel(QWidget):
         if self.busy or self.state.project is None or run_id is None:
             return False
         if not self.state.api.runs.resumable(run_id):
-            self._set_status("failed", f"Run {run_id} cannot be resumed: only a cancelled or failed run "
-                                       f"with its checkpoint can.")
+            self._set_status(
+                "failed", f"Run {run_id} cannot be resumed: only a cancelled or failed run with its checkpoint can."
+            )
             return False
         return self._launch(worker_process.resume_command(self.state.root, run_id), f"Resuming run {run_id}…")
 
@@ -186,8 +194,9 @@ class TrainingPanel(QWidget):
         if self.busy or api is None:
             return None
         launched = self.run_id if self._launched_in is self.state.project else None  # not another project's
-        return next((run for run in (self.state.current_run, launched)
-                     if run is not None and api.runs.resumable(run)), None)
+        return next(
+            (run for run in (self.state.current_run, launched) if run is not None and api.runs.resumable(run)), None
+        )
 
     def _update_resume(self) -> None:
         run = self.resume_target()
@@ -201,15 +210,22 @@ class TrainingPanel(QWidget):
         if kind == "started":
             self.run_id = event.get("run")
             steps = f", {event['steps']:,} steps" if isinstance(event.get("steps"), int) else ""
-            self._set_status("running", f"Run {self.run_id}: {event.get('algorithm')} on "
-                                        f"{event.get('encoder')} ({event.get('mode')} mode{steps}), running")
+            self._set_status(
+                "running",
+                f"Run {self.run_id}: {event.get('algorithm')} on "
+                f"{event.get('encoder')} ({event.get('mode')} mode{steps}), running",
+            )
         elif kind == "phase":
             self.run_progress.enter(str(event.get("phase", "")), str(event.get("message") or ""), event.get("eta_s"))
             if self.run_id is not None and not self.worker.cancelling and event.get("message"):
                 self._set_status("running", f"Run {self.run_id}: {event['message']}")
         elif kind == "progress":
-            self.run_progress.count(str(event.get("phase", "training")), int(event.get("step", 0)),
-                                    int(event.get("total") or 0), event.get("eta_s"))
+            self.run_progress.count(
+                str(event.get("phase", "training")),
+                int(event.get("step", 0)),
+                int(event.get("total") or 0),
+                event.get("eta_s"),
+            )
         elif kind == "warning":
             self.log.appendPlainText(f"warning: {event.get('message', '')}")
         elif kind == "metrics":
@@ -234,8 +250,11 @@ class TrainingPanel(QWidget):
         elif outcome.status == "cancelled":
             if outcome.exit_code is None and run_id is not None and self.state.project is not None:
                 self.state.api.runs.settle_cancelled(run_id)  # killed mid-cancel: not a failure
-            self._set_status("cancelled", f"{name} was cancelled; its checkpoint is kept: Resume continues it "
-                                          f"(or: python main.py train PROJECT --resume {run_id}).")
+            self._set_status(
+                "cancelled",
+                f"{name} was cancelled; its checkpoint is kept: Resume continues it "
+                f"(or: python main.py train PROJECT --resume {run_id}).",
+            )
         else:
             self._set_status("failed", f"{name} failed: {outcome.error or 'no reason given'}")
             self.log.appendPlainText(f"failed: {outcome.error}")
@@ -245,9 +264,11 @@ class TrainingPanel(QWidget):
 
     def _final_accuracies(self) -> str:
         metrics = (self.worker.end_event or {}).get("metrics") or {}
-        parts = [f"{title} {metrics[key]:.3f}" for key, title in (("val_accuracy", "val accuracy"),
-                                                                  ("val_fused_accuracy", "fused"))
-                 if isinstance(metrics.get(key), (int, float))]
+        parts = [
+            f"{title} {metrics[key]:.3f}"
+            for key, title in (("val_accuracy", "val accuracy"), ("val_fused_accuracy", "fused"))
+            if isinstance(metrics.get(key), (int, float))
+        ]
         return f" Final {', '.join(parts)}." if parts else ""
 
     # -- showing -------------------------------------------------------------------------------
@@ -268,9 +289,13 @@ class TrainingPanel(QWidget):
         if not self.busy:
             self.outcome = None
             self.run_progress.reset()
-            self._set_status("idle", "Pick the settings and press Start: training runs in its own process, "
-                                     "and its results (predictions, map, metrics) go into the project."
-                             if self.state.project is not None else "Open a project to train on it.")
+            self._set_status(
+                "idle",
+                "Pick the settings and press Start: training runs in its own process, "
+                "and its results (predictions, map, metrics) go into the project."
+                if self.state.project is not None
+                else "Open a project to train on it.",
+            )
 
     def _show_run(self, run_id: int | None) -> None:
         """The current run's stored curves, unless a run from here is going (its live curves win)."""
@@ -284,5 +309,7 @@ class TrainingPanel(QWidget):
         self.curves.show_series(self.state.run_metrics(run_id))
         row = self.history.history.row_of(run_id)
         run = self.history.history.run(row) if row is not None else None
-        self.curves_caption.setText(f"Curves of run {run_id}" + (
-            f": {run.algorithm} on {run.encoder} ({run.mode} mode), {run.status}" if run else ""))
+        self.curves_caption.setText(
+            f"Curves of run {run_id}"
+            + (f": {run.algorithm} on {run.encoder} ({run.mode} mode), {run.status}" if run else "")
+        )

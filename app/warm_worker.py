@@ -9,6 +9,7 @@ holds at most one request back while the process starts or is busy (a newer requ
 it). A process that ends without being asked to is restarted, and the user is told once per
 crash through `trouble`; after MAX_CRASHES within CRASH_WINDOW_S it gives up and says so.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
-from core.threads import WARM_WORKER_NICENESS, child_environment, studio_worker_threads
 from app.worker_process import REPO_ROOT, JsonLineBuffer
+from core.threads import WARM_WORKER_NICENESS, child_environment, studio_worker_threads
 
 MAX_CRASHES = 3  # within CRASH_WINDOW_S: then the studio stops restarting it
 CRASH_WINDOW_S = 120.0
@@ -48,7 +49,9 @@ def worker_threads() -> int:
 class WarmWorker(QObject):
     event = Signal(dict)  # every event the process writes
     job_started = Signal(dict)  # its `busy` event
-    job_ended = Signal(dict)  # its `idle` event, or one made here: status refused / replaced / failed (the process died)
+    job_ended = Signal(
+        dict
+    )  # its `idle` event, or one made here: status refused / replaced / failed (the process died)
     state_changed = Signal(str)
     trouble = Signal(str, bool)  # a message for the user; True: it gave up
     log = Signal(str)
@@ -182,8 +185,14 @@ class WarmWorker(QObject):
 
     @staticmethod
     def _ending(message: dict, status: str, error: str = "", run: int | None = None) -> dict:
-        return {"event": "idle", "id": message["id"], "command": message["command"], "status": status,
-                "run": run, "error": error}
+        return {
+            "event": "idle",
+            "id": message["id"],
+            "command": message["command"],
+            "status": status,
+            "run": run,
+            "error": error,
+        }
 
     def _drop_job(self, reason: str) -> None:
         for message in (self.job, self.pending):
@@ -259,10 +268,13 @@ class WarmWorker(QObject):
         detail = f"\n\nIts last words:\n{tail}" if tail else ""
         if len(self._crashes) >= MAX_CRASHES:
             self._set_state(GAVE_UP)
-            self.trouble.emit(f"The model worker stopped {len(self._crashes)} times within "
-                              f"{CRASH_WINDOW_S:.0f} s ({how}), so the studio stopped restarting it: live "
-                              f"refits are off until the project is opened again. Labeling and the "
-                              f"Training panel work as before.{detail}", True)
+            self.trouble.emit(
+                f"The model worker stopped {len(self._crashes)} times within "
+                f"{CRASH_WINDOW_S:.0f} s ({how}), so the studio stopped restarting it: live "
+                f"refits are off until the project is opened again. Labeling and the "
+                f"Training panel work as before.{detail}",
+                True,
+            )
             return
         self._set_state(STARTING)
         self.trouble.emit(f"The model worker stopped ({how}); restarting it.", False)

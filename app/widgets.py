@@ -1,7 +1,8 @@
 """Small reusable widgets and display helpers."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
@@ -36,7 +37,7 @@ def local_time(moment: datetime | None) -> str:
     if moment is None:
         return ""
     local = moment.astimezone()
-    today = datetime.now(timezone.utc).astimezone().date()
+    today = datetime.now(UTC).astimezone().date()
     return local.strftime("%H:%M" if local.date() == today else "%Y-%m-%d %H:%M")
 
 

@@ -6,6 +6,7 @@ comes; a line that is not an event is passed on as log text, never fatal), passe
 log text, and reports one `WorkerOutcome` when the process is gone, whatever way it went:
 a finished/cancelled/failed event, a non-zero exit, a crash, or a failure to start.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ import sys
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
@@ -33,8 +35,15 @@ def worker_command(project_root: str | Path, settings: TrainSettings) -> tuple[s
 
 def resume_command(project_root: str | Path, run_id: int) -> tuple[str, list[str]]:
     """Program and arguments of the worker that continues run `run_id` from its checkpoint."""
-    return sys.executable, [str(REPO_ROOT / "main.py"), "train", str(project_root), "--resume", str(run_id),
-                            "--events", "json"]
+    return sys.executable, [
+        str(REPO_ROOT / "main.py"),
+        "train",
+        str(project_root),
+        "--resume",
+        str(run_id),
+        "--events",
+        "json",
+    ]
 
 
 class JsonLineBuffer:
@@ -82,7 +91,7 @@ class WorkerProcess(QObject):
     event = Signal(dict)  # one parsed JSON event
     log = Signal(str)  # stdout lines that are not events, and stderr text
     ended = Signal(object)  # WorkerOutcome
-    _running: set[WorkerProcess] = set()  # this studio's workers now running: they share the cores
+    _running: ClassVar[set[WorkerProcess]] = set()  # this studio's workers now running: they share the cores
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)

@@ -20,6 +20,7 @@ fit in one sitting. It still gives the three levels the disagreement strategy co
     python -m bench.active_learning --strategies oracle_near_errors,oracle_hardest --json-out o.json
                                                     # ground-truth references (bench-only, see ORACLE_NOTES)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,14 +45,32 @@ from core.training.loop import LoopConfig
 from core.training.settings import TrainSettings
 from core.training.worker import choose_device
 
-STRATEGY_ORDER = ["random", "least_confidence", "margin", "entropy", "disagreement", "near_threshold", "diversity", "badge",
-                  "typical_margin"]
+STRATEGY_ORDER = [
+    "random",
+    "least_confidence",
+    "margin",
+    "entropy",
+    "disagreement",
+    "near_threshold",
+    "diversity",
+    "badge",
+    "typical_margin",
+]
 PLOT = REPO / "docs" / "results" / "active_learning_fer2013_grid.png"  # the current section's plot
-COLOURS = {"random": (120, 120, 120), "least_confidence": (31, 119, 180), "margin": (255, 127, 14),
-           "entropy": (44, 160, 44), "disagreement": (214, 39, 40), "near_threshold": (148, 103, 189),
-           "diversity": (140, 86, 75), "badge": (23, 190, 207),
-           "typical_margin": (227, 119, 194), "runner_up": (188, 189, 34),
-           "oracle_near_errors": (0, 0, 0), "oracle_hardest": (90, 90, 90)}
+COLOURS = {
+    "random": (120, 120, 120),
+    "least_confidence": (31, 119, 180),
+    "margin": (255, 127, 14),
+    "entropy": (44, 160, 44),
+    "disagreement": (214, 39, 40),
+    "near_threshold": (148, 103, 189),
+    "diversity": (140, 86, 75),
+    "badge": (23, 190, 207),
+    "typical_margin": (227, 119, 194),
+    "runner_up": (188, 189, 34),
+    "oracle_near_errors": (0, 0, 0),
+    "oracle_hardest": (90, 90, 90),
+}
 # Bench-only rankings, never in the studio's registry. The oracle_* references read the hidden
 # ground truth: they pick the faces the round model gets wrong, which no real queue can know, and
 # so bound what a queue that targets the model's errors could save with this round model.
@@ -62,7 +81,7 @@ ORACLE_NOTES = {
 }
 TRIAL_NOTES = {
     "runner_up": "the highest fused probability of the second most probable class (under a calibrated model, "
-                 "the likeliest errors whose true class is the runner-up)",
+    "the likeliest errors whose true class is the runner-up)",
 }
 BENCH_ONLY = {**ORACLE_NOTES, **TRIAL_NOTES}
 DEV_FACES = 2000  # --dev: train faces held out of the pool to choose strategies on (val untouched)
@@ -85,8 +104,9 @@ def run_label(run: dict) -> str:
 
 
 def train_round(features, labels, class_text, seed: int, steps: int, device, thresholds: str = "dta"):
-    settings = TrainSettings(algorithm="sitfer", method=THRESHOLDS[thresholds],
-                             loop=LoopConfig(steps=steps, unlabeled_ratio=0, seed=seed))
+    settings = TrainSettings(
+        algorithm="sitfer", method=THRESHOLDS[thresholds], loop=LoopConfig(steps=steps, unlabeled_ratio=0, seed=seed)
+    )
     trainer = build_head_trainer(features, labels, class_text, settings, device)
     trainer.run()
     return trainer
@@ -115,19 +135,40 @@ def in_memory_context(preds, pool: np.ndarray) -> QueueContext:
     """The queue's context over the unlabeled pool, straight from a model's predictions (the
     studio reads the same arrays from the store)."""
     n = len(pool)
-    levels = {name: getattr(preds, name) for name in ("semantic", "text", "instance")
-              if getattr(preds, name) is not None}
+    levels = {
+        name: getattr(preds, name) for name in ("semantic", "text", "instance") if getattr(preds, name) is not None
+    }
     run = RunPredictions(
-        run_id=0, face_ids=pool.astype(np.int64), splits=np.full(n, "train", dtype=object),
-        labels=np.full(n, None, dtype=object), label_sources=np.full(n, None, dtype=object),
-        fused=preds.fused.astype(np.float64), levels={k: v.astype(np.float64) for k, v in levels.items()},
-        predicted=preds.pseudo_label.astype(np.int64), confidence=preds.confidence.astype(np.float64),
-        passed=preds.passed, thresholds=preds.thresholds.astype(np.float64))
+        run_id=0,
+        face_ids=pool.astype(np.int64),
+        splits=np.full(n, "train", dtype=object),
+        labels=np.full(n, None, dtype=object),
+        label_sources=np.full(n, None, dtype=object),
+        fused=preds.fused.astype(np.float64),
+        levels={k: v.astype(np.float64) for k, v in levels.items()},
+        predicted=preds.pseudo_label.astype(np.int64),
+        confidence=preds.confidence.astype(np.float64),
+        passed=preds.passed,
+        thresholds=preds.thresholds.astype(np.float64),
+    )
     return QueueContext.of(run, None, embeddings=preds.embedding)
 
 
-def simulate(strategy: str, features, truth, start_labels, class_text, val_x, val_y, seed: int, rounds: int,
-             per_round: int, steps: int, device, thresholds: str = "dta") -> dict:
+def simulate(
+    strategy: str,
+    features,
+    truth,
+    start_labels,
+    class_text,
+    val_x,
+    val_y,
+    seed: int,
+    rounds: int,
+    per_round: int,
+    steps: int,
+    device,
+    thresholds: str = "dta",
+) -> dict:
     labels = start_labels.copy()
     curve, timings = [], []
     for round_ in range(rounds + 1):
@@ -135,21 +176,33 @@ def simulate(strategy: str, features, truth, start_labels, class_text, val_x, va
         trainer = train_round(features, labels, class_text, seed, steps, device, thresholds)
         trained = time.perf_counter()
         val = predict(trainer.ema.module, trainer.algorithm, val_x, trainer.step)
-        curve.append({"round": round_, "labeled": int((labels >= 0).sum()),
-                      "accuracy": float((val.fused.argmax(1) == val_y).mean())})
+        curve.append(
+            {
+                "round": round_,
+                "labeled": int((labels >= 0).sum()),
+                "accuracy": float((val.fused.argmax(1) == val_y).mean()),
+            }
+        )
         if round_ == rounds:
             timings.append({"train_s": trained - started, "rank_s": 0.0})
             break
         pool = np.flatnonzero(labels < 0)
-        preds = predict(trainer.ema.module, trainer.algorithm, torch.from_numpy(features[pool, 0]), trainer.step,
-                        exclude=torch.from_numpy(pool))
+        preds = predict(
+            trainer.ema.module,
+            trainer.algorithm,
+            torch.from_numpy(features[pool, 0]),
+            trainer.step,
+            exclude=torch.from_numpy(pool),
+        )
         if strategy in BENCH_ONLY:
             picked = pool[bench_only_rank(strategy, preds.fused, truth[pool], per_round)]
         else:
             ranking = STRATEGIES[strategy].rank(in_memory_context(preds, pool), per_round, seed * 1000 + round_)
             picked = pool[ranking.rows]
         labels[picked] = truth[picked]  # the simulated annotator answers from the hidden truth
-        timings.append({"train_s": trained - started, "rank_s": time.perf_counter() - trained})  # rank_s: predict + rank
+        timings.append(
+            {"train_s": trained - started, "rank_s": time.perf_counter() - trained}
+        )  # rank_s: predict + rank
         curve[-1]["picked_classes"] = np.bincount(truth[picked], minlength=7).tolist()
     return {"strategy": strategy, "seed": seed, "thresholds": thresholds, "curve": curve, "timings": timings}
 
@@ -166,12 +219,24 @@ def run_benchmark(args, checkpoint=None) -> dict:
         val_x, val_y = torch.from_numpy(features[dev, 0]), truth[dev]
         features, truth, ids = features[~dev], truth[~dev], ids[~dev]
         evaluated_on = f"dev: {DEV_FACES} train faces held out of the pool (seed {DEV_SEED})"
-    results = {"settings": {
-        "start_per_class": args.start, "rounds": args.rounds, "per_round": args.per_round, "steps": args.steps,
-        "seeds": args.seeds, "strategies": args.strategies, "device": str(device), "machine": machine_summary(),
-        "torch": torch.__version__, "encoder": encoder.describe(), "train_faces": int(len(truth)),
-        "val_faces": int(len(val_y)),
-        "evaluated_on": evaluated_on}, "runs": []}
+    results = {
+        "settings": {
+            "start_per_class": args.start,
+            "rounds": args.rounds,
+            "per_round": args.per_round,
+            "steps": args.steps,
+            "seeds": args.seeds,
+            "strategies": args.strategies,
+            "device": str(device),
+            "machine": machine_summary(),
+            "torch": torch.__version__,
+            "encoder": encoder.describe(),
+            "train_faces": len(truth),
+            "val_faces": len(val_y),
+            "evaluated_on": evaluated_on,
+        },
+        "runs": [],
+    }
     done = set()
     if args.resume_json and args.resume_json.is_file():
         results["runs"] = json.loads(args.resume_json.read_text())["runs"]
@@ -181,13 +246,28 @@ def run_benchmark(args, checkpoint=None) -> dict:
         for strategy in args.strategies:
             if (run_label({"strategy": strategy, "thresholds": args.thresholds}), seed) in done:
                 continue
-            run = simulate(strategy, features, truth, start, class_text, val_x, val_y, seed, args.rounds,
-                           args.per_round, args.steps, device, args.thresholds)
+            run = simulate(
+                strategy,
+                features,
+                truth,
+                start,
+                class_text,
+                val_x,
+                val_y,
+                seed,
+                args.rounds,
+                args.per_round,
+                args.steps,
+                device,
+                args.thresholds,
+            )
             results["runs"].append(run)
             if checkpoint:
                 checkpoint(results)
-            print(f"seed {seed} {strategy:<16} " + " ".join(f"{p['accuracy'] * 100:.1f}" for p in run["curve"]),
-                  flush=True)
+            print(
+                f"seed {seed} {strategy:<16} " + " ".join(f"{p['accuracy'] * 100:.1f}" for p in run["curve"]),
+                flush=True,
+            )
     return results
 
 
@@ -283,30 +363,46 @@ def render(results: dict, plot_path: Path = PLOT) -> str:
         if need is not None and name != "random" and random_need:
             need_text += f" ({need / random_need:.0%} of random's)"
         if target is not None and name != "random" and row_seeds != random_seeds:
-            need_text += f"; random at seeds {', '.join(map(str, row_seeds))}: {target * 100:.1f} after {random_need:.0f}"
+            need_text += (
+                f"; random at seeds {', '.join(map(str, row_seeds))}: {target * 100:.1f} after {random_need:.0f}"
+            )
         runs = [run for run in results["runs"] if run_label(run) == name]
         timings = [t["train_s"] + t["rank_s"] for run in runs for t in run["timings"][:-1]]
         rank_only = [t["rank_s"] for run in runs for t in run["timings"][:-1]]
         shares = "-" if name == "random" else ", ".join(per_seed_shares(results, name)) or "-"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {need_text} | {shares} | "
-                     f"{statistics.mean(timings):.1f} ({statistics.mean(rank_only):.1f}) |")
-    lines += ["", f"{evaluated.split(' (')[0]} accuracy in % after each round (r0: the starting labels), mean ± sd over seeds. "
-              "\"Corrections to reach\": where the strategy's mean curve first reaches random's mean accuracy "
-              f"after {rounds * s['per_round']} corrections (over the same seeds as the strategy's row), interpolated "
-              "linearly between rounds, and as a share of the corrections random's mean curve needs to first reach "
-              "it. \"Each seed against "
-              "its own random\": the same, seed by seed (in seed order), against that seed's random run, as a share "
-              "of the corrections random needs to get there (\"-\": not reached in "
-              f"{rounds} rounds).", ""]
+        lines.append(
+            f"| {name} | " + " | ".join(cells) + f" | {need_text} | {shares} | "
+            f"{statistics.mean(timings):.1f} ({statistics.mean(rank_only):.1f}) |"
+        )
+    lines += [
+        "",
+        f"{evaluated.split(' (')[0]} accuracy in % after each round (r0: the starting labels), mean ± sd over seeds. "
+        "\"Corrections to reach\": where the strategy's mean curve first reaches random's mean accuracy "
+        f"after {rounds * s['per_round']} corrections (over the same seeds as the strategy's row), interpolated "
+        "linearly between rounds, and as a share of the corrections random's mean curve needs to first reach "
+        'it. "Each seed against '
+        "its own random\": the same, seed by seed (in seed order), against that seed's random run, as a share "
+        'of the corrections random needs to get there ("-": not reached in '
+        f"{rounds} rounds).",
+        "",
+    ]
     trials = [name for name in order if name in TRIAL_NOTES]
     if trials:
-        lines += ["Bench-only trials, not queue strategies of the studio: " + "; ".join(
-            f"`{name}`: {TRIAL_NOTES[name]}" for name in trials) + ".", ""]
+        lines += [
+            "Bench-only trials, not queue strategies of the studio: "
+            + "; ".join(f"`{name}`: {TRIAL_NOTES[name]}" for name in trials)
+            + ".",
+            "",
+        ]
     oracles = [name for name in order if name in ORACLE_NOTES]
     if oracles:
-        lines += ["Rows named oracle_* are not queue strategies: they read the hidden ground truth, which no "
-                  "queue can, and pick " + "; ".join(f"`{name}`: {ORACLE_NOTES[name]}" for name in oracles) +
-                  ". They show how far a queue that found exactly the round model's errors could go.", ""]
+        lines += [
+            "Rows named oracle_* are not queue strategies: they read the hidden ground truth, which no "
+            "queue can, and pick "
+            + "; ".join(f"`{name}`: {ORACLE_NOTES[name]}" for name in oracles)
+            + ". They show how far a queue that found exactly the round model's errors could go.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -334,11 +430,17 @@ def plot(results: dict, path: Path = PLOT) -> Path:
     for name in [n for n in STRATEGY_ORDER if n in curves] + sorted(set(curves) - set(STRATEGY_ORDER)):
         base = strategy_of[name]  # a threshold variant is drawn dotted in its strategy's colour
         colour = COLOURS.get(base, (0, 0, 0))
-        style = (styles.DashLine if name == "random" else styles.DashDotLine if base in ORACLE_NOTES
-                 else styles.SolidLine if name == base else styles.DotLine)
+        style = (
+            styles.DashLine
+            if name == "random"
+            else styles.DashDotLine
+            if base in ORACLE_NOTES
+            else styles.SolidLine
+            if name == base
+            else styles.DotLine
+        )
         pen = pg.mkPen(colour, width=3 if name != "random" else 2, style=style)
-        widget.plot(x, curves[name].mean(0) * 100, pen=pen, name=name, symbol="o", symbolSize=5,
-                    symbolBrush=colour)
+        widget.plot(x, curves[name].mean(0) * 100, pen=pen, name=name, symbol="o", symbolSize=5, symbolBrush=colour)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Grabbed as laid out on screen: the image exporter rescales the fonts, and the bottom
     # axis title then overlapped its tick labels.
@@ -355,24 +457,33 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--per-round", type=int, default=100)
     parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--thresholds", choices=sorted(THRESHOLDS), default="dta",
-                        help="the round model's class thresholds: DTA (as the main table) or sitfer's fixed default")
+    parser.add_argument(
+        "--thresholds",
+        choices=sorted(THRESHOLDS),
+        default="dta",
+        help="the round model's class thresholds: DTA (as the main table) or sitfer's fixed default",
+    )
     parser.add_argument("--device", default=None)
     parser.add_argument("--encoder", default="offline")
     parser.add_argument("--text-cache", type=Path)
     parser.add_argument("--json-out", type=Path)
     parser.add_argument("--resume-json", type=Path)
-    parser.add_argument("--dev", action="store_true",
-                        help=f"evaluate on {DEV_FACES} train faces held out of the pool instead of val, to choose "
-                             f"a strategy or setting without looking at val (implies --no-write)")
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help=f"evaluate on {DEV_FACES} train faces held out of the pool instead of val, to choose "
+        f"a strategy or setting without looking at val (implies --no-write)",
+    )
     parser.add_argument("--render", type=Path, help="render saved results (docs section and plot) and exit")
     parser.add_argument("--plot", type=Path, default=PLOT, help="where the PNG of the curves goes (docs/results/)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     unknown = [s for s in args.strategies if s not in STRATEGIES and s not in BENCH_ONLY]
     if unknown:
-        parser.error(f"unknown strategy {', '.join(unknown)}; choose from {', '.join([*STRATEGIES, *BENCH_ONLY])} "
-                     "(bench-only: the oracle_* references read the hidden ground truth; runner_up is a trial)")
+        parser.error(
+            f"unknown strategy {', '.join(unknown)}; choose from {', '.join([*STRATEGIES, *BENCH_ONLY])} "
+            "(bench-only: the oracle_* references read the hidden ground truth; runner_up is a trial)"
+        )
     args.no_write = args.no_write or args.dev
     results = saved_or_run(args, run_benchmark)
     body = render(results, args.plot)

@@ -19,6 +19,7 @@ CPU-bound process (--competitor).
 (numba compiles or loads its cache first): what core/training/worker.py's estimated_map_seconds
 (the map phase's ETA) is fitted to.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,9 +41,22 @@ WARMUPS = {"auto": None, "fixed 300": 300}
 
 
 def train_events(project: Path, steps: int, seed: int, warmup: int | None) -> list[dict]:
-    command = [sys.executable, str(REPO / "main.py"), "train", str(project), "--steps", str(steps), "--seed",
-               str(seed), "--projection", "none", "--events", "json",
-               "--instance-warmup", str(auto_schedule(steps).instance_warmup if warmup is None else warmup)]
+    command = [
+        sys.executable,
+        str(REPO / "main.py"),
+        "train",
+        str(project),
+        "--steps",
+        str(steps),
+        "--seed",
+        str(seed),
+        "--projection",
+        "none",
+        "--events",
+        "json",
+        "--instance-warmup",
+        str(auto_schedule(steps).instance_warmup if warmup is None else warmup),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=True)
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
@@ -55,18 +69,30 @@ def phase_seconds(events: list[dict]) -> dict[str, float]:
 
 
 def run_sweep(args, save) -> dict:
-    results = {"project": str(args.project), "steps": args.steps, "seeds": args.seeds, "runs": [],
-               "machine": machine_summary(), "load": os.getloadavg()[0]}
+    results = {
+        "project": str(args.project),
+        "steps": args.steps,
+        "seeds": args.seeds,
+        "runs": [],
+        "machine": machine_summary(),
+        "load": os.getloadavg()[0],
+    }
     train_events(args.project, 1, 0, None)  # fills the feature cache
     for seed in args.seeds:
         for steps in args.steps:
             for name, warmup in WARMUPS.items():
                 events = train_events(args.project, steps, seed, warmup)
                 metrics = events[-1].get("metrics", {})
-                results["runs"].append({"steps": steps, "seed": seed, "warmup": name,
-                                        "val_fused_accuracy": metrics.get("val_fused_accuracy"),
-                                        "val_accuracy": metrics.get("val_accuracy"),
-                                        "phases": phase_seconds(events)})
+                results["runs"].append(
+                    {
+                        "steps": steps,
+                        "seed": seed,
+                        "warmup": name,
+                        "val_fused_accuracy": metrics.get("val_fused_accuracy"),
+                        "val_accuracy": metrics.get("val_accuracy"),
+                        "phases": phase_seconds(events),
+                    }
+                )
                 print(results["runs"][-1], flush=True)
                 save and save(results)
     return results
@@ -91,13 +117,19 @@ def render_sweep(results: dict) -> str:
     for steps in results["steps"]:
         cells = []
         for name in WARMUPS:
-            values = [100 * r["val_fused_accuracy"] for r in results["runs"]
-                      if r["steps"] == steps and r["warmup"] == name and r["val_fused_accuracy"] is not None]
+            values = [
+                100 * r["val_fused_accuracy"]
+                for r in results["runs"]
+                if r["steps"] == steps and r["warmup"] == name and r["val_fused_accuracy"] is not None
+            ]
             cells.append(f"{statistics.mean(values):.1f} ({min(values):.1f}-{max(values):.1f})" if values else "-")
         seconds = [r["phases"].get("training") for r in results["runs"] if r["steps"] == steps]
         seconds = [s for s in seconds if s is not None]
-        lines.append(f"| {steps:,} | {cells[0]} | {cells[1]} | {statistics.median(seconds):.0f} |" if seconds
-                     else f"| {steps:,} | {cells[0]} | {cells[1]} | - |")
+        lines.append(
+            f"| {steps:,} | {cells[0]} | {cells[1]} | {statistics.median(seconds):.0f} |"
+            if seconds
+            else f"| {steps:,} | {cells[0]} | {cells[1]} | - |"
+        )
     lines += [
         "",
         f"**Chosen**: `auto_steps` passes over the unlabeled train faces 20 times (and the labeled ones 100 "
@@ -113,18 +145,20 @@ def render_sweep(results: dict) -> str:
 
 
 # -- the map phase's estimate ---------------------------------------------------------------------------
-UMAP_PROBE = ("import sys, time, numpy as np; from core.threads import configure_threads; configure_threads('worker'); "
-              "from core.projection import project_2d; n = int(sys.argv[1]); "
-              "x = np.random.default_rng(0).normal(size=(n, 512)).astype(np.float32); "
-              "t = time.perf_counter(); project_2d(x, 'umap'); print(time.perf_counter() - t)")
+UMAP_PROBE = (
+    "import sys, time, numpy as np; from core.threads import configure_threads; configure_threads('worker'); "
+    "from core.projection import project_2d; n = int(sys.argv[1]); "
+    "x = np.random.default_rng(0).normal(size=(n, 512)).astype(np.float32); "
+    "t = time.perf_counter(); project_2d(x, 'umap'); print(time.perf_counter() - t)"
+)
 
 
 def run_map_estimate(args, save) -> dict:
-    results = {"faces": args.faces, "seconds": [], "machine": machine_summary(),
-               "load": os.getloadavg()[0]}
+    results = {"faces": args.faces, "seconds": [], "machine": machine_summary(), "load": os.getloadavg()[0]}
     for n in args.faces:
-        done = subprocess.run([sys.executable, "-c", UMAP_PROBE, str(n)], capture_output=True, text=True,
-                              cwd=REPO, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", UMAP_PROBE, str(n)], capture_output=True, text=True, cwd=REPO, check=True
+        )
         results["seconds"].append(round(float(done.stdout.split()[-1]), 1))
         print(n, results["seconds"][-1], flush=True)
         save and save(results)
@@ -134,20 +168,24 @@ def run_map_estimate(args, save) -> dict:
 def render_map_estimate(results: dict) -> str:
     from core.training.worker import estimated_map_seconds  # today's estimate, fitted to these measurements
 
-    rows = [f"| {n:,} | {s:.0f} | {estimated_map_seconds(n, 'umap'):.0f} |"
-            for n, s in zip(results["faces"], results["seconds"])]
-    return "\n".join([
-        "### The map phase's estimate",
-        "",
-        f"`python -m bench.default_steps map-estimate`: UMAP (core.projection, 2-D, cosine) of N random 512-d "
-        f"embeddings, each in a fresh process with the worker's thread plan, against the estimate the worker "
-        f"sends with the map phase (`estimated_map_seconds`). Machine: {results['machine']}; load average "
-        f"{results['load']:.1f} when it started. {results.get('note', '')}",
-        "",
-        "| faces | measured (s) | estimate (s) |",
-        "|---:|---:|---:|",
-        *rows,
-    ])
+    rows = [
+        f"| {n:,} | {s:.0f} | {estimated_map_seconds(n, 'umap'):.0f} |"
+        for n, s in zip(results["faces"], results["seconds"])
+    ]
+    return "\n".join(
+        [
+            "### The map phase's estimate",
+            "",
+            f"`python -m bench.default_steps map-estimate`: UMAP (core.projection, 2-D, cosine) of N random 512-d "
+            f"embeddings, each in a fresh process with the worker's thread plan, against the estimate the worker "
+            f"sends with the map phase (`estimated_map_seconds`). Machine: {results['machine']}; load average "
+            f"{results['load']:.1f} when it started. {results.get('note', '')}",
+            "",
+            "| faces | measured (s) | estimate (s) |",
+            "|---:|---:|---:|",
+            *rows,
+        ]
+    )
 
 
 # -- the first model in the studio -----------------------------------------------------------------
@@ -155,15 +193,21 @@ def run_first_model(args, save) -> dict:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     root = Path(tempfile.mkdtemp(prefix="first-model-")) / "demo"
     subprocess.run([sys.executable, str(REPO / "main.py"), "demo", str(root), "-q"], check=True, cwd=REPO)
-    competitor = (subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.competitor else None)
+    competitor = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.competitor else None
     try:
         result = _time_studio(root)
     finally:
         if competitor is not None:
             competitor.kill()
             competitor.wait()
-    result.update({"competitor": bool(args.competitor), "machine": machine_summary(), "note": args.note or "",
-                   "load": os.getloadavg()[0]})
+    result.update(
+        {
+            "competitor": bool(args.competitor),
+            "machine": machine_summary(),
+            "note": args.note or "",
+            "load": os.getloadavg()[0],
+        }
+    )
     save and save(result)
     return result
 
@@ -183,8 +227,9 @@ def _time_studio(root: Path) -> dict:
     events: list[dict] = []
     window.training.worker.event.connect(lambda e: events.append({**e, "seen": time.time()}))
     shown: dict[str, float] = {}
-    window.review.queue_shown.connect(lambda: shown.setdefault("queue", time.time())
-                                      if window.review.last_result is not None else None)
+    window.review.queue_shown.connect(
+        lambda: shown.setdefault("queue", time.time()) if window.review.last_result is not None else None
+    )
     started = time.time()
     assert window.train_first_model()
     loop = QEventLoop()
@@ -202,13 +247,15 @@ def _time_studio(root: Path) -> dict:
     loop.exec()
     window.close()
     app.processEvents()
-    return {"seconds_to_first_event": round(events[0]["seen"] - started, 1),
-            "seconds_to_queue": round(shown["queue"] - started, 1),
-            "seconds_to_pca_map": round(shown.get("pca", shown["umap"]) - started, 1),
-            "seconds_to_map": round(shown["umap"] - started, 1),
-            "phases": phase_seconds([e for e in events]),
-            "steps": next((e.get("steps") for e in events if e["event"] == "started"), None),
-            "metrics": next((e.get("metrics") for e in events if e["event"] == "finished"), None)}
+    return {
+        "seconds_to_first_event": round(events[0]["seen"] - started, 1),
+        "seconds_to_queue": round(shown["queue"] - started, 1),
+        "seconds_to_pca_map": round(shown.get("pca", shown["umap"]) - started, 1),
+        "seconds_to_map": round(shown["umap"] - started, 1),
+        "phases": phase_seconds([e for e in events]),
+        "steps": next((e.get("steps") for e in events if e["event"] == "started"), None),
+        "metrics": next((e.get("metrics") for e in events if e["event"] == "finished"), None),
+    }
 
 
 def _map_shown(window) -> str | None:
@@ -220,23 +267,34 @@ def _map_shown(window) -> str | None:
 def render_first_model(result: dict) -> str:
     phases = ", ".join(f"{phase} {result['phases'][phase]:.0f} s" for phase in PHASES if phase in result["phases"])
     fused = (result.get("metrics") or {}).get("val_fused_accuracy")
-    return "\n".join([
-        "### The first model in the studio",
-        "",
-        f"`python -m bench.default_steps first-model{' --competitor' if result['competitor'] else ''}`: a freshly "
-        f"built demo (no cached features) opened in the studio offscreen, \"Train a first model\" pressed (the "
-        f"default settings: {result['steps']} steps): the review queue was shown after "
-        f"**{result['seconds_to_queue']:.0f} s** with the PCA map (after {result['seconds_to_pca_map']:.0f} s), "
-        f"the UMAP map after **{result['seconds_to_map']:.0f} s**"
-        + (f"; the worker's first event came after {result['seconds_to_first_event']:.0f} s (Python, torch and "
-           f"the project opening)" if "seconds_to_first_event" in result else "")
-        + (f" (fused val accuracy {100 * fused:.1f} %)" if fused is not None else "") + ". Phases, from the "
-        f"worker's events: {phases}. "
-        + ("One other CPU-bound process (`python -c 'while True: pass'`) ran beside it. " if result["competitor"]
-           else "")
-        + f"Machine: {result['machine']}" + (f"; load average {result['load']:.1f} when it ended" if "load" in result
-                                              else "") + f". {result.get('note', '')}",
-    ])
+    return "\n".join(
+        [
+            "### The first model in the studio",
+            "",
+            f"`python -m bench.default_steps first-model{' --competitor' if result['competitor'] else ''}`: a freshly "
+            f'built demo (no cached features) opened in the studio offscreen, "Train a first model" pressed (the '
+            f"default settings: {result['steps']} steps): the review queue was shown after "
+            f"**{result['seconds_to_queue']:.0f} s** with the PCA map (after {result['seconds_to_pca_map']:.0f} s), "
+            f"the UMAP map after **{result['seconds_to_map']:.0f} s**"
+            + (
+                f"; the worker's first event came after {result['seconds_to_first_event']:.0f} s (Python, torch and "
+                f"the project opening)"
+                if "seconds_to_first_event" in result
+                else ""
+            )
+            + (f" (fused val accuracy {100 * fused:.1f} %)" if fused is not None else "")
+            + ". Phases, from the "
+            f"worker's events: {phases}. "
+            + (
+                "One other CPU-bound process (`python -c 'while True: pass'`) ran beside it. "
+                if result["competitor"]
+                else ""
+            )
+            + f"Machine: {result['machine']}"
+            + (f"; load average {result['load']:.1f} when it ended" if "load" in result else "")
+            + f". {result.get('note', '')}",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

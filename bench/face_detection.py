@@ -12,6 +12,7 @@ counts its faces, and a face found beyond its true count is a false face, one sh
     python -m bench.face_detection [--extra DIR] [--json-out FILE]   # writes the "face-detection" section
     python -m bench.face_detection --render docs/results/face_detection.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,18 +31,29 @@ from core.ingest.faces import DETECTOR_HAAR, DETECTOR_LANDMARKS, aligned_crop, e
 TURNS = (-40, -20, 20, 40)
 SCALES = (0.5, 2.0)
 NO_MESH_CHECK = "blazeface, no mesh check"
-ARMS = ((DETECTOR_LANDMARKS, DETECTOR_LANDMARKS, True), (NO_MESH_CHECK, DETECTOR_LANDMARKS, False),
-        (DETECTOR_HAAR, DETECTOR_HAAR, True))
-TITLES = {DETECTOR_LANDMARKS: "MediaPipe (short + full range + tiles, mesh check), the default",
-          NO_MESH_CHECK: "MediaPipe without the mesh check", DETECTOR_HAAR: "OpenCV Haar cascade, the fallback"}
+ARMS = (
+    (DETECTOR_LANDMARKS, DETECTOR_LANDMARKS, True),
+    (NO_MESH_CHECK, DETECTOR_LANDMARKS, False),
+    (DETECTOR_HAAR, DETECTOR_HAAR, True),
+)
+TITLES = {
+    DETECTOR_LANDMARKS: "MediaPipe (short + full range + tiles, mesh check), the default",
+    NO_MESH_CHECK: "MediaPipe without the mesh check",
+    DETECTOR_HAAR: "OpenCV Haar cascade, the fallback",
+}
 EXTRA_FACES = {"t1.jpg": 6, "mask_black.jpg": 0, "mask_blue.jpg": 0, "mask_green.jpg": 0, "mask_white.jpg": 0}
 
 
 def base_photos(extra: Path | None) -> list[tuple[str, np.ndarray, int]]:
     from skimage import data
 
-    photos = [("astronaut", data.astronaut(), 1), ("camera", np.stack([data.camera()] * 3, axis=2), 1),
-              ("coffee", data.coffee(), 0), ("chelsea (cat)", data.chelsea(), 0), ("rocket", data.rocket(), 0)]
+    photos = [
+        ("astronaut", data.astronaut(), 1),
+        ("camera", np.stack([data.camera()] * 3, axis=2), 1),
+        ("coffee", data.coffee(), 0),
+        ("chelsea (cat)", data.chelsea(), 0),
+        ("rocket", data.rocket(), 0),
+    ]
     if extra is not None:
         for name, faces in EXTRA_FACES.items():
             path = extra / name
@@ -97,42 +109,61 @@ def run(extra: Path | None) -> dict:
             if arm == DETECTOR_LANDMARKS:
                 row["residual"] = level_residual(image, faces)
         rows.append(row)
-        print(f"{name:<16} {variant:<10} truth {truth}  " + "  ".join(
-            f"{arm} {row[arm]['found']}" for arm, _detector, _check in ARMS), flush=True)
+        print(
+            f"{name:<16} {variant:<10} truth {truth}  "
+            + "  ".join(f"{arm} {row[arm]['found']}" for arm, _detector, _check in ARMS),
+            flush=True,
+        )
     return {"machine": machine_summary(), "rows": rows, "photos": [p[0] for p in photos]}
 
 
 def _totals(rows, detector: str) -> dict:
     found = [r[detector]["found"] for r in rows]
     truth = [r["truth"] for r in rows]
-    return {"true": sum(truth), "found_true": sum(min(f, t) for f, t in zip(found, truth)),
-            "missed": sum(max(0, t - f) for f, t in zip(found, truth)),
-            "false": sum(max(0, f - t) for f, t in zip(found, truth)),
-            "exact": sum(f == t for f, t in zip(found, truth)), "photos": len(rows),
-            "ms": statistics.median(r[detector]["ms"] for r in rows),
-            "ms_max": max(r[detector]["ms"] for r in rows)}
+    return {
+        "true": sum(truth),
+        "found_true": sum(min(f, t) for f, t in zip(found, truth)),
+        "missed": sum(max(0, t - f) for f, t in zip(found, truth)),
+        "false": sum(max(0, f - t) for f, t in zip(found, truth)),
+        "exact": sum(f == t for f, t in zip(found, truth)),
+        "photos": len(rows),
+        "ms": statistics.median(r[detector]["ms"] for r in rows),
+        "ms_max": max(r[detector]["ms"] for r in rows),
+    }
 
 
 def render(r: dict) -> str:
     note = r.get("note")
     rows = r["rows"]
-    lines = ["## Face detection on real photos: MediaPipe against the Haar cascade", "",
-             "`python -m bench.face_detection --extra DIR` - the importer's `find_faces` on every photo of "
-             f"{', '.join(r['photos'])} (faces counted by eye; the insightface 0.7.3 source package's sample "
-             "images where given, read from outside the repository; not committed), each also turned by -40, -20, +20 and +40 "
-             "degrees and at half and double size. A face found beyond a photo's count is a false face, one short a "
-             f"miss. One thread; machine: {r['machine']}; {note or 'nothing else running'}.", "",
-             "| detector | photos with the right count | faces found / present | missed | false faces | "
-             "ms per photo (median, worst) |", "|---|---|---|---|---|---|"]
+    lines = [
+        "## Face detection on real photos: MediaPipe against the Haar cascade",
+        "",
+        "`python -m bench.face_detection --extra DIR` - the importer's `find_faces` on every photo of "
+        f"{', '.join(r['photos'])} (faces counted by eye; the insightface 0.7.3 source package's sample "
+        "images where given, read from outside the repository; not committed), each also turned by -40, -20, +20 and +40 "
+        "degrees and at half and double size. A face found beyond a photo's count is a false face, one short a "
+        f"miss. One thread; machine: {r['machine']}; {note or 'nothing else running'}.",
+        "",
+        "| detector | photos with the right count | faces found / present | missed | false faces | "
+        "ms per photo (median, worst) |",
+        "|---|---|---|---|---|---|",
+    ]
     for detector, title in TITLES.items():
         t = _totals(rows, detector)
-        lines.append(f"| {title} | {t['exact']} of {t['photos']} | {t['found_true']} / {t['true']} | "
-                     f"{t['missed']} | {t['false']} | {t['ms']:.0f}, {t['ms_max']:.0f} |")
+        lines.append(
+            f"| {title} | {t['exact']} of {t['photos']} | {t['found_true']} / {t['true']} | "
+            f"{t['missed']} | {t['false']} | {t['ms']:.0f}, {t['ms_max']:.0f} |"
+        )
     by_variant: dict[str, list] = {}
     for row in rows:
         by_variant.setdefault(row["variant"], []).append(row)
-    lines += ["", "By variant, faces found / present (false faces in brackets):", "",
-              "| variant | MediaPipe | without the mesh check | Haar |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "By variant, faces found / present (false faces in brackets):",
+        "",
+        "| variant | MediaPipe | without the mesh check | Haar |",
+        "|---|---|---|---|",
+    ]
     for variant, group in by_variant.items():
         cells = []
         for detector in TITLES:
@@ -141,10 +172,14 @@ def render(r: dict) -> str:
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     residual = [v for row in rows for v in row["residual"]]
     if residual:
-        lines += ["", f"Levelling: each face MediaPipe found was cut and turned as the importer does, and its "
-                      f"eye line measured again in the crop: {statistics.median(residual):.1f} degrees median, "
-                      f"{np.percentile(residual, 90):.1f} at the 90th percentile, {max(residual):.1f} at worst "
-                      f"({len(residual)} faces).", ""]
+        lines += [
+            "",
+            f"Levelling: each face MediaPipe found was cut and turned as the importer does, and its "
+            f"eye line measured again in the crop: {statistics.median(residual):.1f} degrees median, "
+            f"{np.percentile(residual, 90):.1f} at the 90th percentile, {max(residual):.1f} at worst "
+            f"({len(residual)} faces).",
+            "",
+        ]
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ into any reported number.
     python -m bench.feature_probe              # writes docs/benchmarks.md ("feature-probe")
     python -m bench.feature_probe --no-write
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,11 @@ FORMER = "last layer (1280 ch), global average"  # its features before FEATURE_V
 
 
 def dev_split(root: Path, train_faces: int, dev_faces: int, seed: int) -> tuple[list, list]:
-    items = [(path, c) for c, name in enumerate(sorted(p.name for p in (root / "train").iterdir()))
-             for path in sorted((root / "train" / name).iterdir())]
+    items = [
+        (path, c)
+        for c, name in enumerate(sorted(p.name for p in (root / "train").iterdir()))
+        for path in sorted((root / "train" / name).iterdir())
+    ]
     order = np.random.default_rng(seed).permutation(len(items))[: train_faces + dev_faces]
     picked = [items[i] for i in order]
     return picked[:train_faces], picked[train_faces:]
@@ -54,7 +58,7 @@ def candidate_features(net, items: list, batch: int = 128) -> dict[str, np.ndarr
     wanted = {block for block, _ in CANDIDATES.values()}
     out: dict[str, list[np.ndarray]] = {name: [] for name in CANDIDATES}
     for start in range(0, len(items), batch):
-        x = preprocess([Image.open(path).convert("RGB") for path, _ in items[start:start + batch]])
+        x = preprocess([Image.open(path).convert("RGB") for path, _ in items[start : start + batch]])
         maps = {}
         h = net._swish(net._bn0(net._conv_stem(x)))
         for i, block in enumerate(net._blocks):
@@ -93,13 +97,25 @@ def run_benchmark(args, checkpoint=None) -> dict:
     seconds = time.perf_counter() - started
     y_train = np.array([c for _, c in train])
     y_dev = np.array([c for _, c in dev])
-    results = {"settings": {"train_faces": len(train), "dev_faces": len(dev), "seed": args.seed,
-                            "input_size": INPUT_SIZE, "machine": machine_summary(), "feature_seconds": seconds,
-                            "c_small": 0.05, "c_all": 0.5},
-               "rows": []}
+    results = {
+        "settings": {
+            "train_faces": len(train),
+            "dev_faces": len(dev),
+            "seed": args.seed,
+            "input_size": INPUT_SIZE,
+            "machine": machine_summary(),
+            "feature_seconds": seconds,
+            "c_small": 0.05,
+            "c_all": 0.5,
+        },
+        "rows": [],
+    }
     for per_class in (25, 100, None):
-        picked = (np.concatenate([np.flatnonzero(y_train == c)[:per_class] for c in range(7)])
-                  if per_class else np.arange(len(y_train)))
+        picked = (
+            np.concatenate([np.flatnonzero(y_train == c)[:per_class] for c in range(7)])
+            if per_class
+            else np.arange(len(y_train))
+        )
         c = 0.05 if per_class else 0.5  # stronger regularisation with few labels
         row = {"labels": per_class or "all", "accuracy": {}}
         for name in CANDIDATES:
@@ -114,8 +130,11 @@ def run_benchmark(args, checkpoint=None) -> dict:
 def render(results: dict) -> str:
     s = results["settings"]
     rows = results["rows"]
-    header = "| features (pooling of the map) | dim | " + " | ".join(
-        f"{r['labels']} per class" if r["labels"] != "all" else f"all {s['train_faces']:,}" for r in rows) + " |"
+    header = (
+        "| features (pooling of the map) | dim | "
+        + " | ".join(f"{r['labels']} per class" if r["labels"] != "all" else f"all {s['train_faces']:,}" for r in rows)
+        + " |"
+    )
     dims = {"head": 1280, 15: 320, 14: 192, 10: 112}
     lines = [
         "## Which features of the offline encoder (FER2013 train, dev split)",
@@ -132,7 +151,7 @@ def render(results: dict) -> str:
         f"`{CURRENT}` is best with 25 and 100 labels per class (the studio's range: a few dozen to a few "
         "hundred labels per class), though not with all 5,000 labels, where block 14's plain average leads; "
         "the offline encoder now gives these features: the first 11 blocks only, so it is also cheaper. Every benchmark below that names "
-        "\"first 11 of 16 blocks\" in its encoder line ran on them; older sections name \"1280-d\".",
+        '"first 11 of 16 blocks" in its encoder line ran on them; older sections name "1280-d".',
         "",
         header,
         "|---|---|" + "---|" * len(rows),

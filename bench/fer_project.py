@@ -9,6 +9,7 @@ benchmark project copied with its feature cache (so training needs no encoder pa
 faces per class labeled from the hidden truth; then `python main.py train DIR` trains on it
 (docs/benchmarks.md, review queue build times).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -113,8 +114,9 @@ def ensure_meshes(project: Project, faces):
     return meshes, time.perf_counter() - started
 
 
-def load_benchmark_data(root: Path, encoder_spec: str, strong_views: int, text_cache: Path | None,
-                        geometry: bool = False) -> BenchmarkData:
+def load_benchmark_data(
+    root: Path, encoder_spec: str, strong_views: int, text_cache: Path | None, geometry: bool = False
+) -> BenchmarkData:
     project = ensure_project(root)
     encoder, faces, features_all, broken, feature_seconds = ensure_features(project, encoder_spec, strong_views)
     class_text = class_text_embeddings(encoder, load_descriptions(), text_cache or project.cache_dir("features"))
@@ -123,8 +125,16 @@ def load_benchmark_data(root: Path, encoder_spec: str, strong_views: int, text_c
     usable[broken] = False
     train_rows = np.flatnonzero((faces.splits == "train") & usable & (truth_all >= 0))
     val_rows = np.flatnonzero((faces.splits == "val") & usable & (faces.labels >= 0))
-    data = BenchmarkData(encoder, class_text, features_all[train_rows], truth_all[train_rows], faces.ids[train_rows],
-                         torch.from_numpy(features_all[val_rows, 0]), faces.labels[val_rows], feature_seconds)
+    data = BenchmarkData(
+        encoder,
+        class_text,
+        features_all[train_rows],
+        truth_all[train_rows],
+        faces.ids[train_rows],
+        torch.from_numpy(features_all[val_rows, 0]),
+        faces.labels[val_rows],
+        feature_seconds,
+    )
     if geometry:
         from core.training.geometry import with_geometry
 
@@ -132,8 +142,9 @@ def load_benchmark_data(root: Path, encoder_spec: str, strong_views: int, text_c
         combined = with_geometry(features_all, meshes)
         data.features_geometry = combined[train_rows]
         data.val_x_geometry = torch.from_numpy(combined[val_rows, 0])
-        data.meshes_missing = {split: int((~meshes.found[rows, 0]).sum())
-                               for split, rows in (("train", train_rows), ("val", val_rows))}
+        data.meshes_missing = {
+            split: int((~meshes.found[rows, 0]).sum()) for split, rows in (("train", train_rows), ("val", val_rows))
+        }
     return data
 
 
@@ -169,8 +180,12 @@ def main(argv=None) -> int:
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     parser.add_argument("--encoder", default="offline")
     parser.add_argument("--strong-views", type=int, default=2)
-    parser.add_argument("--studio-copy", type=Path, metavar="DIR",
-                        help="copy the project to DIR with --labeled-per-class train faces per class labeled")
+    parser.add_argument(
+        "--studio-copy",
+        type=Path,
+        metavar="DIR",
+        help="copy the project to DIR with --labeled-per-class train faces per class labeled",
+    )
     parser.add_argument("--labeled-per-class", type=int, help="with --studio-copy (default 25)")
     parser.add_argument("--seed", type=int, help="with --studio-copy: which faces it labels (default 0)")
     args = parser.parse_args(argv)
@@ -179,13 +194,17 @@ def main(argv=None) -> int:
     if args.studio_copy:
         per_class = 25 if args.labeled_per_class is None else args.labeled_per_class
         labeled = make_studio_copy(args.root, args.studio_copy, per_class, args.seed or 0)
-        print(f"{args.studio_copy}: labeled {sum(labeled.values())} train faces ({labeled}); next: "
-              f"python main.py train {args.studio_copy}")
+        print(
+            f"{args.studio_copy}: labeled {sum(labeled.values())} train faces ({labeled}); next: "
+            f"python main.py train {args.studio_copy}"
+        )
         return 0
     project = ensure_project(args.root)
     encoder, faces, features, broken, seconds = ensure_features(project, args.encoder, args.strong_views)
-    print(f"{len(faces)} faces, features {features.shape}, {len(broken)} unreadable, {seconds:.0f} s "
-          f"({encoder.describe()})")
+    print(
+        f"{len(faces)} faces, features {features.shape}, {len(broken)} unreadable, {seconds:.0f} s "
+        f"({encoder.describe()})"
+    )
     return 0
 
 

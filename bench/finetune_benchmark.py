@@ -12,6 +12,7 @@ training wall time, image decoding and augmentation included (`--workers` decodi
     python -m bench.finetune_benchmark --steps 20 --labels 25 --seeds 0 --methods supervised  # CPU smoke
     python -m bench.finetune_benchmark --render results.json    # results JSON -> docs section
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,9 +74,12 @@ def _train_timed(trainer, args, device: torch.device) -> dict:
     train_s = time.perf_counter() - started
     trainer.source = timed.source
     ratio = args.unlabeled_ratio if trainer.algorithm.uses_unlabeled else 0
-    return {"train_s": train_s, "faces_per_s": _faces_per_s(args.steps, args.batch_size, ratio, train_s),
-            "batch_wait_share": timed.wait_s / train_s,
-            "peak_gpu_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
+    return {
+        "train_s": train_s,
+        "faces_per_s": _faces_per_s(args.steps, args.batch_size, ratio, train_s),
+        "batch_wait_share": timed.wait_s / train_s,
+        "peak_gpu_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+    }
 
 
 def _faces_per_s(steps: int, batch_size: int, unlabeled_ratio: int, seconds: float) -> float:
@@ -90,8 +94,10 @@ def labeled_fingerprint(faces, train_rows: np.ndarray, subset: np.ndarray) -> st
 
 
 def _scores(val_y: np.ndarray, preds) -> dict:
-    return {"fused": classification_report(val_y, preds.fused.argmax(1)),
-            "classifier": classification_report(val_y, preds.semantic.argmax(1))}
+    return {
+        "fused": classification_report(val_y, preds.fused.argmax(1)),
+        "classifier": classification_report(val_y, preds.semantic.argmax(1)),
+    }
 
 
 class StepProfiler(Hook):
@@ -108,8 +114,11 @@ class StepProfiler(Hook):
         self.device, self.table_path, self.active = device, table_path, active
         self.summary: dict = {}
         self._marks: list[float] = []
-        self._profile = profile(activities=activities, schedule=schedule(wait=wait, warmup=3, active=active, repeat=1),
-                                on_trace_ready=self._report)
+        self._profile = profile(
+            activities=activities,
+            schedule=schedule(wait=wait, warmup=3, active=active, repeat=1),
+            on_trace_ready=self._report,
+        )
         self._window = range(wait + 3, wait + 3 + active + 1)
 
     def before_run(self, trainer) -> None:
@@ -136,25 +145,30 @@ class StepProfiler(Hook):
             "profiled_steps": steps,
             "wall_ms_per_step": (self._marks[-1] - self._marks[0]) * 1e3 / steps if len(self._marks) > 1 else None,
             "device_kernel_ms_per_step": device_us / 1e3 / steps if self.device.type == "cuda" else None,
-            "kernel_launches_per_step": launches / steps}
+            "kernel_launches_per_step": launches / steps,
+        }
         table = events.table(sort_by=on_device, row_limit=30)
         self.table_path.write_text(f"{self.summary}\n\n{table}\n")
 
 
 def finetune_run(faces, labels, class_text, val_rows, val_y, method: str, args, seed: int, device) -> dict:
     encoder = get_encoder(args.encoder, device=device)  # fresh pretrained weights for every run
-    settings = TrainSettings(algorithm=method, encoder=args.encoder, mode="finetune",
-                             loader_workers=args.workers,
-                             loop=LoopConfig(steps=args.steps, batch_size=args.batch_size,
-                                             unlabeled_ratio=args.unlabeled_ratio, seed=seed))
+    settings = TrainSettings(
+        algorithm=method,
+        encoder=args.encoder,
+        mode="finetune",
+        loader_workers=args.workers,
+        loop=LoopConfig(steps=args.steps, batch_size=args.batch_size, unlabeled_ratio=args.unlabeled_ratio, seed=seed),
+    )
     settings.validate()
     profiler = None
     table = args.profile / f"profile-{method}.txt" if args.profile else None
     if table and not table.exists():  # each method's first run only: a lease brings back 8 files at most
         table.parent.mkdir(parents=True, exist_ok=True)
         profiler = StepProfiler(device, table, wait=min(100, args.steps // 4))
-    prepared = prepare_finetune(faces, labels, encoder, class_text, settings, device,
-                                hooks=[profiler] if profiler else [])
+    prepared = prepare_finetune(
+        faces, labels, encoder, class_text, settings, device, hooks=[profiler] if profiler else []
+    )
     timing = _train_timed(prepared.trainer, args, device)
     if profiler and profiler.summary:
         timing["profile"] = profiler.summary
@@ -162,14 +176,22 @@ def finetune_run(faces, labels, class_text, val_rows, val_y, method: str, args, 
     started = time.perf_counter()
     preds = prepared.predict_all(val_rows, slots)
     predict_s = time.perf_counter() - started
-    return {"mode": "finetune", "method": method, "seed": seed, **_scores(val_y, preds), **timing,
-            "predict_faces_per_s": len(val_rows) / predict_s}
+    return {
+        "mode": "finetune",
+        "method": method,
+        "seed": seed,
+        **_scores(val_y, preds),
+        **timing,
+        "predict_faces_per_s": len(val_rows) / predict_s,
+    }
 
 
 def head_run(features, labels, class_text, val_x, val_y, method: str, args, seed: int, device) -> dict:
-    settings = TrainSettings(algorithm=method, encoder=args.encoder,
-                             loop=LoopConfig(steps=args.steps, batch_size=args.batch_size,
-                                             unlabeled_ratio=args.unlabeled_ratio, seed=seed))
+    settings = TrainSettings(
+        algorithm=method,
+        encoder=args.encoder,
+        loop=LoopConfig(steps=args.steps, batch_size=args.batch_size, unlabeled_ratio=args.unlabeled_ratio, seed=seed),
+    )
     trainer = build_head_trainer(features, labels, class_text, settings, device)
     timing = _train_timed(trainer, args, device)
     preds = predict(trainer.ema.module, trainer.algorithm, val_x, trainer.step)
@@ -202,12 +224,25 @@ def run_benchmark(args, checkpoint=None) -> dict:
     val_y = faces.labels[val_rows]
     class_text = class_text_embeddings(encoder, load_descriptions(), args.text_cache or project.cache_dir("features"))
     val_x = torch.from_numpy(features_all[val_rows, 0]) if features_all is not None else None
-    results = {"settings": {
-        "labels_per_class": args.labels, "seeds": args.seeds, "methods": args.methods, "steps": args.steps,
-        "batch_size": args.batch_size, "unlabeled_ratio": args.unlabeled_ratio, "workers": args.workers,
-        "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "machine": machine_summary(), "torch": torch.__version__, "encoder": encoder.describe(),
-        "train_faces": int(len(train_rows)), "val_faces": int(len(val_rows))}, "runs": []}
+    results = {
+        "settings": {
+            "labels_per_class": args.labels,
+            "seeds": args.seeds,
+            "methods": args.methods,
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "unlabeled_ratio": args.unlabeled_ratio,
+            "workers": args.workers,
+            "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "machine": machine_summary(),
+            "torch": torch.__version__,
+            "encoder": encoder.describe(),
+            "train_faces": len(train_rows),
+            "val_faces": len(val_rows),
+        },
+        "runs": [],
+    }
     done = set()
     if args.resume_json and args.resume_json.is_file():
         results["runs"] = json.loads(args.resume_json.read_text())["runs"]
@@ -228,17 +263,21 @@ def run_benchmark(args, checkpoint=None) -> dict:
                     if mode == "finetune":
                         run = finetune_run(faces, labels, class_text, val_rows, val_y, method, args, seed, device)
                     else:
-                        run = head_run(features_all[train_rows], subset, class_text, val_x, val_y, method, args,
-                                       seed, device)
+                        run = head_run(
+                            features_all[train_rows], subset, class_text, val_x, val_y, method, args, seed, device
+                        )
                     run["labels_per_class"] = n
                     if args.side_by_side > 1:
                         run["side_by_side"] = args.side_by_side
                     results["runs"].append(run)
                     if checkpoint:
                         checkpoint(results)
-                    print(f"N={n} seed {seed} {mode:<8} {method:<10} fused {run['fused']['accuracy'] * 100:.1f} "
-                          f"classifier {run['classifier']['accuracy'] * 100:.1f}  {run['train_s']:.0f} s  "
-                          f"{run['faces_per_s']:.0f} faces/s", flush=True)
+                    print(
+                        f"N={n} seed {seed} {mode:<8} {method:<10} fused {run['fused']['accuracy'] * 100:.1f} "
+                        f"classifier {run['classifier']['accuracy'] * 100:.1f}  {run['train_s']:.0f} s  "
+                        f"{run['faces_per_s']:.0f} faces/s",
+                        flush=True,
+                    )
     return results
 
 
@@ -255,7 +294,9 @@ def merge_results(parts: list[dict]) -> dict:
             if merged["labeled_sets"].setdefault(key, fingerprint) != fingerprint:
                 raise ValueError(f"the parts drew different labeled faces for N/seed {key}")
         seen = {(r["mode"], r["method"], r["labels_per_class"], r["seed"]) for r in merged["runs"]}
-        merged["runs"] += [r for r in part["runs"] if (r["mode"], r["method"], r["labels_per_class"], r["seed"]) not in seen]
+        merged["runs"] += [
+            r for r in part["runs"] if (r["mode"], r["method"], r["labels_per_class"], r["seed"]) not in seen
+        ]
     merged["settings"]["methods"] = methods
     return merged
 
@@ -271,10 +312,19 @@ def head_reference_runs(ssl_results: dict, runs: list[dict]) -> list[dict]:
         if (r["labels_per_class"], r["seed"], r["method"]) not in wanted:
             continue
         ratio = 0 if r["method"] == "supervised" else s["unlabeled_ratio"]  # the one method without unlabeled batches
-        out.append({"mode": "head", "method": r["method"], "seed": r["seed"], "labels_per_class": r["labels_per_class"],
-                    "fused": r["fused"], "classifier": r["classifier"], "train_s": r["seconds"],
-                    "faces_per_s": _faces_per_s(s["steps"], s["batch_size"], ratio, r["seconds"]),
-                    "ran_on": f"{s['device']}, {s['machine']}; torch {s['torch']} (bench.ssl_benchmark)"})
+        out.append(
+            {
+                "mode": "head",
+                "method": r["method"],
+                "seed": r["seed"],
+                "labels_per_class": r["labels_per_class"],
+                "fused": r["fused"],
+                "classifier": r["classifier"],
+                "train_s": r["seconds"],
+                "faces_per_s": _faces_per_s(s["steps"], s["batch_size"], ratio, r["seconds"]),
+                "ran_on": f"{s['device']}, {s['machine']}; torch {s['torch']} (bench.ssl_benchmark)",
+            }
+        )
     return out
 
 
@@ -290,38 +340,61 @@ def render(results: dict) -> str:
         f"and seed in both modes; fine-tune mode trains the image tower at a tenth of the head's learning rate "
         f"on weak/strong augmented images ({s['workers']} decoding workers), head mode trains on cached features. "
         f"EMA model at the last step; nothing selected on val. Device {s['device']}"
-        + (f" ({s['gpu']})" if s.get("gpu") else "") + f"; {s['machine']}; torch {s['torch']}.", "",
+        + (f" ({s['gpu']})" if s.get("gpu") else "")
+        + f"; {s['machine']}; torch {s['torch']}.",
+        "",
         "| N | method | mode | fused acc | fused bal. acc | train s | faces/s (training) | waiting for batches |",
-        "|---|---|---|---|---|---|---|---|"]
+        "|---|---|---|---|---|---|---|---|",
+    ]
     elsewhere = sorted({r["ran_on"] for r in results["runs"] if r.get("ran_on")})
-    keys = sorted({(r["labels_per_class"], r["method"], r["mode"]) for r in results["runs"]},
-                  key=lambda k: (k[0], s["methods"].index(k[1]) if k[1] in s["methods"] else 99, k[2] != "head"))
+    keys = sorted(
+        {(r["labels_per_class"], r["method"], r["mode"]) for r in results["runs"]},
+        key=lambda k: (k[0], s["methods"].index(k[1]) if k[1] in s["methods"] else 99, k[2] != "head"),
+    )
     for n, method, mode in keys:
         group = [r for r in results["runs"] if (r["labels_per_class"], r["method"], r["mode"]) == (n, method, mode)]
         where = f" ({chr(97 + elsewhere.index(group[0]['ran_on']))})" if group[0].get("ran_on") else ""
         where += " †" if any(r.get("side_by_side", 1) > 1 for r in group) else ""
-        lines.append(f"| {n} | {method} | {mode}{where} | {_mean_sd([r['fused']['accuracy'] for r in group])} | "
-                     f"{_mean_sd([r['fused']['balanced_accuracy'] for r in group])} | "
-                     f"{statistics.mean(r['train_s'] for r in group):.0f} | "
-                     f"{statistics.mean(r['faces_per_s'] for r in group):,.0f} | {_wait_share(group)} |")
+        lines.append(
+            f"| {n} | {method} | {mode}{where} | {_mean_sd([r['fused']['accuracy'] for r in group])} | "
+            f"{_mean_sd([r['fused']['balanced_accuracy'] for r in group])} | "
+            f"{statistics.mean(r['train_s'] for r in group):.0f} | "
+            f"{statistics.mean(r['faces_per_s'] for r in group):,.0f} | {_wait_share(group)} |"
+        )
     profiled = [r for r in results["runs"] if r.get("profile", {}).get("wall_ms_per_step")]
     if profiled:
-        lines += ["", "Profiled steps (torch.profiler over 20 steps after a warm-up; the profiler slows them): "
-                  + "; ".join(f"N = {r['labels_per_class']} {r['method']}: {r['profile']['wall_ms_per_step']:.1f} ms a "
-                              f"step, of which kernels on the device "
-                              + (f"{r['profile']['device_kernel_ms_per_step']:.1f} ms"
-                                 if r["profile"].get("device_kernel_ms_per_step") is not None else "-")
-                              + f", {r['profile']['kernel_launches_per_step']:.0f} kernel launches"
-                              for r in profiled) + "."]
+        lines += [
+            "",
+            "Profiled steps (torch.profiler over 20 steps after a warm-up; the profiler slows them): "
+            + "; ".join(
+                f"N = {r['labels_per_class']} {r['method']}: {r['profile']['wall_ms_per_step']:.1f} ms a "
+                f"step, of which kernels on the device "
+                + (
+                    f"{r['profile']['device_kernel_ms_per_step']:.1f} ms"
+                    if r["profile"].get("device_kernel_ms_per_step") is not None
+                    else "-"
+                )
+                + f", {r['profile']['kernel_launches_per_step']:.0f} kernel launches"
+                for r in profiled
+            )
+            + ".",
+        ]
     peaks = [r["peak_gpu_gib"] for r in results["runs"] if r.get("peak_gpu_gib")]
-    lines += ["", "Val accuracy in %, mean ± sd over seeds. Faces/s: labeled + unlabeled faces drawn per second "
-              "of training. Waiting for batches: the share of the training time the steps spent waiting for the "
-              "decoding workers' next batch (not recorded before 2026-11-28: -)."
-              + (f" Peak GPU memory {max(peaks):.1f} GiB." if peaks else "")
-              + "".join(f" ({chr(97 + i)}) ran on {where}." for i, where in enumerate(elsewhere))
-              + (" †: ran side by side with other benchmark processes (one per method) on the same GPU and cores, "
-                 "so its time and faces/s are under that sharing." if any(r.get("side_by_side", 1) > 1
-                                                                          for r in results["runs"]) else ""), ""]
+    lines += [
+        "",
+        "Val accuracy in %, mean ± sd over seeds. Faces/s: labeled + unlabeled faces drawn per second "
+        "of training. Waiting for batches: the share of the training time the steps spent waiting for the "
+        "decoding workers' next batch (not recorded before 2026-11-28: -)."
+        + (f" Peak GPU memory {max(peaks):.1f} GiB." if peaks else "")
+        + "".join(f" ({chr(97 + i)}) ran on {where}." for i, where in enumerate(elsewhere))
+        + (
+            " †: ran side by side with other benchmark processes (one per method) on the same GPU and cores, "
+            "so its time and faces/s are under that sharing."
+            if any(r.get("side_by_side", 1) > 1 for r in results["runs"])
+            else ""
+        ),
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -349,17 +422,34 @@ def main(argv=None) -> int:
     parser.add_argument("--resume-json", type=Path)
     parser.add_argument("--render", type=Path, help="render saved results into docs/benchmarks.md and exit")
     parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--profile", type=Path, metavar="DIR",
-                        help="profile 20 steps of each method's first fine-tune run (torch.profiler): its "
-                             "operator table into DIR, a summary with the run")
-    parser.add_argument("--side-by-side", type=int, default=1, metavar="K",
-                        help="this process runs beside K-1 others on the same device (recorded with each run)")
-    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
-                        help="merge results files (side-by-side processes', or new runs into recorded ones) into "
-                             "--json-out, and render them")
-    parser.add_argument("--head-reference", type=Path,
-                        help="a bench.ssl_benchmark results JSON whose head-mode runs (same N, seeds, methods) "
-                             "stand beside fine-tune runs that have no head-mode run of their own")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="profile 20 steps of each method's first fine-tune run (torch.profiler): its "
+        "operator table into DIR, a summary with the run",
+    )
+    parser.add_argument(
+        "--side-by-side",
+        type=int,
+        default=1,
+        metavar="K",
+        help="this process runs beside K-1 others on the same device (recorded with each run)",
+    )
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="merge results files (side-by-side processes', or new runs into recorded ones) into "
+        "--json-out, and render them",
+    )
+    parser.add_argument(
+        "--head-reference",
+        type=Path,
+        help="a bench.ssl_benchmark results JSON whose head-mode runs (same N, seeds, methods) "
+        "stand beside fine-tune runs that have no head-mode run of their own",
+    )
     args = parser.parse_args(argv)
     bad_modes = set(args.modes) - {"head", "finetune"}
     if bad_modes:
@@ -372,8 +462,11 @@ def main(argv=None) -> int:
         results = saved_or_run(args, run_benchmark)
     if args.head_reference:
         have = {(r["labels_per_class"], r["seed"], r["method"]) for r in results["runs"] if r["mode"] == "head"}
-        results["runs"] += [r for r in head_reference_runs(json.loads(args.head_reference.read_text()), results["runs"])
-                            if (r["labels_per_class"], r["seed"], r["method"]) not in have]
+        results["runs"] += [
+            r
+            for r in head_reference_runs(json.loads(args.head_reference.read_text()), results["runs"])
+            if (r["labels_per_class"], r["seed"], r["method"]) not in have
+        ]
     body = render(results)
     print(body)
     if not args.no_write:

@@ -11,6 +11,7 @@ image features + geometry.
     python -m bench.geometry_probe [--json-out FILE]   # writes the "geometry-probe" section of docs/benchmarks.md
     python -m bench.geometry_probe --render docs/results/geometry_probe.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -118,26 +119,49 @@ def run(root: Path) -> dict:
             if name != "image features":
                 both = np.concatenate([image, x], axis=1)
                 combined.setdefault(f"image features + {name}", []).append(
-                    probe(both[rows], truth[rows], both[dev], truth[dev]))
+                    probe(both[rows], truth[rows], both[dev], truth[dev])
+                )
         print(f"seed {seed}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in {**scores, **combined}.items()), flush=True)
-    best = max(NORMALISATIONS, key=lambda how: statistics.mean(
-        scores[f"geometry: {how}, with depth"]))
+    best = max(NORMALISATIONS, key=lambda how: statistics.mean(scores[f"geometry: {how}, with depth"]))
     gains = head_gain_trials(features, meshes, truth, faces, pool, dev, best)
     with tempfile.TemporaryDirectory() as tmp:
         cost_rows = np.flatnonzero(faces.splits == "val")[:COST_FACES]
         cost_ms = mesh_cost(project, faces, cost_rows, Path(tmp))
-    rms_image = float(np.sqrt((image ** 2).mean()))
+    rms_image = float(np.sqrt((image**2).mean()))
     found = meshes.found[:, 0]
     return {
-        "machine": machine_summary(), "per_class": PER_CLASS, "seeds": list(SEEDS), "dev_faces": DEV_FACES,
-        "scores": {**scores, **combined}, "normalisation": best, "gains": gains, "head_steps": HEAD_STEPS,
-        "rms": {"image features": rms_image, **{how: float(np.sqrt((geometry_vector(
-            meshes.points[found, 0].astype(np.float32), found[found], how, gain=1.0)[:, :-1] ** 2).mean()))
-            for how in NORMALISATIONS}},
-        "found": {split: [int(found[faces.splits == split].sum()), int((faces.splits == split).sum())]
-                  for split in ("train", "val")},
+        "machine": machine_summary(),
+        "per_class": PER_CLASS,
+        "seeds": list(SEEDS),
+        "dev_faces": DEV_FACES,
+        "scores": {**scores, **combined},
+        "normalisation": best,
+        "gains": gains,
+        "head_steps": HEAD_STEPS,
+        "rms": {
+            "image features": rms_image,
+            **{
+                how: float(
+                    np.sqrt(
+                        (
+                            geometry_vector(meshes.points[found, 0].astype(np.float32), found[found], how, gain=1.0)[
+                                :, :-1
+                            ]
+                            ** 2
+                        ).mean()
+                    )
+                )
+                for how in NORMALISATIONS
+            },
+        },
+        "found": {
+            split: [int(found[faces.splits == split].sum()), int((faces.splits == split).sum())]
+            for split in ("train", "val")
+        },
         "mirror_found": int(meshes.found[:, 1].sum()),
-        "mesh_ms_per_face": cost_ms, "cost_faces": COST_FACES, "all_meshes_seconds": mesh_seconds,
+        "mesh_ms_per_face": cost_ms,
+        "cost_faces": COST_FACES,
+        "all_meshes_seconds": mesh_seconds,
         "unreadable": len(broken),
     }
 
@@ -146,32 +170,48 @@ def render(r: dict) -> str:
     def cell(values):
         return f"{statistics.mean(values) * 100:.1f} ± {statistics.stdev(values) * 100:.1f}"
 
-    lines = ["## Face-mesh geometry: normalisation, coverage and cost (FER2013)", "",
-             f"`python -m bench.geometry_probe` - linear probes (standardised inputs, logistic regression, "
-             f"C = 0.05) on {r['per_class']} FER2013 train faces per class, seeds {', '.join(map(str, r['seeds']))}, "
-             f"scored on {r['dev_faces']:,} other train faces (a dev split: val untouched). Machine: {r['machine']}; "
-             f"{r.get('note') or 'nothing else running'}.", "",
-             "| input | dev accuracy % (mean ± sd) |", "|---|---|"]
+    lines = [
+        "## Face-mesh geometry: normalisation, coverage and cost (FER2013)",
+        "",
+        f"`python -m bench.geometry_probe` - linear probes (standardised inputs, logistic regression, "
+        f"C = 0.05) on {r['per_class']} FER2013 train faces per class, seeds {', '.join(map(str, r['seeds']))}, "
+        f"scored on {r['dev_faces']:,} other train faces (a dev split: val untouched). Machine: {r['machine']}; "
+        f"{r.get('note') or 'nothing else running'}.",
+        "",
+        "| input | dev accuracy % (mean ± sd) |",
+        "|---|---|",
+    ]
     for name, values in r["scores"].items():
         lines.append(f"| {name} | {cell(values)} |")
     found = r["found"]
-    lines += ["",
-              "Faces whose mesh was read: " + ", ".join(
-                  f"{split} {n:,} of {total:,} ({n / total * 100:.1f}%)" for split, (n, total) in found.items())
-              + f"; mirrored faces {r['mirror_found']:,}. Cost: {r['mesh_ms_per_face']:.1f} ms per face "
-              f"(face and mirror, detector + mesh, 1 thread, {r['cost_faces']} val faces into an empty cache)"
-              + (f"; the project's meshes took {r['all_meshes_seconds']:.0f} s to compute" if r["all_meshes_seconds"] > 5
-                 else "") + ".",
-              "",
-              "Root-mean-square of each input before the gain (the geometry in the contour layout): " + ", ".join(
-                  f"{k} {v:.3f}" for k, v in r["rms"].items()) + ".", "",
-              f"Which points and what gain, tried where they are used: the studio's supervised head "
-              f"({r['head_steps']} steps, N = {r['per_class']}, seeds {', '.join(map(str, HEAD_SEEDS))}) on image "
-              f"features + geometry (`{r['normalisation']}`), dev accuracy %:", "",
-              "| input | dev accuracy %, per seed | mean |", "|---|---|---|"]
+    lines += [
+        "",
+        "Faces whose mesh was read: "
+        + ", ".join(f"{split} {n:,} of {total:,} ({n / total * 100:.1f}%)" for split, (n, total) in found.items())
+        + f"; mirrored faces {r['mirror_found']:,}. Cost: {r['mesh_ms_per_face']:.1f} ms per face "
+        f"(face and mirror, detector + mesh, 1 thread, {r['cost_faces']} val faces into an empty cache)"
+        + (
+            f"; the project's meshes took {r['all_meshes_seconds']:.0f} s to compute"
+            if r["all_meshes_seconds"] > 5
+            else ""
+        )
+        + ".",
+        "",
+        "Root-mean-square of each input before the gain (the geometry in the contour layout): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in r["rms"].items())
+        + ".",
+        "",
+        f"Which points and what gain, tried where they are used: the studio's supervised head "
+        f"({r['head_steps']} steps, N = {r['per_class']}, seeds {', '.join(map(str, HEAD_SEEDS))}) on image "
+        f"features + geometry (`{r['normalisation']}`), dev accuracy %:",
+        "",
+        "| input | dev accuracy %, per seed | mean |",
+        "|---|---|---|",
+    ]
     for name, values in r["gains"].items():
-        lines.append(f"| {name} | " + ", ".join(f"{v * 100:.1f}" for v in values)
-                     + f" | {statistics.mean(values) * 100:.1f} |")
+        lines.append(
+            f"| {name} | " + ", ".join(f"{v * 100:.1f}" for v in values) + f" | {statistics.mean(values) * 100:.1f} |"
+        )
     lines.append("")
     return "\n".join(lines)
 

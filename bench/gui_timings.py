@@ -12,6 +12,7 @@ The project is made synthetically in a temp folder: small random face-like image
 predictions, embeddings (512-d), 2-D maps and class thresholds written straight into the store.
 Usage: python -m bench.gui_timings [--faces 30000] [--presses 200] [--starts 3] [--no-write]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,9 +29,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # shares 2 cores with other work;
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from bench.report import REPO, machine_summary, write_section  # noqa: E402
+from bench.report import REPO, machine_summary, write_section
 
 SECTION = "studio-responsiveness"
 EMBED_DIM = 512
@@ -48,8 +49,13 @@ def _face_image(rng: np.random.Generator, size: int = 48):
     for x in (16, 30):
         draw.ellipse([x - 3, 18, x + 3, 22], fill=int(rng.integers(0, 80)))
     mouth = int(rng.integers(30, 40))
-    draw.arc([14, mouth - 6, 34, mouth + 6], 0 if rng.random() < 0.5 else 180, 180 if rng.random() < 0.5 else 360,
-             fill=int(rng.integers(0, 80)), width=2)
+    draw.arc(
+        [14, mouth - 6, 34, mouth + 6],
+        0 if rng.random() < 0.5 else 180,
+        180 if rng.random() < 0.5 else 360,
+        fill=int(rng.integers(0, 80)),
+        width=2,
+    )
     return image
 
 
@@ -93,33 +99,84 @@ def make_project(root: Path, faces: int, seed: int = 0) -> Path:
     project = Project.create(root / "project")
     try:
         with project.session() as session:
-            session.execute(insert(Image), [{
-                "id": i + 1, "path": str(folder / f"{i:06d}.png"), "content_hash": f"{i:064x}", "width": 48,
-                "height": 48, "split": str(splits[i])} for i in range(faces)])
-            session.execute(insert(Label), [{"image_id": i + 1, "label": names[truth[i]], "source": "imported"}
-                                            for i in sorted(labeled)])
-            run = Run(algorithm="sitfer", encoder="tiny", mode="head", status="finished",
-                      config=TrainSettings(encoder="tiny").to_dict(), started_at=utcnow(), finished_at=utcnow())
+            session.execute(
+                insert(Image),
+                [
+                    {
+                        "id": i + 1,
+                        "path": str(folder / f"{i:06d}.png"),
+                        "content_hash": f"{i:064x}",
+                        "width": 48,
+                        "height": 48,
+                        "split": str(splits[i]),
+                    }
+                    for i in range(faces)
+                ],
+            )
+            session.execute(
+                insert(Label),
+                [{"image_id": i + 1, "label": names[truth[i]], "source": "imported"} for i in sorted(labeled)],
+            )
+            run = Run(
+                algorithm="sitfer",
+                encoder="tiny",
+                mode="head",
+                status="finished",
+                config=TrainSettings(encoder="tiny").to_dict(),
+                started_at=utcnow(),
+                finished_at=utcnow(),
+            )
             session.add(run)
             session.flush()
             run_id = run.id
-            session.execute(insert(Metric), [{"run_id": run_id, "step": 1500, "name": f"threshold_{name}",
-                                              "value": float(t)} for name, t in zip(names, thresholds)])
+            session.execute(
+                insert(Metric),
+                [
+                    {"run_id": run_id, "step": 1500, "name": f"threshold_{name}", "value": float(t)}
+                    for name, t in zip(names, thresholds)
+                ],
+            )
         for start in range(0, faces, 5000):
             rows = range(start, min(start + 5000, faces))
             with project.session() as session:
-                session.execute(insert(Prediction), [{
-                    "run_id": run_id, "image_id": i + 1, "p_semantic": semantic[i].round(5).tolist(),
-                    "p_text": text[i].round(5).tolist(), "p_instance": instance[i].round(5).tolist(),
-                    "p_fused": fused[i].round(5).tolist(), "pseudo_label": names[int(fused[i].argmax())],
-                    "confidence": float(fused[i].max()),
-                    "passed_threshold": bool(fused[i].max() >= thresholds[fused[i].argmax()])} for i in rows])
-                session.execute(insert(Embedding), [{"run_id": run_id, "image_id": i + 1,
-                                                     "vector": embeddings[i].tobytes(), "dim": EMBED_DIM}
-                                                    for i in rows])
-                session.execute(insert(Projection), [
-                    {"run_id": run_id, "image_id": i + 1, "method": method, "x": float(xy[i, 0] * scale),
-                     "y": float(xy[i, 1] * scale)} for i in rows for method, scale in (("umap", 1.0), ("pca", 0.5))])
+                session.execute(
+                    insert(Prediction),
+                    [
+                        {
+                            "run_id": run_id,
+                            "image_id": i + 1,
+                            "p_semantic": semantic[i].round(5).tolist(),
+                            "p_text": text[i].round(5).tolist(),
+                            "p_instance": instance[i].round(5).tolist(),
+                            "p_fused": fused[i].round(5).tolist(),
+                            "pseudo_label": names[int(fused[i].argmax())],
+                            "confidence": float(fused[i].max()),
+                            "passed_threshold": bool(fused[i].max() >= thresholds[fused[i].argmax()]),
+                        }
+                        for i in rows
+                    ],
+                )
+                session.execute(
+                    insert(Embedding),
+                    [
+                        {"run_id": run_id, "image_id": i + 1, "vector": embeddings[i].tobytes(), "dim": EMBED_DIM}
+                        for i in rows
+                    ],
+                )
+                session.execute(
+                    insert(Projection),
+                    [
+                        {
+                            "run_id": run_id,
+                            "image_id": i + 1,
+                            "method": method,
+                            "x": float(xy[i, 0] * scale),
+                            "y": float(xy[i, 1] * scale),
+                        }
+                        for i in rows
+                        for method, scale in (("umap", 1.0), ("pca", 0.5))
+                    ],
+                )
     finally:
         project.close()
     return root / "project"
@@ -166,8 +223,11 @@ def child_start(project: str, launched: float) -> dict:
     model, grid = window.model, window.grid
 
     def visible_loaded() -> bool:
-        rows = [r for r in range(min(model.rowCount(), 200))
-                if grid.visualRect(model.index(r)).intersects(grid.viewport().rect())]
+        rows = [
+            r
+            for r in range(min(model.rowCount(), 200))
+            if grid.visualRect(model.index(r)).intersects(grid.viewport().rect())
+        ]
         return bool(rows) and all(model.thumb_state(r) != ThumbState.PENDING for r in rows)
 
     thumbs = _wait(app, visible_loaded, 60)
@@ -175,13 +235,18 @@ def child_start(project: str, launched: float) -> dict:
     asked = time.time()
     window.show_review()
     review = window.review
-    queue = _wait(app, lambda: review.answered is not None and review.answered == review.request()
-                  and not review.building, 60)
+    queue = _wait(
+        app, lambda: review.answered is not None and review.answered == review.request() and not review.building, 60
+    )
     window.close()
-    return {"imports_s": imported - launched, "window_and_open_s": opened - launched,
-            "first_paint_s": painted.get("first_paint", float("nan")) - launched,
-            "thumbnails_s": (thumbs or float("nan")) - launched, "map_s": (map_ready or float("nan")) - launched,
-            "queue_s": (queue or float("nan")) - asked}
+    return {
+        "imports_s": imported - launched,
+        "window_and_open_s": opened - launched,
+        "first_paint_s": painted.get("first_paint", float("nan")) - launched,
+        "thumbnails_s": (thumbs or float("nan")) - launched,
+        "map_s": (map_ready or float("nan")) - launched,
+        "queue_s": (queue or float("nan")) - asked,
+    }
 
 
 def measure_start(project: Path, repeats: int) -> list[dict]:
@@ -190,9 +255,22 @@ def measure_start(project: Path, repeats: int) -> list[dict]:
         with tempfile.TemporaryDirectory() as home:
             env = {**os.environ, "FER_STUDIO_HOME": home}
             launched = time.time()
-            out = subprocess.run([sys.executable, "-m", "bench.gui_timings", "--child-start", str(project),
-                                  "--launched", repr(launched)], cwd=REPO, env=env, capture_output=True, text=True,
-                                 timeout=300)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.gui_timings",
+                    "--child-start",
+                    str(project),
+                    "--launched",
+                    repr(launched),
+                ],
+                cwd=REPO,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             if out.returncode != 0:
                 raise RuntimeError(f"the start-up child failed:\n{out.stderr[-3000:]}")
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -206,9 +284,9 @@ def measure_labeling(project: Path, presses: int, worker_ready: bool = False) ->
     keeps (the steady state); otherwise a second after the queue is shown, while it starts beside."""
     from PySide6.QtTest import QTest
 
-    from core.classes import expression_classes
     from app.main import application
     from app.main_window import MainWindow
+    from core.classes import expression_classes
 
     os.environ["FER_STUDIO_HOME"] = tempfile.mkdtemp()
     app = application()
@@ -228,8 +306,10 @@ def measure_labeling(project: Path, presses: int, worker_ready: bool = False) ->
 
         warm: list[dict] = []
         window.warm_worker.event.connect(lambda event: warm.append(event) if event.get("event") == "warm" else None)
-        if _wait(app, lambda: window.warm_worker.state == READY and any(e.get("part") == "refit" for e in warm),
-                 120) is None:
+        if (
+            _wait(app, lambda: window.warm_worker.state == READY and any(e.get("part") == "refit" for e in warm), 120)
+            is None
+        ):
             raise RuntimeError("the warm worker was not ready within 120 s")
     to_detail, to_idle = [], []
     keys = [cls.key for cls in expression_classes()]
@@ -253,17 +333,24 @@ def measure_labeling(project: Path, presses: int, worker_ready: bool = False) ->
     window.state.counts_changed.emit()  # the counts' refresh, once the keys pause
     counts = time.perf_counter() - started
     window.close()
-    return {"presses": presses, "detail_ms": [1000 * t for t in to_detail], "idle_ms": [1000 * t for t in to_idle],
-            "map_recolor_ms": 1000 * recolor, "counts_ms": 1000 * counts}
+    return {
+        "presses": presses,
+        "detail_ms": [1000 * t for t in to_detail],
+        "idle_ms": [1000 * t for t in to_idle],
+        "map_recolor_ms": 1000 * recolor,
+        "counts_ms": 1000 * counts,
+    }
 
 
 # -- report ----------------------------------------------------------------------------------------
 def _latency_rows(when: str, labeling: dict) -> list[str]:
     detail, idle = labeling["detail_ms"], labeling["idle_ms"]
-    return [f"| **key press to the next face in the detail panel**, {when} | **{statistics.median(detail):.1f}** | "
-            f"{np.percentile(detail, 95):.1f} | **{max(detail):.1f}** |",
-            f"| key press to the event queue idle (repaints done), {when} | {statistics.median(idle):.1f} | "
-            f"{np.percentile(idle, 95):.1f} | {max(idle):.1f} |"]
+    return [
+        f"| **key press to the next face in the detail panel**, {when} | **{statistics.median(detail):.1f}** | "
+        f"{np.percentile(detail, 95):.1f} | **{max(detail):.1f}** |",
+        f"| key press to the event queue idle (repaints done), {when} | {statistics.median(idle):.1f} | "
+        f"{np.percentile(idle, 95):.1f} | {max(idle):.1f} |",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,55 +382,57 @@ def main(argv: list[str] | None = None) -> int:
         values = [s[key] for s in starts]
         return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
-    body = "\n".join([
-        "## Studio responsiveness",
-        "",
-        f"`python -m bench.gui_timings`: a synthetic project of {args.faces:,} faces (48 px images; "
-        f"{LABELED_PER_CLASS} labeled train faces per class, the val split labeled) with one finished run "
-        f"written into the store (per-level and fused predictions, {EMBED_DIM}-d embeddings, UMAP and PCA maps, "
-        f"class thresholds). Offscreen Qt (`QT_QPA_PLATFORM=offscreen`), one thread per library. "
-        f"Machine: {machine_summary()}. {args.note}",
-        "",
-        f"**Start** (a fresh process running the studio as `python main.py PROJECT` does; median and range "
-        f"of {len(starts)} starts, seconds from launch):",
-        "",
-        "| step | s |",
-        "|---|---|",
-        f"| Python, Qt, the studio's modules imported, application created | {seconds('imports_s')} |",
-        f"| window built and the project opened (grid rows, counts, run history; the map starts loading) | "
-        f"{seconds('window_and_open_s')} |",
-        f"| **first paint of the window with the project** | **{seconds('first_paint_s')}** |",
-        f"| visible thumbnails drawn (first start: made from the images) | {seconds('thumbnails_s')} |",
-        f"| the embedding map drawn (loaded in a background thread) | {seconds('map_s')} |",
-        f"| then: Review queue tab opened to its queue shown (built in a background thread) | "
-        f"{seconds('queue_s')} |",
-        "",
-        f"**Labeling**: a number key pressed on the current face of the review queue, {labeling['presses']} "
-        "times in a row: the label committed (one transaction), the grid cell repainted, the next face current "
-        "and in the detail panel (its evidence bars and nearest labeled faces). The counts (project panel, "
-        "status bar) and the map's colours follow once the keys pause, not after every key.",
-        "",
-        "Two rounds: from a second after the queue is shown, while the studio's warm worker (`main.py serve`, "
-        "a process of its own) starts beside it (imports torch, loads what a refit reads), and once it is "
-        "ready. The synthetic run has no checkpoint, so the worker never refits here; a refit's CPU cost "
-        "beside the keys is in \"Live refit in the studio\".",
-        "",
-        "| | median ms | 95th percentile ms | worst ms |",
-        "|---|---|---|---|",
-        *_latency_rows("while the warm worker starts", labeling),
-        *_latency_rows("the warm worker ready", steady),
-        f"| the counts' refresh, 300 ms after the keys pause | {steady['counts_ms']:.0f} | | |",
-        f"| the map's recolour, 250 ms after the keys pause (only while the map is on screen, else when it "
-        f"is next shown) | {steady['map_recolor_ms']:.0f} | | |",
-        "",
-        "What was slow, found with cProfile and fixed: the first version painted the window only after "
-        "5.0 s, because the map's 30,000 predictions were read on the GUI thread while the review queue read "
-        "the same run in a worker (the two contend for the GIL): the map of a run over 5,000 faces now loads "
-        "in a background thread and the queue is built when its tab is first shown. A key press took 46 ms "
-        "(worst 91): 33 ms of it recounted the project for the counts after every key (now once per pause) "
-        "and 7 ms re-read every label for the nearest-face index (now only the changed faces). The studio no "
-        "longer imports torch (its settings are torch-free; the warm worker has it).",
-    ])
+    body = "\n".join(
+        [
+            "## Studio responsiveness",
+            "",
+            f"`python -m bench.gui_timings`: a synthetic project of {args.faces:,} faces (48 px images; "
+            f"{LABELED_PER_CLASS} labeled train faces per class, the val split labeled) with one finished run "
+            f"written into the store (per-level and fused predictions, {EMBED_DIM}-d embeddings, UMAP and PCA maps, "
+            f"class thresholds). Offscreen Qt (`QT_QPA_PLATFORM=offscreen`), one thread per library. "
+            f"Machine: {machine_summary()}. {args.note}",
+            "",
+            f"**Start** (a fresh process running the studio as `python main.py PROJECT` does; median and range "
+            f"of {len(starts)} starts, seconds from launch):",
+            "",
+            "| step | s |",
+            "|---|---|",
+            f"| Python, Qt, the studio's modules imported, application created | {seconds('imports_s')} |",
+            f"| window built and the project opened (grid rows, counts, run history; the map starts loading) | "
+            f"{seconds('window_and_open_s')} |",
+            f"| **first paint of the window with the project** | **{seconds('first_paint_s')}** |",
+            f"| visible thumbnails drawn (first start: made from the images) | {seconds('thumbnails_s')} |",
+            f"| the embedding map drawn (loaded in a background thread) | {seconds('map_s')} |",
+            f"| then: Review queue tab opened to its queue shown (built in a background thread) | "
+            f"{seconds('queue_s')} |",
+            "",
+            f"**Labeling**: a number key pressed on the current face of the review queue, {labeling['presses']} "
+            "times in a row: the label committed (one transaction), the grid cell repainted, the next face current "
+            "and in the detail panel (its evidence bars and nearest labeled faces). The counts (project panel, "
+            "status bar) and the map's colours follow once the keys pause, not after every key.",
+            "",
+            "Two rounds: from a second after the queue is shown, while the studio's warm worker (`main.py serve`, "
+            "a process of its own) starts beside it (imports torch, loads what a refit reads), and once it is "
+            "ready. The synthetic run has no checkpoint, so the worker never refits here; a refit's CPU cost "
+            'beside the keys is in "Live refit in the studio".',
+            "",
+            "| | median ms | 95th percentile ms | worst ms |",
+            "|---|---|---|---|",
+            *_latency_rows("while the warm worker starts", labeling),
+            *_latency_rows("the warm worker ready", steady),
+            f"| the counts' refresh, 300 ms after the keys pause | {steady['counts_ms']:.0f} | | |",
+            f"| the map's recolour, 250 ms after the keys pause (only while the map is on screen, else when it "
+            f"is next shown) | {steady['map_recolor_ms']:.0f} | | |",
+            "",
+            "What was slow, found with cProfile and fixed: the first version painted the window only after "
+            "5.0 s, because the map's 30,000 predictions were read on the GUI thread while the review queue read "
+            "the same run in a worker (the two contend for the GIL): the map of a run over 5,000 faces now loads "
+            "in a background thread and the queue is built when its tab is first shown. A key press took 46 ms "
+            "(worst 91): 33 ms of it recounted the project for the counts after every key (now once per pause) "
+            "and 7 ms re-read every label for the nearest-face index (now only the changed faces). The studio no "
+            "longer imports torch (its settings are torch-free; the warm worker has it).",
+        ]
+    )
     print(body)
     if not args.no_write:
         print(f"written to {write_section(SECTION, body)}")

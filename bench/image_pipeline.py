@@ -7,6 +7,7 @@ loader the trainer uses, on the CPU device after a warm-up.
 
     python -m bench.image_pipeline --workers 2 --steps 60
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,16 +28,28 @@ from core.training.finetune import ImageBatches
 SECTION = "image-pipeline"
 
 
-def measure(faces, encoder, workers: int, steps: int, batch_size: int, unlabeled_ratio: int, repeats: int = 3,
-            warmup: int = 5) -> dict:
+def measure(
+    faces, encoder, workers: int, steps: int, batch_size: int, unlabeled_ratio: int, repeats: int = 3, warmup: int = 5
+) -> dict:
     train = np.flatnonzero(faces.splits == "train")
     rng = np.random.default_rng(0)
     labeled = rng.choice(train, 7 * 25, replace=False)
     unlabeled = np.setdiff1d(train, labeled)
     slots = np.full(len(faces), -1, dtype=np.int64)
     slots[train] = np.arange(len(train))
-    source = ImageBatches(faces, labeled, rng.integers(0, 7, len(labeled)), unlabeled, slots, encoder.preprocessor(),
-                          batch_size, unlabeled_ratio, 0, torch.device("cpu"), workers=workers)
+    source = ImageBatches(
+        faces,
+        labeled,
+        rng.integers(0, 7, len(labeled)),
+        unlabeled,
+        slots,
+        encoder.preprocessor(),
+        batch_size,
+        unlabeled_ratio,
+        0,
+        torch.device("cpu"),
+        workers=workers,
+    )
     for step in range(warmup):
         source.next_batch(step)
     # What crosses from the workers: the loader's own tensors, before next_batch normalises them.
@@ -52,9 +65,15 @@ def measure(faces, encoder, workers: int, steps: int, batch_size: int, unlabeled
         times.append(time.perf_counter() - started)
     seconds = statistics.median(times)
     faces_per_step = batch_size * (1 + unlabeled_ratio)
-    return {"workers": workers, "unlabeled_ratio": unlabeled_ratio, "steps": steps, "seconds": seconds,
-            "steps_per_s": steps / seconds, "faces_per_s": steps * faces_per_step / seconds,
-            "mib_per_step": moved / 2**20}
+    return {
+        "workers": workers,
+        "unlabeled_ratio": unlabeled_ratio,
+        "steps": steps,
+        "seconds": seconds,
+        "steps_per_s": steps / seconds,
+        "faces_per_s": steps * faces_per_step / seconds,
+        "mib_per_step": moved / 2**20,
+    }
 
 
 def main(argv=None) -> int:
@@ -65,9 +84,12 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed stretches; the median is reported")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--label", default="", help="what this run measures (e.g. a commit), for the table")
-    parser.add_argument("--earlier-rows", type=Path,
-                        help="table rows this script printed in an earlier run (another commit's code, say), "
-                             "shown above this run's rows")
+    parser.add_argument(
+        "--earlier-rows",
+        type=Path,
+        help="table rows this script printed in an earlier run (another commit's code, say), "
+        "shown above this run's rows",
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -75,23 +97,35 @@ def main(argv=None) -> int:
     with project.session() as session:
         faces = load_face_table(project, session)
     encoder = get_encoder("offline")
-    rows = [line for line in args.earlier_rows.read_text().splitlines() if line.startswith("| ")] \
-        if args.earlier_rows else []
+    rows = (
+        [line for line in args.earlier_rows.read_text().splitlines() if line.startswith("| ")]
+        if args.earlier_rows
+        else []
+    )
     for workers in args.workers:
         for ratio in (0, 3):
             r = measure(faces, encoder, workers, args.steps, args.batch_size, ratio, args.repeats)
-            rows.append(f"| {args.label} | {workers} | {'labeled only' if ratio == 0 else 'labeled + 3x unlabeled'} | "
-                        f"{r['steps_per_s']:.1f} | {r['faces_per_s']:,.0f} | {r['mib_per_step']:.1f} |")
+            rows.append(
+                f"| {args.label} | {workers} | {'labeled only' if ratio == 0 else 'labeled + 3x unlabeled'} | "
+                f"{r['steps_per_s']:.1f} | {r['faces_per_s']:,.0f} | {r['mib_per_step']:.1f} |"
+            )
             print(rows[-1], flush=True)
-    body = "\n".join([
-        "## Fine-tune mode's image pipeline (CPU side)", "",
-        f"`python -m bench.image_pipeline` - FER2013 train faces through `ImageBatches.next_batch` with no model, "
-        f"batch {args.batch_size} labeled (+ {3 * args.batch_size} unlabeled with weak and strong views), "
-        f"the median of {args.repeats} stretches of {args.steps} steps after 5 warm-up steps; the model's "
-        f"device is the CPU, so the normalisation a GPU run does on the GPU runs here in the main process. "
-        f"{machine_summary()}; torch {torch.__version__}.", "",
-        "| code | workers | batches | steps/s | faces/s | MiB a step from the workers |", "|---|---|---|---|---|---|",
-        *rows, ""])
+    body = "\n".join(
+        [
+            "## Fine-tune mode's image pipeline (CPU side)",
+            "",
+            f"`python -m bench.image_pipeline` - FER2013 train faces through `ImageBatches.next_batch` with no model, "
+            f"batch {args.batch_size} labeled (+ {3 * args.batch_size} unlabeled with weak and strong views), "
+            f"the median of {args.repeats} stretches of {args.steps} steps after 5 warm-up steps; the model's "
+            f"device is the CPU, so the normalisation a GPU run does on the GPU runs here in the main process. "
+            f"{machine_summary()}; torch {torch.__version__}.",
+            "",
+            "| code | workers | batches | steps/s | faces/s | MiB a step from the workers |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    )
     print(body)
     if not args.no_write:
         write_section(SECTION, body)

@@ -9,6 +9,7 @@ being labeled still current. The worker's own account of each refit (its `timing
 
 Usage: python -m bench.live_refit_timings [--project DIR] [--rounds 3] [--every 20] [--no-write]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,8 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench import gui_timings  # noqa: E402
-from bench.report import REPO, machine_summary, write_section  # noqa: E402
+from bench import gui_timings
+from bench.report import REPO, machine_summary, write_section
 
 SECTION = "live-refit-studio"
 TIMEOUT_S = 600
@@ -94,29 +95,46 @@ def measure(project: Path, rounds: int, every: int, screenshot: Path | None = No
         corrected = time.perf_counter()
         cpu_before = time.process_time(), cpu_seconds(worker.process.processId())
         being_labeled = grid.current_face().id
-        _wait(app, lambda: bool(refreshed))
+        _wait(app, lambda refreshed=refreshed: bool(refreshed))
         run = refreshed[0]
-        shown = _wait(app, lambda: review.answered is not None and review.answered.run_id == run
-                      and not review.building)
+        shown = _wait(
+            app,
+            lambda run=run: review.answered is not None and review.answered.run_id == run and not review.building,
+        )
         cpu = time.process_time() - cpu_before[0], cpu_seconds(worker.process.processId()) - cpu_before[1]
         live.refreshed.disconnect(refreshed.append)
         finished = next(e for e in reversed(worker_events) if e["event"] == "finished" and e.get("run") == run)
         started = next(e for e in worker_events if e["event"] == "started" and e.get("run") == run)
-        results.append({
-            "round": round_ + 1, "parent": parent, "run": run, "steps": started.get("steps"),
-            "seconds": shown - corrected, "studio_cpu_s": cpu[0], "worker_cpu_s": cpu[1],
-            "to_started_s": started["seen"] - corrected, "to_finished_s": finished["seen"] - corrected,
-            "worker_timings_s": finished.get("timings_s", {}),
-            "face_kept": grid.current_face().id == being_labeled and window.detail.face_id == being_labeled,
-            "load_average": os.getloadavg()})
+        results.append(
+            {
+                "round": round_ + 1,
+                "parent": parent,
+                "run": run,
+                "steps": started.get("steps"),
+                "seconds": shown - corrected,
+                "studio_cpu_s": cpu[0],
+                "worker_cpu_s": cpu[1],
+                "to_started_s": started["seen"] - corrected,
+                "to_finished_s": finished["seen"] - corrected,
+                "worker_timings_s": finished.get("timings_s", {}),
+                "face_kept": grid.current_face().id == being_labeled and window.detail.face_id == being_labeled,
+                "load_average": os.getloadavg(),
+            }
+        )
         print(json.dumps(results[-1]), flush=True)
     if screenshot is not None:  # a moment later, as the annotator sees it: thumbnails load in the background
         gui_timings._wait(app, lambda: False, 1.0)
         window.grab().save(str(screenshot))
     window.close()
-    return {"project": str(project), "every": every, "worker_ready_s": ready, "primed_s": primed,
-            "umap_warm_s": umap_warm,
-            "worker_threads": worker.threads, "rounds": results}
+    return {
+        "project": str(project),
+        "every": every,
+        "worker_ready_s": ready,
+        "primed_s": primed,
+        "umap_warm_s": umap_warm,
+        "worker_threads": worker.threads,
+        "rounds": results,
+    }
 
 
 def _rows(rounds: list[dict]) -> str:
@@ -125,21 +143,27 @@ def _rows(rounds: list[dict]) -> str:
         f"{r['seconds'] - r['worker_timings_s'].get('total', 0):.2f} | "
         + " · ".join(f"{k} {v:.2f}" for k, v in r["worker_timings_s"].items())
         + f" | {r['worker_cpu_s']:.2f} + {r['studio_cpu_s']:.2f} | {'yes' if r['face_kept'] else 'NO'} "
-          f"| {r['load_average'][0]:.1f} |" for r in rounds)
+        f"| {r['load_average'][0]:.1f} |"
+        for r in rounds
+    )
 
 
-TABLE_HEAD = ("| round | run | correction → refreshed queue, s | outside the refit (commands, events, views), s "
-              "| the refit's own account, s | CPU s: worker + studio | face kept | load average |\n"
-              "|---|---|---|---|---|---|---|---|")
+TABLE_HEAD = (
+    "| round | run | correction → refreshed queue, s | outside the refit (commands, events, views), s "
+    "| the refit's own account, s | CPU s: worker + studio | face kept | load average |\n"
+    "|---|---|---|---|---|---|---|---|"
+)
 
 
 def _shares(rounds: list[dict]) -> str:
     """The median share of the round's time each of the refit's phases took."""
     phases = [name for name in rounds[0]["worker_timings_s"] if name != "total"]
-    shares = {name: statistics.median(r["worker_timings_s"].get(name, 0) / r["seconds"] for r in rounds)
-              for name in phases}
-    return ", ".join(f"{name} {100 * share:.0f}%" for name, share in sorted(shares.items(), key=lambda kv: -kv[1])
-                     if share >= 0.01)
+    shares = {
+        name: statistics.median(r["worker_timings_s"].get(name, 0) / r["seconds"] for r in rounds) for name in phases
+    }
+    return ", ".join(
+        f"{name} {100 * share:.0f}%" for name, share in sorted(shares.items(), key=lambda kv: -kv[1]) if share >= 0.01
+    )
 
 
 def render(results: dict, fer: dict | None = None) -> str:
@@ -149,14 +173,14 @@ def render(results: dict, fer: dict | None = None) -> str:
     text = f"""## Live refit in the studio: correction to refreshed queue
 
 `python -m bench.live_refit_timings`: the studio offscreen on the demo project (910 faces; `main.py demo`, then
-`main.py train --steps 200`, the offline encoder) with its warm worker (`main.py serve`, {results['worker_threads']}
-compute thread(s)) refitting the current run after every {results['every']} corrections (Enter on the review
-queue's current face). The clock runs from the {results['every']}th correction to the queue shown with the refit's
+`main.py train --steps 200`, the offline encoder) with its warm worker (`main.py serve`, {results["worker_threads"]}
+compute thread(s)) refitting the current run after every {results["every"]} corrections (Enter on the review
+queue's current face). The clock runs from the {results["every"]}th correction to the queue shown with the refit's
 run, the face being labeled still current. Machine: {machine_summary()}.
 
-The worker was ready {results['worker_ready_s']:.1f} s after the project opened and had loaded the encoder and the
-features for refits at {results['primed_s']:.1f} s; its UMAP warm-up (once it had been idle for 20 s) ended at
-{results['umap_warm_s']:.1f} s. The rounds began after that.
+The worker was ready {results["worker_ready_s"]:.1f} s after the project opened and had loaded the encoder and the
+features for refits at {results["primed_s"]:.1f} s; its UMAP warm-up (once it had been idle for 20 s) ended at
+{results["umap_warm_s"]:.1f} s. The rounds began after that.
 
 {TABLE_HEAD}
 {_rows(rounds)}
@@ -174,9 +198,9 @@ round costs what later ones do ("features 0.00")."""
 
 The same on a FER2013 studio copy (`python -m bench.fer_project --studio-copy DIR --labeled-per-class 100`: 27,485
 train faces, 100 labeled per class, 3,562 val faces, its feature cache filled; a first run of
-{fer.get('parent_steps', '?')} steps with a UMAP map), `--project DIR`: the worker was ready
-{fer['worker_ready_s']:.1f} s after the project opened, had loaded the features for refits at
-{fer['primed_s']:.1f} s and compiled UMAP at {fer['umap_warm_s']:.1f} s.
+{fer.get("parent_steps", "?")} steps with a UMAP map), `--project DIR`: the worker was ready
+{fer["worker_ready_s"]:.1f} s after the project opened, had loaded the features for refits at
+{fer["primed_s"]:.1f} s and compiled UMAP at {fer["umap_warm_s"]:.1f} s.
 
 {TABLE_HEAD}
 {_rows(fer["rounds"])}

@@ -9,6 +9,7 @@ the first build of each project is a warm-up (the SQLite file into the page cach
     python -m bench.queue_timings                                  # synthetic only; writes docs
     python -m bench.queue_timings --project /tmp/fer-studio-27k    # plus a real run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,13 @@ def time_strategies(root: Path, limits: list[int], repeats: int) -> dict[tuple[s
         project.close()
 
 
-def render(columns: list[tuple[str, str, dict[tuple[str, int], float]]], limits: list[int], repeats: int,
-           faces: int, note: str | None = None) -> str:
+def render(
+    columns: list[tuple[str, str, dict[tuple[str, int], float]]],
+    limits: list[int],
+    repeats: int,
+    faces: int,
+    note: str | None = None,
+) -> str:
     """columns: (short name, what the project holds, medians)."""
     header = [f"{short}, {limit}" for short, _, _ in columns for limit in limits]
     lines = [
@@ -78,10 +84,16 @@ def render(columns: list[tuple[str, str, dict[tuple[str, int], float]]], limits:
         "|---|" + "---|" * len(header),
     ]
     for name in STRATEGIES:
-        lines.append(f"| {name} | " + " | ".join(f"{values[name, limit]:.2f}" for _, _, values in columns
-                                                 for limit in limits) + " |")
-    lines += ["", "Seconds; column: project, queue length. " +
-              " ".join(f"{short}: {about}." for short, about, _ in columns), ""]
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{values[name, limit]:.2f}" for _, _, values in columns for limit in limits)
+            + " |"
+        )
+    lines += [
+        "",
+        "Seconds; column: project, queue length. " + " ".join(f"{short}: {about}." for short, about, _ in columns),
+        "",
+    ]
     if note:
         lines += [note, ""]
     return "\n".join(lines)
@@ -89,8 +101,13 @@ def render(columns: list[tuple[str, str, dict[tuple[str, int], float]]], limits:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--project", type=Path, action="append", default=[],
-                        help="also time this project's latest finished run (repeatable)")
+    parser.add_argument(
+        "--project",
+        type=Path,
+        action="append",
+        default=[],
+        help="also time this project's latest finished run (repeatable)",
+    )
     parser.add_argument("--faces", type=int, default=30_000, help="faces of the synthetic project")
     parser.add_argument("--limits", type=lambda t: [int(v) for v in t.split(",")], default=[50, 200])
     parser.add_argument("--repeats", type=int, default=3)

@@ -26,6 +26,7 @@ refits also draw unlabeled batches.
     python -m bench.refit_efficiency --json-out docs/results/refit_efficiency.json
     python -m bench.refit_efficiency --render docs/results/refit_efficiency.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,8 +71,13 @@ class Annotator:
     def answer(self, count: int, round_seed: int) -> None:
         pool = np.flatnonzero(self.labels < 0)
         started = time.perf_counter()
-        preds = predict(self.trainer.ema.module, self.trainer.algorithm, torch.from_numpy(self.features[pool, 0]),
-                        self.trainer.step, exclude=torch.from_numpy(pool))
+        preds = predict(
+            self.trainer.ema.module,
+            self.trainer.algorithm,
+            torch.from_numpy(self.features[pool, 0]),
+            self.trainer.step,
+            exclude=torch.from_numpy(pool),
+        )
         ranking = STRATEGIES[STRATEGY].rank(in_memory_context(preds, pool), count, round_seed)
         self.compute_s += time.perf_counter() - started
         picked = pool[ranking.rows]
@@ -88,8 +94,11 @@ class Annotator:
         parent = self.trainer
         state = {**parent.state_dict(), "train_face_ids": torch.arange(len(self.labels))}
         steps = refit_steps(int((self.labels >= 0).sum()), parent.config.batch_size)
-        settings = TrainSettings(algorithm="sitfer", method=THRESHOLDS["dta"],
-                                 loop=LoopConfig(steps=parent.step + steps, unlabeled_ratio=0, seed=self.seed))
+        settings = TrainSettings(
+            algorithm="sitfer",
+            method=THRESHOLDS["dta"],
+            loop=LoopConfig(steps=parent.step + steps, unlabeled_ratio=0, seed=self.seed),
+        )
         trainer = build_head_trainer(self.features, self.labels, self.class_text, settings, self.device)
         ids = np.arange(len(self.labels), dtype=np.int64)
         faces = FaceTable(ids, np.full(len(ids), "train", dtype=object), self.labels, [], [], [], [])
@@ -128,22 +137,42 @@ def simulate(arm: str, data, start: np.ndarray, seed: int, total: int, steps: in
             refit_step_counts.append(annotator.refit(before))
         if done % 100 == 0:
             fresh = train_round(data.features, annotator.labels, data.class_text, seed, steps, device)
-            retrained = float((predict(fresh.ema.module, fresh.algorithm, data.val_x, fresh.step).fused.argmax(1)
-                               == data.val_y).mean())
+            retrained = float(
+                (
+                    predict(fresh.ema.module, fresh.algorithm, data.val_x, fresh.step).fused.argmax(1) == data.val_y
+                ).mean()
+            )
             own = retrained if arm == "static" else annotator.accuracy(data.val_x, data.val_y)
             curve.append({"corrections": done, "accuracy": own, "retrained": retrained})
-    return {"arm": arm, "seed": seed, "curve": curve, "compute_s": round(annotator.compute_s - first_model_s, 1),
-            "refits": annotator.refits, "refit_steps": refit_step_counts}
+    return {
+        "arm": arm,
+        "seed": seed,
+        "curve": curve,
+        "compute_s": round(annotator.compute_s - first_model_s, 1),
+        "refits": annotator.refits,
+        "refit_steps": refit_step_counts,
+    }
 
 
 def run(args, save) -> dict:
     plan = configure_threads("worker")
     device = choose_device(args.device)
     data = load_benchmark_data(args.project, "offline", 2, None)
-    results = {"settings": {"start_per_class": args.start, "corrections": args.corrections, "steps": args.steps,
-                            "seeds": args.seeds, "strategy": STRATEGY, "machine": machine_summary(),
-                            "threads": plan.describe(), "train_faces": int(len(data.truth)),
-                            "val_faces": int(len(data.val_y)), "note": args.note}, "runs": []}
+    results = {
+        "settings": {
+            "start_per_class": args.start,
+            "corrections": args.corrections,
+            "steps": args.steps,
+            "seeds": args.seeds,
+            "strategy": STRATEGY,
+            "machine": machine_summary(),
+            "threads": plan.describe(),
+            "train_faces": len(data.truth),
+            "val_faces": len(data.val_y),
+            "note": args.note,
+        },
+        "runs": [],
+    }
     for seed in args.seeds:
         start = labeled_subset(data.truth, data.ids, args.start, seed)
         for arm in args.arms:
@@ -151,9 +180,12 @@ def run(args, save) -> dict:
             result = simulate(arm, data, start, seed, args.corrections, args.steps, device)
             result["wall_s"] = round(time.perf_counter() - began, 1)
             results["runs"].append(result)
-            print(f"seed {seed} {arm:<15} " + " ".join(f"{p['accuracy'] * 100:.1f}/{p['retrained'] * 100:.1f}"
-                                                       for p in result["curve"])
-                  + f"  ({result['compute_s']:.0f} s)", flush=True)
+            print(
+                f"seed {seed} {arm:<15} "
+                + " ".join(f"{p['accuracy'] * 100:.1f}/{p['retrained'] * 100:.1f}" for p in result["curve"])
+                + f"  ({result['compute_s']:.0f} s)",
+                flush=True,
+            )
             if save:
                 save(results)
     return results
@@ -170,9 +202,11 @@ def _cells(runs: list[dict], marks: list[int], key: str) -> list[str]:
 def _paired(results: dict, mark: int, key: str) -> str:
     """refit every 20 minus rounds of 100 at `mark`, seed by seed, in points."""
     by = {(r["arm"], r["seed"]): {p["corrections"]: p[key] for p in r["curve"]} for r in results["runs"]}
-    diffs = [100 * (by[("refit every 20", seed)][mark] - by[("rounds of 100", seed)][mark])
-             for seed in results["settings"]["seeds"]
-             if ("refit every 20", seed) in by and ("rounds of 100", seed) in by and mark in by[("rounds of 100", seed)]]
+    diffs = [
+        100 * (by[("refit every 20", seed)][mark] - by[("rounds of 100", seed)][mark])
+        for seed in results["settings"]["seeds"]
+        if ("refit every 20", seed) in by and ("rounds of 100", seed) in by and mark in by[("rounds of 100", seed)]
+    ]
     return ", ".join(f"{d:+.1f}" for d in diffs)
 
 
@@ -193,29 +227,42 @@ def render(results: dict) -> str:
         if not runs:
             continue
         steps = runs[0]["refit_steps"]
-        models = {"static": "none after the first", "rounds of 100": str(s["corrections"] // 100),
-                  "refit every 20": f"{runs[0]['refits']} refits ({_span(steps)} steps each)" if steps else "0"}[arm]
-        own.append(f"| {arm} | " + " | ".join(_cells(runs, shown, "accuracy")) + f" | {models} | "
-                   f"{statistics.median(r['compute_s'] for r in runs):.0f} |")
+        models = {
+            "static": "none after the first",
+            "rounds of 100": str(s["corrections"] // 100),
+            "refit every 20": f"{runs[0]['refits']} refits ({_span(steps)} steps each)" if steps else "0",
+        }[arm]
+        own.append(
+            f"| {arm} | " + " | ".join(_cells(runs, shown, "accuracy")) + f" | {models} | "
+            f"{statistics.median(r['compute_s'] for r in runs):.0f} |"
+        )
         scratch.append(f"| {arm} | " + " | ".join(_cells(runs, shown, "retrained")) + " |")
     later = [m for m in shown if m > 0]
     paired = "; ".join(f"after {m}: {_paired(results, m, 'accuracy')}" for m in later)
-    return "\n".join([
-        "## Label efficiency with live refits (`python -m bench.refit_efficiency`)", "",
-        f"FER2013 train ({s['train_faces']:,} faces) from {s['start_per_class']} labeled per class; a simulated "
-        f"annotator answers the {s['strategy']} queue's first faces from the hidden truth, {s['corrections']} "
-        f"corrections in all; val accuracy in % on FER2013 PublicTest ({s['val_faces']:,} faces; the EMA teacher's "
-        f"fused prediction), mean (min-max) over seeds {', '.join(map(str, s['seeds']))}. The model: sitfer's head "
-        f"trained on the labeled faces ({s['steps']} steps from scratch, as bench.active_learning's rounds); a refit "
-        "warm-starts it exactly as `main.py refit` does (core/training/refit.py). `static`: the first model's queue "
-        "is never refreshed. Compute: seconds of training, refits, predictions and ranking after the first model, "
-        f"median over seeds. Machine: {s['machine']}; {s['threads']}. {s.get('note', '')}", "",
-        "**The arm's own model** (static: a model trained from scratch on its labels at each mark)", "",
-        *own, "",
-        "**A model trained from scratch on the arm's labels** (what the picked labels are worth)", "",
-        *scratch, "",
-        f"Refit every 20 minus rounds of 100, own models, seed by seed (points): {paired}.",
-    ])
+    return "\n".join(
+        [
+            "## Label efficiency with live refits (`python -m bench.refit_efficiency`)",
+            "",
+            f"FER2013 train ({s['train_faces']:,} faces) from {s['start_per_class']} labeled per class; a simulated "
+            f"annotator answers the {s['strategy']} queue's first faces from the hidden truth, {s['corrections']} "
+            f"corrections in all; val accuracy in % on FER2013 PublicTest ({s['val_faces']:,} faces; the EMA teacher's "
+            f"fused prediction), mean (min-max) over seeds {', '.join(map(str, s['seeds']))}. The model: sitfer's head "
+            f"trained on the labeled faces ({s['steps']} steps from scratch, as bench.active_learning's rounds); a refit "
+            "warm-starts it exactly as `main.py refit` does (core/training/refit.py). `static`: the first model's queue "
+            "is never refreshed. Compute: seconds of training, refits, predictions and ranking after the first model, "
+            f"median over seeds. Machine: {s['machine']}; {s['threads']}. {s.get('note', '')}",
+            "",
+            "**The arm's own model** (static: a model trained from scratch on its labels at each mark)",
+            "",
+            *own,
+            "",
+            "**A model trained from scratch on the arm's labels** (what the picked labels are worth)",
+            "",
+            *scratch,
+            "",
+            f"Refit every 20 minus rounds of 100, own models, seed by seed (points): {paired}.",
+        ]
+    )
 
 
 def main(argv=None) -> int:

@@ -22,6 +22,7 @@ Machine load is recorded with every measurement: other engineers' jobs share the
 
     python -m bench.refit_timings [--parts demo,schedules,fer-scale,fer2013] [--rounds 3] [--every 20] [--threads 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,8 +73,11 @@ def correct_from_queue(root: Path, k: int) -> int:
         for item in items:
             set_label(project, item.face_id, truth[item.face_id], "bench")
         with project.session() as session:
-            return len(session.scalars(select(Label.image_id).join(Image, Image.id == Label.image_id)
-                                       .where(Image.split == "train")).all())
+            return len(
+                session.scalars(
+                    select(Label.image_id).join(Image, Image.id == Label.image_id).where(Image.split == "train")
+                ).all()
+            )
 
 
 def train_parent(root: Path, steps: int | None = None, projection: str = "umap") -> dict:
@@ -105,8 +109,14 @@ def refit_in_process(root: Path, memory, steps: int | None = None, parent: int |
     finished = json.loads(stream.getvalue().splitlines()[-1])
     assert outcome.status == "finished", finished
     started_event = next(e for e in map(json.loads, stream.getvalue().splitlines()) if e["event"] == "started")
-    return {"run": outcome.run_id, "seconds": seconds, "phases": finished["timings_s"], "load": note,
-            "steps": started_event["steps"], "metrics": outcome.metrics}
+    return {
+        "run": outcome.run_id,
+        "seconds": seconds,
+        "phases": finished["timings_s"],
+        "load": note,
+        "steps": started_event["steps"],
+        "metrics": outcome.metrics,
+    }
 
 
 def refit_cold(root: Path, threads: int) -> dict:
@@ -115,8 +125,14 @@ def refit_cold(root: Path, threads: int) -> dict:
 
     note = load_note()
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, str(REPO / "main.py"), "refit", str(root), "--events", "json"],
-                          capture_output=True, text=True, cwd=REPO, env=child_environment(threads), timeout=1800)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "refit", str(root), "--events", "json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=child_environment(threads),
+        timeout=1800,
+    )
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"main.py refit failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -153,10 +169,16 @@ def demo_rounds(workdir: Path, template: Path, rounds: int, every: int, threads:
         # The full run sees exactly the warm chain's labels: copy them over.
         _copy_labels(warm_root, full_root)
         full = train_parent(full_root)
-        results["accuracy"].append({"round": r + 1, "labeled": labeled,
-                                    "refit": results["warm"][-1]["metrics"].get("val_fused_accuracy"),
-                                    "refit_steps": results["warm"][-1]["steps"],
-                                    "full": full["metrics"].get("val_fused_accuracy"), "full_seconds": full["seconds"]})
+        results["accuracy"].append(
+            {
+                "round": r + 1,
+                "labeled": labeled,
+                "refit": results["warm"][-1]["metrics"].get("val_fused_accuracy"),
+                "refit_steps": results["warm"][-1]["steps"],
+                "full": full["metrics"].get("val_fused_accuracy"),
+                "full_seconds": full["seconds"],
+            }
+        )
         save(results)
     return results
 
@@ -168,8 +190,10 @@ def _copy_labels(source: Path, target: Path) -> None:
     from core.store.project import Project
 
     with Project.open(source) as project, project.session() as session:
-        rows = [dict(image_id=r.image_id, label=r.label, source=r.source, annotator=r.annotator,
-                     updated_at=r.updated_at) for r in session.scalars(select(Label))]
+        rows = [
+            dict(image_id=r.image_id, label=r.label, source=r.source, annotator=r.annotator, updated_at=r.updated_at)
+            for r in session.scalars(select(Label))
+        ]
     with Project.open(target) as project, project.session() as session:
         session.execute(delete(Label))
         session.execute(insert(Label), rows)
@@ -177,8 +201,17 @@ def _copy_labels(source: Path, target: Path) -> None:
 
 # -- how the schedule was chosen -----------------------------------------------------------------
 # (steps, learning-rate scale, teacher window in refits: 0 keeps the run's own EMA decay)
-SCHEDULES = [(0, 0.5, 4), (20, 0.5, 4), (40, 0.5, 4), (60, 0.5, 4), (40, 1.0, 4), (40, 0.25, 4),
-             (40, 0.5, 0), (80, 0.5, 0), (160, 0.5, 0)]
+SCHEDULES = [
+    (0, 0.5, 4),
+    (20, 0.5, 4),
+    (40, 0.5, 4),
+    (60, 0.5, 4),
+    (40, 1.0, 4),
+    (40, 0.25, 4),
+    (40, 0.5, 0),
+    (80, 0.5, 0),
+    (160, 0.5, 0),
+]
 
 
 def schedule_grid(workdir: Path, template: Path, every: int, save, results: dict) -> dict:
@@ -195,14 +228,25 @@ def schedule_grid(workdir: Path, template: Path, every: int, save, results: dict
         for steps, lr_scale, horizon in SCHEDULES:
             refit_module.REFIT_LR_SCALE, refit_module.REFIT_EMA_HORIZON = lr_scale, horizon
             outcome = refit_in_process(root, refit_module.RefitMemory(), steps=steps, parent=1)
-            rows.append({"steps": steps, "lr_scale": lr_scale, "horizon": horizon, "seconds": outcome["seconds"],
-                         "acc": outcome["metrics"].get("val_fused_accuracy")})
+            rows.append(
+                {
+                    "steps": steps,
+                    "lr_scale": lr_scale,
+                    "horizon": horizon,
+                    "seconds": outcome["seconds"],
+                    "acc": outcome["metrics"].get("val_fused_accuracy"),
+                }
+            )
             save(results)
     finally:
         refit_module.REFIT_LR_SCALE, refit_module.REFIT_EMA_HORIZON = kept
     full = train_parent(root)
-    results["schedules"] = {"labeled": labeled, "rows": rows, "full": full["metrics"].get("val_fused_accuracy"),
-                            "full_seconds": full["seconds"]}
+    results["schedules"] = {
+        "labeled": labeled,
+        "rows": rows,
+        "full": full["metrics"].get("val_fused_accuracy"),
+        "full_seconds": full["seconds"],
+    }
     save(results)
     return results
 
@@ -223,12 +267,21 @@ def fer2013(workdir: Path, threads: int, rounds: int, every: int, parent_steps: 
     root = workdir / "fer2013"
     make_studio_copy(DEFAULT_ROOT, root, FER_LABELED_PER_CLASS, 0)
     results["fer2013_parent_steps"] = parent_steps
-    return _fer_refits(root, "fer2013", threads, rounds, lambda: correct_from_queue(root, every), save, results,
-                       parent_steps=parent_steps)
+    return _fer_refits(
+        root,
+        "fer2013",
+        threads,
+        rounds,
+        lambda: correct_from_queue(root, every),
+        save,
+        results,
+        parent_steps=parent_steps,
+    )
 
 
-def _fer_refits(root: Path, key: str, threads: int, rounds: int, correct, save, results: dict,
-                parent_steps: int = 100) -> dict:
+def _fer_refits(
+    root: Path, key: str, threads: int, rounds: int, correct, save, results: dict, parent_steps: int = 100
+) -> dict:
     results[f"{key}_parent"] = train_parent(root, steps=parent_steps)
     save(results)
     from core.training.refit import RefitMemory
@@ -270,12 +323,28 @@ def make_fer_scale_project(root: Path) -> None:
         labeled.update(rng.choice(members, FER_LABELED_PER_CLASS, replace=False).tolist())
     with Project.create(root) as project:
         with project.session() as session:
-            session.execute(insert(Image), [{"id": i + 1, "path": f"synthetic/{i:06d}.png", "content_hash": f"{i:064x}",
-                                             "width": 48, "height": 48, "split": str(splits[i])} for i in range(total)])
-            session.execute(insert(Label), [{"image_id": i + 1, "label": names[truth[i]], "source": "imported"}
-                                            for i in sorted(labeled)])
-            session.execute(insert(HiddenTruth), [{"image_id": i + 1, "label": names[truth[i]]}
-                                                  for i in range(total) if i not in labeled])
+            session.execute(
+                insert(Image),
+                [
+                    {
+                        "id": i + 1,
+                        "path": f"synthetic/{i:06d}.png",
+                        "content_hash": f"{i:064x}",
+                        "width": 48,
+                        "height": 48,
+                        "split": str(splits[i]),
+                    }
+                    for i in range(total)
+                ],
+            )
+            session.execute(
+                insert(Label),
+                [{"image_id": i + 1, "label": names[truth[i]], "source": "imported"} for i in sorted(labeled)],
+            )
+            session.execute(
+                insert(HiddenTruth),
+                [{"image_id": i + 1, "label": names[truth[i]]} for i in range(total) if i not in labeled],
+            )
         with project.session() as session:
             faces = load_face_table(project, session)
         encoder = get_encoder("offline")
@@ -284,7 +353,8 @@ def make_fer_scale_project(root: Path) -> None:
         for shard in np.unique(faces.ids // SHARD):  # written by the cache's own shard writer
             ids = faces.ids[faces.ids // SHARD == shard]
             views = centres[truth[ids - 1]][:, None, :] + 2.0 * rng.normal(
-                size=(len(ids), cache.views, encoder.image_dim)).astype(np.float32)
+                size=(len(ids), cache.views, encoder.image_dim)
+            ).astype(np.float32)
             cache._write_shard(int(shard), {int(i): v.astype(np.float16) for i, v in zip(ids, views)})
         _features, broken = cache.load(faces)
         assert not broken
@@ -301,10 +371,14 @@ def _relabel_random(root: Path, k: int) -> None:
 
     with Project.open(root) as project:
         with project.session() as session:
-            picks = session.execute(select(Image.id, HiddenTruth.label).join(HiddenTruth, HiddenTruth.image_id == Image.id)
-                                    .outerjoin(Label, Label.image_id == Image.id)
-                                    .where(Image.split == "train", Label.image_id.is_(None))
-                                    .order_by(Image.id).limit(k)).all()
+            picks = session.execute(
+                select(Image.id, HiddenTruth.label)
+                .join(HiddenTruth, HiddenTruth.image_id == Image.id)
+                .outerjoin(Label, Label.image_id == Image.id)
+                .where(Image.split == "train", Label.image_id.is_(None))
+                .order_by(Image.id)
+                .limit(k)
+            ).all()
         for face, label in picks:
             set_label(project, face, label, "bench")
 
@@ -338,8 +412,11 @@ def render(results: dict, args) -> str:
         lines += _render_fer_scale(results)
     if "fer2013_warm" in results:
         lines += _render_fer_scale(results, "fer2013")
-    notes = [i["load"] for key in ("warm", "cold", "fer_warm", "fer_cold", "fer2013_warm", "fer2013_cold")
-             for i in results.get(key, [])]
+    notes = [
+        i["load"]
+        for key in ("warm", "cold", "fer_warm", "fer_cold", "fer2013_warm", "fer2013_cold")
+        for i in results.get(key, [])
+    ]
     if notes:
         lines += ["", _what_else_ran(notes)]
     if args.note:
@@ -351,9 +428,10 @@ def _what_else_ran(notes: list[str]) -> str:
     """The load notes of the measurements (load_note) in one sentence."""
     loads = [float(note.split()[1].split("/")[0]) for note in notes]
     busy = sorted({cmd.strip() for note in notes if "busy: " in note for cmd in note.split("busy: ", 1)[1].split(";")})
-    return (f"What else ran: the 1-minute load average was {min(loads):.1f} to {max(loads):.1f} on the 2 cores as "
-            f"the timed refits started; other busy processes seen: " + ("; ".join(f"`{b}`" for b in busy) or "none")
-            + ".")
+    return (
+        f"What else ran: the 1-minute load average was {min(loads):.1f} to {max(loads):.1f} on the 2 cores as "
+        f"the timed refits started; other busy processes seen: " + ("; ".join(f"`{b}`" for b in busy) or "none") + "."
+    )
 
 
 def _render_demo(results: dict) -> list[str]:
@@ -373,8 +451,10 @@ def _render_demo(results: dict) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for row in results["accuracy"]:
-        lines.append(f"| {row['round']} | {row['labeled']} | {row['refit_steps']} | {row['refit']:.3f} | "
-                     f"{row['full']:.3f} | {row['refit'] / row['full']:.1%} | {row['full_seconds']:.0f} |")
+        lines.append(
+            f"| {row['round']} | {row['labeled']} | {row['refit_steps']} | {row['refit']:.3f} | "
+            f"{row['full']:.3f} | {row['refit'] / row['full']:.1%} | {row['full_seconds']:.0f} |"
+        )
     return lines
 
 
@@ -391,24 +471,30 @@ def _render_schedules(grid: dict) -> list[str]:
     ]
     for row in grid["rows"]:
         teacher = "run's" if row["horizon"] == 0 else f"window {row['horizon']}"
-        lines.append(f"| {row['steps']} | {row['lr_scale']:g} | {teacher} | {row['acc']:.3f} | "
-                     f"{row['acc'] / grid['full']:.1%} | {row['seconds']:.1f} |")
+        lines.append(
+            f"| {row['steps']} | {row['lr_scale']:g} | {teacher} | {row['acc']:.3f} | "
+            f"{row['acc'] / grid['full']:.1%} | {row['seconds']:.1f} |"
+        )
     return lines
 
 
 def _render_fer_scale(results: dict, key: str = "fer") -> list[str]:
     if key == "fer":
-        intro = (f"FER2013-sized project with synthetic cached features ({FER_TRAIN:,} train + {FER_VAL:,} val faces, "
-                 f"{FER_LABELED_PER_CLASS} labeled per class; a 100-step parent with a UMAP map; timing only):")
+        intro = (
+            f"FER2013-sized project with synthetic cached features ({FER_TRAIN:,} train + {FER_VAL:,} val faces, "
+            f"{FER_LABELED_PER_CLASS} labeled per class; a 100-step parent with a UMAP map; timing only):"
+        )
         label = "FER-scale refit"
     else:
         parent = results[f"{key}_parent"]
-        intro = (f"FER2013 itself: a studio copy of the benchmark project (`python -m bench.fer_project --studio-copy`: "
-                 f"27,485 train faces, {FER_LABELED_PER_CLASS} labeled per class, 3,562 val faces, the real feature "
-                 f"cache), a first sitfer run of {results[f'{key}_parent_steps']} steps with a UMAP map "
-                 f"({parent['seconds']:.0f} s, fused val accuracy "
-                 f"{parent['metrics'].get('val_fused_accuracy', float('nan')):.3f}), then rounds of "
-                 f"{results['every']} corrections from its margin queue (withheld truth), a refit after each:")
+        intro = (
+            f"FER2013 itself: a studio copy of the benchmark project (`python -m bench.fer_project --studio-copy`: "
+            f"27,485 train faces, {FER_LABELED_PER_CLASS} labeled per class, 3,562 val faces, the real feature "
+            f"cache), a first sitfer run of {results[f'{key}_parent_steps']} steps with a UMAP map "
+            f"({parent['seconds']:.0f} s, fused val accuracy "
+            f"{parent['metrics'].get('val_fused_accuracy', float('nan')):.3f}), then rounds of "
+            f"{results['every']} corrections from its margin queue (withheld truth), a refit after each:"
+        )
         label = "FER2013 refit"
     warm = results[f"{key}_warm"]
     accuracy = ", ".join(f"{w['metrics'].get('val_fused_accuracy', float('nan')):.3f}" for w in warm)
@@ -419,8 +505,7 @@ def _render_fer_scale(results: dict, key: str = "fer") -> list[str]:
         f"| {label} | seconds (median) | phases (median s) |",
         "|---|---|---|",
         f"| warm, first | {results[f'{key}_first_warm']['seconds']:.2f} | {_phases([results[f'{key}_first_warm']])} |",
-        f"| warm, {len(warm)} rounds ({warm[0]['steps']} steps) | "
-        f"{_median(warm):.2f} | {_phases(warm)} |",
+        f"| warm, {len(warm)} rounds ({warm[0]['steps']} steps) | {_median(warm):.2f} | {_phases(warm)} |",
         f"| cold (`main.py refit`) | {_median(results[f'{key}_cold']):.2f} | {_phases(results[f'{key}_cold'])} |",
     ] + ([] if key == "fer" else ["", f"Fused val accuracy after each warm refit: {accuracy}."])
 
@@ -451,10 +536,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--every", type=int, default=20, help="corrections between refits")
     parser.add_argument("--threads", type=int, default=1, help="compute threads of the refitting process")
-    parser.add_argument("--parts", type=lambda t: t.split(","), default=["demo"],
-                        help="comma-separated: demo (timings, refit against full runs), schedules, fer-scale")
-    parser.add_argument("--fer-parent-steps", type=int, default=300,
-                        help="steps of the first run on the FER2013 studio copy (--parts fer2013)")
+    parser.add_argument(
+        "--parts",
+        type=lambda t: t.split(","),
+        default=["demo"],
+        help="comma-separated: demo (timings, refit against full runs), schedules, fer-scale",
+    )
+    parser.add_argument(
+        "--fer-parent-steps",
+        type=int,
+        default=300,
+        help="steps of the first run on the FER2013 studio copy (--parts fer2013)",
+    )
     parser.add_argument("--json-out", type=Path, help="save the raw results here as they come")
     parser.add_argument("--render", type=Path, help="render saved results into docs/benchmarks.md and exit")
     parser.add_argument("--note", help="a paragraph for the section (what else ran, a reading)")

@@ -3,15 +3,16 @@
 Each benchmark owns one section between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`
 markers and rewrites only that section, so results of different benchmarks live side by side.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import platform
 import re
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 BENCHMARKS_MD = REPO / "docs" / "benchmarks.md"
@@ -33,14 +34,16 @@ def machine_summary() -> str:
         memory = f", {kib / 2**20:.0f} GiB RAM"
     except (OSError, ValueError, IndexError):
         pass
-    return (f"{cpu}, {os.cpu_count()} cores{memory}; {platform.system()} {platform.release()}; "
-            f"Python {platform.python_version()}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores{memory}; {platform.system()} {platform.release()}; "
+        f"Python {platform.python_version()}"
+    )
 
 
 def write_section(name: str, body: str, rendered_only: bool = False) -> Path:
     """Replace (or append) section `name` of docs/benchmarks.md. `rendered_only`: the body was
     rendered from saved results, so the section keeps the time it was measured at."""
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = BENCHMARKS_MD.read_text(encoding="utf-8") if BENCHMARKS_MD.exists() else "# Benchmarks\n"
     pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", re.S)
     old = pattern.search(text)

@@ -9,6 +9,7 @@ rest (predictions, the UMAP map).
     python -m bench.thread_discipline --before /tmp/before   # a worktree of the earlier commit
     python -m bench.thread_discipline --render saved.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,14 @@ from pathlib import Path
 from bench.report import REPO, machine_summary, saved_or_run, write_section
 
 STEPS = 200
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS",
-                    "OMP_WAIT_POLICY", "FER_STUDIO_THREADS")
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+    "FER_STUDIO_THREADS",
+)
 
 
 def user_environment() -> dict[str, str]:
@@ -45,13 +52,19 @@ def phase_seconds(events: list[dict]) -> dict[str, float]:
 def run_case(code: Path, busy: bool, workdir: Path) -> dict:
     project = workdir / f"demo-{code.name}-{'busy' if busy else 'alone'}"
     env = user_environment()
-    subprocess.run([sys.executable, "main.py", "demo", str(project)], cwd=code, env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "main.py", "demo", str(project)], cwd=code, env=env, check=True, capture_output=True
+    )
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
     try:
         started = time.time()
-        out = subprocess.run([sys.executable, "main.py", "train", str(project), "--steps", str(STEPS),
-                              "--events", "json"], cwd=code, env=env, capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "main.py", "train", str(project), "--steps", str(STEPS), "--events", "json"],
+            cwd=code,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         total = time.time() - started
     finally:
         if spinner is not None:
@@ -61,15 +74,26 @@ def run_case(code: Path, busy: bool, workdir: Path) -> dict:
         raise RuntimeError(f"train failed in {code}: {out.stderr[-2000:]}")
     events = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     phases = phase_seconds(events)
-    return {"total": total, "features": phases.get("features", 0.0), "training": phases.get("training", 0.0),
-            "load_before": os.getloadavg()[0]}
+    return {
+        "total": total,
+        "features": phases.get("features", 0.0),
+        "training": phases.get("training", 0.0),
+        "load_before": os.getloadavg()[0],
+    }
 
 
 def run_benchmark(args, checkpoint=None) -> dict:
     codes = {"before": Path(args.before).resolve(), "after": REPO}
-    results = {"settings": {"machine": machine_summary(), "steps": STEPS, "note": args.note,
-                            "before_commit": _commit(codes["before"]), "after_commit": _commit(REPO)},
-               "rows": []}
+    results = {
+        "settings": {
+            "machine": machine_summary(),
+            "steps": STEPS,
+            "note": args.note,
+            "before_commit": _commit(codes["before"]),
+            "after_commit": _commit(REPO),
+        },
+        "rows": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for busy in (False, True):
             for name, code in codes.items():
@@ -83,8 +107,9 @@ def run_benchmark(args, checkpoint=None) -> dict:
 
 def _commit(code: Path) -> str:
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=code, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=code,
-                           capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=code, capture_output=True, text=True
+    ).stdout.strip()
     return out.stdout.strip() + (" + uncommitted work in the checkout" if dirty else "")
 
 
@@ -95,24 +120,30 @@ def render(results: dict) -> str:
         "",
         f"`python -m bench.thread_discipline --before WORKTREE`: a fresh demo project (910 faces, empty feature "
         f"cache), then `main.py train DEMO --steps {s['steps']}` started as from a shell (no thread variables), "
-        "alone and beside `python -c \"while True: pass\"`. Before: commit "
+        'alone and beside `python -c "while True: pass"`. Before: commit '
         f"{s['before_commit']} (torch's default threads, OpenMP spinning, torch eager features); after: "
         f"{s['after_commit']} (core/threads.py's plan, ONNX Runtime features). Machine: {s['machine']}. "
-        + (s.get("note") or "Other engineers' jobs shared the machine too: the 1-minute load average before each "
-                            "case is given."),
+        + (
+            s.get("note")
+            or "Other engineers' jobs shared the machine too: the 1-minute load average before each case is given."
+        ),
         "",
         "| code | competing process | total s | features s | training s | load before |",
         "|---|---|---|---|---|---|",
     ]
     for r in results["rows"]:
-        lines.append(f"| {r['code']} | {'yes' if r['busy'] else 'no'} | **{r['total']:.0f}** | {r['features']:.0f} | "
-                     f"{r['training']:.1f} | {r['load_before']:.1f} |")
-    lines += ["", "Features and training are timed from the first to the last progress event of their phase; "
-              "the total adds starting, predictions and the UMAP map."]
+        lines.append(
+            f"| {r['code']} | {'yes' if r['busy'] else 'no'} | **{r['total']:.0f}** | {r['features']:.0f} | "
+            f"{r['training']:.1f} | {r['load_before']:.1f} |"
+        )
+    lines += [
+        "",
+        "Features and training are timed from the first to the last progress event of their phase; "
+        "the total adds starting, predictions and the UMAP map.",
+    ]
     lines += ["", *_reading(results["rows"])]
     if max((r["load_before"] for r in results["rows"] if not r["busy"]), default=0) > 2:
-        lines[-1] += (" With other jobs at a load above 2, \"alone\" was never idle: the same failure in a "
-                      "milder form.")
+        lines[-1] += ' With other jobs at a load above 2, "alone" was never idle: the same failure in a milder form.'
     return "\n".join(lines)
 
 
@@ -123,16 +154,20 @@ def _reading(rows: list[dict]) -> list[str]:
     for busy, words in ((False, "alone"), (True, "beside the busy process")):
         before, after = by.get(("before", busy)), by.get(("after", busy))
         if before and after:
-            parts.append(f"{words}: {before['total'] / after['total']:.1f}x in all, "
-                         f"{before['features'] / max(after['features'], 1e-9):.1f}x the features, "
-                         f"{before['training'] / max(after['training'], 1e-9):.1f}x the training")
+            parts.append(
+                f"{words}: {before['total'] / after['total']:.1f}x in all, "
+                f"{before['features'] / max(after['features'], 1e-9):.1f}x the features, "
+                f"{before['training'] / max(after['training'], 1e-9):.1f}x the training"
+            )
     if not parts:
         return []
-    return ["**Reading.** After against before, " + "; ".join(parts) + ". The training part is the thread "
-            "plan's: torch's two spinning OpenMP threads fight whatever else runs on a 2-core machine, where the "
-            "plan's worker sees the busy cores when it starts and takes one thread that waits passively (on free "
-            "cores it takes both, which spin briefly before they sleep); the "
-            "features part is ONNX Runtime with views drawn ahead (\"Feature extraction speed\")."]
+    return [
+        "**Reading.** After against before, " + "; ".join(parts) + ". The training part is the thread "
+        "plan's: torch's two spinning OpenMP threads fight whatever else runs on a 2-core machine, where the "
+        "plan's worker sees the busy cores when it starts and takes one thread that waits passively (on free "
+        "cores it takes both, which spin briefly before they sleep); the "
+        'features part is ONNX Runtime with views drawn ahead ("Feature extraction speed").'
+    ]
 
 
 def main(argv=None) -> int:

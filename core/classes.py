@@ -1,4 +1,5 @@
 """The expression classes, read from core/resources/classes.json, and mapping of other names onto them."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Exporting the labeled set (with provenance) and the corrections log."""
+
 from __future__ import annotations
 
 import csv
@@ -15,13 +16,40 @@ from core.store.models import SPLITS, STATUS_ACTIVE, Correction, Image, Label
 from core.store.project import Project
 
 EXPORT_FORMATS = ("csv", "folders")
-LABEL_COLUMNS = ["image_id", "path", "exported_file", "split", "label", "label_source", "annotator",
-                 "labeled_at", "content_hash", "face_index", "face_x", "face_y", "face_w", "face_h"]
+LABEL_COLUMNS = [
+    "image_id",
+    "path",
+    "exported_file",
+    "split",
+    "label",
+    "label_source",
+    "annotator",
+    "labeled_at",
+    "content_hash",
+    "face_index",
+    "face_x",
+    "face_y",
+    "face_w",
+    "face_h",
+]
 # old_source/old_annotator/old_labeled_at: the provenance of the label a correction replaced
 # (e.g. an imported ground-truth label), so an export keeps what undo would restore.
-CORRECTION_COLUMNS = ["id", "image_id", "path", "annotator", "created_at", "old_label", "new_label",
-                      "suggestion", "run_id", "batch_id", "undone_at", "old_source", "old_annotator",
-                      "old_labeled_at"]
+CORRECTION_COLUMNS = [
+    "id",
+    "image_id",
+    "path",
+    "annotator",
+    "created_at",
+    "old_label",
+    "new_label",
+    "suggestion",
+    "run_id",
+    "batch_id",
+    "undone_at",
+    "old_source",
+    "old_annotator",
+    "old_labeled_at",
+]
 
 
 class ExportError(RuntimeError):
@@ -41,8 +69,10 @@ class ExportReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def summary(self) -> str:
-        text = (f"Exported {self.labeled} labeled face(s) and {self.corrections} correction(s) to "
-                f"{self.out_dir}" + (f"; {self.files_written} image file(s) written" if self.files_written else "") + ".")
+        text = (
+            f"Exported {self.labeled} labeled face(s) and {self.corrections} correction(s) to "
+            f"{self.out_dir}" + (f"; {self.files_written} image file(s) written" if self.files_written else "") + "."
+        )
         if self.skipped:
             text += f"\nSkipped {len(self.skipped)} face(s): " + "; ".join(f"{p}: {r}" for p, r in self.skipped[:10])
         return text
@@ -82,8 +112,9 @@ def _extension(source: Path, fmt: str) -> str:
     return {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif"}.get(fmt, known[0] if known else ".img")
 
 
-def export_project(project: Project, out_dir: str | Path, fmt: str = "csv", *,
-                   split: str | None = None, overwrite: bool = False) -> ExportReport:
+def export_project(
+    project: Project, out_dir: str | Path, fmt: str = "csv", *, split: str | None = None, overwrite: bool = False
+) -> ExportReport:
     if fmt not in EXPORT_FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
     out = Path(out_dir).expanduser()
@@ -95,14 +126,18 @@ def export_project(project: Project, out_dir: str | Path, fmt: str = "csv", *,
     report = ExportReport(str(out))
 
     with project.session() as session:
-        query = (select(Image, Label).join(Label, Label.image_id == Image.id)
-                 .where(Image.status == STATUS_ACTIVE).order_by(Image.id))
+        query = (
+            select(Image, Label)
+            .join(Label, Label.image_id == Image.id)
+            .where(Image.status == STATUS_ACTIVE)
+            .order_by(Image.id)
+        )
         if split:
             query = query.where(Image.split == split)
         labeled = session.execute(query).all()
         corrections = session.execute(
-            select(Correction, Image.path).join(Image, Image.id == Correction.image_id)
-            .order_by(Correction.id)).all()
+            select(Correction, Image.path).join(Image, Image.id == Correction.image_id).order_by(Correction.id)
+        ).all()
 
     label_rows = []
     for image, label in labeled:
@@ -115,22 +150,54 @@ def export_project(project: Project, out_dir: str | Path, fmt: str = "csv", *,
             exported = _write_face_file(project, image, label.label, out, report)
             if exported is None:
                 continue
-        label_rows.append([image.id, image.path, exported, image.split, label.label, label.source,
-                           label.annotator or "", label.updated_at.isoformat(), image.content_hash,
-                           image.face_index, image.face_x, image.face_y, image.face_w, image.face_h])
+        label_rows.append(
+            [
+                image.id,
+                image.path,
+                exported,
+                image.split,
+                label.label,
+                label.source,
+                label.annotator or "",
+                label.updated_at.isoformat(),
+                image.content_hash,
+                image.face_index,
+                image.face_x,
+                image.face_y,
+                image.face_w,
+                image.face_h,
+            ]
+        )
     report.labeled = len(label_rows)
     _write_csv(out / "labels.csv", LABEL_COLUMNS, label_rows)
-    _write_csv(out / "corrections.csv", CORRECTION_COLUMNS, [
-        [c.id, c.image_id, path, c.annotator, c.created_at.isoformat(), c.old_label or "",
-         c.new_label or "", c.suggestion or "", c.run_id or "", c.batch_id or "",
-         c.undone_at.isoformat() if c.undone_at else "", c.old_source or "", c.old_annotator or "",
-         c.old_updated_at.isoformat() if c.old_updated_at else ""] for c, path in corrections])
+    _write_csv(
+        out / "corrections.csv",
+        CORRECTION_COLUMNS,
+        [
+            [
+                c.id,
+                c.image_id,
+                path,
+                c.annotator,
+                c.created_at.isoformat(),
+                c.old_label or "",
+                c.new_label or "",
+                c.suggestion or "",
+                c.run_id or "",
+                c.batch_id or "",
+                c.undone_at.isoformat() if c.undone_at else "",
+                c.old_source or "",
+                c.old_annotator or "",
+                c.old_updated_at.isoformat() if c.old_updated_at else "",
+            ]
+            for c, path in corrections
+        ],
+    )
     report.corrections = len(corrections)
     return report
 
 
-def _write_face_file(project: Project, image: Image, label: str, out: Path,
-                     report: ExportReport) -> str | None:
+def _write_face_file(project: Project, image: Image, label: str, out: Path, report: ExportReport) -> str | None:
     source = project.resolve_path(image.path)
     stem = _safe_name(Path(image.path).stem)
     try:

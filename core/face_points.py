@@ -2,6 +2,7 @@
 the face on import) and the face mesh (from the landmark cache, where a run or the feature job
 has computed it), both in pixels of the face image as the studio shows it (the crop, turned so
 the eyes are level)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,8 +46,9 @@ class FacePointReader:
                 return None
             box, angle = face.face_box, face.face_angle or 0.0
             width, height = (box[2], box[3]) if box else (face.width, face.height)
-            keypoints = (keypoints_in_crop(face.face_keypoints, box, angle)
-                         if box is not None and face.face_keypoints else None)
+            keypoints = (
+                keypoints_in_crop(face.face_keypoints, box, angle) if box is not None and face.face_keypoints else None
+            )
             detector = face.face_detector
         mesh = None
         cached = self.meshes.cached(face_id)

@@ -3,6 +3,7 @@
 Vectorised over the points with numpy, so a lasso over 30,000 faces costs milliseconds; Qt-free
 so the selection rules are tested on known coordinates without a window.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -16,13 +16,14 @@ Bulk steps (several faces at once) leave faces of the val/test splits, and faces
 have a label, as they are unless the caller includes them; the step's `left_out` says which.
 A single face is changed as asked: the annotator looked at it.
 """
+
 from __future__ import annotations
 
 import getpass
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -111,13 +112,14 @@ class LabelStep:
         def name(label: str | None) -> str:
             return label or "unlabeled"
 
-        shown = "; ".join(f"face {c.face_id}: {name(c.old_label)} -> {name(c.new_label)}"
-                          for c in self.changes[:10]) or "no face changed"
+        shown = (
+            "; ".join(f"face {c.face_id}: {name(c.old_label)} -> {name(c.new_label)}" for c in self.changes[:10])
+            or "no face changed"
+        )
         if len(self.changes) > 10:
             shown += f"; ... ({len(self.changes)} faces)"
         if self.skipped:
-            shown += (f" (left alone, changed by a later correction: face "
-                      f"{', '.join(map(str, self.skipped[:10]))})")
+            shown += f" (left alone, changed by a later correction: face {', '.join(map(str, self.skipped[:10]))})"
         if self.left_out:
             shown += f" (left out: {self.left_out.describe()})"
         return shown
@@ -148,7 +150,7 @@ def default_annotator() -> str:
     """The name recorded when none is given: the OS user."""
     try:
         return getpass.getuser() or "annotator"
-    except Exception:  # no user name in this environment (some containers)
+    except Exception:  # noqa: BLE001 - no user name in this environment (some containers)
         return "annotator"
 
 
@@ -156,19 +158,26 @@ def resolve_label(name: str) -> str:
     """A class name or alias (any case) -> the canonical class name, or a LabelingError."""
     canonical = ClassMapper().try_resolve(name)
     if canonical is None:
-        raise LabelingError(f"unknown label {name!r}; use one of: {', '.join(class_names())} "
-                            f"(or an alias such as happy, sad, angry)")
+        raise LabelingError(
+            f"unknown label {name!r}; use one of: {', '.join(class_names())} (or an alias such as happy, sad, angry)"
+        )
     return canonical
 
 
 # -- changing labels ---------------------------------------------------------------------------
-def set_label(project: Project, face_id: int, label: str, annotator: str, *,
-              suggestion: str | None = None, run_id: int | None = None) -> LabelStep | None:
+def set_label(
+    project: Project,
+    face_id: int,
+    label: str,
+    annotator: str,
+    *,
+    suggestion: str | None = None,
+    run_id: int | None = None,
+) -> LabelStep | None:
     """Give a face a label. Returns None (and logs nothing) if it already has that label.
 
     `suggestion` and `run_id` record what the model proposed when the annotator decided."""
-    edit = _Edit(int(face_id), resolve_label(label),
-                 resolve_label(suggestion) if suggestion else None, run_id)
+    edit = _Edit(int(face_id), resolve_label(label), resolve_label(suggestion) if suggestion else None, run_id)
     return _change(project, [edit], annotator, batch=False)
 
 
@@ -177,39 +186,67 @@ def clear_label(project: Project, face_id: int, annotator: str) -> LabelStep | N
     return _change(project, [_Edit(int(face_id), None)], annotator, batch=False)
 
 
-def clear_labels(project: Project, face_ids: Iterable[int], annotator: str, *,
-                 include_val_test: bool = False) -> LabelStep | None:
+def clear_labels(
+    project: Project, face_ids: Iterable[int], annotator: str, *, include_val_test: bool = False
+) -> LabelStep | None:
     """Make many faces unlabeled as a single undoable step; None if none had a label and none
     was left out. Labels of val/test faces stay unless `include_val_test`."""
-    return _change(project, [_Edit(f, None) for f in _unique(face_ids)], annotator, batch=True,
-                   guard=_Guard(labeled=False, val_test=not include_val_test))
+    return _change(
+        project,
+        [_Edit(f, None) for f in _unique(face_ids)],
+        annotator,
+        batch=True,
+        guard=_Guard(labeled=False, val_test=not include_val_test),
+    )
 
 
-def bulk_label(project: Project, face_ids: Iterable[int], label: str, annotator: str, *,
-               run_id: int | None = None, include_labeled: bool = False,
-               include_val_test: bool = False) -> LabelStep | None:
+def bulk_label(
+    project: Project,
+    face_ids: Iterable[int],
+    label: str,
+    annotator: str,
+    *,
+    run_id: int | None = None,
+    include_labeled: bool = False,
+    include_val_test: bool = False,
+) -> LabelStep | None:
     """Give many faces one label as a single undoable step (one batch_id).
 
     Faces that already have a label and faces of val/test stay as they are unless included;
     the step's `left_out` lists them. None if nothing changed and nothing was left out."""
     canonical = resolve_label(label)
-    return _change(project, [_Edit(f, canonical, None, run_id) for f in _unique(face_ids)],
-                   annotator, batch=True, guard=_Guard(labeled=not include_labeled, val_test=not include_val_test))
+    return _change(
+        project,
+        [_Edit(f, canonical, None, run_id) for f in _unique(face_ids)],
+        annotator,
+        batch=True,
+        guard=_Guard(labeled=not include_labeled, val_test=not include_val_test),
+    )
 
 
-def accept_suggestion(project: Project, face_id: int, annotator: str,
-                      run_id: int | None = None) -> LabelStep | None:
+def accept_suggestion(project: Project, face_id: int, annotator: str, run_id: int | None = None) -> LabelStep | None:
     """Take the run's prediction (default: the latest finished run) as the face's label."""
     return _accept(project, [int(face_id)], annotator, run_id, _NO_GUARD)
 
 
-def accept_suggestions(project: Project, face_ids: Iterable[int], annotator: str,
-                       run_id: int | None = None, *, include_labeled: bool = False,
-                       include_val_test: bool = False) -> LabelStep | None:
+def accept_suggestions(
+    project: Project,
+    face_ids: Iterable[int],
+    annotator: str,
+    run_id: int | None = None,
+    *,
+    include_labeled: bool = False,
+    include_val_test: bool = False,
+) -> LabelStep | None:
     """Accept each face's own prediction as one undoable step; faces that already have a label
     and faces of val/test stay as they are unless included (see bulk_label)."""
-    return _accept(project, _unique(face_ids), annotator, run_id,
-                   _Guard(labeled=not include_labeled, val_test=not include_val_test))
+    return _accept(
+        project,
+        _unique(face_ids),
+        annotator,
+        run_id,
+        _Guard(labeled=not include_labeled, val_test=not include_val_test),
+    )
 
 
 def selection_summary(project: Project, face_ids: Iterable[int]) -> SelectionSummary:
@@ -228,8 +265,11 @@ def suggestion_for(project: Project, face_id: int, run_id: int | None = None) ->
         run_id = run_id if run_id is not None else latest_finished_run_id(session)
         if run_id is None:
             return None
-        row = session.execute(select(Prediction.pseudo_label, Prediction.confidence).where(
-            Prediction.run_id == run_id, Prediction.image_id == int(face_id))).first()
+        row = session.execute(
+            select(Prediction.pseudo_label, Prediction.confidence).where(
+                Prediction.run_id == run_id, Prediction.image_id == int(face_id)
+            )
+        ).first()
     return Suggestion(run_id, row.pseudo_label, row.confidence) if row else None
 
 
@@ -250,8 +290,7 @@ def undo(project: Project, annotator: str | None = None) -> LabelStep | None:
                 skipped.append(row.image_id)  # changed since by someone else: theirs stands
             else:
                 source, who, when = _old_row(session, row, now)
-                labels[row.image_id] = _write_label(session, row.image_id, row.old_label, source, who,
-                                                    when, current)
+                labels[row.image_id] = _write_label(session, row.image_id, row.old_label, source, who, when, current)
                 changes.append(FaceChange(row.image_id, row.new_label, row.old_label))
             row.undone_at = now
         return _step("undo", rows, changes, skipped)
@@ -273,8 +312,9 @@ def redo(project: Project, annotator: str | None = None) -> LabelStep | None:
             else:
                 # The row the step first wrote, time included: a later undo then restores
                 # exactly what the next correction recorded as its old row.
-                labels[row.image_id] = _write_label(session, row.image_id, row.new_label, SOURCE_ANNOTATOR,
-                                                    row.annotator, row.created_at, current)
+                labels[row.image_id] = _write_label(
+                    session, row.image_id, row.new_label, SOURCE_ANNOTATOR, row.annotator, row.created_at, current
+                )
                 changes.append(FaceChange(row.image_id, row.old_label, row.new_label))
             row.undone_at = None
         return _step("redo", rows, changes, skipped)
@@ -307,8 +347,9 @@ def _exists(session: Session, query) -> bool:
     return session.scalar(select(query.exists())) or False
 
 
-def history(project: Project, limit: int = 50, *, annotator: str | None = None,
-            face_id: int | None = None) -> list[HistoryEntry]:
+def history(
+    project: Project, limit: int = 50, *, annotator: str | None = None, face_id: int | None = None
+) -> list[HistoryEntry]:
     """The corrections log, newest first, undone rows included (with their undone_at)."""
     query = select(Correction).order_by(Correction.id.desc()).limit(limit)
     if annotator is not None:
@@ -316,9 +357,21 @@ def history(project: Project, limit: int = 50, *, annotator: str | None = None,
     if face_id is not None:
         query = query.where(Correction.image_id == int(face_id))
     with project.session() as session:
-        return [HistoryEntry(c.id, c.image_id, c.annotator, c.created_at, c.old_label, c.new_label,
-                             c.suggestion, c.run_id, c.batch_id, c.undone_at)
-                for c in session.scalars(query)]
+        return [
+            HistoryEntry(
+                c.id,
+                c.image_id,
+                c.annotator,
+                c.created_at,
+                c.old_label,
+                c.new_label,
+                c.suggestion,
+                c.run_id,
+                c.batch_id,
+                c.undone_at,
+            )
+            for c in session.scalars(query)
+        ]
 
 
 # -- internals ---------------------------------------------------------------------------------
@@ -337,8 +390,7 @@ class _Guard:
     labeled: bool = True
     val_test: bool = True
 
-    def split(self, face_ids: list[int], splits: dict[int, str],
-              labels: dict[int, Label]) -> tuple[list[int], LeftOut]:
+    def split(self, face_ids: list[int], splits: dict[int, str], labels: dict[int, Label]) -> tuple[list[int], LeftOut]:
         """The faces to change, and those left out (a labeled val face counts as val/test)."""
         kept, labeled, val_test = [], [], []
         for face_id in face_ids:
@@ -354,25 +406,30 @@ class _Guard:
 _NO_GUARD = _Guard(labeled=False, val_test=False)  # one face: changed as asked
 
 
-def _change(project: Project, edits: list[_Edit], annotator: str, *, batch: bool,
-            guard: _Guard = _NO_GUARD) -> LabelStep | None:
+def _change(
+    project: Project, edits: list[_Edit], annotator: str, *, batch: bool, guard: _Guard = _NO_GUARD
+) -> LabelStep | None:
     with project.write_session() as session:
         for run_id in {e.run_id for e in edits if e.run_id is not None}:
             _resolve_run(session, run_id)
         labels, kept, left_out = _guarded_labels(session, [e.face_id for e in edits], guard)
         chosen = set(kept)
-        return _apply(session, [e for e in edits if e.face_id in chosen], labels, annotator,
-                      batch=batch, left_out=left_out)
+        return _apply(
+            session, [e for e in edits if e.face_id in chosen], labels, annotator, batch=batch, left_out=left_out
+        )
 
 
-def _accept(project: Project, ids: list[int], annotator: str, run_id: int | None,
-            guard: _Guard) -> LabelStep | None:
+def _accept(project: Project, ids: list[int], annotator: str, run_id: int | None, guard: _Guard) -> LabelStep | None:
     with project.write_session() as session:
         run_id = _resolve_run(session, run_id)
         labels, kept, left_out = _guarded_labels(session, ids, guard)
-        predicted = dict(session.execute(
-            select(Prediction.image_id, Prediction.pseudo_label)
-            .where(Prediction.run_id == run_id, Prediction.image_id.in_(kept))).all())
+        predicted = dict(
+            session.execute(
+                select(Prediction.image_id, Prediction.pseudo_label).where(
+                    Prediction.run_id == run_id, Prediction.image_id.in_(kept)
+                )
+            ).all()
+        )
         missing = [f for f in kept if f not in predicted]
         if missing:
             raise LabelingError(f"run {run_id} has no prediction for face {_id_list(missing)}")
@@ -380,8 +437,9 @@ def _accept(project: Project, ids: list[int], annotator: str, run_id: int | None
         return _apply(session, edits, labels, annotator, batch=len(ids) > 1, left_out=left_out)
 
 
-def _guarded_labels(session: Session, face_ids: list[int],
-                    guard: _Guard) -> tuple[dict[int, Label], list[int], LeftOut]:
+def _guarded_labels(
+    session: Session, face_ids: list[int], guard: _Guard
+) -> tuple[dict[int, Label], list[int], LeftOut]:
     """The faces' current labels (their rows locked), the faces to change and those left out."""
     splits = _face_splits(session, face_ids, lock=True)
     labels = _current_labels(session, face_ids)
@@ -389,8 +447,15 @@ def _guarded_labels(session: Session, face_ids: list[int],
     return labels, kept, left_out
 
 
-def _apply(session: Session, edits: list[_Edit], labels: dict[int, Label], annotator: str, *,
-           batch: bool, left_out: LeftOut = LeftOut()) -> LabelStep | None:
+def _apply(
+    session: Session,
+    edits: list[_Edit],
+    labels: dict[int, Label],
+    annotator: str,
+    *,
+    batch: bool,
+    left_out: LeftOut = LeftOut(),
+) -> LabelStep | None:
     """Log and make the edits against `labels`, the current label rows read in this transaction."""
     annotator = _check_annotator(annotator)
     now = utcnow()
@@ -401,16 +466,22 @@ def _apply(session: Session, edits: list[_Edit], labels: dict[int, Label], annot
         old_label = old.label if old else None
         if old_label == edit.label:
             continue
-        row = Correction(image_id=edit.face_id, annotator=annotator, created_at=now,
-                         old_label=old_label, new_label=edit.label, suggestion=edit.suggestion,
-                         run_id=edit.run_id, batch_id=batch_id,
-                         old_source=old.source if old else None,
-                         old_annotator=old.annotator if old else None,
-                         old_updated_at=old.updated_at if old else None)
+        row = Correction(
+            image_id=edit.face_id,
+            annotator=annotator,
+            created_at=now,
+            old_label=old_label,
+            new_label=edit.label,
+            suggestion=edit.suggestion,
+            run_id=edit.run_id,
+            batch_id=batch_id,
+            old_source=old.source if old else None,
+            old_annotator=old.annotator if old else None,
+            old_updated_at=old.updated_at if old else None,
+        )
         session.add(row)
         rows.append(row)
-        labels[edit.face_id] = _write_label(session, edit.face_id, edit.label, SOURCE_ANNOTATOR, annotator,
-                                            now, old)
+        labels[edit.face_id] = _write_label(session, edit.face_id, edit.label, SOURCE_ANNOTATOR, annotator, now, old)
         changes.append(FaceChange(edit.face_id, old_label, edit.label))
     if not rows:
         return LabelStep("label", annotator, None, (), (), left_out=left_out) if left_out else None
@@ -418,8 +489,15 @@ def _apply(session: Session, edits: list[_Edit], labels: dict[int, Label], annot
     return _step("label", rows, changes, [], left_out)
 
 
-def _write_label(session: Session, face_id: int, label: str | None, source: str, annotator: str | None,
-                 when: datetime, current: Label | None) -> Label | None:
+def _write_label(
+    session: Session,
+    face_id: int,
+    label: str | None,
+    source: str,
+    annotator: str | None,
+    when: datetime,
+    current: Label | None,
+) -> Label | None:
     """Make the face's label row say this (None deletes it: unlabeled); returns the row."""
     if label is None:
         if current is not None:
@@ -438,9 +516,12 @@ def _old_row(session: Session, row: Correction, now: datetime) -> tuple[str, str
         return row.old_source, row.old_annotator, row.old_updated_at or now
     # Rows logged before schema 2 kept only the old label: it was an annotator's if the
     # face's previous applied correction set it, otherwise it came with an import.
-    earlier = session.scalar(select(Correction).where(
-        Correction.image_id == row.image_id, Correction.id < row.id, Correction.undone_at.is_(None))
-        .order_by(Correction.id.desc()).limit(1))
+    earlier = session.scalar(
+        select(Correction)
+        .where(Correction.image_id == row.image_id, Correction.id < row.id, Correction.undone_at.is_(None))
+        .order_by(Correction.id.desc())
+        .limit(1)
+    )
     if earlier is not None and earlier.new_label == row.old_label:
         return SOURCE_ANNOTATOR, earlier.annotator, earlier.created_at
     return SOURCE_IMPORTED, None, now
@@ -456,8 +537,13 @@ def _latest_done_step(session: Session, annotator: str | None) -> list[Correctio
     last = session.scalar(_done_rows(annotator).order_by(Correction.id.desc()).limit(1))
     if last is None or last.batch_id is None:
         return [last] if last else []
-    return list(session.scalars(select(Correction).where(
-        Correction.batch_id == last.batch_id, Correction.undone_at.is_(None)).order_by(Correction.id)))
+    return list(
+        session.scalars(
+            select(Correction)
+            .where(Correction.batch_id == last.batch_id, Correction.undone_at.is_(None))
+            .order_by(Correction.id)
+        )
+    )
 
 
 def _redoable_rows(annotator: str | None):
@@ -476,8 +562,13 @@ def _latest_undone_step(session: Session, annotator: str | None) -> list[Correct
     last = session.scalar(query.order_by(Correction.undone_at.desc(), Correction.id.desc()).limit(1))
     if last is None or last.batch_id is None:
         return [last] if last else []
-    return list(session.scalars(select(Correction).where(
-        Correction.batch_id == last.batch_id, Correction.undone_at.is_not(None)).order_by(Correction.id)))
+    return list(
+        session.scalars(
+            select(Correction)
+            .where(Correction.batch_id == last.batch_id, Correction.undone_at.is_not(None))
+            .order_by(Correction.id)
+        )
+    )
 
 
 def _one_undo_at_a_time(session: Session) -> None:
@@ -488,10 +579,16 @@ def _one_undo_at_a_time(session: Session) -> None:
         session.execute(select(func.pg_advisory_xact_lock(UNDO_LOCK_KEY)))
 
 
-def _step(action: str, rows: Sequence[Correction], changes: list[FaceChange], skipped: list[int],
-          left_out: LeftOut = LeftOut()) -> LabelStep:
-    return LabelStep(action, rows[0].annotator, rows[0].batch_id, tuple(r.id for r in rows),
-                     tuple(changes), tuple(skipped), left_out)
+def _step(
+    action: str,
+    rows: Sequence[Correction],
+    changes: list[FaceChange],
+    skipped: list[int],
+    left_out: LeftOut = LeftOut(),
+) -> LabelStep:
+    return LabelStep(
+        action, rows[0].annotator, rows[0].batch_id, tuple(r.id for r in rows), tuple(changes), tuple(skipped), left_out
+    )
 
 
 def _locked_labels(session: Session, face_ids: list[int]) -> dict[int, Label]:

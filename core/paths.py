@@ -1,4 +1,5 @@
 """Where the studio keeps its own files (the demo project) when the user names no folder."""
+
 from __future__ import annotations
 
 import os

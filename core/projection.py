@@ -1,6 +1,7 @@
 """2-D projections of embeddings for the map: PCA (instant) and UMAP (umap-learn, slower; its
 first use in a process compiles with numba). Results are stored per run in the projections
 table, which is the cache: nothing is recomputed once written."""
+
 from __future__ import annotations
 
 import os
@@ -29,15 +30,31 @@ def umap_2d(embeddings: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> np.
 
     cache_numba_compiles()
     _limit_numba_threads()
-    reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, embeddings.shape[0] - 1),
-                        min_dist=0.1, metric="cosine", random_state=seed, n_jobs=1)
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=min(n_neighbors, embeddings.shape[0] - 1),
+        min_dist=0.1,
+        metric="cosine",
+        random_state=seed,
+        n_jobs=1,
+    )
     return reducer.fit_transform(embeddings).astype(np.float32)
 
 
 # umap-learn's and pynndescent's modules whose numba functions the map uses.
-NUMBA_MODULES = ("umap.umap_", "umap.layouts", "umap.utils", "umap.distances", "umap.sparse", "umap.spectral",
-                 "pynndescent.pynndescent_", "pynndescent.utils", "pynndescent.distances", "pynndescent.rp_trees",
-                 "pynndescent.sparse")
+NUMBA_MODULES = (
+    "umap.umap_",
+    "umap.layouts",
+    "umap.utils",
+    "umap.distances",
+    "umap.sparse",
+    "umap.spectral",
+    "pynndescent.pynndescent_",
+    "pynndescent.utils",
+    "pynndescent.distances",
+    "pynndescent.rp_trees",
+    "pynndescent.sparse",
+)
 _numba_cache_enabled = False
 
 
@@ -99,8 +116,9 @@ def compile_umap() -> None:
     umap_2d(sample)
     import umap
 
-    umap.UMAP(n_components=2, n_neighbors=15, metric="cosine", random_state=0, n_jobs=1,
-              force_approximation_algorithm=True).fit_transform(sample)
+    umap.UMAP(
+        n_components=2, n_neighbors=15, metric="cosine", random_state=0, n_jobs=1, force_approximation_algorithm=True
+    ).fit_transform(sample)
 
 
 def project_2d(embeddings: np.ndarray, method: str, seed: int = 0) -> np.ndarray:

@@ -5,10 +5,11 @@ probabilities and their disagreement).
 Fast for 30,000 faces: one bulk select per question, no ORM objects per row; the probability
 lists are parsed in bulk by the review queue's loader (one json.loads per column).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 from sqlalchemy import exists, func, select
@@ -48,7 +49,7 @@ class RunSummary:
         """Seconds from start to finish (to `now` while running)."""
         if self.started_at is None:
             return None
-        end = self.finished_at or now or datetime.now(timezone.utc)
+        end = self.finished_at or now or datetime.now(UTC)
         return max(0.0, (end - self.started_at).total_seconds())
 
 
@@ -56,36 +57,62 @@ def run_summaries(session: Session) -> list[RunSummary]:
     """Every run, newest first, with its last validation accuracies."""
     final: dict[int, dict[str, float]] = {}
     for run_id, name, value in session.execute(
-            select(Metric.run_id, Metric.name, Metric.value)
-            .where(Metric.name.in_(("val_accuracy", "val_fused_accuracy")))
-            .order_by(Metric.run_id, Metric.step, Metric.id)):
+        select(Metric.run_id, Metric.name, Metric.value)
+        .where(Metric.name.in_(("val_accuracy", "val_fused_accuracy")))
+        .order_by(Metric.run_id, Metric.step, Metric.id)
+    ):
         final.setdefault(run_id, {})[name] = value  # later steps overwrite earlier ones
-    rows = session.execute(select(Run.id, Run.algorithm, Run.encoder, Run.mode, Run.status, Run.started_at,
-                                  Run.created_at, Run.finished_at, Run.error).order_by(Run.id.desc()))
-    return [RunSummary(r.id, r.algorithm, r.encoder, r.mode, r.status, r.started_at or r.created_at,
-                       r.finished_at, final.get(r.id, {}).get("val_accuracy"),
-                       final.get(r.id, {}).get("val_fused_accuracy"),
-                       r.error.strip().splitlines()[0] if r.error else None)
-            for r in rows]
+    rows = session.execute(
+        select(
+            Run.id,
+            Run.algorithm,
+            Run.encoder,
+            Run.mode,
+            Run.status,
+            Run.started_at,
+            Run.created_at,
+            Run.finished_at,
+            Run.error,
+        ).order_by(Run.id.desc())
+    )
+    return [
+        RunSummary(
+            r.id,
+            r.algorithm,
+            r.encoder,
+            r.mode,
+            r.status,
+            r.started_at or r.created_at,
+            r.finished_at,
+            final.get(r.id, {}).get("val_accuracy"),
+            final.get(r.id, {}).get("val_fused_accuracy"),
+            r.error.strip().splitlines()[0] if r.error else None,
+        )
+        for r in rows
+    ]
 
 
 def latest_run_with_map(session: Session) -> int | None:
     """The newest finished run that has a 2-D map, else the newest finished run, else None."""
     with_map = exists().where(Projection.run_id == Run.id)
-    return (session.scalar(select(func.max(Run.id)).where(Run.status == RUN_FINISHED, with_map))
-            or latest_finished_run_id(session))
+    return session.scalar(
+        select(func.max(Run.id)).where(Run.status == RUN_FINISHED, with_map)
+    ) or latest_finished_run_id(session)
 
 
 def metric_series(session: Session, run_id: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """name -> (steps, values) of a run, in step order; a step written twice keeps its last value."""
     series: dict[str, dict[int, float]] = {}
     for step, name, value in session.execute(
-            select(Metric.step, Metric.name, Metric.value).where(Metric.run_id == run_id)
-            .order_by(Metric.name, Metric.step, Metric.id)):
+        select(Metric.step, Metric.name, Metric.value)
+        .where(Metric.run_id == run_id)
+        .order_by(Metric.name, Metric.step, Metric.id)
+    ):
         series.setdefault(name, {})[step] = value
-    return {name: (np.fromiter(points.keys(), np.int64, len(points)),
-                   np.fromiter(points.values(), np.float64, len(points)))
-            for name, points in series.items()}
+    return {
+        name: (np.fromiter(points.keys(), np.int64, len(points)), np.fromiter(points.values(), np.float64, len(points)))
+        for name, points in series.items()
+    }
 
 
 # -- the embedding map --------------------------------------------------------------------------
@@ -128,9 +155,11 @@ def load_run_map(session: Session, run_id: int, method: str | None = None) -> Ru
     if not methods:
         return None
     method = method if method in methods else methods[0]
-    coords = session.execute(select(Projection.image_id, Projection.x, Projection.y)
-                             .where(Projection.run_id == run_id, Projection.method == method)
-                             .order_by(Projection.image_id)).all()
+    coords = session.execute(
+        select(Projection.image_id, Projection.x, Projection.y)
+        .where(Projection.run_id == run_id, Projection.method == method)
+        .order_by(Projection.image_id)
+    ).all()
     ids = np.fromiter((c[0] for c in coords), np.int64, len(coords))
     xy = np.array([(c[1], c[2]) for c in coords], dtype=np.float32).reshape(-1, 2)
     predictions = load_run_predictions(session, run_id, split=None)  # active faces, in id order
@@ -140,11 +169,17 @@ def load_run_map(session: Session, run_id: int, method: str | None = None) -> Ru
     index = {name: i for i, name in enumerate(class_names())}
     levels = {name: probs[rows].astype(np.float32) for name, probs in predictions.levels.items()}
     return RunMap(
-        run_id=run_id, method=method, methods=methods, ids=ids, xy=xy,
+        run_id=run_id,
+        method=method,
+        methods=methods,
+        ids=ids,
+        xy=xy,
         labels=np.array([index.get(name, -1) for name in predictions.labels[rows]], dtype=np.int16),
         pseudo=predictions.predicted[rows].astype(np.int16),
         confidence=predictions.confidence[rows].astype(np.float32),
-        levels=levels, disagreement=level_disagreement(levels))
+        levels=levels,
+        disagreement=level_disagreement(levels),
+    )
 
 
 def current_labels(session: Session, face_ids: np.ndarray) -> np.ndarray:

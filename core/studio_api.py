@@ -12,10 +12,11 @@ checks that app/ never does).
 Every call opens and closes its own session: views may call from a worker thread
 (app/background.py) as well as from the GUI thread.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -103,7 +104,7 @@ class FaceQueries:
         found: dict[int, FaceRow] = {}
         with self.project.session() as session:
             for start in range(0, len(ids), IDS_PER_QUERY):
-                found.update((face.id, face) for face in list_faces(session, ids=ids[start:start + IDS_PER_QUERY]))
+                found.update((face.id, face) for face in list_faces(session, ids=ids[start : start + IDS_PER_QUERY]))
         return found
 
     def labels_of(self, face_ids) -> np.ndarray:
@@ -182,8 +183,14 @@ class EvidenceQueries:
         with self.project.session() as session:
             return load_thresholds(session, run_id)
 
-    def face(self, run_id: int | None, face_id: int, thresholds: np.ndarray | None = None,
-             neighbours: LabeledNeighbours | None = None, k: int = 6) -> FaceView:
+    def face(
+        self,
+        run_id: int | None,
+        face_id: int,
+        thresholds: np.ndarray | None = None,
+        neighbours: LabeledNeighbours | None = None,
+        k: int = 6,
+    ) -> FaceView:
         """The face's evidence in the run and, given the run's index, its k nearest labeled faces:
         one session, two small queries."""
         with self.project.session() as session:
@@ -199,8 +206,9 @@ class EvidenceQueries:
             index.refresh_labels(session)
         return index
 
-    def queue(self, run_id: int, strategy: str, limit: int, split: str | None,
-              filters: QueueFilters) -> list[QueueItem]:
+    def queue(
+        self, run_id: int, strategy: str, limit: int, split: str | None, filters: QueueFilters
+    ) -> list[QueueItem]:
         return build_queue(self.project, run_id, strategy, limit, split, filters)
 
 
@@ -210,32 +218,67 @@ class LabelingActions:
     def __init__(self, project: Project):
         self.project = project
 
-    def set_label(self, face_id: int, label: str, annotator: str, *, suggestion: str | None = None,
-                  run_id: int | None = None) -> Change:
-        return self._done(labeling.set_label(self.project, face_id, label, annotator,
-                                             suggestion=suggestion, run_id=run_id), annotator)
+    def set_label(
+        self, face_id: int, label: str, annotator: str, *, suggestion: str | None = None, run_id: int | None = None
+    ) -> Change:
+        return self._done(
+            labeling.set_label(self.project, face_id, label, annotator, suggestion=suggestion, run_id=run_id), annotator
+        )
 
-    def bulk_label(self, face_ids: Sequence[int], label: str, annotator: str, *, run_id: int | None = None,
-                   include_labeled: bool = False, include_val_test: bool = False) -> Change:
-        return self._done(labeling.bulk_label(self.project, face_ids, label, annotator, run_id=run_id,
-                                              include_labeled=include_labeled,
-                                              include_val_test=include_val_test), annotator)
+    def bulk_label(
+        self,
+        face_ids: Sequence[int],
+        label: str,
+        annotator: str,
+        *,
+        run_id: int | None = None,
+        include_labeled: bool = False,
+        include_val_test: bool = False,
+    ) -> Change:
+        return self._done(
+            labeling.bulk_label(
+                self.project,
+                face_ids,
+                label,
+                annotator,
+                run_id=run_id,
+                include_labeled=include_labeled,
+                include_val_test=include_val_test,
+            ),
+            annotator,
+        )
 
     def accept_suggestion(self, face_id: int, annotator: str, run_id: int | None = None) -> Change:
         return self._done(labeling.accept_suggestion(self.project, face_id, annotator, run_id), annotator)
 
-    def accept_suggestions(self, face_ids: Sequence[int], annotator: str, run_id: int | None = None, *,
-                           include_labeled: bool = False, include_val_test: bool = False) -> Change:
-        return self._done(labeling.accept_suggestions(self.project, face_ids, annotator, run_id,
-                                                      include_labeled=include_labeled,
-                                                      include_val_test=include_val_test), annotator)
+    def accept_suggestions(
+        self,
+        face_ids: Sequence[int],
+        annotator: str,
+        run_id: int | None = None,
+        *,
+        include_labeled: bool = False,
+        include_val_test: bool = False,
+    ) -> Change:
+        return self._done(
+            labeling.accept_suggestions(
+                self.project,
+                face_ids,
+                annotator,
+                run_id,
+                include_labeled=include_labeled,
+                include_val_test=include_val_test,
+            ),
+            annotator,
+        )
 
     def clear_label(self, face_id: int, annotator: str) -> Change:
         return self._done(labeling.clear_label(self.project, face_id, annotator), annotator)
 
     def clear_labels(self, face_ids: Sequence[int], annotator: str, *, include_val_test: bool = False) -> Change:
-        return self._done(labeling.clear_labels(self.project, face_ids, annotator,
-                                                include_val_test=include_val_test), annotator)
+        return self._done(
+            labeling.clear_labels(self.project, face_ids, annotator, include_val_test=include_val_test), annotator
+        )
 
     def undo(self, annotator: str) -> Change:
         return self._done(labeling.undo(self.project, annotator), annotator)

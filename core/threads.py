@@ -13,6 +13,7 @@ feature job) and passes each worker its share in FER_STUDIO_THREADS (`studio_wor
 `child_environment`); a worker started by hand measures how busy the machine's cores are over a
 moment (`busy_cores`) and leaves those to whoever uses them.
 """
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 Qt-free so the CLI, the exporter and the studio share one cache; the studio loads the files
 off its GUI thread.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,12 +27,20 @@ def ensure_thumbnail(project: Project, face: FaceRow, size: int = DEFAULT_THUMB_
     target = thumbnail_path(project, face.id, size)
     if target.is_file():
         return target
-    image = load_face(project.resolve_path(face.path),
-                      project.resolve_path(face.crop_path) if face.crop_path else None, face.box, face.angle)
+    image = load_face(
+        project.resolve_path(face.path),
+        project.resolve_path(face.crop_path) if face.crop_path else None,
+        face.box,
+        face.angle,
+    )
     # Small crops (48 px FER faces) are upscaled too, so the grid shows every face at one
     # size; non-square crops are padded, never stretched.
-    image = ImageOps.pad(image, (size, size), Image.Resampling.LANCZOS if max(image.size) > size
-                         else Image.Resampling.BICUBIC, color=(128, 128, 128))
+    image = ImageOps.pad(
+        image,
+        (size, size),
+        Image.Resampling.LANCZOS if max(image.size) > size else Image.Resampling.BICUBIC,
+        color=(128, 128, 128),
+    )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(f".{os.getpid()}.{id(image)}.tmp")
     image.save(tmp, format="PNG")

@@ -1,4 +1,5 @@
 """Shared fixtures. Every test runs offline, offscreen, with the studio's home in a temp folder."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Image files for tests, including hostile ones, generated on the fly (no data needed)."""
+
 from __future__ import annotations
 
 import io
@@ -43,6 +44,7 @@ def truncated_jpeg(path: Path) -> Path:
 
 def huge_png_header(path: Path, width: int = 40_000, height: int = 40_000) -> Path:
     """A tiny file whose header claims a gigantic image (a decompression bomb)."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 

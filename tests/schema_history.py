@@ -1,5 +1,6 @@
 """Earlier schemas, frozen, for migration tests: a database made by today's code is turned back
 into what an earlier version of the studio wrote."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -12,8 +13,10 @@ RUNS_BEFORE_SCHEMA_3 = """CREATE TABLE runs (
     mode VARCHAR(16) NOT NULL, config JSON NOT NULL, status VARCHAR(16) NOT NULL, device VARCHAR(32),
     pid INTEGER, host VARCHAR(128), created_at DATETIME NOT NULL, started_at DATETIME,
     finished_at DATETIME, checkpoint TEXT, error TEXT, PRIMARY KEY (id))"""
-RUNS_COLUMNS_BEFORE_SCHEMA_3 = ("id, algorithm, encoder, mode, config, status, device, pid, host, created_at, "
-                                "started_at, finished_at, checkpoint, error")
+RUNS_COLUMNS_BEFORE_SCHEMA_3 = (
+    "id, algorithm, encoder, mode, config, status, device, pid, host, created_at, "
+    "started_at, finished_at, checkpoint, error"
+)
 
 
 # The columns schema 4 added to images (the detector's findings).

@@ -1,5 +1,6 @@
 """Helpers shared by the studio's training and map tests: a small demo project, with or without a
 finished run of the tiny encoder (trained in-process, a few seconds)."""
+
 from __future__ import annotations
 
 import io
@@ -19,9 +20,14 @@ FACES = 7 * (8 + 3)
 
 def quick_settings(algorithm: str = "sitfer", steps: int = 30) -> TrainSettings:
     # The instance warm-up outlasts these short runs (tests show the instance level as absent).
-    return TrainSettings(algorithm=algorithm, encoder="tiny", projection="pca", strong_views=1,
-                         method=MethodConfig(instance_warmup=300),
-                         loop=LoopConfig(steps=steps, batch_size=16, log_every=5, eval_every=10))
+    return TrainSettings(
+        algorithm=algorithm,
+        encoder="tiny",
+        projection="pca",
+        strong_views=1,
+        method=MethodConfig(instance_warmup=300),
+        loop=LoopConfig(steps=steps, batch_size=16, log_every=5, eval_every=10),
+    )
 
 
 def make_demo(root: Path, runs: tuple[str, ...] = ()) -> Path:

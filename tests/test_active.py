@@ -1,5 +1,6 @@
 """The review queue: each strategy's order on hand-made probabilities, filters, reasons, the
 store loading, and the queue/label/undo/redo/history commands."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,7 @@ import numpy as np
 import pytest
 from sqlalchemy import insert
 
-from core.active import QueueError, QueueFilters, build_queue, queue_advice
-from core.active import scores
+from core.active import QueueError, QueueFilters, build_queue, queue_advice, scores
 from core.active.data import load_run_predictions
 from core.classes import class_names
 from core.cli import main as cli_main
@@ -42,8 +42,10 @@ def probs(**given: float) -> list[float]:
 
 def reference_js(*distributions) -> float:
     """Jensen-Shannon divergence in bits, written out plainly to check the vectorised one."""
+
     def h(p):
         return -sum(x * math.log2(x) for x in p if x > 0)
+
     mean = [sum(column) / len(distributions) for column in zip(*distributions)]
     return h(mean) - sum(h(p) for p in distributions) / len(distributions)
 
@@ -58,7 +60,7 @@ def test_margin_least_confidence_and_entropy_rank_the_unsure_face_first():
     uniform = np.full((1, 7), 1 / 7)
     assert scores.entropy(uniform)[0] == pytest.approx(math.log2(7))
     assert scores.entropy(np.eye(7)[:1])[0] == pytest.approx(0.0, abs=1e-9)
-    first, second, p1, p2 = scores.top_two(p)
+    first, second, _p1, _p2 = scores.top_two(p)
     assert [NAMES[i] for i in first] == ["happiness", "fear"] and NAMES[second[1]] == "surprise"
 
 
@@ -100,7 +102,6 @@ def test_k_center_does_not_pick_a_duplicate_before_a_distinct_face():
     assert distances == pytest.approx([0.0, 1.0, 1.0])
     everything, _ = scores.k_center_greedy(points, 10)  # k above n: each row once
     assert sorted(everything.tolist()) == [0, 1, 2, 3, 4]
-
 
 
 def test_typicality_is_high_in_a_crowd_and_low_for_an_outlier():
@@ -181,22 +182,58 @@ def test_badge_never_draws_a_copy_of_a_pick_and_prefers_unsure_faces():
 SAME, OTHER, THIRD = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]
 FACES = [  # (split, current label, fused, semantic, text, instance, embedding)
     ("train", None, probs(happiness=0.9), probs(happiness=0.9), probs(happiness=0.9), probs(happiness=0.9), THIRD),
-    ("train", None, probs(fear=0.4, surprise=0.39), probs(fear=0.4, surprise=0.39), probs(disgust=0.6),
-     probs(fear=0.4, surprise=0.39), SAME),
-    ("train", None, probs(sadness=0.55, neutral=0.35), probs(sadness=0.94), probs(neutral=0.94),
-     probs(neutral=0.94), SAME),
-    ("train", None, probs(anger=0.7, disgust=0.2), probs(anger=0.7, disgust=0.2), probs(anger=0.6, disgust=0.3),
-     None, OTHER),
-    ("train", "fear", probs(fear=0.34, surprise=0.335), probs(fear=0.34, surprise=0.335),
-     probs(fear=0.34, surprise=0.335), None, SAME),
-    ("val", None, probs(fear=0.4, surprise=0.39), probs(fear=0.4, surprise=0.39), probs(fear=0.4, surprise=0.39),
-     None, SAME),
+    (
+        "train",
+        None,
+        probs(fear=0.4, surprise=0.39),
+        probs(fear=0.4, surprise=0.39),
+        probs(disgust=0.6),
+        probs(fear=0.4, surprise=0.39),
+        SAME,
+    ),
+    (
+        "train",
+        None,
+        probs(sadness=0.55, neutral=0.35),
+        probs(sadness=0.94),
+        probs(neutral=0.94),
+        probs(neutral=0.94),
+        SAME,
+    ),
+    (
+        "train",
+        None,
+        probs(anger=0.7, disgust=0.2),
+        probs(anger=0.7, disgust=0.2),
+        probs(anger=0.6, disgust=0.3),
+        None,
+        OTHER,
+    ),
+    (
+        "train",
+        "fear",
+        probs(fear=0.34, surprise=0.335),
+        probs(fear=0.34, surprise=0.335),
+        probs(fear=0.34, surprise=0.335),
+        None,
+        SAME,
+    ),
+    (
+        "val",
+        None,
+        probs(fear=0.4, surprise=0.39),
+        probs(fear=0.4, surprise=0.39),
+        probs(fear=0.4, surprise=0.39),
+        None,
+        SAME,
+    ),
 ]
 THRESHOLDS = {name: 0.8 for name in NAMES} | {"fear": 0.42, "sadness": 0.6}
 
 
-def make_run_project(root: Path, *, thresholds: dict | None = THRESHOLDS, levels: bool = True,
-                     embeddings: bool = True) -> Project:
+def make_run_project(
+    root: Path, *, thresholds: dict | None = THRESHOLDS, levels: bool = True, embeddings: bool = True
+) -> Project:
     """Faces 1-6 above with one finished run (id 1); thresholds logged at two steps, the last wins."""
     project = Project.create(root)
     with project.session() as s:
@@ -207,16 +244,30 @@ def make_run_project(root: Path, *, thresholds: dict | None = THRESHOLDS, levels
             if label:
                 s.add(Label(image_id=i, label=label, source=SOURCE_IMPORTED))
             top = int(np.argmax(fused))
-            s.add(Prediction(run_id=1, image_id=i, p_fused=fused, p_semantic=sem if levels else None,
-                             p_text=text if levels else None, p_instance=inst if levels else None,
-                             pseudo_label=NAMES[top], confidence=fused[top],
-                             passed_threshold=fused[top] >= THRESHOLDS[NAMES[top]]))
+            s.add(
+                Prediction(
+                    run_id=1,
+                    image_id=i,
+                    p_fused=fused,
+                    p_semantic=sem if levels else None,
+                    p_text=text if levels else None,
+                    p_instance=inst if levels else None,
+                    pseudo_label=NAMES[top],
+                    confidence=fused[top],
+                    passed_threshold=fused[top] >= THRESHOLDS[NAMES[top]],
+                )
+            )
             if embeddings:
                 s.add(Embedding(run_id=1, image_id=i, vector=np.array(emb, np.float32).tobytes(), dim=3))
         if thresholds:
-            s.execute(insert(Metric), [{"run_id": 1, "step": step, "name": f"threshold_{n}", "value": value}
-                                       for step, scale in ((10, 0.5), (20, 1.0))
-                                       for n, value in ((n, v * scale) for n, v in thresholds.items())])
+            s.execute(
+                insert(Metric),
+                [
+                    {"run_id": 1, "step": step, "name": f"threshold_{n}", "value": value}
+                    for step, scale in ((10, 0.5), (20, 1.0))
+                    for n, value in ((n, v * scale) for n, v in thresholds.items())
+                ],
+            )
     return project
 
 
@@ -243,18 +294,21 @@ def test_loading_parses_every_level_and_the_last_thresholds(run_project):
     assert [NAMES[i] for i in preds.predicted] == ["happiness", "fear", "sadness", "anger", "fear"]
 
 
-@pytest.mark.parametrize("strategy, expected", [
-    ("margin", [2, 3, 4, 1]),
-    ("least_confidence", [2, 3, 4, 1]),
-    ("entropy", [2, 3, 4, 1]),
-    ("disagreement", [3, 2, 4, 1]),  # face 1: all levels agree (JS 0)
-    ("near_threshold", [2, 3, 4, 1]),  # gaps 0.02, 0.05, 0.10 under; face 1 is 0.10 over
-    ("diversity", [2, 4, 1, 3]),  # face 3 repeats face 2's embedding: last
-    ("badge", None),  # seeded draws: checked below
-    # faces 2 and 3 share an embedding: one cluster, its pick the less sure; then the
-    # one-face clusters by margin; face 3 tops the batch up once the clusters run out
-    ("typical_margin", [2, 4, 1, 3]),
-])
+@pytest.mark.parametrize(
+    "strategy, expected",
+    [
+        ("margin", [2, 3, 4, 1]),
+        ("least_confidence", [2, 3, 4, 1]),
+        ("entropy", [2, 3, 4, 1]),
+        ("disagreement", [3, 2, 4, 1]),  # face 1: all levels agree (JS 0)
+        ("near_threshold", [2, 3, 4, 1]),  # gaps 0.02, 0.05, 0.10 under; face 1 is 0.10 over
+        ("diversity", [2, 4, 1, 3]),  # face 3 repeats face 2's embedding: last
+        ("badge", None),  # seeded draws: checked below
+        # faces 2 and 3 share an embedding: one cluster, its pick the less sure; then the
+        # one-face clusters by margin; face 3 tops the batch up once the clusters run out
+        ("typical_margin", [2, 4, 1, 3]),
+    ],
+)
 def test_each_strategy_orders_the_unlabeled_train_faces(run_project, strategy, expected):
     items = build_queue(run_project, strategy=strategy, limit=10)
     if expected is None:
@@ -267,8 +321,9 @@ def test_each_strategy_orders_the_unlabeled_train_faces(run_project, strategy, e
 def test_reasons_name_the_classes_levels_and_threshold(run_project):
     items = {item.face_id: item for item in build_queue(run_project, strategy="margin", limit=10)}
     assert items[2].reason == "margin 0.01 fear/surprise; text level says disgust; 0.02 under the fear threshold"
-    assert items[3].reason == ("margin 0.20 sadness/neutral; text and instance levels say neutral; "
-                               "0.05 under the sadness threshold")
+    assert items[3].reason == (
+        "margin 0.20 sadness/neutral; text and instance levels say neutral; 0.05 under the sadness threshold"
+    )
     assert items[1].reason == "margin 0.88 happiness/surprise"  # over its threshold: not a reason
     assert (items[2].pseudo_label, items[2].runner_up, items[2].threshold) == ("fear", "surprise", 0.42)
     assert items[2].levels == {"semantic": "fear", "text": "disgust", "instance": "fear"}
@@ -320,12 +375,13 @@ def test_queue_errors_are_clear(run_project, tmp_path):
         build_queue(run_project, filters=QueueFilters(pseudo_label="joyful"))
     with pytest.raises(QueueError, match="two different classes"):
         build_queue(run_project, filters=QueueFilters(pair=("fear", "afraid")))
-    with Project.create(tmp_path / "empty") as empty:
-        with pytest.raises(QueueError, match="no finished run"):
-            build_queue(empty)
+    with Project.create(tmp_path / "empty") as empty, pytest.raises(QueueError, match="no finished run"):
+        build_queue(empty)
     with make_run_project(tmp_path / "flat", levels=False, embeddings=False) as flat:
-        with pytest.raises(QueueError, match="at least two of the semantic, text and instance levels; run 1 "
-                                             "stored no per-level probabilities"):
+        with pytest.raises(
+            QueueError,
+            match="at least two of the semantic, text and instance levels; run 1 stored no per-level probabilities",
+        ):
             build_queue(flat, strategy="disagreement")
         for needs_embeddings in ("diversity", "badge", "typical_margin"):
             with pytest.raises(QueueError, match=f"no embeddings.*the {needs_embeddings} strategy needs them"):
@@ -359,9 +415,14 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
 
 
 def test_cli_queue_json_from_a_real_process(run_project):
-    proc = subprocess.run([sys.executable, str(REPO / "main.py"), "queue", str(run_project.root), "--limit", "2",
-                           "--json"], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "queue", str(run_project.root), "--limit", "2", "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+    )
     assert proc.returncode == 0, proc.stderr
     items = json.loads(proc.stdout)
     assert [item["face_id"] for item in items] == [2, 3]
@@ -369,7 +430,9 @@ def test_cli_queue_json_from_a_real_process(run_project):
 
 
 def test_cli_queue_table_and_errors(run_project, capsys, tmp_path):
-    code, out, err = run_cli(capsys, "queue", run_project.root, "--strategy", "near_threshold", "--pair", "fear,surprise")
+    code, out, err = run_cli(
+        capsys, "queue", run_project.root, "--strategy", "near_threshold", "--pair", "fear,surprise"
+    )
     assert code == 0 and "Run 1, near_threshold: 1 face(s)" in out and "0.02 under the fear threshold" in out
     assert "note:" not in err
     with make_run_project(tmp_path / "high", thresholds={name: 0.95 for name in NAMES}) as project:
@@ -405,7 +468,11 @@ def test_cli_label_undo_redo_history(run_project, capsys):
     code, out, _ = run_cli(capsys, "history", root, "--json")
     entries = json.loads(out)
     assert [(e["face_id"], e["new_label"], e["undone_at"] is None) for e in entries] == [
-        (5, "disgust", False), (4, "disgust", False), (3, "sadness", True), (2, "fear", True)]
+        (5, "disgust", False),
+        (4, "disgust", False),
+        (3, "sadness", True),
+        (2, "fear", True),
+    ]
     assert entries[2]["suggestion"] == "sadness" and entries[2]["run_id"] == 1
     assert entries[3]["suggestion"] == "fear"  # the CLI records the latest run's suggestion
     code, out, _ = run_cli(capsys, "history", root)

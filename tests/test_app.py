@@ -1,4 +1,5 @@
 """The studio's main window, offscreen: counts, filters, thumbnails, imports, errors, first start."""
+
 from __future__ import annotations
 
 import shutil
@@ -9,15 +10,15 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl  # noqa: E402
-from PySide6.QtGui import QDropEvent  # noqa: E402
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QDropEvent
 
-from core.ingest.demo import DemoSettings, create_demo_project  # noqa: E402
-from core.paths import default_demo_project  # noqa: E402
-from core.store.project import Project  # noqa: E402
-from core.store.queries import list_faces, project_stats  # noqa: E402
-from core.thumbnails import thumbnail_path  # noqa: E402
-from tests.imagegen import face_like, save, write_class_folders  # noqa: E402
+from core.ingest.demo import DemoSettings, create_demo_project
+from core.paths import default_demo_project
+from core.store.project import Project
+from core.store.queries import list_faces, project_stats
+from core.thumbnails import thumbnail_path
+from tests.imagegen import face_like, save, write_class_folders
 
 SMALL_DEMO = DemoSettings(train_per_class=8, val_per_class=3, labeled_per_class=2)
 
@@ -247,15 +248,22 @@ def test_dropping_a_folder_starts_the_import(qtbot, opened, dialogs, tmp_path):
     source = write_class_folders(tmp_path / "dropped", {"neutral": 2}, seed0=40_000)
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(source))])
-    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                       Qt.KeyboardModifier.NoModifier)
+    event = QDropEvent(
+        QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    )
     with qtbot.waitSignal(opened.importer.finished, timeout=30_000) as signal:
         opened.dropEvent(event)
     assert signal.args[0].imported == 2
     # Files that are neither folders nor CSV manifests are not accepted.
     mime.setUrls([QUrl.fromLocalFile(str(next(source.rglob("*.png"))))])
-    assert opened._dropped_path(QDropEvent(QPointF(1, 1), Qt.DropAction.CopyAction, mime,
-                                           Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)) is None
+    assert (
+        opened._dropped_path(
+            QDropEvent(
+                QPointF(1, 1), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+            )
+        )
+        is None
+    )
 
 
 def test_opening_a_non_project_folder_shows_an_error_and_keeps_the_project(opened, dialogs, demo_path, tmp_path):

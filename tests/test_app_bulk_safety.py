@@ -2,6 +2,7 @@
 are labeled and how many lie in val/test, its default (Enter) changes only unlabeled train faces;
 smaller selections leave those faces out and say so; the context menu includes them on request;
 a storage failure is put in plain words. Assertions read the database."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -12,17 +13,17 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import Qt  # noqa: E402
-from sqlalchemy import select  # noqa: E402
-from sqlalchemy.exc import OperationalError  # noqa: E402
+from PySide6.QtCore import Qt
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
-from app.bulk_scope import BULK_CONFIRM_OVER, BulkAction, question, scope_choices  # noqa: E402
-from core import labeling  # noqa: E402
-from core.store.models import Image, Label  # noqa: E402
-from core.store.project import Project  # noqa: E402
-from tests.studio_runs import FACES, make_demo, project_copy, studio_window  # noqa: E402
-from tests.test_app import FakeDialogs  # noqa: E402
-from tests.test_app_review import KEY_OF, select_rows  # noqa: E402
+from app.bulk_scope import BULK_CONFIRM_OVER, BulkAction, question, scope_choices
+from core import labeling
+from core.store.models import Image, Label
+from core.store.project import Project
+from tests.studio_runs import FACES, make_demo, project_copy, studio_window
+from tests.test_app import FakeDialogs
+from tests.test_app_review import KEY_OF, select_rows
 
 TRAIN_LABELED, VAL_TEST = 14, 21  # the small demo: 2 of 8 train faces per class labeled, 3 val per class
 UNLABELED_TRAIN = FACES - TRAIN_LABELED - VAL_TEST
@@ -75,9 +76,11 @@ def faces_by_kind(root: Path) -> dict[str, list[int]]:
     with Project.open(root) as project, project.session() as session:
         splits = dict(session.execute(select(Image.id, Image.split)).all())
     labeled = labels(root)
-    return {"val_test": sorted(f for f, s in splits.items() if s != "train"),
-            "labeled": sorted(f for f, s in splits.items() if s == "train" and f in labeled),
-            "unlabeled": sorted(f for f, s in splits.items() if s == "train" and f not in labeled)}
+    return {
+        "val_test": sorted(f for f, s in splits.items() if s != "train"),
+        "labeled": sorted(f for f, s in splits.items() if s == "train" and f in labeled),
+        "unlabeled": sorted(f for f, s in splits.items() if s == "train" and f not in labeled),
+    }
 
 
 def select_all_faces(window) -> None:
@@ -93,8 +96,11 @@ def test_enter_on_the_bulk_question_labels_only_unlabeled_train_faces(qtbot, win
     qtbot.keyClick(window.grid, KEY_OF["surprise"])
     [(message, choices)] = dialogs.questions
     assert message.startswith(f"{FACES} faces selected: {TRAIN_LABELED} already labeled, {VAL_TEST} in val/test.")
-    assert choices == [f"Label {UNLABELED_TRAIN} unlabeled train faces as surprise",
-                       f"Include the {TRAIN_LABELED} labeled ones", f"Include val/test too (all {FACES})"]
+    assert choices == [
+        f"Label {UNLABELED_TRAIN} unlabeled train faces as surprise",
+        f"Include the {TRAIN_LABELED} labeled ones",
+        f"Include val/test too (all {FACES})",
+    ]
     after = labels(root)
     assert {f: after[f] for f in before} == before  # labeled train and val/test faces untouched
     assert {after[f] for f in kinds["unlabeled"]} == {"surprise"}
@@ -103,8 +109,7 @@ def test_enter_on_the_bulk_question_labels_only_unlabeled_train_faces(qtbot, win
     assert f"Left out: {TRAIN_LABELED} already labeled, {VAL_TEST} in val/test" in status
 
 
-def test_the_other_choices_include_labeled_then_val_test_faces_and_cancel_changes_nothing(
-        qtbot, window, root, dialogs):
+def test_the_other_choices_include_labeled_then_val_test_faces_and_cancel_changes_nothing(qtbot, window, root, dialogs):
     before, kinds = labels(root), faces_by_kind(root)
     select_all_faces(window)
     dialogs.pick = None
@@ -158,8 +163,11 @@ def test_the_real_question_defaults_to_the_safe_choice_and_escape_cancels(qtbot)
     summary = labeling.SelectionSummary(135, 12, 3)
     action = BulkAction.label("surprise")
     choices = [text for text, _scope in scope_choices(action, summary)]
-    assert choices == ["Label 120 unlabeled train faces as surprise", "Include the 12 labeled ones",
-                       "Include val/test too (all 135)"]
+    assert choices == [
+        "Label 120 unlabeled train faces as surprise",
+        "Include the 12 labeled ones",
+        "Include val/test too (all 135)",
+    ]
     for key, expected in ((Qt.Key.Key_Return, 0), (Qt.Key.Key_Escape, None)):
         box, buttons = choice_box(None, "Change many faces", question(action, summary), choices)
         qtbot.addWidget(box)

@@ -1,5 +1,6 @@
 """The studio's workers get their share of the cores; after an import the features are computed
 in the background, shown in the status bar and cancellable."""
+
 from __future__ import annotations
 
 import sys
@@ -12,8 +13,10 @@ from core.threads import THREADS_ENV, studio_worker_threads
 from tests.imagegen import write_class_folders
 
 WORKER_TIMEOUT_MS = 180_000
-REPORT_THREADS = ("import json, os; print(json.dumps({'event': 'finished', "
-                  f"'threads': os.environ['{THREADS_ENV}'], 'omp': os.environ['OMP_NUM_THREADS']}}))")
+REPORT_THREADS = (
+    "import json, os; print(json.dumps({'event': 'finished', "
+    f"'threads': os.environ['{THREADS_ENV}'], 'omp': os.environ['OMP_NUM_THREADS']}}))"
+)
 
 
 def test_each_worker_gets_its_share_of_the_cores(qtbot):

@@ -2,6 +2,7 @@
 key labels the face instead of editing the annotator's name; the name changes only through an
 explicit, confirmed step; and the class-description editor never drops unsaved edits on Close.
 Assertions read the database and the files on disk, not just the widgets."""
+
 from __future__ import annotations
 
 import json
@@ -12,15 +13,15 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import Qt  # noqa: E402
-from PySide6.QtWidgets import QApplication, QWidget  # noqa: E402
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication, QWidget
 
-from app.annotator_field import AnnotatorField  # noqa: E402
-from core.encoders.text import load_descriptions, project_descriptions_path  # noqa: E402
-from core.store.models import Label  # noqa: E402
-from core.store.project import Project  # noqa: E402
-from tests.studio_runs import make_demo, project_copy, studio_window  # noqa: E402
-from tests.test_app import FakeDialogs  # noqa: E402
+from app.annotator_field import AnnotatorField
+from core.encoders.text import load_descriptions, project_descriptions_path
+from core.store.models import Label
+from core.store.project import Project
+from tests.studio_runs import make_demo, project_copy, studio_window
+from tests.test_app import FakeDialogs
 
 ANNOTATOR = "tester"
 DISGUST_KEY = "3"  # core/resources/classes.json
@@ -175,8 +176,7 @@ EDITED_FEAR = ["eyes wide with terror"]
 
 
 @pytest.mark.parametrize("close_by", ["button", "escape", "window"])
-def test_closing_the_editor_with_unsaved_edits_asks_and_cancel_keeps_them(qtbot, window, root, dialogs,
-                                                                        close_by):
+def test_closing_the_editor_with_unsaved_edits_asks_and_cancel_keeps_them(qtbot, window, root, dialogs, close_by):
     editor = open_editor(window)
     editor.set_descriptions("fear", EDITED_FEAR)
     dialogs.unsaved_answer = "cancel"
@@ -239,8 +239,7 @@ def test_closing_the_studio_asks_about_the_editors_unsaved_edits(qtbot, window, 
     assert json.loads(project_descriptions_path(root).read_text())["fear"] == EDITED_FEAR
 
 
-def test_opening_another_project_settles_the_editors_edits_first(window, root, dialogs, focus_template,
-                                                                 tmp_path):
+def test_opening_another_project_settles_the_editors_edits_first(window, root, dialogs, focus_template, tmp_path):
     other = project_copy(focus_template, tmp_path / "other")
     editor = open_editor(window)
     editor.set_descriptions("fear", EDITED_FEAR)

@@ -1,6 +1,7 @@
 """Live refits in the studio: corrections trigger a refit of the current run in the warm worker,
 its run replaces the current one in place (the face being labeled stays current, the map keeps
 its selection), and a worker that crashes is restarted with one message, or given up on."""
+
 from __future__ import annotations
 
 import io
@@ -15,15 +16,15 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QObject, Signal  # noqa: E402
+from PySide6.QtCore import QObject, Signal
 
-from app import settings as studio  # noqa: E402
-from app import warm_worker as warm  # noqa: E402
-from core.store.project import Project  # noqa: E402
-from core.training.events import JsonEvents  # noqa: E402
-from core.training.refit import refit  # noqa: E402
-from tests.studio_runs import make_demo, project_copy, studio_window  # noqa: E402
-from tests.test_app import FakeDialogs  # noqa: E402
+from app import settings as studio
+from app import warm_worker as warm
+from core.store.project import Project
+from core.training.events import JsonEvents
+from core.training.refit import refit
+from tests.studio_runs import make_demo, project_copy, studio_window
+from tests.test_app import FakeDialogs
 
 EVERY = 3
 WORKER_TIMEOUT_MS = 240_000  # a loaded 2-core machine: torch's import, then a refit
@@ -84,8 +85,16 @@ class FakeWorker(QObject):
                 outcome = refit(project, request["run"], JsonEvents(io.StringIO()), steps=5)
             assert outcome.status == "finished", outcome
             run = outcome.run_id
-        self.job_ended.emit({"event": "idle", "id": request["id"], "command": "refit", "status": status,
-                             "run": run, "error": "" if status == "finished" else "run 1 is not finished"})
+        self.job_ended.emit(
+            {
+                "event": "idle",
+                "id": request["id"],
+                "command": "refit",
+                "status": status,
+                "run": run,
+                "error": "" if status == "finished" else "run 1 is not finished",
+            }
+        )
         return run
 
 
@@ -183,8 +192,7 @@ def test_a_pause_refits_after_one_correction(qtbot, demo, dialogs):
     assert live.in_flight.labels == 1
 
 
-def test_refits_wait_for_a_training_run_and_a_failed_one_for_the_next_correction(qtbot, demo, dialogs,
-                                                                                    monkeypatch):
+def test_refits_wait_for_a_training_run_and_a_failed_one_for_the_next_correction(qtbot, demo, dialogs, monkeypatch):
     refit_settings()
     worker = FakeWorker()
     window, live = live_window(qtbot, demo, dialogs, worker)
@@ -276,9 +284,11 @@ def test_the_warm_worker_refits_and_a_crash_restarts_it_with_one_message(qtbot, 
 
 def test_a_worker_that_keeps_crashing_is_given_up_with_one_dialog(qtbot, demo, dialogs, monkeypatch):
     monkeypatch.delenv(studio.LIVE_REFIT_ENV, raising=False)
-    monkeypatch.setattr(warm, "serve_command", lambda root: (sys.executable, ["-c", "import sys; "
-                                                                                   "print('boom', file=sys.stderr); "
-                                                                                   "sys.exit(3)"]))
+    monkeypatch.setattr(
+        warm,
+        "serve_command",
+        lambda root: (sys.executable, ["-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)"]),
+    )
     monkeypatch.setattr(warm, "RESTART_DELAY_MS", 50)
     refit_settings()
     window = studio_window(qtbot, demo, dialogs)

@@ -1,5 +1,6 @@
 """The embedding map: run data as arrays, level disagreement, selection geometry, colouring,
 hover, selection filtering the grid, empty states, and drawing speed with 30,000 points."""
+
 from __future__ import annotations
 
 import time
@@ -11,19 +12,19 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QEvent, QItemSelectionModel, QPoint, QPointF, Qt  # noqa: E402
-from PySide6.QtGui import QColor, QMouseEvent  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
-from sqlalchemy import func, insert, select, update  # noqa: E402
+from PySide6.QtCore import QEvent, QItemSelectionModel, QPoint, QPointF, Qt
+from PySide6.QtGui import QColor, QMouseEvent
+from PySide6.QtWidgets import QApplication
+from sqlalchemy import func, insert, select, update
 
-from core.classes import class_names  # noqa: E402
-from core.geometry import points_in_polygon, points_in_rect  # noqa: E402
-from core.store.models import Image, Label, Prediction, Projection, Run  # noqa: E402
-from core.store.project import Project  # noqa: E402
-from core.active.scores import js_divergence  # noqa: E402
-from core.run_data import RunMap, level_disagreement, load_run_map  # noqa: E402
-from tests.studio_runs import FACES, make_demo, project_copy, studio_window  # noqa: E402
-from tests.test_app import FakeDialogs  # noqa: E402
+from core.active.scores import js_divergence
+from core.classes import class_names
+from core.geometry import points_in_polygon, points_in_rect
+from core.run_data import RunMap, level_disagreement, load_run_map
+from core.store.models import Image, Label, Prediction, Projection, Run
+from core.store.project import Project
+from tests.studio_runs import FACES, make_demo, project_copy, studio_window
+from tests.test_app import FakeDialogs
 
 COLUMNS = 11  # known coordinates: the k-th face (in id order) sits at (k % 11, k // 11)
 
@@ -48,11 +49,15 @@ def window(qtbot, run_project):
 def put_on_grid(root: Path) -> list[int]:
     """Move every face of run 1's map to known coordinates; returns the face ids in id order."""
     with Project.open(root) as project, project.session() as session:
-        ids = list(session.scalars(select(Projection.image_id).where(Projection.run_id == 1)
-                                   .order_by(Projection.image_id)))
+        ids = list(
+            session.scalars(select(Projection.image_id).where(Projection.run_id == 1).order_by(Projection.image_id))
+        )
         for k, face_id in enumerate(ids):
-            session.execute(update(Projection).where(Projection.run_id == 1, Projection.image_id == face_id)
-                            .values(x=float(k % COLUMNS), y=float(k // COLUMNS)))
+            session.execute(
+                update(Projection)
+                .where(Projection.run_id == 1, Projection.image_id == face_id)
+                .values(x=float(k % COLUMNS), y=float(k // COLUMNS))
+            )
     return ids
 
 
@@ -93,8 +98,9 @@ def test_rectangle_and_polygon_hold_exactly_the_points_inside():
 def test_a_run_loads_as_arrays(run_project):
     with Project.open(run_project) as project, project.session() as session:
         run_map = load_run_map(session, 1)
-        fused = dict(session.execute(select(Prediction.image_id, Prediction.p_fused)
-                                     .where(Prediction.run_id == 1)).all())
+        fused = dict(
+            session.execute(select(Prediction.image_id, Prediction.p_fused).where(Prediction.run_id == 1)).all()
+        )
         labels = dict(session.execute(select(Label.image_id, Label.label)).all())
     assert run_map.method == "pca" and run_map.methods == ("pca",)
     assert len(run_map) == FACES and run_map.xy.shape == (FACES, 2) and list(run_map.ids) == sorted(run_map.ids)
@@ -112,21 +118,45 @@ def test_thirty_thousand_faces_load_fast(tmp_path):
     n = 30_000
     with Project.create(tmp_path / "big") as project:
         with project.session() as session:
-            session.execute(insert(Image), [{"id": i, "path": f"f{i}.png", "content_hash": f"{i:064d}",
-                                              "width": 48, "height": 48} for i in range(1, n + 1)])
+            session.execute(
+                insert(Image),
+                [
+                    {"id": i, "path": f"f{i}.png", "content_hash": f"{i:064d}", "width": 48, "height": 48}
+                    for i in range(1, n + 1)
+                ],
+            )
             run = Run(algorithm="sitfer", encoder="tiny", status="finished")
             session.add(run)
             session.flush()
             rng = np.random.default_rng(0)
             probs = rng.dirichlet(np.ones(7), size=(3, n)).round(5).tolist()
-            session.execute(insert(Prediction), [{
-                "run_id": run.id, "image_id": i + 1, "p_semantic": probs[0][i], "p_text": probs[1][i],
-                "p_instance": probs[2][i], "p_fused": probs[0][i], "pseudo_label": "fear", "confidence": 0.5,
-                "passed_threshold": False} for i in range(n)])
-            session.execute(insert(Projection), [{"run_id": run.id, "image_id": i + 1, "method": "umap",
-                                                  "x": float(i % 173), "y": float(i // 173)} for i in range(n)])
-            session.execute(insert(Label), [{"image_id": i, "label": "anger", "source": "imported"}
-                                            for i in range(1, n + 1, 10)])
+            session.execute(
+                insert(Prediction),
+                [
+                    {
+                        "run_id": run.id,
+                        "image_id": i + 1,
+                        "p_semantic": probs[0][i],
+                        "p_text": probs[1][i],
+                        "p_instance": probs[2][i],
+                        "p_fused": probs[0][i],
+                        "pseudo_label": "fear",
+                        "confidence": 0.5,
+                        "passed_threshold": False,
+                    }
+                    for i in range(n)
+                ],
+            )
+            session.execute(
+                insert(Projection),
+                [
+                    {"run_id": run.id, "image_id": i + 1, "method": "umap", "x": float(i % 173), "y": float(i // 173)}
+                    for i in range(n)
+                ],
+            )
+            session.execute(
+                insert(Label), [{"image_id": i, "label": "anger", "source": "imported"} for i in range(1, n + 1, 10)]
+            )
         with project.session() as session:
             started = time.perf_counter()
             run_map = load_run_map(session, run.id)
@@ -171,15 +201,25 @@ def test_each_colouring_gives_one_brush_per_point(window):
     assert names[7].startswith("unlabeled")
     # Labeled faces are drawn last, so unlabeled ones never hide them.
     order = label_colors.order
-    assert (data.labels[order][-int((data.labels >= 0).sum()):] >= 0).all()
+    assert (data.labels[order][-int((data.labels >= 0).sum()) :] >= 0).all()
 
 
 def test_disagreement_of_a_single_level_run_says_so(window):
     from app.map_colors import color_points
 
     data = window.map_view.data
-    single = RunMap(data.run_id, data.method, data.methods, data.ids, data.xy, data.labels, data.pseudo,
-                    data.confidence, {"semantic": data.levels["semantic"]}, None)
+    single = RunMap(
+        data.run_id,
+        data.method,
+        data.methods,
+        data.ids,
+        data.xy,
+        data.labels,
+        data.pseudo,
+        data.confidence,
+        {"semantic": data.levels["semantic"]},
+        None,
+    )
     colors = color_points(single, "disagreement")
     assert len(colors.brushes) == FACES and "one level" in colors.note
 
@@ -230,16 +270,25 @@ def test_dragging_a_rectangle_with_the_mouse_selects(qtbot, run_project, window)
 
 def drag(qtbot, widget, start: QPoint, end: QPoint, steps: int = 8) -> None:
     """A left-button drag. Sent as events because QTest's mouseMove carries no pressed buttons."""
+
     def send(kind, pos: QPoint, button, buttons) -> None:
-        QApplication.sendEvent(widget, QMouseEvent(kind, QPointF(pos), QPointF(widget.mapToGlobal(pos)),
-                                                   button, buttons, Qt.KeyboardModifier.NoModifier))
+        QApplication.sendEvent(
+            widget,
+            QMouseEvent(
+                kind, QPointF(pos), QPointF(widget.mapToGlobal(pos)), button, buttons, Qt.KeyboardModifier.NoModifier
+            ),
+        )
 
     left, none = Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton
     send(QEvent.Type.MouseButtonPress, start, left, left)
     for t in np.linspace(0.1, 1.0, steps):
         qtbot.wait(20)  # pyqtgraph drops mouse moves closer than 10 ms apart
-        send(QEvent.Type.MouseMove, QPoint(int(start.x() + t * (end.x() - start.x())),
-                                           int(start.y() + t * (end.y() - start.y()))), none, left)
+        send(
+            QEvent.Type.MouseMove,
+            QPoint(int(start.x() + t * (end.x() - start.x())), int(start.y() + t * (end.y() - start.y()))),
+            none,
+            left,
+        )
     qtbot.wait(20)
     send(QEvent.Type.MouseButtonRelease, end, left, none)
 
@@ -286,8 +335,10 @@ def test_hover_shows_the_face_with_its_label_and_pseudo_label(qtbot, window):
     names = class_names()
     assert f"label: {names[data.labels[shown]]}" in text and f"pseudo-label: {names[data.pseudo[shown]]}" in text
     assert "level disagreement" in text and view.hover_card.isVisible()
-    qtbot.waitUntil(lambda: view.hover_card.image.pixmap() is not None
-                    and not view.hover_card.image.pixmap().isNull(), timeout=10_000)
+    qtbot.waitUntil(
+        lambda: view.hover_card.image.pixmap() is not None and not view.hover_card.image.pixmap().isNull(),
+        timeout=10_000,
+    )
     # Far from every point: the card goes away.
     corner = view.view.sceneBoundingRect().topLeft()
     view._mouse_moved((corner + QPointF(1, 1),))
@@ -326,11 +377,18 @@ def test_pan_frame_time_with_thirty_thousand_points(qtbot, window, capsys):
     centers = rng.normal(size=(7, 2)) * 6
     classes = rng.integers(0, 7, n)
     levels = {name: rng.dirichlet(np.ones(7), n).astype(np.float32) for name in ("semantic", "text", "instance")}
-    data = RunMap(run_id=1, method="umap", methods=("umap", "pca"), ids=np.arange(1, n + 1),
-                  xy=(centers[classes] + rng.normal(size=(n, 2))).astype(np.float32),
-                  labels=np.where(rng.random(n) < 0.1, classes, -1).astype(np.int16),
-                  pseudo=classes.astype(np.int16), confidence=rng.uniform(0.2, 1, n).astype(np.float32),
-                  levels=levels, disagreement=level_disagreement(levels))
+    data = RunMap(
+        run_id=1,
+        method="umap",
+        methods=("umap", "pca"),
+        ids=np.arange(1, n + 1),
+        xy=(centers[classes] + rng.normal(size=(n, 2))).astype(np.float32),
+        labels=np.where(rng.random(n) < 0.1, classes, -1).astype(np.int16),
+        pseudo=classes.astype(np.int16),
+        confidence=rng.uniform(0.2, 1, n).astype(np.float32),
+        levels=levels,
+        disagreement=level_disagreement(levels),
+    )
     window.resize(1600, 1000)
     window.show()
     qtbot.waitExposed(window)
@@ -354,9 +412,11 @@ def test_pan_frame_time_with_thirty_thousand_points(qtbot, window, capsys):
             frames.append(time.perf_counter() - tick)
         frame_ms = 1000 * float(np.median(frames))
         with capsys.disabled():
-            print(f"\npan frame with {n:,} points, colour by {mode}, {size} px: "
-                  f"median {frame_ms:.1f} ms, worst {1000 * max(frames):.1f} ms (setData+first draw "
-                  f"{first_draw * 1000:.0f} ms)")
+            print(
+                f"\npan frame with {n:,} points, colour by {mode}, {size} px: "
+                f"median {frame_ms:.1f} ms, worst {1000 * max(frames):.1f} ms (setData+first draw "
+                f"{first_draw * 1000:.0f} ms)"
+            )
         assert len(frames) == 40 and not plot.grab().isNull()
     # A lasso over 30,000 points selects exactly the points inside it.
     polygon = np.array([(-20.0, -20.0), (20.0, -20.0), (0.0, 20.0)])
@@ -369,8 +429,9 @@ def test_a_running_runs_pca_map_is_previewed_until_the_run_ends(window):
     state.set_current_run(None, force=True)
     assert view.pages.currentWidget() is view.empty
     # The worker wrote predictions and the PCA map and is computing UMAP: the panel hears of it.
-    window.training._event({"event": "map", "run": 1, "method": "pca", "final": False,
-                            "message": "the PCA map is written"})
+    window.training._event(
+        {"event": "map", "run": 1, "method": "pca", "final": False, "message": "the PCA map is written"}
+    )
     assert view.pages.currentWidget() is view.map_page and len(view.scatter.data) == FACES
     assert "PCA preview" in view.info.text() and "still running" in view.info.text()
     window.training._event({"event": "map", "run": 1, "method": "umap", "final": True, "message": "done"})

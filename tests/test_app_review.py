@@ -3,6 +3,7 @@ empty state), the detail panel (absent levels, provenance, nearest labeled faces
 flow through core.labeling (label, accept, skip, clear, undo/redo across a restart), bulk
 labeling of a selection and of the map's lasso, the shortcut help, and the description
 editor's save and re-score. Assertions read the database, not just the widgets."""
+
 from __future__ import annotations
 
 import json
@@ -14,17 +15,17 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QItemSelection, QItemSelectionModel, Qt  # noqa: E402
-from sqlalchemy import select  # noqa: E402
+from PySide6.QtCore import QItemSelection, QItemSelectionModel, Qt
+from sqlalchemy import select
 
-from core.active import STRATEGIES, QueueFilters, build_queue  # noqa: E402
-from core.classes import class_names, expression_classes  # noqa: E402
-from core.encoders.text import load_descriptions, project_descriptions_path  # noqa: E402
-from core.geometry import points_in_polygon  # noqa: E402
-from core.store.models import Correction, Image, Label, Prediction  # noqa: E402
-from core.store.project import Project  # noqa: E402
-from tests.studio_runs import FACES, make_demo, project_copy, studio_window  # noqa: E402
-from tests.test_app import FakeDialogs  # noqa: E402
+from core.active import STRATEGIES, QueueFilters, build_queue
+from core.classes import class_names, expression_classes
+from core.encoders.text import load_descriptions, project_descriptions_path
+from core.geometry import points_in_polygon
+from core.store.models import Correction, Image, Label, Prediction
+from core.store.project import Project
+from tests.studio_runs import FACES, make_demo, project_copy, studio_window
+from tests.test_app import FakeDialogs
 
 FIXMATCH_RUN, SITFER_RUN = 1, 2  # the template's runs; the newest (sitfer) is current on opening
 ANNOTATOR = "tester"
@@ -137,13 +138,17 @@ def test_filters_and_limit_give_cores_queue(qtbot, window, review_project):
     review.limit_spin.setValue(20)
     shown = wait_for_queue(qtbot, window)
     with Project.open(review_project) as project:
-        assert shown == [i.face_id for i in build_queue(project, SITFER_RUN, "margin", 20, split=None,
-                                                        filters=QueueFilters(labels="all"))]
+        assert shown == [
+            i.face_id
+            for i in build_queue(project, SITFER_RUN, "margin", 20, split=None, filters=QueueFilters(labels="all"))
+        ]
         assert len(shown) == 20
         top_pair = build_queue(project, SITFER_RUN, "margin", 1, split=None, filters=QueueFilters(labels="all"))[0]
         pair = (top_pair.pseudo_label, top_pair.runner_up)
         # The combo spells a pair one way (the common confusions as people say them: fear/surprise).
-        spelled = next(f"{one}/{two}" for one, two in (pair, pair[::-1]) if review.pair_combo.findData(f"{one}/{two}") > 0)
+        spelled = next(
+            f"{one}/{two}" for one, two in (pair, pair[::-1]) if review.pair_combo.findData(f"{one}/{two}") > 0
+        )
         review.set_choice(review.pair_combo, spelled)
         assert review.pair_combo.currentIndex() > 0
         review.set_choice(review.pseudo_combo, top_pair.pseudo_label)
@@ -179,7 +184,11 @@ def test_a_number_key_labels_the_face_and_moves_on(qtbot, window, review_project
     assert label_row(review_project, first) == ("disgust", "annotator", ANNOTATOR)
     [correction] = corrections(review_project)
     assert (correction.image_id, correction.new_label, correction.suggestion, correction.run_id) == (
-        first, "disgust", item.pseudo_label, SITFER_RUN)
+        first,
+        "disgust",
+        item.pseudo_label,
+        SITFER_RUN,
+    )
     # Auto-advance: the next face is current and in the detail panel; the grid, the counts and
     # the status bar show the new label.
     assert grid.current_face().id == second and window.detail.face_id == second
@@ -349,17 +358,21 @@ def test_detail_panel_gives_provenance_and_nearest_labeled_faces(qtbot, window, 
     qtbot.waitUntil(lambda: bool(detail.strip.neighbours), timeout=10_000)
     neighbours = [n for n, _face in detail.strip.neighbours]
     with Project.open(review_project) as project, project.session() as session:
-        labeled = dict(session.execute(select(Label.image_id, Label.label).join(
-            Prediction, Prediction.image_id == Label.image_id)).all())
+        labeled = dict(
+            session.execute(
+                select(Label.image_id, Label.label).join(Prediction, Prediction.image_id == Label.image_id)
+            ).all()
+        )
         from core.active.data import load_embeddings
         from core.store.models import Image
+
         train = set(session.scalars(select(Image.id).where(Image.split == "train")))
         ids = np.array(sorted(f for f in labeled if f in train and f != imported))
         _found, vectors = load_embeddings(session, SITFER_RUN, ids)
         _found, query = load_embeddings(session, SITFER_RUN, np.array([imported]))
     vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     similarity = vectors @ (query[0] / np.linalg.norm(query[0]))
-    best = np.argsort(-similarity)[:len(neighbours)]
+    best = np.argsort(-similarity)[: len(neighbours)]
     assert [n.face_id for n in neighbours] == ids[best].tolist()
     assert [n.label for n in neighbours] == [labeled[f] for f in ids[best]]
     assert np.allclose([n.similarity for n in neighbours], similarity[best], atol=1e-5)
@@ -410,10 +423,10 @@ def test_description_editor_saves_and_rescores_the_text_level(qtbot, window, rev
 
 
 def test_detail_panel_draws_the_face_mesh_when_asked(qtbot, window, review_project):
+    import shutil
+
     from core.training.data import load_face_table
     from core.training.geometry import LandmarkCache
-
-    import shutil
 
     with Project.open(review_project) as project:  # a project whose meshes are not computed yet
         shutil.rmtree(LandmarkCache(project.cache_dir("features")).folder)

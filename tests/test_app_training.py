@@ -1,5 +1,6 @@
 """Training from the studio: the worker runs as its own process and is followed through its JSON
 events; finished, cancelled and failed runs end visibly; the history and the map follow."""
+
 from __future__ import annotations
 
 import io
@@ -11,17 +12,17 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from core.cli import build_parser  # noqa: E402
-from core.cli.train_cmds import settings_from_args, train_argv  # noqa: E402
-from core.ssl.algorithms import MethodConfig  # noqa: E402
-from core.store.project import Project  # noqa: E402
-from core.store.models import Run  # noqa: E402
-from core.training.loop import LoopConfig  # noqa: E402
-from core.training.settings import TrainSettings  # noqa: E402
-from core.training.events import PHASES, JsonEvents  # noqa: E402
-from core.training.worker import train  # noqa: E402
-from tests.studio_runs import SMALL_DEMO, FACES, make_demo, project_copy, quick_settings, studio_window  # noqa: E402
-from tests.test_app import FakeDialogs  # noqa: E402
+from core.cli import build_parser
+from core.cli.train_cmds import settings_from_args, train_argv
+from core.ssl.algorithms import MethodConfig
+from core.store.models import Run
+from core.store.project import Project
+from core.training.events import PHASES, JsonEvents
+from core.training.loop import LoopConfig
+from core.training.settings import TrainSettings
+from core.training.worker import train
+from tests.studio_runs import FACES, SMALL_DEMO, make_demo, project_copy, quick_settings, studio_window
+from tests.test_app import FakeDialogs
 
 WORKER_TIMEOUT_MS = 180_000
 
@@ -72,16 +73,23 @@ def test_json_lines_are_parsed_across_split_reads_and_junk_is_text():
     from app.worker_process import JsonLineBuffer
 
     buffer = JsonLineBuffer()
-    chunks = [b'{"event": "sta', b'rted", "run": 4}\n{"event": "progress", "step": 1,', b' "total": 2}\n',
-              b"plain text from a library\n{not json}\n[1, 2]\n", b'{"no_event": 1}\n\n',
-              "{\"event\": \"info\", \"message\": \"caf\u00e9\"}\n".encode()[:-6],
-              "{\"event\": \"info\", \"message\": \"caf\u00e9\"}\n".encode()[-6:],
-              b'{"event": "finished", "run": 4}']  # the last line has no newline
+    chunks = [
+        b'{"event": "sta',
+        b'rted", "run": 4}\n{"event": "progress", "step": 1,',
+        b' "total": 2}\n',
+        b"plain text from a library\n{not json}\n[1, 2]\n",
+        b'{"no_event": 1}\n\n',
+        '{"event": "info", "message": "caf\u00e9"}\n'.encode()[:-6],
+        '{"event": "info", "message": "caf\u00e9"}\n'.encode()[-6:],
+        b'{"event": "finished", "run": 4}',
+    ]  # the last line has no newline
     items = [item for chunk in chunks for item in buffer.feed(chunk)] + buffer.flush()
     assert items == [
         ("event", {"event": "started", "run": 4}),
         ("event", {"event": "progress", "step": 1, "total": 2}),
-        ("text", "plain text from a library"), ("text", "{not json}"), ("text", "[1, 2]"),
+        ("text", "plain text from a library"),
+        ("text", "{not json}"),
+        ("text", "[1, 2]"),
         ("text", '{"no_event": 1}'),
         ("event", {"event": "info", "message": "caf\u00e9"}),  # a UTF-8 character split across reads
         ("event", {"event": "finished", "run": 4}),
@@ -90,17 +98,24 @@ def test_json_lines_are_parsed_across_split_reads_and_junk_is_text():
 
 
 def test_the_worker_command_line_round_trips_through_the_train_parser():
-    settings = TrainSettings(algorithm="fixmatch", encoder="clip:ViT-B-32:openai", mode="finetune", device="cpu",
-                             method=MethodConfig(use_text=False, dynamic_threshold=False, threshold=0.9,
-                                                 weights=(1.0, 0.5, 2.0)),
-                             loop=LoopConfig(steps=77, batch_size=8, seed=5, lr=3e-4), projection="none")
+    settings = TrainSettings(
+        algorithm="fixmatch",
+        encoder="clip:ViT-B-32:openai",
+        mode="finetune",
+        device="cpu",
+        method=MethodConfig(use_text=False, dynamic_threshold=False, threshold=0.9, weights=(1.0, 0.5, 2.0)),
+        loop=LoopConfig(steps=77, batch_size=8, seed=5, lr=3e-4),
+        projection="none",
+    )
     argv = train_argv("/some/project", settings)
     assert argv[:2] == ["train", "/some/project"] and argv[argv.index("--events") + 1] == "json"
     assert "--no-text" in argv and "--no-dynamic-threshold" in argv and "--instance" not in argv
     args = build_parser().parse_args(argv)
     assert settings_from_args(args).to_dict() == settings.to_dict()
-    assert settings_from_args(build_parser().parse_args(train_argv("p", TrainSettings()))).to_dict() \
+    assert (
+        settings_from_args(build_parser().parse_args(train_argv("p", TrainSettings()))).to_dict()
         == TrainSettings().to_dict()
+    )
     # A descriptions file: absolute on the command line; a run's own copy is relative to its project.
     given = settings_from_args(build_parser().parse_args(["train", "p", "--descriptions", "mine.json"]))
     assert Path(given.descriptions).is_absolute() and Path(given.descriptions).name == "mine.json"
@@ -119,7 +134,12 @@ def test_the_form_gives_settings_and_each_algorithm_its_own_switches(qtbot):
     form.device.setCurrentText("cpu")
     settings = form.settings()
     settings.validate()
-    assert (settings.algorithm, settings.encoder, settings.projection, settings.device) == ("sitfer", "tiny", "pca", "cpu")
+    assert (settings.algorithm, settings.encoder, settings.projection, settings.device) == (
+        "sitfer",
+        "tiny",
+        "pca",
+        "cpu",
+    )
     assert settings.loop.steps == 300 and settings.loop.batch_size == 16 and settings.loop.log_every == 10
     assert not settings.method.use_instance and not settings.method.negative_learning and settings.method.use_text
     # The shared dynamic-thresholds box shows each algorithm's own default: off for sitfer, on for DTA-SNL.
@@ -195,10 +215,13 @@ def test_selecting_a_run_in_the_history_shows_its_curves(qtbot, demo, dialogs):
 
 
 def test_a_crashing_worker_shows_its_error_and_the_studio_keeps_working(qtbot, window, monkeypatch):
-    fake_worker(monkeypatch, "import sys; print('junk {not json', flush=True); "
-                             "print('{\"event\": \"progress\", \"step\": 1, \"total\": 10}', flush=True); "
-                             "sys.stderr.write('Traceback (most recent call last):\\nRuntimeError: boom\\n'); "
-                             "sys.exit(1)")
+    fake_worker(
+        monkeypatch,
+        "import sys; print('junk {not json', flush=True); "
+        'print(\'{"event": "progress", "step": 1, "total": 10}\', flush=True); '
+        "sys.stderr.write('Traceback (most recent call last):\\nRuntimeError: boom\\n'); "
+        "sys.exit(1)",
+    )
     panel = window.training
     outcome = run_to_end(qtbot, panel)
     assert outcome.status == "failed" and outcome.exit_code == 1
@@ -227,7 +250,9 @@ def test_settings_that_cannot_work_are_refused_before_launch(qtbot, window):
     panel = window.training
     quick_form(panel, encoder="resnet")
     assert not panel.start()
-    assert not panel.busy and "Cannot start" in panel.status.text() and "unknown encoder 'resnet'" in panel.status.text()
+    assert (
+        not panel.busy and "Cannot start" in panel.status.text() and "unknown encoder 'resnet'" in panel.status.text()
+    )
 
 
 def test_cancel_ends_the_run_cancelled(qtbot, window, dialogs, demo, tmp_path):
@@ -253,9 +278,12 @@ def test_cancel_ends_the_run_cancelled(qtbot, window, dialogs, demo, tmp_path):
 
 
 def test_a_worker_that_ignores_sigterm_is_killed(qtbot, window, monkeypatch):
-    fake_worker(monkeypatch, "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-                             "print('{\"event\": \"progress\", \"step\": 1, \"total\": 9}', flush=True); "
-                             "time.sleep(120)")
+    fake_worker(
+        monkeypatch,
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        'print(\'{"event": "progress", "step": 1, "total": 9}\', flush=True); '
+        "time.sleep(120)",
+    )
     panel = window.training
     with qtbot.waitSignal(panel.worker.event, timeout=30_000):
         assert panel.start()
@@ -307,12 +335,14 @@ def test_the_phase_shows_from_the_moment_start_is_pressed(qtbot, window, monkeyp
 
 
 def test_each_phase_counts_and_the_map_gets_its_own_busy_bar(qtbot, window, monkeypatch):
-    lines = [event_line(event="phase", phase="features", message="features of 77 faces"),
-             event_line(event="progress", phase="features", step=32, total=77, eta_s=12.0),
-             event_line(event="phase", phase="training", message="training 200 steps"),
-             event_line(event="progress", phase="training", step=200, total=200, eta_s=0.0),
-             event_line(event="phase", phase="predictions", message="writing"),
-             event_line(event="phase", phase="map", message="computing the UMAP map of 77 faces", eta_s=40.0)]
+    lines = [
+        event_line(event="phase", phase="features", message="features of 77 faces"),
+        event_line(event="progress", phase="features", step=32, total=77, eta_s=12.0),
+        event_line(event="phase", phase="training", message="training 200 steps"),
+        event_line(event="progress", phase="training", step=200, total=200, eta_s=0.0),
+        event_line(event="phase", phase="predictions", message="writing"),
+        event_line(event="phase", phase="map", message="computing the UMAP map of 77 faces", eta_s=40.0),
+    ]
     script = "import time\n" + "".join(f"print({line!r}, flush=True)\n" for line in lines) + "time.sleep(30)\n"
     fake_worker(monkeypatch, script)
     panel = window.training
@@ -320,11 +350,11 @@ def test_each_phase_counts_and_the_map_gets_its_own_busy_bar(qtbot, window, monk
     panel.worker.event.connect(lambda e: seen.append((e, panel.progress.format(), panel.eta.text())))
     assert panel.start()
     qtbot.waitUntil(lambda: len(seen) == len(lines), timeout=30_000)
-    (_, features_bar, features_eta), = [(e, f, t) for e, f, t in seen if e["event"] == "progress"][:1]
+    ((_, features_bar, features_eta),) = [(e, f, t) for e, f, t in seen if e["event"] == "progress"][:1]
     assert features_bar == "features: 32 / 77 faces" and features_eta == "about 12 s left"
     # The last training step does not leave a full bar standing while the map is computed.
     assert panel.run_progress.phase == "map" and panel.progress.maximum() == 0
-    assert "UMAP" in panel.progress.format() and "about 40 s left" == panel.eta.text()
+    assert "UMAP" in panel.progress.format() and panel.eta.text() == "about 40 s left"
     assert {"starting", "encoder", "features", "training", "predictions"} <= panel.run_progress.done
     with qtbot.waitSignal(panel.worker.ended, timeout=30_000):
         panel.cancel()
@@ -353,7 +383,7 @@ def test_resume_continues_a_cancelled_run_through_the_worker(qtbot, window, monk
 
     def fake_resume(root, run):
         launched.append(run)
-        return sys.executable, ["-c", "print('{\"event\": \"finished\", \"run\": %d}', flush=True)" % run]
+        return sys.executable, ["-c", f'print(\'{{"event": "finished", "run": {run}}}\', flush=True)']
 
     monkeypatch.setattr(worker_process, "resume_command", fake_resume)
     panel, history = window.training, window.training.history
@@ -370,8 +400,10 @@ def test_resume_continues_a_cancelled_run_through_the_worker(qtbot, window, monk
 def test_the_form_shows_auto_steps_and_warns_before_start(qtbot, window):
     form = window.training.form
     assert form.settings().loop.steps is None  # auto: the run chooses
-    assert form.steps.text() == "auto (200)" and "200 steps for this project (14 labeled, 42 unlabeled" \
-        in form.auto_note.text()
+    assert (
+        form.steps.text() == "auto (200)"
+        and "200 steps for this project (14 labeled, 42 unlabeled" in form.auto_note.text()
+    )
     assert not form.warning.isVisibleTo(form)
     form.set_values(steps=100)
     form.warmup.setValue(300)
@@ -403,7 +435,11 @@ def test_a_project_without_a_finished_run_offers_a_first_model(qtbot, window, mo
     [settings] = launched  # the defaults, steps left to auto
     defaults = TrainSettings()
     assert (settings.algorithm, settings.encoder, settings.mode, settings.projection) == (
-        defaults.algorithm, defaults.encoder, defaults.mode, defaults.projection)
+        defaults.algorithm,
+        defaults.encoder,
+        defaults.mode,
+        defaults.projection,
+    )
     assert settings.loop.steps is None and settings.loop.batch_size == defaults.loop.batch_size
     assert settings.method.use_instance and settings.method.instance_warmup is None
 
@@ -413,8 +449,11 @@ def test_the_first_start_trains_a_model_on_the_demo_it_builds(qtbot, monkeypatch
     from app.main import start_studio
 
     launched = []
-    monkeypatch.setattr(worker_process, "worker_command",
-                        lambda root, settings: launched.append(root) or (sys.executable, ["-c", "pass"]))
+    monkeypatch.setattr(
+        worker_process,
+        "worker_command",
+        lambda root, settings: launched.append(root) or (sys.executable, ["-c", "pass"]),
+    )
     window = start_studio(None, dialogs=FakeDialogs(), demo_settings=SMALL_DEMO, train_first_model=True)
     qtbot.addWidget(window)
     qtbot.waitUntil(lambda: bool(launched), timeout=60_000)
@@ -437,12 +476,14 @@ def test_a_first_run_is_shown_once_its_predictions_are_written(qtbot, window, mo
     with Project.open(demo) as project:  # a run whose predictions and PCA map are written, UMAP to come
         run_id = train(project, quick_settings(), JsonEvents(io.StringIO())).run_id
         with project.session() as session:
-            session.execute(update(Run).where(Run.id == run_id).values(status="running", pid=2 ** 22 + 7))
+            session.execute(update(Run).where(Run.id == run_id).values(status="running", pid=2**22 + 7))
     window.state.set_project(Project.open(demo))  # opened again: no finished run, nothing shown
     assert window.state.current_run is None
-    script = (f"import time\nprint({event_line(event='started', run=run_id)!r}, flush=True)\n"
-              f"print({event_line(event='map', run=run_id, method='pca', final=False)!r}, flush=True)\n"
-              f"time.sleep(4)\n")
+    script = (
+        f"import time\nprint({event_line(event='started', run=run_id)!r}, flush=True)\n"
+        f"print({event_line(event='map', run=run_id, method='pca', final=False)!r}, flush=True)\n"
+        f"time.sleep(4)\n"
+    )
     fake_worker(monkeypatch, script)
     window.show()
     qtbot.waitExposed(window)

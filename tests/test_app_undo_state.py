@@ -1,6 +1,7 @@
 """The studio's Undo and Redo actions enable themselves from what each change says (core.studio_api's
 Change) and, on opening a project or changing the annotator, from the corrections log; a big bulk
 step is written off the GUI thread while the keys wait."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,10 +11,10 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from core import labeling  # noqa: E402
-from core.store.project import Project  # noqa: E402
-from tests.studio_runs import make_demo, project_copy, studio_window  # noqa: E402
-from tests.test_app import FakeDialogs  # noqa: E402
+from core import labeling
+from core.store.project import Project
+from tests.studio_runs import make_demo, project_copy, studio_window
+from tests.test_app import FakeDialogs
 
 ANNOTATOR = "tester"
 
@@ -42,8 +43,9 @@ def actions(window) -> tuple[bool, bool]:
 
 def first_unlabeled_row(window) -> int:
     model = window.model
-    return next(row for row in range(model.rowCount()) if model.face(row).label is None
-                and model.face(row).split == "train")
+    return next(
+        row for row in range(model.rowCount()) if model.face(row).label is None and model.face(row).split == "train"
+    )
 
 
 def test_undo_and_redo_enable_themselves(qtbot, window):
@@ -86,8 +88,9 @@ def test_a_big_bulk_step_is_written_in_the_background(qtbot, window, monkeypatch
 
     monkeypatch.setattr(controller_module, "BACKGROUND_BULK_OVER", 3)
     model = window.model
-    rows = [row for row in range(model.rowCount()) if model.face(row).label is None
-            and model.face(row).split == "train"][:6]
+    rows = [
+        row for row in range(model.rowCount()) if model.face(row).label is None and model.face(row).split == "train"
+    ][:6]
     ids = [model.face(row).id for row in rows]
     select(window.grid, rows)
     assert sorted(window.labeling.target_ids()) == sorted(ids)

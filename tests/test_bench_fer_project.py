@@ -1,5 +1,6 @@
 """The benchmark project's studio copy: the same faces, N train faces per class labeled from the
 hidden truth through the corrections log, the original left as it was."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -15,11 +16,15 @@ from tests.studio_runs import make_demo
 
 def _train_labels(root) -> tuple[Counter, int, int]:
     with Project.open(root) as project, project.session() as session:
-        labels = session.execute(select(Label.label).join(Image, Image.id == Label.image_id)
-                                 .where(Image.split == "train")).scalars().all()
+        labels = (
+            session.execute(select(Label.label).join(Image, Image.id == Label.image_id).where(Image.split == "train"))
+            .scalars()
+            .all()
+        )
         hidden = session.scalar(select(func.count()).select_from(HiddenTruth))
-        annotated = session.scalar(select(func.count()).select_from(Correction)
-                                   .where(Correction.annotator == "benchmark"))
+        annotated = session.scalar(
+            select(func.count()).select_from(Correction).where(Correction.annotator == "benchmark")
+        )
     return Counter(labels), hidden, annotated
 
 

@@ -2,6 +2,7 @@
 older checkpoint is refused with a message naming the file, and a pickled payload in it never
 runs (issue 19, item 5). A head-mode run resumed from its checkpoint ends where one that was
 never stopped ends."""
+
 from __future__ import annotations
 
 import io
@@ -44,9 +45,14 @@ class Payload:
 
 
 def settings(steps: int = 20) -> TrainSettings:
-    return TrainSettings(algorithm="sitfer", encoder="tiny", projection="pca", strong_views=2,
-                         method=MethodConfig(instance_warmup=5),
-                         loop=LoopConfig(steps=steps, batch_size=8, eval_every=5, log_every=5, checkpoint_every=5))
+    return TrainSettings(
+        algorithm="sitfer",
+        encoder="tiny",
+        projection="pca",
+        strong_views=2,
+        method=MethodConfig(instance_warmup=5),
+        loop=LoopConfig(steps=steps, batch_size=8, eval_every=5, log_every=5, checkpoint_every=5),
+    )
 
 
 def run(root: Path, config: TrainSettings, **kwargs):
@@ -68,8 +74,9 @@ def stop_after(calls: int):
 def template(tmp_path_factory) -> Path:
     """A small demo project with a finished sitfer run (1) and a cancelled one (2)."""
     root = tmp_path_factory.mktemp("checkpoints") / "demo"
-    project, _ = create_demo_project(root, DemoSettings(train_per_class=6, val_per_class=2, labeled_per_class=3,
-                                                        seed=3))
+    project, _ = create_demo_project(
+        root, DemoSettings(train_per_class=6, val_per_class=2, labeled_per_class=3, seed=3)
+    )
     project.close()
     assert run(root, settings()).status == "finished"
     assert run(root, settings(), should_stop=stop_after(8)).status == "cancelled"
@@ -99,8 +106,13 @@ def tamper(path: Path, marker: Path) -> None:
 def test_resuming_from_a_tampered_checkpoint_refuses_it_and_runs_nothing(root, tmp_path):
     checkpoint, marker = checkpoint_of(root, CANCELLED), tmp_path / "payload-ran"
     tamper(checkpoint, marker)
-    proc = subprocess.run([sys.executable, str(REPO / "main.py"), "train", str(root), "--resume", str(CANCELLED),
-                           "--events", "json"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "train", str(root), "--resume", str(CANCELLED), "--events", "json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert not marker.exists(), "the checkpoint's payload ran"
     assert proc.returncode != 0
     failed = [json.loads(line) for line in proc.stdout.splitlines()][-1]
@@ -114,8 +126,9 @@ def test_resuming_from_a_tampered_checkpoint_refuses_it_and_runs_nothing(root, t
 
 def fused(project: Project) -> list:
     with project.session() as session:
-        return session.scalars(select(Prediction.p_fused).where(Prediction.run_id == FINISHED)
-                               .order_by(Prediction.image_id)).all()
+        return session.scalars(
+            select(Prediction.p_fused).where(Prediction.run_id == FINISHED).order_by(Prediction.image_id)
+        ).all()
 
 
 def test_rescoring_from_a_tampered_checkpoint_refuses_it_and_writes_nothing(root, tmp_path):

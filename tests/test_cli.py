@@ -1,4 +1,5 @@
 """The command line end to end, as a user runs it: real processes, real exit codes."""
+
 from __future__ import annotations
 
 import csv
@@ -16,9 +17,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def cli(*args: str, check: int | None = 0) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, str(REPO / "main.py"), *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+    )
     if check is not None:
         assert proc.returncode == check, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc
@@ -58,7 +64,14 @@ def test_export_csv_and_folders(demo_project, tmp_path):
     cli("export", demo_project, tmp_path / "folders", "--format", "folders", "--split", "val")
     files = sorted((tmp_path / "folders").glob("val/*/*.png"))
     assert len(files) == 42 and {f.parent.name for f in files} == {
-        "surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral"}
+        "surprise",
+        "fear",
+        "disgust",
+        "happiness",
+        "sadness",
+        "anger",
+        "neutral",
+    }
     proc = cli("export", demo_project, tmp_path / "folders", check=2)
     assert "not empty" in proc.stderr
 

@@ -1,5 +1,6 @@
 """A writer process killed in the middle of an import leaves a database that opens and holds
 every committed row, and a re-run completes the import."""
+
 from __future__ import annotations
 
 import os
@@ -50,9 +51,14 @@ def test_killed_import_leaves_a_consistent_database(tmp_path):
     src = write_class_folders(tmp_path / "src", {"happy": 60, "sad": 60}, size=16)
     root = tmp_path / "proj"
     batch = 25
-    proc = subprocess.run([sys.executable, "-c", KILLER, str(root), str(src), str(batch)],
-                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, str(root), str(src), str(batch)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
 
     project = Project.open(root)
@@ -62,9 +68,15 @@ def test_killed_import_leaves_a_consistent_database(tmp_path):
             images = s.scalar(select(func.count()).select_from(Image))
             labeled = s.scalar(select(func.count()).select_from(Label))
             hidden = s.scalar(select(func.count()).select_from(HiddenTruth))
-            unfinished = s.scalar(select(func.count()).select_from(ImportBatch).where(ImportBatch.finished_at.is_(None)))
-            orphans = s.scalar(select(func.count()).select_from(Label).outerjoin(Image, Image.id == Label.image_id)
-                               .where(Image.id.is_(None)))
+            unfinished = s.scalar(
+                select(func.count()).select_from(ImportBatch).where(ImportBatch.finished_at.is_(None))
+            )
+            orphans = s.scalar(
+                select(func.count())
+                .select_from(Label)
+                .outerjoin(Image, Image.id == Label.image_id)
+                .where(Image.id.is_(None))
+            )
         # Exactly the two committed batches survived, each whole: every labeled source face has
         # its label or its hidden truth, nothing half-written.
         assert images == 2 * batch

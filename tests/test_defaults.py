@@ -1,6 +1,7 @@
 """Defaults that scale with the data: the step count, the validation and checkpoint cadence and
 the instance warm-up chosen from the train faces when left to "auto", recorded with the run; and
 the warning for a ticked level that cannot appear in a run."""
+
 from __future__ import annotations
 
 import io
@@ -50,7 +51,10 @@ def test_resolved_fills_only_what_was_left_to_auto():
     assert auto.loop.steps == auto_steps(*DEMO_TRAIN)
     schedule = auto_schedule(auto.loop.steps)
     assert (auto.loop.eval_every, auto.loop.checkpoint_every, auto.method.instance_warmup) == (
-        schedule.eval_every, schedule.checkpoint_every, schedule.instance_warmup)
+        schedule.eval_every,
+        schedule.checkpoint_every,
+        schedule.instance_warmup,
+    )
     chosen = TrainSettings(loop=LoopConfig(steps=777, eval_every=7), method=MethodConfig(instance_warmup=5))
     resolved = chosen.resolved(*DEMO_TRAIN)
     assert (resolved.loop.steps, resolved.loop.eval_every, resolved.method.instance_warmup) == (777, 7, 5)
@@ -66,10 +70,16 @@ def test_a_level_that_cannot_appear_is_warned_about():
     [warning] = late.level_warnings()
     assert "instance level cannot appear" in warning and "300" in warning and "200" in warning
     assert not TrainSettings().resolved(*DEMO_TRAIN).level_warnings()  # auto: it appears
-    assert not TrainSettings(loop=LoopConfig(steps=200), method=MethodConfig(instance_warmup=300, use_instance=False)
-                             ).resolved(*DEMO_TRAIN).level_warnings()  # not ticked
-    assert not TrainSettings(algorithm="fixmatch", loop=LoopConfig(steps=200),
-                             method=MethodConfig(instance_warmup=300)).resolved(*DEMO_TRAIN).level_warnings()
+    assert (
+        not TrainSettings(loop=LoopConfig(steps=200), method=MethodConfig(instance_warmup=300, use_instance=False))
+        .resolved(*DEMO_TRAIN)
+        .level_warnings()
+    )  # not ticked
+    assert (
+        not TrainSettings(algorithm="fixmatch", loop=LoopConfig(steps=200), method=MethodConfig(instance_warmup=300))
+        .resolved(*DEMO_TRAIN)
+        .level_warnings()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +106,26 @@ def test_a_run_records_the_numbers_auto_chose(demo):
 
 
 def test_train_warns_when_a_ticked_level_cannot_appear(demo, capsys):
-    code = main(["train", str(demo), "--encoder", "tiny", "--projection", "none", "--strong-views", "1",
-                 "--steps", "4", "--batch-size", "8", "--instance-warmup", "10", "--events", "json"])
+    code = main(
+        [
+            "train",
+            str(demo),
+            "--encoder",
+            "tiny",
+            "--projection",
+            "none",
+            "--strong-views",
+            "1",
+            "--steps",
+            "4",
+            "--batch-size",
+            "8",
+            "--instance-warmup",
+            "10",
+            "--events",
+            "json",
+        ]
+    )
     assert code == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     warnings = [e for e in events if e["event"] == "warning"]
@@ -117,11 +145,17 @@ def test_the_console_prints_warnings_and_phases(capsys):
 def test_the_benchmark_times_each_phase_from_the_events():
     from bench.default_steps import phase_seconds, render_sweep
 
-    events = [{"event": "phase", "phase": "starting", "time": 10.0}, {"event": "started", "time": 10.5},
-              {"event": "phase", "phase": "training", "time": 12.0}, {"event": "phase", "phase": "map", "time": 20.0},
-              {"event": "finished", "time": 23.5}]
+    events = [
+        {"event": "phase", "phase": "starting", "time": 10.0},
+        {"event": "started", "time": 10.5},
+        {"event": "phase", "phase": "training", "time": 12.0},
+        {"event": "phase", "phase": "map", "time": 20.0},
+        {"event": "finished", "time": 23.5},
+    ]
     assert phase_seconds(events) == {"starting": 2.0, "training": 8.0, "map": 3.5}
-    runs = [{"steps": 200, "seed": seed, "warmup": warmup, "val_fused_accuracy": accuracy, "phases": {"training": 9.0}}
-            for seed, warmup, accuracy in ((0, "auto", 0.70), (1, "auto", 0.72), (0, "fixed 300", 0.71))]
+    runs = [
+        {"steps": 200, "seed": seed, "warmup": warmup, "val_fused_accuracy": accuracy, "phases": {"training": 9.0}}
+        for seed, warmup, accuracy in ((0, "auto", 0.70), (1, "auto", 0.72), (0, "fixed 300", 0.71))
+    ]
     table = render_sweep({"steps": [200], "seeds": [0, 1], "runs": runs, "machine": "test"})
     assert "| 200 | 71.0 (70.0-72.0) | 71.0 (71.0-71.0) | 9 |" in table

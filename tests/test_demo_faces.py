@@ -1,4 +1,5 @@
 """Tests for the procedural demo faces: determinism, shape, blends, folder layout, and learnability."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -95,10 +96,9 @@ def test_write_demo_folders_layout_and_determinism(tmp_path):
 
 
 def _features(faces: list[DemoFace]) -> np.ndarray:
-    return np.stack([
-        np.asarray(f.image.convert("L").resize((32, 32), Image.BILINEAR), dtype=np.float32).ravel()
-        for f in faces
-    ])
+    return np.stack(
+        [np.asarray(f.image.convert("L").resize((32, 32), Image.BILINEAR), dtype=np.float32).ravel() for f in faces]
+    )
 
 
 def _linear_probe_accuracy(train_seed: int, val_seed: int, n_train: int = 40, n_val: int = 15) -> float:

@@ -1,4 +1,5 @@
 """Encoders: registry, tiny, offline (verified weights), CLIP failure modes, text embeddings cache."""
+
 from __future__ import annotations
 
 import json
@@ -38,12 +39,15 @@ def test_registry_lists_encoders_with_descriptions():
     assert len(lines) == 3 and all(": " in line and len(line) > 30 for line in lines)
 
 
-@pytest.mark.parametrize("spec, words", [
-    ("resnet", ["unknown encoder", "offline", "tiny", "clip:"]),
-    ("", ["bad encoder spec"]),
-    ("offline:112", ["takes no options"]),
-    ("clip:", ["clip:MODEL"]),
-])
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ("resnet", ["unknown encoder", "offline", "tiny", "clip:"]),
+        ("", ["bad encoder spec"]),
+        ("offline:112", ["takes no options"]),
+        ("clip:", ["clip:MODEL"]),
+    ],
+)
 def test_registry_errors_are_clear(spec, words):
     with pytest.raises(EncoderError) as info:
         get_encoder(spec)
@@ -60,9 +64,11 @@ def test_bad_device_is_an_encoder_error():
 
 
 def test_importing_is_light_and_text_tower_lazy():
-    code = ("import sys; import core.encoders as e; assert 'open_clip' not in sys.modules; "
-            "enc = e.get_encoder('offline', 'cpu'); assert 'sentence_transformers' not in sys.modules; "
-            "assert 'open_clip' not in sys.modules; print('ok')")
+    code = (
+        "import sys; import core.encoders as e; assert 'open_clip' not in sys.modules; "
+        "enc = e.get_encoder('offline', 'cpu'); assert 'sentence_transformers' not in sys.modules; "
+        "assert 'open_clip' not in sys.modules; print('ok')"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr
 
@@ -188,13 +194,16 @@ def _write(tmp_path, data) -> Path:
     return path
 
 
-@pytest.mark.parametrize("change, words", [
-    (lambda d: d.pop("fear"), ["no descriptions for fear"]),
-    (lambda d: d.update(contempt=["a smirk"]), ["unknown class", "contempt"]),
-    (lambda d: d.update(fear=[]), ["fear", "non-empty list"]),
-    (lambda d: d.update(fear=["  "]), ["fear", "empty"]),
-    (lambda d: d.update(fear="wide eyes"), ["fear", "list"]),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda d: d.pop("fear"), ["no descriptions for fear"]),
+        (lambda d: d.update(contempt=["a smirk"]), ["unknown class", "contempt"]),
+        (lambda d: d.update(fear=[]), ["fear", "non-empty list"]),
+        (lambda d: d.update(fear=["  "]), ["fear", "empty"]),
+        (lambda d: d.update(fear="wide eyes"), ["fear", "list"]),
+    ],
+)
 def test_descriptions_validation(tmp_path, change, words):
     data = load_descriptions()
     change(data)
@@ -279,11 +288,14 @@ def test_clip_unreachable_hub_fails_fast(monkeypatch):
         get_encoder("clip:ViT-B-32:laion2b_s34b_b79k")
 
 
-@pytest.mark.parametrize("spec, words", [
-    ("clip:NoSuchNet", ["unknown open_clip model", "ViT-B-32"]),
-    ("clip:ViT-B-32:no_such_tag", ["no weights tagged", "openai"]),
-    ("clip:ViT-B-32:/no/such/dir/weights.pt", ["not found", "/no/such/dir/weights.pt"]),
-])
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ("clip:NoSuchNet", ["unknown open_clip model", "ViT-B-32"]),
+        ("clip:ViT-B-32:no_such_tag", ["no weights tagged", "openai"]),
+        ("clip:ViT-B-32:/no/such/dir/weights.pt", ["not found", "/no/such/dir/weights.pt"]),
+    ],
+)
 def test_clip_bad_specs(spec, words):
     with pytest.raises(EncoderError) as info:
         get_encoder(spec)

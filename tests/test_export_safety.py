@@ -1,5 +1,6 @@
 """Export from a tampered database: nothing is written outside the output folder, nothing but
 images is copied, and every refused face is in the report with the reason (issue 19, item 6)."""
+
 from __future__ import annotations
 
 import csv
@@ -22,9 +23,14 @@ SECRET = "root:x:0:0:not an image, never to be copied\n"
 
 def export_cli(*args, check: int = 0) -> subprocess.CompletedProcess:
     # A subprocess with a timeout: a regression that blocks (a FIFO) fails instead of hanging.
-    proc = subprocess.run([sys.executable, str(REPO / "main.py"), "export", *map(str, args)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "export", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+    )
     assert proc.returncode == check, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc
 
@@ -63,12 +69,14 @@ def test_tampered_labels_splits_and_paths_stay_out_of_the_export(labeled_project
     text_file.write_text(SECRET, encoding="utf-8")
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)
-    tamper(labeled_project,
-           ("UPDATE labels SET label = ? WHERE image_id = 1", ("../../../../x",)),
-           ("UPDATE images SET split = ? WHERE id = 2", ("../../../x",)),
-           ("UPDATE images SET path = ? WHERE id = 3", (str(text_file),)),
-           ("UPDATE images SET path = ? WHERE id = 4", (str(fifo),)),
-           ("UPDATE images SET path = ? WHERE id = 5", ("/etc/passwd",)))
+    tamper(
+        labeled_project,
+        ("UPDATE labels SET label = ? WHERE image_id = 1", ("../../../../x",)),
+        ("UPDATE images SET split = ? WHERE id = 2", ("../../../x",)),
+        ("UPDATE images SET path = ? WHERE id = 3", (str(text_file),)),
+        ("UPDATE images SET path = ? WHERE id = 4", (str(fifo),)),
+        ("UPDATE images SET path = ? WHERE id = 5", ("/etc/passwd",)),
+    )
     out = tmp_path / "a" / "b" / "c" / "d" / "out"  # deep, so an escape would land in tmp_path
     before = files_under(tmp_path, leaving_out=(labeled_project,))
 
@@ -116,8 +124,10 @@ def test_a_link_inside_the_output_folder_cannot_lead_out(labeled_project, tmp_pa
 
 def test_a_face_box_outside_its_image_is_refused_before_cropping(labeled_project, tmp_path):
     # Cropping pads beyond the edges: this box would allocate about 40 GB.
-    tamper(labeled_project, ("UPDATE images SET face_x = 0, face_y = 0, face_w = 100000, "
-                             "face_h = 100000 WHERE id = ?", (1,)))
+    tamper(
+        labeled_project,
+        ("UPDATE images SET face_x = 0, face_y = 0, face_w = 100000, face_h = 100000 WHERE id = ?", (1,)),
+    )
     report = export_in_process(labeled_project, tmp_path / "out", "folders")
     assert report.files_written == 5
     [(path, reason)] = report.skipped

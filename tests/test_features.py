@@ -1,5 +1,6 @@
 """The head-mode feature cache: views drawn ahead of the engine, ONNX Runtime against torch,
 shards shared between processes, the `features` command and `fill_cache`."""
+
 from __future__ import annotations
 
 import io
@@ -36,9 +37,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 def face_table(folder: Path, count: int, id_step: int = 1) -> FaceTable:
     paths = [save(face_like(100 + i, size=48, mode="RGB"), folder / f"{i}.png") for i in range(count)]
-    return FaceTable(ids=np.arange(1, count + 1, dtype=np.int64) * id_step,
-                     splits=np.array(["train"] * count, dtype=object), labels=np.full(count, -1),
-                     paths=paths, crop_paths=[None] * count, boxes=[None] * count, angles=[None] * count)
+    return FaceTable(
+        ids=np.arange(1, count + 1, dtype=np.int64) * id_step,
+        splits=np.array(["train"] * count, dtype=object),
+        labels=np.full(count, -1),
+        paths=paths,
+        crop_paths=[None] * count,
+        boxes=[None] * count,
+        angles=[None] * count,
+    )
 
 
 class CountingEngine:
@@ -167,8 +174,9 @@ def small_project(tmp_path_factory) -> Path:
     from core.ingest.demo import DemoSettings, create_demo_project
 
     root = tmp_path_factory.mktemp("features") / "demo"
-    project, _ = create_demo_project(root, DemoSettings(train_per_class=12, val_per_class=4,
-                                                        labeled_per_class=4, seed=5))
+    project, _ = create_demo_project(
+        root, DemoSettings(train_per_class=12, val_per_class=4, labeled_per_class=4, seed=5)
+    )
     project.close()
     return root
 
@@ -193,8 +201,9 @@ def test_fill_cache_computes_the_face_meshes_where_training_reads_the_geometry(t
     from core.ingest.demo import DemoSettings, create_demo_project
     from core.training.geometry import LandmarkCache
 
-    project, _ = create_demo_project(tmp_path / "demo", DemoSettings(train_per_class=4, val_per_class=2,
-                                                                       labeled_per_class=2, seed=5))
+    project, _ = create_demo_project(
+        tmp_path / "demo", DemoSettings(train_per_class=4, val_per_class=2, labeled_per_class=2, seed=5)
+    )
     with project:
         without = fill_cache(project, "tiny", strong_views=1, geometry=False)
         folder = LandmarkCache(project.cache_dir("features")).folder
@@ -212,12 +221,16 @@ def test_features_command_json_events_and_sigterm(tmp_path):
     from core.ingest.demo import DemoSettings, create_demo_project
 
     root = tmp_path / "demo"  # 5 batches: a stop after the first leaves some
-    create_demo_project(root, DemoSettings(train_per_class=40, val_per_class=4, labeled_per_class=4,
-                                           seed=6))[0].close()
+    create_demo_project(root, DemoSettings(train_per_class=40, val_per_class=4, labeled_per_class=4, seed=6))[0].close()
     env = {**os.environ, "FER_STUDIO_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "main.py", "features", str(root), "--strong-views", "0",
-                             "--events", "json"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "main.py", "features", str(root), "--strong-views", "0", "--events", "json"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seen = []
     for line in proc.stdout:
         seen.append(json.loads(line))
@@ -229,10 +242,22 @@ def test_features_command_json_events_and_sigterm(tmp_path):
     assert proc.returncode == 130, err
     assert seen[0]["event"] == "started" and seen[0]["engine"] == "onnxruntime"
     assert seen[-1]["event"] == "cancelled" and "kept" in seen[-1]["message"]
-    done = subprocess.run([sys.executable, "main.py", "features", str(root), "--strong-views", "0", "-q"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "main.py", "features", str(root), "--strong-views", "0", "-q"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "308 faces cached in all" in done.stderr
-    bad = subprocess.run([sys.executable, "main.py", "features", str(root), "--strong-views", "99"],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "main.py", "features", str(root), "--strong-views", "99"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "--strong-views 99" in bad.stderr

@@ -1,6 +1,7 @@
 """Face-mesh geometry for head mode (core/training/geometry.py): the mesh of a small face crop
 and its mirror, a normalisation that forgets where the face was, how large and how turned, the
 vector with its "no mesh" flag, and the landmark cache."""
+
 from __future__ import annotations
 
 import math
@@ -47,7 +48,7 @@ def test_the_mesh_of_a_48_px_crop_and_of_its_mirror(small_face, models):
     mirror = mesh_of_face(np.ascontiguousarray(small_face[:, ::-1]), *models)
     assert points is not None and mirror is not None and points.shape == (POINTS, 3)
     # In units of the crop's side: the face fills most of it; the mirror's nose tip sits mirrored.
-    assert 0.1 < points[:, 0].min() and points[:, 0].max() < 0.95
+    assert points[:, 0].min() > 0.1 and points[:, 0].max() < 0.95
     assert points[1, 0] == pytest.approx(1 - mirror[1, 0], abs=0.03)
     # Close to the shipped reference face (made from the same photo at full size).
     assert np.abs(normalised(points) - reference_face()).mean() < 0.05
@@ -98,14 +99,19 @@ def test_views_take_the_face_and_its_mirror_in_turn():
     assert (joined[..., :5] == 1).all()
 
 
-def test_the_landmark_cache_computes_once_and_keeps_unreadable_faces_as_not_found(tmp_path, small_face,
-                                                                                   monkeypatch):
+def test_the_landmark_cache_computes_once_and_keeps_unreadable_faces_as_not_found(tmp_path, small_face, monkeypatch):
     good = save(PILImage.fromarray(small_face), tmp_path / "faces" / "astronaut.png")
     broken = tmp_path / "faces" / "broken.png"
     broken.write_bytes(b"not an image")
-    faces = FaceTable(ids=np.array([3, 5000], dtype=np.int64), splits=np.array(["train", "val"], dtype=object),
-                      labels=np.array([-1, -1]), paths=[good, broken], crop_paths=[None, None],
-                      boxes=[None, None], angles=[None, None])
+    faces = FaceTable(
+        ids=np.array([3, 5000], dtype=np.int64),
+        splits=np.array(["train", "val"], dtype=object),
+        labels=np.array([-1, -1]),
+        paths=[good, broken],
+        crop_paths=[None, None],
+        boxes=[None, None],
+        angles=[None, None],
+    )
     cache = LandmarkCache(tmp_path / "features")
     meshes = cache.load(faces)
     assert meshes.found.tolist() == [[True, True], [False, False]]
@@ -125,9 +131,16 @@ def test_without_the_mesh_model_a_geometry_run_cannot_start_and_says_what_to_do(
 
     monkeypatch.setattr(landmarks, "MODELS_DIR", tmp_path / "no-models")
     path = save(PILImage.fromarray(small_face), tmp_path / "face.png")
-    faces = FaceTable(ids=np.array([1], dtype=np.int64), splits=np.array(["train"], dtype=object),
-                      labels=np.array([-1]), paths=[path], crop_paths=[None], boxes=[None], angles=[None])
-    with pytest.raises(geometry.GeometryUnavailable, match="face_landmark.tflite|face_detection_short_range") as info:
+    faces = FaceTable(
+        ids=np.array([1], dtype=np.int64),
+        splits=np.array(["train"], dtype=object),
+        labels=np.array([-1]),
+        paths=[path],
+        crop_paths=[None],
+        boxes=[None],
+        angles=[None],
+    )
+    with pytest.raises(geometry.GeometryUnavailable, match=r"face_landmark\.tflite|face_detection_short_range") as info:
         LandmarkCache(tmp_path / "features").load(faces)
     assert "--no-geometry" in str(info.value)
 

@@ -1,4 +1,5 @@
 """Every kind of bad or odd file is reported by name and reason, and never stops an import."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +8,8 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 
 from core.ingest import imageio
-from core.ingest.importer import ImportOptions, import_source
 from core.ingest.imageio import ImageProblem, decode_image, load_face
+from core.ingest.importer import ImportOptions, import_source
 from core.store.models import Image, Label
 from tests import imagegen
 from tests.imagegen import face_like, save
@@ -65,8 +66,10 @@ def test_hostile_folder_imports_the_good_and_reports_the_bad(project, hostile_fo
     assert "40000x40000" in reasons["bomb.png"]
     assert all(s.path.startswith(str(hostile_folder)) for s in report.skipped), "full paths name the files"
     with project.session() as s:
-        rows = {p.rsplit("/", 1)[-1]: (w, h, mode) for p, w, h, mode in
-                s.execute(select(Image.path, Image.width, Image.height, Image.source_mode)).all()}
+        rows = {
+            p.rsplit("/", 1)[-1]: (w, h, mode)
+            for p, w, h, mode in s.execute(select(Image.path, Image.width, Image.height, Image.source_mode)).all()
+        }
         assert s.scalar(select(Label.label).limit(1)) == "happiness"
     assert rows["rotated_exif.jpg"][:2] == (30, 60), "EXIF orientation applied before measuring"
     assert rows["sixteen_bit.png"][2].startswith("I;16")
@@ -74,7 +77,7 @@ def test_hostile_folder_imports_the_good_and_reports_the_bad(project, hostile_fo
     assert "ça_😀_лицо.png" in rows
     # Every stored face loads as 8-bit RGB through the shared loader.
     with project.session() as s:
-        for path, in s.execute(select(Image.path)):
+        for (path,) in s.execute(select(Image.path)):
             face = load_face(project.resolve_path(path))
             assert face.mode == "RGB" and min(face.size) > 0
 
@@ -127,7 +130,9 @@ def test_face_detection_crops_real_faces_and_reports_photos_without(project, tmp
 
     report = import_source(project, src, ImportOptions(faces="auto"))
     assert report.imported == 3 and report.detected_faces == 2
-    assert [(s.path.endswith("coffee.png"), s.reason.split(" (")[0]) for s in report.skipped] == [(True, "no face found")]
+    assert [(s.path.endswith("coffee.png"), s.reason.split(" (")[0]) for s in report.skipped] == [
+        (True, "no face found")
+    ]
     assert "--faces none" in report.skipped[0].reason
     with project.session() as s:
         faces = s.scalars(select(Image).where(Image.face_w.is_not(None)).order_by(Image.face_index)).all()

@@ -1,4 +1,5 @@
 """Importing folders and CSV manifests: labels, splits, the label protocol, duplicates, faces."""
+
 from __future__ import annotations
 
 import pytest
@@ -63,8 +64,12 @@ def test_keep_labels_per_class_hides_the_rest_deterministically(project, tmp_pat
     assert any("disgust" in note for note in report.notes)
     with project.session() as s:
         kept = sorted(s.scalars(select(Image.path).join(Label, Label.image_id == Image.id)))
-        hidden = dict(s.execute(select(Image.path, HiddenTruth.label).join(HiddenTruth, HiddenTruth.image_id == Image.id)).all())
-        overlap = s.scalar(select(func.count()).select_from(Label).join(HiddenTruth, HiddenTruth.image_id == Label.image_id))
+        hidden = dict(
+            s.execute(select(Image.path, HiddenTruth.label).join(HiddenTruth, HiddenTruth.image_id == Image.id)).all()
+        )
+        overlap = s.scalar(
+            select(func.count()).select_from(Label).join(HiddenTruth, HiddenTruth.image_id == Label.image_id)
+        )
     assert overlap == 0, "a face is either labeled or has hidden truth, never both"
     assert all(label == "anger" for path, label in hidden.items() if "/angry/" in path)
     # Same files and seed: same choice, regardless of project; other seed: other choice.
@@ -84,8 +89,10 @@ def test_csv_manifest_with_relative_paths_labels_and_splits(project, tmp_path):
     for i in range(4):
         save(face_like(i), tmp_path / "imgs" / f"{i}.png")
     manifest = tmp_path / "list.csv"
-    manifest.write_text("path,label,split\nimgs/0.png,happy,\nimgs/1.png,fearful,val\n"
-                        "imgs/2.png,,\nimgs/3.png,neutral,test\n", encoding="utf-8")
+    manifest.write_text(
+        "path,label,split\nimgs/0.png,happy,\nimgs/1.png,fearful,val\nimgs/2.png,,\nimgs/3.png,neutral,test\n",
+        encoding="utf-8",
+    )
     report = import_source(project, manifest)
     assert report.imported == 4 and report.labeled == 3
     with project.session() as s:
@@ -94,14 +101,17 @@ def test_csv_manifest_with_relative_paths_labels_and_splits(project, tmp_path):
     assert stats["by_split"]["test"]["labeled"] == 1 and stats["by_label"]["fear"] == 1
 
 
-@pytest.mark.parametrize("content, expected", [
-    ("file_name,emotion\na.png,happy\n", "no path column"),
-    ("path,label\na.png,happy,extra\n", ":2: expected 2 fields"),
-    ("path,label\na.png,contempt\n", "unknown class name(s): contempt"),
-    ("path,label\n\"a.png,happy\n", "malformed CSV"),
-    ("path,label,split\na.png,happy,holdout\n", "unknown split 'holdout'"),
-    ("", "empty"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("file_name,emotion\na.png,happy\n", "no path column"),
+        ("path,label\na.png,happy,extra\n", ":2: expected 2 fields"),
+        ("path,label\na.png,contempt\n", "unknown class name(s): contempt"),
+        ('path,label\n"a.png,happy\n', "malformed CSV"),
+        ("path,label,split\na.png,happy,holdout\n", "unknown split 'holdout'"),
+        ("", "empty"),
+    ],
+)
 def test_malformed_csv_is_a_clear_error_naming_file_and_line(project, tmp_path, content, expected):
     manifest = tmp_path / "bad.csv"
     manifest.write_text(content, encoding="utf-8")
@@ -113,7 +123,7 @@ def test_malformed_csv_is_a_clear_error_naming_file_and_line(project, tmp_path, 
 def test_non_utf8_csv_is_a_clear_error(project, tmp_path):
     manifest = tmp_path / "latin.csv"
     manifest.write_bytes("path,label\ncaf\xe9.png,happy\n".encode("latin-1"))
-    with pytest.raises(SourceError, match="latin.csv: not UTF-8"):
+    with pytest.raises(SourceError, match=r"latin\.csv: not UTF-8"):
         import_source(project, manifest)
 
 
@@ -156,8 +166,9 @@ def test_parallel_and_serial_imports_agree(tmp_path):
 def test_progress_callback_and_cancel(project, tmp_path):
     src = write_class_folders(tmp_path / "src", {"happy": 30}, size=16)
     events = []
-    report = import_source(project, src, ImportOptions(workers=1), progress=events.append,
-                           cancelled=lambda: len(events) >= 10)
+    report = import_source(
+        project, src, ImportOptions(workers=1), progress=events.append, cancelled=lambda: len(events) >= 10
+    )
     assert report.cancelled and report.imported == 0
     assert [e.done for e in events] == list(range(1, 11)) and events[0].total == 30
     done = []

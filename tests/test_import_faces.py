@@ -2,6 +2,7 @@
 faces of real photos, each is cut square and turned so the eyes are level, the detector's
 findings are stored with the face, and the Haar cascade takes over, saying so, where the
 landmark detector cannot run."""
+
 from __future__ import annotations
 
 import cv2
@@ -98,9 +99,10 @@ def test_without_the_landmark_models_auto_falls_back_to_haar_and_says_why(projec
 
 
 def test_asking_for_the_landmark_detector_where_it_cannot_run_is_an_error_before_any_write(
-        project, tmp_path, no_landmark_models):
+    project, tmp_path, no_landmark_models
+):
     save(PILImage.fromarray(data.astronaut()), tmp_path / "photos" / "astronaut.png")
-    with pytest.raises(ValueError, match="face_detection_short_range.tflite"):
+    with pytest.raises(ValueError, match=r"face_detection_short_range\.tflite"):
         import_source(project, tmp_path / "photos", ImportOptions(faces="detect", detector=DETECTOR_LANDMARKS))
     with project.session() as s:
         assert s.scalar(select(func.count()).select_from(ImportBatch)) == 0
@@ -127,7 +129,7 @@ def test_face_points_give_the_key_points_and_once_computed_the_mesh_in_the_crops
     assert (points.width, points.height) == (face.face_w, face.face_h) and points.mesh is None
     right_eye, left_eye = points.keypoints[0], points.keypoints[1]
     assert abs(right_eye[1] - left_eye[1]) < 0.1 * (left_eye[0] - right_eye[0])
-    assert "6 key points from the blazeface detector" == points.describe()
+    assert points.describe() == "6 key points from the blazeface detector"
     with project.session() as s:
         LandmarkCache(project.cache_dir("features")).load(load_face_table(project, s))
     mesh = FacePointReader(project).points(face.id).mesh

@@ -1,5 +1,6 @@
 """Import stays inside its source and reads only regular files of a usable size (issue 19, items
 7, 8 and 12): symbolic links out of the source, FIFOs, devices, tiny faces, concurrent decodes."""
+
 from __future__ import annotations
 
 import json
@@ -24,9 +25,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 def cli(*args, check: int) -> subprocess.CompletedProcess:
     # Always with a timeout: reading a FIFO blocks forever, and a regression must fail, not hang.
-    proc = subprocess.run([sys.executable, str(REPO / "main.py"), *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+    )
     assert proc.returncode == check, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc
 
@@ -36,6 +42,7 @@ def skipped(report) -> dict[str, str]:
 
 
 # -- 7: symbolic links ------------------------------------------------------------------------
+
 
 @pytest.fixture
 def outside(tmp_path) -> Path:
@@ -52,8 +59,9 @@ def test_a_class_folder_linked_out_of_the_source_is_not_read(project, tmp_path, 
     report = import_source(project, src, ImportOptions(faces="none"))
 
     assert report.imported == 2 and report.files == 3  # two images and the link itself
-    assert skipped(report) == {"happy": f"symbolic link outside the source folder (to {outside}; "
-                                         f"use --follow-links to include it)"}
+    assert skipped(report) == {
+        "happy": f"symbolic link outside the source folder (to {outside}; use --follow-links to include it)"
+    }
 
     report = import_source(project, src, ImportOptions(faces="none", follow_links=True))
     assert report.imported == 2 and report.labeled == 2
@@ -74,8 +82,9 @@ def test_links_inside_a_class_folder(project, tmp_path, outside):
     assert report.imported == 2 and report.labeled == 2  # happy_0000.png and the inside link
     reasons = skipped(report)
     assert sorted(reasons) == ["loop", "out.png", "out_folder", "self"]
-    assert reasons["out.png"] == (f"symbolic link outside the source folder (to {outside / 'x_0000.png'}; "
-                                  f"use --follow-links to include it)")
+    assert reasons["out.png"] == (
+        f"symbolic link outside the source folder (to {outside / 'x_0000.png'}; use --follow-links to include it)"
+    )
     assert reasons["loop"].startswith(f"symbolic link loop (to {src}, a folder that contains it")
     assert reasons["self"].startswith(f"symbolic link loop (to {src / 'happy'}")
 
@@ -90,12 +99,12 @@ def test_unlabeled_walk_and_cli_flag(tmp_path, outside):
     assert [s["path"] for s in report["skipped"]] == [str(src / "more")]
     assert "use --follow-links to include it" in report["skipped"][0]["reason"]
 
-    proc = cli("import", tmp_path / "p", src, "--unlabeled", "--faces", "none", "--follow-links",
-               "--json", check=0)
+    proc = cli("import", tmp_path / "p", src, "--unlabeled", "--faces", "none", "--follow-links", "--json", check=0)
     assert json.loads(proc.stdout)["imported"] == 2
 
 
 # -- 8: FIFOs and devices ---------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["x.csv", "x.png"])
 def test_a_fifo_as_the_source_is_refused_at_once(tmp_path, name):
@@ -109,8 +118,7 @@ def test_fifos_and_devices_in_a_folder_or_a_manifest_are_not_regular_files(tmp_p
     os.mkfifo(src / "happy" / "pipe.png")
     os.mkfifo(src / "top.jpg")  # directly in SOURCE: used to vanish without a word
     manifest = tmp_path / "list.csv"
-    manifest.write_text(f"path\n{src / 'happy' / 'pipe.png'}\n/dev/zero\n{tmp_path / 'sub'}\n",
-                        encoding="utf-8")
+    manifest.write_text(f"path\n{src / 'happy' / 'pipe.png'}\n/dev/zero\n{tmp_path / 'sub'}\n", encoding="utf-8")
     (tmp_path / "sub").mkdir()
 
     report = json.loads(cli("import", tmp_path / "p", src, "--json", check=0).stdout)
@@ -119,8 +127,11 @@ def test_fifos_and_devices_in_a_folder_or_a_manifest_are_not_regular_files(tmp_p
 
     report = json.loads(cli("import", tmp_path / "p", manifest, "--json", check=1).stdout)
     reasons = {Path(s["path"]).name: s["reason"] for s in report["skipped"]}
-    assert reasons == {"pipe.png": "not a regular file (FIFO)", "zero": "not a regular file (character device)",
-                       "sub": "not a regular file (folder)"}
+    assert reasons == {
+        "pipe.png": "not a regular file (FIFO)",
+        "zero": "not a regular file (character device)",
+        "sub": "not a regular file (folder)",
+    }
 
 
 def test_a_followed_link_to_a_device_is_not_read(project, tmp_path):
@@ -134,9 +145,8 @@ def test_a_followed_link_to_a_device_is_not_read(project, tmp_path):
 
 def test_open_image_file_refuses_a_fifo_without_waiting(tmp_path):
     os.mkfifo(tmp_path / "pipe")
-    with pytest.raises(Exception, match=r"not a regular file \(FIFO\)"):
-        with open_image_file(tmp_path / "pipe"):
-            pass
+    with pytest.raises(Exception, match=r"not a regular file \(FIFO\)"), open_image_file(tmp_path / "pipe"):
+        pass
 
 
 def test_a_missing_source_still_says_so(project, tmp_path):
@@ -145,6 +155,7 @@ def test_a_missing_source_still_says_so(project, tmp_path):
 
 
 # -- 12: tiny faces and the decode memory budget ----------------------------------------------
+
 
 def test_faces_under_the_minimum_side_are_refused_with_the_size(project, tmp_path):
     src = tmp_path / "src"
@@ -155,7 +166,8 @@ def test_faces_under_the_minimum_side_are_refused_with_the_size(project, tmp_pat
     assert report.imported == 1
     assert skipped(report) == {
         "dot.png": f"face too small (1x1 px; at least {MIN_FACE_SIDE} px a side)",
-        "strip.png": f"face too small (40x{MIN_FACE_SIDE - 1} px; at least {MIN_FACE_SIDE} px a side)"}
+        "strip.png": f"face too small (40x{MIN_FACE_SIDE - 1} px; at least {MIN_FACE_SIDE} px a side)",
+    }
 
 
 def test_the_budget_admits_in_order_and_never_past_its_limit():

@@ -1,10 +1,11 @@
 """Labeling with an undoable, append-only corrections log: set, bulk, clear, accept, undo/redo
 across restarts, the redo stack, several annotators, the schema migration, and the next
 training run seeing the corrections."""
+
 from __future__ import annotations
 
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import func, select, text
@@ -26,7 +27,7 @@ from core.store.models import (
 )
 from core.store.project import Project
 
-IMPORTED_AT = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+IMPORTED_AT = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -53,8 +54,10 @@ def current(project, face_id):
 
 def log(project):
     with project.session() as s:
-        return [(c.image_id, c.old_label, c.new_label, c.undone_at is not None)
-                for c in s.scalars(select(Correction).order_by(Correction.id))]
+        return [
+            (c.image_id, c.old_label, c.new_label, c.undone_at is not None)
+            for c in s.scalars(select(Correction).order_by(Correction.id))
+        ]
 
 
 def test_set_label_logs_and_updates_in_one_step(faces):
@@ -72,8 +75,10 @@ def test_set_label_logs_and_updates_in_one_step(faces):
 
 
 def test_unknown_label_face_run_and_annotator_are_refused(faces):
-    with pytest.raises(LabelingError, match="unknown label 'joyful'; use one of: surprise, fear, disgust, "
-                                            "happiness, sadness, anger, neutral"):
+    with pytest.raises(
+        LabelingError,
+        match="unknown label 'joyful'; use one of: surprise, fear, disgust, happiness, sadness, anger, neutral",
+    ):
         set_label(faces, 2, "joyful", "ana")
     with pytest.raises(LabelingError, match="there is no face 42, 43 in this project"):
         bulk_label(faces, [2, 42, 43], "fear", "ana")
@@ -172,9 +177,13 @@ def test_accept_suggestion_takes_the_latest_finished_runs_prediction(faces):
     with pytest.raises(LabelingError, match="no finished run"):
         accept_suggestion(faces, 2, "ana")
     with faces.session() as s:
-        s.add_all([Run(id=1, algorithm="sitfer", encoder="tiny", status=RUN_FINISHED),
-                   Run(id=2, algorithm="sitfer", encoder="tiny", status=RUN_FINISHED),
-                   Run(id=3, algorithm="sitfer", encoder="tiny", status="running")])
+        s.add_all(
+            [
+                Run(id=1, algorithm="sitfer", encoder="tiny", status=RUN_FINISHED),
+                Run(id=2, algorithm="sitfer", encoder="tiny", status=RUN_FINISHED),
+                Run(id=3, algorithm="sitfer", encoder="tiny", status="running"),
+            ]
+        )
         s.flush()
         for run_id, label in ((1, "fear"), (2, "disgust"), (3, "anger")):
             s.add(Prediction(run_id=run_id, image_id=2, p_fused=[1 / 7] * 7, pseudo_label=label, confidence=0.3))
@@ -196,8 +205,10 @@ def test_history_is_newest_first_and_shows_undone_rows(faces):
     bulk_label(faces, [3, 4], "anger", "ben")
     undo(faces)
     entries = labeling.history(faces, limit=2)
-    assert [(e.face_id, e.new_label, e.undone_at is not None) for e in entries] == [(4, "anger", True),
-                                                                                   (3, "anger", True)]
+    assert [(e.face_id, e.new_label, e.undone_at is not None) for e in entries] == [
+        (4, "anger", True),
+        (3, "anger", True),
+    ]
     assert [e.suggestion for e in labeling.history(faces, face_id=2)] == ["surprise"]
 
 
@@ -239,8 +250,9 @@ def test_the_next_training_run_trains_on_the_corrected_labels(tmp_path):
     from core.training.settings import TrainSettings
     from core.training.worker import train
 
-    project, _ = create_demo_project(tmp_path / "demo", DemoSettings(train_per_class=4, val_per_class=1,
-                                                                     labeled_per_class=2, size=32))
+    project, _ = create_demo_project(
+        tmp_path / "demo", DemoSettings(train_per_class=4, val_per_class=1, labeled_per_class=2, size=32)
+    )
     with project, project.session() as s:
         imported = s.scalar(select(Label).join(Image).where(Image.split == "train").order_by(Image.id))
         hidden = s.scalars(select(HiddenTruth).order_by(HiddenTruth.image_id).limit(2)).all()
@@ -252,19 +264,27 @@ def test_the_next_training_run_trains_on_the_corrected_labels(tmp_path):
         set_label(project, added_id, added_label, "ana")
         set_label(project, undone_id, "fear", "ana")
         undo(project)
-        settings = TrainSettings(algorithm="supervised", encoder="tiny", projection="none", strong_views=1,
-                                 method=MethodConfig(), loop=LoopConfig(steps=5, batch_size=16, eval_every=5,
-                                                                        checkpoint_every=5, log_every=5))
+        settings = TrainSettings(
+            algorithm="supervised",
+            encoder="tiny",
+            projection="none",
+            strong_views=1,
+            method=MethodConfig(),
+            loop=LoopConfig(steps=5, batch_size=16, eval_every=5, checkpoint_every=5, log_every=5),
+        )
         outcome = train(project, settings, JsonEvents(io.StringIO()))
         assert outcome.status == "finished"
         with project.session() as s:
-            used = dict(s.execute(select(RunLabel.image_id, RunLabel.label)
-                                  .where(RunLabel.run_id == outcome.run_id)).all())
+            used = dict(
+                s.execute(select(RunLabel.image_id, RunLabel.label).where(RunLabel.run_id == outcome.run_id)).all()
+            )
             assert used[imported_id] == new_label and used[added_id] == added_label
             assert undone_id not in used
             assert len(used) == 7 * 2 + 1
-            assert s.scalar(select(func.count()).select_from(Prediction)
-                            .where(Prediction.run_id == outcome.run_id)) == 7 * 5
+            assert (
+                s.scalar(select(func.count()).select_from(Prediction).where(Prediction.run_id == outcome.run_id))
+                == 7 * 5
+            )
         # The run's suggestion can be taken straight back as a label.
         step = accept_suggestion(project, undone_id, "ana")
         assert step.changes[0].new_label == labeling.suggestion_for(project, undone_id).label
@@ -281,5 +301,8 @@ def test_export_keeps_the_provenance_of_the_label_a_correction_replaced(faces, t
     with open(tmp_path / "out" / "corrections.csv", encoding="utf-8", newline="") as handle:
         rows = {int(r["image_id"]): r for r in csv.DictReader(handle)}
     assert (rows[1]["old_label"], rows[1]["old_source"], rows[1]["old_labeled_at"]) == (
-        "fear", SOURCE_IMPORTED, IMPORTED_AT.isoformat())
+        "fear",
+        SOURCE_IMPORTED,
+        IMPORTED_AT.isoformat(),
+    )
     assert (rows[2]["old_label"], rows[2]["old_source"], rows[2]["old_labeled_at"]) == ("", "", "")

@@ -1,6 +1,7 @@
 """Labeling is safe with several writers and in bulk: two processes on one face keep a consistent
 corrections log (each row's old label is the previous row's new label); bulk steps leave val/test
 and already-labeled faces alone unless asked, and say what they left out (core and CLI)."""
+
 from __future__ import annotations
 
 import json
@@ -35,23 +36,32 @@ with Project.open(root) as project:
         time.sleep(0.001)
 """
 # Labels face 1 alternately with its two labels.
-WRITER = READY_THEN_START + """
+WRITER = (
+    READY_THEN_START
+    + """
     first, second, count = args
     for i in range(int(count)):
         labeling.set_label(project, 1, first if i % 2 == 0 else second, name)
 """
+)
 # Undoes `count` steps (anyone's) and prints how many faces they changed and skipped.
-UNDOER = READY_THEN_START + """
+UNDOER = (
+    READY_THEN_START
+    + """
     steps = [labeling.undo(project) for _ in range(int(args[0]))]
     print(json.dumps([sum(len(s.changes) for s in steps), sum(len(s.skipped) for s in steps)]))
 """
+)
 
 
 def add_faces(project, splits: dict[int, str]) -> None:
     with project.session() as s:
         for face_id, split in splits.items():
-            s.add(Image(id=face_id, path=f"{face_id}.png", content_hash=f"{face_id:064x}", width=48, height=48,
-                        split=split))
+            s.add(
+                Image(
+                    id=face_id, path=f"{face_id}.png", content_hash=f"{face_id:064x}", width=48, height=48, split=split
+                )
+            )
 
 
 def log_rows(project) -> list[tuple[int, str | None, str | None]]:
@@ -63,9 +73,16 @@ def log_rows(project) -> list[tuple[int, str | None, str | None]]:
 def run_together(project, tmp_path, script: str, args_by_name: dict[str, list[str]]) -> dict[str, str]:
     """Run `script` in one process per name, started at the same moment; their outputs by name."""
     start = tmp_path / "go"
-    processes = {name: subprocess.Popen([sys.executable, "-c", script, str(project.root), name, str(start), *args],
-                                        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for name, args in args_by_name.items()}
+    processes = {
+        name: subprocess.Popen(
+            [sys.executable, "-c", script, str(project.root), name, str(start), *args],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, args in args_by_name.items()
+    }
     deadline = time.monotonic() + 60
     while not all(Path(f"{start}.{name}").exists() for name in processes) and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -94,9 +111,11 @@ def test_two_processes_labeling_one_face_keep_the_log_consistent(project, tmp_pa
     rows = log_rows(project)
     stale = stale_rows(rows, "neutral")
     assert len(rows) > WRITES_PER_PROCESS  # both wrote (a call repeating the current label logs nothing)
-    assert stale == [], (f"{len(stale)} of {len(rows)} corrections recorded an old label that was not "
-                         f"the face's label then (first at row {stale[0]}: {rows[stale[0]]}, "
-                         f"after {rows[stale[0] - 1]})")
+    assert stale == [], (
+        f"{len(stale)} of {len(rows)} corrections recorded an old label that was not "
+        f"the face's label then (first at row {stale[0]}: {rows[stale[0]]}, "
+        f"after {rows[stale[0] - 1]})"
+    )
 
 
 def test_two_processes_undoing_at_once_take_back_each_step_once(project, tmp_path):
@@ -106,8 +125,10 @@ def test_two_processes_undoing_at_once_take_back_each_step_once(project, tmp_pat
         labeling.set_label(project, face, "fear", "ana")
     outputs = run_together(project, tmp_path, UNDOER, {"ana": [str(steps // 2)], "ben": [str(steps // 2)]})
     changed, skipped = (sum(counts) for counts in zip(*(json.loads(out) for out in outputs.values())))
-    assert (changed, skipped) == (steps, 0), (f"two undoers changed {changed} and skipped {skipped} faces of "
-                                              f"{steps} one-face steps: some step was undone twice")
+    assert (changed, skipped) == (steps, 0), (
+        f"two undoers changed {changed} and skipped {skipped} faces of "
+        f"{steps} one-face steps: some step was undone twice"
+    )
     assert labels(project) == {}
 
 
@@ -137,10 +158,18 @@ def mixed(project):
     with project.session() as s:
         s.add(Run(id=1, algorithm="sitfer", encoder="tiny", status=RUN_FINISHED))
         s.flush()
-        s.add_all([Label(image_id=4, label="fear", source=SOURCE_IMPORTED),
-                   Label(image_id=5, label="anger", source=SOURCE_IMPORTED)])
-        s.add_all([Prediction(run_id=1, image_id=f, p_fused=[1 / 7] * 7, pseudo_label="happiness", confidence=0.4)
-                   for f in range(1, 7)])
+        s.add_all(
+            [
+                Label(image_id=4, label="fear", source=SOURCE_IMPORTED),
+                Label(image_id=5, label="anger", source=SOURCE_IMPORTED),
+            ]
+        )
+        s.add_all(
+            [
+                Prediction(run_id=1, image_id=f, p_fused=[1 / 7] * 7, pseudo_label="happiness", confidence=0.4)
+                for f in range(1, 7)
+            ]
+        )
     return project
 
 
@@ -229,8 +258,9 @@ def test_cli_label_of_several_faces_leaves_val_test_and_labeled_alone_unless_inc
     code, out, _ = run_cli(capsys, "label", mixed.root, "4,5", "accept", "--annotator", "ana", "--include-labeled")
     assert code == 0 and "face 4: fear -> happiness (left out: 1 in val/test)" in out
     assert "add --include-val-test." in out
-    code, out, _ = run_cli(capsys, "label", mixed.root, "5,6", "sadness", "--annotator", "ana",
-                           "--include-labeled", "--include-val-test")
+    code, out, _ = run_cli(
+        capsys, "label", mixed.root, "5,6", "sadness", "--annotator", "ana", "--include-labeled", "--include-val-test"
+    )
     assert code == 0 and "face 5: anger -> sadness" in out and "left out" not in out.lower()
     code, out, _ = run_cli(capsys, "label", mixed.root, "5,6", "fear", "--annotator", "ana")
     assert code == 0 and "Nothing changed (left out: 2 in val/test)." in out

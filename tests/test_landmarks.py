@@ -1,6 +1,7 @@
 """MediaPipe's face detector and face mesh on LiteRT (core/ingest/landmarks.py), on the public-domain
 astronaut photo that scikit-image ships: detection, the eye line's angle, the mesh following a
 rotated face, and clear failures when a model file or the runtime is missing."""
+
 from __future__ import annotations
 
 import shutil
@@ -47,8 +48,12 @@ def test_the_astronaut_has_one_face_with_its_key_points_inside(detector):
     assert 150 < x + w / 2 < 300 and 60 < y + h / 2 < 200  # her face, not the suit or the flag
     right_eye, left_eye, nose = face.keypoints[0], face.keypoints[1], face.keypoints[2]
     assert right_eye[0] < nose[0] < left_eye[0], "the subject's right eye is on the image's left"
-    inside = (face.keypoints[:4, 0] > x) & (face.keypoints[:4, 0] < x + w) & \
-             (face.keypoints[:4, 1] > y) & (face.keypoints[:4, 1] < y + h)
+    inside = (
+        (face.keypoints[:4, 0] > x)
+        & (face.keypoints[:4, 0] < x + w)
+        & (face.keypoints[:4, 1] > y)
+        & (face.keypoints[:4, 1] < y + h)
+    )
     assert inside.all()
 
 
@@ -95,7 +100,9 @@ def test_a_missing_or_changed_model_file_and_a_missing_runtime_say_so(tmp_path, 
     monkeypatch.setattr(landmarks, "MODELS_DIR", tmp_path)
     with pytest.raises(LandmarksUnavailable, match=f"{tmp_path / landmarks.DETECTORS['short'].file[0]} is missing"):
         FaceDetector()
-    shutil.copy(landmarks.RESOURCES_DIR / "models" / landmarks.MESH_FILE[0], tmp_path / landmarks.DETECTORS['short'].file[0])
+    shutil.copy(
+        landmarks.RESOURCES_DIR / "models" / landmarks.MESH_FILE[0], tmp_path / landmarks.DETECTORS["short"].file[0]
+    )
     with pytest.raises(LandmarksUnavailable, match="is not the file the studio shipped"):
         FaceDetector()
     monkeypatch.setattr(landmarks, "MODELS_DIR", landmarks.RESOURCES_DIR / "models")

@@ -1,4 +1,5 @@
 """core/ is a Qt-free library: no module under it imports Qt or pyqtgraph."""
+
 from __future__ import annotations
 
 import ast
@@ -20,17 +21,20 @@ def test_no_qt_import_in_core_source():
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names = [node.module]
-            offenders += [f"{path.relative_to(CORE.parent)}: {n}" for n in names
-                          if n.split(".")[0] in FORBIDDEN]
+            offenders += [f"{path.relative_to(CORE.parent)}: {n}" for n in names if n.split(".")[0] in FORBIDDEN]
     assert not offenders, offenders
 
 
 def test_importing_all_of_core_loads_no_qt():
-    modules = sorted(".".join(p.relative_to(CORE.parent).with_suffix("").parts).removesuffix(".__init__")
-                     for p in CORE.rglob("*.py"))
-    code = ("import sys\n" + "".join(f"import {m}\n" for m in modules)
-            + "bad = [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'pyqtgraph', 'PyQt5', 'PyQt6')]\n"
-            + "assert not bad, bad\n")
+    modules = sorted(
+        ".".join(p.relative_to(CORE.parent).with_suffix("").parts).removesuffix(".__init__") for p in CORE.rglob("*.py")
+    )
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in modules)
+        + "bad = [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'pyqtgraph', 'PyQt5', 'PyQt6')]\n"
+        + "assert not bad, bad\n"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=CORE.parent, check=True)
 
 
@@ -55,13 +59,15 @@ def test_the_store_is_the_bottom_layer():
 def test_the_studio_and_the_command_line_start_without_torch():
     """Importing torch costs seconds: the studio's window and the command-line parser (label,
     undo, queue ...) must not pay it; only training, re-scoring and encoding load it."""
-    code = ("import sys\n"
-            "import app.main, app.main_window, app.training_panel, app.worker_process, app.description_editor\n"
-            "import core.cli\n"
-            "core.cli.build_parser()\n"
-            "from core.training.settings import TrainSettings\n"
-            "TrainSettings(algorithm='dta-snl', mode='finetune').validate()\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    code = (
+        "import sys\n"
+        "import app.main, app.main_window, app.training_panel, app.worker_process, app.description_editor\n"
+        "import core.cli\n"
+        "core.cli.build_parser()\n"
+        "from core.training.settings import TrainSettings\n"
+        "TrainSettings(algorithm='dta-snl', mode='finetune').validate()\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     subprocess.run([sys.executable, "-c", code], cwd=CORE.parent, check=True, env=env)
 
@@ -73,7 +79,10 @@ def test_the_studio_opens_no_database_session():
     offenders = []
     for path in app.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr in ("session", "write_session")):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("session", "write_session")
+            ):
                 offenders.append(f"{path.relative_to(CORE.parent)}:{node.lineno}: .{node.func.attr}()")
     assert not offenders, offenders

@@ -1,5 +1,6 @@
 """A fresh Linux machine's start (app/platform_check.py): the xcb plugin's missing system
 libraries become one apt-get line, and main.py says it instead of Qt's abort."""
+
 from __future__ import annotations
 
 import subprocess
@@ -41,8 +42,9 @@ def fake_ldd(monkeypatch, tmp_path):
 def test_missing_libraries_become_one_apt_get_line(fake_ldd):
     missing = missing_libraries()
     assert missing == ["libxcb-cursor.so.0", "libxcb-icccm.so.4", "libxcb-keysyms.so.1", "libxkbcommon-x11.so.0"]
-    assert install_line(missing) == ("sudo apt-get install -y libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 "
-                                     "libxkbcommon-x11-0")
+    assert install_line(missing) == (
+        "sudo apt-get install -y libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxkbcommon-x11-0"
+    )
     assert install_line(["libunknown.so.7"]) == "sudo apt-get install -y libunknown.so.7"
 
 
@@ -55,19 +57,27 @@ def test_the_studio_says_what_to_install_instead_of_aborting(fake_ldd, monkeypat
 
 def test_nothing_is_said_where_everything_is_present(monkeypatch, tmp_path):
     monkeypatch.setattr(platform_check, "xcb_plugin", lambda: tmp_path / "libqxcb.so")
-    monkeypatch.setattr(platform_check.subprocess, "run", lambda args, **_k: subprocess.CompletedProcess(
-        args, 0, stdout="\tlibxcb.so.1 => /usr/lib/libxcb.so.1 (0x1)\n", stderr=""))
+    monkeypatch.setattr(
+        platform_check.subprocess,
+        "run",
+        lambda args, **_k: subprocess.CompletedProcess(
+            args, 0, stdout="\tlibxcb.so.1 => /usr/lib/libxcb.so.1 (0x1)\n", stderr=""
+        ),
+    )
     monkeypatch.setattr(platform_check.ctypes, "CDLL", lambda name: object())
     assert missing_libraries() == [] and window_problem() is None
 
 
-@pytest.mark.parametrize("environ, expected", [
-    ({"DISPLAY": ":0"}, True),
-    ({"QT_QPA_PLATFORM": "offscreen", "DISPLAY": ":0"}, False),
-    ({"QT_QPA_PLATFORM": "xcb"}, True),
-    ({"WAYLAND_DISPLAY": "wayland-0"}, False),
-    ({}, True),
-])
+@pytest.mark.parametrize(
+    "environ, expected",
+    [
+        ({"DISPLAY": ":0"}, True),
+        ({"QT_QPA_PLATFORM": "offscreen", "DISPLAY": ":0"}, False),
+        ({"QT_QPA_PLATFORM": "xcb"}, True),
+        ({"WAYLAND_DISPLAY": "wayland-0"}, False),
+        ({}, True),
+    ],
+)
 def test_which_starts_use_the_x11_plugin(environ, expected, monkeypatch):
     monkeypatch.setattr(platform_check.sys, "platform", "linux")
     assert uses_xcb(environ) is expected

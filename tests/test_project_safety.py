@@ -1,6 +1,7 @@
 """Opening projects and storage failures (issue 19, items 9 and 10): an odd database value in
 project.json, a read-only project folder, a database held busy by another writer and a full
 database each give a clear message and a defined exit code, never a traceback, and lose nothing."""
+
 from __future__ import annotations
 
 import json
@@ -29,26 +30,31 @@ REPO = Path(__file__).resolve().parent.parent
 def _project_with_faces(root: Path, count: int = 3) -> Path:
     """A project with `count` unlabeled train faces (rows only: labeling needs no pixels)."""
     with Project.create(root) as project, project.session() as session:
-        session.add_all(Image(path=f"face_{i}.png", content_hash=f"{i:064x}", width=48, height=48)
-                        for i in range(count))
+        session.add_all(
+            Image(path=f"face_{i}.png", content_hash=f"{i:064x}", width=48, height=48) for i in range(count)
+        )
     return root
 
 
 def _set_database(root: Path, value) -> None:
-    (root / PROJECT_FILE).write_text(json.dumps({"format": "fer-studio-project", "version": 1,
-                                                 "database": value}), encoding="utf-8")
+    (root / PROJECT_FILE).write_text(
+        json.dumps({"format": "fer-studio-project", "version": 1, "database": value}), encoding="utf-8"
+    )
 
 
-@pytest.mark.parametrize("value, says", [
-    ("http://example.com/db", "not a kind of database"),
-    ("file:///etc/passwd", "not a kind of database"),
-    ("", "must be a database URL"),
-    (42, "must be a database URL"),
-    (None, "must be a database URL"),
-    ("not a url at all", "is not a database URL"),
-    ("mysql://user@localhost/db", "not installed"),
-    ("postgresql+asyncpg://user@localhost/db", "asynchronous"),
-])
+@pytest.mark.parametrize(
+    "value, says",
+    [
+        ("http://example.com/db", "not a kind of database"),
+        ("file:///etc/passwd", "not a kind of database"),
+        ("", "must be a database URL"),
+        (42, "must be a database URL"),
+        (None, "must be a database URL"),
+        ("not a url at all", "is not a database URL"),
+        ("mysql://user@localhost/db", "not installed"),
+        ("postgresql+asyncpg://user@localhost/db", "asynchronous"),
+    ],
+)
 def test_odd_database_values_are_project_errors(tmp_path, capsys, value, says):
     root = _project_with_faces(tmp_path / "p")
     _set_database(root, value)
@@ -87,6 +93,7 @@ def test_busy_database_is_exit_4_and_loses_nothing(tmp_path, capsys, monkeypatch
     assert "busy" in err and "try again" in err and "Traceback" not in err
     with Project.open(root) as project:
         from core.labeling import history
+
         assert [(e.face_id, e.new_label) for e in history(project)] == [(1, "happiness")]
     assert cli_main(["label", str(root), "2", "anger", "--annotator", "ann"]) == 0  # and it works after
 
@@ -110,6 +117,7 @@ def test_full_database_is_exit_5_and_loses_nothing(tmp_path, capsys, monkeypatch
     monkeypatch.setattr(store_db, "_set_sqlite_pragmas", plain_pragmas)
     with Project.open(root) as project:
         from core.labeling import history
+
         assert [(e.face_id, e.new_label) for e in history(project)] == [(1, "happiness")]
 
 

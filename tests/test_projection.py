@@ -1,4 +1,5 @@
 """The map's projections: PCA, and UMAP whose numba compiles are cached on disk across processes."""
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,9 @@ print(hits, misses)
 
 def _umap_process(cache_dir: Path) -> tuple[int, int]:
     env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir), "FER_STUDIO_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", UMAP_IN_A_FRESH_PROCESS], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", UMAP_IN_A_FRESH_PROCESS], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     hits, misses = (int(v) for v in out.stdout.split())
     return hits, misses

@@ -1,5 +1,6 @@
 """Live refit (core/training/refit.py): a warm-started head refit recorded as a run with a
 parent, placed in its parent's map, pruned once superseded; `main.py refit`; the trigger policy."""
+
 from __future__ import annotations
 
 import io
@@ -48,18 +49,30 @@ def predictions(root: Path, run_id: int) -> dict[int, list[float]]:
 
 def coords(root: Path, run_id: int, method: str = "pca") -> dict[int, tuple[float, float]]:
     with Project.open(root) as project, project.session() as s:
-        return {face: (x, y) for face, x, y in s.execute(
-            select(Projection.image_id, Projection.x, Projection.y)
-            .where(Projection.run_id == run_id, Projection.method == method))}
+        return {
+            face: (x, y)
+            for face, x, y in s.execute(
+                select(Projection.image_id, Projection.x, Projection.y).where(
+                    Projection.run_id == run_id, Projection.method == method
+                )
+            )
+        }
 
 
 def unlabeled_train_faces(root: Path, n: int) -> list[tuple[int, str]]:
     """n unlabeled train faces with their withheld true label."""
     with Project.open(root) as project, project.session() as s:
-        return [tuple(row) for row in s.execute(
-            select(Image.id, HiddenTruth.label).join(HiddenTruth, HiddenTruth.image_id == Image.id)
-            .outerjoin(Label, Label.image_id == Image.id)
-            .where(Image.split == "train", Label.image_id.is_(None)).order_by(Image.id).limit(n))]
+        return [
+            tuple(row)
+            for row in s.execute(
+                select(Image.id, HiddenTruth.label)
+                .join(HiddenTruth, HiddenTruth.image_id == Image.id)
+                .outerjoin(Label, Label.image_id == Image.id)
+                .where(Image.split == "train", Label.image_id.is_(None))
+                .order_by(Image.id)
+                .limit(n)
+            )
+        ]
 
 
 def test_a_refit_is_a_run_with_its_parent_and_todays_labeled_set(root):
@@ -79,8 +92,14 @@ def test_a_refit_is_a_run_with_its_parent_and_todays_labeled_set(root):
         parent_labeled = dict(s.execute(select(RunLabel.image_id, RunLabel.label).where(RunLabel.run_id == 1)).all())
         assert labeled == {**parent_labeled, face: truth}
         assert s.scalar(select(func.count()).select_from(Prediction).where(Prediction.run_id == run.id)) == 77
-        assert s.scalar(select(func.count()).select_from(Metric).where(
-            Metric.run_id == run.id, Metric.name == "val_fused_accuracy")) >= 1
+        assert (
+            s.scalar(
+                select(func.count())
+                .select_from(Metric)
+                .where(Metric.run_id == run.id, Metric.name == "val_fused_accuracy")
+            )
+            >= 1
+        )
     assert (root / "checkpoints" / f"run_{outcome.run_id}.pt").is_file(), "the next refit's starting point"
     from core.active.queue import build_queue
     from core.training.evaluation import evaluate_run
@@ -117,15 +136,25 @@ def test_a_refit_that_cannot_start_says_why(root):
 
 def test_the_refit_command_prints_train_events_ending_with_the_new_run(root):
     """`main.py refit` as the cold process the studio or a script starts."""
-    done = subprocess.run([sys.executable, str(REPO / "main.py"), "refit", str(root), "--steps", "3", "--events", "json"],
-                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "refit", str(root), "--steps", "3", "--events", "json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert done.returncode == 0, done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert events[0]["event"] == "phase" and events[-1]["event"] == "finished"
     assert events[-1]["run"] == 2 and events[-1]["parent"] == 1 and "pruned" in events[-1]
     assert {"started", "phase", "progress", "metrics", "map"} <= {e["event"] for e in events}
-    listing = subprocess.run([sys.executable, str(REPO / "main.py"), "runs", str(root)],
-                             capture_output=True, text=True, timeout=120, cwd=REPO)
+    listing = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "runs", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert "refit of run 1" in listing.stdout.splitlines()[-1], listing.stdout
 
 
@@ -196,8 +225,9 @@ def test_the_map_keeps_its_layout_and_refits_chain(root):
     first, _ = run_refit(root, 1, steps=10)
     second, events = run_refit(root, first.run_id, steps=10)
     assert second.status == "finished", events[-1]
-    assert any("run 1's map" in e.get("message", "") for e in events if e["event"] == "map"), \
+    assert any("run 1's map" in e.get("message", "") for e in events if e["event"] == "map"), (
         "a refit of a refit is placed in the map that was computed, not in a placed one"
+    )
     base, placed = coords(root, 1), coords(root, second.run_id)
     points = np.array(list(base.values()))
     extent = np.ptp(points, axis=0).max()
@@ -206,16 +236,19 @@ def test_the_map_keeps_its_layout_and_refits_chain(root):
     with Project.open(root) as project:
         from core.training.checkpoints import load_checkpoint
 
-        steps = [load_checkpoint(project.cache_dir("checkpoints") / f"run_{r}.pt")["step"]
-                 for r in (1, first.run_id, second.run_id)]
+        steps = [
+            load_checkpoint(project.cache_dir("checkpoints") / f"run_{r}.pt")["step"]
+            for r in (1, first.run_id, second.run_id)
+        ]
     assert steps[1] == steps[0] + 10 and steps[2] == steps[1] + 10, "each refit continues its parent's steps"
     from core.training.refit import REFIT_LR_SCALE
 
     with Project.open(root) as project:
         state = load_checkpoint(project.cache_dir("checkpoints") / f"run_{second.run_id}.pt")
     run_lr = quick_settings().loop.lr
-    assert state["optimizer"]["param_groups"][0]["initial_lr"] == pytest.approx(run_lr * REFIT_LR_SCALE), \
+    assert state["optimizer"]["param_groups"][0]["initial_lr"] == pytest.approx(run_lr * REFIT_LR_SCALE), (
         "a refit of a refit starts from the run's learning rate, not a shrinking one"
+    )
 
 
 def test_memory_keeps_what_the_next_refit_needs_until_the_faces_change(root):
@@ -255,8 +288,17 @@ def test_a_refit_whose_process_died_says_to_refit_again(root):
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     with Project.open(root) as project, project.session() as s:
-        s.add(Run(algorithm="sitfer", encoder="tiny", kind="refit", parent_run_id=1, status="running",
-                  pid=int(dead.stdout), host=socket.gethostname()))
+        s.add(
+            Run(
+                algorithm="sitfer",
+                encoder="tiny",
+                kind="refit",
+                parent_run_id=1,
+                status="running",
+                pid=int(dead.stdout),
+                host=socket.gethostname(),
+            )
+        )
     with Project.open(root) as project, project.session() as s:
         reap_dead_runs(s)
         run = s.scalars(select(Run).where(Run.kind == "refit")).one()

@@ -1,11 +1,12 @@
 """The Qt-free parts of the review workflow: today's corrections in local time, clearing many
 labels as one step, a face's evidence, the nearest labeled faces, the project's own class
 descriptions (and that `train` picks them up), and re-scoring a run's text level."""
+
 from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -58,18 +59,37 @@ def local_zone(monkeypatch):
 
 # -- counts ----------------------------------------------------------------------------------------
 def test_corrected_today_counts_faces_since_local_midnight(project, local_zone):
-    now = datetime(2026, 3, 10, 2, 0, tzinfo=timezone.utc)  # 21:00 on March 9th, local time
-    assert local_midnight(now) == datetime(2026, 3, 9, 5, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 3, 10, 2, 0, tzinfo=UTC)  # 21:00 on March 9th, local time
+    assert local_midnight(now) == datetime(2026, 3, 9, 5, 0, tzinfo=UTC)
     with project.session() as session:
-        session.execute(insert(Image), [{"id": i, "path": f"{i}.png", "content_hash": f"{i:064d}", "width": 48,
-                                         "height": 48} for i in range(1, 6)])
-        rows = [(1, now - timedelta(hours=1), None),  # today
-                (1, now - timedelta(hours=2), None),  # today again: one face
-                (2, now - timedelta(hours=20, minutes=59), None),  # 00:01 local: today
-                (3, now - timedelta(hours=21, minutes=1), None),  # 23:59 yesterday, local
-                (4, now - timedelta(minutes=5), now)]  # undone
-        session.execute(insert(Correction), [{"image_id": f, "annotator": "a", "created_at": at, "old_label": None,
-                                              "new_label": "fear", "undone_at": undone} for f, at, undone in rows])
+        session.execute(
+            insert(Image),
+            [
+                {"id": i, "path": f"{i}.png", "content_hash": f"{i:064d}", "width": 48, "height": 48}
+                for i in range(1, 6)
+            ],
+        )
+        rows = [
+            (1, now - timedelta(hours=1), None),  # today
+            (1, now - timedelta(hours=2), None),  # today again: one face
+            (2, now - timedelta(hours=20, minutes=59), None),  # 00:01 local: today
+            (3, now - timedelta(hours=21, minutes=1), None),  # 23:59 yesterday, local
+            (4, now - timedelta(minutes=5), now),
+        ]  # undone
+        session.execute(
+            insert(Correction),
+            [
+                {
+                    "image_id": f,
+                    "annotator": "a",
+                    "created_at": at,
+                    "old_label": None,
+                    "new_label": "fear",
+                    "undone_at": undone,
+                }
+                for f, at, undone in rows
+            ],
+        )
     with project.session() as session:
         assert corrected_today(session, now) == 2
         # In UTC the same moments fall on another day: the count follows the local calendar.
@@ -78,8 +98,13 @@ def test_corrected_today_counts_faces_since_local_midnight(project, local_zone):
 
 def test_clear_labels_is_one_undoable_step(project):
     with project.session() as session:
-        session.execute(insert(Image), [{"id": i, "path": f"{i}.png", "content_hash": f"{i:064d}", "width": 48,
-                                         "height": 48} for i in range(1, 5)])
+        session.execute(
+            insert(Image),
+            [
+                {"id": i, "path": f"{i}.png", "content_hash": f"{i:064d}", "width": 48, "height": 48}
+                for i in range(1, 5)
+            ],
+        )
         session.execute(insert(Label), [{"image_id": i, "label": "fear", "source": "imported"} for i in (1, 2)])
     step = labeling.clear_labels(project, [1, 2, 3], "ann")
     assert sorted(step.face_ids) == [1, 2] and step.batch_id is not None  # face 3 had no label
@@ -89,7 +114,9 @@ def test_clear_labels_is_one_undoable_step(project):
     assert sorted(undone.face_ids) == [1, 2]
     with project.session() as session:
         assert {(r.image_id, r.label, r.source) for r in session.scalars(select(Label))} == {
-            (1, "fear", "imported"), (2, "fear", "imported")}
+            (1, "fear", "imported"),
+            (2, "fear", "imported"),
+        }
     assert labeling.clear_labels(project, [3], "ann") is None
 
 
@@ -127,11 +154,20 @@ def test_nearest_labeled_faces_by_cosine_and_after_new_labels(runs_project):
     index = LabeledNeighbours(SITFER_RUN, split="train")
     with runs_project.session() as session:
         index.refresh_labels(session)
-        query = session.scalar(select(Image.id).outerjoin(Label, Label.image_id == Image.id)
-                               .where(Label.image_id.is_(None), Image.split == "train").limit(1))
+        query = session.scalar(
+            select(Image.id)
+            .outerjoin(Label, Label.image_id == Image.id)
+            .where(Label.image_id.is_(None), Image.split == "train")
+            .limit(1)
+        )
         nearest = index.nearest(session, query, k=4)
-        labeled = dict(session.execute(select(Label.image_id, Label.label).join(Image, Image.id == Label.image_id)
-                                       .where(Image.split == "train")).all())
+        labeled = dict(
+            session.execute(
+                select(Label.image_id, Label.label)
+                .join(Image, Image.id == Label.image_id)
+                .where(Image.split == "train")
+            ).all()
+        )
         ids = np.array(sorted(labeled))
         _found, vectors = load_embeddings(session, SITFER_RUN, ids)
         _found, one = load_embeddings(session, SITFER_RUN, np.array([query]))
@@ -229,8 +265,9 @@ def test_rescoring_with_new_descriptions_rewrites_the_text_level_and_fusion(runs
     untouched = predictions(runs_project, FIXMATCH_RUN)
     descriptions = {**load_descriptions(), "surprise": ["an open mouth"], "fear": ["eyes wide with terror"]}
     seen = []
-    result = rescore_text_level(runs_project, SITFER_RUN, descriptions,
-                                progress=lambda message, fraction: seen.append(fraction))
+    result = rescore_text_level(
+        runs_project, SITFER_RUN, descriptions, progress=lambda message, fraction: seen.append(fraction)
+    )
     after = predictions(runs_project, SITFER_RUN)
     assert seen[0] == 0.0 and seen[-1] == 1.0 and result.faces == FACES
     with runs_project.session() as session:
@@ -257,10 +294,11 @@ def test_rescoring_refuses_runs_it_cannot_rescore_and_writes_nothing(runs_projec
     with pytest.raises(RescoreError, match="without the text level"):
         rescore_text_level(runs_project, FIXMATCH_RUN, load_descriptions())
     assert {f: p.p_fused for f, p in predictions(runs_project, FIXMATCH_RUN).items()} == {
-        f: p.p_fused for f, p in before.items()}
+        f: p.p_fused for f, p in before.items()
+    }
     with runs_project.session() as session:
         session.execute(update(Run).where(Run.id == SITFER_RUN).values(mode="finetune"))
-    with pytest.raises(RescoreError, match="fine-tune mode.*no features of that encoder are cached"):
+    with pytest.raises(RescoreError, match=r"fine-tune mode.*no features of that encoder are cached"):
         rescore_text_level(runs_project, SITFER_RUN, load_descriptions())
     with pytest.raises(RescoreError, match="there is no run 99"):
         rescore_text_level(runs_project, 99, load_descriptions())

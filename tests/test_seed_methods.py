@@ -1,6 +1,7 @@
 """LEAF (seeds/001) and DTA-SNL (seeds/002) on the shared trainer: their modules on hand-made
 tensors, that every flag changes the computation, that LEAF's gates learn, and that the
 spatial modules run where feature maps exist (fine-tune mode) and are refused where not."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -108,18 +109,28 @@ def test_leaf_gates_learn_to_differ_between_faces():
     assert not torch.allclose(after["gates_semantic"], before, atol=1e-3)
 
 
-@pytest.mark.parametrize("algorithm,switch", [
-    ("leaf", {"leaf_category": False}), ("leaf", {"leaf_consistency": False}), ("leaf", {"leaf_contrast": False}),
-    ("leaf", {"leaf_semantic_experts": False}), ("leaf", {"leaf_instance_experts": False}),
-    ("leaf", {"leaf_agnostic_experts": 0}), ("leaf", {"leaf_cumulative": 0.5}), ("leaf", {"lambda_balance": 0.5}),
-    ("leaf", {"teacher_pseudo_labels": False}),
-    ("fixmatch", {"leaf_modules": True}), ("sitfer", {"leaf_modules": True}),
-    ("dta-snl", {"negative_learning": False}), ("dta-snl", {"dynamic_threshold": False}),
-    ("dta-snl", {"teacher_pseudo_labels": False}),
-])
+@pytest.mark.parametrize(
+    "algorithm,switch",
+    [
+        ("leaf", {"leaf_category": False}),
+        ("leaf", {"leaf_consistency": False}),
+        ("leaf", {"leaf_contrast": False}),
+        ("leaf", {"leaf_semantic_experts": False}),
+        ("leaf", {"leaf_instance_experts": False}),
+        ("leaf", {"leaf_agnostic_experts": 0}),
+        ("leaf", {"leaf_cumulative": 0.5}),
+        ("leaf", {"lambda_balance": 0.5}),
+        ("leaf", {"teacher_pseudo_labels": False}),
+        ("fixmatch", {"leaf_modules": True}),
+        ("sitfer", {"leaf_modules": True}),
+        ("dta-snl", {"negative_learning": False}),
+        ("dta-snl", {"dynamic_threshold": False}),
+        ("dta-snl", {"teacher_pseudo_labels": False}),
+    ],
+)
 def test_every_leaf_and_dta_snl_flag_changes_the_computation(algorithm, switch):
-    base_logs, base_loss, base_fused = run_step(algorithm)
-    logs, loss, fused = run_step(algorithm, **switch)
+    _base_logs, base_loss, base_fused = run_step(algorithm)
+    _logs, loss, fused = run_step(algorithm, **switch)
     assert not torch.isclose(base_loss, loss) or not torch.allclose(base_fused, fused), f"{switch} changed nothing"
 
 
@@ -127,7 +138,9 @@ def test_leaf_modules_add_their_terms_to_fixmatch():
     plain, _, _ = run_step("fixmatch")
     leafy, _, _ = run_step("fixmatch", leaf_modules=True)
     assert "loss_category" not in plain
-    assert {"loss_category", "loss_consistency", "loss_contrast", "loss_balance_semantic", "loss_decoupling"} <= set(leafy)
+    assert {"loss_category", "loss_consistency", "loss_contrast", "loss_balance_semantic", "loss_decoupling"} <= set(
+        leafy
+    )
 
 
 def test_dta_snl_defaults_resolve_by_mode():
@@ -178,10 +191,18 @@ def test_dta_snl_finetune_trains_its_spatial_modules(tmp_path):
     from core.training.worker import train
 
     root = tmp_path / "demo"
-    project, _ = create_demo_project(root, DemoSettings(train_per_class=6, val_per_class=2, labeled_per_class=3, seed=1))
-    settings = TrainSettings(algorithm="dta-snl", encoder="tiny", mode="finetune", projection="none", loader_workers=0,
-                             method=MethodConfig(),
-                             loop=LoopConfig(steps=6, batch_size=8, eval_every=3, log_every=3, checkpoint_every=3))
+    project, _ = create_demo_project(
+        root, DemoSettings(train_per_class=6, val_per_class=2, labeled_per_class=3, seed=1)
+    )
+    settings = TrainSettings(
+        algorithm="dta-snl",
+        encoder="tiny",
+        mode="finetune",
+        projection="none",
+        loader_workers=0,
+        method=MethodConfig(),
+        loop=LoopConfig(steps=6, batch_size=8, eval_every=3, log_every=3, checkpoint_every=3),
+    )
     outcome = train(project, settings, JsonEvents(io.StringIO()))
     assert outcome.status == "finished"
     state = load_checkpoint(project.cache_dir("checkpoints") / f"run_{outcome.run_id}.pt")

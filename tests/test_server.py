@@ -1,5 +1,6 @@
 """The warm worker (`main.py serve`) as the studio runs it: a real subprocess on a small demo
 project with the tiny encoder, commands on stdin, JSON events on stdout."""
+
 from __future__ import annotations
 
 import io
@@ -39,9 +40,15 @@ class Server:
 
     def __init__(self, root: Path, *extra: str):
         env = dict(os.environ, FER_STUDIO_THREADS="1", PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), "serve", str(root), *extra],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=env, cwd=REPO)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "main.py"), "serve", str(root), *extra],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=REPO,
+        )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.seen: list[dict] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -103,16 +110,20 @@ def test_bad_commands_are_error_events_and_the_server_lives_on(server, demo):
     ready = server.wait_for("ready")
     assert ready["project"] == str(demo) and "train" in ready["commands"] and "refit" in ready["commands"]
     assert "1 compute thread" in ready["threads"]
-    for line, named in (("this is not json", "not JSON"), ("[1, 2]", "JSON object"),
-                        ({"id": 2, "command": "fly"}, "unknown command 'fly'"),
-                        ({"id": 3}, 'no "command"'), ({"id": 9, "command": ["train"]}, "unknown command"),
-                        ({"id": 4, "command": "train", "settings": {"algorithm": "nope"}}, "nope"),
-                        ({"id": 5, "command": "train", "settings": {"colour": "red"}}, "colour"),
-                        ({"id": 6, "command": "train", "settings": "fast"}, "must be an object"),
-                        ({"id": 7, "command": "refit", "run": "last"}, "run id"),
-                        ({"id": 10, "command": "features", "engine": "gpu"}, "engine"),
-                        ({"id": 11, "command": "features", "strong_views": -1}, "strong_views"),
-                        ({"id": 12, "command": "features", "encoder": "nope"}, "nope")):
+    for line, named in (
+        ("this is not json", "not JSON"),
+        ("[1, 2]", "JSON object"),
+        ({"id": 2, "command": "fly"}, "unknown command 'fly'"),
+        ({"id": 3}, 'no "command"'),
+        ({"id": 9, "command": ["train"]}, "unknown command"),
+        ({"id": 4, "command": "train", "settings": {"algorithm": "nope"}}, "nope"),
+        ({"id": 5, "command": "train", "settings": {"colour": "red"}}, "colour"),
+        ({"id": 6, "command": "train", "settings": "fast"}, "must be an object"),
+        ({"id": 7, "command": "refit", "run": "last"}, "run id"),
+        ({"id": 10, "command": "features", "engine": "gpu"}, "engine"),
+        ({"id": 11, "command": "features", "strong_views": -1}, "strong_views"),
+        ({"id": 12, "command": "features", "encoder": "nope"}, "nope"),
+    ):
         server.send(line)
         error = server.wait_for("error")
         assert named in error["error"], (line, error)
@@ -192,7 +203,10 @@ def test_cancel_stops_the_running_job_and_the_run_is_cancelled(server, demo):
     server.send({"id": 21, "command": "train", "settings": quick_settings(steps=100_000).to_dict()})
     server.wait_for("metrics", id=21)  # training has begun
     server.send({"command": "cancel", "job": 99})  # another job's cancel leaves this one alone
-    assert "job 99 is not running" in server.wait_for("info", message="nothing to cancel: job 99 is not running")["message"]
+    assert (
+        "job 99 is not running"
+        in server.wait_for("info", message="nothing to cancel: job 99 is not running")["message"]
+    )
     server.send({"command": "cancel"})
     assert server.wait_for("cancelled", id=21)["run"] is not None
     idle = server.wait_for("idle", id=21)
@@ -216,7 +230,7 @@ def test_end_of_input_and_sigterm_shut_the_server_down(demo):
         finally:
             if not server.proc.stdin.closed:
                 server.proc.stdin.close()
-            server.proc.stdin = open(os.devnull, "w")
+            server.proc.stdin = open(os.devnull, "w")  # noqa: SIM115 - the server closes it
             server.close()
 
 
@@ -247,8 +261,10 @@ def test_umap_compiles_only_once_no_job_has_run_for_a_while(project):
 
 
 def test_stray_output_goes_to_stderr_never_between_events():
-    code = ("import os, sys\nfrom core.cli.serve_cmds import events_stream\nout = events_stream()\n"
-            "print('a stray print')\nos.write(1, b'native library chatter\\n')\nout.write('{\"event\": \"x\"}\\n')\n")
+    code = (
+        "import os, sys\nfrom core.cli.serve_cmds import events_stream\nout = events_stream()\n"
+        "print('a stray print')\nos.write(1, b'native library chatter\\n')\nout.write('{\"event\": \"x\"}\\n')\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout == '{"event": "x"}\n'

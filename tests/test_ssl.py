@@ -1,5 +1,6 @@
 """The method's parts on hand-made tensors: levels, memory bank, fusion, thresholds, losses,
 and that every switch of sitfer changes the computation."""
+
 from __future__ import annotations
 
 import copy
@@ -28,8 +29,11 @@ def naive_class_similarity(queries, feats, labels, top_k, own=None):
     out = torch.full((len(queries), C), -1.0)
     for b in range(len(queries)):
         for c in range(C):
-            members = [float(queries[b] @ feats[m]) for m in range(len(feats))
-                       if labels[m] == c and (own is None or m != own[b])]
+            members = [
+                float(queries[b] @ feats[m])
+                for m in range(len(feats))
+                if labels[m] == c and (own is None or m != own[b])
+            ]
             if members:
                 out[b, c] = torch.tensor(sorted(members, reverse=True)[:top_k]).mean()
     return out
@@ -86,7 +90,7 @@ def test_dynamic_thresholds_follow_confidence_with_floor_and_ceiling():
     th = dta.thresholds()
     assert th[0].item() == pytest.approx(0.9), "capped at the ceiling"
     assert torch.all(th[1:] == 0.3), "rare classes get the floor, so they can still pass"
-    pseudo, conf, mask = passes(torch.tensor([[0.35, 0.65] + [0.0] * 5, [0.85, 0.15] + [0.0] * 5]), th)
+    pseudo, _conf, mask = passes(torch.tensor([[0.35, 0.65] + [0.0] * 5, [0.85, 0.15] + [0.0] * 5]), th)
     assert pseudo.tolist() == [1, 0] and mask.tolist() == [True, False]
     assert torch.all(FixedThreshold(C, 0.95).thresholds() == 0.95)
 
@@ -108,9 +112,15 @@ def test_losses():
 
 def make_batch(n_l=8, n_u=16, dim=32):
     g = torch.Generator().manual_seed(1)
-    return Batch(torch.randn(n_l, dim, generator=g), torch.arange(n_l) % C, torch.arange(n_l),
-                 torch.randn(n_u, dim, generator=g), torch.randn(n_u, dim, generator=g),
-                 torch.arange(n_l, n_l + n_u), x_uw_alt=torch.randn(n_u, dim, generator=g))
+    return Batch(
+        torch.randn(n_l, dim, generator=g),
+        torch.arange(n_l) % C,
+        torch.arange(n_l),
+        torch.randn(n_u, dim, generator=g),
+        torch.randn(n_u, dim, generator=g),
+        torch.arange(n_l, n_l + n_u),
+        x_uw_alt=torch.randn(n_u, dim, generator=g),
+    )
 
 
 def run_step(algorithm_name: str, step: int = 0, **overrides):
@@ -118,11 +128,21 @@ def run_step(algorithm_name: str, step: int = 0, **overrides):
     torch.manual_seed(0)
     # Settings under which every part is active at step 0: dynamic thresholds that follow the
     # batch at once, and an SNL gamma high enough to find complementary classes in a random model.
-    config = MethodConfig(**{"instance_warmup": 0, "dynamic_threshold": True, "dta_momentum": 0.0, "dta_floor": 0.01,
-                             "snl_gamma": 0.2, "threshold": 0.9, **overrides})
+    config = MethodConfig(
+        **{
+            "instance_warmup": 0,
+            "dynamic_threshold": True,
+            "dta_momentum": 0.0,
+            "dta_floor": 0.01,
+            "snl_gamma": 0.2,
+            "threshold": 0.9,
+            **overrides,
+        }
+    )
     text = F.normalize(torch.randn(C, 16, generator=torch.Generator().manual_seed(2)), dim=1)
-    algorithm = create_algorithm(algorithm_name, config, num_classes=C, class_text=text, bank_size=24,
-                                 embed_dim=64, device=torch.device("cpu"))
+    algorithm = create_algorithm(
+        algorithm_name, config, num_classes=C, class_text=text, bank_size=24, embed_dim=64, device=torch.device("cpu")
+    )
     model = algorithm.build_head(32, 16, 64).eval()  # no dropout: only the switch differs
     teacher = copy.deepcopy(model)
     with torch.no_grad():  # a teacher that differs from the student, as an EMA does mid-run
@@ -142,14 +162,23 @@ def test_each_algorithm_gives_a_finite_loss_with_gradients(name):
     assert torch.isfinite(loss) and logs["loss_sup"] > 0
 
 
-@pytest.mark.parametrize("switch", [
-    {"use_text": False}, {"use_instance": False}, {"use_semantic": False},
-    {"dynamic_threshold": False}, {"negative_learning": False}, {"weights": (1.0, 2.0, 0.5)},
-    {"teacher_pseudo_labels": False}, {"flip_ensemble": False}, {"soft_weighting": True},
-])
+@pytest.mark.parametrize(
+    "switch",
+    [
+        {"use_text": False},
+        {"use_instance": False},
+        {"use_semantic": False},
+        {"dynamic_threshold": False},
+        {"negative_learning": False},
+        {"weights": (1.0, 2.0, 0.5)},
+        {"teacher_pseudo_labels": False},
+        {"flip_ensemble": False},
+        {"soft_weighting": True},
+    ],
+)
 def test_every_sitfer_switch_changes_the_computation(switch):
     base_logs, base_loss, base_fused = run_step("sitfer")
-    logs, loss, fused = run_step("sitfer", **switch)
+    _logs, loss, fused = run_step("sitfer", **switch)
     assert base_logs["mask_rate"] > 0, "the base setting must let pseudo-labels pass"
     assert not torch.isclose(base_loss, loss) or not torch.allclose(base_fused, fused), f"{switch} changed nothing"
 
@@ -167,8 +196,15 @@ def test_dynamic_thresholds_are_the_algorithms_default_unless_asked_for():
     text = F.normalize(torch.randn(C, 16), dim=1)
 
     def threshold_kind(name, **overrides):
-        algorithm = create_algorithm(name, MethodConfig(**overrides), num_classes=C, class_text=text, bank_size=4,
-                                     embed_dim=8, device=torch.device("cpu"))
+        algorithm = create_algorithm(
+            name,
+            MethodConfig(**overrides),
+            num_classes=C,
+            class_text=text,
+            bank_size=4,
+            embed_dim=8,
+            device=torch.device("cpu"),
+        )
         return type(algorithm.threshold)
 
     assert threshold_kind("sitfer") is FixedThreshold
@@ -179,24 +215,43 @@ def test_dynamic_thresholds_are_the_algorithms_default_unless_asked_for():
 
 
 def test_soft_weighting_keeps_passed_faces_whole_and_fades_the_rest():
-    algorithm = create_algorithm("sitfer", MethodConfig(soft_weighting=True, dynamic_threshold=False, threshold=0.8),
-                                 num_classes=C, class_text=F.normalize(torch.randn(C, 16), dim=1), bank_size=4,
-                                 embed_dim=8, device=torch.device("cpu"))
+    algorithm = create_algorithm(
+        "sitfer",
+        MethodConfig(soft_weighting=True, dynamic_threshold=False, threshold=0.8),
+        num_classes=C,
+        class_text=F.normalize(torch.randn(C, 16), dim=1),
+        bank_size=4,
+        embed_dim=8,
+        device=torch.device("cpu"),
+    )
     confidence = torch.tensor([0.9, 0.8, 0.7, 0.3])
     pseudo = torch.zeros(4, dtype=torch.long)
     weights = algorithm._pseudo_weights(confidence, pseudo, confidence >= 0.8)
     assert weights[:2].tolist() == [1.0, 1.0]
     assert 1.0 > weights[2].item() > weights[3].item() > 0.0, "further under the threshold weighs less"
-    hard = create_algorithm("sitfer", MethodConfig(dynamic_threshold=False, threshold=0.8), num_classes=C,
-                            class_text=F.normalize(torch.randn(C, 16), dim=1), bank_size=4, embed_dim=8,
-                            device=torch.device("cpu"))
+    hard = create_algorithm(
+        "sitfer",
+        MethodConfig(dynamic_threshold=False, threshold=0.8),
+        num_classes=C,
+        class_text=F.normalize(torch.randn(C, 16), dim=1),
+        bank_size=4,
+        embed_dim=8,
+        device=torch.device("cpu"),
+    )
     assert hard._pseudo_weights(confidence, pseudo, confidence >= 0.8).tolist() == [1.0, 1.0, 0.0, 0.0]
 
 
 def test_instance_level_joins_after_warmup_only():
     text = F.normalize(torch.randn(C, 16), dim=1)
-    algorithm = create_algorithm("sitfer", MethodConfig(instance_warmup=100), num_classes=C, class_text=text,
-                                 bank_size=24, embed_dim=64, device=torch.device("cpu"))
+    algorithm = create_algorithm(
+        "sitfer",
+        MethodConfig(instance_warmup=100),
+        num_classes=C,
+        class_text=text,
+        bank_size=24,
+        embed_dim=64,
+        device=torch.device("cpu"),
+    )
     model = ExpressionHead(32, C, 16, hidden=64)
     out = model(torch.randn(4, 32))
     assert algorithm.level_probs(out, step=10).instance is None
@@ -205,15 +260,26 @@ def test_instance_level_joins_after_warmup_only():
 
 
 def test_bad_method_settings_are_refused_with_the_name():
-    for bad, word in ((dict(text_tau=0), "text_tau"), (dict(weights=(1, -1, 1)), "weights"),
-                      (dict(snl_gamma=1.5), "snl_gamma"), (dict(lambda_u=-1), "lambda_u")):
+    for bad, word in (
+        (dict(text_tau=0), "text_tau"),
+        (dict(weights=(1, -1, 1)), "weights"),
+        (dict(snl_gamma=1.5), "snl_gamma"),
+        (dict(lambda_u=-1), "lambda_u"),
+    ):
         with pytest.raises(ValueError, match=word):
             MethodConfig(**bad).validate()
     with pytest.raises(ValueError, match="unknown method setting"):
         MethodConfig.from_dict({"lambda_x": 1})
     with pytest.raises(ValueError, match="unknown algorithm"):
-        create_algorithm("mixmatch", MethodConfig(), num_classes=C, class_text=None, bank_size=1, embed_dim=4,
-                         device=torch.device("cpu"))
+        create_algorithm(
+            "mixmatch",
+            MethodConfig(),
+            num_classes=C,
+            class_text=None,
+            bank_size=1,
+            embed_dim=4,
+            device=torch.device("cpu"),
+        )
 
 
 def test_the_trainer_hands_its_ema_teacher_to_the_algorithm():

@@ -3,6 +3,7 @@ model runs, the EMA teacher and the loss check. The faster forms (transforms bui
 kernel per EMA update, no per-step wait for the GPU) must give exactly what the plain ones gave,
 so head-mode caches rebuild bit for bit, checkpoints resume the same, and a NaN loss is never
 logged or saved."""
+
 from __future__ import annotations
 
 import copy
@@ -71,8 +72,9 @@ def _reference_ema(ema_state: dict, model_state: dict, decay: float) -> dict:
 
 def test_ema_update_matches_the_per_tensor_rule_buffers_included():
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
-                                torch.nn.LazyLinear(2))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(), torch.nn.LazyLinear(2)
+    )
     model(torch.randn(2, 3, 8, 8))  # materialise the lazy layer and move the batch-norm statistics
     ema = ModelEMA(model, decay=0.9)
     for _ in range(3):
@@ -102,8 +104,7 @@ def test_uint8_images_normalised_later_equal_the_one_step_preprocessing():
     from core.encoders.base import Preprocessor
 
     pre = Preprocessor(112, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-    images = [_face(0), _face(1, 61), Image.fromarray(np.zeros((30, 70, 3), np.uint8), "RGB"),
-              _face(2).convert("L")]
+    images = [_face(0), _face(1, 61), Image.fromarray(np.zeros((30, 70, 3), np.uint8), "RGB"), _face(2).convert("L")]
     small = pre.to_uint8(images)
     assert small.dtype == torch.uint8 and small.shape == (4, 3, 112, 112) and small.is_contiguous()
     assert torch.equal(pre.normalize(small), _old_preprocess(pre, images))
@@ -121,16 +122,34 @@ def test_finetune_batches_arrive_normalised_and_views_differ(tmp_path):
         path = tmp_path / f"face {i}.png"
         _face(i).save(path)
         paths.append(path)
-    faces = FaceTable(ids=np.arange(6), splits=np.array(["train"] * 6), labels=np.array([0, 1, -1, -1, -1, -1]),
-                      paths=paths, crop_paths=[None] * 6, boxes=[None] * 6, angles=[None] * 6)
+    faces = FaceTable(
+        ids=np.arange(6),
+        splits=np.array(["train"] * 6),
+        labels=np.array([0, 1, -1, -1, -1, -1]),
+        paths=paths,
+        crop_paths=[None] * 6,
+        boxes=[None] * 6,
+        angles=[None] * 6,
+    )
     pre = Preprocessor(32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     torch.manual_seed(0)
-    source = ImageBatches(faces, np.array([0, 1]), np.array([0, 1]), np.arange(2, 6), np.arange(6), pre,
-                          batch_size=2, unlabeled_ratio=2, seed=0, device=torch.device("cpu"), workers=0)
+    source = ImageBatches(
+        faces,
+        np.array([0, 1]),
+        np.array([0, 1]),
+        np.arange(2, 6),
+        np.arange(6),
+        pre,
+        batch_size=2,
+        unlabeled_ratio=2,
+        seed=0,
+        device=torch.device("cpu"),
+        workers=0,
+    )
     batch = source.next_batch(0)
     for x in (batch.x_l, batch.x_uw, batch.x_us, batch.x_uw_alt):
         assert x.dtype == torch.float32 and x.shape[1:] == (3, 32, 32)
-        assert -2.0 - 1e-6 <= float(x.min()) and float(x.max()) <= 2.0 + 1e-6  # (0..1 - 0.5) / 0.25
+        assert float(x.min()) >= -2.0 - 1e-6 and float(x.max()) <= 2.0 + 1e-6  # (0..1 - 0.5) / 0.25
     assert not torch.equal(batch.x_uw, batch.x_us)
     images, slots = next(plain_batches(faces, np.arange(6), np.arange(6), pre, workers=0))
     assert torch.equal(images, pre([Image.open(p).convert("RGB") for p in paths]))
@@ -188,9 +207,14 @@ def test_a_nan_loss_stops_the_run_before_any_hook_reads_that_step():
     from core.training.loop import LoopConfig, Trainer
 
     recorder = _Recorder()
-    trainer = Trainer(torch.nn.Linear(3, 1), _ScriptedAlgorithm(bad_from=7), _Batches(),
-                      LoopConfig(steps=40, log_every=5, eval_every=20, checkpoint_every=20), torch.device("cpu"),
-                      [recorder])
+    trainer = Trainer(
+        torch.nn.Linear(3, 1),
+        _ScriptedAlgorithm(bad_from=7),
+        _Batches(),
+        LoopConfig(steps=40, log_every=5, eval_every=20, checkpoint_every=20),
+        torch.device("cpu"),
+        [recorder],
+    )
     with pytest.raises(FloatingPointError, match="between steps 6 and 10"):
         trainer.run()
     # Steps 1-9 ran their hooks; step 10, the first the hooks log, never reached them, nor did after_run.
@@ -220,8 +244,14 @@ def test_a_finite_run_ends_normally_and_metrics_average_device_logs(tmp_path):
     original = hooks_module.write_metrics
     hooks_module.write_metrics = lambda project, run_id, step, values: written.append((step, values))
     try:
-        trainer = Trainer(torch.nn.Linear(3, 1), FakeAlgorithm(bad_from=10**9), _Batches(),
-                          LoopConfig(steps=10, log_every=5), torch.device("cpu"), [hook])
+        trainer = Trainer(
+            torch.nn.Linear(3, 1),
+            FakeAlgorithm(bad_from=10**9),
+            _Batches(),
+            LoopConfig(steps=10, log_every=5),
+            torch.device("cpu"),
+            [hook],
+        )
         assert trainer.run() == "finished"
     finally:
         hooks_module.write_metrics = original

@@ -1,4 +1,5 @@
 """The project store: creation, round trips, schema versions and migrations."""
+
 from __future__ import annotations
 
 import json
@@ -7,6 +8,7 @@ import sqlite3
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
 
 from core.store import db as store_db
 from core.store.models import (
@@ -55,12 +57,31 @@ def test_round_trip_of_every_table_survives_reopen(project):
         s.add(run)
         s.flush()
         s.add(RunLabel(run_id=run.id, image_id=face.id, label="fear"))
-        s.add(Correction(image_id=face.id, annotator="ana", old_label=None, new_label="fear",
-                         suggestion="surprise", run_id=run.id))
+        s.add(
+            Correction(
+                image_id=face.id,
+                annotator="ana",
+                old_label=None,
+                new_label="fear",
+                suggestion="surprise",
+                run_id=run.id,
+            )
+        )
         s.add(Metric(run_id=run.id, step=10, name="val_accuracy", value=0.5))
-        s.add(Prediction(run_id=run.id, image_id=other.id, p_semantic=[0.1] * 7, p_text=[0.2] * 7,
-                         p_instance=None, p_fused=[1 / 7] * 7, pseudo_label="fear", confidence=0.4,
-                         passed_threshold=False, extra={"positive_set": ["fear", "surprise"]}))
+        s.add(
+            Prediction(
+                run_id=run.id,
+                image_id=other.id,
+                p_semantic=[0.1] * 7,
+                p_text=[0.2] * 7,
+                p_instance=None,
+                p_fused=[1 / 7] * 7,
+                pseudo_label="fear",
+                confidence=0.4,
+                passed_threshold=False,
+                extra={"positive_set": ["fear", "surprise"]},
+            )
+        )
         s.add(Embedding(run_id=run.id, image_id=other.id, vector=b"\x00" * 16, dim=4))
         s.add(Projection(run_id=run.id, image_id=other.id, method="umap", x=1.5, y=-2.0))
     root = project.root
@@ -88,17 +109,15 @@ def test_round_trip_of_every_table_survives_reopen(project):
 
 
 def test_foreign_keys_are_enforced(project):
-    with pytest.raises(Exception):
-        with project.session() as s:
-            s.add(Label(image_id=999, label="fear", source=SOURCE_ANNOTATOR))
+    with pytest.raises(IntegrityError), project.session() as s:
+        s.add(Label(image_id=999, label="fear", source=SOURCE_ANNOTATOR))
 
 
 def test_duplicate_face_is_rejected_by_the_database(project):
-    with pytest.raises(Exception):
-        with project.session() as s:
-            _add_face(s, 1)
-            s.add(Image(path="copy.png", content_hash=f"{1:064x}", width=1, height=1))
-            s.flush()
+    with pytest.raises(IntegrityError), project.session() as s:
+        _add_face(s, 1)
+        s.add(Image(path="copy.png", content_hash=f"{1:064x}", width=1, height=1))
+        s.flush()
 
 
 def test_open_refuses_non_projects_and_damaged_descriptors(tmp_path):
@@ -235,10 +254,21 @@ def test_a_run_killed_while_cancelling_is_settled_as_cancelled_not_failed(projec
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     with project.session() as s:
-        s.add_all([Run(id=1, algorithm="sitfer", encoder="tiny", status="running", pid=gone.pid,
-                       host=socket.gethostname()),
-                   Run(id=2, algorithm="sitfer", encoder="tiny", status="running", pid=os.getpid(),
-                       host=socket.gethostname())])
+        s.add_all(
+            [
+                Run(
+                    id=1, algorithm="sitfer", encoder="tiny", status="running", pid=gone.pid, host=socket.gethostname()
+                ),
+                Run(
+                    id=2,
+                    algorithm="sitfer",
+                    encoder="tiny",
+                    status="running",
+                    pid=os.getpid(),
+                    host=socket.gethostname(),
+                ),
+            ]
+        )
     with project.session() as s:
         assert settle_cancelled_run(s, 1) and not settle_cancelled_run(s, 2), "a live worker is left alone"
     with project.session() as s:

@@ -2,6 +2,7 @@
 says which faces it changed and whether the annotator can undo or redo now; the queries answer
 what the views read (faces, runs, evidence, the queue). (tests/test_layering.py checks that it
 imports no Qt, and that app/ opens no session of its own.)"""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,7 +40,9 @@ def test_undo_state_follows_the_log_per_annotator(api):
     first, second = unlabeled_train(api, 2)
     assert labeling.undo_state(api.project, "ana") == labeling.UndoState(False, False)
     change = api.labeling.set_label(first, "fear", "ana")
-    assert change.kind == "label" and change.face_ids == (first,) and (change.can_undo, change.can_redo) == (True, False)
+    assert (
+        change.kind == "label" and change.face_ids == (first,) and (change.can_undo, change.can_redo) == (True, False)
+    )
     assert not labeling.can_undo(api.project, "bo")  # bo has nothing of his own to undo
     change = api.labeling.undo("ana")
     assert change.kind == "undo" and change.face_ids == (first,) and (change.can_undo, change.can_redo) == (False, True)
@@ -121,10 +124,19 @@ def test_only_a_cancelled_or_failed_run_with_its_checkpoint_is_resumable(api):
         finished = session.get(Run, SITFER_RUN)
         checkpoint = finished.checkpoint
         for status in (RUN_CANCELLED, RUN_FAILED):
-            session.add(Run(algorithm="sitfer", encoder="tiny", mode="head", config={}, status=status,
-                            checkpoint=checkpoint))
-        session.add(Run(algorithm="sitfer", encoder="tiny", mode="head", config={}, status=RUN_CANCELLED,
-                        checkpoint="checkpoints/missing.pt"))
+            session.add(
+                Run(algorithm="sitfer", encoder="tiny", mode="head", config={}, status=status, checkpoint=checkpoint)
+            )
+        session.add(
+            Run(
+                algorithm="sitfer",
+                encoder="tiny",
+                mode="head",
+                config={},
+                status=RUN_CANCELLED,
+                checkpoint="checkpoints/missing.pt",
+            )
+        )
     assert [api.runs.resumable(run) for run in (2, 3, 4)] == [True, True, False]
     assert not api.runs.resumable(99)
 

@@ -1,5 +1,6 @@
 """Thread discipline: each process's thread plan, applied before torch starts its pools, in the
 worker commands, the studio's workers, the importer's processes and UMAP."""
+
 from __future__ import annotations
 
 import json
@@ -25,10 +26,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def run_python(code: str, **env: str) -> str:
-    clean = {k: v for k, v in os.environ.items()
-             if k not in (THREADS_ENV, *threads.POOL_ENV, "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**clean, **env}, capture_output=True,
-                         text=True, timeout=120)
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in (THREADS_ENV, *threads.POOL_ENV, "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env={**clean, **env}, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout.strip().splitlines()[-1]
 
@@ -102,13 +107,15 @@ def test_studio_shares():
 
 
 def test_configure_threads_sets_every_pool_loaded_or_not():
-    code = ("import json, cv2, numpy, torch\n"
-            "from core.threads import configure_threads\n"
-            "plan = configure_threads('worker')\n"
-            "import os, threadpoolctl\n"
-            "blas = [p['num_threads'] for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas']\n"
-            "print(json.dumps([plan.threads, torch.get_num_threads(), cv2.getNumThreads(), blas,"
-            " os.environ['OMP_NUM_THREADS'], os.environ['NUMBA_NUM_THREADS'], os.environ['OMP_WAIT_POLICY']]))")
+    code = (
+        "import json, cv2, numpy, torch\n"
+        "from core.threads import configure_threads\n"
+        "plan = configure_threads('worker')\n"
+        "import os, threadpoolctl\n"
+        "blas = [p['num_threads'] for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas']\n"
+        "print(json.dumps([plan.threads, torch.get_num_threads(), cv2.getNumThreads(), blas,"
+        " os.environ['OMP_NUM_THREADS'], os.environ['NUMBA_NUM_THREADS'], os.environ['OMP_WAIT_POLICY']]))"
+    )
     plan, torch_threads, cv2_threads, blas, omp, numba, policy = json.loads(run_python(code, **{THREADS_ENV: "1"}))
     assert plan == torch_threads == cv2_threads == 1 and all(n == 1 for n in blas)
     assert omp == numba == "1" and policy == "PASSIVE"
@@ -116,33 +123,39 @@ def test_configure_threads_sets_every_pool_loaded_or_not():
 
 @pytest.mark.parametrize("command", ["train", "features"])
 def test_worker_commands_plan_threads_before_torch_loads(command, tmp_path):
-    code = ("import json, sys\n"
-            "import core.threads as t\n"
-            "seen = []\n"
-            "real = t.configure_threads\n"
-            "def spy(role, **kw):\n"
-            "    seen.append([role, 'torch' in sys.modules])\n"
-            "    return real(role, **kw)\n"
-            "t.configure_threads = spy\n"
-            "from core.cli import main\n"
-            f"main([{command!r}, {str(tmp_path / 'missing')!r}])\n"
-            "print(json.dumps(seen))")
+    code = (
+        "import json, sys\n"
+        "import core.threads as t\n"
+        "seen = []\n"
+        "real = t.configure_threads\n"
+        "def spy(role, **kw):\n"
+        "    seen.append([role, 'torch' in sys.modules])\n"
+        "    return real(role, **kw)\n"
+        "t.configure_threads = spy\n"
+        "from core.cli import main\n"
+        f"main([{command!r}, {str(tmp_path / 'missing')!r}])\n"
+        "print(json.dumps(seen))"
+    )
     assert json.loads(run_python(code, **{THREADS_ENV: "1"})) == [["worker", False]]
 
 
 def test_import_workers_run_one_thread_each():
-    code = ("import cv2\n"
-            "from core.ingest.importer import _init_worker\n"
-            "cv2.setNumThreads(4)\n"
-            "_init_worker(None)\n"
-            "print(cv2.getNumThreads())")
+    code = (
+        "import cv2\n"
+        "from core.ingest.importer import _init_worker\n"
+        "cv2.setNumThreads(4)\n"
+        "_init_worker(None)\n"
+        "print(cv2.getNumThreads())"
+    )
     assert run_python(code) == "1"
 
 
 def test_umap_runs_on_the_process_s_threads():
     # numba started with a thread per core (loaded before any plan); the map narrows it
-    code = ("import numpy as np, numba\n"
-            "from core.projection import umap_2d\n"
-            "umap_2d(np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32))\n"
-            "print(numba.get_num_threads())")
+    code = (
+        "import numpy as np, numba\n"
+        "from core.projection import umap_2d\n"
+        "umap_2d(np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32))\n"
+        "print(numba.get_num_threads())"
+    )
     assert run_python(code, **{THREADS_ENV: "1"}) == "1"

@@ -1,6 +1,7 @@
 """`train` checks every setting before a run exists (issue 19, item 11): non-finite and
 out-of-range values and a missing or broken --descriptions file exit 2 with the flag and its
 value named, and leave no run in the project."""
+
 from __future__ import annotations
 
 import io
@@ -37,33 +38,43 @@ def run_count(root: Path) -> int:
         return session.scalar(select(func.count()).select_from(Run))
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--weights", "nan,1,1"], "--weights nan,1,1: the semantic weight must be a finite number"),
-    (["--weights", "1,inf,1"], "--weights 1,inf,1: the text weight must be a finite number"),
-    (["--weights", "0,0,0"], "--weights 0,0,0: the levels in use (semantic, text, instance) need at least one "
-                             "positive weight"),
-    (["--weights", "0,0,1"], "--weights 0,0,1: the instance level joins after its warm-up (a share of the steps); "
-                             "until then semantic and text need a positive weight"),
-    (["--weights", "0,0,1", "--instance-warmup", "300"], "--weights 0,0,1: the instance level joins after 300 "
-                                                         "warm-up steps"),
-    (["--weights", "1,-1,1"], "--weights 1,-1,1: the text weight must be 0 or more"),
-    (["--threshold", "2"], "--threshold 2: must be between 0 and 1, 0 excluded"),
-    (["--threshold", "0"], "--threshold 0: must be between 0 and 1, 0 excluded"),
-    (["--threshold", "nan"], "--threshold nan: must be a finite number"),
-    (["--lr", "nan"], "--lr nan: must be a finite number"),
-    (["--lr", "0"], "--lr 0: must be a positive number"),
-    (["--weight-decay", "inf"], "--weight-decay inf: must be a finite number"),
-    (["--text-tau", "0"], "--text-tau 0: must be a positive number"),
-    (["--ema-decay", "1"], "--ema-decay 1: must be between 0 and 1, 1 excluded"),
-    (["--dta-floor", "0.9", "--dta-ceiling", "0.8"], "--dta-floor 0.9: must not be above the ceiling (0.8)"),
-    (["--instance-top-k", "0"], "--instance-top-k 0: must be 1 or more"),
-    (["--steps", "0"], "--steps 0: must be 1 or more"),
-    (["--batch-size", "0"], "--batch-size 0: must be 1 or more"),
-    (["--strong-views", "17"], "--strong-views 17: must be between 0 and 16"),
-    (["--seed", "-1"], "--seed -1: must be between 0 and 4294967295"),
-    (["--no-semantic", "--no-text", "--no-instance"], "no level is on"),
-    (["--descriptions", "missing.json"], "--descriptions: cannot read descriptions file"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--weights", "nan,1,1"], "--weights nan,1,1: the semantic weight must be a finite number"),
+        (["--weights", "1,inf,1"], "--weights 1,inf,1: the text weight must be a finite number"),
+        (
+            ["--weights", "0,0,0"],
+            "--weights 0,0,0: the levels in use (semantic, text, instance) need at least one positive weight",
+        ),
+        (
+            ["--weights", "0,0,1"],
+            "--weights 0,0,1: the instance level joins after its warm-up (a share of the steps); "
+            "until then semantic and text need a positive weight",
+        ),
+        (
+            ["--weights", "0,0,1", "--instance-warmup", "300"],
+            "--weights 0,0,1: the instance level joins after 300 warm-up steps",
+        ),
+        (["--weights", "1,-1,1"], "--weights 1,-1,1: the text weight must be 0 or more"),
+        (["--threshold", "2"], "--threshold 2: must be between 0 and 1, 0 excluded"),
+        (["--threshold", "0"], "--threshold 0: must be between 0 and 1, 0 excluded"),
+        (["--threshold", "nan"], "--threshold nan: must be a finite number"),
+        (["--lr", "nan"], "--lr nan: must be a finite number"),
+        (["--lr", "0"], "--lr 0: must be a positive number"),
+        (["--weight-decay", "inf"], "--weight-decay inf: must be a finite number"),
+        (["--text-tau", "0"], "--text-tau 0: must be a positive number"),
+        (["--ema-decay", "1"], "--ema-decay 1: must be between 0 and 1, 1 excluded"),
+        (["--dta-floor", "0.9", "--dta-ceiling", "0.8"], "--dta-floor 0.9: must not be above the ceiling (0.8)"),
+        (["--instance-top-k", "0"], "--instance-top-k 0: must be 1 or more"),
+        (["--steps", "0"], "--steps 0: must be 1 or more"),
+        (["--batch-size", "0"], "--batch-size 0: must be 1 or more"),
+        (["--strong-views", "17"], "--strong-views 17: must be between 0 and 16"),
+        (["--seed", "-1"], "--seed -1: must be between 0 and 4294967295"),
+        (["--no-semantic", "--no-text", "--no-instance"], "no level is on"),
+        (["--descriptions", "missing.json"], "--descriptions: cannot read descriptions file"),
+    ],
+)
 def test_bad_settings_exit_2_naming_the_flag_and_leave_no_run(root, tmp_path, monkeypatch, capsys, flags, message):
     monkeypatch.chdir(tmp_path)  # missing.json: relative to where the command runs
     code = main(["train", str(root), *FAST, *flags])
@@ -73,11 +84,14 @@ def test_bad_settings_exit_2_naming_the_flag_and_leave_no_run(root, tmp_path, mo
     assert run_count(root) == 0
 
 
-@pytest.mark.parametrize("flags, named", [
-    (["--steps", "5000"], "--steps 5000 cannot change them"),
-    (["--no-text", "--algorithm", "fixmatch"], "--algorithm fixmatch, --no-text cannot change them"),
-    (["--text", "--lr", "0.1"], "--lr 0.1, --text cannot change them"),
-])
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--steps", "5000"], "--steps 5000 cannot change them"),
+        (["--no-text", "--algorithm", "fixmatch"], "--algorithm fixmatch, --no-text cannot change them"),
+        (["--text", "--lr", "0.1"], "--lr 0.1, --text cannot change them"),
+    ],
+)
 def test_setting_flags_beside_resume_are_refused_not_ignored(root, capsys, flags, named):
     # Run 7 need not exist: the flags are refused before the project is opened.
     assert main(["train", str(root), "--resume", "7", *flags]) == 2
@@ -118,8 +132,14 @@ def test_a_stored_run_with_a_non_finite_setting_is_not_resumed(root, tmp_path):
     checkpoint.write_bytes(b"never read")
     with Project.open(root) as project:
         with project.session() as session:
-            run = Run(algorithm="sitfer", encoder="tiny", mode="head", config=settings, status="cancelled",
-                      checkpoint=str(checkpoint))
+            run = Run(
+                algorithm="sitfer",
+                encoder="tiny",
+                mode="head",
+                config=settings,
+                status="cancelled",
+                checkpoint=str(checkpoint),
+            )
             session.add(run)
             session.flush()
             run_id = run.id

@@ -1,5 +1,6 @@
 """The trainer end to end on the demo set with the tiny encoder: every algorithm learns, events
 are valid JSON, cancel/resume work, and a killed worker leaves the project usable."""
+
 from __future__ import annotations
 
 import io
@@ -22,8 +23,8 @@ from core.store.db import integrity_ok
 from core.store.models import Embedding, Label, Metric, Prediction, Projection, Run, RunLabel
 from core.store.project import Project
 from core.training.checkpoints import load_checkpoint
-from core.training.events import JsonEvents
 from core.training.evaluation import evaluate_run
+from core.training.events import JsonEvents
 from core.training.loop import LoopConfig
 from core.training.settings import TrainSettings
 from core.training.worker import train
@@ -35,16 +36,22 @@ FAST_LOOP = dict(steps=250, batch_size=32, eval_every=50, checkpoint_every=100, 
 @pytest.fixture(scope="module")
 def demo_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("train") / "demo"
-    project, _ = create_demo_project(root, DemoSettings(train_per_class=40, val_per_class=12,
-                                                        labeled_per_class=15, seed=3))
+    project, _ = create_demo_project(
+        root, DemoSettings(train_per_class=40, val_per_class=12, labeled_per_class=15, seed=3)
+    )
     project.close()
     return root
 
 
 def settings(algorithm="sitfer", **loop) -> TrainSettings:
-    return TrainSettings(algorithm=algorithm, encoder="tiny", projection="pca", strong_views=2,
-                         method=MethodConfig(instance_warmup=50),
-                         loop=LoopConfig(**{**FAST_LOOP, **loop}))
+    return TrainSettings(
+        algorithm=algorithm,
+        encoder="tiny",
+        projection="pca",
+        strong_views=2,
+        method=MethodConfig(instance_warmup=50),
+        loop=LoopConfig(**{**FAST_LOOP, **loop}),
+    )
 
 
 def run_in_process(root: Path, config: TrainSettings, **kwargs):
@@ -145,9 +152,30 @@ def test_a_run_without_labels_fails_clearly(tmp_path):
 
 def cli_train(root: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, str(REPO / "main.py"), "train", str(root), "--encoder", "tiny", "--events", "json",
-         "--projection", "pca", "--strong-views", "2", "--batch-size", "32", "--log-every", "10", *extra],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            str(REPO / "main.py"),
+            "train",
+            str(root),
+            "--encoder",
+            "tiny",
+            "--events",
+            "json",
+            "--projection",
+            "pca",
+            "--strong-views",
+            "2",
+            "--batch-size",
+            "32",
+            "--log-every",
+            "10",
+            *extra,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_training(proc: subprocess.Popen) -> list[dict]:
@@ -195,26 +223,68 @@ def test_cli_text_mode_reports_progress_readably(demo_root, tmp_path):
     root = tmp_path / "copy"
     shutil.copytree(demo_root, root)
     proc = subprocess.run(
-        [sys.executable, str(REPO / "main.py"), "train", str(root), "--encoder", "tiny", "--algorithm", "supervised",
-         "--steps", "40", "--log-every", "20", "--eval-every", "20", "--projection", "pca", "--strong-views", "2"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            str(REPO / "main.py"),
+            "train",
+            str(root),
+            "--encoder",
+            "tiny",
+            "--algorithm",
+            "supervised",
+            "--steps",
+            "40",
+            "--log-every",
+            "20",
+            "--eval-every",
+            "20",
+            "--projection",
+            "pca",
+            "--strong-views",
+            "2",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "started: run" in proc.stderr and "step 40: " in proc.stderr and "finished: run" in proc.stderr
-    evaluation = subprocess.run([sys.executable, str(REPO / "main.py"), "evaluate", str(root), "--json"],
-                                cwd=REPO, capture_output=True, text=True, timeout=120)
+    evaluation = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "evaluate", str(root), "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     report = json.loads(evaluation.stdout)
     assert report["split"] == "val" and 0 <= report["fused"]["accuracy"] <= 1
-    runs = subprocess.run([sys.executable, str(REPO / "main.py"), "runs", str(root)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    runs = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "runs", str(root)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "finished" in runs.stdout and "supervised" in runs.stdout
 
 
 def test_bad_training_settings_are_refused_before_a_run_starts(demo_root):
-    proc = subprocess.run([sys.executable, str(REPO / "main.py"), "train", str(demo_root), "--encoder", "tiny",
-                           "--lr", "-1"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "train", str(demo_root), "--encoder", "tiny", "--lr", "-1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "--lr -1: must be a positive number" in proc.stderr
-    proc = subprocess.run([sys.executable, str(REPO / "main.py"), "train", str(demo_root), "--encoder", "resnet"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "train", str(demo_root), "--encoder", "resnet"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "unknown encoder 'resnet'" in proc.stderr
 
 
@@ -245,18 +315,52 @@ def test_torchrun_two_processes_make_one_run(demo_root, tmp_path):
     with Project.open(root) as project, project.session() as s:
         runs_before = s.scalar(select(func.count()).select_from(Run))
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(REPO / "main.py"), "train", str(root), "--mode", "finetune", "--encoder", "tiny", "--steps", "20",
-         "--batch-size", "8", "--log-every", "10", "--eval-every", "10", "--projection", "pca",
-         "--loader-workers", "0", "--events", "json"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(REPO / "main.py"),
+            "train",
+            str(root),
+            "--mode",
+            "finetune",
+            "--encoder",
+            "tiny",
+            "--steps",
+            "20",
+            "--batch-size",
+            "8",
+            "--log-every",
+            "10",
+            "--eval-every",
+            "10",
+            "--projection",
+            "pca",
+            "--loader-workers",
+            "0",
+            "--events",
+            "json",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert [e["event"] for e in events].count("started") == 1, "only rank 0 speaks"
     assert events[-1]["event"] == "finished"
     with Project.open(root) as project, project.session() as s:
         runs = s.scalars(select(Run).order_by(Run.id)).all()
-        assert len(runs) == runs_before + 1 and runs[-1].status == "finished" and runs[-1].id == next(e["run"] for e in events if e["event"] == "started")
+        assert (
+            len(runs) == runs_before + 1
+            and runs[-1].status == "finished"
+            and runs[-1].id == next(e["run"] for e in events if e["event"] == "started")
+        )
         assert s.scalar(select(func.count()).select_from(Prediction).where(Prediction.run_id == runs[-1].id)) == 7 * 52
 
 
@@ -274,11 +378,13 @@ def test_a_head_run_with_face_geometry_reports_faces_without_a_mesh_and_refits_a
     assert outcome.status == "finished", events[-1]
     info = [e["message"] for e in events if e["event"] == "info" and "face mesh" in e["message"]]
     from core.training.geometry import without_mesh_message
+
     assert len(info) == 1
     with Project.open(root) as project:
         with project.session() as s:
-            missing = s.scalar(select(Metric.value).where(Metric.run_id == outcome.run_id,
-                                                          Metric.name == "faces_without_mesh"))
+            missing = s.scalar(
+                select(Metric.value).where(Metric.run_id == outcome.run_id, Metric.name == "faces_without_mesh")
+            )
             total = s.scalar(select(func.count()).select_from(Prediction).where(Prediction.run_id == outcome.run_id))
             run = s.get(Run, outcome.run_id)
             assert run.config["geometry"] is True

@@ -4,6 +4,7 @@ Probability vectors are JSON lists in the database; decoding them one row at a t
 makes a naive load slow, so each column is fetched as raw text and parsed with one json.loads
 over the whole column (30,000 faces: a few tens of milliseconds).
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,7 @@ from core.store.models import STATUS_ACTIVE, Embedding, Image, Label, Metric, Pr
 from core.store.queries import RunNotFoundError, resolve_run_id
 
 LEVELS = ("semantic", "text", "instance")
-_LEVEL_COLUMNS = {"semantic": Prediction.p_semantic, "text": Prediction.p_text,
-                  "instance": Prediction.p_instance}
+_LEVEL_COLUMNS = {"semantic": Prediction.p_semantic, "text": Prediction.p_text, "instance": Prediction.p_instance}
 _IN_CHUNK = 900  # ids per IN (...) query: under every SQLite build's bound-parameter limit
 
 
@@ -46,11 +46,20 @@ class RunPredictions:
     def __len__(self) -> int:
         return len(self.face_ids)
 
-    def take(self, rows: np.ndarray) -> "RunPredictions":
+    def take(self, rows: np.ndarray) -> RunPredictions:
         return RunPredictions(
-            self.run_id, self.face_ids[rows], self.splits[rows], self.labels[rows], self.label_sources[rows],
-            self.fused[rows], {k: v[rows] for k, v in self.levels.items()}, self.predicted[rows],
-            self.confidence[rows], self.passed[rows], self.thresholds)
+            self.run_id,
+            self.face_ids[rows],
+            self.splits[rows],
+            self.labels[rows],
+            self.label_sources[rows],
+            self.fused[rows],
+            {k: v[rows] for k, v in self.levels.items()},
+            self.predicted[rows],
+            self.confidence[rows],
+            self.passed[rows],
+            self.thresholds,
+        )
 
 
 def resolve_run(session: Session, run_id: int | None) -> int:
@@ -73,12 +82,22 @@ def load_run_predictions(session: Session, run_id: int, split: str | None = "tra
     names = class_names()
     index = {name: i for i, name in enumerate(names)}
     as_text = [cast(column, Text) for column in (Prediction.p_fused, *_LEVEL_COLUMNS.values())]
-    query = (select(Image.id, Image.split, Label.label, Label.source, Prediction.pseudo_label,
-                    Prediction.confidence, Prediction.passed_threshold, *as_text)
-             .join(Prediction, Prediction.image_id == Image.id)
-             .outerjoin(Label, Label.image_id == Image.id)
-             .where(Prediction.run_id == run_id, Image.status == STATUS_ACTIVE)
-             .order_by(Image.id))
+    query = (
+        select(
+            Image.id,
+            Image.split,
+            Label.label,
+            Label.source,
+            Prediction.pseudo_label,
+            Prediction.confidence,
+            Prediction.passed_threshold,
+            *as_text,
+        )
+        .join(Prediction, Prediction.image_id == Image.id)
+        .outerjoin(Label, Label.image_id == Image.id)
+        .where(Prediction.run_id == run_id, Image.status == STATUS_ACTIVE)
+        .order_by(Image.id)
+    )
     if split is not None:
         query = query.where(Image.split == split)
     rows = session.execute(query).all()
@@ -108,10 +127,11 @@ def load_thresholds(session: Session, run_id: int) -> np.ndarray | None:
     """The run's last logged `threshold_<class>` metrics in class order, or None if incomplete."""
     latest: dict[str, float] = {}
     for name, value in session.execute(
-            select(Metric.name, Metric.value)
-            .where(Metric.run_id == run_id, Metric.name.like("threshold\\_%", escape="\\"))
-            .order_by(Metric.step, Metric.id)):
-        latest[name[len("threshold_"):]] = value
+        select(Metric.name, Metric.value)
+        .where(Metric.run_id == run_id, Metric.name.like("threshold\\_%", escape="\\"))
+        .order_by(Metric.step, Metric.id)
+    ):
+        latest[name[len("threshold_") :]] = value
     names = class_names()
     if not all(name in latest for name in names):
         return None
@@ -124,8 +144,10 @@ def load_embeddings(session: Session, run_id: int, face_ids: np.ndarray) -> tupl
     ids = [int(f) for f in face_ids]
     for start in range(0, len(ids), _IN_CHUNK):
         for face_id, blob in session.execute(
-                select(Embedding.image_id, Embedding.vector)
-                .where(Embedding.run_id == run_id, Embedding.image_id.in_(ids[start:start + _IN_CHUNK]))):
+            select(Embedding.image_id, Embedding.vector).where(
+                Embedding.run_id == run_id, Embedding.image_id.in_(ids[start : start + _IN_CHUNK])
+            )
+        ):
             if blob:
                 vectors[face_id] = np.frombuffer(blob, dtype=np.float32)
     found = np.array([f in vectors for f in ids], dtype=bool)

@@ -7,6 +7,7 @@ instance level's evidence): the labeled faces' stored embeddings are kept as one
 matrix per run, so each lookup is one matrix-vector product; when labels change, only the
 embeddings of newly labeled faces are read.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,33 +48,68 @@ def _vector(value) -> np.ndarray | None:
     return None if value is None else np.asarray(value, dtype=np.float64)
 
 
-def face_evidence(session: Session, run_id: int | None, face_id: int,
-                  thresholds: np.ndarray | None = None) -> FaceEvidence | None:
+def face_evidence(
+    session: Session, run_id: int | None, face_id: int, thresholds: np.ndarray | None = None
+) -> FaceEvidence | None:
     """The face's label and the run's prediction for it (None if there is no such face).
     Pass `thresholds` when the caller already holds the run's (they are the same for every face)."""
     face = session.execute(
         select(Image.id, Image.split, Label.label, Label.source, Label.annotator, Label.updated_at)
-        .outerjoin(Label, Label.image_id == Image.id).where(Image.id == int(face_id))).first()
+        .outerjoin(Label, Label.image_id == Image.id)
+        .where(Image.id == int(face_id))
+    ).first()
     if face is None:
         return None
     prediction = None
     if run_id is not None:
         prediction = session.execute(
-            select(Prediction.p_semantic, Prediction.p_text, Prediction.p_instance, Prediction.p_fused,
-                   Prediction.pseudo_label, Prediction.confidence, Prediction.passed_threshold,
-                   Prediction.extra)
-            .where(Prediction.run_id == run_id, Prediction.image_id == int(face_id))).first()
+            select(
+                Prediction.p_semantic,
+                Prediction.p_text,
+                Prediction.p_instance,
+                Prediction.p_fused,
+                Prediction.pseudo_label,
+                Prediction.confidence,
+                Prediction.passed_threshold,
+                Prediction.extra,
+            ).where(Prediction.run_id == run_id, Prediction.image_id == int(face_id))
+        ).first()
         if prediction is not None and thresholds is None:
             thresholds = load_thresholds(session, run_id)
     if prediction is None:
         levels = {level: None for level in LEVELS}
-        return FaceEvidence(face.id, face.split, face.label, face.source, face.annotator, face.updated_at,
-                            run_id, levels, None, None, None, None, None)
+        return FaceEvidence(
+            face.id,
+            face.split,
+            face.label,
+            face.source,
+            face.annotator,
+            face.updated_at,
+            run_id,
+            levels,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
     levels = dict(zip(LEVELS, (_vector(p) for p in prediction[:3])))
-    return FaceEvidence(face.id, face.split, face.label, face.source, face.annotator, face.updated_at, run_id,
-                        levels, _vector(prediction.p_fused), prediction.pseudo_label,
-                        float(prediction.confidence), bool(prediction.passed_threshold), thresholds,
-                        _extra(prediction.extra))
+    return FaceEvidence(
+        face.id,
+        face.split,
+        face.label,
+        face.source,
+        face.annotator,
+        face.updated_at,
+        run_id,
+        levels,
+        _vector(prediction.p_fused),
+        prediction.pseudo_label,
+        float(prediction.confidence),
+        bool(prediction.passed_threshold),
+        thresholds,
+        _extra(prediction.extra),
+    )
 
 
 def _extra(value) -> dict | None:
@@ -112,8 +148,11 @@ class LabeledNeighbours:
 
     def refresh_labels(self, session: Session) -> None:
         """Read every current label and the embeddings of the labeled faces (the first build)."""
-        query = (select(Label.image_id, Label.label).join(Image, Image.id == Label.image_id)
-                 .where(Image.status == STATUS_ACTIVE))
+        query = (
+            select(Label.image_id, Label.label)
+            .join(Image, Image.id == Label.image_id)
+            .where(Image.status == STATUS_ACTIVE)
+        )
         if self.split is not None:
             query = query.where(Image.split == self.split)
         labels = dict(session.execute(query).all())
@@ -135,8 +174,11 @@ class LabeledNeighbours:
         self._pending = set()
         if not ids:
             return
-        query = (select(Image.id, Label.label).outerjoin(Label, Label.image_id == Image.id)
-                 .where(Image.id.in_(ids), Image.status == STATUS_ACTIVE))
+        query = (
+            select(Image.id, Label.label)
+            .outerjoin(Label, Label.image_id == Image.id)
+            .where(Image.id.in_(ids), Image.status == STATUS_ACTIVE)
+        )
         if self.split is not None:
             query = query.where(Image.split == self.split)
         now = dict(session.execute(query).all())
@@ -158,9 +200,9 @@ class LabeledNeighbours:
         if self._count == len(self._matrix):  # grow by doubling: appends stay cheap on average
             grown = np.zeros((max(64, 2 * len(self._matrix)), len(vector)), dtype=np.float32)
             if self._count:
-                grown[:self._count] = self._matrix[:self._count]
+                grown[: self._count] = self._matrix[: self._count]
             ids = np.zeros(len(grown), dtype=np.int64)
-            ids[:self._count] = self._ids[:self._count]
+            ids[: self._count] = self._ids[: self._count]
             self._matrix, self._ids = grown, ids
         self._matrix[self._count] = vector
         self._ids[self._count] = face_id
@@ -204,8 +246,8 @@ class LabeledNeighbours:
         query = self.vector_of(session, int(face_id))
         if query is None or not self._count:
             return []
-        ids = self._ids[:self._count]
-        similarity = self._matrix[:self._count] @ query
+        ids = self._ids[: self._count]
+        similarity = self._matrix[: self._count] @ query
         similarity[ids == int(face_id)] = -np.inf
         count = min(k, int(np.isfinite(similarity).sum()))
         if count <= 0:
@@ -219,4 +261,3 @@ def _normalised(vectors: np.ndarray) -> np.ndarray:
     vectors = vectors.astype(np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)
-

@@ -6,10 +6,11 @@ short reason composed from the facts about it (margin and the two classes it hes
 levels that disagree with the fused prediction, its distance to the class threshold), whatever
 the strategy.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -69,14 +70,19 @@ class QueueContext:
     embeddings: np.ndarray | None = None  # (n, dim) in row order when already in memory (benchmarks)
 
     @classmethod
-    def of(cls, preds: RunPredictions, session: Session | None,
-           embeddings: np.ndarray | None = None) -> "QueueContext":
+    def of(cls, preds: RunPredictions, session: Session | None, embeddings: np.ndarray | None = None) -> QueueContext:
         top, second, p1, p2 = scores.top_two(preds.fused)
         return cls(preds, session, top, second, p1 - p2, embeddings)
 
-    def take(self, rows: np.ndarray) -> "QueueContext":
-        return QueueContext(self.preds.take(rows), self.session, self.top[rows], self.second[rows],
-                            self.margin[rows], None if self.embeddings is None else self.embeddings[rows])
+    def take(self, rows: np.ndarray) -> QueueContext:
+        return QueueContext(
+            self.preds.take(rows),
+            self.session,
+            self.top[rows],
+            self.second[rows],
+            self.margin[rows],
+            None if self.embeddings is None else self.embeddings[rows],
+        )
 
     def embeddings_of(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(found mask over rows, their vectors): from memory, or the run's stored embeddings."""
@@ -102,6 +108,7 @@ class Ranking:
 class QueueAdvice:
     """A warning that a strategy is known to rank badly for a run: a few words for a status line,
     and the reason in full."""
+
     headline: str
     detail: str
 
@@ -113,14 +120,20 @@ class Strategy:
     rank: Callable[[QueueContext, int, int], Ranking]  # (context, limit, seed)
     lead: str | None = None  # how the score opens a reason, e.g. "entropy {score:.2f}"
     lead_fact: str | None = None  # the fact this strategy is about, put first in a reason
-    advise: Callable[[list["QueueItem"]], QueueAdvice | None] | None = None  # see queue_advice
+    advise: Callable[[list[QueueItem]], QueueAdvice | None] | None = None  # see queue_advice
 
 
 STRATEGIES: dict[str, Strategy] = {}
 
 
-def register_strategy(name: str, description: str, *, lead: str | None = None, lead_fact: str | None = None,
-                      advise: Callable[[list["QueueItem"]], QueueAdvice | None] | None = None):
+def register_strategy(
+    name: str,
+    description: str,
+    *,
+    lead: str | None = None,
+    lead_fact: str | None = None,
+    advise: Callable[[list[QueueItem]], QueueAdvice | None] | None = None,
+):
     """Register a ranking function as a queue strategy under `name`; `advise` looks at a built
     queue and warns where the strategy is known to rank badly for its run."""
 
@@ -139,8 +152,7 @@ def _by_score(ctx: QueueContext, values: np.ndarray, limit: int, *, ascending: b
     return Ranking(rows, values[rows])
 
 
-@register_strategy("least_confidence", "1 - max fused probability; highest first",
-                   lead="confidence {confidence:.2f}")
+@register_strategy("least_confidence", "1 - max fused probability; highest first", lead="confidence {confidence:.2f}")
 def _least_confidence(ctx: QueueContext, limit: int, seed: int) -> Ranking:
     return _by_score(ctx, scores.least_confidence(ctx.preds.fused), limit, ascending=False)
 
@@ -150,20 +162,24 @@ def _margin(ctx: QueueContext, limit: int, seed: int) -> Ranking:
     return _by_score(ctx, ctx.margin, limit, ascending=True)
 
 
-@register_strategy("entropy", "entropy of the fused probabilities (bits); highest first",
-                   lead="entropy {score:.2f}")
+@register_strategy("entropy", "entropy of the fused probabilities (bits); highest first", lead="entropy {score:.2f}")
 def _entropy(ctx: QueueContext, limit: int, seed: int) -> Ranking:
     return _by_score(ctx, scores.entropy(ctx.preds.fused), limit, ascending=False)
 
 
-@register_strategy("disagreement", "Jensen-Shannon divergence between the semantic, text and instance "
-                                   "levels (bits); highest first", lead="levels disagree (JS {score:.2f})")
+@register_strategy(
+    "disagreement",
+    "Jensen-Shannon divergence between the semantic, text and instance levels (bits); highest first",
+    lead="levels disagree (JS {score:.2f})",
+)
 def _disagreement(ctx: QueueContext, limit: int, seed: int) -> Ranking:
     levels = ctx.preds.levels
     if len(levels) < 2:
         have = f"only the {next(iter(levels))} level" if levels else "no per-level probabilities"
-        raise QueueError(f"disagreement needs at least two of the semantic, text and instance levels; "
-                         f"run {ctx.preds.run_id} stored {have} (train with --algorithm sitfer)")
+        raise QueueError(
+            f"disagreement needs at least two of the semantic, text and instance levels; "
+            f"run {ctx.preds.run_id} stored {have} (train with --algorithm sitfer)"
+        )
     return _by_score(ctx, scores.js_divergence(list(levels.values())), limit, ascending=False)
 
 
@@ -173,19 +189,25 @@ def _high_thresholds_advice(items: list[QueueItem]) -> QueueAdvice | None:
     median = float(np.median(thresholds)) if thresholds else 0.0
     if median < HIGH_THRESHOLD:
         return None
-    return QueueAdvice("high thresholds: try margin",
-                       f"this run's thresholds are high ({median:.2f}), so near threshold ranks faces the model "
-                       f"is nearly sure of, which teach little (behind random in the benchmark); margin is the "
-                       f"better queue for this run")
+    return QueueAdvice(
+        "high thresholds: try margin",
+        f"this run's thresholds are high ({median:.2f}), so near threshold ranks faces the model "
+        f"is nearly sure of, which teach little (behind random in the benchmark); margin is the "
+        f"better queue for this run",
+    )
 
 
-@register_strategy("near_threshold", "how far the confidence is under the predicted class's threshold "
-                                     "(score: threshold - confidence, or the confidence where the run "
-                                     "logged no thresholds); faces under it first, smallest gap first, "
-                                     "then those over it. Best in the benchmark where thresholds are "
-                                     "near 0.5 (DTA's floor); under a high fixed threshold (sitfer's "
-                                     "0.95) it picks nearly sure faces and falls behind random",
-                   lead_fact="threshold", advise=_high_thresholds_advice)
+@register_strategy(
+    "near_threshold",
+    "how far the confidence is under the predicted class's threshold "
+    "(score: threshold - confidence, or the confidence where the run "
+    "logged no thresholds); faces under it first, smallest gap first, "
+    "then those over it. Best in the benchmark where thresholds are "
+    "near 0.5 (DTA's floor); under a high fixed threshold (sitfer's "
+    "0.95) it picks nearly sure faces and falls behind random",
+    lead_fact="threshold",
+    advise=_high_thresholds_advice,
+)
 def _near_threshold(ctx: QueueContext, limit: int, seed: int) -> Ranking:
     preds = ctx.preds
     if preds.thresholds is not None:
@@ -203,70 +225,94 @@ def _with_embeddings(ctx: QueueContext, rows: np.ndarray, strategy: str) -> tupl
     """The rows whose run embedding is known, and those embeddings; an error if none is."""
     found, vectors = ctx.embeddings_of(rows)
     if not found.any():
-        raise QueueError(f"run {ctx.preds.run_id} stored no embeddings for these faces; "
-                         f"the {strategy} strategy needs them")
+        raise QueueError(
+            f"run {ctx.preds.run_id} stored no embeddings for these faces; the {strategy} strategy needs them"
+        )
     return rows[found], vectors
 
 
-@register_strategy("diversity", f"greedy k-center over the run's embeddings of the {DIVERSITY_POOL} x limit "
-                                f"faces with the smallest margin, so a batch is not near-duplicates; "
-                                f"score: margin")
+@register_strategy(
+    "diversity",
+    f"greedy k-center over the run's embeddings of the {DIVERSITY_POOL} x limit "
+    f"faces with the smallest margin, so a batch is not near-duplicates; "
+    f"score: margin",
+)
 def _diversity(ctx: QueueContext, limit: int, seed: int) -> Ranking:
-    pool, vectors = _with_embeddings(ctx, _by_score(ctx, ctx.margin, DIVERSITY_POOL * limit, ascending=True).rows,
-                                     "diversity")
+    pool, vectors = _with_embeddings(
+        ctx, _by_score(ctx, ctx.margin, DIVERSITY_POOL * limit, ascending=True).rows, "diversity"
+    )
     chosen, distances = scores.k_center_greedy(vectors, limit)
-    notes = ["spread pick: the least sure of the pool" if i == 0
-             else f"spread pick, {d:.2f} from the nearest earlier pick" for i, d in enumerate(distances)]
+    notes = [
+        "spread pick: the least sure of the pool" if i == 0 else f"spread pick, {d:.2f} from the nearest earlier pick"
+        for i, d in enumerate(distances)
+    ]
     rows = pool[chosen]
     return Ranking(rows, ctx.margin[rows], notes)
 
 
-@register_strategy("typical_margin", f"the {TYPICAL_POOL} x limit faces with the smallest margin, cut into limit "
-                                     f"k-means clusters over the run's embeddings; from each cluster its most "
-                                     f"typical face (many candidates look like it: TypiClust's typicality over "
-                                     f"the {TYPICAL_NEIGHBOURS} nearest), so a batch is unsure, spread, and free of "
-                                     f"outliers; score: margin")
+@register_strategy(
+    "typical_margin",
+    f"the {TYPICAL_POOL} x limit faces with the smallest margin, cut into limit "
+    f"k-means clusters over the run's embeddings; from each cluster its most "
+    f"typical face (many candidates look like it: TypiClust's typicality over "
+    f"the {TYPICAL_NEIGHBOURS} nearest), so a batch is unsure, spread, and free of "
+    f"outliers; score: margin",
+)
 def _typical_margin(ctx: QueueContext, limit: int, seed: int) -> Ranking:
     usable, vectors = _with_embeddings(ctx, np.arange(len(ctx.preds)), "typical_margin")  # vectors[i]: usable[i]
     margins = ctx.margin[usable]
-    pool = np.lexsort((ctx.preds.face_ids[usable], margins))[:TYPICAL_POOL * limit]  # indices into usable
+    pool = np.lexsort((ctx.preds.face_ids[usable], margins))[: TYPICAL_POOL * limit]  # indices into usable
     typical = scores.typicality(vectors, pool, TYPICAL_NEIGHBOURS)
     chosen, sizes = scores.typical_per_cluster(vectors[pool], typical, limit, seed)
     picked = list(pool[chosen])
-    notes = [f"typical pick: the most typical of {size} unsure look-alike{'s' if size > 1 else ''}"
-             for size in sizes]
+    notes = [f"typical pick: the most typical of {size} unsure look-alike{'s' if size > 1 else ''}" for size in sizes]
     if len(picked) < limit:  # fewer clusters than asked (duplicate embeddings): the least sure of the rest
         taken = set(picked)
-        rest = [i for i in pool if i not in taken][:limit - len(picked)]
+        rest = [i for i in pool if i not in taken][: limit - len(picked)]
         picked += rest
         notes += ["unsure pick (the clusters ran out)"] * len(rest)
     rows = usable[np.array(picked, dtype=np.int64)]
     return Ranking(rows, ctx.margin[rows], notes)
 
 
-@register_strategy("badge", "uncertainty and spread at once (BADGE): k-means++ seeding over each face's "
-                            "last-layer gradient embedding, (fused p - one-hot of the prediction) x the run's "
-                            "embedding, so long (unsure) and far-apart faces come first; score: the gradient "
-                            "embedding's length")
+@register_strategy(
+    "badge",
+    "uncertainty and spread at once (BADGE): k-means++ seeding over each face's "
+    "last-layer gradient embedding, (fused p - one-hot of the prediction) x the run's "
+    "embedding, so long (unsure) and far-apart faces come first; score: the gradient "
+    "embedding's length",
+)
 def _badge(ctx: QueueContext, limit: int, seed: int) -> Ranking:
     rows, vectors = _with_embeddings(ctx, np.arange(len(ctx.preds)), "badge")
     probs = ctx.preds.fused[rows]
     chosen, distances = scores.badge_select(probs, vectors, limit, seed)
     picked = rows[chosen]
-    notes = ["gradient pick: the longest gradient embedding" if i == 0
-             else f"gradient pick, {d:.2f} from the nearest earlier pick" for i, d in enumerate(distances)]
+    notes = [
+        "gradient pick: the longest gradient embedding"
+        if i == 0
+        else f"gradient pick, {d:.2f} from the nearest earlier pick"
+        for i, d in enumerate(distances)
+    ]
     return Ranking(picked, scores.gradient_embedding_norms(probs[chosen], vectors[chosen]), notes)
 
 
-@register_strategy("random", "a seeded random order (the baseline); score: the random draw",
-                   lead="random pick (seed {seed})")
+@register_strategy(
+    "random", "a seeded random order (the baseline); score: the random draw", lead="random pick (seed {seed})"
+)
 def _random(ctx: QueueContext, limit: int, seed: int) -> Ranking:
     draws = np.random.default_rng(seed).random(len(ctx.preds))
     return _by_score(ctx, draws, limit, ascending=True)
 
 
-def build_queue(project: Project, run_id: int | None = None, strategy: str = "margin", limit: int = 50,
-                split: str | None = "train", filters: QueueFilters | None = None, seed: int = 0) -> list[QueueItem]:
+def build_queue(
+    project: Project,
+    run_id: int | None = None,
+    strategy: str = "margin",
+    limit: int = 50,
+    split: str | None = "train",
+    filters: QueueFilters | None = None,
+    seed: int = 0,
+) -> list[QueueItem]:
     """The next `limit` faces to review from a run's predictions (default: the latest finished run).
 
     `split` None takes every split; `filters` narrow the candidates (default: unlabeled faces)."""
@@ -288,9 +334,18 @@ def build_queue(project: Project, run_id: int | None = None, strategy: str = "ma
         if not len(ctx.preds):
             return []
         ranking = STRATEGIES[strategy].rank(ctx, limit, seed)
-    return [_item(ctx, STRATEGIES[strategy], rank, int(row), float(score), seed,
-                  ranking.notes[rank - 1] if ranking.notes else None)
-            for rank, (row, score) in enumerate(zip(ranking.rows, ranking.scores), start=1)]
+    return [
+        _item(
+            ctx,
+            STRATEGIES[strategy],
+            rank,
+            int(row),
+            float(score),
+            seed,
+            ranking.notes[rank - 1] if ranking.notes else None,
+        )
+        for rank, (row, score) in enumerate(zip(ranking.rows, ranking.scores), start=1)
+    ]
 
 
 def queue_advice(strategy: str, items: list[QueueItem]) -> QueueAdvice | None:
@@ -304,8 +359,12 @@ def _candidates(ctx: QueueContext, filters: QueueFilters) -> np.ndarray:
     if filters.labels not in LABEL_FILTERS:
         raise QueueError(f"unknown label filter {filters.labels!r}; choose one of {', '.join(LABEL_FILTERS)}")
     labeled = preds.labels != None  # noqa: E711 (element-wise over an object array)
-    mask = {"unlabeled": ~labeled, "labeled": labeled, "corrected": preds.label_sources == SOURCE_ANNOTATOR,
-            "all": np.ones(len(preds), dtype=bool)}[filters.labels]
+    mask = {
+        "unlabeled": ~labeled,
+        "labeled": labeled,
+        "corrected": preds.label_sources == SOURCE_ANNOTATOR,
+        "all": np.ones(len(preds), dtype=bool),
+    }[filters.labels]
     index = {name: i for i, name in enumerate(class_names())}
     try:
         if filters.pseudo_label:
@@ -331,8 +390,9 @@ def _facts(ctx: QueueContext, row: int) -> dict[str, str]:
         if not np.isnan(probs[row]).any() and names[int(np.argmax(probs[row]))] != top:
             dissent.setdefault(names[int(np.argmax(probs[row]))], []).append(level)
     for label, levels in dissent.items():
-        facts[f"level:{label}"] = (f"{' and '.join(levels)} level{'s' if len(levels) > 1 else ''} "
-                                   f"say{'' if len(levels) > 1 else 's'} {label}")
+        facts[f"level:{label}"] = (
+            f"{' and '.join(levels)} level{'s' if len(levels) > 1 else ''} say{'' if len(levels) > 1 else 's'} {label}"
+        )
     predicted = names[preds.predicted[row]]
     if preds.thresholds is not None:
         gap = preds.thresholds[preds.predicted[row]] - preds.confidence[row]
@@ -359,16 +419,29 @@ def _reason(ctx: QueueContext, strategy: Strategy, row: int, score: float, seed:
     return "; ".join(parts)
 
 
-def _item(ctx: QueueContext, strategy: Strategy, rank: int, row: int, score: float, seed: int,
-          note: str | None) -> QueueItem:
+def _item(
+    ctx: QueueContext, strategy: Strategy, rank: int, row: int, score: float, seed: int, note: str | None
+) -> QueueItem:
     names = class_names()
     preds = ctx.preds
     threshold = float(preds.thresholds[preds.predicted[row]]) if preds.thresholds is not None else None
-    levels = {level: names[int(np.argmax(probs[row]))] for level, probs in preds.levels.items()
-              if not np.isnan(probs[row]).any()}
+    levels = {
+        level: names[int(np.argmax(probs[row]))]
+        for level, probs in preds.levels.items()
+        if not np.isnan(probs[row]).any()
+    }
     return QueueItem(
-        face_id=int(preds.face_ids[row]), rank=rank, score=round(score, 6),
+        face_id=int(preds.face_ids[row]),
+        rank=rank,
+        score=round(score, 6),
         reason=_reason(ctx, strategy, row, score, seed, note),
-        pseudo_label=names[preds.predicted[row]], confidence=round(float(preds.confidence[row]), 6),
-        runner_up=names[ctx.second[row]], margin=round(float(ctx.margin[row]), 6), threshold=threshold,
-        passed_threshold=bool(preds.passed[row]), levels=levels, label=preds.labels[row], run_id=preds.run_id)
+        pseudo_label=names[preds.predicted[row]],
+        confidence=round(float(preds.confidence[row]), 6),
+        runner_up=names[ctx.second[row]],
+        margin=round(float(ctx.margin[row]), 6),
+        threshold=threshold,
+        passed_threshold=bool(preds.passed[row]),
+        levels=levels,
+        label=preds.labels[row],
+        run_id=preds.run_id,
+    )

@@ -3,6 +3,7 @@ pauses for `pause_s` seconds with at least one correction not yet in a refit. Ne
 refit runs: corrections made meanwhile count toward the next one. Pure and Qt-free: the studio
 feeds it counts and times and sets a timer from `seconds_until_due`.
 """
+
 from __future__ import annotations
 
 import math

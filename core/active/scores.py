@@ -3,9 +3,10 @@
 Probabilities are (n, C) arrays in class order; a level that a face lacks is a row of NaN.
 Entropies and divergences are in bits, as on the studio's embedding map (core/run_data.py).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -153,8 +154,8 @@ def badge_select(probs: np.ndarray, points: np.ndarray, k: int, seed: int) -> tu
             break
         if total <= 1e-12:  # every face is a copy of a pick: take the rest in order of length
             rest = np.setdiff1d(np.argsort(-squared, kind="stable"), chosen[: step + 1], assume_unique=True)
-            chosen[step + 1:] = rest[: k - step - 1]
-            gaps[step + 1:] = 0.0
+            chosen[step + 1 :] = rest[: k - step - 1]
+            gaps[step + 1 :] = 0.0
             break
         current = int(rng.choice(n, p=nearest / total))
     return chosen, gaps
@@ -171,12 +172,12 @@ def typicality(points: np.ndarray, queries: np.ndarray, k: int = 20, chunk: int 
     k = max(1, min(k, len(points) - 1))
     out = np.empty(len(queries))
     for start in range(0, len(queries), chunk):
-        rows = queries[start:start + chunk]
+        rows = queries[start : start + chunk]
         similarity = unit[rows] @ unit.T  # a matrix product: BLAS threads pay off here
         similarity[np.arange(len(rows)), rows] = -np.inf  # a face is not its own neighbour
         nearest = -np.partition(-similarity, k - 1, axis=1)[:, :k]
         distance = np.sqrt(np.maximum(2.0 - 2.0 * nearest, 0.0))
-        out[start:start + len(rows)] = 1.0 / np.maximum(distance.mean(axis=1), _TINY)
+        out[start : start + len(rows)] = 1.0 / np.maximum(distance.mean(axis=1), _TINY)
     return out
 
 

@@ -1,4 +1,5 @@
 """The headless command line: `python main.py COMMAND ...`. Each command module registers itself."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,11 @@ read-only or failed (nothing saved before is lost); 130 interrupted.
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="main.py", description="FER studio: semi-supervised facial expression labeling.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="main.py",
+        description="FER studio: semi-supervised facial expression labeling.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in COMMAND_MODULES:
@@ -42,8 +46,9 @@ def command_names() -> set[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.handler(args) or 0)
     except CommandError as exc:

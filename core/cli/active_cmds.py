@@ -1,4 +1,5 @@
 """`queue`, `label`, `undo`, `redo` and `history`: the active-learning loop without the studio."""
+
 from __future__ import annotations
 
 import argparse
@@ -47,50 +48,76 @@ def _pair(text: str) -> tuple[str, str]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    strategies = "\n".join(textwrap.fill(f"{s.name}: {s.description}", 88, initial_indent="  ",
-                                          subsequent_indent="    ") for s in STRATEGIES.values())
-    p = sub.add_parser("queue", help="the faces to review next, with the reason for each",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Rank a run's predictions (default: the latest finished run) and print\n"
-                                   "the faces an annotator should review next, each with a short reason.\n\n"
-                                   f"strategies:\n{strategies}")
+    strategies = "\n".join(
+        textwrap.fill(f"{s.name}: {s.description}", 88, initial_indent="  ", subsequent_indent="    ")
+        for s in STRATEGIES.values()
+    )
+    p = sub.add_parser(
+        "queue",
+        help="the faces to review next, with the reason for each",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Rank a run's predictions (default: the latest finished run) and print\n"
+        "the faces an annotator should review next, each with a short reason.\n\n"
+        f"strategies:\n{strategies}",
+    )
     p.add_argument("project")
     p.add_argument("--strategy", choices=list(STRATEGIES), default="margin", help="(default: margin)")
     p.add_argument("--limit", type=int, default=20, help="how many faces (default: 20)")
     p.add_argument("--run", type=int, help="run id (default: the latest finished run)")
     p.add_argument("--split", choices=(*SPLITS, "all"), default="train", help="(default: train)")
-    p.add_argument("--labels", choices=LABEL_FILTERS, default="unlabeled",
-                   help="which faces: unlabeled (default), labeled, corrected (labeled by an annotator), all")
+    p.add_argument(
+        "--labels",
+        choices=LABEL_FILTERS,
+        default="unlabeled",
+        help="which faces: unlabeled (default), labeled, corrected (labeled by an annotator), all",
+    )
     p.add_argument("--pseudo-label", metavar="CLASS", help="only faces the model puts in this class")
-    p.add_argument("--pair", type=_pair, metavar="A,B",
-                   help="only faces whose two most probable classes are A and B, e.g. fear,surprise")
+    p.add_argument(
+        "--pair",
+        type=_pair,
+        metavar="A,B",
+        help="only faces whose two most probable classes are A and B, e.g. fear,surprise",
+    )
     p.add_argument("--seed", type=int, default=0, help="for --strategy random (default: 0)")
     p.add_argument("--json", action="store_true", help="print a JSON list of queue items")
     p.set_defaults(handler=cmd_queue)
 
-    p = sub.add_parser("label", help="set the label of one or more faces (undoable)",
-                       description="Set a face's label, logged in the corrections log. LABEL is a class "
-                                   f"name or alias, '{ACCEPT}' to take the model's suggestion, or "
-                                   f"'{CLEAR}' to make the face unlabeled. Several faces (12,13,20) make "
-                                   "one undoable step, which leaves faces that already have a label and "
-                                   "faces of val/test as they are unless included.")
+    p = sub.add_parser(
+        "label",
+        help="set the label of one or more faces (undoable)",
+        description="Set a face's label, logged in the corrections log. LABEL is a class "
+        f"name or alias, '{ACCEPT}' to take the model's suggestion, or "
+        f"'{CLEAR}' to make the face unlabeled. Several faces (12,13,20) make "
+        "one undoable step, which leaves faces that already have a label and "
+        "faces of val/test as they are unless included.",
+    )
     p.add_argument("project")
     p.add_argument("faces", type=_face_ids, metavar="FACE", help="face id, or ids separated by commas")
     p.add_argument("label", metavar="LABEL")
     p.add_argument("--annotator", help="who decides (default: the OS user name)")
-    p.add_argument("--run", type=int,
-                   help="the run whose suggestion is taken or recorded (default: the latest finished run)")
-    p.add_argument("--include-labeled", action="store_true",
-                   help="several faces: also relabel those that already have a label (default: left alone)")
-    p.add_argument("--include-val-test", action="store_true",
-                   help="several faces: also change faces of the val and test splits, which measure the "
-                        "model (default: left alone)")
+    p.add_argument(
+        "--run", type=int, help="the run whose suggestion is taken or recorded (default: the latest finished run)"
+    )
+    p.add_argument(
+        "--include-labeled",
+        action="store_true",
+        help="several faces: also relabel those that already have a label (default: left alone)",
+    )
+    p.add_argument(
+        "--include-val-test",
+        action="store_true",
+        help="several faces: also change faces of the val and test splits, which measure the "
+        "model (default: left alone)",
+    )
     p.set_defaults(handler=cmd_label)
 
     for name, verb in (("undo", "take back"), ("redo", "re-apply")):
-        p = sub.add_parser(name, help=f"{verb} the last labeling step",
-                           description=f"{verb.capitalize()} the last labeling step (a single label or a "
-                                       "whole bulk change), from the corrections log.")
+        p = sub.add_parser(
+            name,
+            help=f"{verb} the last labeling step",
+            description=f"{verb.capitalize()} the last labeling step (a single label or a "
+            "whole bulk change), from the corrections log.",
+        )
         p.add_argument("project")
         p.add_argument("--annotator", help="only this annotator's steps (default: anyone's)")
         p.set_defaults(handler=cmd_undo if name == "undo" else cmd_redo)
@@ -108,8 +135,15 @@ def cmd_queue(args) -> int:
     filters = QueueFilters(labels=args.labels, pseudo_label=args.pseudo_label, pair=args.pair)
     with opened_project(args.project) as project:
         try:
-            items = build_queue(project, args.run, args.strategy, args.limit,
-                                None if args.split == "all" else args.split, filters, seed=args.seed)
+            items = build_queue(
+                project,
+                args.run,
+                args.strategy,
+                args.limit,
+                None if args.split == "all" else args.split,
+                filters,
+                seed=args.seed,
+            )
         except QueueError as exc:
             raise CommandError(str(exc), EXIT_USAGE) from None
     if args.json:
@@ -121,8 +155,10 @@ def cmd_queue(args) -> int:
     print(f"Run {items[0].run_id}, {args.strategy}: {len(items)} face(s) to review")
     print(f"{'rank':>4} {'face':>7} {'score':>7}  {'suggestion':<11} {'conf':>5}  reason")
     for item in items:
-        print(f"{item.rank:>4} {item.face_id:>7} {item.score:>7.3f}  {item.pseudo_label:<11} "
-              f"{item.confidence:>5.2f}  {item.reason}")
+        print(
+            f"{item.rank:>4} {item.face_id:>7} {item.score:>7.3f}  {item.pseudo_label:<11} "
+            f"{item.confidence:>5.2f}  {item.reason}"
+        )
     advice = queue_advice(args.strategy, items)
     if advice:
         print(f"note: {advice.detail}", file=sys.stderr)
@@ -137,8 +173,10 @@ def cmd_label(args) -> int:
         except LabelingError as exc:
             raise CommandError(str(exc), EXIT_USAGE) from None
     if step is None:
-        print("Nothing changed: " + ("the face already has that label." if len(args.faces) == 1
-                                     else "the faces already have that label."))
+        print(
+            "Nothing changed: "
+            + ("the face already has that label." if len(args.faces) == 1 else "the faces already have that label.")
+        )
     elif not step.changes:
         print(f"Nothing changed (left out: {step.left_out.describe()}).")
     else:
@@ -163,8 +201,14 @@ def _label_faces(project, args, annotator: str) -> LabelStep | None:
         return bulk_label(project, faces, args.label, annotator, run_id=args.run, **include)
     # Record what the model proposed, so the log says whether the annotator agreed.
     suggestion = suggestion_for(project, faces[0], args.run)
-    return set_label(project, faces[0], args.label, annotator, suggestion=suggestion.label if suggestion else None,
-                     run_id=suggestion.run_id if suggestion else args.run)
+    return set_label(
+        project,
+        faces[0],
+        args.label,
+        annotator,
+        suggestion=suggestion.label if suggestion else None,
+        run_id=suggestion.run_id if suggestion else args.run,
+    )
 
 
 def _include_hint(left_out: LeftOut) -> str:
@@ -200,7 +244,10 @@ def cmd_history(args) -> int:
         print("No corrections yet.")
     for e in entries:
         change = f"{e.old_label or 'unlabeled'} -> {e.new_label or 'unlabeled'}"
-        extra = (f"  (suggested {e.suggestion} by run {e.run_id})" if e.suggestion else "") + (
-            "  [undone]" if e.undone_at else "") + (f"  batch {e.batch_id[:8]}" if e.batch_id else "")
+        extra = (
+            (f"  (suggested {e.suggestion} by run {e.run_id})" if e.suggestion else "")
+            + ("  [undone]" if e.undone_at else "")
+            + (f"  batch {e.batch_id[:8]}" if e.batch_id else "")
+        )
         print(f"  #{e.id:<6} {e.created_at:%Y-%m-%d %H:%M:%S}  {e.annotator:<12} face {e.face_id:<7} {change}{extra}")
     return 0

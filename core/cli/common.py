@@ -1,10 +1,11 @@
 """Exit codes, errors and helpers shared by the command modules."""
+
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from core.store.errors import BUSY, StorageProblem
 from core.store.project import Project, ProjectError

@@ -1,4 +1,5 @@
 """`refit`: one warm-started head refit of a finished run with the current labels, as a new run."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,21 +28,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     from core.training.pruning import KEEP_REFITS
 
     p = sub.add_parser(
-        "refit", help="refit a run's head with the current labels (a new run; what the studio does live)",
+        "refit",
+        help="refit a run's head with the current labels (a new run; what the studio does live)",
         description="Warm-start a finished head-mode run's head from its checkpoint, train a short schedule on "
-                    "the cached features with the current labels, and write predictions, embeddings, metrics "
-                    "and a map placed in the parent's layout as a new run whose parent is that run. Prints "
-                    "the same events as train, ending with finished and the new run id. Afterwards the "
-                    "per-face results of superseded refits are pruned (their run rows, labeled sets and "
-                    "metrics stay).")
+        "the cached features with the current labels, and write predictions, embeddings, metrics "
+        "and a map placed in the parent's layout as a new run whose parent is that run. Prints "
+        "the same events as train, ending with finished and the new run id. Afterwards the "
+        "per-face results of superseded refits are pruned (their run rows, labeled sets and "
+        "metrics stay).",
+    )
     p.add_argument("project")
     p.add_argument("--run", type=int, metavar="R", help="the run to refit (default: the newest finished run)")
-    p.add_argument("--steps", type=_count, metavar="N",
-                   help="training steps (default: 25 draws of each labeled face, 40 to 60)")
-    p.add_argument("--keep-refits", type=_at_least_one, default=KEEP_REFITS, metavar="N",
-                   help=f"finished refits kept whole; older ones are pruned (default: {KEEP_REFITS})")
-    p.add_argument("--events", choices=("text", "json"), default="text",
-                   help="json: one JSON object per line on stdout, for the studio")
+    p.add_argument(
+        "--steps", type=_count, metavar="N", help="training steps (default: 25 draws of each labeled face, 40 to 60)"
+    )
+    p.add_argument(
+        "--keep-refits",
+        type=_at_least_one,
+        default=KEEP_REFITS,
+        metavar="N",
+        help=f"finished refits kept whole; older ones are pruned (default: {KEEP_REFITS})",
+    )
+    p.add_argument(
+        "--events",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON object per line on stdout, for the studio",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_refit)
 
@@ -60,8 +73,7 @@ def cmd_refit(args) -> int:
     stop.install()
     with opened_project(args.project) as project:
         try:
-            outcome = refit(project, args.run, events, should_stop=stop, steps=args.steps,
-                            keep_refits=args.keep_refits)
+            outcome = refit(project, args.run, events, should_stop=stop, steps=args.steps, keep_refits=args.keep_refits)
         except RunError as exc:
             raise CommandError(str(exc), EXIT_USAGE) from None
         finally:

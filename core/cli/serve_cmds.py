@@ -1,5 +1,6 @@
 """`serve`: the warm worker the studio keeps running while a project is open (hidden from --help;
 see core/training/server.py for its commands and events)."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,15 +14,26 @@ from core.threads import WARM_WORKER_NICENESS
 
 def register(sub: argparse._SubParsersAction) -> None:
     # No help=: the studio starts it; `main.py serve --help` still describes it.
-    p = sub.add_parser("serve", description="The studio's warm worker on PROJECT: JSON commands on stdin "
-                                            "(train, refit, ping, cancel, shutdown), JSON events on stdout.")
+    p = sub.add_parser(
+        "serve",
+        description="The studio's warm worker on PROJECT: JSON commands on stdin "
+        "(train, refit, ping, cancel, shutdown), JSON events on stdout.",
+    )
     p.add_argument("project")
-    p.add_argument("--warm-up", choices=("all", "refit", "none"), default="all",
-                   help="at start-up, load what a refit reads and compile UMAP (all), only the first, or "
-                        "nothing (default: all)")
-    p.add_argument("--nice", type=int, default=0, metavar="N",
-                   help="lower this process's CPU priority by N (the studio passes %(const)s: its GUI then gets a "
-                        "core first when a key is pressed during a refit)" % {"const": WARM_WORKER_NICENESS})
+    p.add_argument(
+        "--warm-up",
+        choices=("all", "refit", "none"),
+        default="all",
+        help="at start-up, load what a refit reads and compile UMAP (all), only the first, or nothing (default: all)",
+    )
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        metavar="N",
+        help=f"lower this process's CPU priority by N (the studio passes {WARM_WORKER_NICENESS}: its GUI then gets "
+        "a core first when a key is pressed during a refit)",
+    )
     p.set_defaults(handler=cmd_serve)
 
 

@@ -1,4 +1,5 @@
 """`train`, `evaluate` and `runs`."""
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,7 @@ from core.training.settings import (
 # Numbers whose default is chosen from the data (core/training/settings.py, TrainSettings.resolved).
 AUTO_HELP = {
     "steps": f"(default: auto, from the number of labeled and unlabeled train faces, {AUTO_STEPS_FLOOR} to "
-             f"{AUTO_STEPS_CAP}; the run records it)",
+    f"{AUTO_STEPS_CAP}; the run records it)",
     "eval_every": f"(default: auto, 1/{VALIDATIONS_PER_RUN} of the steps)",
     "checkpoint_every": f"(default: auto, 1/{CHECKPOINTS_PER_RUN} of the steps)",
     "instance_warmup": f"(default: auto, {INSTANCE_WARMUP_SHARE:.0%} of the steps)".replace("%", "%%"),
@@ -67,21 +68,48 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, config_cls, dest_prefi
         if default is None:  # "bool | None" or "float | None": None leaves the choice to the algorithm
             kind = str(f.type)
             if kind.startswith("bool"):
-                group.add_argument(_flag(f.name), dest=dest, action=argparse.BooleanOptionalAction, default=None,
-                                   help="(default: the algorithm's choice)")
+                group.add_argument(
+                    _flag(f.name),
+                    dest=dest,
+                    action=argparse.BooleanOptionalAction,
+                    default=None,
+                    help="(default: the algorithm's choice)",
+                )
             else:
-                group.add_argument(_flag(f.name), dest=dest, type=float if kind.startswith("float") else int,
-                                   default=None, metavar=f.name.upper().split("_")[-1],
-                                   help=AUTO_HELP.get(f.name, "(default: the algorithm's choice)"))
+                group.add_argument(
+                    _flag(f.name),
+                    dest=dest,
+                    type=float if kind.startswith("float") else int,
+                    default=None,
+                    metavar=f.name.upper().split("_")[-1],
+                    help=AUTO_HELP.get(f.name, "(default: the algorithm's choice)"),
+                )
         elif isinstance(default, bool):
-            group.add_argument(_flag(f.name), dest=dest, action=argparse.BooleanOptionalAction, default=None,
-                               help=f"(default: {'on' if default else 'off'})")
+            group.add_argument(
+                _flag(f.name),
+                dest=dest,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"(default: {'on' if default else 'off'})",
+            )
         elif isinstance(default, tuple):
-            group.add_argument(_flag(f.name), dest=dest, type=_parse_weights, default=None,
-                               metavar="S,T,I", help=f"(default: {','.join(str(v) for v in default)})")
+            group.add_argument(
+                _flag(f.name),
+                dest=dest,
+                type=_parse_weights,
+                default=None,
+                metavar="S,T,I",
+                help=f"(default: {','.join(str(v) for v in default)})",
+            )
         else:
-            group.add_argument(_flag(f.name), dest=dest, type=type(default), default=None,
-                               metavar=f.name.upper().split("_")[-1], help=f"(default: {default})")
+            group.add_argument(
+                _flag(f.name),
+                dest=dest,
+                type=type(default),
+                default=None,
+                metavar=f.name.upper().split("_")[-1],
+                help=f"(default: {default})",
+            )
 
 
 def _collect(args, config_cls, dest_prefix: str) -> dict:
@@ -98,41 +126,72 @@ NOT_SETTINGS = ("help", "events", "resume", "quiet")  # train's flags that are n
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "train", help="train a model on the project (the worker process)",
+        "train",
+        help="train a model on the project (the worker process)",
         description="Train on the project's labeled and unlabeled train faces and write per-face "
-                    "predictions, embeddings, a 2-D map and metrics back into the project. "
-                    "SIGINT/SIGTERM save a checkpoint and mark the run cancelled; --resume continues it.")
+        "predictions, embeddings, a 2-D map and metrics back into the project. "
+        "SIGINT/SIGTERM save a checkpoint and mark the run cancelled; --resume continues it.",
+    )
     p.add_argument("project")
     p.add_argument("--algorithm", choices=sorted(ALGORITHM_NAMES), default="sitfer", help="(default: sitfer)")
     p.add_argument("--encoder", default="offline", help="offline (default) | tiny | clip:MODEL[:PRETRAINED]")
     p.add_argument("--mode", choices=MODES, default="head", help="(default: head)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1 ...")
-    p.add_argument("--loader-workers", type=int, default=TrainSettings.loader_workers,
-                   help=f"fine-tune mode: image-decoding processes (default: {TrainSettings.loader_workers})")
-    p.add_argument("--strong-views", type=int, default=TrainSettings.strong_views,
-                   help=f"head mode: strongly augmented views cached per face (default: {TrainSettings.strong_views})")
-    p.add_argument("--projection", choices=PROJECTIONS, default="umap", help="the 2-D map written with the run (default: umap)")
-    p.add_argument("--geometry", action=argparse.BooleanOptionalAction, default=TrainSettings.geometry,
-                   help="head mode: the face mesh's geometry (468 points, eye line level, scale-free) joins the "
-                        f"image features; computed once per face and cached (default: {'on' if TrainSettings.geometry else 'off'})")
-    p.add_argument("--descriptions", metavar="JSON",
-                   help="class descriptions replacing the project's own descriptions.json (if it has one) "
-                        "or else core/resources/descriptions.json")
-    p.add_argument("--events", choices=("text", "json"), default="text",
-                   help="json: one JSON object per line on stdout, for the studio")
+    p.add_argument(
+        "--loader-workers",
+        type=int,
+        default=TrainSettings.loader_workers,
+        help=f"fine-tune mode: image-decoding processes (default: {TrainSettings.loader_workers})",
+    )
+    p.add_argument(
+        "--strong-views",
+        type=int,
+        default=TrainSettings.strong_views,
+        help=f"head mode: strongly augmented views cached per face (default: {TrainSettings.strong_views})",
+    )
+    p.add_argument(
+        "--projection", choices=PROJECTIONS, default="umap", help="the 2-D map written with the run (default: umap)"
+    )
+    p.add_argument(
+        "--geometry",
+        action=argparse.BooleanOptionalAction,
+        default=TrainSettings.geometry,
+        help="head mode: the face mesh's geometry (468 points, eye line level, scale-free) joins the "
+        f"image features; computed once per face and cached (default: {'on' if TrainSettings.geometry else 'off'})",
+    )
+    p.add_argument(
+        "--descriptions",
+        metavar="JSON",
+        help="class descriptions replacing the project's own descriptions.json (if it has one) "
+        "or else core/resources/descriptions.json",
+    )
+    p.add_argument(
+        "--events",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON object per line on stdout, for the studio",
+    )
     p.add_argument("--resume", type=int, metavar="RUN", help="continue a cancelled or failed run from its checkpoint")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_dataclass_flags(p, LoopConfig, "loop_", "training loop")
-    _add_dataclass_flags(p, MethodConfig, "method_", "method (sitfer levels, thresholds, losses; LEAF and DTA-SNL parts)")
+    _add_dataclass_flags(
+        p, MethodConfig, "method_", "method (sitfer levels, thresholds, losses; LEAF and DTA-SNL parts)"
+    )
     # What --resume cannot change: every flag of the run's settings, with its default.
-    setting_flags = {action.dest: (action.option_strings[0], action.default) for action in p._actions
-                     if action.option_strings and action.dest not in NOT_SETTINGS}
+    setting_flags = {
+        action.dest: (action.option_strings[0], action.default)
+        for action in p._actions
+        if action.option_strings and action.dest not in NOT_SETTINGS
+    }
     p.set_defaults(handler=cmd_train, setting_flags=setting_flags)
 
-    p = sub.add_parser("evaluate", help="accuracy of a run's predictions on val or test",
-                       description="Accuracy, balanced accuracy, per-class recall and confusion matrix of "
-                                   "a run's predictions against the current labels of a split, for the "
-                                   "classifier alone and for the fused prediction.")
+    p = sub.add_parser(
+        "evaluate",
+        help="accuracy of a run's predictions on val or test",
+        description="Accuracy, balanced accuracy, per-class recall and confusion matrix of "
+        "a run's predictions against the current labels of a split, for the "
+        "classifier alone and for the fused prediction.",
+    )
     p.add_argument("project")
     p.add_argument("--run", type=int, help="run id (default: the latest finished run)")
     p.add_argument("--split", choices=("val", "test", "train"), default="val")
@@ -160,8 +219,7 @@ class _StopFlag:
             if self.requested and signum == signal.SIGINT:
                 raise KeyboardInterrupt
             self.requested = True
-            print(f"\n{signal.Signals(signum).name}: {self.stopping} (Ctrl+C again to abort at once)",
-                  file=sys.stderr)
+            print(f"\n{signal.Signals(signum).name}: {self.stopping} (Ctrl+C again to abort at once)", file=sys.stderr)
 
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)
@@ -169,25 +227,46 @@ class _StopFlag:
 
 def settings_from_args(args) -> TrainSettings:
     return TrainSettings(
-        algorithm=args.algorithm, encoder=args.encoder, mode=args.mode,
+        algorithm=args.algorithm,
+        encoder=args.encoder,
+        mode=args.mode,
         device=None if args.device == "auto" else args.device,
         method=MethodConfig.from_dict(_collect(args, MethodConfig, "method_")),
         loop=LoopConfig.from_dict(_collect(args, LoopConfig, "loop_")),
-        strong_views=args.strong_views, projection=args.projection, geometry=args.geometry,
+        strong_views=args.strong_views,
+        projection=args.projection,
+        geometry=args.geometry,
         # Absolute: the worker reads a relative path against the project (its own copy's form).
         descriptions=str(Path(args.descriptions).resolve()) if args.descriptions else None,
-        loader_workers=args.loader_workers)
+        loader_workers=args.loader_workers,
+    )
 
 
 def train_argv(project: str, settings: TrainSettings, events: str = "json") -> list[str]:
     """The `train` command line (after `main.py`) that runs `settings` on `project`: what the
     studio launches. Loop and method settings become flags only where they differ from the
     defaults, so the line stays short and readable in the studio's log."""
-    argv = ["train", str(project), "--algorithm", settings.algorithm, "--encoder", settings.encoder,
-            "--mode", settings.mode, "--device", settings.device or "auto",
-            "--projection", settings.projection, "--strong-views", str(settings.strong_views),
-            "--loader-workers", str(settings.loader_workers), "--events", events,
-            "--geometry" if settings.geometry else "--no-geometry"]
+    argv = [
+        "train",
+        str(project),
+        "--algorithm",
+        settings.algorithm,
+        "--encoder",
+        settings.encoder,
+        "--mode",
+        settings.mode,
+        "--device",
+        settings.device or "auto",
+        "--projection",
+        settings.projection,
+        "--strong-views",
+        str(settings.strong_views),
+        "--loader-workers",
+        str(settings.loader_workers),
+        "--events",
+        events,
+        "--geometry" if settings.geometry else "--no-geometry",
+    ]
     if settings.descriptions:  # a run's recorded copy is relative to its project
         argv += ["--descriptions", str(Path(project) / settings.descriptions)]
     for config, defaults in ((settings.loop, LoopConfig()), (settings.method, MethodConfig())):
@@ -216,12 +295,18 @@ def check_settings(args) -> TrainSettings:
     """The run's settings from the flags, each in range and the descriptions file readable:
     CommandError (exit 2) naming the flag and its value otherwise, before the project is opened."""
     if args.resume is not None:
-        given = [_as_given(flag, getattr(args, dest)) for dest, (flag, default) in getattr(args, "setting_flags", {}).items()
-                 if getattr(args, dest, default) != default]
+        given = [
+            _as_given(flag, getattr(args, dest))
+            for dest, (flag, default) in getattr(args, "setting_flags", {}).items()
+            if getattr(args, dest, default) != default
+        ]
         if given:
-            raise CommandError(f"--resume {args.resume} continues the run with the settings it was started with; "
-                               f"{', '.join(given)} cannot change them. Leave "
-                               f"{'it' if len(given) == 1 else 'them'} out, or start a new run with them.", EXIT_USAGE)
+            raise CommandError(
+                f"--resume {args.resume} continues the run with the settings it was started with; "
+                f"{', '.join(given)} cannot change them. Leave "
+                f"{'it' if len(given) == 1 else 'them'} out, or start a new run with them.",
+                EXIT_USAGE,
+            )
     try:
         settings = settings_from_args(args)
         if args.resume is None:
@@ -299,8 +384,10 @@ def cmd_evaluate(args) -> int:
     for name in ("classifier", "fused"):
         report = result[name]
         print(f"  {name:<10} accuracy {report['accuracy']:.3f}  balanced accuracy {report['balanced_accuracy']:.3f}")
-        print("             recall: " + ", ".join(
-            f"{k} {v:.2f}" if v is not None else f"{k} -" for k, v in report["per_class"].items()))
+        print(
+            "             recall: "
+            + ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} -" for k, v in report["per_class"].items())
+        )
     return 0
 
 
@@ -316,13 +403,18 @@ def cmd_runs(args) -> int:
         print("No runs yet: python main.py train PROJECT")
     for run in runs:
         acc = run["metrics"].get("val_fused_accuracy")
-        print(f"  run {run['id']:>4}  {run['status']:<9} {run['algorithm']:<10} {run['encoder']:<14} "
-              f"{run['mode']:<8} {run['created_at'][:19]}" + (f"  val fused acc {acc:.3f}" if acc is not None else "")
-              + _lineage(run))
+        print(
+            f"  run {run['id']:>4}  {run['status']:<9} {run['algorithm']:<10} {run['encoder']:<14} "
+            f"{run['mode']:<8} {run['created_at'][:19]}"
+            + (f"  val fused acc {acc:.3f}" if acc is not None else "")
+            + _lineage(run)
+        )
     pruned = sum(run["pruned_at"] is not None for run in runs)
     if pruned:
-        print(f"{pruned} superseded refit(s) had their per-face predictions pruned; their labeled sets and "
-              f"metrics are kept")
+        print(
+            f"{pruned} superseded refit(s) had their per-face predictions pruned; their labeled sets and "
+            f"metrics are kept"
+        )
     return 0
 
 

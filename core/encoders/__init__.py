@@ -6,6 +6,7 @@
 Implementations, and torch itself, are imported only when asked for, so importing this
 package stays cheap: the studio and the command-line parser check specs without loading torch.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,11 +22,11 @@ if TYPE_CHECKING:
 DEFAULT_ENCODER = "offline"
 
 
-
 @dataclass(frozen=True)
 class EncoderEntry:
     """One encoder of the registry: what it is and needs, a spec a user can pick as it is, and
     whether the studio offers it (a test encoder is not offered; it can still be typed)."""
+
     description: str
     example: str
     offered: bool = True
@@ -33,19 +34,36 @@ class EncoderEntry:
 
 # name -> entry: the one list the command line, the errors and the studio's training form read.
 REGISTRY: dict[str, EncoderEntry] = {
-    "offline": EncoderEntry("ImageNet EfficientNet-Lite0 (first 11 blocks, 3x3 grid, 1008-d) + MiniLM-L6 text (384-d); "
-                            "weights ship with pip packages, no download; the default", "offline"),
-    "clip:MODEL[:PRETRAINED]": EncoderEntry("open_clip CLIP, e.g. clip:ViT-B-32:openai; PRETRAINED is a published tag "
-                                            "(from the local cache, or downloaded once with network) or a local "
-                                            "checkpoint path", "clip:ViT-B-32:openai"),
-    "tiny": EncoderEntry("random-init small CNN + hashed bag-of-words text; for tests only, meaningless features",
-                         "tiny", offered=False),
+    "offline": EncoderEntry(
+        "ImageNet EfficientNet-Lite0 (first 11 blocks, 3x3 grid, 1008-d) + MiniLM-L6 text (384-d); "
+        "weights ship with pip packages, no download; the default",
+        "offline",
+    ),
+    "clip:MODEL[:PRETRAINED]": EncoderEntry(
+        "open_clip CLIP, e.g. clip:ViT-B-32:openai; PRETRAINED is a published tag "
+        "(from the local cache, or downloaded once with network) or a local "
+        "checkpoint path",
+        "clip:ViT-B-32:openai",
+    ),
+    "tiny": EncoderEntry(
+        "random-init small CNN + hashed bag-of-words text; for tests only, meaningless features", "tiny", offered=False
+    ),
 }
 # name -> one-line description (what it is, what it needs)
 ENCODERS: dict[str, str] = {name: entry.description for name, entry in REGISTRY.items()}
 
-__all__ = ["DEFAULT_ENCODER", "ENCODERS", "REGISTRY", "Encoder", "EncoderError", "available_encoders",
-           "encoder_names", "offered_encoders", "get_encoder", "check_spec"]
+__all__ = [
+    "DEFAULT_ENCODER",
+    "ENCODERS",
+    "REGISTRY",
+    "Encoder",
+    "EncoderError",
+    "available_encoders",
+    "check_spec",
+    "encoder_names",
+    "get_encoder",
+    "offered_encoders",
+]
 
 
 def encoder_names() -> list[str]:
@@ -71,7 +89,7 @@ def check_spec(spec: str) -> None:
 
 def get_encoder(spec: str | None = None, device: str | torch.device | None = None) -> Encoder:
     """Create the encoder named by spec; every failure is an EncoderError that says what to do."""
-    spec = (spec if spec is not None else DEFAULT_ENCODER)
+    spec = spec if spec is not None else DEFAULT_ENCODER
     if not isinstance(spec, str) or not spec.strip():
         raise EncoderError(f"bad encoder spec {spec!r}: give one of {', '.join(ENCODERS)}")
     from core.encoders.base import resolve_device

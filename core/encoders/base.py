@@ -3,6 +3,7 @@
 An encoder pairs an image tower (trainable in fine-tune mode, frozen and cached in head mode)
 with a frozen text tower whose class-description embeddings anchor the text level.
 """
+
 from __future__ import annotations
 
 import abc
@@ -15,7 +16,6 @@ import torch
 from PIL import Image
 
 from core.encoders.errors import EncoderError
-
 
 # A face crop whose sides differ by at most this ratio is resized directly, without cropping:
 # a 1-2 px mismatch from the detector must not cut off a chin or the eyebrows.
@@ -57,7 +57,7 @@ class Encoder(abc.ABC):
         """RGB PIL images -> (B,3,S,S) normalised float32 on the CPU (the caller moves batches)."""
         return self.preprocessor()(images)
 
-    def preprocessor(self) -> "Preprocessor":
+    def preprocessor(self) -> Preprocessor:
         """A small picklable copy of the preprocessing, for DataLoader worker processes."""
         return Preprocessor(self.input_size, tuple(self.mean), tuple(self.std))
 
@@ -99,13 +99,13 @@ class Encoder(abc.ABC):
     def device(self) -> torch.device:
         return self._device
 
-    def to(self, device: str | torch.device) -> "Encoder":
+    def to(self, device: str | torch.device) -> Encoder:
         self._device = resolve_device(device)
         self.image_tower.to(self._device)
         self._move_text_tower(self._device)
         return self
 
-    def _move_text_tower(self, device: torch.device) -> None:
+    def _move_text_tower(self, device: torch.device) -> None:  # noqa: B027 - a no-op where there is no text model
         """Subclasses with a loaded text model move it here."""
 
     def __repr__(self) -> str:
@@ -143,8 +143,9 @@ class Preprocessor:
     def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         # Made once per device: copying them to a GPU at every batch would wait for its queued work.
         if device not in self._constants:
-            self._constants[device] = tuple(torch.tensor(v, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-                                            for v in (self.mean, self.std))
+            self._constants[device] = tuple(
+                torch.tensor(v, dtype=torch.float32, device=device).view(1, 3, 1, 1) for v in (self.mean, self.std)
+            )
         return self._constants[device]
 
 

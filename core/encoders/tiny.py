@@ -3,6 +3,7 @@
 No downloads, milliseconds per batch, and bit-for-bit the same weights in every instance
 (fixed seed), so tests can compare features across processes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,7 +30,11 @@ class TinyTower(nn.Module):
         layers, channels = [], 3
         for i, width in enumerate(WIDTHS):
             stride = 2 if i < 3 else 1  # 48 -> 24 -> 12 -> 6, then keep 6x6 for spatial features
-            layers += [nn.Conv2d(channels, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(channels, width, 3, stride, 1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
             channels = width
         self.body = nn.Sequential(*layers)
         for module in self.body:
@@ -85,5 +90,7 @@ class TinyEncoder(Encoder):
 
     def describe(self) -> str:
         params = sum(p.numel() for p in self.image_tower.parameters())
-        return (f"tiny: random-init {params / 1e6:.2f} M-parameter CNN (seed {SEED}, {INPUT_SIZE} px) "
-                f"and hashed bag-of-words text, for tests only; no pretrained weights; on {self._device}")
+        return (
+            f"tiny: random-init {params / 1e6:.2f} M-parameter CNN (seed {SEED}, {INPUT_SIZE} px) "
+            f"and hashed bag-of-words text, for tests only; no pretrained weights; on {self._device}"
+        )

@@ -7,10 +7,11 @@ waits. Admission is first come, first served, so a big file is not starved by a 
 ones, and a file larger than the whole budget is admitted alone, so nothing waits forever.
 Together: the decodes in flight never hold more than max(limit, the largest single file).
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 
 class MemoryBudget:

@@ -6,6 +6,7 @@ confused class, then drawn with Pillow at supersampled resolution over a random 
 shape, skin tone, hair, pose, lighting, noise), so that a model has to learn the expression and
 not the rendering.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,21 +24,21 @@ SUPERSAMPLE = 3
 
 # Facial-action parameters. 0 is the neutral face; signed ones go both ways, the rest are >= 0.
 PARAMS = (
-    "brow_raise",    # + brows up (surprise/fear), - lowered (anger/disgust)
-    "brow_inner",    # + inner ends up (worried), - inner ends down (angry V)
-    "brow_arch",     # + rounder arch
-    "eye_open",      # + wide open, - narrowed
-    "squint",        # lower lids pushed up into smiling arcs
-    "droop",         # upper lid lowered at the outer corner (sad)
-    "glare",         # upper lid lowered at the inner corner (angry stare)
-    "mouth_curve",   # + smile (corners up), - frown
-    "mouth_open",    # jaw drop
-    "mouth_width",   # + corners pulled outwards, - puckered / narrow
-    "teeth",         # how much teeth show in the opening
-    "sneer",         # one-sided upper-lip raise
+    "brow_raise",  # + brows up (surprise/fear), - lowered (anger/disgust)
+    "brow_inner",  # + inner ends up (worried), - inner ends down (angry V)
+    "brow_arch",  # + rounder arch
+    "eye_open",  # + wide open, - narrowed
+    "squint",  # lower lids pushed up into smiling arcs
+    "droop",  # upper lid lowered at the outer corner (sad)
+    "glare",  # upper lid lowered at the inner corner (angry stare)
+    "mouth_curve",  # + smile (corners up), - frown
+    "mouth_open",  # jaw drop
+    "mouth_width",  # + corners pulled outwards, - puckered / narrow
+    "teeth",  # how much teeth show in the opening
+    "sneer",  # one-sided upper-lip raise
     "nose_wrinkle",  # wrinkles across the nose bridge, flared nostrils
-    "cheek",         # raised cheeks: deeper nasolabial folds, crease under the eyes
-    "lip_press",     # lips pressed thin
+    "cheek",  # raised cheeks: deeper nasolabial folds, crease under the eyes
+    "lip_press",  # lips pressed thin
 )
 _P = {name: i for i, name in enumerate(PARAMS)}
 _SIGNED = {"brow_raise", "brow_inner", "brow_arch", "eye_open", "mouth_curve", "mouth_width"}
@@ -49,29 +50,96 @@ _PROTOTYPES: dict[str, list[tuple[float, dict[str, float]]]] = {
         (1.0, dict(brow_raise=1.0, brow_arch=0.9, eye_open=1.0, mouth_open=1.0, mouth_width=-0.75)),
     ],
     "fear": [
-        (0.5, dict(brow_raise=0.6, brow_inner=1.0, brow_arch=-0.3, eye_open=0.9, mouth_open=0.3,
-                   mouth_width=0.9, mouth_curve=-0.35, teeth=0.9)),
-        (0.5, dict(brow_raise=0.6, brow_inner=1.0, brow_arch=-0.3, eye_open=0.9, mouth_open=0.12,
-                   mouth_width=0.8, mouth_curve=-0.45, lip_press=0.4)),
+        (
+            0.5,
+            dict(
+                brow_raise=0.6,
+                brow_inner=1.0,
+                brow_arch=-0.3,
+                eye_open=0.9,
+                mouth_open=0.3,
+                mouth_width=0.9,
+                mouth_curve=-0.35,
+                teeth=0.9,
+            ),
+        ),
+        (
+            0.5,
+            dict(
+                brow_raise=0.6,
+                brow_inner=1.0,
+                brow_arch=-0.3,
+                eye_open=0.9,
+                mouth_open=0.12,
+                mouth_width=0.8,
+                mouth_curve=-0.45,
+                lip_press=0.4,
+            ),
+        ),
     ],
     "disgust": [
-        (1.0, dict(brow_raise=-0.45, brow_inner=-0.15, eye_open=-0.45, nose_wrinkle=1.1, sneer=1.0,
-                   mouth_curve=-0.5, cheek=0.5, teeth=0.8)),
+        (
+            1.0,
+            dict(
+                brow_raise=-0.45,
+                brow_inner=-0.15,
+                eye_open=-0.45,
+                nose_wrinkle=1.1,
+                sneer=1.0,
+                mouth_curve=-0.5,
+                cheek=0.5,
+                teeth=0.8,
+            ),
+        ),
     ],
     "happiness": [
-        (0.5, dict(mouth_curve=1.0, mouth_width=0.45, mouth_open=0.5, teeth=1.0, squint=0.85, cheek=1.0,
-                   brow_raise=0.1)),
+        (
+            0.5,
+            dict(mouth_curve=1.0, mouth_width=0.45, mouth_open=0.5, teeth=1.0, squint=0.85, cheek=1.0, brow_raise=0.1),
+        ),
         (0.5, dict(mouth_curve=1.0, mouth_width=0.4, squint=0.75, cheek=0.9, brow_raise=0.1)),
     ],
     "sadness": [
-        (1.0, dict(brow_inner=0.8, brow_arch=-0.2, droop=0.9, eye_open=-0.25, mouth_curve=-1.0,
-                   mouth_width=-0.1, lip_press=0.2)),
+        (
+            1.0,
+            dict(
+                brow_inner=0.8,
+                brow_arch=-0.2,
+                droop=0.9,
+                eye_open=-0.25,
+                mouth_curve=-1.0,
+                mouth_width=-0.1,
+                lip_press=0.2,
+            ),
+        ),
     ],
     "anger": [
-        (0.75, dict(brow_raise=-0.8, brow_inner=-1.1, eye_open=-0.3, glare=1.0, lip_press=1.0,
-                    mouth_curve=-0.35, mouth_width=-0.35)),
-        (0.25, dict(brow_raise=-0.75, brow_inner=-1.0, eye_open=-0.2, glare=0.9, mouth_open=0.3,
-                    teeth=1.4, mouth_width=0.35, mouth_curve=-0.3, nose_wrinkle=0.3)),
+        (
+            0.75,
+            dict(
+                brow_raise=-0.8,
+                brow_inner=-1.1,
+                eye_open=-0.3,
+                glare=1.0,
+                lip_press=1.0,
+                mouth_curve=-0.35,
+                mouth_width=-0.35,
+            ),
+        ),
+        (
+            0.25,
+            dict(
+                brow_raise=-0.75,
+                brow_inner=-1.0,
+                eye_open=-0.2,
+                glare=0.9,
+                mouth_open=0.3,
+                teeth=1.4,
+                mouth_width=0.35,
+                mouth_curve=-0.3,
+                nose_wrinkle=0.3,
+            ),
+        ),
     ],
     "neutral": [
         (1.0, dict()),
@@ -96,18 +164,28 @@ JITTER_SD = 0.12  # per-parameter noise around the (scaled) prototype
 
 _SKIN_LIGHT = np.array([246.0, 214.0, 190.0])
 _SKIN_DARK = np.array([88.0, 56.0, 38.0])
-_HAIR_COLOURS = np.array([
-    [25, 20, 18], [45, 32, 24], [80, 55, 35], [120, 85, 50], [170, 130, 80],
-    [210, 180, 120], [140, 60, 30], [150, 150, 150], [60, 60, 65],
-], dtype=float)
+_HAIR_COLOURS = np.array(
+    [
+        [25, 20, 18],
+        [45, 32, 24],
+        [80, 55, 35],
+        [120, 85, 50],
+        [170, 130, 80],
+        [210, 180, 120],
+        [140, 60, 30],
+        [150, 150, 150],
+        [60, 60, 65],
+    ],
+    dtype=float,
+)
 _IRIS_COLOURS = np.array([[70, 45, 25], [100, 70, 40], [60, 90, 130], [70, 100, 70], [40, 30, 25]], dtype=float)
 
 
 @dataclass(frozen=True)
 class DemoFace:
-    label: str               # canonical class name
-    blend_with: str | None   # partner class if an ambiguous blend, else None
-    image: Image.Image       # RGB, size x size
+    label: str  # canonical class name
+    blend_with: str | None  # partner class if an ambiguous blend, else None
+    image: Image.Image  # RGB, size x size
 
 
 def _check_label(label: str) -> None:
@@ -173,8 +251,8 @@ def _clipped_disc(cx: float, cy: float, r: float, upper_fn, lower_fn, n: int = 1
 
 def _bezier(p0, p1, p2, n: int = 9) -> tuple[np.ndarray, np.ndarray]:
     t = np.linspace(0.0, 1.0, n)
-    x = (1 - t) ** 2 * p0[0] + 2 * (1 - t) * t * p1[0] + t ** 2 * p2[0]
-    y = (1 - t) ** 2 * p0[1] + 2 * (1 - t) * t * p1[1] + t ** 2 * p2[1]
+    x = (1 - t) ** 2 * p0[0] + 2 * (1 - t) * t * p1[0] + t**2 * p2[0]
+    y = (1 - t) ** 2 * p0[1] + 2 * (1 - t) * t * p1[1] + t**2 * p2[1]
     return x, y
 
 
@@ -199,7 +277,7 @@ def _identity(rng: np.random.Generator, W: int, pad: int = 0) -> dict:
         brow_col=tuple(int(v) for v in np.minimum(hair, skin) * rng.uniform(0.45, 0.75)),
         iris=tuple(int(v) for v in _IRIS_COLOURS[rng.integers(len(_IRIS_COLOURS))]),
         hair_style=int(rng.integers(3)),
-        fringe=rng.uniform(0.52, 0.68),      # how far down the forehead the hairline comes (in b units)
+        fringe=rng.uniform(0.52, 0.68),  # how far down the forehead the hairline comes (in b units)
         eye_y=rng.uniform(0.10, 0.16),
         eye_dx=rng.uniform(0.36, 0.42),
         ew=rng.uniform(0.20, 0.23),
@@ -226,7 +304,7 @@ def _draw_eye(d: ImageDraw.ImageDraw, f: dict, e: dict, side: float) -> float:
     ey = f["cy"] - f["eye_y"] * f["b"]
     ew = f["ew"] * a
     n = 13
-    s = np.linspace(0.0, 1.0, n)            # 0 = inner corner, 1 = outer corner
+    s = np.linspace(0.0, 1.0, n)  # 0 = inner corner, 1 = outer corner
     xs = ex + side * ew * (2 * s - 1)
     prof = np.sin(np.pi * s) ** 0.85
     hu = eh * max(1.0 + 0.8 * e["eye_open"], 0.25) * (1.0 - 0.3 * e["squint"])
@@ -251,8 +329,13 @@ def _draw_eye(d: ImageDraw.ImageDraw, f: dict, e: dict, side: float) -> float:
         d.polygon(poly, fill=(238, 236, 230))
         order = np.argsort(xs)
         xo, uo, lo = xs[order], upper[order], lower[order]
-        upper_fn = lambda x: np.interp(x, xo, uo)
-        lower_fn = lambda x: np.interp(x, xo, lo)
+
+        def upper_fn(x):
+            return np.interp(x, xo, uo)
+
+        def lower_fn(x):
+            return np.interp(x, xo, lo)
+
         r = eh * f["iris_r"]
         icx = ex + f["gaze"] * ew * 0.4
         icy = ey + 0.1 * eh
@@ -265,8 +348,11 @@ def _draw_eye(d: ImageDraw.ImageDraw, f: dict, e: dict, side: float) -> float:
     d.line(_pts(xs, upper), fill=dark, width=_w(0.055 * a), joint="curve")
     d.line(_pts(xs, lower), fill=_lerp(skin, dark, 0.45), width=_w(0.025 * a))
     if e["cheek"] > 0.2:  # crease under the eye pushed up by the cheek
-        d.line(_pts(xs[2:-2], (lower + eh * 0.7 * prof)[2:-2]), fill=_lerp(skin, dark, 0.25 * min(e["cheek"], 1.2)),
-               width=_w(0.025 * a))
+        d.line(
+            _pts(xs[2:-2], (lower + eh * 0.7 * prof)[2:-2]),
+            fill=_lerp(skin, dark, 0.25 * min(e["cheek"], 1.2)),
+            width=_w(0.025 * a),
+        )
     return float(upper.min())
 
 
@@ -286,7 +372,9 @@ def _draw_brow(d: ImageDraw.ImageDraw, f: dict, e: dict, side: float, eye_top: f
     # Brows never come below the upper lid.
     ys = np.minimum(ys, eye_top - 0.03 * a)
     th = f["brow_th"] * a * np.linspace(1.0, 0.55, len(xs))
-    d.polygon(_pts(np.concatenate([xs, xs[::-1]]), np.concatenate([ys - th / 2, (ys + th / 2)[::-1]])), fill=f["brow_col"])
+    d.polygon(
+        _pts(np.concatenate([xs, xs[::-1]]), np.concatenate([ys - th / 2, (ys + th / 2)[::-1]])), fill=f["brow_col"]
+    )
     return float(min(y_in, ys.min()))
 
 
@@ -307,13 +395,13 @@ def _draw_mouth(d: ImageDraw.ImageDraw, f: dict, e: dict) -> tuple[tuple[float, 
     sin = np.sin(np.pi * s)
     seam = y_left + (y_right - y_left) * s + c * a * 0.09 * sin
     op = e["mouth_open"]
-    open_prof = sin ** 0.6
-    bump = np.exp(-(((s - (0.3 if side_s == 0 else 0.7)) / 0.17) ** 2)) * sin ** 0.5
+    open_prof = sin**0.6
+    bump = np.exp(-(((s - (0.3 if side_s == 0 else 0.7)) / 0.17) ** 2)) * sin**0.5
     # The sneer lifts the whole upper lip a little and one side of it a lot.
-    upper = seam - op * a * 0.07 * open_prof - e["sneer"] * a * (0.035 * sin ** 0.8 + 0.07 * bump)
+    upper = seam - op * a * 0.07 * open_prof - e["sneer"] * a * (0.035 * sin**0.8 + 0.07 * bump)
     lower = seam + op * a * 0.25 * open_prof
     press = min(e["lip_press"], 1.0)
-    lip_prof = sin ** 0.5
+    lip_prof = sin**0.5
     upper_lip = upper - f["lip_up"] * a * (1.0 - 0.75 * press) * lip_prof - 0.012 * a * lip_prof
     lower_lip = lower + f["lip_lo"] * a * (1.0 - 0.75 * press) * lip_prof + 0.012 * a * lip_prof
 
@@ -340,7 +428,11 @@ def _draw_mouth(d: ImageDraw.ImageDraw, f: dict, e: dict) -> tuple[tuple[float, 
     if c > 0.3:  # smile dimples at the corners
         for x, y, sd in ((xs[0], seam[0], -1), (xs[-1], seam[-1], 1)):
             r = 0.02 * a
-            d.line([x + sd * r, y - 2 * r, x + sd * 1.6 * r, y + r], fill=_lerp(skin, dark, 0.3 * min(c, 1.0)), width=line_w)
+            d.line(
+                [x + sd * r, y - 2 * r, x + sd * 1.6 * r, y + r],
+                fill=_lerp(skin, dark, 0.3 * min(c, 1.0)),
+                width=line_w,
+            )
     return (xs[0], seam[0]), (xs[-1], seam[-1])
 
 
@@ -357,7 +449,9 @@ def _draw_face(e: dict, f: dict, W: int) -> Image.Image:
     d.rectangle([cx - a * 0.42, cy + b * 0.5, cx + a * 0.42, W], fill=shade)  # neck
     d.ellipse([cx - a * 2.0, cy + b * 1.08, cx + a * 2.0, cy + b * 1.08 + a * 2.2], fill=f["cloth"])
     for sd in (-1, 1):  # ears
-        d.ellipse([cx + sd * a * 0.96 - a * 0.12, cy - b * 0.2, cx + sd * a * 0.96 + a * 0.12, cy + b * 0.22], fill=shade)
+        d.ellipse(
+            [cx + sd * a * 0.96 - a * 0.12, cy - b * 0.2, cx + sd * a * 0.96 + a * 0.12, cy + b * 0.22], fill=shade
+        )
     if f["hair_style"] != 1:  # hair volume above the head (style 1 is close-cropped)
         d.ellipse([cx - a * 1.1, cy - b * 1.14, cx + a * 1.1, cy + b * 0.2], fill=hair)
     # Face with a darker rim on the side away from the light, for some volume.
@@ -368,8 +462,10 @@ def _draw_face(e: dict, f: dict, W: int) -> Image.Image:
     # (A polygon, not ImageDraw.chord, which fills stray bands for some float boxes.)
     half = math.acos(min(f["fringe"], 0.99))
     theta = np.linspace(1.5 * np.pi - half, 1.5 * np.pi + half, 24)
-    d.polygon(_pts(cx + a * 1.02 * np.cos(theta), cy + b * 1.02 * np.sin(theta)),
-              fill=hair if f["hair_style"] != 1 else _lerp(hair, skin, 0.35))
+    d.polygon(
+        _pts(cx + a * 1.02 * np.cos(theta), cy + b * 1.02 * np.sin(theta)),
+        fill=hair if f["hair_style"] != 1 else _lerp(hair, skin, 0.35),
+    )
 
     eye_tops = [_draw_eye(d, f, e, sd) for sd in (-1.0, 1.0)]
     brow_tops = [_draw_brow(d, f, e, sd, et) for sd, et in zip((-1.0, 1.0), eye_tops)]
@@ -389,14 +485,21 @@ def _draw_face(e: dict, f: dict, W: int) -> Image.Image:
         ey = cy - f["eye_y"] * b
         for sd in (-1, 1):
             x = cx + sd * 0.05 * a
-            d.line([x, ey - 0.22 * a, x + sd * 0.01 * a, ey - 0.08 * a], fill=_lerp(skin, dark, 0.4 * min(gl, 1.0)), width=line_w)
+            d.line(
+                [x, ey - 0.22 * a, x + sd * 0.01 * a, ey - 0.08 * a],
+                fill=_lerp(skin, dark, 0.4 * min(gl, 1.0)),
+                width=line_w,
+            )
 
     # Nose; wrinkling lifts the nostrils and creases the bridge.
     wr = min(e["nose_wrinkle"], 1.3)
     ny = cy + f["nose_y"] * b - 0.03 * a * wr
     ey = cy - f["eye_y"] * b
-    d.line([cx - 0.06 * a * f["light"], ey + 0.05 * a, cx - 0.09 * a * f["light"] - 0.02 * a, ny - 0.05 * a],
-           fill=_lerp(skin, dark, 0.18), width=line_w)
+    d.line(
+        [cx - 0.06 * a * f["light"], ey + 0.05 * a, cx - 0.09 * a * f["light"] - 0.02 * a, ny - 0.05 * a],
+        fill=_lerp(skin, dark, 0.18),
+        width=line_w,
+    )
     for sd in (-1, 1):
         nx = cx + sd * 0.085 * a
         d.ellipse([nx - 0.04 * a, ny - 0.02 * a, nx + 0.04 * a, ny + 0.025 * a], fill=_lerp(skin, dark, 0.6))
@@ -422,8 +525,9 @@ def _draw_face(e: dict, f: dict, W: int) -> Image.Image:
     return img
 
 
-def render_face(label: str, rng: np.random.Generator, size: int = 64, blend_with: str | None = None,
-                blend_weight: float = 1.0) -> Image.Image:
+def render_face(
+    label: str, rng: np.random.Generator, size: int = 64, blend_with: str | None = None, blend_weight: float = 1.0
+) -> Image.Image:
     """One random face showing `label` (optionally blended with `blend_with`), RGB size x size."""
     _check_label(label)
     if blend_with is not None:
@@ -497,8 +601,9 @@ def _split_seed(seed: int, split: int) -> int:
     return int(np.random.SeedSequence([_seed_word(seed), split]).generate_state(1, np.uint64)[0])
 
 
-def write_demo_folders(out_dir: Path, seed: int = 0, train_per_class: int = 60, val_per_class: int = 20,
-                       size: int = 64) -> dict[str, Path]:
+def write_demo_folders(
+    out_dir: Path, seed: int = 0, train_per_class: int = 60, val_per_class: int = 20, size: int = 64
+) -> dict[str, Path]:
     """Writes out_dir/{train,val}/<class>/<class>_<i>.png; train and val come from different seeds."""
     out_dir = Path(out_dir)
     result = {}

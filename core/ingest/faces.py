@@ -5,6 +5,7 @@ for small, distant faces, run together and merged); OpenCV's bundled Haar cascad
 where LiteRT or the model files are missing, and the caller says so. A face is cut as a square
 around its box, grown by a margin, turned about its centre so the eyes are level.
 """
+
 from __future__ import annotations
 
 import math
@@ -78,6 +79,7 @@ def expand_box(box: tuple[int, int, int, int], margin: float, width: int, height
 class FoundFace:
     """A face in a photo: the detector's box (x, y, w, h) and, from the landmark detector, the
     eye line's tilt in degrees, six key points (KEYPOINTS of landmarks.py) and the score."""
+
     box: tuple[int, int, int, int]
     angle: float = 0.0
     keypoints: tuple[tuple[float, float], ...] | None = None
@@ -89,7 +91,7 @@ def landmark_detector_problem() -> str | None:
     installed), or None when it can. Loads both detectors once per thread."""
     try:
         _landmark_detectors()
-    except Exception as exc:  # LandmarksUnavailable, or a runtime that fails to load the file
+    except Exception as exc:  # noqa: BLE001 - LandmarksUnavailable, or a runtime that fails to load the file
         return str(exc)
     return None
 
@@ -155,7 +157,7 @@ def _tiled(detector, rgb: np.ndarray) -> list:
     for top in _tile_starts(height):
         for left in _tile_starts(width):
             shift = np.array([left, top], dtype=np.float32)
-            for d in detector.detect(rgb[top:top + TILE_SIDE, left:left + TILE_SIDE]):
+            for d in detector.detect(rgb[top : top + TILE_SIDE, left : left + TILE_SIDE]):
                 x, y, w, h = d.box
                 found.append(Detection((x + left, y + top, w, h), d.score, d.keypoints + shift))
     return found
@@ -171,8 +173,9 @@ def _tile_starts(length: int) -> list[int]:
 
 def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     """The share of the smaller box that lies inside the other."""
-    inter = (max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-             * max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])))
+    inter = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])) * max(
+        0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    )
     smaller = min(a[2] * a[3], b[2] * b[3])
     return inter / smaller if smaller > 0 else 0.0
 

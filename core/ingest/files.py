@@ -4,6 +4,7 @@ Every reader of user-named files (images, CSV manifests) goes through `open_regu
 checks the type before opening and again on the open descriptor, so a path swapped for a FIFO
 in between is still refused and never waited on.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,11 +14,15 @@ from typing import BinaryIO
 # O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer (the fstat below
 # then refuses it); it changes nothing for regular files. O_NOCTTY: a terminal device never
 # becomes our controlling terminal. Both are absent on Windows, which has no FIFOs in paths.
-_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
-               | getattr(os, "O_BINARY", 0))
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
 
-_KINDS = ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
-          (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
+_KINDS = (
+    (stat.S_ISDIR, "folder"),
+    (stat.S_ISFIFO, "FIFO"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISSOCK, "socket"),
+)
 
 
 class NotRegularFile(OSError):

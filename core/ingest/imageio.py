@@ -3,14 +3,16 @@
 Every problem becomes an ImageProblem whose message says what is wrong in words a user can act
 on; the caller adds the file name.
 """
+
 from __future__ import annotations
 
 import io
 import os
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -28,9 +30,22 @@ BACKGROUND_GREY = (128, 128, 128)
 # search; the file's bytes come on top. Peak RSS measured on 16-megapixel files (7-8 bytes for
 # 1/L/P/RGB/CMYK/I;16/RGBA, 9 for P with transparency, 12 for LA, I and F), rounded up with margin.
 # The importer's memory budget admits decodes by these estimates.
-PEAK_BYTES_PER_PIXEL = {"1": 10, "L": 10, "RGB": 10, "YCbCr": 10, "CMYK": 10, "RGBA": 10,
-                        "I;16": 10, "I;16B": 10, "I;16L": 10, "P": 12, "LA": 15, "PA": 15,
-                        "I": 15, "F": 15}
+PEAK_BYTES_PER_PIXEL = {
+    "1": 10,
+    "L": 10,
+    "RGB": 10,
+    "YCbCr": 10,
+    "CMYK": 10,
+    "RGBA": 10,
+    "I;16": 10,
+    "I;16B": 10,
+    "I;16L": 10,
+    "P": 12,
+    "LA": 15,
+    "PA": 15,
+    "I": 15,
+    "F": 15,
+}
 MAX_PEAK_BYTES_PER_PIXEL = 16  # any other mode
 Image.MAX_IMAGE_PIXELS = None  # our own limit (MAX_PIXELS) is checked, with a better message
 
@@ -52,7 +67,7 @@ class ImageFile:
             self.handle.seek(0)
             with Image.open(self.handle) as image:  # lazy: the pixels are not decoded
                 return image.width, image.height, image.mode
-        except Exception:  # decode_image says what is wrong, with the same words as ever
+        except Exception:  # noqa: BLE001 - decode_image says what is wrong, with the same words as ever
             return None
 
     def read(self) -> bytes:
@@ -108,7 +123,7 @@ def decode_image(data: bytes) -> tuple[Image.Image, str, str]:
             image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageProblem("not an image, or an image format that cannot be read") from None
-    except Exception as exc:  # Pillow raises many types for damaged headers
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for damaged headers
         raise ImageProblem(f"damaged image header ({exc})") from None
     width, height = image.size
     if width <= 0 or height <= 0:
@@ -116,18 +131,19 @@ def decode_image(data: bytes) -> tuple[Image.Image, str, str]:
     if width * height > MAX_PIXELS:
         raise ImageProblem(
             f"image too large to decode safely ({width}x{height} = {width * height / 1e6:.0f} "
-            f"megapixels; limit {MAX_PIXELS / 1e6:.0f})")
+            f"megapixels; limit {MAX_PIXELS / 1e6:.0f})"
+        )
     fmt = image.format or "unknown"
     mode = image.mode
     try:
         image.load()
     except OSError as exc:
         raise ImageProblem(f"truncated or corrupt image data ({exc})") from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - Pillow decoders raise many types on damaged data
         raise ImageProblem(f"corrupt image data ({exc})") from None
     try:
         ImageOps.exif_transpose(image, in_place=True)  # not a copy: one image's worth less at peak
-    except Exception:
+    except Exception:  # noqa: BLE001
         pass  # a damaged EXIF block only loses the orientation, not the picture
     return to_rgb(image), fmt, mode
 
@@ -196,8 +212,9 @@ def crop_box(image: Image.Image, box: tuple[int, int, int, int] | None, angle: f
     return image.crop((x, y, x + w, y + h))
 
 
-def load_face(path: Path, crop_path: Path | None = None,
-              box: tuple[int, int, int, int] | None = None, angle: float | None = None) -> Image.Image:
+def load_face(
+    path: Path, crop_path: Path | None = None, box: tuple[int, int, int, int] | None = None, angle: float | None = None
+) -> Image.Image:
     """The RGB face of one stored image: its cached crop, else the source cut to its box and
     turned by its eye line's `angle`."""
     if crop_path is not None and crop_path.is_file():

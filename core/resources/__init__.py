@@ -1,5 +1,6 @@
 """The files the studio ships (classes, class descriptions, face models), in this package's folder:
 found the same way in a checkout and in an installed wheel (package data)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -8,10 +8,11 @@ methods (seeds/001 and 002); LEAF's modules (core/ssl/leaf.py) also plug into fi
 sitfer (--leaf-modules), and DTA-SNL's spatial modules (core/ssl/spatial.py) into any
 algorithm in fine-tune mode.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -52,8 +53,15 @@ class Algorithm:
     levels = ("semantic",)
     always_leaf = False
 
-    def __init__(self, config: MethodConfig, num_classes: int, class_text: torch.Tensor | None,
-                 bank_size: int, embed_dim: int, device: torch.device):
+    def __init__(
+        self,
+        config: MethodConfig,
+        num_classes: int,
+        class_text: torch.Tensor | None,
+        bank_size: int,
+        embed_dim: int,
+        device: torch.device,
+    ):
         config.validate()
         self.config = config
         self.num_classes = num_classes
@@ -79,13 +87,26 @@ class Algorithm:
         c = self.config
         if not self.leaf:
             return ExpressionHead(in_dim, self.num_classes, text_dim, hidden=hidden)
-        return LEAFHead(in_dim, self.num_classes, text_dim, hidden=hidden, relevant=c.leaf_relevant_experts,
-                        agnostic=c.leaf_agnostic_experts, semantic=c.leaf_semantic_experts,
-                        instance=c.leaf_instance_experts)
+        return LEAFHead(
+            in_dim,
+            self.num_classes,
+            text_dim,
+            hidden=hidden,
+            relevant=c.leaf_relevant_experts,
+            agnostic=c.leaf_agnostic_experts,
+            semantic=c.leaf_semantic_experts,
+            instance=c.leaf_instance_experts,
+        )
 
-    def leaf_losses(self, outs: tuple[HeadOutput, HeadOutput | None, HeadOutput | None], y_l: torch.Tensor,
-                    probs: torch.Tensor | None, pseudo: torch.Tensor | None, mask: torch.Tensor | None,
-                    ramp: float) -> tuple[torch.Tensor, dict[str, float]]:
+    def leaf_losses(
+        self,
+        outs: tuple[HeadOutput, HeadOutput | None, HeadOutput | None],
+        y_l: torch.Tensor,
+        probs: torch.Tensor | None,
+        pseudo: torch.Tensor | None,
+        mask: torch.Tensor | None,
+        ramp: float,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         return leaf_step_losses(self.config, outs, y_l, probs, pseudo, mask, ramp)
 
     def face_extras(self, levels: LevelProbs) -> dict[str, torch.Tensor]:
@@ -122,8 +143,10 @@ class Algorithm:
         return self.threshold.thresholds()
 
     def state_dict(self) -> dict:
-        return {"threshold": self.threshold.state_dict(),
-                "bank": self.bank.state_dict() if self.bank is not None else None}
+        return {
+            "threshold": self.threshold.state_dict(),
+            "bank": self.bank.state_dict() if self.bank is not None else None,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.threshold.load_state_dict(state["threshold"])
@@ -184,15 +207,29 @@ class SITFER(Algorithm):
 
     name = "sitfer"
 
-    def __init__(self, config: MethodConfig, num_classes: int, class_text: torch.Tensor | None,
-                 bank_size: int, embed_dim: int, device: torch.device):
+    def __init__(
+        self,
+        config: MethodConfig,
+        num_classes: int,
+        class_text: torch.Tensor | None,
+        bank_size: int,
+        embed_dim: int,
+        device: torch.device,
+    ):
         super().__init__(config, num_classes, class_text, bank_size, embed_dim, device)
         if config.use_text and class_text is None:
             raise ValueError("the text level needs class text embeddings")
         if not (config.use_semantic or config.use_text or config.use_instance):
             raise ValueError("sitfer needs at least one level (semantic, text or instance)")
-        self.levels = tuple(name for name, on in (("semantic", config.use_semantic), ("text", config.use_text),
-                                                  ("instance", config.use_instance)) if on)
+        self.levels = tuple(
+            name
+            for name, on in (
+                ("semantic", config.use_semantic),
+                ("text", config.use_text),
+                ("instance", config.use_instance),
+            )
+            if on
+        )
         if config.use_instance:
             self.bank = MemoryBank(bank_size, embed_dim, num_classes, config.instance_top_k, device)
         self.confidence_var = 1.0 / num_classes  # running variance of pseudo-label confidences
@@ -210,18 +247,21 @@ class SITFER(Algorithm):
     def level_probs(self, out: HeadOutput, step: int, exclude: torch.Tensor | None = None) -> LevelProbs:
         c = self.config
         semantic = out.logits.softmax(dim=1)
-        text = (text_logits(out.projected, self.class_text, c.text_tau).softmax(dim=1)
-                if c.use_text else None)
+        text = text_logits(out.projected, self.class_text, c.text_tau).softmax(dim=1) if c.use_text else None
         instance = None
-        if self.bank is not None and (self.instance_active(step) or not c.use_semantic and not c.use_text):
+        if self.bank is not None and (self.instance_active(step) or (not c.use_semantic and not c.use_text)):
             instance = self.bank.probs(out.embedding, c.instance_tau, exclude)
-        fused = fuse(semantic if c.use_semantic else None, text, instance, c.weights) \
-            if (c.use_semantic or text is not None or instance is not None) else semantic
+        fused = (
+            fuse(semantic if c.use_semantic else None, text, instance, c.weights)
+            if (c.use_semantic or text is not None or instance is not None)
+            else semantic
+        )
         return LevelProbs(semantic, text, instance, fused)
 
     @torch.no_grad()
-    def _reference_outputs(self, model, batch: Batch, out_l: HeadOutput,
-                           out_uw: HeadOutput | None) -> tuple[HeadOutput, HeadOutput | None]:
+    def _reference_outputs(
+        self, model, batch: Batch, out_l: HeadOutput, out_uw: HeadOutput | None
+    ) -> tuple[HeadOutput, HeadOutput | None]:
         """The outputs pseudo-labels and the bank come from: the EMA teacher's (steadier, and
         the same model that is evaluated and writes predictions) or the student's own. With the
         flip ensemble, the weak view and its mirror are merged (mean logits, mean embedding),
@@ -234,12 +274,17 @@ class SITFER(Algorithm):
             ref_uw = ref_u[0] if ref_u else None
             mirror = ref_u[1] if alt is not None else None
         else:
-            ref_l, ref_uw = [None if o is None else HeadOutput(o.embedding.detach(), o.logits.detach(),
-                                                               o.projected.detach()) for o in (out_l, out_uw)]
+            ref_l, ref_uw = [
+                None if o is None else HeadOutput(o.embedding.detach(), o.logits.detach(), o.projected.detach())
+                for o in (out_l, out_uw)
+            ]
             mirror = model(alt) if alt is not None else None
         if mirror is not None:
-            ref_uw = HeadOutput(normalize(ref_uw.embedding + mirror.embedding), (ref_uw.logits + mirror.logits) / 2,
-                                normalize(ref_uw.projected + mirror.projected))
+            ref_uw = HeadOutput(
+                normalize(ref_uw.embedding + mirror.embedding),
+                (ref_uw.logits + mirror.logits) / 2,
+                normalize(ref_uw.projected + mirror.projected),
+            )
         return ref_l, ref_uw
 
     def _pseudo_weights(self, confidence: torch.Tensor, pseudo: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -250,7 +295,7 @@ class SITFER(Algorithm):
         m = self.config.dta_momentum
         self.confidence_var = m * self.confidence_var + (1 - m) * confidence.float().var().item()
         gap = (self.thresholds().to(confidence.device)[pseudo] - confidence).clamp(min=0)
-        return torch.exp(-gap.float() ** 2 / (2 * max(self.confidence_var, 1e-6)))
+        return torch.exp(-(gap.float() ** 2) / (2 * max(self.confidence_var, 1e-6)))
 
     def train_step(self, model, batch: Batch, step: int) -> StepResult:
         c = self.config
@@ -276,7 +321,8 @@ class SITFER(Algorithm):
         loss_u = masked_cross_entropy(out_us.logits, pseudo, weight)
         if c.use_text:  # the strong view's projection learns the fused pseudo-label too
             loss_u = loss_u + masked_cross_entropy(
-                text_logits(out_us.projected, self.class_text, c.text_tau), pseudo, weight)
+                text_logits(out_us.projected, self.class_text, c.text_tau), pseudo, weight
+            )
         ramp = self.unlabeled_weight(step)
         loss = loss + ramp * c.lambda_u * loss_u
         logs.update(loss_u=loss_u.detach(), mask_rate=mask.float().mean().detach())
@@ -344,7 +390,9 @@ class DTASNL(_TeacherFixMatch):
         return total, logs
 
 
-def _class_thresholds(config: MethodConfig, num_classes: int, traits: AlgorithmTraits) -> DynamicThresholds | FixedThreshold:
+def _class_thresholds(
+    config: MethodConfig, num_classes: int, traits: AlgorithmTraits
+) -> DynamicThresholds | FixedThreshold:
     """Dynamic per-class thresholds (DTA) where --dynamic-threshold or the algorithm says so."""
     if traits.dynamic_threshold if config.dynamic_threshold is None else config.dynamic_threshold:
         return DynamicThresholds(num_classes, config.dta_momentum, config.dta_floor, config.dta_ceiling)
@@ -354,12 +402,15 @@ def _class_thresholds(config: MethodConfig, num_classes: int, traits: AlgorithmT
 def _split(out: HeadOutput, sizes: list[int]) -> list[HeadOutput]:
     parts = [t.split(sizes) for t in (out.embedding, out.logits, out.projected)]
     aux = {key: value.split(sizes) for key, value in out.aux.items()}
-    return [HeadOutput(parts[0][i], parts[1][i], parts[2][i], {key: value[i] for key, value in aux.items()})
-            for i in range(len(sizes))]
+    return [
+        HeadOutput(parts[0][i], parts[1][i], parts[2][i], {key: value[i] for key, value in aux.items()})
+        for i in range(len(sizes))
+    ]
 
 
 ALGORITHMS: dict[str, Callable[..., Algorithm]] = {
-    cls.name: cls for cls in (Supervised, FixMatch, SITFER, LEAF, DTASNL)  # ALGORITHM_NAMES' order
+    cls.name: cls
+    for cls in (Supervised, FixMatch, SITFER, LEAF, DTASNL)  # ALGORITHM_NAMES' order
 }
 
 

@@ -2,6 +2,7 @@
 training form, the command-line parser and run validation read them before (or without)
 loading a model. core/ssl/algorithms.py holds the algorithms themselves.
 """
+
 from __future__ import annotations
 
 import math
@@ -75,8 +76,8 @@ class Range:
             raise SettingError(name, value, "must be a whole number" if self.integer else "must be a number")
         if not math.isfinite(value):
             raise SettingError(name, value, "must be a finite number")
-        below = self.low is not None and (value < self.low or self.low_open and value == self.low)
-        above = self.high is not None and (value > self.high or self.high_open and value == self.high)
+        below = self.low is not None and (value < self.low or (self.low_open and value == self.low))
+        above = self.high is not None and (value > self.high or (self.high_open and value == self.high))
         if below or above:
             raise SettingError(name, value, self.describe())
 
@@ -173,22 +174,32 @@ class MethodConfig:
         if not used:
             raise ValueError("no level is on: turn on at least one of semantic, text and instance")
         if not any(w > 0 for _, w in used):
-            raise SettingError("weights", self.weights, f"the levels in use ({', '.join(l for l, _ in used)}) "
-                                                        f"need at least one positive weight")
+            raise SettingError(
+                "weights",
+                self.weights,
+                f"the levels in use ({', '.join(level for level, _ in used)}) need at least one positive weight",
+            )
         # Until the instance level's warm-up ends only the other levels are fused (core/ssl/algorithms.py).
         early = [(level, w) for level, w in used if level != "instance"]
         if self.use_instance and self.instance_warmup != 0 and early and not any(w > 0 for _, w in early):
-            warmup = ("its warm-up (a share of the steps)" if self.instance_warmup is None
-                      else f"{self.instance_warmup} warm-up steps")
-            raise SettingError("weights", self.weights, f"the instance level joins after {warmup}; "
-                                                        f"until then {' and '.join(l for l, _ in early)} "
-                                                        f"need a positive weight")
+            warmup = (
+                "its warm-up (a share of the steps)"
+                if self.instance_warmup is None
+                else f"{self.instance_warmup} warm-up steps"
+            )
+            raise SettingError(
+                "weights",
+                self.weights,
+                f"the instance level joins after {warmup}; "
+                f"until then {' and '.join(level for level, _ in early)} "
+                f"need a positive weight",
+            )
 
     def levels_on(self) -> tuple[bool, bool, bool]:
         return self.use_semantic, self.use_text, self.use_instance
 
     @classmethod
-    def from_dict(cls, values: dict) -> "MethodConfig":
+    def from_dict(cls, values: dict) -> MethodConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -204,16 +215,34 @@ class MethodConfig:
 
 # Every numeric MethodConfig field but the weights (tests/test_train_validation.py checks none is missed).
 METHOD_RANGES: dict[str, Range] = {
-    "text_tau": POSITIVE, "instance_tau": POSITIVE,
-    "instance_top_k": AT_LEAST_ONE, "instance_warmup": Range(0, integer=True, optional=True), "unlabeled_rampup": COUNT,
+    "text_tau": POSITIVE,
+    "instance_tau": POSITIVE,
+    "instance_top_k": AT_LEAST_ONE,
+    "instance_warmup": Range(0, integer=True, optional=True),
+    "unlabeled_rampup": COUNT,
     "threshold": Range(0, 1, low_open=True),  # 0 would pass every pseudo-label
-    "dta_momentum": FRACTION, "dta_floor": Range(0, 1, low_open=True), "dta_ceiling": Range(0, 1, low_open=True),
+    "dta_momentum": FRACTION,
+    "dta_floor": Range(0, 1, low_open=True),
+    "dta_ceiling": Range(0, 1, low_open=True),
     "snl_gamma": Range(0, 1, low_open=True, high_open=True),
-    **{name: NON_NEGATIVE for name in ("lambda_text", "lambda_u", "lambda_neg", "lambda_balance", "lambda_decouple",
-                                       "lambda_category", "lambda_consistency", "lambda_contrast")},
-    "leaf_relevant_experts": AT_LEAST_ONE, "leaf_agnostic_experts": COUNT,
+    **{
+        name: NON_NEGATIVE
+        for name in (
+            "lambda_text",
+            "lambda_u",
+            "lambda_neg",
+            "lambda_balance",
+            "lambda_decouple",
+            "lambda_category",
+            "lambda_consistency",
+            "lambda_contrast",
+        )
+    },
+    "leaf_relevant_experts": AT_LEAST_ONE,
+    "leaf_agnostic_experts": COUNT,
     "leaf_cumulative": Range(0, 1, low_open=True),
-    "region_dropout": Range(0, 1, high_open=True, optional=True), "region_grid": AT_LEAST_ONE,
+    "region_dropout": Range(0, 1, high_open=True, optional=True),
+    "region_grid": AT_LEAST_ONE,
 }
 
 
@@ -236,8 +265,9 @@ class SpatialModeError(ValueError):
     pass
 
 
-def spatial_options(local_attention: bool | None, region_dropout: float | None, region_grid: int,
-                    algorithm_default: bool, mode: str) -> SpatialOptions:
+def spatial_options(
+    local_attention: bool | None, region_dropout: float | None, region_grid: int, algorithm_default: bool, mode: str
+) -> SpatialOptions:
     """Resolves the flags: None means the algorithm's default in fine-tune mode and off in head
     mode; an explicit request in head mode is an error."""
     if mode != "finetune":
@@ -245,7 +275,8 @@ def spatial_options(local_attention: bool | None, region_dropout: float | None, 
             raise SpatialModeError(
                 "local attention and region dropout work on the encoder's spatial feature map, which head "
                 "mode does not compute (it trains on cached pooled features): use --mode finetune, or turn "
-                "them off with --no-local-attention --region-dropout 0")
+                "them off with --no-local-attention --region-dropout 0"
+            )
         return SpatialOptions(False, 0.0, region_grid)
     attention = algorithm_default if local_attention is None else local_attention
     dropout = (REGION_DROPOUT_DEFAULT if algorithm_default else 0.0) if region_dropout is None else region_dropout

@@ -1,6 +1,7 @@
 """What the method needs from torch.distributed, and nothing when it is not in use: under
 DistributedDataParallel every rank must see every rank's batch for the shared state (memory
 bank, class thresholds), so those updates gather first."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Weighted fusion of the level probabilities into one distribution."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,8 +15,12 @@ class LevelProbs:
     fused: torch.Tensor
 
 
-def fuse(semantic: torch.Tensor | None, text: torch.Tensor | None, instance: torch.Tensor | None,
-         weights: tuple[float, float, float]) -> torch.Tensor:
+def fuse(
+    semantic: torch.Tensor | None,
+    text: torch.Tensor | None,
+    instance: torch.Tensor | None,
+    weights: tuple[float, float, float],
+) -> torch.Tensor:
     """p = sum_l w_l p_l over the levels present, with the weights renormalised to sum to 1."""
     parts = [(w, p) for w, p in zip(weights, (semantic, text, instance)) if p is not None and w > 0]
     if not parts:

@@ -13,6 +13,7 @@
   and confidently pseudo-labeled faces, so its gate receives gradient in every algorithm
   (otherwise only sitfer's memory bank would read it, without gradient).
 """
+
 from __future__ import annotations
 
 import math
@@ -32,13 +33,15 @@ class GatedExperts(nn.Module):
     def __init__(self, dim: int, relevant: int, agnostic: int, expert_hidden: int | None = None):
         super().__init__()
         if relevant < 1 or agnostic < 0:
-            raise ValueError(f"need at least one expression-relevant expert and no negative counts, "
-                             f"got {relevant} relevant and {agnostic} agnostic")
+            raise ValueError(
+                f"need at least one expression-relevant expert and no negative counts, "
+                f"got {relevant} relevant and {agnostic} agnostic"
+            )
         hidden = expert_hidden or dim // 2
         self.relevant = relevant
         self.experts = nn.ModuleList(  # each its own weights: distinct experts, not one shared module
-            nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-            for _ in range(relevant + agnostic))
+            nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)) for _ in range(relevant + agnostic)
+        )
         self.gate = nn.Linear(dim, relevant + agnostic)
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -46,8 +49,8 @@ class GatedExperts(nn.Module):
         gates = self.gate(h).softmax(dim=1)
         outs = torch.stack([expert(h) for expert in self.experts], dim=1)  # (B, K, D)
         weighted = gates.unsqueeze(-1) * outs
-        relevant = weighted[:, :self.relevant].sum(1)
-        agnostic = weighted[:, self.relevant:].sum(1)
+        relevant = weighted[:, : self.relevant].sum(1)
+        agnostic = weighted[:, self.relevant :].sum(1)
         if agnostic.shape[1] and self.relevant < len(self.experts):
             decoupling = F.cosine_similarity(relevant, agnostic, dim=1, eps=1e-6) ** 2
         else:
@@ -59,8 +62,18 @@ class LEAFHead(ExpressionHead):
     """ExpressionHead with LEAF's semantic-level aggregation in front of the classifier and
     the text projection, and instance-level aggregation in front of the embedding."""
 
-    def __init__(self, in_dim: int, num_classes: int, text_dim: int, hidden: int = 512, dropout: float = 0.2,
-                 relevant: int = 2, agnostic: int = 2, semantic: bool = True, instance: bool = True):
+    def __init__(
+        self,
+        in_dim: int,
+        num_classes: int,
+        text_dim: int,
+        hidden: int = 512,
+        dropout: float = 0.2,
+        relevant: int = 2,
+        agnostic: int = 2,
+        semantic: bool = True,
+        instance: bool = True,
+    ):
         super().__init__(in_dim, num_classes, text_dim, hidden, dropout)
         self.semantic_experts = GatedExperts(hidden, relevant, agnostic) if semantic else None
         self.instance_experts = GatedExperts(hidden, relevant, agnostic) if instance else None
@@ -105,8 +118,9 @@ def certainty(probs: torch.Tensor) -> torch.Tensor:
     return 1.0 - entropy / math.log(probs.shape[1])
 
 
-def category_level_loss(strong_logits: torch.Tensor, probs: torch.Tensor, eligible: torch.Tensor,
-                        cumulative: float) -> torch.Tensor:
+def category_level_loss(
+    strong_logits: torch.Tensor, probs: torch.Tensor, eligible: torch.Tensor, cumulative: float
+) -> torch.Tensor:
     """Positive/negative decoupling of ambiguous pseudo-labels: -log P(positive set) for the
     strong view, plus -log(1 - p_c) averaged over the negative set, weighted by the teacher's
     certainty; averaged over the whole batch (ineligible faces count as zero)."""
@@ -149,16 +163,21 @@ def supervised_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, 
     return per_anchor.mean()
 
 
-def leaf_step_losses(config, outs: tuple[HeadOutput, HeadOutput | None, HeadOutput | None],
-                     y_l: torch.Tensor,
-                     probs: torch.Tensor | None, pseudo: torch.Tensor | None, mask: torch.Tensor | None,
-                     ramp: float) -> tuple[torch.Tensor, dict[str, float]]:
+def leaf_step_losses(
+    config,
+    outs: tuple[HeadOutput, HeadOutput | None, HeadOutput | None],
+    y_l: torch.Tensor,
+    probs: torch.Tensor | None,
+    pseudo: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    ramp: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """LEAF's terms for one step: load balance and decoupling of the gated experts (all
     views), the instance embedding's contrastive term (labeled and confident unlabeled
     faces), and, on unlabeled faces, the category level (below threshold) and the
     weak/strong consistency. `config` is the MethodConfig; `probs` are the pseudo-label source's
     class probabilities."""
-    out_l, out_uw, out_us = outs
+    out_l, _out_uw, out_us = outs
     present = [o for o in outs if o is not None]
     total = out_l.logits.sum() * 0.0
     logs: dict[str, torch.Tensor] = {}

@@ -1,4 +1,5 @@
 """The semantic, text and instance levels, each giving class probabilities for a batch."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,8 +33,7 @@ class MemoryBank:
     entries.
     """
 
-    def __init__(self, size: int, dim: int, num_classes: int, top_k: int = 5,
-                 device: torch.device | str = "cpu"):
+    def __init__(self, size: int, dim: int, num_classes: int, top_k: int = 5, device: torch.device | str = "cpu"):
         if top_k < 1:
             raise ValueError(f"instance top_k must be at least 1, not {top_k}")
         self.num_classes = num_classes
@@ -43,7 +43,7 @@ class MemoryBank:
         self._by_class: _ClassBlocks | None = None
         self._by_class_key: tuple = ()
 
-    def to(self, device) -> "MemoryBank":
+    def to(self, device) -> MemoryBank:
         self.features = self.features.to(device)
         self.labels = self.labels.to(device)
         self._by_class = None
@@ -51,8 +51,11 @@ class MemoryBank:
 
     def update(self, indices: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> None:
         """Write normalised `features` with `labels` (-1 removes the slot from the bank)."""
-        indices, features, labels = (gather_all(indices), gather_all(features.detach()),
-                                     gather_all(labels.to(indices.device)))
+        indices, features, labels = (
+            gather_all(indices),
+            gather_all(features.detach()),
+            gather_all(labels.to(indices.device)),
+        )
         self.features[indices] = features.to(self.features.dtype)
         self.labels[indices] = labels.to(self.labels.device)
         self._by_class = None
@@ -90,7 +93,7 @@ class MemoryBank:
     def filled(self) -> int:
         return int((self.labels >= 0).sum())
 
-    def _blocks(self) -> "_ClassBlocks":
+    def _blocks(self) -> _ClassBlocks:
         # Keyed by the tensors' version counters too: a caller writing slots in place (the refit's
         # carried bank) still gets a fresh view.
         key = (id(self.features), self.features._version, id(self.labels), self.labels._version)
@@ -113,12 +116,13 @@ class MemoryBank:
 class _ClassBlocks:
     """The bank's filled slots sorted by class: class c's entries are features[bounds[c]:bounds[c+1]];
     `position` maps a slot to its row within its class's block (-1 for an empty slot)."""
+
     features: torch.Tensor
     bounds: list[int]
     position: torch.Tensor
 
     @staticmethod
-    def of(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> "_ClassBlocks":
+    def of(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> _ClassBlocks:
         filled = torch.nonzero(labels >= 0).squeeze(1)
         order = filled[torch.argsort(labels[filled], stable=True)]
         counts = torch.bincount(labels[order], minlength=num_classes)[:num_classes].tolist()

@@ -1,4 +1,5 @@
 """The losses of DESIGN.md section 2: supervised, text co-supervision, masked unlabeled, negative."""
+
 from __future__ import annotations
 
 import torch
@@ -14,8 +15,9 @@ def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mask: torc
     return (per_face * mask.float()).mean()
 
 
-def negative_learning_loss(logits: torch.Tensor, fused: torch.Tensor, below: torch.Tensor,
-                           gamma: float) -> torch.Tensor:
+def negative_learning_loss(
+    logits: torch.Tensor, fused: torch.Tensor, below: torch.Tensor, gamma: float
+) -> torch.Tensor:
     """Selective negative learning: for faces below threshold, every class whose fused
     probability is under gamma is a complementary label; loss -log(1 - p_c) on those classes."""
     complementary = (fused < gamma) & below.unsqueeze(1)

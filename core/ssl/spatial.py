@@ -6,8 +6,8 @@ They work on a (B, C, h, w) map, so they exist only where the encoder's map is c
 fine-tune mode. Head mode caches pooled features; asking for them there is an error that says
 to use fine-tune mode.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import torch
 from torch import nn
@@ -15,8 +15,10 @@ from torch import nn
 # Which modules a run uses is decided without torch (the studio validates settings with it).
 from core.ssl.config import REGION_DROPOUT_DEFAULT, SpatialModeError, SpatialOptions, spatial_options  # noqa: F401
 
-def drop_regions(fmap: torch.Tensor, probability: float, grid: int, generator: torch.Generator | None = None
-                 ) -> torch.Tensor:
+
+def drop_regions(
+    fmap: torch.Tensor, probability: float, grid: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Zeroes each cell of a grid x grid partition of the map with `probability`, per face,
     never all cells of a face, and rescales the kept ones so the expected sum is unchanged."""
     b, _c, h, w = fmap.shape
@@ -42,9 +44,15 @@ class LocalAttentionPool(nn.Module):
         super().__init__()
         self.channels = channels
         self.options = options
-        self.attention = (nn.Sequential(nn.Conv2d(channels, max(channels // 8, 8), 1), nn.ReLU(inplace=True),
-                                        nn.Conv2d(max(channels // 8, 8), 1, 3, padding=1))
-                          if options.local_attention else None)
+        self.attention = (
+            nn.Sequential(
+                nn.Conv2d(channels, max(channels // 8, 8), 1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(max(channels // 8, 8), 1, 3, padding=1),
+            )
+            if options.local_attention
+            else None
+        )
 
     def forward(self, fmap: torch.Tensor) -> torch.Tensor:
         if self.training and self.options.region_dropout > 0:

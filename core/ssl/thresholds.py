@@ -5,6 +5,7 @@ EMA of the model's mean confidence on unlabeled faces, scaled per class by the E
 class's mean probability (relative to the largest), with a floor so that early, unsure
 predictions never pass too cheaply, and a ceiling so that every class can pass eventually.
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,8 +34,7 @@ class FixedThreshold:
 
 
 class DynamicThresholds:
-    def __init__(self, num_classes: int, momentum: float = 0.99, floor: float = 0.5,
-                 ceiling: float = 0.95):
+    def __init__(self, num_classes: int, momentum: float = 0.99, floor: float = 0.5, ceiling: float = 0.95):
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"threshold momentum must lie in [0, 1), not {momentum}")
         if not 0.0 < floor <= ceiling <= 1.0:

@@ -4,14 +4,15 @@ SQLite files run in WAL mode with a busy timeout and foreign keys on, so a reade
 the single writer and a process killed mid-write leaves the last committed state. Any other
 SQLAlchemy URL (PostgreSQL for shared use) gets the same schema and migrations.
 """
+
 from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 from urllib.parse import quote
 
 from sqlalchemy import JSON, Connection, DateTime, Engine, Float, String, create_engine, event, inspect, select, text
@@ -50,8 +51,7 @@ def _add_columns(table: str, columns: dict[str, TypeEngine]) -> Callable[[Connec
 
     def apply(conn: Connection) -> None:
         for name, column_type in columns.items():
-            conn.exec_driver_sql(
-                f"ALTER TABLE {table} ADD COLUMN {name} {column_type.compile(dialect=conn.dialect)}")
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {column_type.compile(dialect=conn.dialect)}")
 
     return apply
 
@@ -66,13 +66,22 @@ def _add_run_lineage(conn: Connection) -> None:
 
 # Append a Migration here whenever SCHEMA_VERSION goes up; never edit a released one.
 MIGRATIONS: list[Migration] = [
-    Migration(2, "corrections keep the label row they replaced, for exact undo",
-              _add_columns("corrections", {"old_source": String(16), "old_annotator": String(64),
-                                           "old_updated_at": DateTime()})),
+    Migration(
+        2,
+        "corrections keep the label row they replaced, for exact undo",
+        _add_columns(
+            "corrections", {"old_source": String(16), "old_annotator": String(64), "old_updated_at": DateTime()}
+        ),
+    ),
     Migration(3, "runs record their kind, a refit's parent run, and pruned predictions", _add_run_lineage),
-    Migration(4, "faces record their detector, its score and key points, and the eye-line angle of their crop",
-              _add_columns("images", {"face_angle": Float(), "face_keypoints": JSON(),
-                                      "face_detector": String(16), "face_score": Float()})),
+    Migration(
+        4,
+        "faces record their detector, its score and key points, and the eye-line angle of their crop",
+        _add_columns(
+            "images",
+            {"face_angle": Float(), "face_keypoints": JSON(), "face_detector": String(16), "face_score": Float()},
+        ),
+    ),
 ]
 
 
@@ -155,7 +164,7 @@ def _backup_sqlite(conn: Connection, from_version: int) -> Path | None:
     database = conn.engine.url.database
     if conn.engine.url.get_backend_name() != "sqlite" or not database or database == ":memory:":
         return None
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     backup = Path(database).with_name(f"{Path(database).name}.v{from_version}-{stamp}.bak")
     conn.exec_driver_sql("VACUUM INTO ?", (str(backup),))
     return backup
@@ -178,16 +187,18 @@ def prepare_schema(engine: Engine, *, create: bool, migrate: bool = True) -> int
         with engine.begin() as conn:
             Base.metadata.create_all(conn)
             _write_meta(conn, "schema_version", str(SCHEMA_VERSION))
-            _write_meta(conn, "created_at", datetime.now(timezone.utc).isoformat())
+            _write_meta(conn, "created_at", datetime.now(UTC).isoformat())
         return 0
     if version > SCHEMA_VERSION:
         raise SchemaError(
             f"the database has schema version {version}, newer than this studio knows "
-            f"({SCHEMA_VERSION}); update the studio to open it")
+            f"({SCHEMA_VERSION}); update the studio to open it"
+        )
     if version < SCHEMA_VERSION and not migrate:
         raise SchemaError(
             f"the database has schema version {version} and needs upgrading to {SCHEMA_VERSION}, "
-            f"which cannot be done while reading only; open the project once with write access")
+            f"which cannot be done while reading only; open the project once with write access"
+        )
     if version < SCHEMA_VERSION:
         with engine.connect() as conn:
             _backup_sqlite(conn, version)

@@ -5,6 +5,7 @@ error`; users need to know what happened to their work and what to do. Every lay
 errors (the CLI, the studio) asks `explain_storage_error` and shows its message; the kind gives
 the CLI its exit code.
 """
+
 from __future__ import annotations
 
 import errno
@@ -54,34 +55,54 @@ def explain_storage_error(exc: BaseException, where: str | Path | None = None) -
         return _disk_full(place)
     if isinstance(exc, OSError) and exc.errno == errno.EROFS:
         # Not EACCES: an unreadable input file is bad input, not a storage failure.
-        return StorageProblem(READ_ONLY, f"the file system{place} is read-only ({exc.filename or exc}); "
-                                         f"nothing was saved by this action, and nothing saved before is lost")
+        return StorageProblem(
+            READ_ONLY,
+            f"the file system{place} is read-only ({exc.filename or exc}); "
+            f"nothing was saved by this action, and nothing saved before is lost",
+        )
     if not isinstance(exc, (SQLAlchemyError, sqlite3.Error)):
         return None
-    if "database is locked" in text or "database is busy" in text or "lock timeout" in text \
-            or "could not obtain lock" in text:
-        return StorageProblem(BUSY, f"the project{place} is busy: another program is writing to it. "
-                                    f"Nothing was changed; try again in a moment")
+    if (
+        "database is locked" in text
+        or "database is busy" in text
+        or "lock timeout" in text
+        or "could not obtain lock" in text
+    ):
+        return StorageProblem(
+            BUSY,
+            f"the project{place} is busy: another program is writing to it. Nothing was changed; try again in a moment",
+        )
     if "database or disk is full" in text or "no space left" in text or "disk full" in text:
         return _disk_full(place)
     if "disk i/o error" in text:
         if where is not None and _free_bytes(Path(where)) < FULL_DISK_BYTES:
             return _disk_full(place)
-        return StorageProblem(FAILED, f"the disk reported an I/O error while writing the project{place}; "
-                                      f"the change was not saved and what was saved before is kept")
+        return StorageProblem(
+            FAILED,
+            f"the disk reported an I/O error while writing the project{place}; "
+            f"the change was not saved and what was saved before is kept",
+        )
     if "readonly database" in text or "read-only" in text or "read only" in text:
-        return StorageProblem(READ_ONLY, f"the project's database{place} is read-only; nothing was saved. "
-                                         f"Open it from a folder you can write to")
+        return StorageProblem(
+            READ_ONLY,
+            f"the project's database{place} is read-only; nothing was saved. Open it from a folder you can write to",
+        )
     if "unable to open database file" in text:
-        return StorageProblem(FAILED, f"the project's database{place} cannot be opened (missing, or in a "
-                                      f"folder that cannot be read or written)")
-    return StorageProblem(FAILED, f"the project's database{place} refused the action: "
-                                  f"{_driver_message(exc) or type(exc).__name__}")
+        return StorageProblem(
+            FAILED,
+            f"the project's database{place} cannot be opened (missing, or in a folder that cannot be read or written)",
+        )
+    return StorageProblem(
+        FAILED, f"the project's database{place} refused the action: {_driver_message(exc) or type(exc).__name__}"
+    )
 
 
 def _disk_full(place: str) -> StorageProblem:
-    return StorageProblem(DISK_FULL, f"the disk is full{place}: the change was not saved, and nothing "
-                                     f"saved before is lost. Free some space and try again")
+    return StorageProblem(
+        DISK_FULL,
+        f"the disk is full{place}: the change was not saved, and nothing "
+        f"saved before is lost. Free some space and try again",
+    )
 
 
 def _driver_message(exc: BaseException) -> str:

@@ -4,10 +4,11 @@ Labels and classes are stored as canonical class names (see core/classes.py), so
 reads on its own and survives a change of class order. Probability vectors are JSON lists in
 class order (core/resources/classes.json), which works on SQLite and PostgreSQL alike.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Optional
+from datetime import UTC, datetime
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -26,7 +27,7 @@ from sqlalchemy.types import TypeDecorator
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator):
@@ -40,14 +41,14 @@ class UTCDateTime(TypeDecorator):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the store; use core.store.models.utcnow()")
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.astimezone(UTC).replace(tzinfo=None)
 
     def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
-        return value.replace(tzinfo=timezone.utc) if value is not None else None
+        return value.replace(tzinfo=UTC) if value is not None else None
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map: ClassVar = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
 # Image status values.
@@ -63,7 +64,12 @@ SPLITS = ("train", "val", "test")
 
 # Run status values.
 RUN_QUEUED, RUN_RUNNING, RUN_FINISHED, RUN_FAILED, RUN_CANCELLED = (
-    "queued", "running", "finished", "failed", "cancelled")
+    "queued",
+    "running",
+    "finished",
+    "failed",
+    "cancelled",
+)
 
 # Run kinds: trained by a user (`train`, the studio's Start) or refitted from a parent run.
 RUN_KIND_TRAIN, RUN_KIND_REFIT = "train", "refit"
@@ -85,7 +91,7 @@ class ImportBatch(Base):
     source: Mapped[str] = mapped_column(Text)
     options: Mapped[dict[str, Any]] = mapped_column(default=dict)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    finished_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     imported: Mapped[int] = mapped_column(default=0)
     skipped: Mapped[int] = mapped_column(default=0)
     report: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -110,25 +116,25 @@ class Image(Base):
     face_index: Mapped[int] = mapped_column(default=0)
     width: Mapped[int]
     height: Mapped[int]
-    face_x: Mapped[Optional[int]]
-    face_y: Mapped[Optional[int]]
-    face_w: Mapped[Optional[int]]
-    face_h: Mapped[Optional[int]]
+    face_x: Mapped[int | None]
+    face_y: Mapped[int | None]
+    face_w: Mapped[int | None]
+    face_h: Mapped[int | None]
     # From the detector: degrees the crop was turned to level the eyes (NULL or 0: not turned),
     # the key points in source pixels ([[x, y], ...], landmarks.KEYPOINTS order), its name and score.
-    face_angle: Mapped[Optional[float]]
-    face_keypoints: Mapped[Optional[list[Any]]] = mapped_column(JSON)
-    face_detector: Mapped[Optional[str]] = mapped_column(String(16))
-    face_score: Mapped[Optional[float]]
-    crop_path: Mapped[Optional[str]] = mapped_column(Text)
-    source_format: Mapped[Optional[str]] = mapped_column(String(16))
-    source_mode: Mapped[Optional[str]] = mapped_column(String(16))
+    face_angle: Mapped[float | None]
+    face_keypoints: Mapped[list[Any] | None] = mapped_column(JSON)
+    face_detector: Mapped[str | None] = mapped_column(String(16))
+    face_score: Mapped[float | None]
+    crop_path: Mapped[str | None] = mapped_column(Text)
+    source_format: Mapped[str | None] = mapped_column(String(16))
+    source_mode: Mapped[str | None] = mapped_column(String(16))
     split: Mapped[str] = mapped_column(String(8), default="train")
     status: Mapped[str] = mapped_column(String(16), default=STATUS_ACTIVE)
-    import_id: Mapped[Optional[int]] = mapped_column(ForeignKey("imports.id"))
+    import_id: Mapped[int | None] = mapped_column(ForeignKey("imports.id"))
     added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
-    label: Mapped[Optional["Label"]] = relationship(back_populates="image", uselist=False)
+    label: Mapped[Label | None] = relationship(back_populates="image", uselist=False)
 
     @property
     def face_box(self) -> tuple[int, int, int, int] | None:
@@ -141,11 +147,10 @@ class Label(Base):
     """The current label of a face (at most one). No row means unlabeled."""
 
     __tablename__ = "labels"
-    image_id: Mapped[int] = mapped_column(
-        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
     label: Mapped[str] = mapped_column(String(32), index=True)
     source: Mapped[str] = mapped_column(String(16))
-    annotator: Mapped[Optional[str]] = mapped_column(String(64))
+    annotator: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     image: Mapped[Image] = relationship(back_populates="label")
@@ -158,8 +163,7 @@ class HiddenTruth(Base):
     """
 
     __tablename__ = "hidden_truth"
-    image_id: Mapped[int] = mapped_column(
-        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
     label: Mapped[str] = mapped_column(String(32))
 
 
@@ -171,17 +175,17 @@ class Correction(Base):
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
     annotator: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    old_label: Mapped[Optional[str]] = mapped_column(String(32))
-    new_label: Mapped[Optional[str]] = mapped_column(String(32))
-    suggestion: Mapped[Optional[str]] = mapped_column(String(32))
-    run_id: Mapped[Optional[int]] = mapped_column(ForeignKey("runs.id"))
-    batch_id: Mapped[Optional[str]] = mapped_column(String(36), index=True)  # a bulk step
-    undone_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
+    old_label: Mapped[str | None] = mapped_column(String(32))
+    new_label: Mapped[str | None] = mapped_column(String(32))
+    suggestion: Mapped[str | None] = mapped_column(String(32))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    batch_id: Mapped[str | None] = mapped_column(String(36), index=True)  # a bulk step
+    undone_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # The rest of the label row this correction replaced (schema 2), so that undo restores it
     # exactly: an imported label comes back as imported, with its annotator and time.
-    old_source: Mapped[Optional[str]] = mapped_column(String(16))
-    old_annotator: Mapped[Optional[str]] = mapped_column(String(64))
-    old_updated_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
+    old_source: Mapped[str | None] = mapped_column(String(16))
+    old_annotator: Mapped[str | None] = mapped_column(String(64))
+    old_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Run(Base):
@@ -196,17 +200,17 @@ class Run(Base):
     mode: Mapped[str] = mapped_column(String(16), default="head")
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     status: Mapped[str] = mapped_column(String(16), default=RUN_QUEUED)
-    device: Mapped[Optional[str]] = mapped_column(String(32))
-    pid: Mapped[Optional[int]]
-    host: Mapped[Optional[str]] = mapped_column(String(128))
+    device: Mapped[str | None] = mapped_column(String(32))
+    pid: Mapped[int | None]
+    host: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    started_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
-    finished_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
-    checkpoint: Mapped[Optional[str]] = mapped_column(Text)
-    error: Mapped[Optional[str]] = mapped_column(Text)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    checkpoint: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
     kind: Mapped[str] = mapped_column(String(16), default=RUN_KIND_TRAIN, server_default=RUN_KIND_TRAIN)
-    parent_run_id: Mapped[Optional[int]] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
-    predictions_pruned_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
+    parent_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    predictions_pruned_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class RunLabel(Base):
@@ -214,8 +218,7 @@ class RunLabel(Base):
 
     __tablename__ = "run_labels"
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
-    image_id: Mapped[int] = mapped_column(
-        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
     label: Mapped[str] = mapped_column(String(32))
 
 
@@ -235,16 +238,15 @@ class Prediction(Base):
 
     __tablename__ = "predictions"
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
-    image_id: Mapped[int] = mapped_column(
-        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
-    p_semantic: Mapped[Optional[list[Any]]]
-    p_text: Mapped[Optional[list[Any]]]
-    p_instance: Mapped[Optional[list[Any]]]
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    p_semantic: Mapped[list[Any] | None]
+    p_text: Mapped[list[Any] | None]
+    p_instance: Mapped[list[Any] | None]
     p_fused: Mapped[list[Any]]
     pseudo_label: Mapped[str] = mapped_column(String(32))
     confidence: Mapped[float] = mapped_column(Float)
     passed_threshold: Mapped[bool] = mapped_column(Boolean, default=False)
-    extra: Mapped[Optional[dict[str, Any]]]  # algorithm-specific (e.g. LEAF's positive set)
+    extra: Mapped[dict[str, Any] | None]  # algorithm-specific (e.g. LEAF's positive set)
 
 
 class Embedding(Base):
@@ -252,10 +254,9 @@ class Embedding(Base):
 
     __tablename__ = "embeddings"
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
-    image_id: Mapped[int] = mapped_column(
-        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
-    vector: Mapped[Optional[bytes]] = mapped_column(LargeBinary)
-    dim: Mapped[Optional[int]]
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    vector: Mapped[bytes | None] = mapped_column(LargeBinary)
+    dim: Mapped[int | None]
 
 
 class Projection(Base):
@@ -263,8 +264,7 @@ class Projection(Base):
 
     __tablename__ = "projections"
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
-    image_id: Mapped[int] = mapped_column(
-        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
     method: Mapped[str] = mapped_column(String(16), primary_key=True)
     x: Mapped[float] = mapped_column(Float)
     y: Mapped[float] = mapped_column(Float)

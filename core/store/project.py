@@ -1,11 +1,12 @@
 """A project: a folder holding project.json, the database (SQLite by default) and caches."""
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL, make_url
@@ -38,7 +39,7 @@ class Project:
 
     # -- lifecycle ---------------------------------------------------------------------------
     @classmethod
-    def create(cls, root: str | os.PathLike, database_url: str | None = None) -> "Project":
+    def create(cls, root: str | os.PathLike, database_url: str | None = None) -> Project:
         root = Path(root).expanduser().resolve()
         if (root / PROJECT_FILE).exists():
             raise ProjectError(f"{root} is already a project")
@@ -52,8 +53,9 @@ class Project:
             prepare_schema(engine, create=True)
         except Exception as exc:
             engine.dispose()
-            raise ProjectError(f"cannot create the database of {root}: "
-                               f"{explain_storage_error(exc, root) or exc}") from exc
+            raise ProjectError(
+                f"cannot create the database of {root}: {explain_storage_error(exc, root) or exc}"
+            ) from exc
         descriptor = {"format": PROJECT_FORMAT, "version": 1, "database": stored_url}
         # Written last and atomically: a folder without project.json was never a finished project.
         tmp = root / (PROJECT_FILE + ".tmp")
@@ -64,29 +66,33 @@ class Project:
         return project
 
     @classmethod
-    def open(cls, root: str | os.PathLike, *, read_only: bool = False) -> "Project":
+    def open(cls, root: str | os.PathLike, *, read_only: bool = False) -> Project:
         """Open a project. `read_only`: nothing in the folder is written (no cache folders, no
         migration, no tidying of dead runs), so it works on a folder nobody may write to."""
         root = Path(root).expanduser().resolve()
         descriptor_path = root / PROJECT_FILE
         if not descriptor_path.is_file():
-            raise ProjectError(f"{root} is not a project (no {PROJECT_FILE}); create one with: "
-                               f"python main.py init {root}")
+            raise ProjectError(
+                f"{root} is not a project (no {PROJECT_FILE}); create one with: python main.py init {root}"
+            )
         stored_url = _read_descriptor(descriptor_path)
         url = database_url_for(root, stored_url, f"{descriptor_path}: 'database'")
         if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
-            raise ProjectError(f"the database file {url.database} named in {descriptor_path} does not "
-                               f"exist (moved or deleted?)")
+            raise ProjectError(
+                f"the database file {url.database} named in {descriptor_path} does not exist (moved or deleted?)"
+            )
         if not read_only and not os.access(root, os.W_OK):
-            raise ProjectError(f"the project folder {root} is read-only: it can be read (stats, "
-                               f"history, export) but not changed")
+            raise ProjectError(
+                f"the project folder {root} is read-only: it can be read (stats, history, export) but not changed"
+            )
         engine = _engine_or_error(root, url, OPEN_READ_ONLY if read_only else OPEN_EXISTING)
         try:
             prepare_schema(engine, create=False, migrate=not read_only)
         except Exception as exc:
             engine.dispose()
-            raise ProjectError(f"cannot open the database of {root}: "
-                               f"{explain_storage_error(exc, root) or exc}") from exc
+            raise ProjectError(
+                f"cannot open the database of {root}: {explain_storage_error(exc, root) or exc}"
+            ) from exc
         project = cls(root, stored_url, engine, read_only=read_only)
         if not read_only:
             project._ensure_cache_dirs()
@@ -95,7 +101,7 @@ class Project:
         return project
 
     @classmethod
-    def open_or_create(cls, root: str | os.PathLike) -> "Project":
+    def open_or_create(cls, root: str | os.PathLike) -> Project:
         if (Path(root).expanduser() / PROJECT_FILE).exists():
             return cls.open(root)
         return cls.create(root)
@@ -107,7 +113,7 @@ class Project:
     def close(self) -> None:
         self.engine.dispose()
 
-    def __enter__(self) -> "Project":
+    def __enter__(self) -> Project:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -185,26 +191,32 @@ def database_url_for(root: Path, stored: object, where: str) -> URL:
     A relative SQLite path is relative to the project folder and must stay inside it, so the
     folder can be moved or shared as a whole. `where` names the value in error messages."""
     if not isinstance(stored, str) or not stored.strip():
-        raise ProjectError(f"{where} must be a database URL such as sqlite:///{DEFAULT_DB_NAME}, "
-                           f"not {stored!r}")
+        raise ProjectError(f"{where} must be a database URL such as sqlite:///{DEFAULT_DB_NAME}, not {stored!r}")
     try:
         url = make_url(stored)
     except ArgumentError:
-        raise ProjectError(f"{where} {stored!r} is not a database URL (expected e.g. "
-                           f"sqlite:///{DEFAULT_DB_NAME} or postgresql+psycopg://user@host/db)") from None
+        raise ProjectError(
+            f"{where} {stored!r} is not a database URL (expected e.g. "
+            f"sqlite:///{DEFAULT_DB_NAME} or postgresql+psycopg://user@host/db)"
+        ) from None
     try:
         dialect = url.get_dialect()
     except NoSuchModuleError:
-        raise ProjectError(f"{where} {stored!r}: {url.drivername!r} is not a kind of database the "
-                           f"studio can use (SQLite or PostgreSQL)") from None
+        raise ProjectError(
+            f"{where} {stored!r}: {url.drivername!r} is not a kind of database the "
+            f"studio can use (SQLite or PostgreSQL)"
+        ) from None
     if getattr(dialect, "is_async", False):
-        raise ProjectError(f"{where} {stored!r}: the driver {url.drivername!r} is asynchronous; use a "
-                           f"synchronous one (e.g. postgresql+psycopg)")
+        raise ProjectError(
+            f"{where} {stored!r}: the driver {url.drivername!r} is asynchronous; use a "
+            f"synchronous one (e.g. postgresql+psycopg)"
+        )
     try:
         dialect.import_dbapi()
     except ImportError as exc:
-        raise ProjectError(f"{where} {stored!r} needs the database driver {exc.name or url.drivername!r}, "
-                           f"which is not installed") from None
+        raise ProjectError(
+            f"{where} {stored!r} needs the database driver {exc.name or url.drivername!r}, which is not installed"
+        ) from None
     if url.get_backend_name() == "sqlite":
         return _sqlite_url_in(root, url, stored, where)
     return url
@@ -219,8 +231,9 @@ def _sqlite_url_in(root: Path, url: URL, stored: str, where: str) -> URL:
         return url
     inside = (root / path).resolve()
     if not inside.is_relative_to(root):
-        raise ProjectError(f"{where} {stored!r} points outside the project folder; use an absolute "
-                           f"path for a database kept elsewhere")
+        raise ProjectError(
+            f"{where} {stored!r} points outside the project folder; use an absolute path for a database kept elsewhere"
+        )
     return url.set(database=str(inside))
 
 

@@ -1,8 +1,9 @@
 """Read-side queries shared by the CLI, the trainer and the studio."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -25,21 +26,31 @@ def project_stats(session: Session) -> dict:
     """Counts of active faces by split, label and label source (the `stats` command's JSON)."""
     active = Image.status == STATUS_ACTIVE
     images = session.scalar(select(func.count()).select_from(Image).where(active)) or 0
-    labeled = session.scalar(
-        select(func.count()).select_from(Label).join(Image, Image.id == Label.image_id).where(active)) or 0
+    labeled = (
+        session.scalar(select(func.count()).select_from(Label).join(Image, Image.id == Label.image_id).where(active))
+        or 0
+    )
     by_label = {name: 0 for name in class_names()}
     for label, count in session.execute(
-            select(Label.label, func.count()).join(Image, Image.id == Label.image_id)
-            .where(active).group_by(Label.label)):
+        select(Label.label, func.count()).join(Image, Image.id == Label.image_id).where(active).group_by(Label.label)
+    ):
         by_label[label] = count
     by_split = {split: {"images": 0, "labeled": 0, "unlabeled": 0} for split in SPLITS}
     for split, total, with_label in session.execute(
-            select(Image.split, func.count(Image.id), func.count(Label.image_id))
-            .outerjoin(Label, Label.image_id == Image.id).where(active).group_by(Image.split)):
+        select(Image.split, func.count(Image.id), func.count(Label.image_id))
+        .outerjoin(Label, Label.image_id == Image.id)
+        .where(active)
+        .group_by(Image.split)
+    ):
         by_split[split] = {"images": total, "labeled": with_label, "unlabeled": total - with_label}
-    by_source = dict(session.execute(
-        select(Label.source, func.count()).join(Image, Image.id == Label.image_id)
-        .where(active).group_by(Label.source)).all())
+    by_source = dict(
+        session.execute(
+            select(Label.source, func.count())
+            .join(Image, Image.id == Label.image_id)
+            .where(active)
+            .group_by(Label.source)
+        ).all()
+    )
     by_status = dict(session.execute(select(Image.status, func.count()).group_by(Image.status)).all())
     return {
         "images": images,
@@ -51,7 +62,9 @@ def project_stats(session: Session) -> dict:
         "by_status": by_status,
         "hidden_truth": session.scalar(select(func.count()).select_from(HiddenTruth)) or 0,
         "corrections": session.scalar(
-            select(func.count()).select_from(Correction).where(Correction.undone_at.is_(None))) or 0,
+            select(func.count()).select_from(Correction).where(Correction.undone_at.is_(None))
+        )
+        or 0,
         "runs": session.scalar(select(func.count()).select_from(Run)) or 0,
     }
 
@@ -68,15 +81,35 @@ class FaceRow:
     angle: float | None = None  # degrees its crop was turned to level the eyes
 
 
-def list_faces(session: Session, *, split: str | None = None, labeled: bool | None = None,
-               label: str | None = None, limit: int | None = None,
-               ids: list[int] | None = None) -> list[FaceRow]:
+def list_faces(
+    session: Session,
+    *,
+    split: str | None = None,
+    labeled: bool | None = None,
+    label: str | None = None,
+    limit: int | None = None,
+    ids: list[int] | None = None,
+) -> list[FaceRow]:
     """Active faces in id order, filtered; the label is the current one (never hidden truth).
     `ids` picks a few given faces (one SQL parameter each: keep it to hundreds)."""
-    query = (select(Image.id, Image.path, Image.crop_path, Image.face_x, Image.face_y, Image.face_w,
-                    Image.face_h, Image.split, Label.label, Label.source, Image.face_angle)
-             .outerjoin(Label, Label.image_id == Image.id)
-             .where(Image.status == STATUS_ACTIVE).order_by(Image.id))
+    query = (
+        select(
+            Image.id,
+            Image.path,
+            Image.crop_path,
+            Image.face_x,
+            Image.face_y,
+            Image.face_w,
+            Image.face_h,
+            Image.split,
+            Label.label,
+            Label.source,
+            Image.face_angle,
+        )
+        .outerjoin(Label, Label.image_id == Image.id)
+        .where(Image.status == STATUS_ACTIVE)
+        .order_by(Image.id)
+    )
     if split:
         query = query.where(Image.split == split)
     if labeled is True:
@@ -89,9 +122,19 @@ def list_faces(session: Session, *, split: str | None = None, labeled: bool | No
         query = query.where(Image.id.in_([int(i) for i in ids]))
     if limit:
         query = query.limit(limit)
-    return [FaceRow(r.id, r.path, r.crop_path,
-                    (r.face_x, r.face_y, r.face_w, r.face_h) if r.face_w is not None else None,
-                    r.split, r.label, r.source, r.face_angle) for r in session.execute(query)]
+    return [
+        FaceRow(
+            r.id,
+            r.path,
+            r.crop_path,
+            (r.face_x, r.face_y, r.face_w, r.face_h) if r.face_w is not None else None,
+            r.split,
+            r.label,
+            r.source,
+            r.face_angle,
+        )
+        for r in session.execute(query)
+    ]
 
 
 def latest_finished_run_id(session: Session) -> int | None:
@@ -108,8 +151,7 @@ def resolve_run_id(session: Session, run_id: int | None) -> int:
     if run_id is None:
         run_id = latest_finished_run_id(session)
         if run_id is None:
-            raise RunNotFoundError("no finished run in this project yet; train one with: "
-                                   "python main.py train PROJECT")
+            raise RunNotFoundError("no finished run in this project yet; train one with: python main.py train PROJECT")
     else:
         run = session.get(Run, run_id)
         if run is None:
@@ -121,7 +163,7 @@ def resolve_run_id(session: Session, run_id: int | None) -> int:
 
 def local_midnight(now: datetime | None = None) -> datetime:
     """The start of today in the machine's local time zone (timezone-aware)."""
-    local = (now or datetime.now(timezone.utc)).astimezone()
+    local = (now or datetime.now(UTC)).astimezone()
     return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
@@ -129,5 +171,11 @@ def corrected_today(session: Session, now: datetime | None = None) -> int:
     """How many faces annotators changed since local midnight (undone corrections left out;
     a face changed twice counts once): the studio's status bar count."""
     since = local_midnight(now)
-    return session.scalar(select(func.count(func.distinct(Correction.image_id))).where(
-        Correction.created_at >= since, Correction.undone_at.is_(None))) or 0
+    return (
+        session.scalar(
+            select(func.count(func.distinct(Correction.image_id))).where(
+                Correction.created_at >= since, Correction.undone_at.is_(None)
+            )
+        )
+        or 0
+    )

@@ -1,4 +1,5 @@
 """Run bookkeeping that every process needs: marking runs whose worker died, saying a run was pruned."""
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,11 @@ def reap_dead_runs(session: Session) -> list[int]:
         if run.host == host and run.pid and not process_alive(run.pid):
             run.status = RUN_FAILED
             run.finished_at = utcnow()
-            hint = (f"refit run {run.parent_run_id} again (a refit is not resumed)" if run.kind == RUN_KIND_REFIT
-                    else f"resume it with: python main.py train PROJECT --resume {run.id}")
+            hint = (
+                f"refit run {run.parent_run_id} again (a refit is not resumed)"
+                if run.kind == RUN_KIND_REFIT
+                else f"resume it with: python main.py train PROJECT --resume {run.id}"
+            )
             run.error = f"the worker process (pid {run.pid}) ended without finishing; {hint}"
             reaped.append(run.id)
     return reaped
@@ -46,13 +50,17 @@ def settle_cancelled_run(session: Session, run_id: int) -> bool:
         return False
     run.status = RUN_CANCELLED
     run.finished_at = utcnow()
-    run.error = (f"stopped by force after it did not stop in time; resume it from its last checkpoint with: "
-                 f"python main.py train PROJECT --resume {run.id}")
+    run.error = (
+        f"stopped by force after it did not stop in time; resume it from its last checkpoint with: "
+        f"python main.py train PROJECT --resume {run.id}"
+    )
     return True
 
 
 def pruned_run_message(run: Run) -> str:
     """What to say when a pruned refit's per-face results are asked for (core/training/pruning.py)."""
     when = run.predictions_pruned_at.strftime("%Y-%m-%d %H:%M UTC") if run.predictions_pruned_at else "earlier"
-    return (f"run {run.id} is a superseded refit: its per-face predictions were pruned ({when}) to keep the "
-            f"project small; its labeled set and metrics are kept. Use a newer run (`runs` lists them)")
+    return (
+        f"run {run.id} is a superseded refit: its per-face predictions were pruned ({when}) to keep the "
+        f"project small; its labeled set and metrics are kept. Use a newer run (`runs` lists them)"
+    )

@@ -4,6 +4,7 @@ Weak: horizontal flip and a mild crop. Strong: a harder crop, flip, RandAugment 
 FixMatch and SIT-FER use. Views for the head-mode cache are drawn from a seed per (face, view),
 so a cache can be rebuilt bit for bit.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -20,15 +21,20 @@ CUTOUT_GREY = (128, 128, 128)
 # 1.4 ms strong view on 48-px faces), and the transforms draw their randomness only when applied.
 @lru_cache(maxsize=16)
 def weak_transform(size: int) -> v2.Compose:
-    return v2.Compose([v2.RandomResizedCrop(size, scale=(0.85, 1.0), ratio=(0.95, 1.05), antialias=True),
-                       v2.RandomHorizontalFlip()])
+    return v2.Compose(
+        [v2.RandomResizedCrop(size, scale=(0.85, 1.0), ratio=(0.95, 1.05), antialias=True), v2.RandomHorizontalFlip()]
+    )
 
 
 @lru_cache(maxsize=16)
 def strong_transform(size: int) -> v2.Compose:
-    return v2.Compose([v2.RandomResizedCrop(size, scale=(0.6, 1.0), ratio=(0.85, 1.15), antialias=True),
-                       v2.RandomHorizontalFlip(),
-                       v2.RandAugment(num_ops=2, magnitude=10)])
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(size, scale=(0.6, 1.0), ratio=(0.85, 1.15), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandAugment(num_ops=2, magnitude=10),
+        ]
+    )
 
 
 def cutout(image: Image.Image, rng: np.random.Generator, low: float = 0.2, high: float = 0.4) -> Image.Image:

@@ -1,6 +1,7 @@
 """Batch sources for the loop. Head mode draws from cached features: weak view = the face or
 its mirror (the other one is the batch's mirrored weak view), strong view = one of the strongly
 augmented views with feature dropout."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,9 +17,19 @@ class CachedFeatureBatches:
     `labels` holds the class of each labeled row.
     """
 
-    def __init__(self, features: np.ndarray, labeled: np.ndarray, labels: np.ndarray,
-                 unlabeled: np.ndarray, batch_size: int, unlabeled_ratio: int, feature_dropout: float,
-                 seed: int, device: torch.device, balanced: bool = False):
+    def __init__(
+        self,
+        features: np.ndarray,
+        labeled: np.ndarray,
+        labels: np.ndarray,
+        unlabeled: np.ndarray,
+        batch_size: int,
+        unlabeled_ratio: int,
+        feature_dropout: float,
+        seed: int,
+        device: torch.device,
+        balanced: bool = False,
+    ):
         if len(labeled) == 0:
             raise ValueError("no labeled training faces: label some faces (or import with labels) first")
         # float16; on the GPU when training there, so a batch is gathered without a host copy.
@@ -41,8 +52,9 @@ class CachedFeatureBatches:
         if not self.balanced:
             return torch.randint(len(self.labeled), (self.batch_size,), generator=g)
         classes = torch.randint(len(self._by_class), (self.batch_size,), generator=g)
-        return torch.stack([self._by_class[c][torch.randint(len(self._by_class[c]), (1,), generator=g)][0]
-                            for c in classes.tolist()])
+        return torch.stack(
+            [self._by_class[c][torch.randint(len(self._by_class[c]), (1,), generator=g)][0] for c in classes.tolist()]
+        )
 
     def _views(self, rows: torch.Tensor, low: int, high: int) -> torch.Tensor:
         return self._gather(rows, torch.randint(low, high, (len(rows),), generator=self.generator))

@@ -5,6 +5,7 @@ A checkpoint holds only tensors, lists, tuples, dicts, strings, numbers, boolean
 file is refused instead of run. The "format" entry tells our checkpoints from other files;
 those of earlier versions (a numpy array inside, no format entry) are refused like any other.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,7 +46,7 @@ def load_checkpoint(path: str | Path, map_location=None) -> dict:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except OSError as exc:  # a readable file that torch cannot make sense of: cut short or damaged
         raise CheckpointError(_refusal(path, f"it is damaged or incomplete ({exc.strerror or exc})")) from None
-    except Exception as exc:  # the safe unpickler's refusal, a damaged zip, not a torch file at all
+    except Exception as exc:  # noqa: BLE001 - the safe unpickler's refusal, a damaged zip, not a torch file at all
         raise CheckpointError(_refusal(path, _reason(exc))) from None
     if not isinstance(state, dict):
         raise CheckpointError(_refusal(path, f"it holds a {type(state).__name__}, not a checkpoint's entries"))
@@ -59,8 +60,10 @@ def load_checkpoint(path: str | Path, map_location=None) -> dict:
 
 
 def _refusal(path, reason: str) -> str:
-    return (f"{path} is not a FER studio checkpoint or was modified: {reason}; it was not loaded "
-            f"(checkpoints from earlier versions of FER studio are refused too: start a new run)")
+    return (
+        f"{path} is not a FER studio checkpoint or was modified: {reason}; it was not loaded "
+        f"(checkpoints from earlier versions of FER studio are refused too: start a new run)"
+    )
 
 
 def _reason(exc: Exception) -> str:
@@ -88,5 +91,7 @@ def _check_plain(value, where: str) -> None:
         for i, item in enumerate(value):
             _check_plain(item, f"{where}[{i}]")
     elif not (type(value) in _SCALARS or isinstance(value, torch.Tensor)):  # numpy's float64 is no float here
-        raise CheckpointError(f"{where} is a {type(value).__module__}.{type(value).__name__}, which a checkpoint "
-                              f"cannot hold (tensors, lists, dicts, strings and numbers only)")
+        raise CheckpointError(
+            f"{where} is a {type(value).__module__}.{type(value).__name__}, which a checkpoint "
+            f"cannot hold (tensors, lists, dicts, strings and numbers only)"
+        )

@@ -1,5 +1,6 @@
 """What a run trains on, read from the store at its start: faces by split with their current
 labels. Hidden ground truth is never read here."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,14 +44,26 @@ class FaceTable:
 def load_face_table(project: Project, session: Session) -> FaceTable:
     index = {name: i for i, name in enumerate(class_names())}
     rows = session.execute(
-        select(Image.id, Image.split, Image.path, Image.crop_path, Image.face_x, Image.face_y,
-               Image.face_w, Image.face_h, Image.face_angle, Label.label)
+        select(
+            Image.id,
+            Image.split,
+            Image.path,
+            Image.crop_path,
+            Image.face_x,
+            Image.face_y,
+            Image.face_w,
+            Image.face_h,
+            Image.face_angle,
+            Label.label,
+        )
         .outerjoin(Label, Label.image_id == Image.id)
-        .where(Image.status == STATUS_ACTIVE).order_by(Image.id)).all()
+        .where(Image.status == STATUS_ACTIVE)
+        .order_by(Image.id)
+    ).all()
     return FaceTable(
         ids=np.array([r.id for r in rows], dtype=np.int64),
         splits=np.array([r.split for r in rows], dtype=object),
-        labels=np.array([index[r.label] if r.label in index else -1 for r in rows], dtype=np.int64),
+        labels=np.array([index.get(r.label, -1) for r in rows], dtype=np.int64),
         paths=[project.resolve_path(r.path) for r in rows],
         crop_paths=[project.resolve_path(r.crop_path) if r.crop_path else None for r in rows],
         boxes=[(r.face_x, r.face_y, r.face_w, r.face_h) if r.face_w is not None else None for r in rows],

@@ -1,4 +1,5 @@
 """Reading a run's results back from the store: evaluation against current labels, run lists."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,7 +32,8 @@ def evaluate_run(project: Project, run_id: int | None, split: str) -> dict:
             select(Label.label, Prediction.p_semantic, Prediction.p_fused)
             .join(Prediction, Prediction.image_id == Label.image_id)
             .join(Image, Image.id == Label.image_id)
-            .where(Prediction.run_id == run_id, Image.split == split, Image.status == STATUS_ACTIVE)).all()
+            .where(Prediction.run_id == run_id, Image.split == split, Image.status == STATUS_ACTIVE)
+        ).all()
     if not rows:
         raise EvaluationError(f"run {run_id} has no predictions for labeled {split} faces")
     truth = np.array([index[r.label] for r in rows])
@@ -48,11 +50,24 @@ def list_runs(project: Project) -> list[dict]:
         runs = session.scalars(select(Run).order_by(Run.id)).all()
         latest: dict[int, dict[str, float]] = {}
         for run_id, name, value in session.execute(
-                select(Metric.run_id, Metric.name, Metric.value).order_by(Metric.run_id, Metric.step, Metric.id)):
+            select(Metric.run_id, Metric.name, Metric.value).order_by(Metric.run_id, Metric.step, Metric.id)
+        ):
             latest.setdefault(run_id, {})[name] = value
-    return [{"id": r.id, "kind": r.kind, "parent": r.parent_run_id, "algorithm": r.algorithm, "encoder": r.encoder,
-             "mode": r.mode, "status": r.status, "device": r.device, "created_at": r.created_at.isoformat(),
-             "finished_at": r.finished_at.isoformat() if r.finished_at else None,
-             "pruned_at": r.predictions_pruned_at.isoformat() if r.predictions_pruned_at else None,
-             "error": r.error.splitlines()[0] if r.error else None, "metrics": latest.get(r.id, {})}
-            for r in runs]
+    return [
+        {
+            "id": r.id,
+            "kind": r.kind,
+            "parent": r.parent_run_id,
+            "algorithm": r.algorithm,
+            "encoder": r.encoder,
+            "mode": r.mode,
+            "status": r.status,
+            "device": r.device,
+            "created_at": r.created_at.isoformat(),
+            "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+            "pruned_at": r.predictions_pruned_at.isoformat() if r.predictions_pruned_at else None,
+            "error": r.error.splitlines()[0] if r.error else None,
+            "metrics": latest.get(r.id, {}),
+        }
+        for r in runs
+    ]

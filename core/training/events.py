@@ -15,6 +15,7 @@ Every event has "event" and "time"; most have a "message" in words. In the order
 - finished (run, metrics), cancelled (run, step), failed (run, error): the end.
 Without --events json the same events drive a readable progress bar.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,6 @@ import time
 from typing import IO, Any
 
 from tqdm import tqdm
-
 
 PHASES = ("starting", "encoder", "features", "training", "predictions", "map")
 
@@ -99,21 +99,27 @@ class ConsoleEvents(EventSink):
             if self.bar is None or self.phase != phase:
                 self.close()
                 self.phase = phase
-                self.bar = tqdm(total=fields["total"], desc=phase, file=sys.stderr,
-                                disable=None, leave=False, dynamic_ncols=True)
+                self.bar = tqdm(
+                    total=fields["total"], desc=phase, file=sys.stderr, disable=None, leave=False, dynamic_ncols=True
+                )
             self.bar.n = fields["step"]
             self.bar.refresh()
         elif event == "metrics":
             values = fields.get("values", {})
-            shown = ", ".join(f"{k} {v:.3f}" for k, v in values.items()
-                              if isinstance(v, (int, float)) and ("acc" in k or k.startswith("loss")))
+            shown = ", ".join(
+                f"{k} {v:.3f}"
+                for k, v in values.items()
+                if isinstance(v, (int, float)) and ("acc" in k or k.startswith("loss"))
+            )
             if shown and not self.quiet:
                 self._write(f"step {fields.get('step')}: {shown}")
         elif event == "phase" and not self.quiet:
             self.close()
             eta = fields.get("eta_s")
-            self._write(f"{fields.get('phase')}: {fields.get('message', '')}"
-                        + (f" (about {eta:.0f} s)" if isinstance(eta, (int, float)) else ""))
+            self._write(
+                f"{fields.get('phase')}: {fields.get('message', '')}"
+                + (f" (about {eta:.0f} s)" if isinstance(eta, (int, float)) else "")
+            )
         elif event in ("started", "finished", "cancelled", "failed", "info", "warning"):
             detail = fields.get("message") or fields.get("error") or ""
             self._write(f"{event}: {detail}".rstrip(": "))

@@ -9,15 +9,16 @@ features equal torch's within 1e-4 before they are stored as float16 (where a va
 lands one rounding step apart), so caches written by either engine are interchangeable and the
 cache key (encoder.cache_key, FEATURE_VERSION) does not name the engine.
 """
+
 from __future__ import annotations
 
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -34,8 +35,7 @@ CLAIM_STALE_S = 60.0  # an empty claim file older than this was left by a proces
 
 
 class FeatureCache:
-    def __init__(self, root: Path, encoder, n_strong: int = 4, seed: int = 0, engine=None,
-                 prefetch: int = PREFETCH):
+    def __init__(self, root: Path, encoder, n_strong: int = 4, seed: int = 0, engine=None, prefetch: int = PREFETCH):
         self.encoder = encoder
         self.prefetch = prefetch  # 0: views drawn in the calling thread, between engine calls
         self._engine = engine  # None: chosen at the first batch to compute (see engine())
@@ -54,7 +54,7 @@ class FeatureCache:
         try:
             with np.load(path) as data:
                 return {int(i): f for i, f in zip(data["ids"], data["features"])}
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever is wrong with the shard
             return {}  # a damaged shard is recomputed
 
     def _write_shard(self, shard: int, entries: dict[int, np.ndarray]) -> None:
@@ -74,9 +74,13 @@ class FeatureCache:
             self._engine = image_engine(self.encoder, self.folder.parent, prefer=prefer)
         return self._engine
 
-    def load(self, faces: FaceTable, rows: np.ndarray | None = None,
-             progress: Callable[[int, int], None] | None = None,
-             should_stop: Callable[[], bool] | None = None) -> tuple[np.ndarray, list[int]]:
+    def load(
+        self,
+        faces: FaceTable,
+        rows: np.ndarray | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> tuple[np.ndarray, list[int]]:
         """Features (len(rows), views, dim) as float16, computing what is missing.
 
         Returns the array and the positions (into `rows`) of faces whose image could not be
@@ -88,8 +92,11 @@ class FeatureCache:
         for position, row in enumerate(rows):
             by_shard.setdefault(int(faces.ids[row]) // SHARD, []).append(position)
         entries = {shard: self._read_shard(shard) for shard in by_shard}
-        missing = {shard: left for shard, positions in sorted(by_shard.items())
-                   if (left := self._absent(faces, rows, positions, entries[shard]))}
+        missing = {
+            shard: left
+            for shard, positions in sorted(by_shard.items())
+            if (left := self._absent(faces, rows, positions, entries[shard]))
+        }
         broken = self._compute(faces, rows, missing, entries, progress, should_stop) if missing else []
         for shard, positions in by_shard.items():
             for p in positions:
@@ -102,8 +109,15 @@ class FeatureCache:
     def _absent(faces: FaceTable, rows: np.ndarray, positions: list[int], entries: dict) -> list[int]:
         return [p for p in positions if int(faces.ids[rows[p]]) not in entries]
 
-    def _compute(self, faces: FaceTable, rows: np.ndarray, missing: dict[int, list[int]],
-                 entries: dict[int, dict[int, np.ndarray]], progress, should_stop) -> list[int]:
+    def _compute(
+        self,
+        faces: FaceTable,
+        rows: np.ndarray,
+        missing: dict[int, list[int]],
+        entries: dict[int, dict[int, np.ndarray]],
+        progress,
+        should_stop,
+    ) -> list[int]:
         """Encode the missing faces (positions by shard) into `entries`, writing each shard when
         its last batch is done. A shard another process is computing (a feature job beside a
         training) is left to it and read back once it lets go (ShardClaims)."""
@@ -137,8 +151,11 @@ class FeatureCache:
     def _compute_pass(self, faces, rows, missing, entries, claims, report, broken, should_stop) -> list[int]:
         """One pass over the shards this process can claim; returns the shards left to others."""
         engine = self.engine()
-        jobs = [(shard, positions[i:i + ENCODE_BATCH]) for shard, positions in missing.items()
-                for i in range(0, len(positions), ENCODE_BATCH)]
+        jobs = [
+            (shard, positions[i : i + ENCODE_BATCH])
+            for shard, positions in missing.items()
+            for i in range(0, len(positions), ENCODE_BATCH)
+        ]
         batches_left = {shard: -(-len(positions) // ENCODE_BATCH) for shard, positions in missing.items()}
         deferred: list[int] = []
 
@@ -163,13 +180,20 @@ class FeatureCache:
             report(len(chunk))
         return deferred
 
-    def _prepared(self, faces: FaceTable, rows: np.ndarray, jobs: list[tuple[int, list[int]]],
-                  admit: Callable[[int], bool], should_stop):
+    def _prepared(
+        self,
+        faces: FaceTable,
+        rows: np.ndarray,
+        jobs: list[tuple[int, list[int]]],
+        admit: Callable[[int], bool],
+        should_stop,
+    ):
         """(job, its views) in job order, for the jobs of shards `admit` lets in (asked when a
         shard's first job comes up). With prefetch, one thread decodes faces and draws views
         `prefetch` batches ahead while the caller runs the engine: Pillow and the engine release
         the GIL, so both cores work. One thread only, in job order: strong views seed torch's
         global generator (augment.strong_view), so views drawn concurrently would differ."""
+
         def stop_requested() -> None:
             if should_stop and should_stop():
                 raise InterruptedError("stopped while computing features")
@@ -193,6 +217,7 @@ class FeatureCache:
         upcoming = admitted()
         pending: deque = deque()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-views") as pool:
+
             def submit_next() -> None:
                 job = next(upcoming, None)
                 if job is not None:
@@ -298,9 +323,15 @@ class FillOutcome:
     without_mesh: int | None = None  # faces the face mesh could not read (None: meshes not filled)
 
 
-def fill_cache(project, encoder_name: str | None = None, events=None,
-               should_stop: Callable[[], bool] = lambda: False, strong_views: int | None = None,
-               engine: str = "auto", geometry: bool | None = None) -> FillOutcome:
+def fill_cache(
+    project,
+    encoder_name: str | None = None,
+    events=None,
+    should_stop: Callable[[], bool] = lambda: False,
+    strong_views: int | None = None,
+    engine: str = "auto",
+    geometry: bool | None = None,
+) -> FillOutcome:
     """Compute the features a head-mode run will read, for every active face of the project that
     lacks them: the `features` command, the studio after an import, and the warm worker call it.
     With `geometry` (default: the training default) the face meshes too (core/training/geometry.py).
@@ -319,9 +350,13 @@ def fill_cache(project, encoder_name: str | None = None, events=None,
         faces = load_face_table(project, session)
     cache = FeatureCache(project.cache_dir("features"), encoder, strong_views, seed=0)
     engine_name = cache.engine(prefer=engine).name
-    events.emit("started", faces=len(faces), views=cache.views, engine=engine_name,
-                message=f"features of {len(faces):,} faces, {cache.views} views each, "
-                        f"{encoder.spec} encoder on {engine_name}")
+    events.emit(
+        "started",
+        faces=len(faces),
+        views=cache.views,
+        engine=engine_name,
+        message=f"features of {len(faces):,} faces, {cache.views} views each, {encoder.spec} encoder on {engine_name}",
+    )
     started = time.perf_counter()
     progress = _progress_events(events)
     counted: list[int] = [0]
@@ -337,22 +372,37 @@ def fill_cache(project, encoder_name: str | None = None, events=None,
         if geometry:
             from core.training.geometry import LandmarkCache
 
-            events.emit("progress", phase="features", step=0, total=len(faces), eta_s=None,
-                        message=f"face meshes of {len(faces):,} faces")
+            events.emit(
+                "progress",
+                phase="features",
+                step=0,
+                total=len(faces),
+                eta_s=None,
+                message=f"face meshes of {len(faces):,} faces",
+            )
             progress = _progress_events(events)
-            meshes = LandmarkCache(project.cache_dir("features")).load(faces, progress=progress,
-                                                                        should_stop=should_stop)
+            meshes = LandmarkCache(project.cache_dir("features")).load(
+                faces, progress=progress, should_stop=should_stop
+            )
             without_mesh = meshes.without_mesh(broken)
     except InterruptedError:
         seconds = time.perf_counter() - started
-        events.emit("cancelled", computed=counted[0],
-                    message=f"stopped after {counted[0]:,} faces; what was computed is kept")
+        events.emit(
+            "cancelled", computed=counted[0], message=f"stopped after {counted[0]:,} faces; what was computed is kept"
+        )
         return FillOutcome("cancelled", len(faces), counted[0], 0, seconds, engine_name)
     seconds = time.perf_counter() - started
     outcome = FillOutcome("finished", len(faces), counted[0], len(broken), seconds, engine_name, without_mesh)
-    events.emit("finished", faces=outcome.faces, computed=outcome.computed, unreadable=outcome.unreadable,
-                without_mesh=without_mesh, seconds=round(seconds, 1), engine=outcome.engine,
-                message=_finished_message(outcome))
+    events.emit(
+        "finished",
+        faces=outcome.faces,
+        computed=outcome.computed,
+        unreadable=outcome.unreadable,
+        without_mesh=without_mesh,
+        seconds=round(seconds, 1),
+        engine=outcome.engine,
+        message=_finished_message(outcome),
+    )
     return outcome
 
 
@@ -375,8 +425,10 @@ def _finished_message(outcome: FillOutcome) -> str:
     if not outcome.computed:
         return f"features of all {outcome.faces:,} faces were cached already"
     rate = outcome.computed / max(outcome.seconds, 1e-9)
-    text = (f"features of {outcome.computed:,} faces computed in {outcome.seconds:.0f} s "
-            f"({rate:.0f} faces/s, {outcome.engine}); {outcome.faces:,} faces cached in all")
+    text = (
+        f"features of {outcome.computed:,} faces computed in {outcome.seconds:.0f} s "
+        f"({rate:.0f} faces/s, {outcome.engine}); {outcome.faces:,} faces cached in all"
+    )
     if outcome.unreadable:
         text += f"; {outcome.unreadable} face(s) could not be read"
     if outcome.without_mesh:

@@ -1,6 +1,7 @@
 """Fine-tune mode: the encoder's image tower trains with the head on weak/strong augmented
 images (flip and crop vs. RandAugment and Cutout), with an EMA teacher, bf16 autocast on CUDA
 (the loop's), and DistributedDataParallel under torchrun."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,8 +37,10 @@ class FineTuneModel(nn.Module):
         return self.head(self.tower(images))
 
     def param_groups(self, lr: float) -> list[dict]:
-        return [{"params": self.tower.parameters(), "lr": lr * ENCODER_LR_SCALE},
-                {"params": self.head.parameters(), "lr": lr}]
+        return [
+            {"params": self.tower.parameters(), "lr": lr * ENCODER_LR_SCALE},
+            {"params": self.head.parameters(), "lr": lr},
+        ]
 
 
 class FaceImages(Dataset):
@@ -45,8 +48,15 @@ class FaceImages(Dataset):
     each a uint8 (3,S,S) image: the consumer normalises it (Preprocessor.normalize) where the
     model runs, so worker processes, shared memory and the copy to a GPU move a quarter of the bytes."""
 
-    def __init__(self, faces: FaceTable, rows: np.ndarray, labels: np.ndarray, slots: np.ndarray,
-                 preprocess: Preprocessor, views: tuple[str, ...]):
+    def __init__(
+        self,
+        faces: FaceTable,
+        rows: np.ndarray,
+        labels: np.ndarray,
+        slots: np.ndarray,
+        preprocess: Preprocessor,
+        views: tuple[str, ...],
+    ):
         self.paths = [faces.paths[r] for r in rows]
         self.crops = [faces.crop_paths[r] for r in rows]
         self.boxes = [faces.boxes[r] for r in rows]
@@ -82,8 +92,10 @@ def spatial_pool(tower: nn.Module, input_size: int, options: SpatialOptions) -> 
         return None
     forward_spatial = getattr(tower, "forward_spatial", None)
     if forward_spatial is None:
-        raise ValueError("local attention and region dropout need a convolutional feature map; this encoder "
-                         "has none (use the 'offline' encoder, or --no-local-attention --region-dropout 0)")
+        raise ValueError(
+            "local attention and region dropout need a convolutional feature map; this encoder "
+            "has none (use the 'offline' encoder, or --no-local-attention --region-dropout 0)"
+        )
     with torch.no_grad():
         was_training = tower.training
         tower.eval()
@@ -108,25 +120,51 @@ class EndlessWeightedSampler(Sampler):
             yield from torch.multinomial(self.weights, self.CHUNK, replacement=True, generator=self.generator).tolist()
 
 
-def _loader(dataset: Dataset, batch_size: int, seed: int, workers: int, device: torch.device,
-            shuffle: bool = True, weights: torch.Tensor | None = None) -> DataLoader:
+def _loader(
+    dataset: Dataset,
+    batch_size: int,
+    seed: int,
+    workers: int,
+    device: torch.device,
+    shuffle: bool = True,
+    weights: torch.Tensor | None = None,
+) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
     sampler = None
     if shuffle and weights is not None:
         sampler = EndlessWeightedSampler(weights, generator)
     elif shuffle:
         sampler = RandomSampler(dataset, replacement=True, num_samples=2**31 - 1, generator=generator)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      pin_memory=device.type == "cuda", drop_last=shuffle, generator=generator,
-                      persistent_workers=workers > 0 and shuffle)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        drop_last=shuffle,
+        generator=generator,
+        persistent_workers=workers > 0 and shuffle,
+    )
 
 
 class ImageBatches:
     """Endless labeled and unlabeled batches of augmented images; each rank draws its own."""
 
-    def __init__(self, faces: FaceTable, labeled: np.ndarray, labels: np.ndarray, unlabeled: np.ndarray,
-                 slot_of: np.ndarray, preprocess: Preprocessor, batch_size: int, unlabeled_ratio: int,
-                 seed: int, device: torch.device, workers: int = 2, balanced: bool = False):
+    def __init__(
+        self,
+        faces: FaceTable,
+        labeled: np.ndarray,
+        labels: np.ndarray,
+        unlabeled: np.ndarray,
+        slot_of: np.ndarray,
+        preprocess: Preprocessor,
+        batch_size: int,
+        unlabeled_ratio: int,
+        seed: int,
+        device: torch.device,
+        workers: int = 2,
+        balanced: bool = False,
+    ):
         if len(labeled) == 0:
             raise ValueError("no labeled training faces: label some faces (or import with labels) first")
         self.device = device
@@ -142,8 +180,9 @@ class ImageBatches:
         self._labeled = iter(_loader(labeled_set, batch_size, seed, workers, device, weights=weights))
         self._unlabeled = None
         if unlabeled_ratio and len(unlabeled):
-            unlabeled_set = FaceImages(faces, unlabeled, np.full(len(unlabeled), -1), slot_of[unlabeled],
-                                       preprocess, ("weak", "strong"))
+            unlabeled_set = FaceImages(
+                faces, unlabeled, np.full(len(unlabeled), -1), slot_of[unlabeled], preprocess, ("weak", "strong")
+            )
             self._unlabeled = iter(_loader(unlabeled_set, batch_size * unlabeled_ratio, seed + 1, workers, device))
 
     def next_batch(self, step: int) -> Batch:
@@ -167,8 +206,14 @@ class ImageBatches:
         self.steps_done = int(state.get("steps_done", 0))
 
 
-def plain_batches(faces: FaceTable, rows: np.ndarray, slot_of: np.ndarray, preprocess: Preprocessor,
-                  batch_size: int = 128, workers: int = 2):
+def plain_batches(
+    faces: FaceTable,
+    rows: np.ndarray,
+    slot_of: np.ndarray,
+    preprocess: Preprocessor,
+    batch_size: int = 128,
+    workers: int = 2,
+):
     """(normalised images, own bank slot) batches of the un-augmented faces, for predictions."""
     dataset = FaceImages(faces, rows, np.full(len(rows), -1), slot_of[rows], preprocess, ("plain",))
     for images, _labels, slots in DataLoader(dataset, batch_size=batch_size, num_workers=workers):

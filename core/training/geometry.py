@@ -10,18 +10,19 @@ units of the face's side; a face the mesh cannot read (presence below MESH_MIN_P
 unreadable image) is kept as "not found".
 
 The vector (`geometry_vector`) is the mesh turned so the eye line is level, centred and scaled
-by NORMALISATION, its contour points' x and y (LAYOUT), minus a reference face (the mean of the public-domain astronaut photo's mesh
-and its mirror's, shipped as core/resources/models/face_mesh_reference.npy), times GEOMETRY_GAIN; a
-face without a mesh is all zeros (the reference face) with its last element, "no mesh", at 1:
+by NORMALISATION, its contour points' x and y (LAYOUT), minus a reference face (the mean of the public-domain
+astronaut photo's mesh and its mirror's, shipped as core/resources/models/face_mesh_reference.npy), times
+GEOMETRY_GAIN; a face without a mesh is all zeros (the reference face) with its last element, "no mesh", at 1:
 the head learns what such a face looks like.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -48,6 +49,7 @@ GEOMETRY_GAIN = 16.0
 @dataclass(frozen=True)
 class GeometryLayout:
     """Which mesh points the vector keeps, and how many coordinates of each (2: x, y; 3: with depth)."""
+
     name: str
     points: tuple[int, ...]
     coordinates: int
@@ -58,17 +60,96 @@ class GeometryLayout:
 
 
 # The mesh's contours (MediaPipe's face-mesh topology): lips, eyes, eyebrows, face oval, nose.
-LIPS = (0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191, 267, 269,
-        270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415)
+LIPS = (
+    0,
+    13,
+    14,
+    17,
+    37,
+    39,
+    40,
+    61,
+    78,
+    80,
+    81,
+    82,
+    84,
+    87,
+    88,
+    91,
+    95,
+    146,
+    178,
+    181,
+    185,
+    191,
+    267,
+    269,
+    270,
+    291,
+    308,
+    310,
+    311,
+    312,
+    314,
+    317,
+    318,
+    321,
+    324,
+    375,
+    402,
+    405,
+    409,
+    415,
+)
 RIGHT_EYE = (7, 33, 133, 144, 145, 153, 154, 155, 157, 158, 159, 160, 161, 163, 173, 246)
 LEFT_EYE = (249, 263, 362, 373, 374, 380, 381, 382, 384, 385, 386, 387, 388, 390, 398, 466)
 RIGHT_EYEBROW = (46, 52, 53, 55, 63, 65, 66, 70, 105, 107)
 LEFT_EYEBROW = (276, 282, 283, 285, 293, 295, 296, 300, 334, 336)
-FACE_OVAL = (10, 21, 54, 58, 67, 93, 103, 109, 127, 132, 136, 148, 149, 150, 152, 162, 172, 176, 234, 251, 284,
-             288, 297, 323, 332, 338, 356, 361, 365, 377, 378, 379, 389, 397, 400, 454)
+FACE_OVAL = (
+    10,
+    21,
+    54,
+    58,
+    67,
+    93,
+    103,
+    109,
+    127,
+    132,
+    136,
+    148,
+    149,
+    150,
+    152,
+    162,
+    172,
+    176,
+    234,
+    251,
+    284,
+    288,
+    297,
+    323,
+    332,
+    338,
+    356,
+    361,
+    365,
+    377,
+    378,
+    379,
+    389,
+    397,
+    400,
+    454,
+)
 NOSE = (1, 2, 4, 5, 6, 19, 45, 48, 64, 94, 97, 98, 115, 168, 195, 197, 220, 275, 278, 294, 326, 327, 344, 440)
-CONTOURS = GeometryLayout("contours, x y", tuple(sorted(set(LIPS + RIGHT_EYE + LEFT_EYE + RIGHT_EYEBROW + LEFT_EYEBROW
-                                                             + FACE_OVAL + NOSE))), 2)
+CONTOURS = GeometryLayout(
+    "contours, x y",
+    tuple(sorted(set(LIPS + RIGHT_EYE + LEFT_EYE + RIGHT_EYEBROW + LEFT_EYEBROW + FACE_OVAL + NOSE))),
+    2,
+)
 FULL_MESH = GeometryLayout("all 468 points, x y z", tuple(range(POINTS)), 3)
 # Chosen on the dev split with the studio's head (bench/geometry_probe.py): the 152 contour points'
 # x and y do as well as all 468 points with depth (46.6% against 46.5%, 3 seeds) at a fifth of the
@@ -88,8 +169,10 @@ def _mesh_models():
     try:
         return FaceDetector(model="short"), FaceMesh()
     except LandmarksUnavailable as exc:
-        raise GeometryUnavailable(f"face geometry needs MediaPipe's face mesh, which cannot run here: {exc}; "
-                                  f"or train without it (--no-geometry, or untick Geometry)") from None
+        raise GeometryUnavailable(
+            f"face geometry needs MediaPipe's face mesh, which cannot run here: {exc}; "
+            f"or train without it (--no-geometry, or untick Geometry)"
+        ) from None
 
 
 def mesh_of_face(rgb: np.ndarray, detector, mesh) -> np.ndarray | None:
@@ -100,8 +183,7 @@ def mesh_of_face(rgb: np.ndarray, detector, mesh) -> np.ndarray | None:
     side = max(rgb.shape[:2])
     scale = MESH_INPUT_SIDE / side if side < MESH_INPUT_SIDE else 1.0
     if scale != 1.0:
-        rgb = cv2.resize(rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)),
-                         interpolation=cv2.INTER_CUBIC)
+        rgb = cv2.resize(rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)), interpolation=cv2.INTER_CUBIC)
     pad = round(CROP_BORDER * max(rgb.shape[:2]))
     framed = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
     found = detector.detect(framed)
@@ -109,8 +191,10 @@ def mesh_of_face(rgb: np.ndarray, detector, mesh) -> np.ndarray | None:
         face = max(found, key=lambda d: d.score)
     else:  # the crop is the face: its box, eyes level at a third of its height
         h, w = rgb.shape[:2]
-        eyes = np.array([[pad + 0.35 * w, pad + h / 3], [pad + 0.65 * w, pad + h / 3]] + [[pad + w / 2, pad + h / 2]] * 4,
-                        dtype=np.float32)
+        eyes = np.array(
+            [[pad + 0.35 * w, pad + h / 3], [pad + 0.65 * w, pad + h / 3]] + [[pad + w / 2, pad + h / 2]] * 4,
+            dtype=np.float32,
+        )
         face = Detection((float(pad), float(pad), float(w), float(h)), 0.0, eyes)
     result = mesh.landmarks(framed, face)
     if result.presence < MESH_MIN_PRESENCE:
@@ -152,13 +236,18 @@ def reference_face(how: str = NORMALISATION) -> np.ndarray:
     return face
 
 
-def geometry_vector(points: np.ndarray, found: np.ndarray, how: str = NORMALISATION,
-                    gain: float = GEOMETRY_GAIN, layout: GeometryLayout = LAYOUT) -> np.ndarray:
+def geometry_vector(
+    points: np.ndarray,
+    found: np.ndarray,
+    how: str = NORMALISATION,
+    gain: float = GEOMETRY_GAIN,
+    layout: GeometryLayout = LAYOUT,
+) -> np.ndarray:
     """(N, layout.dim) float32 from meshes (N, 468, 3) and whether each was found (N,)."""
     out = np.zeros((len(points), layout.dim), dtype=np.float32)
     found = np.asarray(found, dtype=bool)
     if found.any():
-        shapes = (normalised(points[found], how) - reference_face(how))[:, list(layout.points), :layout.coordinates]
+        shapes = (normalised(points[found], how) - reference_face(how))[:, list(layout.points), : layout.coordinates]
         out[found, :-1] = (shapes.reshape(int(found.sum()), -1) * gain).astype(np.float32)
     out[~found, -1] = 1.0
     return out
@@ -168,11 +257,13 @@ def geometry_vector(points: np.ndarray, found: np.ndarray, how: str = NORMALISAT
 class Meshes:
     """The cached meshes of some faces: points (N, 2, 468, 3) of the face and its mirror image,
     in units of the face's side, and whether each was found (N, 2)."""
+
     points: np.ndarray
     found: np.ndarray
 
-    def view_vectors(self, views: int, how: str = NORMALISATION, gain: float = GEOMETRY_GAIN,
-                     layout: GeometryLayout = LAYOUT) -> np.ndarray:
+    def view_vectors(
+        self, views: int, how: str = NORMALISATION, gain: float = GEOMETRY_GAIN, layout: GeometryLayout = LAYOUT
+    ) -> np.ndarray:
         """(N, views, layout.dim) for the feature cache's views: view 0 the face, view 1 its
         mirror, strong views alternately the face and the mirror (they flip at random)."""
         vectors = [geometry_vector(self.points[:, side], self.found[:, side], how, gain, layout) for side in (0, 1)]
@@ -218,20 +309,25 @@ class LandmarkCache:
         try:
             with np.load(path) as data:
                 return {int(i): (p, f) for i, p, f in zip(data["ids"], data["points"], data["found"])}
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever is wrong with the shard
             return {}  # a damaged shard is recomputed
 
     def _write(self, shard: int, entries: dict) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         ids = np.array(sorted(entries), dtype=np.int64)
         tmp = self.folder / f".shard_{shard:06d}.{os.getpid()}.tmp.npz"
-        np.savez(tmp, ids=ids, points=np.stack([entries[i][0] for i in ids]),
-                 found=np.stack([entries[i][1] for i in ids]))
+        np.savez(
+            tmp, ids=ids, points=np.stack([entries[i][0] for i in ids]), found=np.stack([entries[i][1] for i in ids])
+        )
         os.replace(tmp, self._path(shard))
 
-    def load(self, faces: FaceTable, rows: np.ndarray | None = None,
-             progress: Callable[[int, int], None] | None = None,
-             should_stop: Callable[[], bool] | None = None) -> Meshes:
+    def load(
+        self,
+        faces: FaceTable,
+        rows: np.ndarray | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Meshes:
         """The meshes of `rows` (default: every face), computing and caching what is missing."""
         rows = np.arange(len(faces)) if rows is None else rows
         points = np.zeros((len(rows), 2, POINTS, 3), dtype=np.float16)
@@ -277,8 +373,13 @@ class LandmarkCache:
         return points, found
 
 
-def with_geometry(features: np.ndarray, meshes: Meshes, how: str = NORMALISATION,
-                  gain: float = GEOMETRY_GAIN, layout: GeometryLayout = LAYOUT) -> np.ndarray:
+def with_geometry(
+    features: np.ndarray,
+    meshes: Meshes,
+    how: str = NORMALISATION,
+    gain: float = GEOMETRY_GAIN,
+    layout: GeometryLayout = LAYOUT,
+) -> np.ndarray:
     """Image features (N, views, D) with each view's geometry vector appended (N, views, D + G)."""
     geometry = meshes.view_vectors(features.shape[1], how, gain, layout).astype(features.dtype)
     return np.concatenate([features, geometry], axis=2)
@@ -288,6 +389,7 @@ def with_geometry(features: np.ndarray, meshes: Meshes, how: str = NORMALISATION
 class HeadInputs:
     """What a head reads for some faces: image features, with the geometry appended where the
     run uses it; the rows whose image could not be read; faces without a mesh (None: no geometry)."""
+
     features: np.ndarray
     broken: list[int]
     without_mesh: int | None = None
@@ -297,16 +399,25 @@ def head_input_dim(image_dim: int, uses_geometry: bool) -> int:
     return image_dim + (GEOMETRY_DIM if uses_geometry else 0)
 
 
-def load_head_inputs(project, encoder, faces: FaceTable, strong_views: int, uses_geometry: bool,
-                     rows: np.ndarray | None = None, progress: Callable[[int, int], None] | None = None,
-                     should_stop: Callable[[], bool] | None = None, events=None) -> HeadInputs:
+def load_head_inputs(
+    project,
+    encoder,
+    faces: FaceTable,
+    strong_views: int,
+    uses_geometry: bool,
+    rows: np.ndarray | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    events=None,
+) -> HeadInputs:
     """The cached image features of `rows` (default: every face), computing what is missing, and
     with `uses_geometry` their face meshes' geometry appended (features/landmarks/ beside them)."""
     from core.training.features import FeatureCache
 
     root = project.cache_dir("features")
     features, broken = FeatureCache(root, encoder, strong_views, seed=0).load(
-        faces, rows, progress=progress, should_stop=should_stop)
+        faces, rows, progress=progress, should_stop=should_stop
+    )
     if not uses_geometry:
         return HeadInputs(features, broken)
     count = len(faces) if rows is None else len(rows)
@@ -322,13 +433,17 @@ def input_width_problem(head_state: dict, expected: int) -> str | None:
     weight = head_state.get("input_norm.weight")
     if weight is None or int(weight.shape[0]) == expected:
         return None
-    return (f"its head reads {int(weight.shape[0]):,} numbers per face and today's inputs are {expected:,} "
-            f"(the face geometry's layout or the encoder's features changed since it was trained); "
-            f"train a new run")
+    return (
+        f"its head reads {int(weight.shape[0]):,} numbers per face and today's inputs are {expected:,} "
+        f"(the face geometry's layout or the encoder's features changed since it was trained); "
+        f"train a new run"
+    )
 
 
 def without_mesh_message(count: int) -> str:
     if count == 0:
         return "face geometry: every face has a face mesh"
-    return (f"{count:,} face(s) have no face mesh (the landmarker could not read them): their geometry is "
-            f"the head's learned default for such faces")
+    return (
+        f"{count:,} face(s) have no face mesh (the landmarker could not read them): their geometry is "
+        f"the head's learned default for such faces"
+    )

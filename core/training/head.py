@@ -1,5 +1,6 @@
 """Head mode's assembly: from cached train features and labels to a ready Trainer. Shared by
 the worker and the benchmarks, so both train exactly the same way."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,18 +24,32 @@ def check_labels(labels: np.ndarray) -> None:
         raise ValueError("the labeled faces cover fewer than two classes; label faces of more classes")
 
 
-def build_method(settings: TrainSettings, in_dim: int, class_text: torch.Tensor, bank_size: int,
-                 device: torch.device) -> tuple[Algorithm, ExpressionHead]:
+def build_method(
+    settings: TrainSettings, in_dim: int, class_text: torch.Tensor, bank_size: int, device: torch.device
+) -> tuple[Algorithm, ExpressionHead]:
     """The algorithm and a fresh head, seeded, as both modes start them."""
     torch.manual_seed(settings.loop.seed)
     num_classes = len(class_names())
-    algorithm = create_algorithm(settings.algorithm, settings.method, num_classes=num_classes,
-                                 class_text=class_text, bank_size=bank_size, embed_dim=HEAD_HIDDEN, device=device)
+    algorithm = create_algorithm(
+        settings.algorithm,
+        settings.method,
+        num_classes=num_classes,
+        class_text=class_text,
+        bank_size=bank_size,
+        embed_dim=HEAD_HIDDEN,
+        device=device,
+    )
     return algorithm, algorithm.build_head(in_dim, class_text.shape[1], HEAD_HIDDEN)
 
 
-def build_head_trainer(features: np.ndarray, labels: np.ndarray, class_text: torch.Tensor,
-                       settings: TrainSettings, device: torch.device, hooks: list[Hook] = ()) -> Trainer:
+def build_head_trainer(
+    features: np.ndarray,
+    labels: np.ndarray,
+    class_text: torch.Tensor,
+    settings: TrainSettings,
+    device: torch.device,
+    hooks: list[Hook] = (),
+) -> Trainer:
     """`features` (N, views, dim) and `labels` (N, -1 = unlabeled) of the train faces; row i is
     memory-bank slot i."""
     check_labels(labels)
@@ -44,7 +59,15 @@ def build_head_trainer(features: np.ndarray, labels: np.ndarray, class_text: tor
     algorithm, head = build_method(settings, features.shape[2], class_text, len(labels), device)
     model = head.to(device)
     source = CachedFeatureBatches(
-        features, labeled, labels[labeled], unlabeled, settings.loop.batch_size,
-        settings.loop.unlabeled_ratio if algorithm.uses_unlabeled else 0, settings.loop.feature_dropout,
-        settings.loop.seed, device, settings.balanced_sampling())
+        features,
+        labeled,
+        labels[labeled],
+        unlabeled,
+        settings.loop.batch_size,
+        settings.loop.unlabeled_ratio if algorithm.uses_unlabeled else 0,
+        settings.loop.feature_dropout,
+        settings.loop.seed,
+        device,
+        settings.balanced_sampling(),
+    )
     return Trainer(model, algorithm, source, settings.loop, device, list(hooks))

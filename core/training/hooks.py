@@ -1,11 +1,12 @@
 """The loop's hooks used by the worker: progress events, metrics to the store, periodic
 validation of the EMA teacher, checkpoints."""
+
 from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -44,8 +45,13 @@ class ProgressHook(Hook):
         self.last = now
         done = trainer.step - self.start_step
         eta = (now - self.started) / done * (total - trainer.step) if done else None
-        self.events.emit("progress", phase="training", step=trainer.step, total=total,
-                         eta_s=round(eta, 1) if eta is not None else None)
+        self.events.emit(
+            "progress",
+            phase="training",
+            step=trainer.step,
+            total=total,
+            eta_s=round(eta, 1) if eta is not None else None,
+        )
 
 
 class MetricsHook(Hook):
@@ -66,8 +72,7 @@ class MetricsHook(Hook):
         for key, value in result.logs.items():  # device tensors are summed where they are, read at flush
             self.sums[key] += value.float() if isinstance(value, torch.Tensor) else value
         self.count += 1
-        if (trainer.step % trainer.config.log_every == 0 or trainer.step == trainer.config.steps
-                or self.pending):
+        if trainer.step % trainer.config.log_every == 0 or trainer.step == trainer.config.steps or self.pending:
             self.flush(trainer)
 
     def flush(self, trainer: Trainer) -> None:
@@ -83,8 +88,11 @@ class MetricsHook(Hook):
 
 
 def write_metrics(project: Project, run_id: int, step: int, values: dict[str, float]) -> None:
-    rows = [{"run_id": run_id, "step": step, "name": k, "value": float(v), "created_at": utcnow()}
-            for k, v in values.items() if v is not None and np.isfinite(v)]
+    rows = [
+        {"run_id": run_id, "step": step, "name": k, "value": float(v), "created_at": utcnow()}
+        for k, v in values.items()
+        if v is not None and np.isfinite(v)
+    ]
     if rows:
         with project.session() as session:
             session.execute(insert(Metric), rows)
@@ -106,12 +114,15 @@ class EvalHook(Hook):
         preds = predict_batches(trainer.ema.module, trainer.algorithm, self.make_batches(), trainer.step)
         classifier = classification_report(self.labels, preds.semantic.argmax(1))
         fused = classification_report(self.labels, preds.fused.argmax(1))
-        return {"val_accuracy": classifier["accuracy"], "val_balanced_accuracy": classifier["balanced_accuracy"],
-                "val_fused_accuracy": fused["accuracy"], "val_fused_balanced_accuracy": fused["balanced_accuracy"]}
+        return {
+            "val_accuracy": classifier["accuracy"],
+            "val_balanced_accuracy": classifier["balanced_accuracy"],
+            "val_fused_accuracy": fused["accuracy"],
+            "val_fused_balanced_accuracy": fused["balanced_accuracy"],
+        }
 
     def after_step(self, trainer: Trainer, result) -> None:
-        if len(self.labels) and (trainer.step % trainer.config.eval_every == 0
-                                 or trainer.step == trainer.config.steps):
+        if len(self.labels) and (trainer.step % trainer.config.eval_every == 0 or trainer.step == trainer.config.steps):
             self.metrics.pending.update(self.evaluate(trainer))
 
 

@@ -1,8 +1,9 @@
 """Running a trained model over many faces: level probabilities and embeddings in batches."""
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -34,17 +35,26 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, algorithm: Algorithm, inputs: torch.Tensor, step: int,
-            exclude: torch.Tensor | None = None, batch_size: int = 1024) -> Predictions:
+def predict(
+    model: torch.nn.Module,
+    algorithm: Algorithm,
+    inputs: torch.Tensor,
+    step: int,
+    exclude: torch.Tensor | None = None,
+    batch_size: int = 1024,
+) -> Predictions:
     """`inputs` are view-0 features (head mode); `exclude` each face's own bank slot or -1."""
-    batches = ((inputs[i:i + batch_size], exclude[i:i + batch_size] if exclude is not None else None)
-               for i in range(0, inputs.shape[0], batch_size))
+    batches = (
+        (inputs[i : i + batch_size], exclude[i : i + batch_size] if exclude is not None else None)
+        for i in range(0, inputs.shape[0], batch_size)
+    )
     return predict_batches(model, algorithm, batches, step)
 
 
 @torch.no_grad()
-def predict_batches(model: torch.nn.Module, algorithm: Algorithm,
-                    batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]], step: int) -> Predictions:
+def predict_batches(
+    model: torch.nn.Module, algorithm: Algorithm, batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]], step: int
+) -> Predictions:
     """Level probabilities and embeddings over (inputs, own bank slot or None) batches: cached
     features in head mode, preprocessed images in fine-tune mode."""
     model.eval()
@@ -62,6 +72,12 @@ def predict_batches(model: torch.nn.Module, algorithm: Algorithm,
         for name, value in algorithm.face_extras(levels).items():
             extras.setdefault(name, []).append(value.cpu().numpy())
     stacked = {k: (np.concatenate(v) if v else None) for k, v in parts.items()}
-    return Predictions(stacked["semantic"], stacked["text"], stacked["instance"], stacked["fused"],
-                       stacked["embedding"], algorithm.thresholds().cpu().numpy(),
-                       {name: np.concatenate(values) for name, values in extras.items()})
+    return Predictions(
+        stacked["semantic"],
+        stacked["text"],
+        stacked["instance"],
+        stacked["fused"],
+        stacked["embedding"],
+        algorithm.thresholds().cpu().numpy(),
+        {name: np.concatenate(values) for name, values in extras.items()},
+    )

@@ -1,5 +1,6 @@
 """The one training loop every algorithm shares, with prioritised hooks (after USB's design):
 progress, metrics, evaluation, checkpoints and cancellation are hooks, not loop code."""
+
 from __future__ import annotations
 
 import copy
@@ -9,7 +10,7 @@ from contextlib import nullcontext
 import torch
 
 from core.ssl.algorithms import Algorithm, StepResult
-from core.training.settings import LoopConfig  # noqa: F401 - where callers have always found it
+from core.training.settings import LoopConfig
 
 
 class ModelEMA:
@@ -51,16 +52,23 @@ class Hook:
 
     priority = 50
 
-    def before_run(self, trainer: "Trainer") -> None: ...
+    def before_run(self, trainer: Trainer) -> None: ...
 
-    def after_step(self, trainer: "Trainer", result: StepResult) -> None: ...
+    def after_step(self, trainer: Trainer, result: StepResult) -> None: ...
 
-    def after_run(self, trainer: "Trainer", status: str) -> None: ...
+    def after_run(self, trainer: Trainer, status: str) -> None: ...
 
 
 class Trainer:
-    def __init__(self, model: torch.nn.Module, algorithm: Algorithm, source, config: LoopConfig,
-                 device: torch.device, hooks: list[Hook] = ()):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        algorithm: Algorithm,
+        source,
+        config: LoopConfig,
+        device: torch.device,
+        hooks: list[Hook] = (),
+    ):
         config.validate()
         config = config.with_schedule()  # cadences left to "auto" follow the steps
         self.model = model
@@ -76,7 +84,8 @@ class Trainer:
         total = config.steps
         # Cosine decay to 10% of the learning rate, the FixMatch schedule.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+            self.optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+        )
         self.ema = ModelEMA(model, config.ema_decay)
         algorithm.teacher = self.ema.module
         self.step = 0
@@ -129,13 +138,19 @@ class Trainer:
 
     def _hooks_read_this_step(self) -> bool:
         c = self.config
-        return (self.step % c.log_every == 0 or self.step % c.eval_every == 0 or self.step % c.checkpoint_every == 0
-                or self.step >= c.steps)
+        return (
+            self.step % c.log_every == 0
+            or self.step % c.eval_every == 0
+            or self.step % c.checkpoint_every == 0
+            or self.step >= c.steps
+        )
 
     def _raise_if_nonfinite(self) -> None:
         if self._nonfinite is not None and bool(self._nonfinite):
-            raise FloatingPointError(f"the loss became infinite or NaN between steps {self._checked_step + 1} and "
-                                     f"{self.step}; try a lower learning rate")
+            raise FloatingPointError(
+                f"the loss became infinite or NaN between steps {self._checked_step + 1} and "
+                f"{self.step}; try a lower learning rate"
+            )
         self._nonfinite, self._checked_step = None, self.step
 
     # -- checkpoints -------------------------------------------------------------------------

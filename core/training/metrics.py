@@ -1,4 +1,5 @@
 """Classification metrics: accuracy, balanced accuracy, per-class recall, confusion matrix."""
+
 from __future__ import annotations
 
 import numpy as np

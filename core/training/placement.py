@@ -12,6 +12,7 @@ the layout lacks (imported since) is put at the centre of its neighbours.
 A (faces x anchors) distance matrix in a reduced space, chunked, and torch's top-k (5x numpy's
 argpartition here): about a second for FER2013's 31k faces on one core.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -57,8 +58,11 @@ class Layout:
         layout's own space (kept: the same for every refit against this layout)."""
         key = anchors.tobytes()
         if key not in self._centres:
-            self._centres = {key: neighbour_centres(self.embeddings, self.embeddings[anchors],
-                                                    {m: c[anchors] for m, c in self.coords.items()})}
+            self._centres = {
+                key: neighbour_centres(
+                    self.embeddings, self.embeddings[anchors], {m: c[anchors] for m, c in self.coords.items()}
+                )
+            }
         return self._centres[key]
 
 
@@ -84,17 +88,18 @@ def place(layout: Layout, face_ids: np.ndarray, embeddings: np.ndarray) -> dict[
     return out
 
 
-def neighbour_centres(queries: np.ndarray, anchors: np.ndarray, anchor_coords: dict[str, np.ndarray],
-                      k: int | None = None) -> dict[str, np.ndarray]:
+def neighbour_centres(
+    queries: np.ndarray, anchors: np.ndarray, anchor_coords: dict[str, np.ndarray], k: int | None = None
+) -> dict[str, np.ndarray]:
     """Per method, the mean coordinates of each query's k nearest anchors (Euclidean distance
     of L2-normalised embeddings, i.e. cosine, in a PCA of queries and anchors together)."""
     queries, anchors = (torch.from_numpy(x) for x in _reduced(_unit(queries), _unit(anchors)))
     k = min(k or NEIGHBOURS, len(anchors))
-    anchor_norms = (anchors ** 2).sum(1)
+    anchor_norms = (anchors**2).sum(1)
     nearest = torch.empty((len(queries), k), dtype=torch.long)
     for start in range(0, len(queries), CHUNK):
-        distance = anchor_norms[None, :] - 2 * queries[start:start + CHUNK] @ anchors.T  # + |q|^2: same per row
-        nearest[start:start + CHUNK] = distance.topk(k, dim=1, largest=False).indices
+        distance = anchor_norms[None, :] - 2 * queries[start : start + CHUNK] @ anchors.T  # + |q|^2: same per row
+        nearest[start : start + CHUNK] = distance.topk(k, dim=1, largest=False).indices
     nearest = nearest.numpy()
     return {method: coords[nearest].mean(axis=1) for method, coords in anchor_coords.items()}
 

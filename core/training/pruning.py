@@ -7,6 +7,7 @@ the newest `keep_latest` finished refits, and the runs named in `protect` (the r
 and its parent). A pruned run says so (`runs.predictions_pruned_at`), so `evaluate`, the queue
 and a refit asked for it answer with that instead of empty results.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -40,9 +41,11 @@ class Pruned:
         if not self.runs:
             return "nothing pruned"
         ids = ", ".join(str(r) for r in self.runs)
-        return (f"pruned the per-face results of superseded refit{'s' if len(self.runs) > 1 else ''} {ids} "
-                f"({self.rows} rows, {self.checkpoints} checkpoint{'s' if self.checkpoints != 1 else ''}; "
-                f"their labeled sets and metrics are kept)")
+        return (
+            f"pruned the per-face results of superseded refit{'s' if len(self.runs) > 1 else ''} {ids} "
+            f"({self.rows} rows, {self.checkpoints} checkpoint{'s' if self.checkpoints != 1 else ''}; "
+            f"their labeled sets and metrics are kept)"
+        )
 
     def as_dict(self) -> dict:
         return {"runs": self.runs, "rows": self.rows, "checkpoints": self.checkpoints}
@@ -51,16 +54,18 @@ class Pruned:
 def prunable_refits(session, keep_latest: int, protect: set[int]) -> list[Run]:
     """Refits whose per-face results can go: not running, not yet pruned, not among the newest
     `keep_latest` finished ones, not protected and not the parent of a running run."""
-    refits = session.scalars(select(Run).where(Run.kind == RUN_KIND_REFIT, Run.predictions_pruned_at.is_(None))
-                             .order_by(Run.id.desc())).all()
+    refits = session.scalars(
+        select(Run).where(Run.kind == RUN_KIND_REFIT, Run.predictions_pruned_at.is_(None)).order_by(Run.id.desc())
+    ).all()
     busy = set(session.scalars(select(Run.parent_run_id).where(Run.status.in_((RUN_RUNNING, RUN_QUEUED)))))
     newest = [r.id for r in refits if r.status == RUN_FINISHED][:keep_latest]
     keep = set(newest) | set(protect) | busy
     return [r for r in refits if r.id not in keep and r.status not in (RUN_RUNNING, RUN_QUEUED)]
 
 
-def prune_refits(project: Project, keep_latest: int = KEEP_REFITS, protect: set[int] | frozenset = frozenset()
-                 ) -> Pruned:
+def prune_refits(
+    project: Project, keep_latest: int = KEEP_REFITS, protect: set[int] | frozenset = frozenset()
+) -> Pruned:
     """Delete the predictions, embeddings, maps and checkpoints of superseded refits."""
     if keep_latest < 1:
         raise ValueError(f"keep_latest must be at least 1 (the newest refit is the studio's), not {keep_latest}")
@@ -89,4 +94,3 @@ def prune_refits(project: Project, keep_latest: int = KEEP_REFITS, protect: set[
         except FileNotFoundError:
             pass
     return pruned
-

@@ -18,13 +18,14 @@ describe its faces; such a parent is refused with a message saying so.
 `RefitMemory` is what a long-lived process keeps between refits (the encoder, class text
 embeddings, the feature array, the layout); a cold call builds one and drops it.
 """
+
 from __future__ import annotations
 
 import math
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -128,23 +129,35 @@ class RefitMemory:
             self.class_text = {key: class_text_embeddings(self.encoder, descriptions, project.cache_dir("features"))}
         return self.class_text[key]
 
-    def features_for(self, project: Project, faces: FaceTable, settings: TrainSettings, events: EventSink,
-                     should_stop: Callable[[], bool]) -> tuple[np.ndarray, list[int]]:
+    def features_for(
+        self,
+        project: Project,
+        faces: FaceTable,
+        settings: TrainSettings,
+        events: EventSink,
+        should_stop: Callable[[], bool],
+    ) -> tuple[np.ndarray, list[int]]:
         key = (settings.encoder, settings.strong_views, settings.uses_geometry, str(project.root), faces.ids.tobytes())
         if self.features_key != key:
             _phase(events, "features", f"reading the cached features of {len(faces)} faces")
             inputs = load_head_inputs(
-                project, self.encoder, faces, settings.strong_views, settings.uses_geometry,
+                project,
+                self.encoder,
+                faces,
+                settings.strong_views,
+                settings.uses_geometry,
                 progress=lambda done, total: events.emit("progress", phase="features", step=done, total=total),
-                should_stop=should_stop)
+                should_stop=should_stop,
+            )
             self.features, self.broken = inputs.features, inputs.broken
             self.features_key = key
         else:
             _phase(events, "features", f"the features of {len(faces)} faces are in memory")
         return self.features, self.broken
 
-    def prime(self, project: Project, parent_run_id: int | None = None,
-              should_stop: Callable[[], bool] = lambda: False) -> int | None:
+    def prime(
+        self, project: Project, parent_run_id: int | None = None, should_stop: Callable[[], bool] = lambda: False
+    ) -> int | None:
         """Load what a refit of `parent_run_id` (None: the newest finished run) reads: encoder,
         class text, features and layout, so that the first refit costs what later ones do.
         The run primed for, or None where there is nothing to refit."""
@@ -178,9 +191,16 @@ class Parent:
     layout_run: int  # the run whose map a refit is placed in
 
 
-def refit(project: Project, parent_run_id: int | None, events: EventSink, *, memory: RefitMemory | None = None,
-          should_stop: Callable[[], bool] = lambda: False, steps: int | None = None,
-          keep_refits: int = KEEP_REFITS) -> RunOutcome:
+def refit(
+    project: Project,
+    parent_run_id: int | None,
+    events: EventSink,
+    *,
+    memory: RefitMemory | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    steps: int | None = None,
+    keep_refits: int = KEEP_REFITS,
+) -> RunOutcome:
     """One refit of `parent_run_id` (None: the newest finished run) with the current labels, as
     a new run. `steps`: None for `refit_steps` of the labeled set. Raises RunError when it cannot
     start (no such run, not finished, fine-tune mode, no checkpoint); a failure once the run
@@ -196,15 +216,22 @@ def refit(project: Project, parent_run_id: int | None, events: EventSink, *, mem
     settings = TrainSettings.from_dict(parent.settings.to_dict())
     settings.loop.steps = steps  # the refit's own; its trainer continues from the parent's step
     run_id = _create_run(project, settings, kind=RUN_KIND_REFIT, parent_run_id=parent.id)
-    events.emit("started", run=run_id, parent=parent.id, algorithm=settings.algorithm, encoder=settings.encoder,
-                mode=settings.mode, steps=steps,
-                message=f"run {run_id}: refit of run {parent.id} ({settings.algorithm} on {settings.encoder}, "
-                        f"{steps} steps, {labeled} labeled faces)")
+    events.emit(
+        "started",
+        run=run_id,
+        parent=parent.id,
+        algorithm=settings.algorithm,
+        encoder=settings.encoder,
+        mode=settings.mode,
+        steps=steps,
+        message=f"run {run_id}: refit of run {parent.id} ({settings.algorithm} on {settings.encoder}, "
+        f"{steps} steps, {labeled} labeled faces)",
+    )
     try:
         return _execute_refit(project, run_id, parent, settings, events, memory, should_stop, keep_refits, started)
     except InterruptedError:
         return _cancelled(project, run_id, events)
-    except Exception as exc:  # the run fails; the project and the caller carry on
+    except Exception as exc:  # noqa: BLE001 - the run fails; the project and the caller carry on
         message = f"{type(exc).__name__}: {exc}"
         _discard_checkpoint(project, run_id)
         _finish_run(project, run_id, RUN_FAILED, error=message + "\n" + traceback.format_exc(limit=8))
@@ -230,8 +257,11 @@ def _discard_checkpoint(project: Project, run_id: int) -> None:
 def _cancelled(project: Project, run_id: int, events: EventSink) -> RunOutcome:
     _discard_checkpoint(project, run_id)
     _finish_run(project, run_id, RUN_CANCELLED)
-    events.emit("cancelled", run=run_id, message=f"refit {run_id} cancelled (a refit is not resumed: "
-                                                 f"the next one starts from the same parent)")
+    events.emit(
+        "cancelled",
+        run=run_id,
+        message=f"refit {run_id} cancelled (a refit is not resumed: the next one starts from the same parent)",
+    )
     return RunOutcome(run_id, RUN_CANCELLED, {})
 
 
@@ -247,12 +277,16 @@ def _resolve_parent(project: Project, run_id: int | None) -> Parent:
         if run.status != RUN_FINISHED:
             raise RunError(f"run {run_id} is {run.status}, not finished; only a finished run can be refitted")
         if run.mode != "head":
-            raise RunError(f"run {run_id} was trained in fine-tune mode ({run.mode}); a refit trains a head on cached "
-                           f"features, which no longer describe a fine-tuned encoder's faces: refit a head-mode run "
-                           f"or train a new run")
+            raise RunError(
+                f"run {run_id} was trained in fine-tune mode ({run.mode}); a refit trains a head on cached "
+                f"features, which no longer describe a fine-tuned encoder's faces: refit a head-mode run "
+                f"or train a new run"
+            )
         if run.predictions_pruned_at is not None or not run.checkpoint:
-            raise RunError(f"run {run_id} is a superseded refit whose results and checkpoint were pruned; "
-                           f"refit a newer run (the default: the newest finished run)")
+            raise RunError(
+                f"run {run_id} is a superseded refit whose results and checkpoint were pruned; "
+                f"refit a newer run (the default: the newest finished run)"
+            )
         checkpoint = project.resolve_path(run.checkpoint)
         if not checkpoint.is_file():
             raise RunError(f"run {run_id} has no checkpoint at {checkpoint} to start a refit from")
@@ -280,8 +314,12 @@ def _layout_run(session, run: Run) -> int:
 def _count_labeled(project: Project) -> int:
     """Labeled active train faces: the labeled set the refit will record."""
     with project.session() as session:
-        return session.scalar(select(func.count()).select_from(Label).join(Image, Image.id == Label.image_id)
-                              .where(Image.split == "train", Image.status == STATUS_ACTIVE))
+        return session.scalar(
+            select(func.count())
+            .select_from(Label)
+            .join(Image, Image.id == Label.image_id)
+            .where(Image.split == "train", Image.status == STATUS_ACTIVE)
+        )
 
 
 class _RefitProgress(Hook):
@@ -302,13 +340,22 @@ class _RefitProgress(Hook):
             return
         self.last = now
         eta = (now - self.began) / done * (self.steps - done) if done else None
-        self.events.emit("progress", phase="training", step=done, total=self.steps,
-                         eta_s=round(eta, 1) if eta is not None else None)
+        self.events.emit(
+            "progress", phase="training", step=done, total=self.steps, eta_s=round(eta, 1) if eta is not None else None
+        )
 
 
-def _execute_refit(project: Project, run_id: int, parent: Parent, settings: TrainSettings, events: EventSink,
-                   memory: RefitMemory, should_stop: Callable[[], bool], keep_refits: int,
-                   started: float) -> RunOutcome:
+def _execute_refit(
+    project: Project,
+    run_id: int,
+    parent: Parent,
+    settings: TrainSettings,
+    events: EventSink,
+    memory: RefitMemory,
+    should_stop: Callable[[], bool],
+    keep_refits: int,
+    started: float,
+) -> RunOutcome:
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -337,16 +384,26 @@ def _execute_refit(project: Project, run_id: int, parent: Parent, settings: Trai
     hooks = [StopHook(should_stop), _RefitProgress(events, start_step, settings.loop.steps), metrics_hook]
     # No validation during the refit (metrics_hook=None): its predictions give the val metrics at
     # its last step anyway, and at FER2013 size each pass over val costs seconds of instance level.
-    prepared = prepare_head_from_features(faces, features, broken, train_labels, class_text, loop_settings, device,
-                                          hooks, None, events)
+    prepared = prepare_head_from_features(
+        faces, features, broken, train_labels, class_text, loop_settings, device, hooks, None, events
+    )
     trainer = prepared.trainer
-    warm_start(trainer, state, faces, prepared.train_rows, train_labels, parent.labels, settings.loop.steps,
-               seed=settings.loop.seed + run_id)
+    warm_start(
+        trainer,
+        state,
+        faces,
+        prepared.train_rows,
+        train_labels,
+        parent.labels,
+        settings.loop.steps,
+        seed=settings.loop.seed + run_id,
+    )
     if trainer.run() == RUN_CANCELLED:
         return _cancelled(project, run_id, events)
     train_ids = torch.from_numpy(np.ascontiguousarray(faces.ids[prepared.train_rows], dtype=np.int64))
-    CheckpointHook(project.cache_dir("checkpoints") / f"run_{run_id}.pt", lambda: {"train_face_ids": train_ids}
-                   ).save(trainer)
+    CheckpointHook(project.cache_dir("checkpoints") / f"run_{run_id}.pt", lambda: {"train_face_ids": train_ids}).save(
+        trainer
+    )
     lap("training")
 
     _phase(events, "predictions", f"writing predictions for {int(prepared.usable.sum())} faces")
@@ -354,8 +411,9 @@ def _execute_refit(project: Project, run_id: int, parent: Parent, settings: Trai
     lap("predictions")
     if settings.projection != "none":
         _phase(events, "map", f"placing the faces in the map of run {parent.layout_run}")
-        _write_placed_map(project, run_id, memory.layout_for(project, parent.layout_run), faces.ids[rows],
-                          preds.embedding, events)
+        _write_placed_map(
+            project, run_id, memory.layout_for(project, parent.layout_run), faces.ids[rows], preds.embedding, events
+        )
     lap("map")
     final = finish_with_metrics(project, run_id, faces, rows, preds, trainer.step)
     pruned = prune_refits(project, keep_latest=keep_refits, protect={run_id, parent.id})
@@ -364,13 +422,28 @@ def _execute_refit(project: Project, run_id: int, parent: Parent, settings: Trai
     message = f"refit of run {parent.id}: " + finished_message(run_id, final)
     if pruned.runs:
         message += f"; {pruned.describe()}"
-    events.emit("finished", run=run_id, parent=parent.id, metrics=final, pruned=pruned.as_dict(),
-                timings_s=timings, message=message)
+    events.emit(
+        "finished",
+        run=run_id,
+        parent=parent.id,
+        metrics=final,
+        pruned=pruned.as_dict(),
+        timings_s=timings,
+        message=message,
+    )
     return RunOutcome(run_id, RUN_FINISHED, final)
 
 
-def warm_start(trainer: Trainer, state: dict, faces: FaceTable, train_rows: np.ndarray, train_labels: np.ndarray,
-               parent_labels: dict[int, str], steps: int, seed: int) -> None:
+def warm_start(
+    trainer: Trainer,
+    state: dict,
+    faces: FaceTable,
+    train_rows: np.ndarray,
+    train_labels: np.ndarray,
+    parent_labels: dict[int, str],
+    steps: int,
+    seed: int,
+) -> None:
     """The parent's head, teacher, optimiser moments, thresholds and bank into `trainer`, which
     then runs `steps` more steps from the parent's step on a fresh learning-rate schedule, drawing
     batches from `seed` (each refit its own: a chain of refits then sees every unlabeled face)."""
@@ -394,11 +467,18 @@ def warm_start(trainer: Trainer, state: dict, faces: FaceTable, train_rows: np.n
     torch.manual_seed(seed)  # the head's dropout
     total = max(steps, 1)
     trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(
-        trainer.optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+        trainer.optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+    )
 
 
-def _carry_bank(trainer: Trainer, state: dict, faces: FaceTable, train_rows: np.ndarray, train_labels: np.ndarray,
-                parent_labels: dict[int, str]) -> None:
+def _carry_bank(
+    trainer: Trainer,
+    state: dict,
+    faces: FaceTable,
+    train_rows: np.ndarray,
+    train_labels: np.ndarray,
+    parent_labels: dict[int, str],
+) -> None:
     """The parent's memory bank, slot by face; a face labeled or relabeled since takes its new
     label with the parent teacher's embedding, a face whose label was cleared leaves the bank."""
     bank, old = trainer.algorithm.bank, state["algorithm"]["bank"]
@@ -432,25 +512,42 @@ def _read_layout(project: Project, run_id: int) -> placement.Layout | None:
     with project.session() as session:
         coords: dict[str, dict[int, tuple[float, float]]] = {}
         for face, method, x, y in session.execute(
-                select(Projection.image_id, Projection.method, Projection.x, Projection.y)
-                .where(Projection.run_id == run_id)):
+            select(Projection.image_id, Projection.method, Projection.x, Projection.y).where(
+                Projection.run_id == run_id
+            )
+        ):
             coords.setdefault(method, {})[face] = (x, y)
         if not coords:
             return None
-        vectors = dict(session.execute(select(Embedding.image_id, Embedding.vector)
-                                       .where(Embedding.run_id == run_id, Embedding.vector.is_not(None))).all())
+        vectors = dict(
+            session.execute(
+                select(Embedding.image_id, Embedding.vector).where(
+                    Embedding.run_id == run_id, Embedding.vector.is_not(None)
+                )
+            ).all()
+        )
         seed = (session.get(Run, run_id).config or {}).get("loop", {}).get("seed", 0)
     face_ids = np.array(sorted(set(vectors).intersection(*[set(c) for c in coords.values()])), dtype=np.int64)
     if not len(face_ids):
         return None
     embeddings = np.stack([np.frombuffer(vectors[int(face)], dtype=np.float32) for face in face_ids])
-    return placement.Layout(run_id, face_ids, embeddings,
-                            {m: np.array([c[int(face)] for face in face_ids], dtype=np.float32) for m, c in coords.items()},
-                            seed=int(seed or 0))
+    return placement.Layout(
+        run_id,
+        face_ids,
+        embeddings,
+        {m: np.array([c[int(face)] for face in face_ids], dtype=np.float32) for m, c in coords.items()},
+        seed=int(seed or 0),
+    )
 
 
-def _write_placed_map(project: Project, run_id: int, layout: placement.Layout | None, face_ids: np.ndarray,
-                      embeddings: np.ndarray, events: EventSink) -> None:
+def _write_placed_map(
+    project: Project,
+    run_id: int,
+    layout: placement.Layout | None,
+    face_ids: np.ndarray,
+    embeddings: np.ndarray,
+    events: EventSink,
+) -> None:
     if layout is None:
         events.emit("info", message="the parent run has no map to place the faces in; no map is written")
         return
@@ -458,5 +555,10 @@ def _write_placed_map(project: Project, run_id: int, layout: placement.Layout | 
     methods = [m for m in ("pca", "umap") if m in placed]
     for method in methods:
         store_projection(project, run_id, face_ids, method, placed[method])
-        events.emit("map", run=run_id, method=method, final=method == methods[-1],
-                    message=f"the {method.upper()} map is written (faces placed in run {layout.run_id}'s map)")
+        events.emit(
+            "map",
+            run=run_id,
+            method=method,
+            final=method == methods[-1],
+            message=f"the {method.upper()} map is written (faces placed in run {layout.run_id}'s map)",
+        )

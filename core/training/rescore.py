@@ -9,12 +9,13 @@ fusion weights (the semantic and instance levels stay as stored), and rewrite p_
 the pseudo-label, confidence and passed-threshold of the run's predictions in one transaction.
 Re-scoring with the descriptions the run was trained with gives back its own predictions.
 """
+
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -45,8 +46,13 @@ class RescoreResult:
     seconds: float
 
 
-def rescore_text_level(project: Project, run_id: int, descriptions: dict[str, list[str]],
-                       progress: Progress | None = None, device: str = "cpu") -> RescoreResult:
+def rescore_text_level(
+    project: Project,
+    run_id: int,
+    descriptions: dict[str, list[str]],
+    progress: Progress | None = None,
+    device: str = "cpu",
+) -> RescoreResult:
     """Recompute run `run_id`'s text level with `descriptions` ({class: [texts]}) and re-fuse.
     Raises RescoreError for a run that cannot be re-scored (not finished, fine-tune mode, no
     text level, no checkpoint), before anything is written."""
@@ -76,11 +82,14 @@ def rescore_text_level(project: Project, run_id: int, descriptions: dict[str, li
     encoder = get_encoder(settings.encoder, device=device)
     class_text = class_text_embeddings(encoder, descriptions, project.cache_dir("features"))
     # The memory bank is not used here (the instance level is kept as stored): one slot will do.
-    algorithm, head = build_method(settings, head_input_dim(encoder.image_dim, settings.uses_geometry), class_text, 1,
-                                   torch.device(device))
+    algorithm, head = build_method(
+        settings, head_input_dim(encoder.image_dim, settings.uses_geometry), class_text, 1, torch.device(device)
+    )
     if "text" not in algorithm.levels:
-        raise RescoreError(f"run {run_id} ({settings.algorithm}) was trained without the text level: "
-                           f"there is nothing to re-score (train with --algorithm sitfer)")
+        raise RescoreError(
+            f"run {run_id} ({settings.algorithm}) was trained without the text level: "
+            f"there is nothing to re-score (train with --algorithm sitfer)"
+        )
     problem = input_width_problem(state["ema"], head.input_norm.normalized_shape[0])
     if problem:
         raise RescoreError(f"run {run_id} cannot be re-scored: {problem}")
@@ -98,14 +107,16 @@ def rescore_text_level(project: Project, run_id: int, descriptions: dict[str, li
     names = class_names()
     updates, changed = [], 0
     for start in range(0, len(ids), CHUNK):
-        chunk = ids[start:start + CHUNK]
+        chunk = ids[start : start + CHUNK]
         report(f"re-scoring faces {start + 1:,}-{start + len(chunk):,} of {len(ids):,}", start / len(ids))
         rows = np.array([row_of[int(f)] for f in chunk], dtype=np.int64)
         inputs = load_head_inputs(project, encoder, faces, settings.strong_views, settings.uses_geometry, rows)
         features, broken = inputs.features, inputs.broken
         if broken:
-            raise RescoreError(f"{len(broken)} face(s) of run {run_id} could not be read for their features "
-                               f"(e.g. face {int(chunk[broken[0]])}); nothing was changed")
+            raise RescoreError(
+                f"{len(broken)} face(s) of run {run_id} could not be read for their features "
+                f"(e.g. face {int(chunk[broken[0]])}); nothing was changed"
+            )
         with torch.no_grad():
             projected = head(torch.from_numpy(features[:, 0]).float().to(device)).projected
             text = text_probs(projected, class_text.to(device), config.text_tau).cpu().double()
@@ -115,14 +126,20 @@ def rescore_text_level(project: Project, run_id: int, descriptions: dict[str, li
         confidence = fused.max(1)
         changed += int((pseudo != stored.predicted[picked]).sum())
         # Outputs the algorithm derives from the fused prediction (LEAF's positive set) follow it.
-        extras = {name: value.cpu().numpy() for name, value in algorithm.face_extras(
-            LevelProbs(None, None, None, torch.from_numpy(fused))).items()}
+        extras = {
+            name: value.cpu().numpy()
+            for name, value in algorithm.face_extras(LevelProbs(None, None, None, torch.from_numpy(fused))).items()
+        }
         for i, face_id in enumerate(chunk):
-            row = {"run_id": run_id, "image_id": int(face_id),
-                   "p_text": [round(float(v), 5) for v in text[i]],
-                   "p_fused": [round(float(v), 5) for v in fused[i]],
-                   "pseudo_label": names[int(pseudo[i])], "confidence": float(confidence[i]),
-                   "passed_threshold": bool(confidence[i] >= thresholds[pseudo[i]])}
+            row = {
+                "run_id": run_id,
+                "image_id": int(face_id),
+                "p_text": [round(float(v), 5) for v in text[i]],
+                "p_fused": [round(float(v), 5) for v in fused[i]],
+                "pseudo_label": names[int(pseudo[i])],
+                "confidence": float(confidence[i]),
+                "passed_threshold": bool(confidence[i] >= thresholds[pseudo[i]]),
+            }
             if extras:
                 row["extra"] = extras_as_json(extras, i, names)
             updates.append(row)
@@ -140,14 +157,19 @@ def _check_run(project: Project, run: Run | None, run_id: int) -> tuple[TrainSet
         raise RescoreError(f"run {run_id} is {run.status}; only a finished run's predictions can be re-scored")
     if run.mode != "head":
         mode = "fine-tune" if run.mode == "finetune" else run.mode
-        raise RescoreError(f"run {run_id} was trained in {mode} mode: its image encoder changed during "
-                           f"training and no features of that encoder are cached, so its text level cannot "
-                           f"be re-scored cheaply; train a head-mode run with the new descriptions instead")
+        raise RescoreError(
+            f"run {run_id} was trained in {mode} mode: its image encoder changed during "
+            f"training and no features of that encoder are cached, so its text level cannot "
+            f"be re-scored cheaply; train a head-mode run with the new descriptions instead"
+        )
     settings = TrainSettings.from_dict(run.config)
     checkpoint = project.resolve_path(run.checkpoint) if run.checkpoint else None
     if checkpoint is None or not checkpoint.is_file():
-        raise RescoreError(f"run {run_id} has no checkpoint file"
-                           + (f" (expected {checkpoint})" if checkpoint else "") + "; it cannot be re-scored")
+        raise RescoreError(
+            f"run {run_id} has no checkpoint file"
+            + (f" (expected {checkpoint})" if checkpoint else "")
+            + "; it cannot be re-scored"
+        )
     return settings, str(checkpoint)
 
 
@@ -168,9 +190,15 @@ def _stored_levels(session, run_id: int) -> _StoredLevels:
     index = {name: i for i, name in enumerate(class_names())}
     width = len(index)
     rows = session.execute(
-        select(Prediction.image_id, cast(Prediction.p_semantic, Text), cast(Prediction.p_instance, Text),
-               Prediction.pseudo_label)
-        .where(Prediction.run_id == run_id).order_by(Prediction.image_id)).all()
+        select(
+            Prediction.image_id,
+            cast(Prediction.p_semantic, Text),
+            cast(Prediction.p_instance, Text),
+            Prediction.pseudo_label,
+        )
+        .where(Prediction.run_id == run_id)
+        .order_by(Prediction.image_id)
+    ).all()
 
     def parse(text) -> list[float]:
         value = json.loads(text) if text not in (None, "null") else None
@@ -180,7 +208,8 @@ def _stored_levels(session, run_id: int) -> _StoredLevels:
         face_ids=np.array([r[0] for r in rows], dtype=np.int64),
         semantic=np.array([parse(r[1]) for r in rows], dtype=np.float64).reshape(-1, width),
         instance=np.array([parse(r[2]) for r in rows], dtype=np.float64).reshape(-1, width),
-        predicted=np.array([index[r[3]] for r in rows], dtype=np.int64))
+        predicted=np.array([index[r[3]] for r in rows], dtype=np.int64),
+    )
 
 
 def _fuse_rows(fuse, stored: _StoredLevels, rows: np.ndarray, text: torch.Tensor, config) -> np.ndarray:
@@ -195,6 +224,10 @@ def _fuse_rows(fuse, stored: _StoredLevels, rows: np.ndarray, text: torch.Tensor
         if not group.any():
             continue
         use_semantic = config.use_semantic and bool(has_semantic[group].all())
-        fused[group] = fuse(semantic[group] if use_semantic else None, text[group],
-                            instance[group] if bool(has_instance[group].all()) else None, config.weights)
+        fused[group] = fuse(
+            semantic[group] if use_semantic else None,
+            text[group],
+            instance[group] if bool(has_instance[group].all()) else None,
+            config.weights,
+        )
     return fused.numpy()

@@ -1,8 +1,9 @@
 """Writing a finished run's results into the store: per-face predictions and embeddings, the
 2-D maps, and the final metrics."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from sqlalchemy import delete, insert
@@ -51,8 +52,13 @@ def extras_as_json(extras: dict[str, np.ndarray], i: int, names: list[str]) -> d
     return out
 
 
-def write_predictions(project: Project, run_id: int, face_ids: np.ndarray, preds: Predictions,
-                      progress: Callable[[int, int], None] | None = None) -> None:
+def write_predictions(
+    project: Project,
+    run_id: int,
+    face_ids: np.ndarray,
+    preds: Predictions,
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
     """Replace the run's predictions and embeddings with these; `progress(done, total)` after
     each batch of WRITE_BATCH faces."""
     names = class_names()
@@ -63,24 +69,48 @@ def write_predictions(project: Project, run_id: int, face_ids: np.ndarray, preds
     for start in range(0, len(face_ids), WRITE_BATCH):
         stop = min(start + WRITE_BATCH, len(face_ids))
         with project.session() as session:
-            session.execute(insert(Prediction), [{
-                "run_id": run_id, "image_id": int(face_ids[i]),
-                "p_semantic": _rounded(preds.semantic, i), "p_text": _rounded(preds.text, i),
-                "p_instance": _rounded(preds.instance, i), "p_fused": _rounded(preds.fused, i),
-                "pseudo_label": names[int(pseudo[i])], "confidence": float(confidence[i]),
-                "passed_threshold": bool(passed[i]),
-                "extra": extras_as_json(preds.extras, i, names),
-            } for i in range(start, stop)])
-            session.execute(insert(Embedding), [{
-                "run_id": run_id, "image_id": int(face_ids[i]),
-                "vector": preds.embedding[i].astype(np.float32).tobytes(), "dim": int(preds.embedding.shape[1]),
-            } for i in range(start, stop)])
+            session.execute(
+                insert(Prediction),
+                [
+                    {
+                        "run_id": run_id,
+                        "image_id": int(face_ids[i]),
+                        "p_semantic": _rounded(preds.semantic, i),
+                        "p_text": _rounded(preds.text, i),
+                        "p_instance": _rounded(preds.instance, i),
+                        "p_fused": _rounded(preds.fused, i),
+                        "pseudo_label": names[int(pseudo[i])],
+                        "confidence": float(confidence[i]),
+                        "passed_threshold": bool(passed[i]),
+                        "extra": extras_as_json(preds.extras, i, names),
+                    }
+                    for i in range(start, stop)
+                ],
+            )
+            session.execute(
+                insert(Embedding),
+                [
+                    {
+                        "run_id": run_id,
+                        "image_id": int(face_ids[i]),
+                        "vector": preds.embedding[i].astype(np.float32).tobytes(),
+                        "dim": int(preds.embedding.shape[1]),
+                    }
+                    for i in range(start, stop)
+                ],
+            )
         if progress is not None:
             progress(stop, len(face_ids))
 
 
-def write_projections(project: Project, run_id: int, face_ids: np.ndarray, embeddings: np.ndarray,
-                       settings: TrainSettings, events: EventSink) -> None:
+def write_projections(
+    project: Project,
+    run_id: int,
+    face_ids: np.ndarray,
+    embeddings: np.ndarray,
+    settings: TrainSettings,
+    events: EventSink,
+) -> None:
     methods = ["pca"] + (["umap"] if settings.projection == "umap" else [])
     if settings.projection == "none":
         return
@@ -90,14 +120,23 @@ def write_projections(project: Project, run_id: int, face_ids: np.ndarray, embed
         store_projection(project, run_id, face_ids, method, coords)
         # The predictions are written by now: the studio can show this map (PCA: a preview
         # while UMAP is computed) before the run ends.
-        events.emit("map", run=run_id, method=method, final=method == methods[-1],
-                    message=f"the {method.upper()} map is written")
+        events.emit(
+            "map",
+            run=run_id,
+            method=method,
+            final=method == methods[-1],
+            message=f"the {method.upper()} map is written",
+        )
 
 
 def store_projection(project: Project, run_id: int, face_ids: np.ndarray, method: str, coords: np.ndarray) -> None:
     """A run's 2-D map of one method, replacing any earlier one."""
     with project.session() as session:
         session.execute(delete(Projection).where(Projection.run_id == run_id, Projection.method == method))
-        session.execute(insert(Projection), [
-            {"run_id": run_id, "image_id": int(i), "method": method, "x": float(x), "y": float(y)}
-            for i, (x, y) in zip(face_ids, coords)])
+        session.execute(
+            insert(Projection),
+            [
+                {"run_id": run_id, "image_id": int(i), "method": method, "x": float(x), "y": float(y)}
+                for i, (x, y) in zip(face_ids, coords)
+            ],
+        )

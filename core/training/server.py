@@ -26,6 +26,7 @@ is loaded; part umap: compiled), `error` (a bad command, named; the server carri
 `exiting`. One job runs at a time, in one thread that does all torch work; a job command while
 another runs is refused with `error`.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,9 +35,10 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 from core.store.project import Project
 from core.training.events import EventSink, JsonEvents
@@ -152,8 +154,9 @@ class WarmWorker:
 
         self.encoders.install()
         self._job_thread.start()
-        self.events.emit("ready", protocol=PROTOCOL, project=str(self.project.root), threads=threads,
-                         commands=sorted(COMMANDS))
+        self.events.emit(
+            "ready", protocol=PROTOCOL, project=str(self.project.root), threads=threads, commands=sorted(COMMANDS)
+        )
         if self.warm_ups:
             # First in the job thread (a command sent meanwhile runs right after it), so the
             # first refit costs what later ones do; UMAP compiles once that is done.
@@ -164,12 +167,13 @@ class WarmWorker:
             started = time.perf_counter()
             try:
                 run = prime_refit_memory(self.project, self._memory(), should_stop)
-            except Exception as exc:  # the first refit loads what it needs itself; nothing is lost
+            except Exception as exc:  # noqa: BLE001 - the first refit loads what it needs itself; nothing is lost
                 traceback.print_exc(file=sys.stderr)
                 self.events.emit("warm", part="refit", ok=False, error=f"{type(exc).__name__}: {exc}")
             else:
-                self.events.emit("warm", part="refit", ok=True, run=run,
-                                 seconds=round(time.perf_counter() - started, 2))
+                self.events.emit(
+                    "warm", part="refit", ok=True, run=run, seconds=round(time.perf_counter() - started, 2)
+                )
         if "umap" in self.warm_ups:
             threading.Thread(target=self._compile_umap_when_idle, name="umap-warm-up", daemon=True).start()
         return {}
@@ -200,7 +204,7 @@ class WarmWorker:
         started = time.perf_counter()
         try:
             compile_umap()
-        except Exception as exc:  # a map falls back to compiling when it runs; nothing is lost
+        except Exception as exc:  # noqa: BLE001 - a map falls back to compiling when it runs; nothing is lost
             self.events.emit("warm", part="umap", ok=False, error=f"{type(exc).__name__}: {exc}")
             return
         self.umap_ready = True
@@ -239,8 +243,9 @@ class WarmWorker:
                 running.stop.set()
         self._jobs.put(None)
         self._job_thread.join(timeout_s)
-        self.events.emit("exiting", stopped_job=job.request_id if job is not None else None,
-                         clean=not self._job_thread.is_alive())
+        self.events.emit(
+            "exiting", stopped_job=job.request_id if job is not None else None, clean=not self._job_thread.is_alive()
+        )
 
     # -- commands ------------------------------------------------------------------------------
     def handle_line(self, line: str) -> bool:
@@ -258,8 +263,10 @@ class WarmWorker:
     def begin(self, job: Job) -> None:
         with self._job_lock:
             if self.job is not None:
-                raise BadCommand(f"{job.command!r} refused: job {self.job.request_id} ({self.job.command}) is "
-                                 f"still running; cancel it or wait for its idle event")
+                raise BadCommand(
+                    f"{job.command!r} refused: job {self.job.request_id} ({self.job.command}) is "
+                    f"still running; cancel it or wait for its idle event"
+                )
             self.job = job
         self.events.emit("busy", id=job.request_id, command=job.command)
         self._jobs.put(job)
@@ -271,7 +278,7 @@ class WarmWorker:
             try:
                 with self.encoders.lent(job.head_mode):
                     ending = job.run(job.stop.is_set)
-            except Exception as exc:  # a failing job never ends the server
+            except Exception as exc:  # noqa: BLE001 - a failing job never ends the server
                 traceback.print_exc(file=sys.stderr)
                 error = f"{type(exc).__name__}: {exc}"
                 self.events.emit("failed", id=job.request_id, error=error)
@@ -281,8 +288,13 @@ class WarmWorker:
                 continue
             with self._job_lock:
                 self.job = None  # before `idle`: the next command may follow it at once
-            self.events.emit("idle", id=job.request_id, command=job.command,
-                             seconds=round(time.perf_counter() - started, 3), **ending)
+            self.events.emit(
+                "idle",
+                id=job.request_id,
+                command=job.command,
+                seconds=round(time.perf_counter() - started, 3),
+                **ending,
+            )
 
 
 def prime_refit_memory(project: Project, memory, should_stop) -> int | None:
@@ -297,8 +309,12 @@ def prime_refit_memory(project: Project, memory, should_stop) -> int | None:
     from core.training.worker import choose_device
 
     with project.session() as session:
-        config = session.execute(select(Run.id, Run.config).where(Run.status == RUN_FINISHED, Run.mode == "head")
-                                 .order_by(Run.id.desc()).limit(1)).first()
+        config = session.execute(
+            select(Run.id, Run.config)
+            .where(Run.status == RUN_FINISHED, Run.mode == "head")
+            .order_by(Run.id.desc())
+            .limit(1)
+        ).first()
         if config is None:
             return None
         faces = load_face_table(project, session)
@@ -323,8 +339,11 @@ def parse_request(line: str) -> dict:
 def check_command(request: dict) -> str:
     command = request.get("command")
     if not isinstance(command, str) or command not in COMMANDS:
-        raise BadCommand(f"unknown command {command!r}; known: {', '.join(sorted(COMMANDS))}"
-                         if command is not None else f"no \"command\" in {_shown(json.dumps(request))}")
+        raise BadCommand(
+            f"unknown command {command!r}; known: {', '.join(sorted(COMMANDS))}"
+            if command is not None
+            else f'no "command" in {_shown(json.dumps(request))}'
+        )
     return command
 
 
@@ -340,17 +359,25 @@ def _outcome_fields(outcome) -> dict:
 # -- the commands -------------------------------------------------------------------------------
 def _ping(server: WarmWorker, request: dict) -> bool:
     job = server.job
-    server.events.emit("pong", id=request.get("id"), busy=job.request_id if job is not None else None,
-                       umap_ready=server.umap_ready, encoders=server.encoders.names(),
-                       refit_memory=server.refit_memory is not None)
+    server.events.emit(
+        "pong",
+        id=request.get("id"),
+        busy=job.request_id if job is not None else None,
+        umap_ready=server.umap_ready,
+        encoders=server.encoders.names(),
+        refit_memory=server.refit_memory is not None,
+    )
     return True
 
 
 def _cancel(server: WarmWorker, request: dict) -> bool:
     job, target = server.job, request.get("job")
     if job is None or (target is not None and target != job.request_id):
-        server.events.emit("info", id=request.get("id"), message="nothing to cancel"
-                           + (f": job {target} is not running" if target is not None else ""))
+        server.events.emit(
+            "info",
+            id=request.get("id"),
+            message="nothing to cancel" + (f": job {target} is not running" if target is not None else ""),
+        )
         return True
     job.stop.set()
     server.events.emit("info", id=job.request_id, message=f"cancelling job {job.request_id} ({job.command})")
@@ -366,7 +393,7 @@ def _train(server: WarmWorker, request: dict) -> bool:
 
     raw = request.get("settings", {})
     if not isinstance(raw, dict):
-        raise BadCommand(f"train: \"settings\" must be an object (TrainSettings.to_dict()), not {raw!r}")
+        raise BadCommand(f'train: "settings" must be an object (TrainSettings.to_dict()), not {raw!r}')
     try:
         # A request that leaves geometry out gets today's default (from_dict reads a missing key
         # as "off": that is how runs recorded before it trained).
@@ -392,9 +419,9 @@ def _train(server: WarmWorker, request: dict) -> bool:
 def _refit(server: WarmWorker, request: dict) -> bool:
     parent, steps = request.get("run"), request.get("steps")
     if parent is not None and (not isinstance(parent, int) or isinstance(parent, bool) or parent < 1):
-        raise BadCommand(f"refit: \"run\" must be a run id (a whole number from 1) or null, not {parent!r}")
+        raise BadCommand(f'refit: "run" must be a run id (a whole number from 1) or null, not {parent!r}')
     if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
-        raise BadCommand(f"refit: \"steps\" must be a whole number from 1, not {steps!r}")
+        raise BadCommand(f'refit: "steps" must be a whole number from 1, not {steps!r}')
     try:
         from core.training import refit as refit_module
     except ImportError as exc:
@@ -405,8 +432,11 @@ def _refit(server: WarmWorker, request: dict) -> bool:
         from core.training.worker import RunError
 
         try:
-            return _outcome_fields(refit_module.refit(server.project, parent, events, memory=server._memory(),
-                                                      should_stop=should_stop, steps=steps))
+            return _outcome_fields(
+                refit_module.refit(
+                    server.project, parent, events, memory=server._memory(), should_stop=should_stop, steps=steps
+                )
+            )
         except RunError as exc:  # refused before a run existed (no such run, not finished ...)
             events.emit("failed", error=str(exc))
             return {"status": "failed", "run": None, "error": str(exc)}
@@ -432,15 +462,16 @@ def _features(server: WarmWorker, request: dict) -> bool:
     except (EncoderError, SettingError) as exc:
         raise BadCommand(f"features: {exc}") from None
     if engine not in FEATURE_ENGINES:
-        raise BadCommand(f"features: \"engine\" must be one of {', '.join(FEATURE_ENGINES)}, not {engine!r}")
+        raise BadCommand(f'features: "engine" must be one of {", ".join(FEATURE_ENGINES)}, not {engine!r}')
     events = JobEvents(server.events, request.get("id"))
 
     def run(should_stop) -> dict:
         from core.training.features import fill_cache
 
         try:
-            outcome = fill_cache(server.project, encoder, events, should_stop=should_stop,
-                                 strong_views=strong_views, engine=engine)
+            outcome = fill_cache(
+                server.project, encoder, events, should_stop=should_stop, strong_views=strong_views, engine=engine
+            )
         except EncoderError as exc:
             events.emit("failed", error=str(exc))
             return {"status": "failed", "error": str(exc)}
@@ -451,6 +482,10 @@ def _features(server: WarmWorker, request: dict) -> bool:
 
 
 COMMANDS: dict[str, Callable[[WarmWorker, dict], bool]] = {
-    "ping": _ping, "cancel": _cancel, "shutdown": _shutdown, "train": _train, "refit": _refit,
+    "ping": _ping,
+    "cancel": _cancel,
+    "shutdown": _shutdown,
+    "train": _train,
+    "refit": _refit,
     "features": _features,
 }

@@ -5,6 +5,7 @@ data (None: "auto"): `TrainSettings.resolved(labeled, unlabeled)` turns them int
 counts of labeled and unlabeled train faces (`auto_steps`, `auto_schedule`), and a run records
 the numbers it used. How the formula was chosen: docs/benchmarks.md, "Default step count".
 """
+
 from __future__ import annotations
 
 import math
@@ -45,8 +46,10 @@ def auto_steps(labeled: int, unlabeled: int, batch_size: int = 64, unlabeled_rat
     over each unlabeled face AUTO_UNLABELED_PASSES times (and each labeled one
     AUTO_LABELED_PASSES times), rounded up to 50, between AUTO_STEPS_FLOOR and AUTO_STEPS_CAP."""
     unlabeled_per_step = batch_size * unlabeled_ratio
-    needed = max(AUTO_UNLABELED_PASSES * unlabeled / unlabeled_per_step if unlabeled_per_step else 0.0,
-                 AUTO_LABELED_PASSES * labeled / max(batch_size, 1))
+    needed = max(
+        AUTO_UNLABELED_PASSES * unlabeled / unlabeled_per_step if unlabeled_per_step else 0.0,
+        AUTO_LABELED_PASSES * labeled / max(batch_size, 1),
+    )
     rounded = math.ceil(needed / AUTO_STEPS_ROUNDING) * AUTO_STEPS_ROUNDING
     return int(min(AUTO_STEPS_CAP, max(AUTO_STEPS_FLOOR, rounded)))
 
@@ -61,9 +64,11 @@ class Schedule:
 
 
 def auto_schedule(steps: int) -> Schedule:
-    return Schedule(eval_every=max(1, round(steps / VALIDATIONS_PER_RUN)),
-                    checkpoint_every=max(1, round(steps / CHECKPOINTS_PER_RUN)),
-                    instance_warmup=round(steps * INSTANCE_WARMUP_SHARE))
+    return Schedule(
+        eval_every=max(1, round(steps / VALIDATIONS_PER_RUN)),
+        checkpoint_every=max(1, round(steps / CHECKPOINTS_PER_RUN)),
+        instance_warmup=round(steps * INSTANCE_WARMUP_SHARE),
+    )
 
 
 @dataclass
@@ -86,17 +91,20 @@ class LoopConfig:
         """SettingError (a ValueError) naming the first setting out of its range."""
         check_ranges(self, LOOP_RANGES)
 
-    def with_schedule(self) -> "LoopConfig":
+    def with_schedule(self) -> LoopConfig:
         """This config with the cadences left to "auto" filled in from `steps` (which must be set:
         `TrainSettings.resolved` chooses it from the data)."""
         if self.steps is None:
             raise ValueError("steps is 'auto': choose it from the data first (TrainSettings.resolved)")
         schedule = auto_schedule(self.steps)
-        return replace(self, eval_every=self.eval_every or schedule.eval_every,
-                       checkpoint_every=self.checkpoint_every or schedule.checkpoint_every)
+        return replace(
+            self,
+            eval_every=self.eval_every or schedule.eval_every,
+            checkpoint_every=self.checkpoint_every or schedule.checkpoint_every,
+        )
 
     @classmethod
-    def from_dict(cls, values: dict) -> "LoopConfig":
+    def from_dict(cls, values: dict) -> LoopConfig:
         unknown = sorted(set(values) - {f.name for f in fields(cls)})
         if unknown:
             raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
@@ -111,12 +119,16 @@ AUTO_OR_AT_LEAST_ONE = Range(1, integer=True, optional=True)
 LOOP_RANGES: dict[str, Range] = {
     **{name: AUTO_OR_AT_LEAST_ONE for name in ("steps", "eval_every", "checkpoint_every")},
     **{name: AT_LEAST_ONE for name in ("batch_size", "log_every")},
-    "unlabeled_ratio": COUNT, "lr": POSITIVE, "weight_decay": NON_NEGATIVE, "ema_decay": FRACTION,
+    "unlabeled_ratio": COUNT,
+    "lr": POSITIVE,
+    "weight_decay": NON_NEGATIVE,
+    "ema_decay": FRACTION,
     "seed": Range(0, 2**32 - 1, integer=True),  # numpy's and UMAP's seeds are 32-bit
     "feature_dropout": FRACTION,
 }
 SETTINGS_RANGES: dict[str, Range] = {
-    "strong_views": Range(0, 16, integer=True), "loader_workers": Range(0, 64, integer=True),
+    "strong_views": Range(0, 16, integer=True),
+    "loader_workers": Range(0, 64, integer=True),
 }
 
 
@@ -152,8 +164,13 @@ class TrainSettings:
     def spatial(self) -> SpatialOptions:
         """DTA-SNL's feature-map modules as this run uses them (an error in head mode if asked for)."""
         m = self.method
-        return spatial_options(m.local_attention, m.region_dropout, m.region_grid,
-                               algorithm_traits(self.algorithm).spatial_modules, self.mode)
+        return spatial_options(
+            m.local_attention,
+            m.region_dropout,
+            m.region_grid,
+            algorithm_traits(self.algorithm).spatial_modules,
+            self.mode,
+        )
 
     @property
     def uses_geometry(self) -> bool:
@@ -165,14 +182,16 @@ class TrainSettings:
         chosen = self.loop.balanced_sampling
         return algorithm_traits(self.algorithm).balanced_sampling if chosen is None else chosen
 
-    def resolved(self, labeled: int, unlabeled: int) -> "TrainSettings":
+    def resolved(self, labeled: int, unlabeled: int) -> TrainSettings:
         """A copy with every "auto" number chosen for this many labeled and unlabeled train faces
         (what a run records); numbers the user set stay as they are."""
         loop = self.loop
         if loop.steps is None:
             uses_unlabeled = algorithm_traits(self.algorithm).uses_unlabeled
-            loop = replace(loop, steps=auto_steps(labeled, unlabeled if uses_unlabeled else 0,
-                                                  loop.batch_size, loop.unlabeled_ratio))
+            loop = replace(
+                loop,
+                steps=auto_steps(labeled, unlabeled if uses_unlabeled else 0, loop.batch_size, loop.unlabeled_ratio),
+            )
         loop = loop.with_schedule()
         method = self.method
         if method.instance_warmup is None:
@@ -183,11 +202,16 @@ class TrainSettings:
         """Levels that are ticked but cannot appear in a run with these (resolved) settings, in
         words, for the training form before Start and for `train`."""
         steps, warmup = self.loop.steps, self.method.instance_warmup
-        if not (algorithm_traits(self.algorithm).instance_level and self.method.use_instance) or None in (steps, warmup):
+        if not (algorithm_traits(self.algorithm).instance_level and self.method.use_instance) or None in (
+            steps,
+            warmup,
+        ):
             return []
         if warmup >= steps:
-            return [f"the instance level cannot appear in this run: its warm-up ({warmup:,} steps) is not "
-                    f"shorter than the run ({steps:,} steps); lower --instance-warmup or leave it to auto"]
+            return [
+                f"the instance level cannot appear in this run: its warm-up ({warmup:,} steps) is not "
+                f"shorter than the run ({steps:,} steps); lower --instance-warmup or leave it to auto"
+            ]
         return []
 
     def to_dict(self) -> dict:
@@ -197,7 +221,7 @@ class TrainSettings:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainSettings":
+    def from_dict(cls, data: dict) -> TrainSettings:
         data = dict(data)
         data.setdefault("geometry", False)  # runs recorded before it existed trained without it
         method = MethodConfig.from_dict(data.pop("method", {}))

@@ -6,13 +6,14 @@ projections and metrics. It talks to the studio only through the store and its e
 A stop request (SIGINT/SIGTERM, or the studio's Cancel) saves a checkpoint and marks the run
 cancelled; `resume` continues it from there.
 """
+
 from __future__ import annotations
 
 import os
 import socket
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -38,13 +39,12 @@ from core.training.checkpoints import load_checkpoint
 from core.training.data import FaceTable, load_face_table
 from core.training.events import EtaClock, EventSink, NullEvents
 from core.training.geometry import load_head_inputs, without_mesh_message
+from core.training.head import build_head_trainer, build_method, check_labels
 from core.training.hooks import CheckpointHook, EvalHook, MetricsHook, ProgressHook, StopHook, write_metrics
 from core.training.inference import Predictions, predict, predict_batches
-from core.training.head import build_head_trainer, build_method, check_labels
 from core.training.loop import Trainer
 from core.training.results import final_metrics, write_predictions, write_projections
 from core.training.settings import TrainSettings
-
 
 
 class RunError(RuntimeError):
@@ -73,15 +73,21 @@ class RunOutcome:
     metrics: dict
 
 
-def train(project: Project, settings: TrainSettings, events: EventSink,
-          should_stop: Callable[[], bool] = lambda: False, resume: int | None = None) -> RunOutcome:
+def train(
+    project: Project,
+    settings: TrainSettings,
+    events: EventSink,
+    should_stop: Callable[[], bool] = lambda: False,
+    resume: int | None = None,
+) -> RunOutcome:
     """Start (or resume) a run and carry it to its end. Never raises for a failure inside the
     run: the run is marked failed and the outcome says so. Under torchrun, rank 0 creates the run
     and writes everything; the other ranks train with it."""
     rank = torch.distributed.get_rank() if distributed.active() else 0
     if rank == 0:
-        events.emit("phase", phase="starting", message=f"resuming run {resume}" if resume is not None
-                    else "creating the run")
+        events.emit(
+            "phase", phase="starting", message=f"resuming run {resume}" if resume is not None else "creating the run"
+        )
     opened: list = [None, None, None]  # run id, settings, error
     if rank == 0:
         try:
@@ -108,10 +114,16 @@ def train(project: Project, settings: TrainSettings, events: EventSink,
     run_id, settings = opened[0], TrainSettings.from_dict(opened[1])
     if rank != 0:
         events = NullEvents()
-    events.emit("started", run=run_id, algorithm=settings.algorithm, encoder=settings.encoder,
-                mode=settings.mode, steps=settings.loop.steps,
-                message=f"run {run_id}: {settings.algorithm} on {settings.encoder} ({settings.mode} mode), "
-                        f"{settings.loop.steps:,} steps")
+    events.emit(
+        "started",
+        run=run_id,
+        algorithm=settings.algorithm,
+        encoder=settings.encoder,
+        mode=settings.mode,
+        steps=settings.loop.steps,
+        message=f"run {run_id}: {settings.algorithm} on {settings.encoder} ({settings.mode} mode), "
+        f"{settings.loop.steps:,} steps",
+    )
     for warning in settings.level_warnings():
         events.emit("warning", run=run_id, message=warning)
     try:
@@ -120,7 +132,7 @@ def train(project: Project, settings: TrainSettings, events: EventSink,
         _finish_run(project, run_id, RUN_CANCELLED)
         events.emit("cancelled", run=run_id, message=f"run {run_id} cancelled before training started")
         return RunOutcome(run_id, RUN_CANCELLED, {})
-    except Exception as exc:  # the run fails; the project and the caller carry on
+    except Exception as exc:  # noqa: BLE001 - the run fails; the project and the caller carry on
         message = f"{type(exc).__name__}: {exc}"
         if rank == 0:
             _finish_run(project, run_id, RUN_FAILED, error=message + "\n" + traceback.format_exc(limit=8))
@@ -145,14 +157,25 @@ def _resolve_auto(project: Project, settings: TrainSettings) -> TrainSettings:
     return settings.resolved(train["labeled"], train["unlabeled"])
 
 
-def _create_run(project: Project, settings: TrainSettings, *, kind: str = RUN_KIND_TRAIN,
-                parent_run_id: int | None = None) -> int:
+def _create_run(
+    project: Project, settings: TrainSettings, *, kind: str = RUN_KIND_TRAIN, parent_run_id: int | None = None
+) -> int:
     """A running run row with the current labeled set of the train split (its RunLabel rows)."""
     device = choose_device(settings.device)
     with project.session() as session:
-        run = Run(algorithm=settings.algorithm, encoder=settings.encoder, mode=settings.mode,
-                  config=settings.to_dict(), status=RUN_RUNNING, device=str(device), pid=os.getpid(),
-                  host=socket.gethostname(), started_at=utcnow(), kind=kind, parent_run_id=parent_run_id)
+        run = Run(
+            algorithm=settings.algorithm,
+            encoder=settings.encoder,
+            mode=settings.mode,
+            config=settings.to_dict(),
+            status=RUN_RUNNING,
+            device=str(device),
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            started_at=utcnow(),
+            kind=kind,
+            parent_run_id=parent_run_id,
+        )
         session.add(run)
         session.flush()
         run.checkpoint = str(project.store_path(project.cache_dir("checkpoints") / f"run_{run.id}.pt"))
@@ -160,8 +183,10 @@ def _create_run(project: Project, settings: TrainSettings, *, kind: str = RUN_KI
         labeled = faces.where(split="train", labeled=True)
         names = class_names()
         if len(labeled):
-            session.execute(insert(RunLabel), [
-                {"run_id": run.id, "image_id": int(faces.ids[r]), "label": names[faces.labels[r]]} for r in labeled])
+            session.execute(
+                insert(RunLabel),
+                [{"run_id": run.id, "image_id": int(faces.ids[r]), "label": names[faces.labels[r]]} for r in labeled],
+            )
         return run.id
 
 
@@ -184,10 +209,16 @@ def _reopen_run(project: Project, run_id: int) -> tuple[int, TrainSettings]:
             settings = TrainSettings.from_dict(run.config)
             settings.validate()
         except ValueError as exc:
-            raise RunError(f"run {run_id} cannot be resumed: its settings are not valid ({exc}); "
-                           f"start a new run") from None
+            raise RunError(
+                f"run {run_id} cannot be resumed: its settings are not valid ({exc}); start a new run"
+            ) from None
         run.status, run.pid, run.host, run.error, run.finished_at = (
-            RUN_RUNNING, os.getpid(), socket.gethostname(), None, None)
+            RUN_RUNNING,
+            os.getpid(),
+            socket.gethostname(),
+            None,
+            None,
+        )
     return run_id, settings
 
 
@@ -203,8 +234,9 @@ def _run_labels(project: Project, run_id: int, faces: FaceTable) -> np.ndarray:
     """The labels this run trains on: those recorded at its start, not today's."""
     index = {name: i for i, name in enumerate(class_names())}
     with project.session() as session:
-        recorded = dict(session.execute(select(RunLabel.image_id, RunLabel.label)
-                                        .where(RunLabel.run_id == run_id)).all())
+        recorded = dict(
+            session.execute(select(RunLabel.image_id, RunLabel.label).where(RunLabel.run_id == run_id)).all()
+        )
     labels = np.full(len(faces), -1, dtype=np.int64)
     for row, face_id in enumerate(faces.ids):
         if int(face_id) in recorded and faces.splits[row] == "train":
@@ -223,8 +255,14 @@ class PreparedRun:
     facts: dict[str, float] = field(default_factory=dict)  # about the data, written as step-0 metrics
 
 
-def _execute(project: Project, run_id: int, settings: TrainSettings, events: EventSink,
-             should_stop: Callable[[], bool], resuming: bool) -> RunOutcome:
+def _execute(
+    project: Project,
+    run_id: int,
+    settings: TrainSettings,
+    events: EventSink,
+    should_stop: Callable[[], bool],
+    resuming: bool,
+) -> RunOutcome:
     from core.encoders import get_encoder  # deferred: loading encoders is heavy
     from core.encoders.text import class_text_embeddings, load_descriptions
 
@@ -245,8 +283,19 @@ def _execute(project: Project, run_id: int, settings: TrainSettings, events: Eve
     if main:  # one writer: the other ranks only train
         hooks += [ProgressHook(events), metrics_hook]
     prepare = _prepare_head if settings.mode == "head" else prepare_finetune
-    prepared = prepare(faces, train_labels, encoder, class_text, settings, device, hooks,
-                       metrics_hook if main else None, project=project, events=events, should_stop=should_stop)
+    prepared = prepare(
+        faces,
+        train_labels,
+        encoder,
+        class_text,
+        settings,
+        device,
+        hooks,
+        metrics_hook if main else None,
+        project=project,
+        events=events,
+        should_stop=should_stop,
+    )
     trainer, train_rows = prepared.trainer, prepared.train_rows
     if main and prepared.facts:
         write_metrics(project, run_id, 0, prepared.facts)
@@ -260,31 +309,42 @@ def _execute(project: Project, run_id: int, settings: TrainSettings, events: Eve
         trainer.load_state_dict(state)
         events.emit("info", message=f"resumed run {run_id} at step {trainer.step}")
 
-    events.emit("phase", phase="training", message=f"training {trainer.config.steps:,} steps"
-                + (f" from step {trainer.step:,}" if trainer.step else ""))
+    events.emit(
+        "phase",
+        phase="training",
+        message=f"training {trainer.config.steps:,} steps" + (f" from step {trainer.step:,}" if trainer.step else ""),
+    )
     status = trainer.run()
     if not main:
         return RunOutcome(run_id, status, {})
     if status == RUN_CANCELLED:
         _finish_run(project, run_id, RUN_CANCELLED)
-        events.emit("cancelled", run=run_id, step=trainer.step,
-                    message=f"run {run_id} cancelled at step {trainer.step}; resume with --resume {run_id}")
+        events.emit(
+            "cancelled",
+            run=run_id,
+            step=trainer.step,
+            message=f"run {run_id} cancelled at step {trainer.step}; resume with --resume {run_id}",
+        )
         return RunOutcome(run_id, RUN_CANCELLED, {})
 
     events.emit("phase", phase="predictions", message=f"predicting and writing {int(prepared.usable.sum()):,} faces")
     rows, preds = write_run_predictions(project, run_id, faces, prepared, events)
     if settings.projection != "none":
-        events.emit("phase", phase="map", message=f"computing the {settings.projection.upper()} map of "
-                                                  f"{len(rows):,} faces",
-                    eta_s=estimated_map_seconds(len(rows), settings.projection))
+        events.emit(
+            "phase",
+            phase="map",
+            message=f"computing the {settings.projection.upper()} map of {len(rows):,} faces",
+            eta_s=estimated_map_seconds(len(rows), settings.projection),
+        )
     write_projections(project, run_id, faces.ids[rows], preds.embedding, settings, events)
     final = finish_with_metrics(project, run_id, faces, rows, preds, trainer.step)
     events.emit("finished", run=run_id, metrics=final, message=finished_message(run_id, final))
     return RunOutcome(run_id, RUN_FINISHED, final)
 
 
-def write_run_predictions(project: Project, run_id: int, faces: FaceTable, prepared: PreparedRun,
-                          events: EventSink | None = None) -> tuple[np.ndarray, Predictions]:
+def write_run_predictions(
+    project: Project, run_id: int, faces: FaceTable, prepared: PreparedRun, events: EventSink | None = None
+) -> tuple[np.ndarray, Predictions]:
     """Predict every usable face (each train face leaving its own bank slot out) and store the
     predictions and embeddings, reporting the faces written; returns the rows predicted and the
     predictions."""
@@ -294,8 +354,15 @@ def write_run_predictions(project: Project, run_id: int, faces: FaceTable, prepa
     preds = prepared.predict_all(rows, row_slot)
     clock = EtaClock()
     clock.eta_s(0, len(rows))
-    progress = None if events is None else (lambda done, total: events.emit(
-        "progress", phase="predictions", step=done, total=total, eta_s=clock.eta_s(done, total)))
+    progress = (
+        None
+        if events is None
+        else (
+            lambda done, total: events.emit(
+                "progress", phase="predictions", step=done, total=total, eta_s=clock.eta_s(done, total)
+            )
+        )
+    )
     write_predictions(project, run_id, faces.ids[rows], preds, progress=progress)
     return rows, preds
 
@@ -317,8 +384,9 @@ def estimated_map_seconds(faces: int, projection: str) -> float | None:
     return 1.0 if projection == "pca" else None
 
 
-def finish_with_metrics(project: Project, run_id: int, faces: FaceTable, rows: np.ndarray, preds: Predictions,
-                        step: int) -> dict:
+def finish_with_metrics(
+    project: Project, run_id: int, faces: FaceTable, rows: np.ndarray, preds: Predictions, step: int
+) -> dict:
     """The final val/test metrics written at `step`, and the run marked finished."""
     final = final_metrics(faces, rows, preds)
     write_metrics(project, run_id, step, {k: v for k, v in final.items() if isinstance(v, float)})
@@ -337,29 +405,51 @@ def _check_train(train_labels: np.ndarray) -> None:
         raise RunError(str(exc)) from None
 
 
-def _prepare_head(faces, train_labels, encoder, class_text, settings, device, hooks, metrics_hook, *,
-                  project, events, should_stop) -> PreparedRun:
+def _prepare_head(
+    faces, train_labels, encoder, class_text, settings, device, hooks, metrics_hook, *, project, events, should_stop
+) -> PreparedRun:
     if distributed.active():
         raise RunError("head mode trains in one process; use --mode finetune with torchrun")
-    events.emit("phase", phase="features", message=f"features of {len(faces):,} faces "
-                                                   f"({2 + settings.strong_views} views each; cached after the first run)")
+    events.emit(
+        "phase",
+        phase="features",
+        message=f"features of {len(faces):,} faces "
+        f"({2 + settings.strong_views} views each; cached after the first run)",
+    )
     clock = EtaClock()
     inputs = load_head_inputs(
-        project, encoder, faces, settings.strong_views, settings.uses_geometry,
-        progress=lambda done, total: events.emit("progress", phase="features", step=done, total=total,
-                                                 eta_s=clock.eta_s(done, total)),
-        should_stop=should_stop, events=events)
-    prepared = prepare_head_from_features(faces, inputs.features, inputs.broken, train_labels, class_text, settings,
-                                          device, hooks, metrics_hook, events)
+        project,
+        encoder,
+        faces,
+        settings.strong_views,
+        settings.uses_geometry,
+        progress=lambda done, total: events.emit(
+            "progress", phase="features", step=done, total=total, eta_s=clock.eta_s(done, total)
+        ),
+        should_stop=should_stop,
+        events=events,
+    )
+    prepared = prepare_head_from_features(
+        faces, inputs.features, inputs.broken, train_labels, class_text, settings, device, hooks, metrics_hook, events
+    )
     if inputs.without_mesh is not None:
         events.emit("info", message=without_mesh_message(inputs.without_mesh))
         prepared.facts["faces_without_mesh"] = inputs.without_mesh
     return prepared
 
 
-def prepare_head_from_features(faces: FaceTable, features: np.ndarray, broken: list[int], train_labels: np.ndarray,
-                               class_text: torch.Tensor, settings: TrainSettings, device: torch.device,
-                               hooks: list, metrics_hook: MetricsHook | None, events: EventSink) -> PreparedRun:
+def prepare_head_from_features(
+    faces: FaceTable,
+    features: np.ndarray,
+    broken: list[int],
+    train_labels: np.ndarray,
+    class_text: torch.Tensor,
+    settings: TrainSettings,
+    device: torch.device,
+    hooks: list,
+    metrics_hook: MetricsHook | None,
+    events: EventSink,
+) -> PreparedRun:
     """A head-mode run over features already in memory (`broken`: rows whose image could not be
     read): the trainer, with validation on the val faces when `metrics_hook` is given."""
     usable = np.ones(len(faces), dtype=bool)
@@ -371,19 +461,41 @@ def prepare_head_from_features(faces: FaceTable, features: np.ndarray, broken: l
     val_rows = np.flatnonzero((faces.splits == "val") & (faces.labels >= 0) & usable)
     if metrics_hook is not None:
         val_x = torch.from_numpy(features[val_rows, 0])
-        hooks.append(EvalHook(lambda: ((val_x[i:i + 1024], None) for i in range(0, len(val_x), 1024)),
-                              faces.labels[val_rows], metrics_hook))
+        hooks.append(
+            EvalHook(
+                lambda: ((val_x[i : i + 1024], None) for i in range(0, len(val_x), 1024)),
+                faces.labels[val_rows],
+                metrics_hook,
+            )
+        )
     trainer = build_head_trainer(features[train_rows], train_labels[train_rows], class_text, settings, device, hooks)
 
     def predict_all(rows, row_slot):
-        return predict(trainer.ema.module, trainer.algorithm, torch.from_numpy(features[rows, 0]), trainer.step,
-                       torch.from_numpy(row_slot[rows]))
+        return predict(
+            trainer.ema.module,
+            trainer.algorithm,
+            torch.from_numpy(features[rows, 0]),
+            trainer.step,
+            torch.from_numpy(row_slot[rows]),
+        )
 
     return PreparedRun(trainer, usable, train_rows, predict_all)
 
 
-def prepare_finetune(faces, train_labels, encoder, class_text, settings, device, hooks=(), metrics_hook=None, *,
-                     project=None, events=None, should_stop=None) -> PreparedRun:
+def prepare_finetune(
+    faces,
+    train_labels,
+    encoder,
+    class_text,
+    settings,
+    device,
+    hooks=(),
+    metrics_hook=None,
+    *,
+    project=None,
+    events=None,
+    should_stop=None,
+) -> PreparedRun:
     """A fine-tune run's trainer over the faces' images (train_labels: -1 = unlabeled), and a
     predictor over any rows. The fine-tune benchmark calls it too, so it measures this code."""
     from torch.nn.parallel import DistributedDataParallel
@@ -391,8 +503,10 @@ def prepare_finetune(faces, train_labels, encoder, class_text, settings, device,
     from core.training.finetune import FineTuneModel, ImageBatches, plain_batches, spatial_pool
 
     if settings.geometry and events is not None:
-        events.emit("info", message="face geometry joins the features in head mode only; this fine-tune run "
-                                    "trains on the images alone")
+        events.emit(
+            "info",
+            message="face geometry joins the features in head mode only; this fine-tune run trains on the images alone",
+        )
     usable = np.ones(len(faces), dtype=bool)  # unreadable files fail the run, naming the file
     train_rows = np.flatnonzero(faces.splits == "train")
     _check_train(train_labels[train_rows])
@@ -410,20 +524,39 @@ def prepare_finetune(faces, train_labels, encoder, class_text, settings, device,
     if distributed.active():
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     preprocess = encoder.preprocessor()
-    source = ImageBatches(faces, labeled, train_labels[labeled], unlabeled, row_slot, preprocess,
-                          settings.loop.batch_size, settings.loop.unlabeled_ratio if algorithm.uses_unlabeled else 0,
-                          settings.loop.seed + 1000 * rank, device, workers=settings.loader_workers,
-                          balanced=settings.balanced_sampling())
+    source = ImageBatches(
+        faces,
+        labeled,
+        train_labels[labeled],
+        unlabeled,
+        row_slot,
+        preprocess,
+        settings.loop.batch_size,
+        settings.loop.unlabeled_ratio if algorithm.uses_unlabeled else 0,
+        settings.loop.seed + 1000 * rank,
+        device,
+        workers=settings.loader_workers,
+        balanced=settings.balanced_sampling(),
+    )
     val_rows = np.flatnonzero((faces.splits == "val") & (faces.labels >= 0))
     if metrics_hook is not None:
-        hooks.append(EvalHook(lambda: plain_batches(faces, val_rows, np.full(len(faces), -1), preprocess,
-                                                    workers=settings.loader_workers),
-                              faces.labels[val_rows], metrics_hook))
+        hooks.append(
+            EvalHook(
+                lambda: plain_batches(
+                    faces, val_rows, np.full(len(faces), -1), preprocess, workers=settings.loader_workers
+                ),
+                faces.labels[val_rows],
+                metrics_hook,
+            )
+        )
     trainer = Trainer(model, algorithm, source, settings.loop, device, list(hooks))
 
     def predict_all(rows, slots):
-        return predict_batches(trainer.ema.module, algorithm,
-                               plain_batches(faces, rows, slots, preprocess, workers=settings.loader_workers),
-                               trainer.step)
+        return predict_batches(
+            trainer.ema.module,
+            algorithm,
+            plain_batches(faces, rows, slots, preprocess, workers=settings.loader_workers),
+            trainer.step,
+        )
 
     return PreparedRun(trainer, usable, train_rows, predict_all)
