@@ -1,9 +1,9 @@
 """The embedding map: run data as arrays, level disagreement, selection geometry, colouring,
-hover, selection filtering the grid, empty states, and drawing speed with 30,000 points."""
+hover, selection filtering the grid, empty states, and 30,000 points drawn and lassoed exactly.
+How fast the map loads, draws and pans is measured in bench/map_timings.py, not here."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +114,7 @@ def test_a_run_loads_as_arrays(run_project):
     assert np.all((run_map.confidence > 0) & (run_map.confidence <= 1))
 
 
-def test_thirty_thousand_faces_load_fast(tmp_path):
+def test_thirty_thousand_faces_load_as_arrays(tmp_path):
     n = 30_000
     with Project.create(tmp_path / "big") as project:
         with project.session() as session:
@@ -158,14 +158,9 @@ def test_thirty_thousand_faces_load_fast(tmp_path):
                 insert(Label), [{"image_id": i, "label": "anger", "source": "imported"} for i in range(1, n + 1, 10)]
             )
         with project.session() as session:
-            started = time.perf_counter()
             run_map = load_run_map(session, run.id)
-            seconds = time.perf_counter() - started
-    print(f"\nload_run_map: {n:,} faces in {seconds * 1000:.0f} ms")
     assert len(run_map) == n and run_map.method == "umap" and set(run_map.levels) == {"semantic", "text", "instance"}
     assert (run_map.labels >= 0).sum() == n // 10 and run_map.disagreement.shape == (n,)
-    # The time is reported, not asserted: a wall-clock bound fails on a loaded machine (speed
-    # belongs in bench/gui_timings.py).
 
 
 # -- the map in the window ------------------------------------------------------------------------
@@ -370,8 +365,9 @@ def test_a_run_without_a_map_says_so(qtbot, run_project, window):
         assert session.scalar(select(func.count()).select_from(Run)) == 2
 
 
-def test_pan_frame_time_with_thirty_thousand_points(qtbot, window, capsys):
-    """Report how long one pan frame takes with 30,000 points (offscreen raster painting)."""
+def test_thirty_thousand_points_pan_and_lasso(qtbot, window):
+    """30,000 points draw in every colouring while panned, and a lasso selects exactly the points
+    inside it (bench/map_timings.py measures the frame times)."""
     n = 30_000
     rng = np.random.default_rng(1)
     centers = rng.normal(size=(7, 2)) * 6
@@ -393,31 +389,16 @@ def test_pan_frame_time_with_thirty_thousand_points(qtbot, window, capsys):
     window.show()
     qtbot.waitExposed(window)
     view = window.map_view
-    started = time.perf_counter()
     view.show_map(data)
-    first_draw = time.perf_counter() - started
     plot = view.plot
-    size = f"{plot.viewport().width()}x{plot.viewport().height()}"
     for mode in ("label", "confidence"):
         view.set_color_mode(mode)
-        plot.grab()  # warm pyqtgraph's symbol cache
-        frames = []
-        for i in range(40):
-            view.view.translateBy(x=0.05 * (1 if i % 20 < 10 else -1), y=0.03)
-            qtbot.wait(1)
-            tick = time.perf_counter()
-            # A full frame: the view's paint of every item (offscreen, viewport.repaint() paints
-            # nothing, so the frame is rendered into a pixmap instead).
-            plot.grab()
-            frames.append(time.perf_counter() - tick)
-        frame_ms = 1000 * float(np.median(frames))
-        with capsys.disabled():
-            print(
-                f"\npan frame with {n:,} points, colour by {mode}, {size} px: "
-                f"median {frame_ms:.1f} ms, worst {1000 * max(frames):.1f} ms (setData+first draw "
-                f"{first_draw * 1000:.0f} ms)"
-            )
-        assert len(frames) == 40 and not plot.grab().isNull()
+        before = view.view.viewRange()
+        view.view.translateBy(x=0.5, y=0.3)
+        after = view.view.viewRange()
+        assert after[0][0] == pytest.approx(before[0][0] + 0.5) and after[1][0] == pytest.approx(before[1][0] + 0.3)
+        assert len(view.scatter.data) == n
+        assert not plot.grab().isNull()
     # A lasso over 30,000 points selects exactly the points inside it.
     polygon = np.array([(-20.0, -20.0), (20.0, -20.0), (0.0, 20.0)])
     chosen = view.select_lasso(polygon)
