@@ -21,47 +21,14 @@ from PySide6.QtWidgets import (
 )
 
 from core.encoders import DEFAULT_ENCODER, ENCODERS, REGISTRY, offered_encoders
-from core.ssl.config import ALGORITHM_NAMES, MethodConfig, algorithm_traits
+from core.ssl.config import MethodConfig
+from core.ssl.spec import ALGORITHM_NAMES, ALGORITHM_SPECS, DEFAULT_ALGORITHM, Switch, algorithm_traits
 from core.studio_api import TrainCounts
 from core.training.settings import MODES, PROJECTIONS, LoopConfig, TrainSettings
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 AUTO_STEPS = 0  # the steps box's "auto" value
 AUTO_WARMUP = -1  # the warm-up box's (0 is a real warm-up: the instance level from the first step)
-# Each algorithm's main switches, as (MethodConfig field, label): every ablation is a tick.
-# The rest of MethodConfig stays at its defaults (the command line reaches all of it).
-SWITCHES: dict[str, tuple[tuple[str, str], ...]] = {
-    "sitfer": (
-        ("use_semantic", "semantic level"),
-        ("use_text", "text level"),
-        ("use_instance", "instance level"),
-        ("dynamic_threshold", "dynamic thresholds"),
-        ("negative_learning", "negative learning"),
-        ("leaf_modules", "LEAF modules"),
-    ),
-    "fixmatch": (("leaf_modules", "LEAF modules"),),
-    "leaf": (
-        ("leaf_semantic_experts", "semantic experts"),
-        ("leaf_instance_experts", "instance experts"),
-        ("leaf_category", "category level"),
-        ("leaf_consistency", "view consistency"),
-        ("leaf_contrast", "instance contrast"),
-    ),
-    "dta-snl": (
-        ("dynamic_threshold", "dynamic thresholds"),
-        ("negative_learning", "negative learning"),
-        ("teacher_pseudo_labels", "EMA teacher labels"),
-    ),
-}
-TITLES = {"sitfer": "SIT-FER", "fixmatch": "FixMatch", "leaf": "LEAF", "dta-snl": "DTA-SNL"}
-TOOLTIPS = {
-    "leaf_modules": "LEAF's gated experts, positive/negative pseudo-label sets and view consistency, added on top",
-    "leaf_semantic_experts": "gated expression-relevant and -agnostic experts in front of the classifier",
-    "leaf_instance_experts": "gated experts in front of the embedding",
-    "leaf_category": "ambiguous pseudo-labels as positive and negative class sets",
-    "dta-snl": "in fine-tune mode DTA-SNL also uses local attention and region dropout on the feature map",
-}
-
 GEOMETRY_TIP = (
     "head mode: the geometry of each face's 468-point face mesh (eye line level, scale-free) joins "
     "the image features; computed once per face and cached"
@@ -73,6 +40,21 @@ def _switch_default(name: str, algorithm: str) -> bool:
     """A switch's default: MethodConfig's, or where that is None (dynamic thresholds), the algorithm's."""
     value = getattr(MethodConfig(), name)
     return bool(getattr(algorithm_traits(algorithm), name) if value is None else value)
+
+
+def _switch_fields(algorithm: str) -> list[str]:
+    """The MethodConfig fields of the algorithm's switches, in its spec's order (none for a name
+    typed in that has no spec: its settings are the defaults, and validation names the problem)."""
+    spec = ALGORITHM_SPECS.get(algorithm)
+    return [switch.field for switch in spec.switches] if spec else []
+
+
+def _switch_box(switch: Switch, form: QWidget) -> QCheckBox:
+    # A child of the form from the start: a parentless box shown before the switch grid adopts it
+    # opens as a window of its own, and adopting it hides it again (leaf's boxes never showed).
+    box = QCheckBox(switch.label, form)
+    box.setToolTip(switch.tooltip)
+    return box
 
 
 def _combo(choices, current: str, editable: bool = False) -> QComboBox:
@@ -101,7 +83,8 @@ class TrainingForm(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         loop = LoopConfig()
-        self.algorithm = _combo(sorted(ALGORITHM_NAMES), "sitfer")
+        self.algorithm = _combo(sorted(ALGORITHM_NAMES), DEFAULT_ALGORITHM)
+        self.algorithm.setToolTip("\n".join(f"{spec.name}: {spec.description}" for spec in ALGORITHM_SPECS.values()))
         # The registry's offered encoders; any other spec (clip:MODEL[:PRETRAINED]) can be typed.
         self.encoder = _combo(offered_encoders(), DEFAULT_ENCODER, editable=True)
         self.encoder.setToolTip(
@@ -136,11 +119,11 @@ class TrainingForm(QWidget):
         self.batch_size = _spin(1, 4096, loop.batch_size, 8)
         self.seed = _spin(0, 999_999, loop.seed)
         # One box per field; an algorithm shows the boxes it reads (dynamic_threshold is shared).
-        self.switches = {name: QCheckBox(label) for options in SWITCHES.values() for name, label in options}
+        self.switches = {
+            switch.field: _switch_box(switch, self) for spec in ALGORITHM_SPECS.values() for switch in spec.switches
+        }
         for name, box in self.switches.items():
-            box.setChecked(_switch_default(name, "sitfer"))
-            if name in TOOLTIPS:
-                box.setToolTip(TOOLTIPS[name])
+            box.setChecked(_switch_default(name, DEFAULT_ALGORITHM))
 
         grid = QGridLayout(self)
         grid.setContentsMargins(0, 0, 0, 0)
@@ -167,7 +150,7 @@ class TrainingForm(QWidget):
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(3, 1)
         self.warmup_title, self.geometry_title = titles["Warm-up"], titles["Geometry"]
-        self.switches_title = QLabel(TITLES["sitfer"])
+        self.switches_title = QLabel(ALGORITHM_SPECS[DEFAULT_ALGORITHM].title)
         self.switches_title.setObjectName("columnHeader")
         first = (len(fields) + 1) // 2
         grid.addWidget(self.switches_title, first, 0)
@@ -192,7 +175,8 @@ class TrainingForm(QWidget):
         self._show_resolved()
 
     def _algorithm_changed(self, algorithm: str) -> None:
-        relevant = [name for name, _label in SWITCHES.get(algorithm, ())]
+        spec = ALGORITHM_SPECS.get(algorithm)
+        relevant = _switch_fields(algorithm)
         for name, box in self.switches.items():  # re-laid in the algorithm's order, two columns
             self.switch_grid.removeWidget(box)
             box.setVisible(name in relevant)
@@ -201,10 +185,10 @@ class TrainingForm(QWidget):
             self.switch_grid.addWidget(self.switches[name], i // 2, i % 2)
             if getattr(MethodConfig(), name) is None:  # a shared box whose default is the algorithm's own
                 self.switches[name].setChecked(_switch_default(name, algorithm))
-        self.switches_title.setText(TITLES.get(algorithm, ""))
-        self.switches_title.setToolTip(TOOLTIPS.get(algorithm, ""))
+        self.switches_title.setText(spec.title if spec else "")
+        self.switches_title.setToolTip(spec.description if spec else "")
         self.switches_title.setVisible(bool(relevant))
-        instance = algorithm in ALGORITHM_NAMES and algorithm_traits(algorithm).instance_level
+        instance = spec is not None and spec.traits.instance_level
         for widget in (self.warmup, self.warmup_title):
             widget.setVisible(instance)
 
@@ -216,7 +200,7 @@ class TrainingForm(QWidget):
     def settings(self) -> TrainSettings:
         """The chosen settings (not yet validated: TrainSettings.validate says what is wrong)."""
         algorithm = self.algorithm.currentText()
-        relevant = [name for name, _label in SWITCHES.get(algorithm, ())]
+        relevant = _switch_fields(algorithm)
         method = MethodConfig(**{name: self.switches[name].isChecked() for name in relevant})
         if self.warmup.isVisibleTo(self) and self.warmup.value() != AUTO_WARMUP:
             method.instance_warmup = self.warmup.value()

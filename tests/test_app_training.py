@@ -160,6 +160,26 @@ def test_the_form_gives_settings_and_each_algorithm_its_own_switches(qtbot):
     assert form.settings().method == MethodConfig()
 
 
+def test_the_form_shows_each_algorithm_as_its_spec_says(qtbot):
+    from app.training_form import TrainingForm
+    from core.ssl.spec import ALGORITHM_SPECS
+
+    form = TrainingForm()
+    qtbot.addWidget(form)
+    form.show()
+    assert {form.algorithm.itemText(i) for i in range(form.algorithm.count())} == set(ALGORITHM_SPECS)
+    for spec in ALGORITHM_SPECS.values():
+        form.set_values(algorithm=spec.name)
+        shown = [name for name, box in form.switches.items() if box.isVisibleTo(form)]
+        assert sorted(shown) == sorted(switch.field for switch in spec.switches), spec.name
+        for switch in spec.switches:
+            box = form.switches[switch.field]
+            assert (box.text(), box.toolTip()) == (switch.label, switch.tooltip)
+        if spec.switches:
+            assert form.switches_title.text() == spec.title and form.switches_title.toolTip() == spec.description
+        assert form.warmup.isVisibleTo(form) == spec.traits.instance_level
+
+
 # -- real and fake workers from the panel ---------------------------------------------------------
 def test_a_run_launched_from_the_panel_finishes_and_shows_everywhere(qtbot, window, demo):
     panel, state = window.training, window.state

@@ -183,11 +183,26 @@ def test_every_sitfer_switch_changes_the_computation(switch):
     assert not torch.isclose(base_loss, loss) or not torch.allclose(base_fused, fused), f"{switch} changed nothing"
 
 
-def test_every_registered_algorithm_has_its_traits_readable_without_torch():
-    from core.ssl.algorithms import ALGORITHMS
-    from core.ssl.config import ALGORITHM_NAMES
+def test_the_trainers_registry_is_keyed_by_the_algorithm_specs():
+    """One torch factory per spec (core/ssl/spec.py), in its order; a class without a spec, a spec
+    without a class or a name twice is refused when the registry is built."""
+    from core.ssl.algorithms import ALGORITHMS, FixMatch, registry
+    from core.ssl.spec import ALGORITHM_NAMES
 
     assert tuple(ALGORITHMS) == ALGORITHM_NAMES
+    assert all(factory.name == name for name, factory in ALGORITHMS.items())
+
+    class Unspecified(FixMatch):
+        name = "no-such-algorithm"
+
+    with pytest.raises(ValueError, match=r"no spec in core/ssl/spec\.py: no-such-algorithm"):
+        registry(*ALGORITHMS.values(), Unspecified)
+    with pytest.raises(ValueError, match="no algorithm class: sitfer"):
+        registry(*(factory for name, factory in ALGORITHMS.items() if name != "sitfer"))
+    with pytest.raises(ValueError, match="registered twice: fixmatch"):
+        registry(*ALGORITHMS.values(), FixMatch)
+    with pytest.raises(ValueError, match="unknown algorithm 'no-such-algorithm'; choose one of supervised"):
+        create_algorithm("no-such-algorithm", MethodConfig())
 
 
 def test_dynamic_thresholds_are_the_algorithms_default_unless_asked_for():

@@ -17,7 +17,8 @@ from core.cli.common import (
     print_json,
 )
 from core.encoders import EncoderError
-from core.ssl.config import ALGORITHM_NAMES, MethodConfig, SettingError, show_value
+from core.ssl.config import MethodConfig, SettingError, show_value
+from core.ssl.spec import ALGORITHM_NAMES, DEFAULT_ALGORITHM, algorithm_help
 from core.training.events import ConsoleEvents, JsonEvents
 from core.training.settings import (
     AUTO_STEPS_CAP,
@@ -133,7 +134,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "SIGINT/SIGTERM save a checkpoint and mark the run cancelled; --resume continues it.",
     )
     p.add_argument("project")
-    p.add_argument("--algorithm", choices=sorted(ALGORITHM_NAMES), default="sitfer", help="(default: sitfer)")
+    p.add_argument(
+        "--algorithm",
+        choices=sorted(ALGORITHM_NAMES),
+        default=DEFAULT_ALGORITHM,
+        help=f"{algorithm_help()} (default: {DEFAULT_ALGORITHM})",
+    )
     p.add_argument("--encoder", default="offline", help="offline (default) | tiny | clip:MODEL[:PRETRAINED]")
     p.add_argument("--mode", choices=MODES, default="head", help="(default: head)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1 ...")

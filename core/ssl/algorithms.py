@@ -11,18 +11,18 @@ algorithm in fine-tune mode.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from core.ssl.config import AlgorithmTraits, MethodConfig, algorithm_traits
+from core.ssl.config import MethodConfig
 from core.ssl.fusion import LevelProbs, fuse
 from core.ssl.heads import ExpressionHead, HeadOutput
 from core.ssl.leaf import LEAFHead, leaf_step_losses, positive_sets
 from core.ssl.levels import MemoryBank, normalize, text_logits
 from core.ssl.losses import masked_cross_entropy, negative_learning_loss
+from core.ssl.spec import ALGORITHM_NAMES, AlgorithmTraits, algorithm_spec, algorithm_traits
 from core.ssl.thresholds import DynamicThresholds, FixedThreshold, passes
 
 
@@ -75,7 +75,7 @@ class Algorithm:
 
     @property
     def traits(self) -> AlgorithmTraits:
-        """Its defaults (core/ssl/config.py, readable without torch)."""
+        """Its defaults (its spec in core/ssl/spec.py, readable without torch)."""
         return algorithm_traits(self.name)
 
     @property
@@ -408,15 +408,31 @@ def _split(out: HeadOutput, sizes: list[int]) -> list[HeadOutput]:
     ]
 
 
-ALGORITHMS: dict[str, Callable[..., Algorithm]] = {
-    cls.name: cls
-    for cls in (Supervised, FixMatch, SITFER, LEAF, DTASNL)  # ALGORITHM_NAMES' order
-}
+def registry(*classes: type[Algorithm]) -> dict[str, type[Algorithm]]:
+    """The factories by name, in the spec's order: a class whose name has no spec, a spec with no
+    class, or a name given twice is an error here, when this module is imported."""
+    names = [cls.name for cls in classes]
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    without_spec = sorted(set(names) - set(ALGORITHM_NAMES))
+    without_factory = [name for name in ALGORITHM_NAMES if name not in names]
+    if duplicated or without_spec or without_factory:
+        problems = [
+            f"{label}: {', '.join(found)}"
+            for label, found in (
+                ("registered twice", duplicated),
+                ("no spec in core/ssl/spec.py", without_spec),
+                ("no algorithm class", without_factory),
+            )
+            if found
+        ]
+        raise ValueError("algorithms and their specs disagree; " + "; ".join(problems))
+    by_name = {cls.name: cls for cls in classes}
+    return {name: by_name[name] for name in ALGORITHM_NAMES}
+
+
+ALGORITHMS: dict[str, type[Algorithm]] = registry(Supervised, FixMatch, SITFER, LEAF, DTASNL)
 
 
 def create_algorithm(name: str, config: MethodConfig, **kwargs) -> Algorithm:
-    try:
-        factory = ALGORITHMS[name]
-    except KeyError:
-        raise ValueError(f"unknown algorithm {name!r}; choose one of {', '.join(ALGORITHMS)}") from None
-    return factory(config, **kwargs)
+    algorithm_spec(name)  # an unknown name: the spec's error, which lists the choices
+    return ALGORITHMS[name](config, **kwargs)

@@ -1,43 +1,13 @@
-"""The settings of the methods and what each algorithm prefers, without torch: the studio's
-training form, the command-line parser and run validation read them before (or without)
-loading a model. core/ssl/algorithms.py holds the algorithms themselves.
+"""The settings of the methods and their ranges, without torch: the studio's training form, the
+command-line parser and run validation read them before (or without) loading a model. What each
+algorithm is and prefers is its spec (core/ssl/spec.py); core/ssl/algorithms.py holds the
+algorithms themselves.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-
-
-@dataclass(frozen=True)
-class AlgorithmTraits:
-    """What an algorithm asks for where the user leaves a setting at None (its default)."""
-
-    uses_unlabeled: bool = True
-    balanced_sampling: bool = False  # class-balanced labeled batches (--balanced-sampling overrides)
-    spatial_modules: bool = False  # DTA-SNL's feature-map modules in fine-tune mode (--local-attention overrides)
-    dynamic_threshold: bool = False  # DTA's per-class thresholds (--dynamic-threshold overrides)
-    instance_level: bool = False  # fuses the instance level (the memory bank) once its warm-up ends
-
-
-# One entry per algorithm of core/ssl/algorithms.py (a test checks both lists agree). sitfer's
-# dynamic thresholds are off: on the dev split carved from FER2013 train (docs/benchmarks.md) a
-# fixed threshold on the fused confidence won at both N. DTA-SNL is built on them.
-ALGORITHM_TRAITS: dict[str, AlgorithmTraits] = {
-    "supervised": AlgorithmTraits(uses_unlabeled=False),
-    "fixmatch": AlgorithmTraits(),
-    "sitfer": AlgorithmTraits(instance_level=True),
-    "leaf": AlgorithmTraits(),
-    "dta-snl": AlgorithmTraits(balanced_sampling=True, spatial_modules=True, dynamic_threshold=True),
-}
-ALGORITHM_NAMES = tuple(ALGORITHM_TRAITS)
-
-
-def algorithm_traits(name: str) -> AlgorithmTraits:
-    try:
-        return ALGORITHM_TRAITS[name]
-    except KeyError:
-        raise ValueError(f"unknown algorithm {name!r}; choose one of {', '.join(ALGORITHM_NAMES)}") from None
 
 
 class SettingError(ValueError):
@@ -119,7 +89,7 @@ class MethodConfig:
     # run's steps (core/training/settings.py auto_schedule).
     instance_warmup: int | None = None
     threshold: float = 0.95  # the fixed threshold (fixmatch, leaf; sitfer and dta-snl without DTA)
-    dynamic_threshold: bool | None = None  # DTA; None: the algorithm's choice (AlgorithmTraits)
+    dynamic_threshold: bool | None = None  # DTA; None: the algorithm's choice (spec.AlgorithmTraits)
     dta_momentum: float = 0.99
     dta_floor: float = 0.5
     dta_ceiling: float = 0.95

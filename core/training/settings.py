@@ -21,10 +21,10 @@ from core.ssl.config import (
     MethodConfig,
     Range,
     SpatialOptions,
-    algorithm_traits,
     check_ranges,
     spatial_options,
 )
+from core.ssl.spec import DEFAULT_ALGORITHM, algorithm_spec, algorithm_traits
 
 MODES = ("head", "finetune")
 PROJECTIONS = ("umap", "pca", "none")
@@ -134,7 +134,7 @@ SETTINGS_RANGES: dict[str, Range] = {
 
 @dataclass
 class TrainSettings:
-    algorithm: str = "sitfer"
+    algorithm: str = DEFAULT_ALGORITHM
     encoder: str = "offline"
     mode: str = "head"
     device: str | None = None  # None: CUDA if available, else CPU
@@ -150,7 +150,7 @@ class TrainSettings:
     geometry: bool = True
 
     def validate(self) -> None:
-        algorithm_traits(self.algorithm)  # a clear error for an unknown name
+        algorithm_spec(self.algorithm)  # a clear error for an unknown name
         check_spec(self.encoder)
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
