@@ -7,7 +7,6 @@ result or the exception comes back as `succeeded` / `failed`, then `done` is emi
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -29,8 +28,7 @@ class _Worker(QObject):
         try:
             result = self._fn(self.progress.emit)
         except BaseException as exc:  # noqa: BLE001 - reported to the GUI, never lost in the thread
-            exc.formatted_traceback = traceback.format_exc()
-            self.failed.emit(exc)
+            self.failed.emit(exc)  # its __traceback__ comes with it
         else:
             self.succeeded.emit(result)
         finally:

@@ -40,6 +40,7 @@ from core.encoders.text import (
     project_descriptions_path,
     save_project_descriptions,
 )
+from core.store.project import Project
 
 INTRO = (
     "The text level compares each face with these descriptions of its expression's facial actions: "
@@ -122,10 +123,16 @@ class DescriptionEditor(QDialog):
         self.rescore_button.clicked.connect(self.save_and_rescore)
         self.load()
 
+    def _project(self) -> Project:
+        """The open project: the window opens the editor only on one, and closes it before another opens."""
+        project = self.state.project
+        assert project is not None, "the description editor is open without a project"
+        return project
+
     # -- contents -------------------------------------------------------------------------------
     def load(self) -> None:
         """The project's descriptions (its own copy, else the shipped ones)."""
-        project = self.state.project
+        project = self._project()
         try:
             descriptions, path = descriptions_for_project(project.root)
         except ValueError as exc:  # a damaged project copy: say so, start from the shipped ones
@@ -223,7 +230,7 @@ class DescriptionEditor(QDialog):
         descriptions = self.descriptions()
         try:
             check_descriptions(descriptions, "Not saved")
-            path = save_project_descriptions(self.state.project.root, descriptions)
+            path = save_project_descriptions(self._project().root, descriptions)
         except (ValueError, OSError) as exc:
             message = str(exc)
             empty = [name for name, texts in descriptions.items() if not texts]
@@ -247,7 +254,7 @@ class DescriptionEditor(QDialog):
             return
         from core.training.rescore import rescore_text_level  # deferred: imports torch
 
-        project, descriptions = self.state.project, self.saved
+        project, descriptions = self._project(), self.saved
         self.job = BackgroundJob(
             lambda report: rescore_text_level(
                 project, run_id, descriptions, progress=lambda message, fraction: report((message, fraction))

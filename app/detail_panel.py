@@ -14,6 +14,7 @@ corrections, so moving from face to face stays instant.
 
 from __future__ import annotations
 
+import numpy as np
 from PySide6.QtCore import QPointF, QRect, QSize, Qt, QTimer
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPixmap
 from PySide6.QtWidgets import (
@@ -198,7 +199,7 @@ class DetailPanel(QWidget):
         self.evidence: FaceEvidence | None = None
         self.neighbours_index: LabeledNeighbours | None = None
         self._neighbour_faces: dict[int, FaceRow] = {}
-        self._thresholds: dict[int, object] = {}  # run id -> the run's class thresholds (or None)
+        self._thresholds: dict[int, np.ndarray | None] = {}  # run id -> the run's class thresholds (or None)
         self.large_loader = ThumbnailLoader(size=FACE_SIZE, threads=2, parent=self)
         self.thumbs = loader
         self.index_runner = NewestJobRunner(self)
@@ -257,15 +258,15 @@ class DetailPanel(QWidget):
         ):
             layout.addWidget(widget)
         layout.addStretch(1)
-        self.scroll = QScrollArea()
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.scroll.setWidget(body)
+        self.details = QScrollArea()  # not `scroll`: that is QWidget.scroll(dx, dy)
+        self.details.setWidgetResizable(True)
+        self.details.setFrameShape(QFrame.Shape.NoFrame)
+        self.details.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.details.setWidget(body)
 
         self.empty = empty_hint()
         self.pages = QStackedWidget()
-        self.pages.addWidget(self.scroll)
+        self.pages.addWidget(self.details)
         self.pages.addWidget(self.empty)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -295,18 +296,21 @@ class DetailPanel(QWidget):
         """Show `face` (None: the hint to select one) with its queue item, if it has one, else the
         queue's note on it (why it is in the queue unranked)."""
         self.face, self.item, self.queue_size, self.queue_note = face, item, queue_size, queue_note
-        if self.state.project is None:
+        run_id, api = self.state.current_run, self.state.api
+        if api is None:  # no project
             return self._show_message(NO_PROJECT)
         if face is None:
             return self._show_message(NO_FACE)
-        run_id, api = self.state.current_run, self.state.api
-        if run_id is not None and run_id not in self._thresholds:
-            self._thresholds[run_id] = api.evidence.thresholds(run_id)
-        view = api.evidence.face(run_id, face.id, self._thresholds.get(run_id), self._current_index(), NEIGHBOURS)
+        thresholds = None
+        if run_id is not None:
+            if run_id not in self._thresholds:
+                self._thresholds[run_id] = api.evidence.thresholds(run_id)
+            thresholds = self._thresholds[run_id]
+        view = api.evidence.face(run_id, face.id, thresholds, self._current_index(), NEIGHBOURS)
         self.evidence, neighbours = view.evidence, view.neighbours
         if self.evidence is None:  # the face left the project since the grid was filled
             return self._show_message(NO_FACE)
-        self.pages.setCurrentWidget(self.scroll)
+        self.pages.setCurrentWidget(self.details)
         self._show_image(face)
         self._show_facts(face, self.evidence, item)
         self._show_levels(self.evidence)
@@ -327,8 +331,9 @@ class DetailPanel(QWidget):
         if pixmap is None:
             pixmap = placeholder_pixmap(FACE_SIZE, broken=bool(self.large_loader.error(face.id)))
         tip = self.large_loader.error(face.id) or face.path
-        if self.points_box.isChecked() and not self.large_loader.error(face.id):
-            points = self.state.api.evidence.face_points(face.id)
+        api = self.state.api
+        if api is not None and self.points_box.isChecked() and not self.large_loader.error(face.id):
+            points = api.evidence.face_points(face.id)
             if points is not None:
                 pixmap = with_points(pixmap, points)
                 tip += "\n" + points.describe()
@@ -359,11 +364,9 @@ class DetailPanel(QWidget):
                 else f"No suggestion: run {run} has no prediction for this face."
             )
         else:
-            threshold = (
-                evidence.thresholds[class_names().index(evidence.pseudo_label)]
-                if evidence.thresholds is not None
-                else None
-            )
+            suggested = evidence.pseudo_label
+            assert suggested is not None, "a face with a fused prediction has its pseudo-label"
+            threshold = evidence.thresholds[class_names().index(suggested)] if evidence.thresholds is not None else None
             verdict = ("passes" if evidence.passed_threshold else "under") + " its threshold"
             if threshold is not None:
                 verdict += f" {threshold:.2f}"
@@ -371,7 +374,7 @@ class DetailPanel(QWidget):
             if positive and len(positive) > 1:  # LEAF keeps an ambiguous face's plausible classes
                 verdict += "<br>plausible (LEAF): " + ", ".join(_escape(str(name)) for name in positive)
             self.suggestion_text.setText(
-                f"Suggestion {_dot(evidence.pseudo_label)} <b>{evidence.pseudo_label}</b> "
+                f"Suggestion {_dot(suggested)} <b>{suggested}</b> "
                 f"{evidence.confidence:.2f}<br><span style='color:#8b94a3'>{verdict}</span>"
             )
         if item is not None:
@@ -430,6 +433,7 @@ class DetailPanel(QWidget):
             self._neighbour_faces.update(self.state.faces_by_id(missing))
         self.strip.set_neighbours([(n, self._neighbour_faces.get(n.face_id)) for n in neighbours])
         index = self.neighbours_index
+        assert index is not None, "neighbours are found only with the current run's index"
         if not neighbours:
             self.neighbours_note.setText(
                 "No labeled train faces with an embedding in this run yet."
@@ -445,7 +449,7 @@ class DetailPanel(QWidget):
     def _build_index(self) -> None:
         project, api, run_id = self.state.project, self.state.api, self.state.current_run
         self.neighbours_index = None
-        if project is None or run_id is None:
+        if project is None or api is None or run_id is None:
             self.index_runner.cancel_pending()
             return
         self.index_runner.request(

@@ -61,7 +61,9 @@ class SplitDialog(QDialog):
         layout.addWidget(buttons)
 
     def split(self) -> str:
-        return self.group.checkedButton().property("split")
+        checked = self.group.checkedButton()
+        assert checked is not None, "the group is exclusive and starts with the default split checked"
+        return checked.property("split")
 
 
 class AnnotatorDialog(QDialog):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, Qt
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QPersistentModelIndex, Qt
 from PySide6.QtGui import QColor, QFont, QPainter, QPixmap
 
 from app.project_state import FaceFilter, ProjectState
@@ -132,10 +132,10 @@ class FaceListModel(QAbstractListModel):
         return ThumbState.ERROR if self.loader.error(face_id) else ThumbState.PENDING
 
     # -- Qt model ----------------------------------------------------------------------------
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self._rows)
 
-    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
         if not index.isValid() or not 0 <= index.row() < len(self._rows):
             return None
         face = self._rows[index.row()]
@@ -151,7 +151,7 @@ class FaceListModel(QAbstractListModel):
         if role == FaceRole.ROW:
             return face
         if role == FaceRole.LABEL_COLOR:
-            return self._colors.get(face.label, QColor(UNLABELED_COLOR))
+            return self._colors.get(face.label, QColor(UNLABELED_COLOR)) if face.label else QColor(UNLABELED_COLOR)
         if role == FaceRole.THUMB_STATE:
             return self.thumb_state(index.row())
         return None

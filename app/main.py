@@ -21,6 +21,7 @@ def application() -> QApplication:
         app = QApplication(sys.argv[:1])
         app.setApplicationName(APP_TITLE)
         app.setOrganizationName("fer-studio")
+    assert isinstance(app, QApplication), "the studio needs a QApplication, not a QCoreApplication"
     app.setStyle("Fusion")
     app.setPalette(dark_palette())
     font = app.font()

@@ -121,7 +121,8 @@ class RunProgress(QWidget):
         else:
             self.bar.setRange(0, 1)
             self.bar.setValue(0)
-            self.bar.setFormat(f"{status} during {TITLES.get(self.phase, self.phase or 'the start')}")
+            phase = TITLES.get(self.phase, self.phase) if self.phase else "the start"
+            self.bar.setFormat(f"{status} during {phase}")
         self.eta.setText("")
         self._show_strip()
 

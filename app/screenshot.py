@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.select_around:
         _select_around(app, window, args.select_around)
     grid = window.review.grid if args.view == "review" else window.grid
-    model = grid.model()
+    model = grid.face_model()
 
     def visible_loaded() -> bool:
         rows = [

@@ -47,7 +47,8 @@ def worker_threads() -> int:
 
 
 class WarmWorker(QObject):
-    event = Signal(dict)  # every event the process writes
+    # Hides QObject.event from Python callers only: Qt's C++ event() still dispatches (PySide overrides with functions).
+    event = Signal(dict)  # type: ignore[assignment]  # every event the process writes
     job_started = Signal(dict)  # its `busy` event
     job_ended = Signal(
         dict
@@ -204,14 +205,14 @@ class WarmWorker(QObject):
     def _read_stdout(self, process: QProcess) -> None:
         if process is not self.process:
             return
-        for kind, value in self._stdout.feed(process.readAllStandardOutput().data()):
-            if kind == "text":  # the server writes only events; anything else is worth a log line
-                self.log.emit(value)
+        for item in self._stdout.feed(process.readAllStandardOutput().data()):
+            if item[0] == "text":  # the server writes only events; anything else is worth a log line
+                self.log.emit(item[1])
             else:
-                self._handle(value)
+                self._handle(item[1])
 
     def _read_stderr(self, process: QProcess) -> None:
-        text = process.readAllStandardError().data().decode("utf-8", errors="replace")
+        text = bytes(process.readAllStandardError().data()).decode("utf-8", errors="replace")
         if process is not self.process:
             return
         lines = [line for line in text.replace("\r", "\n").splitlines() if line.strip()]
@@ -220,16 +221,17 @@ class WarmWorker(QObject):
             self.log.emit("\n".join(lines))
 
     def _handle(self, event: dict) -> None:
-        name, job = event["event"], self.job
-        mine = job is not None and event.get("id") == job["id"]
+        name = event["event"]
+        # The running job when this event is about it, else None.
+        job = self.job if self.job is not None and event.get("id") == self.job["id"] else None
         if name == "ready":
             self._set_state(READY)
-        elif name == "busy" and mine:
+        elif name == "busy" and job is not None:
             self._set_state(BUSY)
             self.job_started.emit(event)
-        elif name == "started" and mine:
+        elif name == "started" and job is not None:
             job["run"] = event.get("run")
-        elif name in ("idle", "error") and mine:
+        elif name in ("idle", "error") and job is not None:
             self.job = None
             self._set_state(READY)
             self.job_ended.emit(event if name == "idle" else self._ending(job, "refused", str(event.get("error"))))

@@ -14,7 +14,7 @@ import sys
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, Literal
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
@@ -26,6 +26,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 END_EVENTS = ("finished", "cancelled", "failed")
 EXIT_INTERRUPTED = 130  # the train command's exit code after SIGINT/SIGTERM
 STDERR_TAIL_LINES = 40
+
+# One complete stdout line: a JSON event, or plain text (a library's print, a non-event line).
+LineItem = tuple[Literal["event"], dict[str, Any]] | tuple[Literal["text"], str]
 
 
 def worker_command(project_root: str | Path, settings: TrainSettings) -> tuple[str, list[str]]:
@@ -52,20 +55,20 @@ class JsonLineBuffer:
     def __init__(self):
         self._partial = b""
 
-    def feed(self, data: bytes) -> list[tuple[str, object]]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[LineItem]:
         """("event", dict) or ("text", str) for every line completed by `data`."""
         lines = (self._partial + bytes(data)).split(b"\n")
         self._partial = lines.pop()  # the unfinished tail (b"" after a newline)
         return [item for line in lines if (item := parse_line(line)) is not None]
 
-    def flush(self) -> list[tuple[str, object]]:
+    def flush(self) -> list[LineItem]:
         """The last line when the stream ends without a newline."""
         rest, self._partial = self._partial, b""
         item = parse_line(rest)
         return [item] if item is not None else []
 
 
-def parse_line(raw: bytes | str) -> tuple[str, object] | None:
+def parse_line(raw: bytes | str) -> LineItem | None:
     line = (raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw).strip()
     if not line:
         return None
@@ -88,7 +91,8 @@ class WorkerOutcome:
 
 
 class WorkerProcess(QObject):
-    event = Signal(dict)  # one parsed JSON event
+    # Hides QObject.event from Python callers only: Qt's C++ event() still dispatches (PySide overrides with functions).
+    event = Signal(dict)  # type: ignore[assignment]  # one parsed JSON event
     log = Signal(str)  # stdout lines that are not events, and stderr text
     ended = Signal(object)  # WorkerOutcome
     _running: ClassVar[set[WorkerProcess]] = set()  # this studio's workers now running: they share the cores
@@ -170,17 +174,18 @@ class WorkerProcess(QObject):
     def _read_stderr(self) -> None:
         if self.process is None:
             return
-        text = self.process.readAllStandardError().data().decode("utf-8", errors="replace")
+        text = bytes(self.process.readAllStandardError().data()).decode("utf-8", errors="replace")
         lines = [line for line in text.replace("\r", "\n").splitlines() if line.strip()]
         self._stderr_tail.extend(lines)
         if lines:
             self.log.emit("\n".join(lines))
 
-    def _dispatch(self, items: list[tuple[str, object]]) -> None:
-        for kind, value in items:
-            if kind == "text":
-                self.log.emit(value)
+    def _dispatch(self, items: list[LineItem]) -> None:
+        for item in items:
+            if item[0] == "text":
+                self.log.emit(item[1])
                 continue
+            value = item[1]
             if value.get("run") is not None:
                 self._run_id = value["run"]
             if value["event"] in END_EVENTS:
