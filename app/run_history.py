@@ -8,7 +8,16 @@ a project opens and when a run launched from the studio ends.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QAbstractTableModel, QItemSelectionModel, QModelIndex, QObject, QPoint, Qt, Signal
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QItemSelectionModel,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QPoint,
+    Qt,
+    Signal,
+)
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QMenu, QTableView, QWidget
 
@@ -17,7 +26,9 @@ from app.widgets import local_time
 from core.run_data import RunSummary
 from core.store.models import RUN_CANCELLED, RUN_FAILED, RUN_FINISHED, RUN_RUNNING
 
-COLUMNS = ("Run", "Algorithm", "Encoder", "Mode", "Status", "Started", "Duration", "Val acc", "Fused")
+# How a run ended and how good it is come first: the dock is rarely wide enough for every column
+# (the rest scroll sideways), and a status must never be cut ("cance", "finish").
+COLUMNS = ("Run", "Status", "Val acc", "Fused", "Algorithm", "Encoder", "Mode", "Started", "Duration")
 STATUS_COLORS = {RUN_FINISHED: "#7bd88f", RUN_FAILED: "#ff6b6b", RUN_CANCELLED: "#f2c14e", RUN_RUNNING: "#6ea8fe"}
 
 
@@ -55,10 +66,10 @@ class RunHistoryModel(QAbstractTableModel):
     def row_of(self, run_id: int | None) -> int | None:
         return next((i for i, run in enumerate(self._runs) if run.id == run_id), None)
 
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self._runs)
 
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(COLUMNS)
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
@@ -66,7 +77,7 @@ class RunHistoryModel(QAbstractTableModel):
             return COLUMNS[section]
         return None
 
-    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
             return None
         run = self._runs[index.row()]
@@ -104,7 +115,7 @@ class RunHistoryView(QTableView):
     def __init__(self, state: ProjectState, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("runHistory")
-        self.state = state
+        self.project_state = state  # not `state`: that is QAbstractItemView.state()
         self.history = RunHistoryModel(state, self)
         self.setModel(self.history)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -116,8 +127,10 @@ class RunHistoryView(QTableView):
         self.verticalHeader().setVisible(False)
         self.verticalHeader().setDefaultSectionSize(22)
         header = self.horizontalHeader()
+        # Every column as wide as its widest text; a wide dock's spare room goes to the last one
+        # (a stretched column in the middle was squeezed first and pushed Status out of sight).
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(COLUMNS.index("Encoder"), QHeaderView.ResizeMode.Stretch)
+        header.setStretchLastSection(True)
         header.setHighlightSections(False)
         self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.customContextMenuRequested.connect(self._context_menu)
@@ -132,7 +145,7 @@ class RunHistoryView(QTableView):
     def context_menu(self, row: int) -> QMenu | None:
         """What can be done with the run of `row`: resume it, when it is cancelled or failed and
         kept its checkpoint."""
-        api = self.state.api
+        api = self.project_state.api
         run = self.history.run(row)
         if api is None or not api.runs.resumable(run.id):
             return None
@@ -151,14 +164,14 @@ class RunHistoryView(QTableView):
     def _selection_changed(self, *_args) -> None:
         run_id = self.selected_run()
         if run_id is not None:
-            self.state.set_current_run(run_id)
+            self.project_state.set_current_run(run_id)
 
     def _select_current(self, *_args) -> None:
-        row = self.history.row_of(self.state.current_run)
+        row = self.history.row_of(self.project_state.current_run)
         if row is None:
             self.clearSelection()
             return
-        if self.selected_run() != self.state.current_run:
+        if self.selected_run() != self.project_state.current_run:
             self.selectionModel().select(
                 self.history.index(row, 0),
                 QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows,

@@ -6,13 +6,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Qt, Signal
-from PySide6.QtWidgets import QProgressDialog, QWidget
+from PySide6.QtWidgets import QLabel, QProgressBar, QVBoxLayout, QWidget
 
 from app.background import BackgroundJob
 from app.settings import last_project
 from core.ingest.demo import DemoSettings, ensure_demo_project
 from core.paths import default_demo_project
 from core.store.project import Project
+
+PREPARING_TITLE = "Preparing the demo project (first start only)…"
+PREPARING_DETAIL = "Drawing faces of the seven expressions and importing them."
 
 
 @dataclass(frozen=True)
@@ -37,25 +40,19 @@ def resolve_startup_project(requested: str | None, settings=None) -> StartupChoi
 
 
 class DemoBuilder(QObject):
-    """Builds (or just opens) the demo project in a background thread, with a busy dialog.
+    """Builds (or just opens) the demo project in a background thread. Where it builds (`builds`:
+    a first start), the window shows PreparingPage meanwhile: in its own centre, not a box over it.
 
     Emits `ready(path)` on success, `failed(message)` otherwise."""
 
     ready = Signal(str)
     failed = Signal(str)
 
-    def __init__(
-        self,
-        path: Path,
-        parent: QWidget | None = None,
-        settings: DemoSettings = DemoSettings(),
-        show_progress: bool = True,
-    ):
+    def __init__(self, path: Path, parent: QObject | None = None, settings: DemoSettings = DemoSettings()):
         super().__init__(parent)
         self.path = Path(path)
         self.settings = settings
-        self.show_progress = show_progress
-        self.dialog: QProgressDialog | None = None
+        self.builds = not Project.is_project(self.path)  # else it is only opened (quick)
         self.job: BackgroundJob | None = None
 
     def start(self) -> None:
@@ -68,32 +65,37 @@ class DemoBuilder(QObject):
         self.job = BackgroundJob(work, self)
         self.job.succeeded.connect(self._succeeded)
         self.job.failed.connect(self._failed)
-        if self.show_progress:
-            self.dialog = QProgressDialog(
-                "Preparing the demo project (first start only)…\n"
-                "Drawing faces of the seven expressions and importing them.",
-                None,
-                0,
-                0,
-                self.parent(),
-            )
-            self.dialog.setWindowTitle("FER Studio")
-            self.dialog.setWindowModality(Qt.WindowModality.WindowModal)
-            self.dialog.setMinimumDuration(0)
-            self.dialog.setMinimumWidth(420)
-            self.dialog.show()
         self.job.start()
 
-    def _close_dialog(self) -> None:
-        if self.dialog is not None:
-            self.dialog.close()
-            self.dialog.deleteLater()
-            self.dialog = None
-
     def _succeeded(self, path: str) -> None:
-        self._close_dialog()
         self.ready.emit(path)
 
     def _failed(self, exc: BaseException) -> None:
-        self._close_dialog()
         self.failed.emit(f"The demo project could not be built in {self.path}: {exc}")
+
+
+class PreparingPage(QWidget):
+    """The window's centre while the demo project is built: what is happening and a busy bar."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("preparingPage")
+        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
+        self.title = QLabel(PREPARING_TITLE)
+        self.title.setObjectName("emptyHint")
+        self.title.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.detail = QLabel(PREPARING_DETAIL)
+        self.detail.setObjectName("columnHeader")
+        self.detail.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.detail.setWordWrap(True)
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 0)  # busy: the build reports no steps
+        self.bar.setTextVisible(False)
+        self.bar.setFixedWidth(320)
+        layout = QVBoxLayout(self)
+        layout.setSpacing(10)
+        layout.addStretch(1)
+        layout.addWidget(self.title)
+        layout.addWidget(self.detail)
+        layout.addWidget(self.bar, 0, Qt.AlignmentFlag.AlignHCenter)
+        layout.addStretch(1)

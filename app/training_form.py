@@ -114,8 +114,8 @@ class TrainingForm(QWidget):
         self.warning.setStyleSheet("color: #f2c14e;")
         self.warning.setVisible(False)
         self.counts: TrainCounts | None = None
-        self.geometry = QCheckBox("face mesh")
-        self.geometry.setChecked(TrainSettings.geometry)
+        self.geometry_box = QCheckBox("face mesh")  # not `geometry`: that is QWidget.geometry()
+        self.geometry_box.setChecked(TrainSettings.geometry)
         self.batch_size = _spin(1, 4096, loop.batch_size, 8)
         self.seed = _spin(0, 999_999, loop.seed)
         # One box per field; an algorithm shows the boxes it reads (dynamic_threshold is shared).
@@ -129,7 +129,7 @@ class TrainingForm(QWidget):
         grid.setContentsMargins(0, 0, 0, 0)
         grid.setHorizontalSpacing(8)
         grid.setVerticalSpacing(5)
-        fields = (
+        fields: tuple[tuple[str, QWidget], ...] = (
             ("Algorithm", self.algorithm),
             ("Encoder", self.encoder),
             ("Mode", self.mode),
@@ -138,7 +138,7 @@ class TrainingForm(QWidget):
             ("Batch size", self.batch_size),
             ("Seed", self.seed),
             ("Map", self.projection),
-            ("Geometry", self.geometry),
+            ("Geometry", self.geometry_box),
             ("Warm-up", self.warmup),
         )
         titles = {}
@@ -166,7 +166,7 @@ class TrainingForm(QWidget):
             combo.currentTextChanged.connect(self.changed)
         for spin in (self.steps, self.batch_size, self.seed, self.warmup):
             spin.valueChanged.connect(self.changed)
-        for box in (*self.switches.values(), self.geometry):
+        for box in (*self.switches.values(), self.geometry_box):
             box.toggled.connect(self.changed)
         self.mode.currentTextChanged.connect(self._mode_changed)
         self._mode_changed(self.mode.currentText())
@@ -194,14 +194,16 @@ class TrainingForm(QWidget):
 
     def _mode_changed(self, mode: str) -> None:
         # Geometry joins cached features: head mode only.
-        self.geometry.setEnabled(mode == "head")
-        self.geometry.setToolTip(GEOMETRY_TIP if mode == "head" else GEOMETRY_TIP_FINETUNE)
+        self.geometry_box.setEnabled(mode == "head")
+        self.geometry_box.setToolTip(GEOMETRY_TIP if mode == "head" else GEOMETRY_TIP_FINETUNE)
 
     def settings(self) -> TrainSettings:
         """The chosen settings (not yet validated: TrainSettings.validate says what is wrong)."""
         algorithm = self.algorithm.currentText()
         relevant = _switch_fields(algorithm)
-        method = MethodConfig(**{name: self.switches[name].isChecked() for name in relevant})
+        method = MethodConfig()
+        for name in relevant:  # boolean fields (spec.Switch), named at run time
+            setattr(method, name, self.switches[name].isChecked())
         if self.warmup.isVisibleTo(self) and self.warmup.value() != AUTO_WARMUP:
             method.instance_warmup = self.warmup.value()
         steps = None if self.steps.value() == AUTO_STEPS else self.steps.value()
@@ -221,7 +223,7 @@ class TrainingForm(QWidget):
             method=method,
             loop=loop,
             projection=self.projection.currentText(),
-            geometry=self.geometry.isChecked(),
+            geometry=self.geometry_box.isChecked(),
         )
 
     # -- "auto" and what it comes to for this project -------------------------------------------
@@ -328,6 +330,6 @@ class TrainingForm(QWidget):
         ):
             if value is not None:
                 combo.setCurrentText(value)
-        for spin, value in ((self.steps, steps), (self.batch_size, batch_size)):
-            if value is not None:
-                spin.setValue(value)
+        for spin, number in ((self.steps, steps), (self.batch_size, batch_size)):
+            if number is not None:
+                spin.setValue(number)
