@@ -78,6 +78,14 @@ class FaceDelegate(QStyledItemDelegate):
         painter.restore()
 
 
+# Keys the grid answers itself (QListView's own): the help card lists them beside the review keys
+# (tests/test_app_review.py presses each).
+GRID_OWN_KEYS: tuple[tuple[str, str], ...] = (
+    ("← → ↑ ↓", "move between faces"),
+    ("Shift/Ctrl + click, Ctrl+A", "select several faces: the keys above act on all at once"),
+)
+
+
 class FaceGrid(QListView):
     """Icon-mode list of faces. `current_face_changed(face_row or None)` for the detail panel;
     `selected_ids_changed(list of face ids)` for views that mark the selection (the map)."""

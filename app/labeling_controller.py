@@ -18,6 +18,10 @@ BACKGROUND_BULK_OVER faces is written off the GUI thread; other changes wait unt
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
 from PySide6.QtCore import QEvent, QObject, QPoint, QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import QMenu
@@ -25,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.background import BackgroundJob
 from app.bulk_scope import EVERYTHING, BulkAction, BulkScope, ask_scope
-from app.face_grid import FaceGrid
+from app.face_grid import GRID_OWN_KEYS, FaceGrid
 from app.project_state import ProjectState
 from core import labeling
 from core.classes import expression_classes
@@ -41,22 +45,24 @@ REDO_KEYS = ("Ctrl+Shift+Z", "Ctrl+Y")
 BACKGROUND_BULK_OVER = 500  # faces: a bigger bulk step is written in a worker thread
 
 
-def key_help() -> list[tuple[str, str]]:
-    """Every key of the review flow with what it does (the help overlay lists these)."""
-    classes = expression_classes()
-    return [
-        *[(cls.key, f"label as {cls.name}, then next face") for cls in classes],
-        ("Enter", "accept the run's suggestion, then next face"),
-        ("Space", "skip to the next face"),
-        ("← → ↑ ↓", "move between faces"),
-        ("Backspace / Delete", "clear the label"),
-        ("Shift/Ctrl + click, Ctrl+A", "select several faces: the keys above then label them all as one step"),
-        ("Ctrl+Z", "undo the last labeling step (yours), even after a restart"),
-        ("Ctrl+Shift+Z / Ctrl+Y", "redo"),
-        ("Ctrl+R / F5", "open the review queue / rebuild it"),
-        ("Ctrl+M / Ctrl+T / Ctrl+D", "embedding map / training / face details"),
-        ("? or F1", "show or hide this help"),
-    ]
+@dataclass(frozen=True)
+class ReviewKey:
+    """A key the face grids answer. The controller's `review_keys` is the one table: its key
+    filter dispatches by it, and the Label menu and the help card show it."""
+
+    keys_shown: tuple[str, ...]  # as the help and the menus show it ("Backspace", "Delete")
+    menu_text: str  # the Review ▸ Label entry
+    help: str
+    act: Callable[[], object]
+    texts: tuple[str, ...] = ()  # matched by the character typed (the class keys of classes.json)
+    keys: tuple[Qt.Key, ...] = ()  # matched by the key code
+
+    @property
+    def shown(self) -> str:
+        return " / ".join(self.keys_shown)
+
+    def matches(self, event: QKeyEvent) -> bool:
+        return event.text() in self.texts or event.key() in self.keys
 
 
 def annotator_name(settings: QSettings) -> str:
@@ -83,15 +89,50 @@ class LabelingController(QObject):
         self.active_grid: FaceGrid | None = None
         self.queue_model = None  # the review queue's model: rank and reason of queued faces
         self.classes = {cls.key: cls.name for cls in expression_classes()}
-        self.undo_action = self._action("&Undo labeling", self.undo, *UNDO_KEYS)
-        self.redo_action = self._action("&Redo labeling", self.redo, *REDO_KEYS)
+        self.review_keys = self._review_keys()
+        self.undo_action = self._action(
+            "&Undo labeling", self.undo, *UNDO_KEYS, tip="undo your last step, even after a restart"
+        )
+        self.redo_action = self._action("&Redo labeling", self.redo, *REDO_KEYS, tip="redo the step you undid")
         self.bulk_job: BackgroundJob | None = None  # a big bulk step being written
         state.project_changed.connect(self.refresh_undo_state)
         self.refresh_undo_state()
 
-    def _action(self, text: str, slot, *shortcuts) -> QAction:
+    def _review_keys(self) -> list[ReviewKey]:
+        return [
+            *[
+                ReviewKey((key,), name, f"label as {name}, then next face", partial(self.label, name), texts=(key,))
+                for key, name in self.classes.items()
+            ],
+            ReviewKey(
+                ("Enter",),
+                "Accept the suggestion",
+                "accept the run's suggestion, then next face",
+                self.accept_suggestion,
+                keys=(Qt.Key.Key_Return, Qt.Key.Key_Enter),
+            ),
+            ReviewKey(("Space",), "Skip", "skip to the next face", self.advance, keys=(Qt.Key.Key_Space,)),
+            ReviewKey(
+                ("Backspace", "Delete"),
+                "Clear the label",
+                "clear the label",
+                self.clear,
+                keys=(Qt.Key.Key_Backspace, Qt.Key.Key_Delete),
+            ),
+        ]
+
+    def _key_of(self, act: Callable[[], object]) -> str:
+        """The first key of the review key that does `act`, as a menu shows it."""
+        return next(key.keys_shown[0] for key in self.review_keys if key.act == act)
+
+    def key_rows(self) -> list[tuple[str, str]]:
+        """(keys, what they do) for every key of the face grids: this controller's and the grid's own."""
+        return [(key.shown, key.help) for key in self.review_keys] + list(GRID_OWN_KEYS)
+
+    def _action(self, text: str, slot, *shortcuts, tip: str = "") -> QAction:
         action = QAction(text, self)
         action.setShortcuts([QKeySequence(s) for s in shortcuts])
+        action.setStatusTip(tip)  # the help card's text for its keys
         action.triggered.connect(slot)
         return action
 
@@ -175,17 +216,10 @@ class LabelingController(QObject):
         ):
             return False  # shortcuts (Ctrl+Z, Ctrl+A ...) and the grid's own keys
         self.active_grid = grid
-        key, text = event.key(), event.text()
-        if text in self.classes:
-            self.label(self.classes[text])
-        elif key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
-            self.accept_suggestion()
-        elif key == Qt.Key.Key_Space:
-            self.advance()
-        elif key in (Qt.Key.Key_Backspace, Qt.Key.Key_Delete):
-            self.clear()
-        else:
+        review_key = next((key for key in self.review_keys if key.matches(event)), None)
+        if review_key is None:
             return False
+        review_key.act()
         return True
 
     # -- actions -----------------------------------------------------------------------------------
@@ -423,12 +457,12 @@ class LabelingController(QObject):
 
     def add_label_actions(self, menu: QMenu) -> None:
         """The review keys as menu entries (the key shown beside each; it works in the grids)."""
-        for key, name in self.classes.items():
-            menu.addAction(f"{name}\t{key}").triggered.connect(lambda _=False, n=name: self.label(n))
-        menu.addSeparator()
-        menu.addAction("Accept the suggestion\tEnter").triggered.connect(lambda: self.accept_suggestion())
-        menu.addAction("Skip\tSpace").triggered.connect(self.advance)
-        menu.addAction("Clear the label\tBackspace").triggered.connect(lambda: self.clear())
+        for i, key in enumerate(self.review_keys):
+            if i == len(self.classes):
+                menu.addSeparator()  # the labels, then the other steps
+            menu.addAction(f"{key.menu_text}\t{key.keys_shown[0]}").triggered.connect(
+                lambda _=False, act=key.act: act()
+            )
 
     def _context_menu(self, grid: FaceGrid, pos: QPoint) -> None:
         self.active_grid = grid
@@ -445,8 +479,12 @@ class LabelingController(QObject):
         label_menu = menu.addMenu(f"Label {count} as")
         for key, name in self.classes.items():
             label_menu.addAction(f"{name}\t{key}").triggered.connect(lambda _=False, n=name: self.label(n))
-        menu.addAction(f"Accept the suggestion for {count}\tEnter").triggered.connect(lambda: self.accept_suggestion())
-        menu.addAction(f"Clear the label of {count}\tBackspace").triggered.connect(lambda: self.clear())
+        menu.addAction(f"Accept the suggestion for {count}\t{self._key_of(self.accept_suggestion)}").triggered.connect(
+            lambda: self.accept_suggestion()
+        )
+        menu.addAction(f"Clear the label of {count}\t{self._key_of(self.clear)}").triggered.connect(
+            lambda: self.clear()
+        )
         if len(ids) > 1:
             self._add_include_menu(menu, ids)
         menu.addSeparator()

@@ -41,7 +41,7 @@ from app.live_refit import LiveRefit
 from app.project_panel import ProjectPanel
 from app.project_state import ProjectState
 from app.review_queue import ReviewQueueView
-from app.shortcut_help import ShortcutHelp
+from app.shortcut_help import KeySection, ShortcutHelp, menu_key_rows
 from app.startup import DemoBuilder
 from app.thumbnail_loader import ThumbnailLoader
 from app.training_panel import TrainingPanel
@@ -138,7 +138,7 @@ class MainWindow(QMainWindow):
         self.labeling = LabelingController(self.state, self.dialogs, self.settings, self)
         self.labeling.add_grid(self.grid)
         self.labeling.add_grid(self.review.grid, queue_model=self.review.model)
-        self.help_overlay = ShortcutHelp(self, fallback_focus=lambda: self.labeling.active_grid)
+        self.help_overlay = ShortcutHelp(self, self.key_sections, fallback_focus=lambda: self.labeling.active_grid)
         # The warm worker process runs while a project is open; corrections trigger its refits.
         self.warm_worker = WarmWorker(self)
         self.live_refit = LiveRefit(
@@ -236,10 +236,11 @@ class MainWindow(QMainWindow):
         for dock, shortcut in ((self.map_dock, "Ctrl+M"), (self.training_dock, "Ctrl+T"), (self.detail_dock, "Ctrl+D")):
             action = dock.toggleViewAction()
             action.setShortcut(QKeySequence(shortcut))
+            action.setStatusTip(f"show or hide the {dock.windowTitle().lower()} panel")
             view.addAction(action)
         review = self.menuBar().addMenu("&Review")
-        self._action(review, "Review &queue", self.show_review, "Ctrl+R")
-        self._action(review, "&Refresh the queue", self.review.refresh, "F5")
+        self._action(review, "Review &queue", self.show_review, "Ctrl+R").setStatusTip("open the review queue")
+        self._action(review, "&Refresh the queue", self.review.refresh, "F5").setStatusTip("rebuild the review queue")
         self.labeling.add_label_actions(review.addMenu("&Label"))
         review.addSeparator()
         self._action(review, "Class &descriptions (text level)…", self.edit_descriptions)
@@ -248,9 +249,13 @@ class MainWindow(QMainWindow):
         self.live_refit_action.setCheckable(True)
         self.live_refit_action.setChecked(self.live_refit.enabled)
         help_menu = self.menuBar().addMenu("&Help")
-        self._action(help_menu, "&Keyboard shortcuts", self.help_overlay.toggle).setShortcuts(
-            [QKeySequence("F1"), QKeySequence("?")]
-        )
+        help_action = self._action(help_menu, "&Keyboard shortcuts", self.help_overlay.toggle)
+        help_action.setShortcuts([QKeySequence("F1"), QKeySequence("?")])
+        help_action.setStatusTip("show or hide this help")
+
+    def key_sections(self) -> list[KeySection]:
+        """The help card's keys, read from what makes them work (app/shortcut_help.py)."""
+        return [("In the face grids", self.labeling.key_rows()), ("Window", menu_key_rows(self.menuBar()))]
 
     # -- the first model ---------------------------------------------------------------------
     def train_first_model(self) -> bool:

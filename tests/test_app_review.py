@@ -15,7 +15,11 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QItemSelection, QItemSelectionModel, Qt
+from dataclasses import replace
+
+from PySide6.QtCore import SIGNAL, QItemSelection, QItemSelectionModel, Qt
+from PySide6.QtGui import QAction, QKeySequence, QShortcut
+from PySide6.QtTest import QTest
 from sqlalchemy import select
 
 from core.active import STRATEGIES, QueueFilters, build_queue
@@ -380,19 +384,92 @@ def test_detail_panel_gives_provenance_and_nearest_labeled_faces(qtbot, window, 
 
 # -- help and descriptions -------------------------------------------------------------------------------
 def test_question_mark_shows_every_key_and_any_key_hides_it(qtbot, window):
-    from app.labeling_controller import key_help
-
     window.activateWindow()
     qtbot.keyClick(window.grid, Qt.Key.Key_Question)
     assert window.help_overlay.isVisible()
-    keys = [key for key, _text in key_help()]
-    assert [cls.key for cls in expression_classes()] == keys[:7]
-    for key in ("Enter", "Space", "Backspace / Delete", "Ctrl+Z", "? or F1"):
-        assert key in keys
+    (_grid, grid_rows), (_window, window_rows) = window.help_overlay.sections
+    grid_keys, window_keys = [key for key, _ in grid_rows], [key for key, _ in window_rows]
+    assert [cls.key for cls in expression_classes()] == grid_keys[:7]
+    for key in ("Enter", "Space", "Backspace / Delete", "← → ↑ ↓"):
+        assert key in grid_keys
+    for key in ("Ctrl+Z", "Ctrl+Shift+Z / Ctrl+Y", "Ctrl+R", "F1 / ?"):
+        assert key in window_keys
+    assert all(text for _key, text in grid_rows + window_rows)
     size = window.help_overlay.card_size()
     assert size.width() <= window.width() and size.height() <= window.height()
     qtbot.keyClick(window.help_overlay, Qt.Key.Key_Escape)
     assert not window.help_overlay.isVisible()
+
+
+def _native(sequence: QKeySequence) -> str:
+    return sequence.toString(QKeySequence.SequenceFormat.NativeText)
+
+
+def test_every_shortcut_of_the_window_is_in_the_help_and_each_one_triggers_its_action(qtbot, window):
+    """The help's window keys are the menu bar's live shortcuts: a shortcut anywhere in the
+    window is listed, and pressing each listed key fires an action something is connected to."""
+    from app.shortcut_help import shortcut_actions
+
+    listed = [key for _title, rows in window.key_sections() for key, _text in rows]
+    listed_keys = {part for key in listed for part in key.split(" / ")}
+    keys = [key for action in window.findChildren(QAction) for key in action.shortcuts()]
+    keys += [key for shortcut in window.findChildren(QShortcut) for key in shortcut.keys()]  # noqa: SIM118
+    unlisted = [_native(key) for key in keys if _native(key) not in listed_keys]
+    assert not unlisted, f"shortcuts without a line in the help: {unlisted}"
+
+    window.activateWindow()
+    window.grid.setFocus()
+    actions = shortcut_actions(window.menuBar())
+    assert window.labeling.undo_action in actions and window.labeling.redo_action in actions
+    fired: list[str] = []
+    for action in actions:
+        assert action.receivers(SIGNAL("triggered(bool)")) > 0, f"{action.text()} does nothing"
+        action.triggered.disconnect()  # pressed below without quitting, opening dialogs or closing docks
+        action.setEnabled(True)
+        text = action.text()
+        action.triggered.connect(lambda _=False, text=text: fired.append(text))
+    for action in actions:
+        for key in action.shortcuts():
+            QTest.keySequence(window.grid, key)
+    assert fired == [action.text() for action in actions for _key in action.shortcuts()]
+
+
+def test_every_grid_key_of_the_help_reaches_what_it_says(qtbot, window):
+    """Each review key's keys reach its own step (the key filter dispatches by the same table the
+    help lists), and the grid's own keys do what their line says."""
+    from app.face_grid import GRID_OWN_KEYS
+
+    labeling, grid = window.labeling, window.grid
+    assert labeling.key_rows() == [(key.shown, key.help) for key in labeling.review_keys] + list(GRID_OWN_KEYS)
+    pressed: list[str] = []
+    expected: list[str] = []
+    labeling.review_keys = [
+        replace(key, act=lambda shown=key.shown: pressed.append(shown)) for key in labeling.review_keys
+    ]
+    grid.setFocus()
+    for key in labeling.review_keys:
+        for typed in (*key.texts, *key.keys):
+            qtbot.keyClick(grid, typed)
+            expected.append(key.shown)
+    assert pressed == expected and len(set(pressed)) == len(labeling.review_keys)
+
+    def arrows_move():
+        grid.select_row(0)
+        qtbot.keyClick(grid, Qt.Key.Key_Right)
+        return grid.currentIndex().row() == 1
+
+    def select_several():
+        grid.select_row(0)
+        qtbot.keyClick(grid, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+        everything = len(grid.selected_ids()) == grid.model().rowCount()
+        grid.select_row(0)
+        third = grid.visualRect(grid.model().index(2, 0)).center()
+        qtbot.mouseClick(grid.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.ShiftModifier, third)
+        return everything and len(grid.selected_ids()) == 3
+
+    checks = {"← → ↑ ↓": arrows_move, "Shift/Ctrl + click, Ctrl+A": select_several}
+    assert set(checks) == {shown for shown, _text in GRID_OWN_KEYS}, "a grid key without its check here"
+    assert all(check() for check in checks.values())
 
 
 def test_description_editor_saves_and_rescores_the_text_level(qtbot, window, review_project):
