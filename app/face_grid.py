@@ -6,7 +6,7 @@ lays out 30,000 faces instantly and asks only for the items on screen.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QItemSelectionModel, QModelIndex, QRect, QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QItemSelectionModel, QModelIndex, QPersistentModelIndex, QRect, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPen
 from PySide6.QtWidgets import QAbstractItemView, QListView, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
@@ -31,10 +31,12 @@ class FaceDelegate(QStyledItemDelegate):
     def cell_size(self) -> QSize:
         return QSize(self.thumb_size + 2 * CELL_PADDING, self.thumb_size + BADGE_HEIGHT + 3 * CELL_PADDING)
 
-    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
         return self.cell_size()
 
-    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
+    def paint(
+        self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> None:
         painter.save()
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         cell = option.rect.adjusted(2, 2, -2, -2)
@@ -134,7 +136,9 @@ class FaceGrid(QListView):
             self.setGridSize(grid)
 
     def face_model(self) -> FaceListModel:
-        return self.model()
+        model = self.model()
+        assert isinstance(model, FaceListModel), "a face grid is made over a face list model"
+        return model
 
     def select_row(self, row: int) -> bool:
         """Make `row` the current face, alone in the selection, scrolled into view."""

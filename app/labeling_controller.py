@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Literal, TypeVar
 
 from PySide6.QtCore import QEvent, QObject, QPoint, QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QKeyEvent, QKeySequence
@@ -35,7 +36,7 @@ from core import labeling
 from core.classes import expression_classes
 from core.labeling import LabelingError, LabelStep
 from core.store.errors import explain_storage_error
-from core.studio_api import Change
+from core.studio_api import Change, StudioApi
 
 KEY_ANNOTATOR = "review/annotator"
 INCLUDE_MENU = "Include labeled and val/test"  # the context menu's bulk steps on the whole selection
@@ -43,6 +44,8 @@ MESSAGE_MS = 6000
 UNDO_KEYS = (QKeySequence.StandardKey.Undo,)
 REDO_KEYS = ("Ctrl+Shift+Z", "Ctrl+Y")
 BACKGROUND_BULK_OVER = 500  # faces: a bigger bulk step is written in a worker thread
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -190,7 +193,7 @@ class LabelingController(QObject):
         self.face_shown.emit(face, item, size, note)
         if face is not None:
             row = grid.currentIndex().row()
-            model = grid.model()
+            model = grid.face_model()
             self.upcoming.emit([model.face(r) for r in range(row + 1, min(row + 3, model.rowCount()))])
 
     def target_ids(self, grid: FaceGrid | None = None) -> list[int]:
@@ -206,7 +209,12 @@ class LabelingController(QObject):
 
     # -- keys ------------------------------------------------------------------------------------
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        if event.type() == QEvent.Type.KeyPress and watched in self.grids:
+        if (
+            event.type() == QEvent.Type.KeyPress
+            and isinstance(event, QKeyEvent)  # PySide hands a key press over as its QKeyEvent
+            and isinstance(watched, FaceGrid)
+            and watched in self.grids
+        ):
             return self._key(watched, event)
         return False
 
@@ -226,12 +234,14 @@ class LabelingController(QObject):
     # `scope`: which faces of a selection to include; None asks (or takes the safe scope).
     def label(self, label: str, scope: BulkScope | None = None) -> LabelStep | None:
         """Label the selected faces (one step), or the current face and move to the next."""
-        run, api = self.state.current_run, self.state.api
+        run = self.state.current_run
         return self._change_targets(
-            lambda face: api.labeling.set_label(
+            lambda api, face: api.labeling.set_label(
                 face, label, self.annotator, suggestion=self._suggestion(face), run_id=run
             ),
-            lambda faces, chosen: api.labeling.bulk_label(faces, label, self.annotator, run_id=run, **chosen.flags()),
+            lambda api, faces, chosen: api.labeling.bulk_label(
+                faces, label, self.annotator, run_id=run, **chosen.flags()
+            ),
             BulkAction.label(label),
             advance=True,
             scope=scope,
@@ -239,10 +249,10 @@ class LabelingController(QObject):
 
     def accept_suggestion(self, scope: BulkScope | None = None) -> LabelStep | None:
         """Take the run's pseudo-label as the label (several faces: each its own, one step)."""
-        run, api = self.state.current_run, self.state.api
+        run = self.state.current_run
         return self._change_targets(
-            lambda face: api.labeling.accept_suggestion(face, self.annotator, run),
-            lambda faces, chosen: api.labeling.accept_suggestions(faces, self.annotator, run, **chosen.flags()),
+            lambda api, face: api.labeling.accept_suggestion(face, self.annotator, run),
+            lambda api, faces, chosen: api.labeling.accept_suggestions(faces, self.annotator, run, **chosen.flags()),
             BulkAction.accept(),
             advance=True,
             scope=scope,
@@ -250,10 +260,9 @@ class LabelingController(QObject):
 
     def clear(self, scope: BulkScope | None = None) -> LabelStep | None:
         """Make the selected faces (one step), or the current face, unlabeled; no moving on."""
-        api = self.state.api
         return self._change_targets(
-            lambda face: api.labeling.clear_label(face, self.annotator),
-            lambda faces, chosen: api.labeling.clear_labels(
+            lambda api, face: api.labeling.clear_label(face, self.annotator),
+            lambda api, faces, chosen: api.labeling.clear_labels(
                 faces, self.annotator, include_val_test=chosen.include_val_test
             ),
             BulkAction.clear(),
@@ -262,10 +271,15 @@ class LabelingController(QObject):
         )
 
     def _change_targets(
-        self, one, many, action: BulkAction, advance: bool, scope: BulkScope | None
+        self,
+        one: Callable[[StudioApi, int], Change],
+        many: Callable[[StudioApi, list[int], BulkScope], Change],
+        action: BulkAction,
+        advance: bool,
+        scope: BulkScope | None,
     ) -> LabelStep | None:
-        """`one(face)` on the current face, or `many(faces, scope)` on a selection of several; each
-        returns a Change. The step, or None (nothing changed, or the change runs in the background)."""
+        """`one(api, face)` on the current face, or `many(api, faces, scope)` on a selection of several;
+        each returns a Change. The step, or None (nothing changed, or the change runs in the background)."""
         if self.saving():
             return None
         ids = self.target_ids()
@@ -274,7 +288,7 @@ class LabelingController(QObject):
             return None
         if len(ids) > 1:
             return self._bulk(ids, many, action, scope)
-        change = self._run(lambda: one(ids[0]))
+        change = self._run(lambda api: one(api, ids[0]))
         if change is False:
             return None
         self._changed(change)
@@ -282,10 +296,16 @@ class LabelingController(QObject):
             self.advance()
         return change.step
 
-    def _bulk(self, ids: list[int], many, action: BulkAction, scope: BulkScope | None) -> LabelStep | None:
+    def _bulk(
+        self,
+        ids: list[int],
+        many: Callable[[StudioApi, list[int], BulkScope], Change],
+        action: BulkAction,
+        scope: BulkScope | None,
+    ) -> LabelStep | None:
         """One step on several faces, in the scope given or asked for (see app/bulk_scope.py)."""
         if scope is None:
-            summary = self._run(lambda: self.state.api.labeling.selection_summary(ids))
+            summary = self._run(lambda api: api.labeling.selection_summary(ids))
             if summary is False:
                 return None
             scope = ask_scope(self.dialogs, action, summary)
@@ -293,16 +313,19 @@ class LabelingController(QObject):
                 self.message.emit("Nothing changed.")
                 return None
         if len(ids) > BACKGROUND_BULK_OVER:
-            self._bulk_in_background(ids, lambda: many(ids, scope), action.done)
+            self._bulk_in_background(ids, lambda api: many(api, ids, scope), action.done)
             return None
-        change = self._run(lambda: many(ids, scope))
+        change = self._run(lambda api: many(api, ids, scope))
         self._announce_bulk(change, ids, action.done)
         return change.step if change is not False else None
 
-    def _bulk_in_background(self, ids: list[int], write, what: str) -> None:
+    def _bulk_in_background(self, ids: list[int], write: Callable[[StudioApi], Change], what: str) -> None:
         """A big bulk step in a worker thread; the keys wait (saving()) until it is written."""
-        project = self.state.project
-        self.bulk_job = job = BackgroundJob(lambda _progress: write(), self)
+        project, api = self.state.project, self.state.api
+        if api is None:
+            self.message.emit("Open a project first.")
+            return
+        self.bulk_job = job = BackgroundJob(lambda _progress: write(api), self)
         job.succeeded.connect(lambda change: self._bulk_written(project, change, ids, what))
         job.failed.connect(lambda exc: self._bulk_failed(project, exc))
         job.done.connect(self._bulk_done)
@@ -359,8 +382,7 @@ class LabelingController(QObject):
     def _undo_or_redo(self, which: str, done: str, nothing: str) -> None:
         if self.state.project is None or self.saving():
             return
-        operation = getattr(self.state.api.labeling, which)
-        change = self._run(lambda: operation(self.annotator))
+        change = self._run(lambda api: getattr(api.labeling, which)(self.annotator))
         if change is False:
             return
         self._changed(change)
@@ -376,7 +398,7 @@ class LabelingController(QObject):
         if self.state.project is None:
             self._set_undo_state(False, False)
             return
-        state = self._run(lambda: self.state.api.labeling.undo_state(self.annotator))
+        state = self._run(lambda api: api.labeling.undo_state(self.annotator))
         if state is not False:
             self._set_undo_state(state.can_undo, state.can_redo)
 
@@ -393,18 +415,20 @@ class LabelingController(QObject):
         item = self.queue_model.item_for(face_id) if self.queue_model is not None else None
         if item is not None and item.run_id == self.state.current_run:
             return item.pseudo_label
-        if self.state.current_run is None:
+        if self.state.current_run is None or self.state.api is None:
             return None
         suggestion = self.state.api.labeling.suggestion_for(face_id, self.state.current_run)
         return suggestion.label if suggestion else None
 
-    def _run(self, change):
-        """Do one change; say why when it cannot be done. False: it failed (already reported)."""
-        if self.state.project is None:
+    def _run(self, change: Callable[[StudioApi], T]) -> T | Literal[False]:
+        """Do one change on the open project's API; say why when it cannot be done. False: it failed
+        (already reported)."""
+        api = self.state.api
+        if api is None:  # no project
             self.message.emit("Open a project first.")
             return False
         try:
-            return change()
+            return change(api)
         except (LabelingError, SQLAlchemyError, OSError) as exc:
             self._report_failure(exc)
         return False
@@ -415,7 +439,7 @@ class LabelingController(QObject):
             return
         if not isinstance(exc, (SQLAlchemyError, OSError)):
             raise exc  # a bug: the studio's error hook shows it
-        problem = explain_storage_error(exc, self.state.project.root)  # e.g. a database locked by another writer
+        problem = explain_storage_error(exc, self.state.root)  # e.g. a database locked by another writer
         text = problem.message if problem else f"the project could not be written: {exc}"
         self.dialogs.error("Label not saved", text[:1].upper() + text[1:] + ".")
 
@@ -450,7 +474,7 @@ class LabelingController(QObject):
         if grid is None:
             return
         for face_id in face_ids:
-            row = grid.model().row_of(face_id)
+            row = grid.face_model().row_of(face_id)
             if row is not None:
                 grid.select_row(row)
                 return
@@ -494,7 +518,7 @@ class LabelingController(QObject):
     def _add_include_menu(self, menu: QMenu, ids: list[int]) -> None:
         """The bulk steps with the selection's labeled and val/test faces included, when it has any
         (the keys leave them out)."""
-        summary = self._run(lambda: self.state.api.labeling.selection_summary(ids))
+        summary = self._run(lambda api: api.labeling.selection_summary(ids))
         if summary is False or not (summary.labeled or summary.val_test):
             return
         menu.addSeparator()

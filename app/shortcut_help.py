@@ -94,7 +94,9 @@ class ShortcutHelp(QWidget):
         else:
             self.focus_before = QApplication.focusWidget()
             self.sections = self.read_sections()  # read now: the keys as they are
-            self.setGeometry(self.parentWidget().rect())
+            parent = self.parentWidget()
+            assert parent is not None, "the card is made on the window it covers"
+            self.setGeometry(parent.rect())
             self.show()
             self.raise_()
             self.setFocus()
@@ -115,8 +117,9 @@ class ShortcutHelp(QWidget):
         return self.fallback_focus()
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        if watched is self.parentWidget() and event.type() == QEvent.Type.Resize and self.isVisible():
-            self.setGeometry(self.parentWidget().rect())
+        parent = self.parentWidget()
+        if parent is not None and watched is parent and event.type() == QEvent.Type.Resize and self.isVisible():
+            self.setGeometry(parent.rect())
         return False
 
     def keyPressEvent(self, event) -> None:
