@@ -29,13 +29,14 @@ from PySide6.QtWidgets import (
 
 from app.background import NewestJobRunner
 from app.empty_state import EmptyState
-from app.map_colors import COLOR_MODES, color_points
+from app.map_colors import COLOR_MODES, PointColors, color_points
 from app.map_view import SelectionViewBox
 from app.project_state import ProjectState
 from app.thumbnail_loader import ThumbnailLoader
 from core.classes import class_names
 from core.geometry import points_in_polygon, points_in_rect
 from core.run_data import RunMap
+from core.store.project import Project
 
 POINT_SIZE = 6
 HOVER_RADIUS_PX = 8
@@ -69,7 +70,9 @@ class HoverCard(QFrame):
 
     def show_at(self, anchor: QPoint) -> None:
         self.adjustSize()
-        parent = self.parentWidget().rect()
+        host = self.parentWidget()
+        assert host is not None, "the card is made on the map it floats over"
+        parent = host.rect()
         x = anchor.x() + 16 if anchor.x() + 16 + self.width() < parent.width() else anchor.x() - 16 - self.width()
         y = min(max(anchor.y() - self.height() // 2, 0), max(parent.height() - self.height(), 0))
         self.move(max(x, 0), y)
@@ -90,8 +93,9 @@ class EmbeddingMap(QWidget):
         self.highlighted = np.zeros(0, dtype=np.int64)
         self.hovered: int | None = None  # index into the data arrays
         self._faces: dict = {}  # face id -> FaceRow, for hover thumbnails
-        self._colors = None
-        self.loading = None  # (project, run id, method) of the map being loaded in the background
+        self._colors: PointColors | None = None
+        # (project, run id, method) of the map being loaded in the background
+        self.loading: tuple[Project, int, str | None] | None = None
         self.load_runner = NewestJobRunner(self)
         self.load_runner.succeeded.connect(self._map_loaded)
         self.load_runner.failed.connect(self._map_failed)
@@ -311,6 +315,7 @@ class EmbeddingMap(QWidget):
 
     def _describe(self) -> str:
         data = self.data
+        assert data is not None, "described only while a map is shown"
         text = f"Run {data.run_id} · {data.method.upper()} map of {len(data):,} faces"
         if data.run_id == self.preview_run:
             text += " · PCA preview while the UMAP map is computed (the run is still running)"
@@ -387,7 +392,7 @@ class EmbeddingMap(QWidget):
         return self._select_mask(points_in_polygon(self.data.xy, polygon) if self.data else None)
 
     def _select_mask(self, mask) -> frozenset[int]:
-        ids = frozenset(self.data.ids[mask].tolist()) if mask is not None else frozenset()
+        ids = frozenset(self.data.ids[mask].tolist()) if mask is not None and self.data is not None else frozenset()
         self._set_selection(ids)
         self.selection_changed.emit(ids)
         return ids
@@ -444,6 +449,7 @@ class EmbeddingMap(QWidget):
 
     def _fill_hover_card(self, index: int) -> None:
         data = self.data
+        assert data is not None, "a hovered point is a point of the map shown"
         face_id = int(data.ids[index])
         face = self._faces.get(face_id)
         if face is None:

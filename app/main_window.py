@@ -364,11 +364,11 @@ class MainWindow(QMainWindow):
         if not self._can_switch():
             return False
         try:
-            self.state.open(path)
+            project = self.state.open(path)
         except ProjectError as exc:
             self.dialogs.error("Cannot open project", str(exc))
             return False
-        studio.remember_project(self.state.root, self.settings)
+        studio.remember_project(project.root, self.settings)
         return True
 
     def new_project(self, path: str | Path) -> bool:
@@ -413,7 +413,8 @@ class MainWindow(QMainWindow):
         self.demo_builder = None
         self.statusBar().clearMessage()
         train, self._train_when_opened = self._train_when_opened, False
-        if self.open_project(path) and train and not self.state.api.runs.has_finished_run():
+        api = self.state.api if self.open_project(path) else None
+        if api is not None and train and not api.runs.has_finished_run():
             self.show_review()
             self.train_first_model()
             self.statusBar().showMessage(

@@ -53,7 +53,7 @@ class ProjectState(QObject):
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
         self.project: Project | None = None
-        self.api: StudioApi | None = None  # the open project's queries and changes
+        self.api: StudioApi | None = None  # the open project's queries and changes (None exactly when no project)
         self._previewed_run: int | None = None  # a running run made current at its PCA map
         self.current_run: int | None = None
         # True while views hear of a live refit replacing the current run (notify_refit_finished):
@@ -87,7 +87,7 @@ class ProjectState(QObject):
             old.close()
         self.current_run = None
         self.project_changed.emit()
-        if project is not None:
+        if self.api is not None:
             self.set_current_run(self.api.runs.to_show(), force=True)
         else:
             self.current_run_changed.emit(None)
@@ -116,7 +116,7 @@ class ProjectState(QObject):
         """A running run's predictions and PCA map are written; its UMAP map follows. The map
         previews it; and where the project has no finished run to show (its first model), it
         becomes the current run now, so its review queue does not wait for the UMAP map."""
-        if self.project is not None and self.current_run is None and not self.api.runs.has_finished_run():
+        if self.api is not None and self.current_run is None and not self.api.runs.has_finished_run():
             self._previewed_run = run_id
             self.set_current_run(run_id)
         self.map_preview.emit(run_id)  # after: the map says that the UMAP map is still coming
@@ -125,7 +125,7 @@ class ProjectState(QObject):
         """A worker ended. A run whose process died without saying so is marked failed first;
         a run that finished becomes the current run, so the views show its results (a previewed
         run that did not finish gives way to the run a project opens with)."""
-        if self.project is None:
+        if self.api is None:
             return
         self.api.runs.reap_dead()
         previewed, self._previewed_run = self._previewed_run, None
@@ -155,7 +155,7 @@ class ProjectState(QObject):
 
     # -- queries -----------------------------------------------------------------------------
     def stats(self) -> dict | None:
-        if self.project is None:
+        if self.api is None:
             return None
         if self._stats is None:
             self._stats = self.api.faces.stats()
@@ -163,45 +163,45 @@ class ProjectState(QObject):
 
     def corrected_today(self) -> int | None:
         """Faces annotators changed since local midnight (cached like the stats)."""
-        if self.project is None:
+        if self.api is None:
             return None
         if self._corrected_today is None:
             self._corrected_today = self.api.faces.corrected_today()
         return self._corrected_today
 
     def faces(self, face_filter: FaceFilter) -> list[FaceRow]:
-        if self.project is None:
+        if self.api is None:
             return []
         return self.api.faces.list(split=face_filter.split, labeled=face_filter.labeled, label=face_filter.label)
 
     def runs(self) -> list[RunSummary]:
-        if self.project is None:
+        if self.api is None:
             return []
         return self.api.runs.summaries()
 
     def run_metrics(self, run_id: int) -> dict:
-        if self.project is None:
+        if self.api is None:
             return {}
         return self.api.runs.metrics(run_id)
 
     def run_map(self, run_id: int, method: str | None = None) -> RunMap | None:
-        if self.project is None:
+        if self.api is None:
             return None
         return self.api.runs.map(run_id, method)
 
     def run_size(self, run_id: int) -> int:
         """How many faces the run predicted."""
-        if self.project is None:
+        if self.api is None:
             return 0
         return self.api.runs.size(run_id)
 
     def labels_of(self, face_ids):
         """Current class index of each face (-1: unlabeled), as a numpy array."""
-        if self.project is None:
+        if self.api is None:
             return None
         return self.api.faces.labels_of(face_ids)
 
     def faces_by_id(self, face_ids: list[int]) -> dict[int, FaceRow]:
-        if self.project is None or not face_ids:
+        if self.api is None or not face_ids:
             return {}
         return self.api.faces.by_ids(face_ids)

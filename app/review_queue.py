@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from itertools import combinations
 
-from PySide6.QtCore import QModelIndex, QObject, QRect, Qt, Signal
+from PySide6.QtCore import QModelIndex, QObject, QPersistentModelIndex, QRect, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QPainter
 from PySide6.QtWidgets import (
     QComboBox,
@@ -135,7 +135,7 @@ class QueueListModel(FaceListModel):
         # The window's face model resets the shared thumbnail loader; only the rows go here.
         self.set_queue([], {})
 
-    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
         if role == Qt.ItemDataRole.ToolTipRole and index.isValid():
             item = self._items.get(self._rows[index.row()].id)
             if item is not None:
@@ -159,10 +159,12 @@ class QueueDelegate(FaceDelegate):
         self.rank_font.setPixelSize(10)
         self.rank_font.setBold(True)
 
-    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
+    def paint(
+        self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> None:
         super().paint(painter, option, index)
-        face = index.data(FaceRole.ROW)
-        item = index.model().item_for(face.id) if face is not None else None
+        face, model = index.data(FaceRole.ROW), index.model()
+        item = model.item_for(face.id) if face is not None and isinstance(model, QueueListModel) else None
         if item is None:
             return
         painter.save()
@@ -348,7 +350,8 @@ class ReviewQueueView(QWidget):
             if self.answered != request:
                 self.model.set_queue([], {})  # an outdated queue's ranks and reasons must not show
             return
-        if project is None or request is None:
+        api = self.state.api  # None exactly when project is
+        if project is None or api is None or request is None:
             self.runner.cancel_pending()
             self.last_result = None
             self.model.set_queue([], {})
@@ -359,7 +362,7 @@ class ReviewQueueView(QWidget):
             return  # a live refit's run is announced twice (current, then finished): one build
         self._asked = (project, request)
         self.summary.setText(f"Run {request.run_id} · building the {request.strategy.replace('_', ' ')} queue…")
-        self.runner.request(lambda _progress, a=self.state.api, r=request: load_queue(a, r), (project, request))
+        self.runner.request(lambda _progress: load_queue(api, request), (project, request))
 
     def _built(self, tag, result: QueueResult) -> None:
         project, request = tag

@@ -91,8 +91,9 @@ def refit_policy(settings: QSettings):
 
     every, pause = settings.value(KEY_REFIT_EVERY, DEFAULT_EVERY), settings.value(KEY_REFIT_PAUSE, DEFAULT_PAUSE_S)
     try:
-        pause = None if str(pause).lower() in ("none", "off", "") else float(pause)
-        return RefitPolicy(every=int(every), pause_s=pause)
+        # A settings file gives strings, a default or a value set in this session numbers: str() takes either.
+        pause = None if str(pause).lower() in ("none", "off", "") else float(str(pause))
+        return RefitPolicy(every=int(str(every)), pause_s=pause)
     except (TypeError, ValueError) as exc:
         import sys
 

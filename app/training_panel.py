@@ -31,6 +31,7 @@ from app.run_progress import RunProgress
 from app.training_form import TrainingForm
 from app.worker_process import WorkerOutcome, WorkerProcess
 from core.encoders import EncoderError
+from core.store.project import Project
 from core.training.settings import TrainSettings
 
 LOG_LINES = 5000
@@ -53,7 +54,7 @@ class TrainingPanel(QWidget):
         self.worker = WorkerProcess(self)
         self.run_id: int | None = None  # the run launched from here, once it has started
         self.outcome: WorkerOutcome | None = None  # how the last launched run ended
-        self._launched_in = None  # the project the last run was launched in
+        self._launched_in: Project | None = None  # the project the last run was launched in
 
         self.form = TrainingForm()
         self.start_button = QPushButton("Start training")
@@ -123,7 +124,8 @@ class TrainingPanel(QWidget):
         """Launch a run with the form's settings; False (and the reason shown) if it cannot start."""
         if self.busy:
             return False
-        if self.state.project is None:
+        root = self.state.root
+        if root is None:  # no project
             self._set_status("idle", "Open a project first.")
             return False
         settings = self.form.settings()
@@ -133,7 +135,7 @@ class TrainingPanel(QWidget):
             self._set_status("failed", f"Cannot start: {exc}")
             return False
         return self._launch(
-            worker_process.worker_command(self.state.root, settings),
+            worker_process.worker_command(root, settings),
             f"Starting {settings.algorithm} on {settings.encoder} ({settings.mode} mode), {self.form.steps_text()}…",
         )
 
@@ -144,14 +146,15 @@ class TrainingPanel(QWidget):
 
     def resume(self, run_id: int | None) -> bool:
         """Continue a cancelled or failed run from its checkpoint (the same worker, `--resume`)."""
-        if self.busy or self.state.project is None or run_id is None:
+        project, api = self.state.project, self.state.api
+        if self.busy or project is None or api is None or run_id is None:
             return False
-        if not self.state.api.runs.resumable(run_id):
+        if not api.runs.resumable(run_id):
             self._set_status(
                 "failed", f"Run {run_id} cannot be resumed: only a cancelled or failed run with its checkpoint can."
             )
             return False
-        return self._launch(worker_process.resume_command(self.state.root, run_id), f"Resuming run {run_id}…")
+        return self._launch(worker_process.resume_command(project.root, run_id), f"Resuming run {run_id}…")
 
     def _launch(self, command: tuple[str, list[str]], status: str) -> bool:
         program, arguments = command
@@ -248,7 +251,7 @@ class TrainingPanel(QWidget):
         if outcome.status == "finished":
             self._set_status("finished", f"{name} finished." + self._final_accuracies())
         elif outcome.status == "cancelled":
-            if outcome.exit_code is None and run_id is not None and self.state.project is not None:
+            if outcome.exit_code is None and run_id is not None and self.state.api is not None:
                 self.state.api.runs.settle_cancelled(run_id)  # killed mid-cancel: not a failure
             self._set_status(
                 "cancelled",
