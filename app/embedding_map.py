@@ -13,7 +13,7 @@ import html
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPoint, QPointF, Qt, QTimer, Signal
+from PySide6.QtCore import QPoint, QPointF, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QButtonGroup,
@@ -27,9 +27,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app import settings as studio
 from app.background import NewestJobRunner
 from app.empty_state import EmptyState
-from app.map_colors import COLOR_MODES, PointColors, color_points
+from app.map_colors import COLOR_MODES, POINT_SIZE, SELECTION, PointColors, color_points
 from app.map_view import SelectionViewBox
 from app.project_state import ProjectState
 from app.thumbnail_loader import ThumbnailLoader
@@ -38,7 +39,6 @@ from core.geometry import points_in_polygon, points_in_rect
 from core.run_data import RunMap
 from core.store.project import Project
 
-POINT_SIZE = 6
 HOVER_RADIUS_PX = 8
 LABEL_RECOLOR_DELAY_MS = 250
 BACKGROUND_LOAD_OVER = 5000  # faces; a larger run's map loads off the GUI thread
@@ -83,11 +83,18 @@ class HoverCard(QFrame):
 class EmbeddingMap(QWidget):
     selection_changed = Signal(object)  # frozenset of face ids, or None
 
-    def __init__(self, state: ProjectState, loader: ThumbnailLoader, parent: QWidget | None = None):
+    def __init__(
+        self,
+        state: ProjectState,
+        loader: ThumbnailLoader,
+        parent: QWidget | None = None,
+        settings: QSettings | None = None,
+    ):
         super().__init__(parent)
         self.setObjectName("embeddingMap")
         self.state = state
         self.loader = loader
+        self.settings = settings  # keeps the colour mode across restarts
         self.data: RunMap | None = None
         self.selected: frozenset[int] | None = None
         self.highlighted = np.zeros(0, dtype=np.int64)
@@ -103,6 +110,8 @@ class EmbeddingMap(QWidget):
         self.color_combo = QComboBox()
         for key, title in COLOR_MODES.items():
             self.color_combo.addItem(title, key)
+        if settings is not None and str(settings.value(studio.KEY_MAP_COLOR, "")) in COLOR_MODES:
+            self.set_color_mode(str(settings.value(studio.KEY_MAP_COLOR)))
         self.method_combo = QComboBox()
         # Always its full text: the selection tools sit on their own row, so a narrow dock
         # never clips "Level disagreement" to "Level disa".
@@ -140,7 +149,7 @@ class EmbeddingMap(QWidget):
         self.plot.getPlotItem().hideButtons()
         self.scatter = pg.ScatterPlotItem(size=POINT_SIZE, pen=None, pxMode=True, antialias=False)
         self.selection_rings = pg.ScatterPlotItem(
-            size=POINT_SIZE + 4, pen=pg.mkPen("#6ea8fe", width=1.2), brush=None, pxMode=True
+            size=POINT_SIZE + 4, pen=pg.mkPen(SELECTION, width=1.5), brush=None, pxMode=True
         )
         self.highlight_rings = pg.ScatterPlotItem(
             size=POINT_SIZE + 8, pen=pg.mkPen("#ffffff", width=2), brush=None, pxMode=True
@@ -189,6 +198,7 @@ class EmbeddingMap(QWidget):
         layout.addWidget(self.pages, 1)
 
         self.color_combo.currentIndexChanged.connect(self._recolor)
+        self.color_combo.currentIndexChanged.connect(self._remember_color_mode)
         self.method_combo.currentIndexChanged.connect(self._method_chosen)
         self.tool_buttons.buttonClicked.connect(lambda button: self.view.set_tool(button.property("tool")))
         self.clear_button.clicked.connect(self.clear_selection)
@@ -217,6 +227,10 @@ class EmbeddingMap(QWidget):
 
     def set_color_mode(self, mode: str) -> None:
         self.color_combo.setCurrentIndex(self.color_combo.findData(mode))
+
+    def _remember_color_mode(self, _index: int) -> None:
+        if self.settings is not None:
+            self.settings.setValue(studio.KEY_MAP_COLOR, self.color_mode())
 
     def show_preview(self, run_id: int) -> None:
         """A running run's PCA map, shown while its UMAP map is computed; the finished run
@@ -277,15 +291,19 @@ class EmbeddingMap(QWidget):
             self.show_map(data)
 
     def show_map(self, data: RunMap | None, empty_text: str = "") -> None:
-        """Draw `data` (or the empty state with `empty_text`); the selection is cleared, unless a
-        live refit's map replaces the one shown (then its selection and zoom stay)."""
+        """Draw `data` (or the empty state with `empty_text`); the selection is cleared, and the
+        views it filtered hear so, unless a live refit's map replaces the one shown (then its
+        selection and zoom stay)."""
         keep, self._keep_view = self._keep_view and data is not None, False
         kept = self.selected if keep else None
+        dropped = self.selected is not None and kept is None
         self._faces.clear()
         self.hover_card.hide()
         self.hovered = None
         self.data = data
         self._set_selection(None)
+        if dropped:
+            self.selection_changed.emit(None)  # no grid or queue keeps filtering to a selection no longer shown
         if data is None:
             return self._show_empty(empty_text)
         self.method_combo.blockSignals(True)
@@ -331,7 +349,12 @@ class EmbeddingMap(QWidget):
         self._colors = colors = color_points(self.data, self.color_mode())
         order = colors.order
         # Arrays in, one call: no per-point items (hover and selection use self.data, not spots).
-        self.scatter.setData(x=self.data.xy[order, 0], y=self.data.xy[order, 1], brush=colors.brushes[order])
+        self.scatter.setData(
+            x=self.data.xy[order, 0],
+            y=self.data.xy[order, 1],
+            brush=colors.brushes[order],
+            size=colors.sizes[order] if colors.sizes is not None else POINT_SIZE,
+        )
         self._set_legend(colors.legend)
         self.info.setText(self._describe())
 

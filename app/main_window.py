@@ -4,7 +4,8 @@ embedding map and training docks, menus, a status bar.
 The window only assembles widgets and routes menu actions; the project lives in ProjectState,
 thumbnails in ThumbnailLoader, imports in ImportController, training in TrainingPanel (its worker
 is a separate process), the annotator's keys in LabelingController. Panels listen to the same
-state; the map's selection filters the grid and the grid's selection is ringed on the map.
+state; the map's selection filters the grid and the review queue, and the grid's selection is
+ringed on the map.
 A project without a finished run offers "Train a first model" (the default settings) where the
 queue and the map would be; the very first start, on the demo it builds, trains one by itself.
 """
@@ -124,7 +125,7 @@ class MainWindow(QMainWindow):
         self.splitter.setSizes([270, 1010])
         self.setCentralWidget(self.splitter)
 
-        self.map_view = EmbeddingMap(self.state, self.loader)
+        self.map_view = EmbeddingMap(self.state, self.loader, settings=self.settings)
         self.training = TrainingPanel(self.state)
         self.map_dock = self._dock("Embedding map", "mapDock", self.map_view)
         self.training_dock = self._dock("Training", "trainingDock", scrollable(self.training))
@@ -167,6 +168,8 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self.panel.filter_changed.connect(self.model.set_filter)
         self.map_view.selection_changed.connect(self.model.set_id_filter)
+        self.map_view.selection_changed.connect(self.review.set_map_selection)
+        self.review.clear_selection_requested.connect(self.map_view.clear_selection)
         self.grid.selected_ids_changed.connect(self.map_view.highlight)
         self.training.busy_changed.connect(self._set_busy)
         for empty in (self.review.empty, self.map_view.empty):

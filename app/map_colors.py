@@ -2,7 +2,10 @@
 
 Continuous values (confidence, level disagreement) are binned into COLOR_STEPS colours, so
 pyqtgraph renders 30,000 points from a handful of cached symbol images instead of one per point.
-`order` draws the informative points last (labeled faces above unlabeled ones, etc.).
+`order` draws the informative points last (labeled faces above unlabeled ones, etc.). Faces with no
+class or value in a colouring (unlabeled, no prediction) are small dim dots, never a grey a class
+could wear (neutral is grey too); the selection ring is a green no class colour or colour map comes
+near. `color_distance` (CIELAB) is how tests/test_app_map_selection.py checks both.
 """
 
 from __future__ import annotations
@@ -23,9 +26,38 @@ COLOR_MODES = {
     "disagreement": "Level disagreement",
 }
 COLOR_STEPS = 32
-UNLABELED = QColor(110, 118, 130, 120)
-MISSING = QColor(90, 90, 90, 90)
 COLORMAPS = {"confidence": "viridis", "disagreement": "inferno"}
+POINT_SIZE = 6  # px
+FAINT_SIZE = 4  # px: faces without a class or value in the colouring, context beneath the rest
+# Dark enough that even stacked (opaque) it stays far from neutral's lighter blue-grey.
+UNLABELED = QColor(74, 79, 88, 170)
+MISSING = UNLABELED  # no value in a continuous colouring: the same faint dot
+# Neon green: far from every class colour and from viridis and inferno (the ring of a selection).
+SELECTION = QColor("#39ff14")
+
+
+def _lab(color: QColor) -> np.ndarray:
+    """CIELAB (D65) of a colour's opaque RGB."""
+    rgb = np.array([color.redF(), color.greenF(), color.blueF()])
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ linear
+    xyz /= np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > 216 / 24389, np.cbrt(xyz), (24389 / 27 * xyz + 16) / 116)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def color_distance(a: QColor, b: QColor) -> float:
+    """CIE76 colour difference (Euclidean in CIELAB) of two colours' opaque RGB: about 2 is just
+    noticeable, above 25 reads as another colour."""
+    return float(np.linalg.norm(_lab(a) - _lab(b)))
+
+
+def seen_on(color: QColor, background: QColor) -> QColor:
+    """The colour a translucent point shows when drawn alone over `background`."""
+    alpha = color.alphaF()
+    front = (color.redF(), color.greenF(), color.blueF())
+    back = (background.redF(), background.greenF(), background.blueF())
+    return QColor.fromRgbF(*(alpha * c + (1 - alpha) * g for c, g in zip(front, back)))
 
 
 @dataclass
@@ -33,6 +65,7 @@ class PointColors:
     brushes: np.ndarray  # object array of QBrush, one per point (in RunMap order)
     legend: list[tuple[str, QColor]]  # what the colours mean
     order: np.ndarray  # drawing order (indexes into the RunMap arrays)
+    sizes: np.ndarray | None = None  # point size in px per point; None: POINT_SIZE for all
     note: str = ""  # said beside the legend, e.g. why a mode has nothing to show
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -51,7 +84,8 @@ def _categorical(classes: np.ndarray, none_label: str) -> PointColors:
     if counts[-1]:
         legend.append((f"{none_label} ({counts[-1]:,})", UNLABELED))
     order = np.argsort(classes >= 0, kind="stable")  # the class-less first, so beneath
-    return PointColors(table[index], legend, order)
+    sizes = np.where(classes >= 0, POINT_SIZE, FAINT_SIZE).astype(np.float32)
+    return PointColors(table[index], legend, order, sizes)
 
 
 def _continuous(values: np.ndarray, mode: str, low: float, high: float, unit: str = "") -> PointColors:
@@ -68,7 +102,8 @@ def _continuous(values: np.ndarray, mode: str, low: float, high: float, unit: st
         r, g, b = colors[int(round(fraction * (COLOR_STEPS - 1)))]
         legend.append((f"{low + fraction * span:.2f}{unit}", QColor(int(r), int(g), int(b))))
     order = np.argsort(np.nan_to_num(values, nan=-np.inf), kind="stable")  # high values on top
-    return PointColors(table[index], legend, order)
+    sizes = np.where(np.isnan(values), FAINT_SIZE, POINT_SIZE).astype(np.float32)
+    return PointColors(table[index], legend, order, sizes)
 
 
 def color_points(run_map: RunMap, mode: str) -> PointColors:

@@ -13,6 +13,8 @@ from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QColor, QPainterPath
 from PySide6.QtWidgets import QGraphicsPathItem
 
+from app.map_colors import SELECTION
+
 TOOLS = ("pan", "rect", "lasso")
 MIN_LASSO_STEP_PX = 3.0  # lasso vertices closer than this on screen are dropped
 
@@ -28,10 +30,13 @@ class SelectionViewBox(pg.ViewBox):
         self._points: list[tuple[float, float]] = []
         self._last_screen: QPointF | None = None
         self.outline = QGraphicsPathItem()
-        pen = pg.mkPen(QColor("#6ea8fe"), width=1.5, style=Qt.PenStyle.DashLine)
+        # The colour of the rings the selection leaves (app/map_colors.py: no class colour is near it).
+        pen = pg.mkPen(SELECTION, width=1.5, style=Qt.PenStyle.DashLine)
         pen.setCosmetic(True)
         self.outline.setPen(pen)
-        self.outline.setBrush(pg.mkBrush(110, 168, 254, 40))
+        fill = QColor(SELECTION)
+        fill.setAlpha(40)
+        self.outline.setBrush(pg.mkBrush(fill))
         self.outline.setZValue(1e6)
         self.outline.setVisible(False)
         self.addItem(self.outline, ignoreBounds=True)

@@ -7,6 +7,8 @@ The queue keeps its order while the annotator works through it (corrections upda
 in place); it is rebuilt when the current run changes or a run finishes, when the strategy, a
 filter or the limit changes, and on Refresh (F5); while the view is hidden, only once it is shown.
 A live refit's run rebuilds it in place: the face being labeled stays current, first in the queue.
+A selection on the embedding map narrows the queue as it narrows the All faces grid (the least sure
+faces of the region the annotator picked), and a banner above the queue says so, with a Clear button.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from PySide6.QtCore import QModelIndex, QObject, QPersistentModelIndex, QRect, Q
 from PySide6.QtGui import QColor, QFont, QPainter
 from PySide6.QtWidgets import (
     QComboBox,
+    QFrame,
     QGridLayout,
+    QHBoxLayout,
     QLabel,
     QSizePolicy,
     QSpinBox,
@@ -192,10 +196,41 @@ def _combo(tooltip: str) -> QComboBox:
     return combo
 
 
+class SelectionBanner(QFrame):
+    """Says that the map's selection narrows the queue, with a button that clears the selection."""
+
+    clear_clicked = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("selectionBanner")
+        self.text = QLabel()
+        self.text.setWordWrap(True)
+        self.clear_button = QToolButton()
+        self.clear_button.setText("Clear selection")
+        self.clear_button.setToolTip("clear the map's selection: the queue ranks every face again")
+        self.clear_button.clicked.connect(self.clear_clicked)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(8, 4, 4, 4)
+        layout.addWidget(self.text, 1)
+        layout.addWidget(self.clear_button)
+        self.hide()
+
+    def show_selection(self, count: int | None) -> None:
+        """`count` faces selected on the map (None: no selection, the banner hides)."""
+        self.setVisible(count is not None)
+        if count is not None:
+            self.text.setText(
+                f"Map selection: {count:,} face{'s' if count != 1 else ''} — the queue ranks only "
+                "these (within the choices above)"
+            )
+
+
 class ReviewQueueView(QWidget):
     """The queue's controls above its grid; says plainly why there is no queue when there is none."""
 
     queue_shown = Signal()  # a new queue is in the grid
+    clear_selection_requested = Signal()  # the banner's Clear: the map's selection should go
 
     def __init__(self, state: ProjectState, loader: ThumbnailLoader, parent: QWidget | None = None):
         super().__init__(parent)
@@ -214,6 +249,9 @@ class ReviewQueueView(QWidget):
         self._stale = False  # a rebuild is due when the view is next shown
         self._keep_place = False  # the next build keeps the current face (a live refit's run)
         self._asked: tuple | None = None  # the newest (project, request) handed to the runner
+        self.map_selection: frozenset[int] | None = None  # faces selected on the embedding map
+        self.banner = SelectionBanner()
+        self.banner.clear_clicked.connect(self.clear_selection_requested)
 
         self.strategy_combo = _combo("how the faces are ranked")
         for name, strategy in STRATEGIES.items():
@@ -276,6 +314,7 @@ class ReviewQueueView(QWidget):
         layout.setContentsMargins(6, 6, 6, 0)
         layout.setSpacing(6)
         layout.addLayout(controls)
+        layout.addWidget(self.banner)
         layout.addWidget(self.summary)
         layout.addWidget(self.pages, 1)
 
@@ -286,7 +325,7 @@ class ReviewQueueView(QWidget):
         self.refresh_button.clicked.connect(self._controls_changed)
         self.runner.succeeded.connect(self._built)
         self.runner.failed.connect(self._build_failed)
-        state.project_changed.connect(self.refresh)
+        state.project_changed.connect(self._project_changed)
         state.current_run_changed.connect(self._run_changed)
         state.run_finished.connect(self._run_changed)
         self._describe_strategy()
@@ -312,8 +351,24 @@ class ReviewQueueView(QWidget):
             labels=self.labels_combo.currentData(),
             pseudo_label=self.pseudo_combo.currentData(),
             pair=tuple(pair.split("/")) if pair else None,
+            face_ids=self.map_selection,
         )
         return QueueRequest(run_id, self.strategy(), self.limit_spin.value(), self.split_combo.currentData(), filters)
+
+    def set_map_selection(self, face_ids) -> None:
+        """Rank only these faces (the map's selection); None ranks every face again."""
+        ids = None if face_ids is None else frozenset(int(i) for i in face_ids)
+        if ids != self.map_selection:
+            self.map_selection = ids
+            self.banner.show_selection(None if ids is None else len(ids))
+            self._keep_place = False
+            self.refresh()
+
+    def _project_changed(self) -> None:
+        # Face ids of another project mean nothing here (the map clears its selection too).
+        self.map_selection = None
+        self.banner.show_selection(None)
+        self.refresh()
 
     def _describe_strategy(self, *_args) -> None:
         strategy = STRATEGIES.get(self.strategy())
@@ -382,7 +437,12 @@ class ReviewQueueView(QWidget):
             f"· built in {result.seconds:.2f} s" + (f" · ⚠ {advice.headline}" if advice else "")
         )
         self.summary.setToolTip(f"Note: {advice.detail}" if advice else "")
-        if not shown:
+        if not shown and request.filters.face_ids is not None:
+            self._show_message(
+                "None of the faces selected on the map match these filters.\n\nTry another split or "
+                "the “All faces” choice, or clear the map's selection (the banner above)."
+            )
+        elif not shown:
             self._show_message(
                 "No faces match these filters.\n\nTry another split, the “All faces” choice, "
                 "or no pseudo-label or pair filter."

@@ -68,6 +68,28 @@ def last_project(settings: QSettings | None = None) -> str | None:
     return str(value) if value else None
 
 
+# The map's colouring (a key of app.map_colors.COLOR_MODES), kept across restarts.
+KEY_MAP_COLOR = "map/color_mode"
+# Where the file dialogs open: the folder last used for each kind, else the user's home (a dialog
+# given no folder opens in the working directory, the program's folder when started from an icon).
+KEY_IMPORT_FOLDER = "folders/import"
+KEY_PROJECT_FOLDER = "folders/projects"
+
+
+def start_folder(settings: QSettings, key: str) -> str:
+    """The folder last remembered under `key` while it still exists, else the user's home."""
+    value = settings.value(key)
+    if value and Path(str(value)).is_dir():
+        return str(value)
+    return str(Path.home())
+
+
+def remember_folder(settings: QSettings, key: str, chosen: str | os.PathLike) -> None:
+    """Remember the folder holding what a dialog chose, for the next dialog of this kind: the next
+    import then starts beside the last (train/ then val/), the next project beside the last."""
+    settings.setValue(key, str(Path(chosen).expanduser().resolve().parent))
+
+
 # Live refits (app/live_refit.py): every K corrections, or after a pause with at least one.
 KEY_LIVE_REFIT = "live/enabled"
 KEY_REFIT_EVERY = "live/refit_every"

@@ -35,6 +35,9 @@ QDockWidget::title { background: #1a1d22; padding: 5px 8px; border-bottom: 1px s
 #hoverCard { background: #2b3038; border: 1px solid #3d434d; border-radius: 6px; }
 #hoverCard QLabel { color: #e6e9ee; background: transparent; }
 #plotLegend { background: #181b20; color: #c3c9d3; font-size: 11px; padding: 0 6px 4px 6px; }
+#selectionBanner { background: #232a24; border: 1px solid #3d434d; border-left: 3px solid #39ff14;
+                   border-radius: 4px; }
+#selectionBanner QLabel { color: #e6e9ee; }
 #workerLog { font-family: monospace; font-size: 11px; }
 
 QStatusBar { background: #1a1d22; border-top: 1px solid #2d3139; color: #a3abb8; }

@@ -362,6 +362,9 @@ def test_filters_limit_split_pseudo_label_pair_and_label_state(run_project):
     assert face_ids(build_queue(run_project, split="val")) == [6]
     assert face_ids(build_queue(run_project, split=None, filters=QueueFilters(labels="all"))) == [5, 2, 6, 3, 4, 1]
     assert build_queue(run_project, filters=QueueFilters(labels="corrected")) == []
+    # A set of faces (the studio's map selection) narrows the candidates before the limit applies.
+    assert face_ids(build_queue(run_project, limit=2, filters=QueueFilters(face_ids=frozenset({1, 3, 5})))) == [3, 1]
+    assert build_queue(run_project, filters=QueueFilters(face_ids=frozenset())) == []
     labeled = build_queue(run_project, filters=QueueFilters(labels="labeled"))[0]
     assert labeled.label == "fear"
 

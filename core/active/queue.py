@@ -36,6 +36,7 @@ class QueueFilters:
     labels: str = "unlabeled"
     pseudo_label: str | None = None  # a class name or alias
     pair: tuple[str, str] | None = None  # faces whose top two fused classes are these, in either order
+    face_ids: frozenset[int] | None = None  # only these faces (e.g. a selection on the studio's map)
 
 
 @dataclass(frozen=True)
@@ -376,6 +377,8 @@ def _candidates(ctx: QueueContext, filters: QueueFilters) -> np.ndarray:
             mask = mask & (((ctx.top == a) & (ctx.second == b)) | ((ctx.top == b) & (ctx.second == a)))
     except LabelingError as exc:
         raise QueueError(str(exc)) from None
+    if filters.face_ids is not None:
+        mask = mask & np.isin(preds.face_ids, np.fromiter(filters.face_ids, np.int64, len(filters.face_ids)))
     return np.flatnonzero(mask)
 
 
