@@ -119,9 +119,10 @@ class TrainingForm(QWidget):
         self.batch_size = _spin(1, 4096, loop.batch_size, 8)
         self.seed = _spin(0, 999_999, loop.seed)
         # One box per field; an algorithm shows the boxes it reads (dynamic_threshold is shared).
-        self.switches = {
-            switch.field: _switch_box(switch, self) for spec in ALGORITHM_SPECS.values() for switch in spec.switches
-        }
+        # The fields are gathered first: a box made per algorithm's switch would leave the shared
+        # ones' first boxes behind, shown at the form's top left over "Algorithm".
+        fields_once = {switch.field: switch for spec in ALGORITHM_SPECS.values() for switch in spec.switches}
+        self.switches = {name: _switch_box(switch, self) for name, switch in fields_once.items()}
         for name, box in self.switches.items():
             box.setChecked(_switch_default(name, DEFAULT_ALGORITHM))
 
