@@ -38,6 +38,10 @@ QDockWidget::title { background: #1a1d22; padding: 5px 8px; border-bottom: 1px s
 #selectionBanner { background: #232a24; border: 1px solid #3d434d; border-left: 3px solid #39ff14;
                    border-radius: 4px; }
 #selectionBanner QLabel { color: #e6e9ee; }
+#plotHint { color: #6b7280; font-size: 12px; background: transparent; }
+#plotReset { color: #c3c9d3; font-size: 11px; background: #2b3038; border: 1px solid #3d434d;
+             border-radius: 3px; padding: 1px 6px; }
+#plotReset:hover { border-color: #6ea8fe; }
 #workerLog { font-family: monospace; font-size: 11px; }
 
 QStatusBar { background: #1a1d22; border-top: 1px solid #2d3139; color: #a3abb8; }
