@@ -36,6 +36,7 @@ from app.embedding_map import EmbeddingMap
 from app.face_grid import FaceGrid
 from app.face_model import FaceListModel
 from app.feature_job import FeatureJobBar
+from app.help_dialogs import AboutDialog, UserGuideDialog
 from app.import_flow import ImportController, is_importable
 from app.labeling_controller import MESSAGE_MS, LabelingController
 from app.live_refit import LiveRefit
@@ -43,7 +44,8 @@ from app.project_panel import ProjectPanel
 from app.project_state import ProjectState
 from app.review_queue import ReviewQueueView
 from app.shortcut_help import KeySection, ShortcutHelp, menu_key_rows
-from app.startup import DemoBuilder
+from app.startup import DemoBuilder, PreparingPage
+from app.status_bar import StudioStatusBar
 from app.thumbnail_loader import ThumbnailLoader
 from app.training_panel import TrainingPanel
 from app.warm_worker import WarmWorker
@@ -55,6 +57,7 @@ from core.store.project import Project, ProjectError
 APP_TITLE = "FER Studio"
 WORKER_MESSAGE_MS = 15_000
 DOCK_WIDTH = 420  # the right-hand docks' first width: the grid keeps two columns in a 1000 px window
+PATH_MAX_WIDTH = 320  # px of the status bar's project path (elided, the whole path in its tooltip)
 
 
 class DockScrollArea(QScrollArea):
@@ -107,6 +110,8 @@ class MainWindow(QMainWindow):
         self.grid_area = QStackedWidget()
         self.grid_area.addWidget(self.grid)
         self.grid_area.addWidget(self.empty_hint)
+        self.preparing = PreparingPage()
+        self.grid_area.addWidget(self.preparing)
         self.review = ReviewQueueView(self.state, self.loader)
         self.center_tabs = QTabWidget()
         self.center_tabs.setObjectName("centerTabs")
@@ -146,11 +151,16 @@ class MainWindow(QMainWindow):
             self.state, self.warm_worker, self.settings, held_by=self._refit_held_by, parent=self
         )
         self.description_editor: DescriptionEditor | None = None
+        self.guide_dialog: UserGuideDialog | None = None
+        self.about_dialog: AboutDialog | None = None
 
-        self.counts_label = QLabel()
+        # Counts and messages elide in a left part of fixed demand: the permanent widgets stay put.
+        self.status_bar = StudioStatusBar(self)
+        self.setStatusBar(self.status_bar)
+        self.counts_label = self.status_bar.info
         self.run_label = QLabel()
         self.path_label = ElidedLabel()
-        self.statusBar().addWidget(self.counts_label, 1)
+        self.path_label.setMaximumWidth(PATH_MAX_WIDTH)  # the project panel shows the path in full
         self.statusBar().addPermanentWidget(FeatureJobBar(self.importer.features))  # after an import
         self.statusBar().addPermanentWidget(self.run_label)
         self.refit_label = QLabel(self.live_refit.status_text())
@@ -214,6 +224,7 @@ class MainWindow(QMainWindow):
 
     def _build_menus(self) -> None:
         menu = self.menuBar().addMenu("&File")
+        menu.setToolTipsVisible(True)  # a disabled item's tooltip says why it waits (_set_busy)
         self.new_action = self._action(menu, "&New project…", self.ask_new_project, QKeySequence.StandardKey.New)
         self.open_action = self._action(menu, "&Open project…", self.ask_open_project, QKeySequence.StandardKey.Open)
         self.recent_menu = menu.addMenu("Open &recent")
@@ -255,10 +266,30 @@ class MainWindow(QMainWindow):
         help_action = self._action(help_menu, "&Keyboard shortcuts", self.help_overlay.toggle)
         help_action.setShortcuts([QKeySequence("F1"), QKeySequence("?")])
         help_action.setStatusTip("show or hide this help")
+        help_menu.addSeparator()
+        self.guide_action = self._action(help_menu, "&User guide", self.show_user_guide)
+        self.guide_action.setStatusTip("a short guide: projects, training, the review keys, the map, live refits")
+        self.about_action = self._action(help_menu, "&About FER Studio", self.show_about)
+        self.about_action.setStatusTip("the version, and the licences of the studio and of the model weights it runs")
 
     def key_sections(self) -> list[KeySection]:
         """The help card's keys, read from what makes them work (app/shortcut_help.py)."""
         return [("In the face grids", self.labeling.key_rows()), ("Window", menu_key_rows(self.menuBar()))]
+
+    def show_user_guide(self) -> UserGuideDialog:
+        """The guide in a window of its own, kept open beside the faces while you try it."""
+        if self.guide_dialog is None:
+            self.guide_dialog = UserGuideDialog(self)
+        self.guide_dialog.show()
+        self.guide_dialog.raise_()
+        return self.guide_dialog
+
+    def show_about(self) -> AboutDialog:
+        if self.about_dialog is None:
+            self.about_dialog = AboutDialog(self)
+        self.about_dialog.show()
+        self.about_dialog.raise_()
+        return self.about_dialog
 
     # -- the first model ---------------------------------------------------------------------
     def train_first_model(self) -> bool:
@@ -331,12 +362,27 @@ class MainWindow(QMainWindow):
         else:
             self.statusBar().showMessage(message, WORKER_MESSAGE_MS)
 
+    def _project_actions_wait_for(self) -> str | None:
+        """Why File's project and import actions wait now (said in their tooltips), or None."""
+        if self.training.busy:
+            return "Not while a run is training: cancel it in the Training dock, or let it finish"
+        if self.importer.busy:
+            return "Not while an import runs: wait for it to finish, or cancel it"
+        if self.demo_builder is not None:
+            return "Not while the demo project is being prepared"
+        return None
+
     def _set_busy(self, _busy: bool = False) -> None:
-        busy = self.importer.busy or self.training.busy
+        """Enable File's project and import actions, or say on each one why it waits."""
+        why = self._project_actions_wait_for()
+        imports = (self.import_folder_action, self.import_csv_action)
         for action in self._project_actions:
-            action.setEnabled(not busy)
-        if not busy:
-            self._project_changed()  # import actions need an open project too
+            reason = why
+            if reason is None and self.state.project is None and any(action is a for a in imports):
+                reason = "Open a project first: faces are imported into the open project"
+            action.setEnabled(reason is None)
+            action.setToolTip(reason or "")
+        self._update_status()
 
     # -- projects ----------------------------------------------------------------------------
     def _can_switch(self) -> bool:
@@ -387,14 +433,21 @@ class MainWindow(QMainWindow):
         return True
 
     def ask_new_project(self) -> None:
-        path = self.dialogs.choose_folder("New project: choose an empty folder")
+        path = self._ask_folder("New project: choose an empty folder", studio.KEY_PROJECT_FOLDER)
         if path:
             self.new_project(path)
 
     def ask_open_project(self) -> None:
-        path = self.dialogs.choose_folder("Open project folder")
+        path = self._ask_folder("Open project folder", studio.KEY_PROJECT_FOLDER)
         if path:
             self.open_project(path)
+
+    def _ask_folder(self, title: str, key: str) -> str | None:
+        """A folder dialog opening where the last of its kind was chosen (else the home folder)."""
+        path = self.dialogs.choose_folder(title, studio.start_folder(self.settings, key))
+        if path:
+            studio.remember_folder(self.settings, key, path)
+        return path
 
     def open_demo_project(
         self, demo_settings: DemoSettings = DemoSettings(), path: Path | None = None, train_first_model: bool = False
@@ -405,15 +458,17 @@ class MainWindow(QMainWindow):
         if self.demo_builder is not None or not self._can_switch():
             return
         self._train_when_opened = train_first_model
-        builder = DemoBuilder(path, self, demo_settings, show_progress=not Project.is_project(path))
+        builder = DemoBuilder(path, self, demo_settings)
         self.statusBar().showMessage("Preparing the demo project…")
         builder.ready.connect(self._demo_ready)
         builder.failed.connect(self._demo_failed)
         self.demo_builder = builder
+        self._set_busy()  # the project actions wait, the centre says what is happening
         builder.start()
 
     def _demo_ready(self, path: str) -> None:
         self.demo_builder = None
+        self._set_busy()
         self.statusBar().clearMessage()
         train, self._train_when_opened = self._train_when_opened, False
         api = self.state.api if self.open_project(path) else None
@@ -426,6 +481,7 @@ class MainWindow(QMainWindow):
 
     def _demo_failed(self, message: str) -> None:
         self.demo_builder = None
+        self._set_busy()
         self.statusBar().clearMessage()
         self.dialogs.error("Demo project", message)
 
@@ -433,10 +489,7 @@ class MainWindow(QMainWindow):
         root = self.state.root
         self.setWindowTitle(f"{root.name} — {APP_TITLE}" if root else APP_TITLE)
         self.path_label.setText(str(root) if root else "")
-        idle = not self.importer.busy and not self.training.busy
-        self.import_folder_action.setEnabled(root is not None and idle)
-        self.import_csv_action.setEnabled(root is not None and idle)
-        self._update_status()
+        self._set_busy()  # the import actions need an open project
 
     def _update_status(self) -> None:
         stats = self.state.stats()
@@ -449,7 +502,7 @@ class MainWindow(QMainWindow):
         else:
             self.counts_label.setText(
                 f"{stats['images']:,} faces  ·  {stats['labeled']:,} labeled  ·  "
-                f"{stats['unlabeled']:,} unlabeled  ·  {self.state.corrected_today():,} corrected today  ·  "
+                f"{stats['unlabeled']:,} unlabeled  ·  {self.state.labeled_today():,} labeled today  ·  "
                 f"showing {shown:,}" + ("  (selected on the map)" if self.model.id_filter is not None else "")
             )
             self.empty_hint.setText(
@@ -458,17 +511,24 @@ class MainWindow(QMainWindow):
                 else "No faces match these filters"
                 + (" and the map's selection." if self.model.id_filter is not None else ".")
             )
-        self.grid_area.setCurrentWidget(self.grid if shown else self.empty_hint)
+        if self.demo_builder is not None and self.demo_builder.builds:
+            self.grid_area.setCurrentWidget(self.preparing)  # in place of "No project open"
+        else:
+            self.grid_area.setCurrentWidget(self.grid if shown else self.empty_hint)
 
     # -- imports -----------------------------------------------------------------------------
     def ask_import_folder(self) -> None:
-        path = self.dialogs.choose_folder("Import a folder of faces (one sub-folder per class, or flat)")
+        path = self._ask_folder(
+            "Import a folder of faces (one sub-folder per class, or flat)", studio.KEY_IMPORT_FOLDER
+        )
         if path:
             self.importer.begin(path)
 
     def ask_import_csv(self) -> None:
-        path = self.dialogs.choose_file("Import a CSV manifest", "CSV manifests (*.csv *.tsv);;All files (*)")
+        start = studio.start_folder(self.settings, studio.KEY_IMPORT_FOLDER)
+        path = self.dialogs.choose_file("Import a CSV manifest", "CSV manifests (*.csv *.tsv);;All files (*)", start)
         if path:
+            studio.remember_folder(self.settings, studio.KEY_IMPORT_FOLDER, path)
             self.importer.begin(path)
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:

@@ -60,7 +60,7 @@ class ProjectState(QObject):
         # they then keep the annotator's place instead of starting over.
         self.refreshing_in_place = False
         self._stats: dict | None = None  # cached until the project or its contents change
-        self._corrected_today: int | None = None
+        self._labeled_today: int | None = None
         # Counting 30,000 faces takes tens of milliseconds: once per pause in the labeling.
         self._counts_timer = QTimer(self)
         self._counts_timer.setSingleShot(True)
@@ -82,7 +82,7 @@ class ProjectState(QObject):
         old, self.project = self.project, project
         self.api = StudioApi(project) if project is not None else None
         self._previewed_run = None
-        self._stats = self._corrected_today = None
+        self._stats = self._labeled_today = None
         if old is not None and old is not project:
             old.close()
         self.current_run = None
@@ -97,12 +97,12 @@ class ProjectState(QObject):
             self.set_project(None)
 
     def notify_contents_changed(self) -> None:
-        self._stats = self._corrected_today = None
+        self._stats = self._labeled_today = None
         self.contents_changed.emit()
 
     def notify_labels_changed(self, face_ids) -> None:
         """Labels of these faces changed (a correction, an undo): counts and views follow."""
-        self._stats = self._corrected_today = None
+        self._stats = self._labeled_today = None
         self.labels_changed.emit([int(f) for f in face_ids])
         self._counts_timer.start()
 
@@ -161,13 +161,14 @@ class ProjectState(QObject):
             self._stats = self.api.faces.stats()
         return self._stats
 
-    def corrected_today(self) -> int | None:
-        """Faces annotators changed since local midnight (cached like the stats)."""
+    def labeled_today(self) -> int | None:
+        """Faces annotators gave a label (a first one or another) since local midnight (cached
+        like the stats)."""
         if self.api is None:
             return None
-        if self._corrected_today is None:
-            self._corrected_today = self.api.faces.corrected_today()
-        return self._corrected_today
+        if self._labeled_today is None:
+            self._labeled_today = self.api.faces.labeled_today()
+        return self._labeled_today
 
     def faces(self, face_filter: FaceFilter) -> list[FaceRow]:
         if self.api is None:

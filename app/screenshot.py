@@ -4,10 +4,12 @@
         [--view map|training|review] [--color label|pseudo|confidence|disagreement]
         [--train ENCODER --steps N --projection umap|pca]
         [--strategy S] [--detail-output DETAIL.png] [--help-output HELP.png] [--key-points]
+        [--about-output ABOUT.png] [--guide-output GUIDE.png]
 
 --view raises the embedding map or the training dock, or shows the review queue with the face
 details (--strategy picks its ranking; --detail-output also saves the details dock alone);
---help-output also saves the window with the keyboard help shown; --train first runs a training
+--help-output also saves the window with the keyboard help shown; --about-output and
+--guide-output save Help ▸ About and Help ▸ User guide's windows; --train first runs a training
 from the training panel (its worker process) and waits for it to end. Used for docs/screenshots/; works
 headless. Settings go to a temp folder unless FER_STUDIO_SETTINGS is set, so the user's window
 layout is not touched.
@@ -43,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategy", help="the review queue's strategy (with --view review)")
     parser.add_argument("--detail-output", help="also save the face details dock alone here")
     parser.add_argument("--help-output", help="also save the window with the keyboard help shown here")
+    parser.add_argument("--about-output", help="also save Help ▸ About's window here")
+    parser.add_argument("--guide-output", help="also save Help ▸ User guide's window here")
     parser.add_argument(
         "--key-points",
         action="store_true",
@@ -77,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.train and not _train(app, window, args):
         return 1
     _wait(app, lambda: window.map_view.loading is None, 120)  # a large run's map loads in the background
+    if args.select_around and args.view == "review":
+        _select_around(app, window, args.select_around)  # first: the queue then ranks the selection
     if args.view == "map":
         window.map_dock.raise_()
     elif args.view == "training":
@@ -87,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         _key_points(app, window, args.view != "review")
     if args.color:
         window.map_view.set_color_mode(args.color)
-    if args.select_around:
+    if args.select_around and args.view != "review":
         _select_around(app, window, args.select_around)
     grid = window.review.grid if args.view == "review" else window.grid
     model = grid.face_model()
@@ -112,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         _wait(app, lambda: False, 0.3)
         window.grab().save(args.help_output)
         print(f"saved {args.help_output}")
+    for output, show in ((args.about_output, window.show_about), (args.guide_output, window.show_user_guide)):
+        if output:
+            dialog = show()
+            _wait(app, lambda: False, 0.3)
+            dialog.grab().save(output)
+            print(f"saved {output}")
     window.close()
     return 0
 

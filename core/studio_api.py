@@ -38,7 +38,7 @@ from core.run_data import (
 )
 from core.store.models import RUN_CANCELLED, RUN_FAILED, Run
 from core.store.project import Project
-from core.store.queries import FaceRow, corrected_today, latest_finished_run_id, list_faces, project_stats
+from core.store.queries import FaceRow, labeled_today, latest_finished_run_id, list_faces, project_stats
 from core.store.runs import reap_dead_runs, settle_cancelled_run
 
 IDS_PER_QUERY = 900  # faces per query by id (one SQL parameter each; SQLite allows 999)
@@ -87,9 +87,10 @@ class FaceQueries:
         with self.project.session() as session:
             return project_stats(session)
 
-    def corrected_today(self) -> int:
+    def labeled_today(self) -> int:
+        """Faces annotators gave a label (first or another) since local midnight."""
         with self.project.session() as session:
-            return corrected_today(session)
+            return labeled_today(session)
 
     def train_counts(self) -> TrainCounts:
         train = self.stats()["by_split"].get("train", {})

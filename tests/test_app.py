@@ -109,7 +109,7 @@ def test_window_shows_the_projects_counts(opened, demo_path):
             assert panel.split_labels[(split, key)].text() == f"{value:,}"
     for name, value in stats["by_label"].items():
         assert panel.class_labels[name].text() == f"{value:,}"
-    status = opened.counts_label.text()
+    status = opened.counts_label.full_text()
     assert f"{stats['images']} faces" in status and f"{stats['labeled']} labeled" in status
     assert f"{stats['unlabeled']} unlabeled" in status
     assert opened.path_label.full_text() == str(demo_path.resolve())
@@ -132,7 +132,7 @@ def test_grid_rows_follow_the_filters(opened, demo_path):
     assert {model.face(r).label for r in range(model.rowCount())} == {"happiness"}
     set_combo(panel.split_combo, "train")
     assert model.rowCount() == 2  # labeled_per_class
-    assert "showing 2" in opened.counts_label.text()
+    assert "showing 2" in opened.counts_label.full_text()
     set_combo(panel.split_combo, "test")
     assert model.rowCount() == 0
     assert opened.grid_area.currentWidget() is opened.empty_hint
@@ -198,7 +198,7 @@ def test_import_folder_updates_counts_and_grid(qtbot, opened, dialogs, tmp_path)
     assert opened.panel.total_labels["images"].text() == f"{before + 5:,}"
     assert opened.panel.class_labels["happiness"].text() == f"{stats['by_label']['happiness']:,}"
     assert opened.model.rowCount() == before + 5
-    assert f"{before + 5} faces" in opened.counts_label.text()
+    assert f"{before + 5} faces" in opened.counts_label.full_text()
     assert opened.import_folder_action.isEnabled()
 
 

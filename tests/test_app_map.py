@@ -229,7 +229,7 @@ def test_rectangle_and_lasso_filter_the_grid_to_exactly_the_faces_inside(qtbot, 
     expected = ids_where(ids, lambda x, y: 2 <= x <= 4 and 1 <= y <= 2)
     assert signal.args[0] == expected and len(expected) == 6
     assert {model.face(r).id for r in range(model.rowCount())} == expected
-    assert "selected on the map" in window.counts_label.text()
+    assert "selected on the map" in window.counts_label.full_text()
     assert len(view.selection_rings.data) == 6
     triangle = [(-0.5, -0.5), (6.7, -0.5), (-0.5, 6.7)]
     view.select_lasso(np.array(triangle))
@@ -242,7 +242,7 @@ def test_rectangle_and_lasso_filter_the_grid_to_exactly_the_faces_inside(qtbot, 
     window.panel.split_combo.setCurrentIndex(window.panel.split_combo.findData(None))
     view.clear_selection()
     assert model.rowCount() == FACES and model.id_filter is None
-    assert "selected on the map" not in window.counts_label.text()
+    assert "selected on the map" not in window.counts_label.full_text()
 
 
 def test_dragging_a_rectangle_with_the_mouse_selects(qtbot, run_project, window):

@@ -199,7 +199,7 @@ def test_a_number_key_labels_the_face_and_moves_on(qtbot, window, review_project
     assert window.review.model.face(0).label == "disgust"
     # The counts follow once the keys pause (one count of the project per pause, not per key).
     qtbot.waitUntil(lambda: window.panel.total_labels["labeled"].text() == "36", timeout=3000)
-    assert "1 corrected today" in window.counts_label.text()
+    assert "1 labeled today" in window.counts_label.full_text()
     # Back on the labeled face, the panel says who labeled it.
     qtbot.keyClick(grid, Qt.Key.Key_Left)
     assert window.detail.face_id == first and f"by {ANNOTATOR}" in window.detail.label_text.text()

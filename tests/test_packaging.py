@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import venv
 from pathlib import Path
 
@@ -103,13 +104,17 @@ def run(installed, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_the_installed_package_is_the_wheel_and_ships_its_files(installed):
     env_dir, env = installed
     code = (
-        "import core, core.resources as r, core.ingest.landmarks as l; "
-        "print(core.__file__); print(r.resource_path('classes.json')); print(l.MODELS_DIR)"
+        "import core, core.resources as r, core.ingest.landmarks as l, core.about as a; "
+        "print(core.__file__); print(r.resource_path('classes.json')); print(l.MODELS_DIR); "
+        "print(r.resource_path(a.USER_GUIDE)); print(a.about().version)"
     )
     out = subprocess.run(
         [str(env_dir / "bin" / "python"), "-c", code], capture_output=True, text=True, cwd=env_dir, env=env, check=True
     ).stdout.split()
-    assert all(Path(p).is_relative_to(env_dir) for p in out), out  # not the checkout
+    *paths, version = out
+    assert all(Path(p).is_relative_to(env_dir) for p in paths), out  # not the checkout
+    # Help ▸ About's version, read from the installed package's metadata (no pyproject.toml there).
+    assert version == tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     models = Path(out[2])
     assert {
         "face_detection_short_range.tflite",

@@ -29,7 +29,7 @@ from core.encoders.text import (
 from core.ssl.fusion import fuse
 from core.store.models import Correction, Image, Label, Prediction, Run
 from core.store.project import Project
-from core.store.queries import corrected_today, local_midnight
+from core.store.queries import labeled_today, local_midnight
 from core.training.rescore import RescoreError, rescore_text_level
 from tests.studio_runs import FACES, make_demo, project_copy
 
@@ -58,7 +58,7 @@ def local_zone(monkeypatch):
 
 
 # -- counts ----------------------------------------------------------------------------------------
-def test_corrected_today_counts_faces_since_local_midnight(project, local_zone):
+def test_labeled_today_counts_faces_labeled_since_local_midnight(project, local_zone):
     now = datetime(2026, 3, 10, 2, 0, tzinfo=UTC)  # 21:00 on March 9th, local time
     assert local_midnight(now) == datetime(2026, 3, 9, 5, 0, tzinfo=UTC)
     with project.session() as session:
@@ -74,8 +74,8 @@ def test_corrected_today_counts_faces_since_local_midnight(project, local_zone):
             (1, now - timedelta(hours=2), None),  # today again: one face
             (2, now - timedelta(hours=20, minutes=59), None),  # 00:01 local: today
             (3, now - timedelta(hours=21, minutes=1), None),  # 23:59 yesterday, local
-            (4, now - timedelta(minutes=5), now),
-        ]  # undone
+            (4, now - timedelta(minutes=5), now),  # undone
+        ]
         session.execute(
             insert(Correction),
             [
@@ -90,10 +90,12 @@ def test_corrected_today_counts_faces_since_local_midnight(project, local_zone):
                 for f, at, undone in rows
             ],
         )
+        # A label cleared today leaves the face without one: not counted.
+        session.add(Correction(image_id=5, annotator="a", created_at=now, old_label="fear", new_label=None))
     with project.session() as session:
-        assert corrected_today(session, now) == 2
+        assert labeled_today(session, now) == 2
         # In UTC the same moments fall on another day: the count follows the local calendar.
-        assert corrected_today(session, now + timedelta(hours=4)) == 0
+        assert labeled_today(session, now + timedelta(hours=4)) == 0
 
 
 def test_clear_labels_is_one_undoable_step(project):

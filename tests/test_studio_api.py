@@ -101,9 +101,9 @@ def test_face_queries(api):
     assert set(api.faces.by_ids(ids + list(range(10_000, 11_000)))) == set(ids)  # several queries' worth of ids
     labels = api.faces.labels_of(ids[:5])
     assert len(labels) == 5
-    assert api.faces.corrected_today() == 0
+    assert api.faces.labeled_today() == 0
     api.labeling.set_label(unlabeled_train(api, 1)[0], "fear", "ana")
-    assert api.faces.corrected_today() == 1
+    assert api.faces.labeled_today() == 1
 
 
 def test_run_queries(api):

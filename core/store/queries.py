@@ -167,14 +167,15 @@ def local_midnight(now: datetime | None = None) -> datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def corrected_today(session: Session, now: datetime | None = None) -> int:
-    """How many faces annotators changed since local midnight (undone corrections left out;
-    a face changed twice counts once): the studio's status bar count."""
+def labeled_today(session: Session, now: datetime | None = None) -> int:
+    """How many faces annotators gave a label since local midnight, a first label or another one
+    (undone steps and cleared labels left out; a face labeled twice counts once): the studio's
+    status bar count. Every annotator's label change is a Correction row, first labels too."""
     since = local_midnight(now)
     return (
         session.scalar(
             select(func.count(func.distinct(Correction.image_id))).where(
-                Correction.created_at >= since, Correction.undone_at.is_(None)
+                Correction.created_at >= since, Correction.undone_at.is_(None), Correction.new_label.is_not(None)
             )
         )
         or 0
