@@ -42,6 +42,8 @@ QDockWidget::title { background: #1a1d22; padding: 5px 8px; border-bottom: 1px s
 #plotReset { color: #c3c9d3; font-size: 11px; background: #2b3038; border: 1px solid #3d434d;
              border-radius: 3px; padding: 1px 6px; }
 #plotReset:hover { border-color: #6ea8fe; }
+#runDetailsPopup { background: #23272e; border: 1px solid #3d434d; }
+#runDetails { font-family: monospace; font-size: 11px; border: none; }
 #workerLog { font-family: monospace; font-size: 11px; }
 
 QStatusBar { background: #1a1d22; border-top: 1px solid #2d3139; color: #a3abb8; }

@@ -3,7 +3,8 @@ history.
 
 Start launches the worker as its own process (app/worker_process.py); this panel only turns its
 events into progress (app/run_progress.py: the phase from the moment Start is pressed, n of N and
-the time left in each phase), curves and a status line, and tells ProjectState when the run has
+the time left in each phase), curves (app/run_plots.py) and a status line (app/run_status.py: one
+plain line, the technical record behind its Details button), and tells ProjectState when the run has
 ended (`notify_run_finished`), so the history, the map and other views refresh. Resume continues
 the selected cancelled or failed run from its checkpoint (`train --resume`, the same worker path).
 When no run is going, the curves show the current run's stored metrics (the history's selection).
@@ -11,13 +12,12 @@ When no run is going, the curves show the current run's stored metrics (the hist
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
     QPushButton,
-    QSizePolicy,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -26,8 +26,9 @@ from PySide6.QtWidgets import (
 from app import worker_process
 from app.project_state import ProjectState
 from app.run_history import RunHistoryView
-from app.run_plots import RunCurves
+from app.run_plots import WAITING_HINT, RunCurves
 from app.run_progress import RunProgress
+from app.run_status import RunStatus, accuracy_phrase, error_phrase, run_phrase
 from app.training_form import TrainingForm
 from app.worker_process import WorkerOutcome, WorkerProcess
 from core.encoders import EncoderError
@@ -35,13 +36,6 @@ from core.store.project import Project
 from core.training.settings import TrainSettings
 
 LOG_LINES = 5000
-STATE_COLORS = {
-    "idle": "#a3abb8",
-    "running": "#6ea8fe",
-    "finished": "#7bd88f",
-    "cancelled": "#f2c14e",
-    "failed": "#ff6b6b",
-}
 
 
 class TrainingPanel(QWidget):
@@ -64,11 +58,8 @@ class TrainingPanel(QWidget):
         self.resume_button = QPushButton("Resume")
         self.resume_button.setToolTip("continue the selected cancelled or failed run from its checkpoint")
         self.resume_button.setVisible(False)
-        self.status = QLabel()
-        self.status.setObjectName("runStatus")
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
+        self.run_status = RunStatus()
+        self.status = self.run_status.line  # the plain line; run_status.details has the technical record
         self.run_progress = RunProgress()
         self.progress, self.eta = self.run_progress.bar, self.run_progress.eta
         self.curves_caption = QLabel()
@@ -97,7 +88,7 @@ class TrainingPanel(QWidget):
         layout.addWidget(self.form)
         layout.addLayout(buttons)
         layout.addWidget(self.run_progress)
-        layout.addWidget(self.status)
+        layout.addWidget(self.run_status)
         layout.addWidget(self.curves_caption)
         layout.addWidget(self.curves, 3)
         layout.addWidget(self.tabs, 2)
@@ -106,6 +97,7 @@ class TrainingPanel(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.resume_button.clicked.connect(lambda: self.resume(self.resume_target()))
         self.history.resume_requested.connect(self.resume)
+        self.worker.event.connect(self.run_status.record)
         self.worker.event.connect(self._event)
         self.worker.log.connect(self.log.appendPlainText)
         self.worker.ended.connect(self._ended)
@@ -136,7 +128,7 @@ class TrainingPanel(QWidget):
             return False
         return self._launch(
             worker_process.worker_command(root, settings),
-            f"Starting {settings.algorithm} on {settings.encoder} ({settings.mode} mode), {self.form.steps_text()}…",
+            f"Starting {run_phrase(settings.algorithm, settings.encoder, settings.mode, self.form.steps_text())}…",
         )
 
     def start_defaults(self) -> bool:
@@ -159,9 +151,10 @@ class TrainingPanel(QWidget):
     def _launch(self, command: tuple[str, list[str]], status: str) -> bool:
         program, arguments = command
         self.run_id, self.outcome, self._launched_in = None, None, self.state.project
-        self.curves.clear()
+        self.curves.clear(WAITING_HINT)
         self.curves_caption.setText("Live curves of the run")
         self.log.clear()
+        self.run_status.begin()
         self.run_progress.begin()
         self._set_status("running", status)
         self.worker.start(program, arguments)
@@ -212,12 +205,7 @@ class TrainingPanel(QWidget):
         kind = event["event"]
         if kind == "started":
             self.run_id = event.get("run")
-            steps = f", {event['steps']:,} steps" if isinstance(event.get("steps"), int) else ""
-            self._set_status(
-                "running",
-                f"Run {self.run_id}: {event.get('algorithm')} on "
-                f"{event.get('encoder')} ({event.get('mode')} mode{steps}), running",
-            )
+            self._set_status("running", f"Run {self.run_id}: {self.run_status.phrase}")  # recorded just before
         elif kind == "phase":
             self.run_progress.enter(str(event.get("phase", "")), str(event.get("message") or ""), event.get("eta_s"))
             if self.run_id is not None and not self.worker.cancelling and event.get("message"):
@@ -249,37 +237,27 @@ class TrainingPanel(QWidget):
         self.run_progress.finish(outcome.status)
         name = f"Run {run_id}" if run_id is not None else "The run"
         if outcome.status == "finished":
-            self._set_status("finished", f"{name} finished." + self._final_accuracies())
+            metrics = (self.worker.end_event or {}).get("metrics") or {}
+            said = ", ".join(part for part in (self.run_status.phrase, accuracy_phrase(metrics)) if part)
+            self._set_status("finished", f"{name} finished" + (f": {said}" if said else "."))
         elif outcome.status == "cancelled":
             if outcome.exit_code is None and run_id is not None and self.state.api is not None:
                 self.state.api.runs.settle_cancelled(run_id)  # killed mid-cancel: not a failure
             self._set_status(
                 "cancelled",
-                f"{name} was cancelled; its checkpoint is kept: Resume continues it "
-                f"(or: python main.py train PROJECT --resume {run_id}).",
+                f"{name} was cancelled: Resume continues it from its checkpoint.",
+                f"from a terminal: python main.py train {self.state.root} --resume {run_id}",
             )
         else:
-            self._set_status("failed", f"{name} failed: {outcome.error or 'no reason given'}")
+            self._set_status("failed", f"{name} failed: {error_phrase(outcome.error)}", outcome.error)
             self.log.appendPlainText(f"failed: {outcome.error}")
         self._set_running(False)
         self.state.notify_run_finished(run_id, finished=outcome.status == "finished")
         self._update_resume()
 
-    def _final_accuracies(self) -> str:
-        metrics = (self.worker.end_event or {}).get("metrics") or {}
-        parts = [
-            f"{title} {metrics[key]:.3f}"
-            for key, title in (("val_accuracy", "val accuracy"), ("val_fused_accuracy", "fused"))
-            if isinstance(metrics.get(key), (int, float))
-        ]
-        return f" Final {', '.join(parts)}." if parts else ""
-
     # -- showing -------------------------------------------------------------------------------
-    def _set_status(self, state: str, text: str) -> None:
-        self.status.setProperty("runState", state)
-        weight = 400 if state == "idle" else 600
-        self.status.setStyleSheet(f"color: {STATE_COLORS[state]}; font-weight: {weight};")
-        self.status.setText(text)
+    def _set_status(self, state: str, text: str, details: str = "") -> None:
+        self.run_status.set_status(state, text, details)
 
     def _update_form_counts(self) -> None:
         """The form's "auto" steps and its warnings follow the project's train faces."""
@@ -314,5 +292,5 @@ class TrainingPanel(QWidget):
         run = self.history.history.run(row) if row is not None else None
         self.curves_caption.setText(
             f"Curves of run {run_id}"
-            + (f": {run.algorithm} on {run.encoder} ({run.mode} mode), {run.status}" if run else "")
+            + (f": {run_phrase(run.algorithm, run.encoder, run.mode, '')}, {run.status}" if run else "")
         )

@@ -193,7 +193,8 @@ def test_a_run_launched_from_the_panel_finishes_and_shows_everywhere(qtbot, wind
     assert kinds[0] == "started" and kinds[-1] == "finished" and "progress" in kinds and "metrics" in kinds
     run_id = outcome.run_id
     assert panel.status.property("runState") == "finished" and f"Run {run_id} finished" in panel.status.text()
-    assert "Final val accuracy" in panel.status.text()
+    assert "SIT-FER on the tiny encoder, 30 steps, val accuracy" in panel.status.text()
+    assert "val_fused_accuracy" in panel.run_status.details_text()  # every final metric, in the details
     # Every phase was shown in order, and the bar ends full only now that the run has finished;
     # the features phase says twice what it does (image features, then the face meshes).
     phases = [e["phase"] for e in events if e["event"] == "phase"]
@@ -226,9 +227,9 @@ def test_selecting_a_run_in_the_history_shows_its_curves(qtbot, demo, dialogs):
     panel, state = win.training, win.state
     assert state.current_run == 2 and panel.history.selected_run() == 2
     assert "mask_rate" in panel.curves.curve_names()  # fixmatch has a mask rate
-    assert "fixmatch" in panel.curves_caption.text()
+    assert "FixMatch on the tiny encoder" in panel.curves_caption.text()
     panel.history.selectRow(panel.history.history.row_of(1))
-    assert state.current_run == 1 and "supervised" in panel.curves_caption.text()
+    assert state.current_run == 1 and "Supervised" in panel.curves_caption.text()
     assert "mask_rate" not in panel.curves.curve_names() and "loss_sup" in panel.curves.curve_names()
     assert win.map_view.data.run_id == 1
     win.close()
