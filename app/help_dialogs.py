@@ -9,6 +9,7 @@ from html import escape
 
 import PySide6
 from PySide6.QtCore import QUrl, qVersion
+from PySide6.QtGui import QTextCharFormat, QTextCursor, QTextDocument
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QTextBrowser, QVBoxLayout, QWidget
 
 from core.about import DOWNLOADED_NOTE, About, about, user_guide
@@ -40,6 +41,30 @@ def about_html(facts: About) -> str:
     )
 
 
+HEADING_PX = {1: 20, 2: 16, 3: 14}
+
+
+def space_out(document: QTextDocument) -> None:
+    """Markdown as Qt renders it is tight: giant headings on the text below them and paragraphs
+    without room between them. Calmer headings, space before them and after each paragraph."""
+    document.setDocumentMargin(14)
+    cursor = QTextCursor(document)
+    block = document.begin()
+    while block.isValid():
+        cursor.setPosition(block.position())
+        fmt = block.blockFormat()
+        level = fmt.headingLevel()
+        fmt.setTopMargin(14 if level else fmt.topMargin())
+        fmt.setBottomMargin(6)
+        cursor.setBlockFormat(fmt)
+        if level in HEADING_PX:
+            cursor.movePosition(QTextCursor.MoveOperation.EndOfBlock, QTextCursor.MoveMode.KeepAnchor)
+            size = QTextCharFormat()
+            size.setFontPointSize(HEADING_PX[level] * 0.75)  # px at 96 dpi
+            cursor.mergeCharFormat(size)
+        block = block.next()
+
+
 class AboutDialog(QDialog):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -68,6 +93,7 @@ class UserGuideDialog(QDialog):
         self.browser.setObjectName("userGuide")
         self.browser.setOpenExternalLinks(True)
         self.browser.setMarkdown(user_guide())
+        space_out(self.browser.document())
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.close)
         layout = QVBoxLayout(self)

@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="CLASS",
         help="select on the map the faces around the middle of CLASS's pseudo-labels, and hover one",
     )
+    parser.add_argument("--no-hover", action="store_true", help="with --select-around: select only, hover none")
     parser.add_argument("--train", metavar="ENCODER", help="first train with this encoder from the panel")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--projection", default="umap")
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     _wait(app, lambda: window.map_view.loading is None, 120)  # a large run's map loads in the background
     if args.select_around and args.view == "review":
-        _select_around(app, window, args.select_around)  # first: the queue then ranks the selection
+        # First, so the queue ranks the selection; no hover: the map is not in view.
+        _select_around(app, window, args.select_around, hover=False)
     if args.view == "map":
         window.map_dock.raise_()
     elif args.view == "training":
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.color:
         window.map_view.set_color_mode(args.color)
     if args.select_around and args.view != "review":
-        _select_around(app, window, args.select_around)
+        _select_around(app, window, args.select_around, hover=not args.no_hover)
     grid = window.review.grid if args.view == "review" else window.grid
     model = grid.face_model()
 
@@ -163,9 +165,9 @@ def _review(app, window, strategy: str | None) -> None:
     detail.show_face(face, detail.item, detail.queue_size, detail.queue_note)
 
 
-def _select_around(app, window, class_name: str) -> None:
-    """A rectangle over the middle half of one pseudo-label's faces, and a hover on one of them,
-    to show selection, the filtered grid and the hover card."""
+def _select_around(app, window, class_name: str, hover: bool = True) -> None:
+    """A rectangle over the middle half of one pseudo-label's faces, and (`hover`) a hover on one
+    of them, to show selection, the filtered grid and queue, and the hover card."""
     import numpy as np
 
     from core.classes import class_index
@@ -175,6 +177,8 @@ def _select_around(app, window, class_name: str) -> None:
     low, high = np.percentile(points, 25, axis=0), np.percentile(points, 75, axis=0)
     view.select_rect(tuple(low), tuple(high))
     _wait(app, lambda: False, 0.5)
+    if not hover:
+        return
     middle = view.view.mapViewToScene(QPointF(*np.median(points, axis=0)))
     view._mouse_moved((middle,))
     _wait(app, lambda: view.hover_card.image.pixmap() is not None and not view.hover_card.image.pixmap().isNull(), 10)

@@ -25,6 +25,7 @@ QMenuBar::item:selected { background: #2f3540; border-radius: 4px; }
 #columnHeader { color: #7f8896; font-size: 11px; }
 #count { color: #f1f3f6; font-weight: 600; }
 #emptyHint { color: #8b94a3; font-size: 15px; background: #1b1e23; }
+#preparingPage { background: #1b1e23; }
 
 #faceGrid { background: #1b1e23; border: none; }
 QSplitter::handle { background: #2d3139; }
