@@ -50,7 +50,7 @@ class StepResult:
 class Algorithm:
     name = ""
     # Which level probabilities this algorithm produces (the studio shows the others as absent).
-    levels = ("semantic",)
+    levels: tuple[str, ...] = ("semantic",)
     always_leaf = False
 
     def __init__(
@@ -106,7 +106,7 @@ class Algorithm:
         pseudo: torch.Tensor | None,
         mask: torch.Tensor | None,
         ramp: float,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return leaf_step_losses(self.config, outs, y_l, probs, pseudo, mask, ramp)
 
     def face_extras(self, levels: LevelProbs) -> dict[str, torch.Tensor]:
@@ -121,7 +121,11 @@ class Algorithm:
     # -- training ----------------------------------------------------------------------------
     def forward(self, model, batch: Batch) -> tuple[HeadOutput, HeadOutput | None, HeadOutput | None]:
         """One forward pass over labeled, weak and strong views together."""
-        parts = [batch.x_l] + ([batch.x_uw, batch.x_us] if self.uses_unlabeled and batch.x_uw is not None else [])
+        parts = [batch.x_l]
+        if self.uses_unlabeled and batch.x_uw is not None:
+            if batch.x_us is None:
+                raise ValueError("a batch with a weak unlabeled view needs its strong view (x_us) too")
+            parts += [batch.x_uw, batch.x_us]
         chunks = _split(model(torch.cat(parts)), [p.shape[0] for p in parts])
         return chunks[0], (chunks[1] if len(chunks) > 1 else None), (chunks[2] if len(chunks) > 2 else None)
 
@@ -172,10 +176,11 @@ class FixMatch(Algorithm):
     def train_step(self, model, batch: Batch, step: int) -> StepResult:
         out_l, out_uw, out_us = self.forward(model, batch)
         loss = F.cross_entropy(out_l.logits, batch.y_l)
-        logs = {"loss_sup": loss.detach()}
+        logs: dict[str, torch.Tensor | float] = {"loss_sup": loss.detach()}
         probs = pseudo = mask = None
         ramp = self.unlabeled_weight(step)
         if out_uw is not None:
+            assert out_us is not None  # forward splits off the weak and strong views together
             with torch.no_grad():
                 probs = self.pseudo_label_probs(model, batch, out_uw)
                 self.threshold.update(probs)
@@ -243,11 +248,16 @@ class SITFER(Algorithm):
     def instance_active(self, step: int) -> bool:
         return self.bank is not None and step >= self.instance_warmup
 
+    def _text_logits(self, projected: torch.Tensor) -> torch.Tensor:
+        if self.class_text is None:  # __init__ refuses use_text without it; a config changed later lands here
+            raise ValueError("the text level needs class text embeddings")
+        return text_logits(projected, self.class_text, self.config.text_tau)
+
     @torch.no_grad()
     def level_probs(self, out: HeadOutput, step: int, exclude: torch.Tensor | None = None) -> LevelProbs:
         c = self.config
         semantic = out.logits.softmax(dim=1)
-        text = text_logits(out.projected, self.class_text, c.text_tau).softmax(dim=1) if c.use_text else None
+        text = self._text_logits(out.projected).softmax(dim=1) if c.use_text else None
         instance = None
         if self.bank is not None and (self.instance_active(step) or (not c.use_semantic and not c.use_text)):
             instance = self.bank.probs(out.embedding, c.instance_tau, exclude)
@@ -274,12 +284,11 @@ class SITFER(Algorithm):
             ref_uw = ref_u[0] if ref_u else None
             mirror = ref_u[1] if alt is not None else None
         else:
-            ref_l, ref_uw = [
-                None if o is None else HeadOutput(o.embedding.detach(), o.logits.detach(), o.projected.detach())
-                for o in (out_l, out_uw)
-            ]
+            ref_l = _detached(out_l)
+            ref_uw = _detached(out_uw) if out_uw is not None else None
             mirror = model(alt) if alt is not None else None
         if mirror is not None:
+            assert ref_uw is not None  # a mirror (alt) is only taken where there is a weak view
             ref_uw = HeadOutput(
                 normalize(ref_uw.embedding + mirror.embedding),
                 (ref_uw.logits + mirror.logits) / 2,
@@ -301,10 +310,10 @@ class SITFER(Algorithm):
         c = self.config
         out_l, out_uw, out_us = self.forward(model, batch)
         loss_sup = F.cross_entropy(out_l.logits, batch.y_l)
-        logs: dict[str, torch.Tensor] = {"loss_sup": loss_sup.detach()}
+        logs: dict[str, torch.Tensor | float] = {"loss_sup": loss_sup.detach()}
         loss = loss_sup
         if c.use_text:
-            loss_text = F.cross_entropy(text_logits(out_l.projected, self.class_text, c.text_tau), batch.y_l)
+            loss_text = F.cross_entropy(self._text_logits(out_l.projected), batch.y_l)
             loss = loss + c.lambda_text * loss_text
             logs["loss_text"] = loss_text.detach()
         ref_l, ref_uw = self._reference_outputs(model, batch, out_l, out_uw)
@@ -312,6 +321,8 @@ class SITFER(Algorithm):
             self.bank.update(batch.idx_l, ref_l.embedding, batch.y_l)
         if out_uw is None:
             return StepResult(loss, logs)
+        # forward splits off both unlabeled views together, and the reference weak view comes with them
+        assert out_us is not None and ref_uw is not None
 
         with torch.no_grad():
             levels = self.level_probs(ref_uw, step, exclude=batch.idx_u)
@@ -320,9 +331,7 @@ class SITFER(Algorithm):
             weight = self._pseudo_weights(confidence, pseudo, mask)
         loss_u = masked_cross_entropy(out_us.logits, pseudo, weight)
         if c.use_text:  # the strong view's projection learns the fused pseudo-label too
-            loss_u = loss_u + masked_cross_entropy(
-                text_logits(out_us.projected, self.class_text, c.text_tau), pseudo, weight
-            )
+            loss_u = loss_u + masked_cross_entropy(self._text_logits(out_us.projected), pseudo, weight)
         ramp = self.unlabeled_weight(step)
         loss = loss + ramp * c.lambda_u * loss_u
         logs.update(loss_u=loss_u.detach(), mask_rate=mask.float().mean().detach())
@@ -335,6 +344,8 @@ class SITFER(Algorithm):
             loss = loss + extra
             logs.update(leaf_logs)
         if self.bank is not None and step >= self.instance_warmup:
+            if batch.idx_u is None:
+                raise ValueError("the instance level needs the unlabeled faces' bank slots (Batch.idx_u)")
             # Confident pseudo-labels join the bank; faces that fell below leave it.
             self.bank.update(batch.idx_u, ref_uw.embedding, torch.where(mask, pseudo, -1))
             logs["bank_size"] = (self.bank.labels >= 0).sum().float()
@@ -397,6 +408,10 @@ def _class_thresholds(
     if traits.dynamic_threshold if config.dynamic_threshold is None else config.dynamic_threshold:
         return DynamicThresholds(num_classes, config.dta_momentum, config.dta_floor, config.dta_ceiling)
     return FixedThreshold(num_classes, config.threshold)
+
+
+def _detached(out: HeadOutput) -> HeadOutput:
+    return HeadOutput(out.embedding.detach(), out.logits.detach(), out.projected.detach())
 
 
 def _split(out: HeadOutput, sizes: list[int]) -> list[HeadOutput]:

@@ -26,4 +26,5 @@ def fuse(
     if not parts:
         raise ValueError("fusion needs at least one level with a positive weight")
     total = sum(w for w, _ in parts)
-    return sum(w / total * p for w, p in parts)
+    terms = [w / total * p for w, p in parts]
+    return sum(terms[1:], start=terms[0])

@@ -171,13 +171,19 @@ def leaf_step_losses(
     pseudo: torch.Tensor | None,
     mask: torch.Tensor | None,
     ramp: float,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """LEAF's terms for one step: load balance and decoupling of the gated experts (all
     views), the instance embedding's contrastive term (labeled and confident unlabeled
     faces), and, on unlabeled faces, the category level (below threshold) and the
     weak/strong consistency. `config` is the MethodConfig; `probs` are the pseudo-label source's
     class probabilities."""
     out_l, _out_uw, out_us = outs
+    # The strong view's output with the pseudo-label source's probabilities, labels and mask.
+    unlabeled: tuple[HeadOutput, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    if out_us is not None:
+        if probs is None or pseudo is None or mask is None:
+            raise ValueError("LEAF's unlabeled terms need the pseudo-labels' probabilities, labels and mask")
+        unlabeled = (out_us, probs, pseudo, mask)
     present = [o for o in outs if o is not None]
     total = out_l.logits.sum() * 0.0
     logs: dict[str, torch.Tensor] = {}
@@ -192,19 +198,21 @@ def leaf_step_losses(
         logs["loss_decoupling"] = decoupling.detach()
     if config.leaf_contrast:
         embeddings, labels = out_l.embedding, y_l
-        if out_us is not None:
-            embeddings = torch.cat([embeddings, out_us.embedding])
-            labels = torch.cat([y_l, torch.where(mask, pseudo, torch.full_like(pseudo, -1))])
+        if unlabeled is not None:
+            strong, _source_probs, pseudo_labels, confident = unlabeled
+            embeddings = torch.cat([embeddings, strong.embedding])
+            labels = torch.cat([y_l, torch.where(confident, pseudo_labels, torch.full_like(pseudo_labels, -1))])
         contrast = supervised_contrastive_loss(embeddings, labels)
         total = total + config.lambda_contrast * contrast
         logs["loss_contrast"] = contrast.detach()
-    if out_us is not None:
+    if unlabeled is not None:
+        strong, source_probs, _pseudo_labels, confident = unlabeled
         if config.leaf_category:
-            category = category_level_loss(out_us.logits, probs, ~mask, config.leaf_cumulative)
+            category = category_level_loss(strong.logits, source_probs, ~confident, config.leaf_cumulative)
             total = total + ramp * config.lambda_category * category
             logs["loss_category"] = category.detach()
         if config.leaf_consistency:
-            consistency = view_consistency_loss(probs, out_us.logits)
+            consistency = view_consistency_loss(source_probs, strong.logits)
             total = total + ramp * config.lambda_consistency * consistency
             logs["loss_consistency"] = consistency.detach()
     return total, logs

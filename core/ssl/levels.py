@@ -68,17 +68,18 @@ class MemoryBank:
         """
         blocks = self._blocks()
         out = torch.full((queries.shape[0], self.num_classes), -1.0, device=queries.device)
-        own_rows = own_class = own_pos = None
+        own = None  # the queries that are bank entries: their rows, and their entries' classes and positions
         if exclude is not None:
             own_rows = torch.nonzero(exclude >= 0).squeeze(1)
             own_slots = exclude[own_rows]
-            own_class, own_pos = self.labels[own_slots], blocks.position[own_slots]
+            own = (own_rows, self.labels[own_slots], blocks.position[own_slots])
         for c in range(self.num_classes):  # C (=7) products + top-k's, each over the whole batch
             start, stop = blocks.bounds[c], blocks.bounds[c + 1]
             if stop == start:
                 continue
             sims = queries @ blocks.features[start:stop].T  # (B, members of c)
-            if own_rows is not None:
+            if own is not None:
+                own_rows, own_class, own_pos = own
                 mine = own_class == c
                 sims[own_rows[mine], own_pos[mine]] = float("-inf")
             top = sims.topk(min(self.top_k, stop - start), dim=1).values
