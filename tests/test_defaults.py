@@ -46,6 +46,17 @@ def test_the_schedule_follows_the_steps():
     assert long.eval_every > short.eval_every and long.checkpoint_every > short.checkpoint_every
 
 
+def test_the_trainers_cadence_is_the_filled_in_schedule_and_needs_the_steps():
+    loop = LoopConfig(steps=777, eval_every=7, log_every=5)
+    cadence = loop.cadence()
+    assert (cadence.steps, cadence.log_every, cadence.eval_every) == (777, 5, 7)  # what was set stays
+    assert cadence.checkpoint_every == auto_schedule(777).checkpoint_every  # "auto" follows the steps
+    scheduled = loop.with_schedule()
+    assert (scheduled.eval_every, scheduled.checkpoint_every) == (cadence.eval_every, cadence.checkpoint_every)
+    with pytest.raises(ValueError, match="steps is 'auto'"):
+        LoopConfig().cadence()
+
+
 def test_resolved_fills_only_what_was_left_to_auto():
     auto = TrainSettings().resolved(*DEMO_TRAIN)
     assert auto.loop.steps == auto_steps(*DEMO_TRAIN)

@@ -32,7 +32,7 @@ PHASES = ("starting", "encoder", "features", "training", "predictions", "map")
 class EtaClock:
     """Seconds left in a phase from its rate so far: started at the phase's first unit of work."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.started: float | None = None
         self.first_done = 0
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,7 +198,7 @@ class FeatureCache:
             if should_stop and should_stop():
                 raise InterruptedError("stopped while computing features")
 
-        def admitted():
+        def admitted() -> Iterator[tuple[int, list[int]]]:
             decided: dict[int, bool] = {}
             for job in jobs:
                 if job[0] not in decided:
@@ -235,9 +235,10 @@ class FeatureCache:
                 for _, future in pending:
                     future.cancel()
 
-    def _views(self, faces: FaceTable, rows: list[int]) -> tuple[np.ndarray, list[int], list[int]]:
-        """The normalised views of these faces as one (faces x views, 3, S, S) float32 batch, the
-        indexes (into rows) of the faces in it, and those whose image could not be read."""
+    def _views(self, faces: FaceTable, rows: list[int]) -> tuple[np.ndarray | None, list[int], list[int]]:
+        """The normalised views of these faces as one (faces x views, 3, S, S) float32 batch (None
+        where none could be read), the indexes (into rows) of the faces in it, and those whose image
+        could not be read."""
         images, owners, failed = [], [], []
         for i, row in enumerate(rows):
             try:

@@ -33,7 +33,8 @@ class FineTuneModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> HeadOutput:
         if self.spatial is not None:
-            return self.head(self.spatial(self.tower.forward_spatial(images)))
+            # spatial_pool built `spatial` only for a tower with forward_spatial; nn.Module's stub cannot say so
+            return self.head(self.spatial(self.tower.forward_spatial(images)))  # type: ignore[operator]
         return self.head(self.tower(images))
 
     def param_groups(self, lr: float) -> list[dict]:
@@ -121,7 +122,7 @@ class EndlessWeightedSampler(Sampler):
 
 
 def _loader(
-    dataset: Dataset,
+    dataset: FaceImages,
     batch_size: int,
     seed: int,
     workers: int,
@@ -130,7 +131,7 @@ def _loader(
     weights: torch.Tensor | None = None,
 ) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
-    sampler = None
+    sampler: Sampler | None = None
     if shuffle and weights is not None:
         sampler = EndlessWeightedSampler(weights, generator)
     elif shuffle:

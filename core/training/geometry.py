@@ -19,10 +19,11 @@ the head learns what such a face looks like.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -30,6 +31,9 @@ import numpy as np
 from core.ingest.imageio import ImageProblem, load_face
 from core.resources import RESOURCES_DIR
 from core.training.data import FaceTable
+
+if TYPE_CHECKING:  # imported at first use, in _mesh_models
+    from core.ingest.landmarks import FaceDetector, FaceMesh
 
 GEOMETRY_VERSION = 1  # bump when mesh_of_face changes, so old landmark caches are not reused
 MESH_INPUT_SIDE = 192  # small crops are enlarged to this before the border is added
@@ -163,7 +167,7 @@ class GeometryUnavailable(RuntimeError):
     """The face mesh cannot run here, so a run with face geometry cannot start; says what to do."""
 
 
-def _mesh_models():
+def _mesh_models() -> tuple[FaceDetector, FaceMesh]:
     from core.ingest.landmarks import FaceDetector, FaceMesh, LandmarksUnavailable
 
     try:
@@ -269,7 +273,7 @@ class Meshes:
         vectors = [geometry_vector(self.points[:, side], self.found[:, side], how, gain, layout) for side in (0, 1)]
         return np.stack([vectors[v % 2] for v in range(views)], axis=1)
 
-    def without_mesh(self, unreadable: list[int] = ()) -> int:
+    def without_mesh(self, unreadable: Sequence[int] = ()) -> int:
         """Faces whose mesh could not be read (in the face itself), leaving out the `unreadable`
         positions (an image that could not be read is counted as such, not here)."""
         readable = np.ones(len(self.found), dtype=bool)
@@ -285,7 +289,7 @@ class LandmarkCache:
 
     def __init__(self, root: Path):
         self.folder = Path(root) / "landmarks" / f"g{GEOMETRY_VERSION}"
-        self._models = None
+        self._models: tuple[FaceDetector, FaceMesh] | None = None
 
     def _path(self, shard: int) -> Path:
         return self.folder / f"shard_{shard:06d}.npz"

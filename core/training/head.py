@@ -3,6 +3,8 @@ the worker and the benchmarks, so both train exactly the same way."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
@@ -48,7 +50,7 @@ def build_head_trainer(
     class_text: torch.Tensor,
     settings: TrainSettings,
     device: torch.device,
-    hooks: list[Hook] = (),
+    hooks: Sequence[Hook] = (),
 ) -> Trainer:
     """`features` (N, views, dim) and `labels` (N, -1 = unlabeled) of the train faces; row i is
     memory-bank slot i."""

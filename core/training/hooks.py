@@ -39,7 +39,7 @@ class ProgressHook(Hook):
 
     def after_step(self, trainer: Trainer, result) -> None:
         now = time.perf_counter()
-        total = trainer.config.steps
+        total = trainer.cadence.steps
         if now - self.last < self.min_interval and trainer.step < total:
             return
         self.last = now
@@ -64,7 +64,7 @@ class MetricsHook(Hook):
         self.project = project
         self.run_id = run_id
         self.events = events
-        self.sums: dict[str, float] = defaultdict(float)
+        self.sums: dict[str, torch.Tensor | float] = defaultdict(float)  # tensors stay on their device
         self.count = 0
         self.pending: dict[str, float] = {}  # values from other hooks (validation), sent with the next flush
 
@@ -72,7 +72,7 @@ class MetricsHook(Hook):
         for key, value in result.logs.items():  # device tensors are summed where they are, read at flush
             self.sums[key] += value.float() if isinstance(value, torch.Tensor) else value
         self.count += 1
-        if trainer.step % trainer.config.log_every == 0 or trainer.step == trainer.config.steps or self.pending:
+        if trainer.step % trainer.cadence.log_every == 0 or trainer.step == trainer.cadence.steps or self.pending:
             self.flush(trainer)
 
     def flush(self, trainer: Trainer) -> None:
@@ -122,7 +122,8 @@ class EvalHook(Hook):
         }
 
     def after_step(self, trainer: Trainer, result) -> None:
-        if len(self.labels) and (trainer.step % trainer.config.eval_every == 0 or trainer.step == trainer.config.steps):
+        cadence = trainer.cadence
+        if len(self.labels) and (trainer.step % cadence.eval_every == 0 or trainer.step == cadence.steps):
             self.metrics.pending.update(self.evaluate(trainer))
 
 
@@ -137,7 +138,7 @@ class CheckpointHook(Hook):
         save_checkpoint(self.path, {**trainer.state_dict(), **self.extra()})
 
     def after_step(self, trainer: Trainer, result) -> None:
-        if trainer.step % trainer.config.checkpoint_every == 0:
+        if trainer.step % trainer.cadence.checkpoint_every == 0:
             self.save(trainer)
 
     def after_run(self, trainer: Trainer, status: str) -> None:

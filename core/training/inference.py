@@ -72,12 +72,15 @@ def predict_batches(
         for name, value in algorithm.face_extras(levels).items():
             extras.setdefault(name, []).append(value.cpu().numpy())
     stacked = {k: (np.concatenate(v) if v else None) for k, v in parts.items()}
+    semantic, fused, embedding = stacked["semantic"], stacked["fused"], stacked["embedding"]
+    if semantic is None or fused is None or embedding is None:
+        raise ValueError("no predictions: the batches held no faces (or the algorithm gave no semantic level)")
     return Predictions(
-        stacked["semantic"],
+        semantic,
         stacked["text"],
         stacked["instance"],
-        stacked["fused"],
-        stacked["embedding"],
+        fused,
+        embedding,
         algorithm.thresholds().cpu().numpy(),
         {name: np.concatenate(values) for name, values in extras.items()},
     )

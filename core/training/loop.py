@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from contextlib import nullcontext
 
 import torch
@@ -67,7 +68,7 @@ class Trainer:
         source,
         config: LoopConfig,
         device: torch.device,
-        hooks: list[Hook] = (),
+        hooks: Sequence[Hook] = (),
     ):
         config.validate()
         config = config.with_schedule()  # cadences left to "auto" follow the steps
@@ -75,13 +76,14 @@ class Trainer:
         self.algorithm = algorithm
         self.source = source
         self.config = config
+        self.cadence = config.cadence()  # the same numbers, typed as never "auto"
         self.device = device
         self.hooks = sorted(hooks, key=lambda h: h.priority)
         # A model may ask for its own parameter groups (fine-tune mode: a gentler encoder lr).
         groups = getattr(_unwrap(model), "param_groups", None)
         params = groups(config.lr) if callable(groups) else model.parameters()
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-        total = config.steps
+        total = self.cadence.steps
         # Cosine decay to 10% of the learning rate, the FixMatch schedule.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
@@ -112,7 +114,7 @@ class Trainer:
         # step would make each GPU step wait for the last one's kernels. It is read before any hook
         # can log, evaluate or save that step, and before the run ends, so nothing non-finite is kept.
         self._nonfinite, self._checked_step = None, self.step
-        while self.step < self.config.steps and self.stop_reason is None:
+        while self.step < self.cadence.steps and self.stop_reason is None:
             batch = self.source.next_batch(self.step)
             self.model.train()
             with self._autocast():
@@ -137,7 +139,7 @@ class Trainer:
         return status
 
     def _hooks_read_this_step(self) -> bool:
-        c = self.config
+        c = self.cadence
         return (
             self.step % c.log_every == 0
             or self.step % c.eval_every == 0

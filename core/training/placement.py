@@ -93,15 +93,16 @@ def neighbour_centres(
 ) -> dict[str, np.ndarray]:
     """Per method, the mean coordinates of each query's k nearest anchors (Euclidean distance
     of L2-normalised embeddings, i.e. cosine, in a PCA of queries and anchors together)."""
-    queries, anchors = (torch.from_numpy(x) for x in _reduced(_unit(queries), _unit(anchors)))
-    k = min(k or NEIGHBOURS, len(anchors))
-    anchor_norms = (anchors**2).sum(1)
-    nearest = torch.empty((len(queries), k), dtype=torch.long)
-    for start in range(0, len(queries), CHUNK):
-        distance = anchor_norms[None, :] - 2 * queries[start : start + CHUNK] @ anchors.T  # + |q|^2: same per row
+    reduced_queries, reduced_anchors = (torch.from_numpy(x) for x in _reduced(_unit(queries), _unit(anchors)))
+    k = min(k or NEIGHBOURS, len(reduced_anchors))
+    anchor_norms = (reduced_anchors**2).sum(1)
+    nearest = torch.empty((len(reduced_queries), k), dtype=torch.long)
+    for start in range(0, len(reduced_queries), CHUNK):
+        # + |q|^2 left out: the same for every anchor of a row
+        distance = anchor_norms[None, :] - 2 * reduced_queries[start : start + CHUNK] @ reduced_anchors.T
         nearest[start : start + CHUNK] = distance.topk(k, dim=1, largest=False).indices
-    nearest = nearest.numpy()
-    return {method: coords[nearest].mean(axis=1) for method, coords in anchor_coords.items()}
+    nearest_rows = nearest.numpy()
+    return {method: coords[nearest_rows].mean(axis=1) for method, coords in anchor_coords.items()}
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

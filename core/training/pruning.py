@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select
 
 from core.store.models import (
     RUN_FINISHED,
@@ -77,7 +78,9 @@ def prune_refits(
         if not ids:
             return pruned
         for table in (Prediction, Embedding, Projection):
-            pruned.rows += session.execute(delete(table).where(table.run_id.in_(ids))).rowcount or 0
+            # A DELETE's result is a CursorResult (which has rowcount); Session.execute is typed for any statement.
+            deleted = cast("CursorResult[Any]", session.execute(delete(table).where(table.run_id.in_(ids))))
+            pruned.rows += deleted.rowcount or 0
         now = utcnow()
         for run in runs:
             if run.checkpoint:

@@ -32,6 +32,8 @@ import torch
 from sqlalchemy import func, select
 
 from core.classes import class_names
+from core.ssl.heads import ExpressionHead
+from core.ssl.levels import MemoryBank
 from core.store.models import (
     RUN_CANCELLED,
     RUN_FAILED,
@@ -138,7 +140,7 @@ class RefitMemory:
         should_stop: Callable[[], bool],
     ) -> tuple[np.ndarray, list[int]]:
         key = (settings.encoder, settings.strong_views, settings.uses_geometry, str(project.root), faces.ids.tobytes())
-        if self.features_key != key:
+        if self.features is None or self.features_key != key:
             _phase(events, "features", f"reading the cached features of {len(faces)} faces")
             inputs = load_head_inputs(
                 project,
@@ -248,6 +250,8 @@ def _discard_checkpoint(project: Project, run_id: int) -> None:
     run): the next refit starts from the parent again."""
     with project.session() as session:
         run = session.get(Run, run_id)
+        if run is None:  # deleted meanwhile: nothing left to discard
+            return
         path = project.resolve_path(run.checkpoint) if run.checkpoint else None
         run.checkpoint = None
     if path is not None:
@@ -314,12 +318,13 @@ def _layout_run(session, run: Run) -> int:
 def _count_labeled(project: Project) -> int:
     """Labeled active train faces: the labeled set the refit will record."""
     with project.session() as session:
-        return session.scalar(
+        count = session.scalar(
             select(func.count())
             .select_from(Label)
             .join(Image, Image.id == Label.image_id)
             .where(Image.split == "train", Image.status == STATUS_ACTIVE)
         )
+        return count or 0  # COUNT always gives a row; the 0 is for the type
 
 
 class _RefitProgress(Hook):
@@ -376,12 +381,14 @@ def _execute_refit(
     features, broken = memory.features_for(project, faces, settings, events, should_stop)
     lap("features")
 
-    _phase(events, "training", f"refitting the head for {settings.loop.steps} steps")
+    steps = settings.loop.steps
+    assert steps is not None  # refit() sets the refit's own steps before it gets here
+    _phase(events, "training", f"refitting the head for {steps} steps")
     start_step = int(state["step"])
     loop_settings = TrainSettings.from_dict(settings.to_dict())
-    loop_settings.loop.steps = start_step + settings.loop.steps
+    loop_settings.loop.steps = start_step + steps
     metrics_hook = MetricsHook(project, run_id, events)
-    hooks = [StopHook(should_stop), _RefitProgress(events, start_step, settings.loop.steps), metrics_hook]
+    hooks = [StopHook(should_stop), _RefitProgress(events, start_step, steps), metrics_hook]
     # No validation during the refit (metrics_hook=None): its predictions give the val metrics at
     # its last step anyway, and at FER2013 size each pass over val costs seconds of instance level.
     prepared = prepare_head_from_features(
@@ -395,7 +402,7 @@ def _execute_refit(
         prepared.train_rows,
         train_labels,
         parent.labels,
-        settings.loop.steps,
+        steps,
         seed=settings.loop.seed + run_id,
     )
     if trainer.run() == RUN_CANCELLED:
@@ -450,6 +457,8 @@ def warm_start(
     # The run's own learning rates, before the parent's optimiser state (its refit's, for a
     # refit of a refit) replaces them: a chain must not shrink them refit after refit.
     run_lrs = [group["initial_lr"] for group in trainer.optimizer.param_groups]
+    if not isinstance(trainer.model, ExpressionHead):
+        raise RunError(f"only a head-mode run can be refitted, not one that trains a {type(trainer.model).__name__}")
     problem = input_width_problem(state["model"], trainer.model.input_norm.normalized_shape[0])
     if problem:
         raise RunError(f"the parent run cannot be refitted: {problem}")
@@ -457,8 +466,9 @@ def warm_start(
     trainer.ema.module.load_state_dict(state["ema"])
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.algorithm.load_state_dict({**state["algorithm"], "bank": None})
-    if trainer.algorithm.bank is not None and state["algorithm"].get("bank") is not None:
-        _carry_bank(trainer, state, faces, train_rows, train_labels, parent_labels)
+    bank = trainer.algorithm.bank
+    if bank is not None and state["algorithm"].get("bank") is not None:
+        _carry_bank(trainer, bank, state, faces, train_rows, train_labels, parent_labels)
     trainer.step = int(state["step"])
     trainer.ema.decay = refit_ema_decay(trainer.ema.decay, steps)
     for group, lr in zip(trainer.optimizer.param_groups, run_lrs):
@@ -473,6 +483,7 @@ def warm_start(
 
 def _carry_bank(
     trainer: Trainer,
+    bank: MemoryBank,
     state: dict,
     faces: FaceTable,
     train_rows: np.ndarray,
@@ -481,7 +492,7 @@ def _carry_bank(
 ) -> None:
     """The parent's memory bank, slot by face; a face labeled or relabeled since takes its new
     label with the parent teacher's embedding, a face whose label was cleared leaves the bank."""
-    bank, old = trainer.algorithm.bank, state["algorithm"]["bank"]
+    old = state["algorithm"]["bank"]
     parent_slot = {int(face): slot for slot, face in enumerate(state["train_face_ids"].tolist())}
     ids = faces.ids[train_rows]
     mine = [slot for slot, face in enumerate(ids) if int(face) in parent_slot]
@@ -519,14 +530,19 @@ def _read_layout(project: Project, run_id: int) -> placement.Layout | None:
             coords.setdefault(method, {})[face] = (x, y)
         if not coords:
             return None
-        vectors = dict(
-            session.execute(
+        vectors = {
+            face: vector
+            for face, vector in session.execute(
                 select(Embedding.image_id, Embedding.vector).where(
                     Embedding.run_id == run_id, Embedding.vector.is_not(None)
                 )
-            ).all()
-        )
-        seed = (session.get(Run, run_id).config or {}).get("loop", {}).get("seed", 0)
+            )
+            if vector is not None  # the query leaves NULLs out; this tells the type checker
+        }
+        run = session.get(Run, run_id)
+        if run is None:  # deleted meanwhile: no layout to place in
+            return None
+        seed = (run.config or {}).get("loop", {}).get("seed", 0)
     face_ids = np.array(sorted(set(vectors).intersection(*[set(c) for c in coords.values()])), dtype=np.int64)
     if not len(face_ids):
         return None

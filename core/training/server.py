@@ -95,7 +95,7 @@ class EncoderShelf:
     head-mode job runs, the shelf answers instead and keeps what it loaded. Head mode only reads
     an encoder; a fine-tune job trains its weights, so it always gets a fresh one."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.kept: dict[tuple[str, str], Any] = {}
         self.lending = False
         self._load: Callable | None = None
@@ -108,6 +108,8 @@ class EncoderShelf:
             encoders.get_encoder = self.get
 
     def get(self, spec: str | None = None, device=None):
+        if self._load is None:
+            raise RuntimeError("the encoder shelf answers for get_encoder only once installed (EncoderShelf.install)")
         if not self.lending:
             return self._load(spec, device)
         from core.encoders.base import resolve_device

@@ -63,6 +63,17 @@ class Schedule:
     instance_warmup: int
 
 
+@dataclass(frozen=True)
+class Cadence:
+    """A run's length and how often the loop's hooks act, with every "auto" resolved
+    (LoopConfig.cadence): what the Trainer and its hooks count by."""
+
+    steps: int
+    log_every: int
+    eval_every: int
+    checkpoint_every: int
+
+
 def auto_schedule(steps: int) -> Schedule:
     return Schedule(
         eval_every=max(1, round(steps / VALIDATIONS_PER_RUN)),
@@ -94,11 +105,17 @@ class LoopConfig:
     def with_schedule(self) -> LoopConfig:
         """This config with the cadences left to "auto" filled in from `steps` (which must be set:
         `TrainSettings.resolved` chooses it from the data)."""
+        cadence = self.cadence()
+        return replace(self, eval_every=cadence.eval_every, checkpoint_every=cadence.checkpoint_every)
+
+    def cadence(self) -> Cadence:
+        """The steps and cadences `with_schedule` fills in, as numbers that are never "auto"."""
         if self.steps is None:
             raise ValueError("steps is 'auto': choose it from the data first (TrainSettings.resolved)")
         schedule = auto_schedule(self.steps)
-        return replace(
-            self,
+        return Cadence(
+            steps=self.steps,
+            log_every=self.log_every,
             eval_every=self.eval_every or schedule.eval_every,
             checkpoint_every=self.checkpoint_every or schedule.checkpoint_every,
         )
@@ -195,17 +212,16 @@ class TrainSettings:
         loop = loop.with_schedule()
         method = self.method
         if method.instance_warmup is None:
-            method = replace(method, instance_warmup=auto_schedule(loop.steps).instance_warmup)
+            method = replace(method, instance_warmup=auto_schedule(loop.cadence().steps).instance_warmup)
         return replace(self, loop=loop, method=method)
 
     def level_warnings(self) -> list[str]:
         """Levels that are ticked but cannot appear in a run with these (resolved) settings, in
         words, for the training form before Start and for `train`."""
         steps, warmup = self.loop.steps, self.method.instance_warmup
-        if not (algorithm_traits(self.algorithm).instance_level and self.method.use_instance) or None in (
-            steps,
-            warmup,
-        ):
+        if not (algorithm_traits(self.algorithm).instance_level and self.method.use_instance):
+            return []
+        if steps is None or warmup is None:
             return []
         if warmup >= steps:
             return [

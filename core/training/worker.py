@@ -225,6 +225,8 @@ def _reopen_run(project: Project, run_id: int) -> tuple[int, TrainSettings]:
 def _finish_run(project: Project, run_id: int, status: str, error: str | None = None) -> None:
     with project.session() as session:
         run = session.get(Run, run_id)
+        if run is None:  # deleted meanwhile: nothing left to mark
+            return
         run.status = status
         run.finished_at = utcnow()
         run.error = error
@@ -518,11 +520,12 @@ def prepare_finetune(
     pool = spatial_pool(encoder.image_tower, encoder.input_size, settings.spatial())
     in_dim = encoder.image_dim if pool is None else pool.channels
     algorithm, head = build_method(settings, in_dim, class_text, len(train_rows), device)
-    model = FineTuneModel(encoder.image_tower, head, pool).to(device)
-    model.tower.train()
+    network = FineTuneModel(encoder.image_tower, head, pool).to(device)
+    network.tower.train()
     rank = torch.distributed.get_rank() if distributed.active() else 0
+    model: torch.nn.Module = network
     if distributed.active():
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        model = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
     preprocess = encoder.preprocessor()
     source = ImageBatches(
         faces,
