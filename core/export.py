@@ -141,7 +141,7 @@ def export_project(
 
     label_rows = []
     for image, label in labeled:
-        exported = ""
+        exported: str | None = ""
         problem = _row_problem(image, label.label)
         if problem:
             report.skipped.append((image.path, problem))

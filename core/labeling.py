@@ -290,7 +290,9 @@ def undo(project: Project, annotator: str | None = None) -> LabelStep | None:
                 skipped.append(row.image_id)  # changed since by someone else: theirs stands
             else:
                 source, who, when = _old_row(session, row, now)
-                labels[row.image_id] = _write_label(session, row.image_id, row.old_label, source, who, when, current)
+                _remember(
+                    labels, row.image_id, _write_label(session, row.image_id, row.old_label, source, who, when, current)
+                )
                 changes.append(FaceChange(row.image_id, row.new_label, row.old_label))
             row.undone_at = now
         return _step("undo", rows, changes, skipped)
@@ -312,8 +314,12 @@ def redo(project: Project, annotator: str | None = None) -> LabelStep | None:
             else:
                 # The row the step first wrote, time included: a later undo then restores
                 # exactly what the next correction recorded as its old row.
-                labels[row.image_id] = _write_label(
-                    session, row.image_id, row.new_label, SOURCE_ANNOTATOR, row.annotator, row.created_at, current
+                _remember(
+                    labels,
+                    row.image_id,
+                    _write_label(
+                        session, row.image_id, row.new_label, SOURCE_ANNOTATOR, row.annotator, row.created_at, current
+                    ),
                 )
                 changes.append(FaceChange(row.image_id, row.old_label, row.new_label))
             row.undone_at = None
@@ -481,7 +487,9 @@ def _apply(
         )
         session.add(row)
         rows.append(row)
-        labels[edit.face_id] = _write_label(session, edit.face_id, edit.label, SOURCE_ANNOTATOR, annotator, now, old)
+        _remember(
+            labels, edit.face_id, _write_label(session, edit.face_id, edit.label, SOURCE_ANNOTATOR, annotator, now, old)
+        )
         changes.append(FaceChange(edit.face_id, old_label, edit.label))
     if not rows:
         return LabelStep("label", annotator, None, (), (), left_out=left_out) if left_out else None
@@ -508,6 +516,14 @@ def _write_label(
         session.add(current)
     current.label, current.source, current.annotator, current.updated_at = label, source, annotator, when
     return current
+
+
+def _remember(labels: dict[int, Label], face_id: int, row: Label | None) -> None:
+    """Keep `labels` the faces' current label rows after a write: a deleted label leaves it."""
+    if row is None:
+        labels.pop(face_id, None)
+    else:
+        labels[face_id] = row
 
 
 def _old_row(session: Session, row: Correction, now: datetime) -> tuple[str, str | None, datetime]:

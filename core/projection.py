@@ -73,7 +73,6 @@ def cache_numba_compiles() -> int:
     import importlib
     import warnings
 
-    from numba.core.caching import NullCache
     from numba.core.errors import NumbaWarning
     from numba.core.registry import CPUDispatcher
 
@@ -88,7 +87,8 @@ def cache_numba_compiles() -> int:
         except ImportError:
             continue
         for function in list(vars(module).values()):
-            if isinstance(function, CPUDispatcher) and isinstance(function._cache, NullCache):
+            # A dispatcher without a cache (numba's NullCache) reports no cache path.
+            if isinstance(function, CPUDispatcher) and function.stats.cache_path is None:
                 try:
                     function.enable_caching()
                     switched += 1
@@ -104,7 +104,9 @@ def _limit_numba_threads() -> None:
 
     from core.threads import compute_threads
 
-    numba.set_num_threads(max(1, min(compute_threads(), numba.config.NUMBA_NUM_THREADS)))
+    # numba.config sets its settings from the environment at import, where mypy cannot see them.
+    ceiling = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+    numba.set_num_threads(max(1, min(compute_threads(), ceiling)))
 
 
 def compile_umap() -> None:

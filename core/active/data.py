@@ -8,7 +8,9 @@ over the whole column (30,000 faces: a few tens of milliseconds).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Text, cast, select
@@ -101,7 +103,7 @@ def load_run_predictions(session: Session, run_id: int, split: str | None = "tra
     if split is not None:
         query = query.where(Image.split == split)
     rows = session.execute(query).all()
-    columns = list(zip(*rows)) if rows else [[] for _ in range(11)]
+    columns: list[Sequence[Any]] = list(zip(*rows)) if rows else [[] for _ in range(11)]
     width = len(names)
     levels = {}
     for offset, level in enumerate(LEVELS):

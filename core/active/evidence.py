@@ -77,7 +77,7 @@ def face_evidence(
         if prediction is not None and thresholds is None:
             thresholds = load_thresholds(session, run_id)
     if prediction is None:
-        levels = {level: None for level in LEVELS}
+        levels: dict[str, np.ndarray | None] = {level: None for level in LEVELS}
         return FaceEvidence(
             face.id,
             face.split,
@@ -169,8 +169,8 @@ class LabeledNeighbours:
         if self._pending is not None:
             self._pending.update(int(f) for f in face_ids)
 
-    def _apply_pending(self, session: Session) -> None:
-        ids = sorted(self._pending)
+    def _apply_pending(self, session: Session, changed: set[int]) -> None:
+        ids = sorted(changed)
         self._pending = set()
         if not ids:
             return
@@ -242,7 +242,7 @@ class LabeledNeighbours:
         if self._pending is None:
             self.refresh_labels(session)
         elif self._pending:
-            self._apply_pending(session)
+            self._apply_pending(session, self._pending)
         query = self.vector_of(session, int(face_id))
         if query is None or not self._count:
             return []

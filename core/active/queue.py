@@ -89,6 +89,8 @@ class QueueContext:
         """(found mask over rows, their vectors): from memory, or the run's stored embeddings."""
         if self.embeddings is not None:
             return np.ones(len(rows), dtype=bool), self.embeddings[rows].astype(np.float32)
+        if self.session is None:
+            raise ValueError("the run's embeddings are read through a session: open one, or give them in memory")
         return load_embeddings(self.session, self.preds.run_id, self.preds.face_ids[rows])
 
     def under_threshold(self, row: int) -> bool:

@@ -50,7 +50,7 @@ def js_divergence(levels: Sequence[np.ndarray]) -> np.ndarray:
     face (a NaN row) is left out for that face; faces with fewer than two levels get NaN.
     """
     stack = np.stack([np.asarray(level, dtype=np.float64) for level in levels])  # (L, n, C)
-    present = ~np.isnan(stack).any(axis=2)  # (L, n)
+    present = ~np.any(np.isnan(stack), axis=2)  # (L, n)
     count = present.sum(axis=0)
     filled = np.where(present[..., None], stack, 0.0)
     mean = filled.sum(axis=0) / np.maximum(count, 1)[:, None]
@@ -201,12 +201,13 @@ def typical_per_cluster(points: np.ndarray, typical: np.ndarray, k: int, seed: i
         warnings.simplefilter("ignore", ConvergenceWarning)
         restarts = 3 if k <= KMEANS_RESTARTS_UP_TO else 1
         assignment = KMeans(n_clusters=k, n_init=restarts, random_state=seed).fit_predict(unit.astype(np.float64))
-    picks, sizes = [], []
+    representatives: list[int] = []
+    cluster_sizes: list[int] = []
     for cluster in range(k):
         members = np.flatnonzero(assignment == cluster)
         if len(members):  # k-means can leave a cluster empty on duplicate points
-            picks.append(members[np.argmax(typical[members])])
-            sizes.append(len(members))
-    picks, sizes = np.array(picks, dtype=np.int64), np.array(sizes, dtype=np.int64)
+            representatives.append(int(members[np.argmax(typical[members])]))
+            cluster_sizes.append(len(members))
+    picks, sizes = np.array(representatives, dtype=np.int64), np.array(cluster_sizes, dtype=np.int64)
     order = np.lexsort((picks, -sizes))
     return picks[order], sizes[order]

@@ -4,6 +4,7 @@ see core/training/server.py for its commands and events)."""
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import signal
 import sys
@@ -59,7 +60,8 @@ def cmd_serve(args) -> int:
             pass
     out = events_stream()
 
-    sys.stdin.reconfigure(encoding="utf-8", errors="replace")
+    if isinstance(sys.stdin, io.TextIOWrapper):  # a replaced stdin (a test's StringIO) reads text already
+        sys.stdin.reconfigure(encoding="utf-8", errors="replace")
     with opened_project(args.project) as project:
         from core.training.server import WARM_UPS, WarmWorker
 

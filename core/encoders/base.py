@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,7 @@ class Encoder(abc.ABC):
 
     def preprocessor(self) -> Preprocessor:
         """A small picklable copy of the preprocessing, for DataLoader worker processes."""
-        return Preprocessor(self.input_size, tuple(self.mean), tuple(self.std))
+        return Preprocessor(self.input_size, self.mean, self.std)
 
     def encode_images(self, batch: torch.Tensor) -> torch.Tensor:
         """(B,3,S,S) normalised -> (B,image_dim) float32 features, not normalised."""
@@ -112,6 +113,12 @@ class Encoder(abc.ABC):
         return f"<{type(self).__name__} {self.spec!r} on {self._device}>"
 
 
+def rgb_triple(values: Iterable[float]) -> tuple[float, float, float]:
+    """Per-channel numbers (a mean or a std) as R, G and B floats; not three of them is an error."""
+    red, green, blue = (float(v) for v in values)
+    return red, green, blue
+
+
 class Preprocessor:
     """RGB PIL images -> (B,3,S,S) normalised float32: fit to a square, scale, normalise."""
 
@@ -143,9 +150,10 @@ class Preprocessor:
     def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         # Made once per device: copying them to a GPU at every batch would wait for its queued work.
         if device not in self._constants:
-            self._constants[device] = tuple(
+            mean, std = (
                 torch.tensor(v, dtype=torch.float32, device=device).view(1, 3, 1, 1) for v in (self.mean, self.std)
             )
+            self._constants[device] = (mean, std)
         return self._constants[device]
 
 

@@ -9,11 +9,15 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from core.encoders.base import Encoder, EncoderError, file_sha256, resolve_device
+
+if TYPE_CHECKING:  # an optional package, imported where the network is built (load_network)
+    from efficientnet_lite_pytorch import EfficientNet
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +91,7 @@ class LiteTower(nn.Module):
     the 1280-channel head convolution are not run.
     """
 
-    def __init__(self, net: nn.Module, blocks: int = FEATURE_BLOCKS, grid: int = FEATURE_GRID):
+    def __init__(self, net: EfficientNet, blocks: int = FEATURE_BLOCKS, grid: int = FEATURE_GRID):
         super().__init__()
         self.total_blocks = len(net._blocks)  # drop-connect rates scale with depth in the full network
         if not 1 <= blocks <= self.total_blocks:
@@ -113,7 +117,7 @@ class LiteTower(nn.Module):
         return nn.functional.adaptive_avg_pool2d(self.forward_spatial(x), self.grid).flatten(1)
 
 
-def load_network(path: Path) -> nn.Module:
+def load_network(path: Path) -> EfficientNet:
     """The whole ImageNet EfficientNet-Lite0, classifier included, from the verified weights file."""
     try:
         from efficientnet_lite_pytorch import EfficientNet

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from core.encoders.base import Encoder, EncoderError, file_sha256, resolve_device, safe_key
+from core.encoders.base import Encoder, EncoderError, file_sha256, resolve_device, rgb_triple, safe_key
 
 log = logging.getLogger(__name__)
 
@@ -206,8 +206,8 @@ class ClipEncoder(Encoder):
         size = model.visual.image_size
         self.input_size = int(size[0] if isinstance(size, (tuple, list)) else size)
         pcfg = getattr(model.visual, "preprocess_cfg", {}) or {}
-        self.mean = tuple(float(v) for v in pcfg.get("mean", (0.48145466, 0.4578275, 0.40821073)))
-        self.std = tuple(float(v) for v in pcfg.get("std", (0.26862954, 0.26130258, 0.27577711)))
+        self.mean = rgb_triple(pcfg.get("mean", (0.48145466, 0.4578275, 0.40821073)))
+        self.std = rgb_triple(pcfg.get("std", (0.26862954, 0.26130258, 0.27577711)))
         if tag is not None:  # published tags are immutable
             self.cache_key = safe_key(f"clip-{model_name}-{tag}")
             self._verified = "published tag, loaded from the local cache"

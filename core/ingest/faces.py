@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import cv2.data  # the bundled cascades' folder (cv2's stubs only know it imported by name)
 import numpy as np
 from PIL import Image
 

@@ -417,11 +417,12 @@ def import_source(
 
     report.seconds = time.perf_counter() - started
     with project.session() as session:
-        batch = session.get(ImportBatch, report.import_id)
-        batch.finished_at = utcnow()
-        batch.imported = report.imported
-        batch.skipped = len(report.skipped)
-        batch.report = report.to_dict()
+        finished = session.get(ImportBatch, report.import_id)
+        if finished is not None:  # None: the batch was deleted meanwhile, and the report is all there is
+            finished.finished_at = utcnow()
+            finished.imported = report.imported
+            finished.skipped = len(report.skipped)
+            finished.report = report.to_dict()
     return report
 
 

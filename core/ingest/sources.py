@@ -183,8 +183,8 @@ def _find_column(header: list[str], candidates: tuple[str, ...]) -> int | None:
 def _enumerate_csv(csv_path: Path, split: str, mapper: ClassMapper) -> list[SourceItem]:
     try:
         handle, _size = open_regular(csv_path)  # never blocks on a FIFO swapped in since the stat
-        with io.TextIOWrapper(handle, encoding="utf-8-sig") as reader:  # read_text's newlines
-            text = reader.read()
+        with io.TextIOWrapper(handle, encoding="utf-8-sig") as stream:  # read_text's newlines
+            text = stream.read()
     except UnicodeDecodeError as exc:
         raise SourceError(f"{csv_path}: not UTF-8 text (byte {exc.start}); save the manifest as UTF-8") from None
     except NotRegularFile as exc:
@@ -232,8 +232,8 @@ def _enumerate_csv(csv_path: Path, split: str, mapper: ClassMapper) -> list[Sour
     if unknown:
         raise SourceError(f"{csv_path}: {UnknownClassError(sorted(unknown), class_names())}")
     items: list[SourceItem] = []
-    for _line, file_cell, label, row_split in parsed:
-        canonical = mapper.resolve(label) if label else None
+    for _line, file_cell, given_label, row_split in parsed:
+        canonical = mapper.resolve(given_label) if given_label else None
         if canonical == SKIP:
             continue
         path = Path(file_cell).expanduser()

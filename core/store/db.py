@@ -15,7 +15,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
-from sqlalchemy import JSON, Connection, DateTime, Engine, Float, String, create_engine, event, inspect, select, text
+from sqlalchemy import (
+    JSON,
+    Connection,
+    DateTime,
+    Engine,
+    Float,
+    String,
+    create_engine,
+    delete,
+    event,
+    insert,
+    inspect,
+    select,
+    text,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeEngine
 
@@ -156,8 +170,8 @@ def read_schema_version(conn: Connection) -> int | None:
 
 
 def _write_meta(conn: Connection, key: str, value: str) -> None:
-    conn.execute(Meta.__table__.delete().where(Meta.key == key))
-    conn.execute(Meta.__table__.insert().values(key=key, value=value))
+    conn.execute(delete(Meta).where(Meta.key == key))
+    conn.execute(insert(Meta).values(key=key, value=value))
 
 
 def _backup_sqlite(conn: Connection, from_version: int) -> Path | None:
