@@ -219,7 +219,7 @@ def run_benchmark(args, checkpoint=None) -> dict:
         val_x, val_y = torch.from_numpy(features[dev, 0]), truth[dev]
         features, truth, ids = features[~dev], truth[~dev], ids[~dev]
         evaluated_on = f"dev: {DEV_FACES} train faces held out of the pool (seed {DEV_SEED})"
-    results = {
+    results: dict = {
         "settings": {
             "start_per_class": args.start,
             "rounds": args.rounds,

@@ -59,7 +59,7 @@ def candidate_features(net, items: list, batch: int = 128) -> dict[str, np.ndarr
     out: dict[str, list[np.ndarray]] = {name: [] for name in CANDIDATES}
     for start in range(0, len(items), batch):
         x = preprocess([Image.open(path).convert("RGB") for path, _ in items[start : start + batch]])
-        maps = {}
+        maps: dict[int | str, torch.Tensor] = {}  # block index, or "head"
         h = net._swish(net._bn0(net._conv_stem(x)))
         for i, block in enumerate(net._blocks):
             h = block(h)
@@ -97,6 +97,7 @@ def run_benchmark(args, checkpoint=None) -> dict:
     seconds = time.perf_counter() - started
     y_train = np.array([c for _, c in train])
     y_dev = np.array([c for _, c in dev])
+    rows: list[dict] = []
     results = {
         "settings": {
             "train_faces": len(train),
@@ -108,7 +109,7 @@ def run_benchmark(args, checkpoint=None) -> dict:
             "c_small": 0.05,
             "c_all": 0.5,
         },
-        "rows": [],
+        "rows": rows,
     }
     for per_class in (25, 100, None):
         picked = (
@@ -117,10 +118,9 @@ def run_benchmark(args, checkpoint=None) -> dict:
             else np.arange(len(y_train))
         )
         c = 0.05 if per_class else 0.5  # stronger regularisation with few labels
-        row = {"labels": per_class or "all", "accuracy": {}}
-        for name in CANDIDATES:
-            row["accuracy"][name] = probe(x_train[name][picked], y_train[picked], x_dev[name], y_dev, c)
-        results["rows"].append(row)
+        accuracy = {name: probe(x_train[name][picked], y_train[picked], x_dev[name], y_dev, c) for name in CANDIDATES}
+        row = {"labels": per_class or "all", "accuracy": accuracy}
+        rows.append(row)
         print(json.dumps(row), flush=True)
         if checkpoint:
             checkpoint(results)

@@ -30,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ from core.training.data import FaceTable
 from core.training.features import FeatureCache
 
 PARTS = ("engines", "probe", "cache", "full")
+Engine = Callable[[np.ndarray], np.ndarray]  # a batch of views -> their features, as the cache calls it
 RECORDED_FULL_S = 1927  # docs/benchmarks.md, the FER2013 cache before this change (31,047 faces x 4 views)
 
 
@@ -105,11 +107,11 @@ def int8_model(fp32: Path, calibration: np.ndarray, out: Path) -> Path:
     return out
 
 
-def engine_settings(encoder, folder: Path, calibration: np.ndarray) -> dict[str, tuple[object, int]]:
+def engine_settings(encoder, folder: Path, calibration: np.ndarray) -> dict[str, tuple[Engine, int]]:
     image_engine(encoder, folder, threads=1, prefer="onnx")  # builds the fp32 model
     fp32, _ = engine_files(folder)
     int8 = int8_model(fp32, calibration, folder / "int8.onnx")
-    settings = {}
+    settings: dict[str, tuple[Engine, int]] = {}
     for threads in (1, 2):
         settings[f"torch eager (the cache before), {threads} thread(s)"] = (TorchImageEngine(encoder), threads)
         settings[f"torch channels-last, {threads} thread(s)"] = (ChannelsLastEngine(encoder), threads)
@@ -121,6 +123,8 @@ def engine_settings(encoder, folder: Path, calibration: np.ndarray) -> dict[str,
 def views_batch(encoder, paths: list[Path]) -> np.ndarray:
     cache = FeatureCache(Path(tempfile.gettempdir()), encoder, 2)
     batch, _owners, _failed = cache._views(face_table(paths), list(range(len(paths))))
+    if batch is None:
+        raise SystemExit(f"none of the {len(paths)} FER2013 faces could be read")
     return batch
 
 
@@ -129,7 +133,8 @@ def measure_engines(encoder, folder: Path, rounds: int, faces: int) -> dict:
     calibration = views_batch(encoder, fer_train_items(64, seed=1, skip=faces))  # other faces
     settings = engine_settings(encoder, folder, calibration)
     chunks = [batch[i : i + 256] for i in range(0, len(batch), 256)]  # the cache's batch: 64 faces x 4 views
-    outputs, rates = {}, {name: [] for name in settings}
+    outputs: dict[str, np.ndarray] = {}
+    rates: dict[str, list[float]] = {name: [] for name in settings}
     for _ in range(rounds):
         for name, (engine, threads) in settings.items():
             torch.set_num_threads(threads)
@@ -184,7 +189,7 @@ def measure_probe(encoder, folder: Path, train_faces: int, dev_faces: int) -> di
             else np.arange(len(y_train))
         )
         c = 0.05 if per_class else 0.5
-        row = {"labels": per_class or "all"}
+        row: dict[str, int | str | float] = {"labels": per_class or "all"}
         for name, (x_train, x_dev) in feats.items():
             row[name] = probe(x_train[picked], y_train[picked], x_dev, y_dev, c)
         rows.append(row)
@@ -206,8 +211,9 @@ def measure_cache(encoder, folder: Path, rounds: int, faces: int) -> dict:
         "now: onnxruntime, 1 thread, views drawn ahead by a second thread": (OnnxImageEngine(fp32, 1), 1, 2),
         "now: onnxruntime, 2 threads, views drawn ahead by a second thread": (OnnxImageEngine(fp32, 2), 2, 2),
     }
-    rates = {name: [] for name in settings}
-    cpu = {name: [] for name in settings}  # CPU seconds per face: what other jobs do not change much
+    rates: dict[str, list[float]] = {name: [] for name in settings}
+    # CPU seconds per face: what other jobs do not change much
+    cpu: dict[str, list[float]] = {name: [] for name in settings}
     for _round in range(rounds):
         for name, (engine, threads, prefetch) in settings.items():
             torch.set_num_threads(threads)

@@ -26,6 +26,7 @@ from sqlalchemy import select
 
 from bench.report import SHARED_DATA
 from core.classes import class_names
+from core.encoders.base import Encoder
 from core.encoders.text import class_text_embeddings, load_descriptions
 from core.ingest.importer import ImportOptions, import_source
 from core.store.models import HiddenTruth
@@ -83,7 +84,7 @@ class BenchmarkData:
     """What every FER2013 benchmark trains and evaluates on: train rows with hidden truth
     (row i is memory-bank slot i) and val's view-0 features with their labels."""
 
-    encoder: object
+    encoder: Encoder
     class_text: torch.Tensor
     features: np.ndarray  # (train faces, views, dim)
     truth: np.ndarray

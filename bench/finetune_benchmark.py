@@ -224,7 +224,7 @@ def run_benchmark(args, checkpoint=None) -> dict:
     val_y = faces.labels[val_rows]
     class_text = class_text_embeddings(encoder, load_descriptions(), args.text_cache or project.cache_dir("features"))
     val_x = torch.from_numpy(features_all[val_rows, 0]) if features_all is not None else None
-    results = {
+    results: dict = {
         "settings": {
             "labels_per_class": args.labels,
             "seeds": args.seeds,

@@ -77,7 +77,7 @@ def make_project(root: Path, faces: int, seed: int = 0) -> Path:
     splits = np.where(rng.random(faces) < VAL_SHARE, "val", "train")
     for i in range(faces):
         _face_image(rng).save(folder / f"{i:06d}.png")
-    labeled = set()
+    labeled: set[int] = set()
     for c in range(classes):
         members = np.flatnonzero((truth == c) & (splits == "train"))
         labeled.update(int(m) for m in rng.choice(members, LABELED_PER_CLASS, replace=False))
@@ -316,7 +316,7 @@ def measure_labeling(project: Path, presses: int, worker_ready: bool = False) ->
     for i in range(presses):
         expected = review.model.face(grid.currentIndex().row() + 1).id
         started = time.perf_counter()
-        QTest.keyClick(grid, keys[i % len(keys)])
+        QTest.keyClicks(grid, keys[i % len(keys)])  # the class's key typed: one character, one keyClick
         shown = time.perf_counter()
         if window.detail.face_id != expected:
             raise RuntimeError(f"press {i}: the detail panel shows face {window.detail.face_id}, not {expected}")

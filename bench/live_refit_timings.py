@@ -76,6 +76,12 @@ def measure(project: Path, rounds: int, every: int, screenshot: Path | None = No
     opened = time.perf_counter()
     window.open_project(project)
     worker = window.warm_worker
+
+    def worker_pid() -> int:
+        if worker.process is None:
+            raise RuntimeError("the warm worker's process is not running")
+        return worker.process.processId()
+
     ready = _wait(app, lambda: worker.state == READY) - opened
     primed = _wait(app, lambda: any(e.get("part") == "refit" for e in worker_events)) - opened
     # Rounds start once UMAP is compiled too (it waits for an idle worker): the steady state.
@@ -93,7 +99,7 @@ def measure(project: Path, rounds: int, every: int, screenshot: Path | None = No
         for _ in range(every):
             QTest.keyClick(grid, Qt.Key.Key_Return)  # accept the suggestion, move on
         corrected = time.perf_counter()
-        cpu_before = time.process_time(), cpu_seconds(worker.process.processId())
+        cpu_before = time.process_time(), cpu_seconds(worker_pid())
         being_labeled = grid.current_face().id
         _wait(app, lambda refreshed=refreshed: bool(refreshed))
         run = refreshed[0]
@@ -101,7 +107,7 @@ def measure(project: Path, rounds: int, every: int, screenshot: Path | None = No
             app,
             lambda run=run: review.answered is not None and review.answered.run_id == run and not review.building,
         )
-        cpu = time.process_time() - cpu_before[0], cpu_seconds(worker.process.processId()) - cpu_before[1]
+        cpu = time.process_time() - cpu_before[0], cpu_seconds(worker_pid()) - cpu_before[1]
         live.refreshed.disconnect(refreshed.append)
         finished = next(e for e in reversed(worker_events) if e["event"] == "finished" and e.get("run") == run)
         started = next(e for e in worker_events if e["event"] == "started" and e.get("run") == run)

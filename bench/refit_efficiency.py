@@ -158,7 +158,7 @@ def run(args, save) -> dict:
     plan = configure_threads("worker")
     device = choose_device(args.device)
     data = load_benchmark_data(args.project, "offline", 2, None)
-    results = {
+    results: dict = {
         "settings": {
             "start_per_class": args.start,
             "corrections": args.corrections,

@@ -188,7 +188,7 @@ def tune(features, truth, ids, class_text, loop, device, args) -> tuple[dict, li
     dev[rng.choice(len(truth), size=min(DEV_FACES, len(truth) // 5), replace=False)] = True
     keep = ~dev
     dev_x, dev_y = torch.from_numpy(features[dev, 0]), truth[dev]
-    trials = []
+    trials: list[dict] = []
     for overrides in args.tuning_grid or TUNING_GRID:
         scores = []
         for per_class in args.labels:
@@ -225,6 +225,8 @@ def run_benchmark(args, checkpoint=None) -> dict:
         """The method's settings and the train and val features it reads."""
         overrides = dict(overrides)
         if overrides.pop(GEOMETRY, False):
+            if data.features_geometry is None or data.val_x_geometry is None:
+                raise ValueError("a method with face geometry needs the geometry suite (--suite geometry)")
             return overrides, data.features_geometry, data.val_x_geometry
         return overrides, features, val_x
 
@@ -312,7 +314,9 @@ def run_benchmark(args, checkpoint=None) -> dict:
                     f"classifier {run['classifier']['accuracy']:.4f} ({run['seconds']:.0f} s)",
                     flush=True,
                 )
-    ceilings = [(CEILING, {})] + ([(CEILING_GEOMETRY, {GEOMETRY: True})] if args.suite == "geometry" else [])
+    ceilings: list[tuple[str, dict]] = [(CEILING, {})] + (
+        [(CEILING_GEOMETRY, {GEOMETRY: True})] if args.suite == "geometry" else []
+    )
     for name, overrides in ceilings:
         if name not in args.methods:
             continue

@@ -84,6 +84,7 @@ def run_case(code: Path, busy: bool, workdir: Path) -> dict:
 
 def run_benchmark(args, checkpoint=None) -> dict:
     codes = {"before": Path(args.before).resolve(), "after": REPO}
+    rows: list[dict] = []
     results = {
         "settings": {
             "machine": machine_summary(),
@@ -92,13 +93,13 @@ def run_benchmark(args, checkpoint=None) -> dict:
             "before_commit": _commit(codes["before"]),
             "after_commit": _commit(REPO),
         },
-        "rows": [],
+        "rows": rows,
     }
     with tempfile.TemporaryDirectory() as tmp:
         for busy in (False, True):
             for name, code in codes.items():
                 row = {"code": name, "busy": busy, **run_case(code, busy, Path(tmp))}
-                results["rows"].append(row)
+                rows.append(row)
                 print(json.dumps(row), flush=True)
                 if checkpoint:
                     checkpoint(results)
