@@ -65,6 +65,7 @@ def make_project(root: Path, faces: int, seed: int = 0) -> Path:
 
     from core.classes import class_names
     from core.store.models import Embedding, Image, Label, Metric, Prediction, Projection, Run, utcnow
+    from core.store.prediction_rows import encode_prediction
     from core.store.project import Project
     from core.training.settings import TrainSettings
 
@@ -142,17 +143,16 @@ def make_project(root: Path, faces: int, seed: int = 0) -> Path:
                 session.execute(
                     insert(Prediction),
                     [
-                        {
-                            "run_id": run_id,
-                            "image_id": i + 1,
-                            "p_semantic": semantic[i].round(5).tolist(),
-                            "p_text": text[i].round(5).tolist(),
-                            "p_instance": instance[i].round(5).tolist(),
-                            "p_fused": fused[i].round(5).tolist(),
-                            "pseudo_label": names[int(fused[i].argmax())],
-                            "confidence": float(fused[i].max()),
-                            "passed_threshold": bool(fused[i].max() >= thresholds[fused[i].argmax()]),
-                        }
+                        encode_prediction(
+                            run_id,
+                            i + 1,
+                            fused=fused[i],
+                            pseudo_label=int(fused[i].argmax()),
+                            confidence=fused[i].max(),
+                            passed=fused[i].max() >= thresholds[fused[i].argmax()],
+                            names=names,
+                            levels={"semantic": semantic[i], "text": text[i], "instance": instance[i]},
+                        )
                         for i in rows
                     ],
                 )

@@ -1,13 +1,12 @@
 """Loading a run's predictions from the store into arrays for the queue strategies.
 
-Probability vectors are JSON lists in the database; decoding them one row at a time is what
-makes a naive load slow, so each column is fetched as raw text and parsed with one json.loads
-over the whole column (30,000 faces: a few tens of milliseconds).
+Probability vectors are JSON lists in the database (core/store/prediction_rows.py); decoding
+them one row at a time is what makes a naive load slow, so each column is fetched as raw text
+and decoded whole (30,000 faces: a few tens of milliseconds).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,10 +17,10 @@ from sqlalchemy.orm import Session
 
 from core.classes import class_names
 from core.store.models import STATUS_ACTIVE, Embedding, Image, Label, Metric, Prediction
+from core.store.prediction_rows import LEVELS, decode_probability_column, level_column
 from core.store.queries import RunNotFoundError, resolve_run_id
 
-LEVELS = ("semantic", "text", "instance")
-_LEVEL_COLUMNS = {"semantic": Prediction.p_semantic, "text": Prediction.p_text, "instance": Prediction.p_instance}
+_LEVEL_COLUMNS = {level: getattr(Prediction, level_column(level)) for level in LEVELS}
 _IN_CHUNK = 900  # ids per IN (...) query: under every SQLite build's bound-parameter limit
 
 
@@ -72,13 +71,6 @@ def resolve_run(session: Session, run_id: int | None) -> int:
         raise QueueError(str(exc)) from None
 
 
-def _parse_vectors(texts: list[str | None], width: int) -> np.ndarray:
-    """JSON lists (or NULL / JSON null) -> an (n, width) float array with NaN rows for the missing."""
-    missing = "[" + ",".join(["NaN"] * width) + "]"
-    joined = ",".join(missing if t is None or t == "null" else t for t in texts)
-    return np.asarray(json.loads("[" + joined + "]"), dtype=np.float64).reshape(len(texts), width)
-
-
 def load_run_predictions(session: Session, run_id: int, split: str | None = "train") -> RunPredictions:
     """The run's predictions for the active faces of a split (None: every split)."""
     names = class_names()
@@ -109,14 +101,14 @@ def load_run_predictions(session: Session, run_id: int, split: str | None = "tra
     for offset, level in enumerate(LEVELS):
         texts = columns[8 + offset]
         if any(t is not None and t != "null" for t in texts):
-            levels[level] = _parse_vectors(list(texts), width)
+            levels[level] = decode_probability_column(list(texts), width)
     return RunPredictions(
         run_id=run_id,
         face_ids=np.asarray(columns[0], dtype=np.int64),
         splits=np.asarray(columns[1], dtype=object),
         labels=np.asarray(columns[2], dtype=object),
         label_sources=np.asarray(columns[3], dtype=object),
-        fused=_parse_vectors(list(columns[7]), width),
+        fused=decode_probability_column(list(columns[7]), width),
         levels=levels,
         predicted=np.asarray([index[name] for name in columns[4]], dtype=np.int64),
         confidence=np.asarray(columns[5], dtype=np.float64),

@@ -10,7 +10,6 @@ embeddings of newly labeled faces are read.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from core.active.data import LEVELS, load_embeddings, load_thresholds
 from core.store.models import STATUS_ACTIVE, Image, Label, Prediction
+from core.store.prediction_rows import decode_extra, decode_probabilities
 
 
 @dataclass(frozen=True)
@@ -38,14 +38,6 @@ class FaceEvidence:
     passed_threshold: bool | None
     thresholds: np.ndarray | None  # (C,) the run's last logged class thresholds
     extra: dict | None = None  # the algorithm's own per-face output (LEAF: its positive set)
-
-
-def _vector(value) -> np.ndarray | None:
-    if value is None:
-        return None
-    if isinstance(value, str):  # JSON text on backends that hand it back unparsed
-        value = json.loads(value)
-    return None if value is None else np.asarray(value, dtype=np.float64)
 
 
 def face_evidence(
@@ -93,7 +85,7 @@ def face_evidence(
             None,
             None,
         )
-    levels = dict(zip(LEVELS, (_vector(p) for p in prediction[:3])))
+    levels = dict(zip(LEVELS, (decode_probabilities(p) for p in prediction[:3])))
     return FaceEvidence(
         face.id,
         face.split,
@@ -103,19 +95,13 @@ def face_evidence(
         face.updated_at,
         run_id,
         levels,
-        _vector(prediction.p_fused),
+        decode_probabilities(prediction.p_fused),
         prediction.pseudo_label,
         float(prediction.confidence),
         bool(prediction.passed_threshold),
         thresholds,
-        _extra(prediction.extra),
+        decode_extra(prediction.extra),
     )
-
-
-def _extra(value) -> dict | None:
-    if isinstance(value, str):  # JSON text on backends that hand it back unparsed
-        value = json.loads(value)
-    return value if isinstance(value, dict) and value else None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ Re-scoring with the descriptions the run was trained with gives back its own pre
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from sqlalchemy import Text, cast, select, update
 from core.active.data import load_thresholds
 from core.classes import class_names
 from core.store.models import RUN_FINISHED, Prediction, Run
+from core.store.prediction_rows import decode_probability_column, encode_prediction
 from core.store.project import Project
 from core.training.checkpoints import CheckpointError, load_checkpoint
 from core.training.data import load_face_table
@@ -62,7 +62,6 @@ def rescore_text_level(
     from core.ssl.levels import text_probs
     from core.training.geometry import head_input_dim, input_width_problem, load_head_inputs
     from core.training.head import build_method
-    from core.training.results import extras_as_json
 
     started = time.perf_counter()
     report = progress or (lambda _message, _fraction: None)
@@ -130,19 +129,22 @@ def rescore_text_level(
             name: value.cpu().numpy()
             for name, value in algorithm.face_extras(LevelProbs(None, None, None, torch.from_numpy(fused))).items()
         }
+        text_values = text.numpy()
         for i, face_id in enumerate(chunk):
-            row = {
-                "run_id": run_id,
-                "image_id": int(face_id),
-                "p_text": [round(float(v), 5) for v in text[i]],
-                "p_fused": [round(float(v), 5) for v in fused[i]],
-                "pseudo_label": names[int(pseudo[i])],
-                "confidence": float(confidence[i]),
-                "passed_threshold": bool(confidence[i] >= thresholds[pseudo[i]]),
-            }
-            if extras:
-                row["extra"] = extras_as_json(extras, i, names)
-            updates.append(row)
+            # An update of the columns the new text level changes; the semantic and instance levels stay.
+            updates.append(
+                encode_prediction(
+                    run_id,
+                    face_id,
+                    fused=fused[i],
+                    pseudo_label=pseudo[i],
+                    confidence=confidence[i],
+                    passed=confidence[i] >= thresholds[pseudo[i]],
+                    names=names,
+                    levels={"text": text_values[i]},
+                    extras={key: values[i] for key, values in extras.items()} if extras else None,
+                )
+            )
     report("writing the new predictions", 0.98)
     with project.session() as session:  # one transaction: every face re-scored, or none
         session.execute(update(Prediction), updates)
@@ -200,14 +202,10 @@ def _stored_levels(session, run_id: int) -> _StoredLevels:
         .order_by(Prediction.image_id)
     ).all()
 
-    def parse(text) -> list[float]:
-        value = json.loads(text) if text not in (None, "null") else None
-        return value if value is not None else [np.nan] * width
-
     return _StoredLevels(
         face_ids=np.array([r[0] for r in rows], dtype=np.int64),
-        semantic=np.array([parse(r[1]) for r in rows], dtype=np.float64).reshape(-1, width),
-        instance=np.array([parse(r[2]) for r in rows], dtype=np.float64).reshape(-1, width),
+        semantic=decode_probability_column([r[1] for r in rows], width),
+        instance=decode_probability_column([r[2] for r in rows], width),
         predicted=np.array([index[r[3]] for r in rows], dtype=np.int64),
     )
 

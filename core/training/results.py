@@ -11,6 +11,7 @@ from sqlalchemy import delete, insert
 from core.classes import class_names
 from core.projection import project_2d
 from core.store.models import Embedding, Prediction, Projection
+from core.store.prediction_rows import LEVELS, encode_prediction
 from core.store.project import Project
 from core.training.data import FaceTable
 from core.training.events import EventSink
@@ -36,22 +37,6 @@ def final_metrics(faces: FaceTable, rows: np.ndarray, preds: Predictions) -> dic
     return out
 
 
-def _rounded(array: np.ndarray | None, i: int) -> list[float] | None:
-    return None if array is None else [round(float(v), 5) for v in array[i]]
-
-
-def extras_as_json(extras: dict[str, np.ndarray], i: int, names: list[str]) -> dict | None:
-    """Face i's algorithm-specific outputs as stored in predictions.extra: a boolean class mask
-    (LEAF's positive set) as class names, anything else as a list."""
-    if not extras:
-        return None
-    out = {}
-    for key, values in extras.items():
-        row = values[i]
-        out[key] = [names[j] for j in np.flatnonzero(row)] if row.dtype == bool else row.tolist()
-    return out
-
-
 def write_predictions(
     project: Project,
     run_id: int,
@@ -72,18 +57,20 @@ def write_predictions(
             session.execute(
                 insert(Prediction),
                 [
-                    {
-                        "run_id": run_id,
-                        "image_id": int(face_ids[i]),
-                        "p_semantic": _rounded(preds.semantic, i),
-                        "p_text": _rounded(preds.text, i),
-                        "p_instance": _rounded(preds.instance, i),
-                        "p_fused": _rounded(preds.fused, i),
-                        "pseudo_label": names[int(pseudo[i])],
-                        "confidence": float(confidence[i]),
-                        "passed_threshold": bool(passed[i]),
-                        "extra": extras_as_json(preds.extras, i, names),
-                    }
+                    encode_prediction(
+                        run_id,
+                        face_ids[i],
+                        fused=preds.fused[i],
+                        pseudo_label=pseudo[i],
+                        confidence=confidence[i],
+                        passed=passed[i],
+                        names=names,
+                        levels={
+                            level: None if values is None else values[i]
+                            for level, values in zip(LEVELS, (preds.semantic, preds.text, preds.instance))
+                        },
+                        extras={key: values[i] for key, values in preds.extras.items()},
+                    )
                     for i in range(start, stop)
                 ],
             )
