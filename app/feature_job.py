@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QW
 from app.project_state import ProjectState
 from app.run_history import format_duration
 from app.worker_process import REPO_ROOT, WorkerOutcome, WorkerProcess
+from core.training.events import Event
 
 DONE_SHOWN_MS = 8000  # how long the bar shows how the job ended before it hides
 
@@ -83,24 +84,24 @@ class FeatureJob(QObject):
 
     def _event(self, event: dict) -> None:
         kind = event.get("event")
-        if kind == "progress":
+        if kind == Event.PROGRESS:
             self.step, self.total = int(event.get("step") or 0), int(event.get("total") or 0)
             self.eta_s = event.get("eta_s")
             left = f" · {format_duration(self.eta_s)} left" if self.eta_s is not None else ""
             self.text = "Features"
             self.progress_text = f"{self.step:,} / {self.total:,} faces{left}"
             self.changed.emit()
-        elif kind == "finished":
+        elif kind == Event.FINISHED:
             computed, seconds = int(event.get("computed") or 0), float(event.get("seconds") or 0.0)
             self.text = "Features ready" + (f" ({computed:,} faces, {format_duration(seconds)})" if computed else "")
             self.detail = str(event.get("message", ""))
             self.changed.emit()
 
     def _ended(self, outcome: WorkerOutcome) -> None:
-        if outcome.status == "failed":
+        if outcome.status == Event.FAILED:
             self.text = "Features failed (see the tooltip)"
             self.detail = outcome.error or "no reason given"
-        elif outcome.status == "cancelled":
+        elif outcome.status == Event.CANCELLED:
             self.text = "Features stopped: training computes the rest"
         self.changed.emit()
         self.ended.emit(outcome)

@@ -23,6 +23,7 @@ from app import settings as studio
 from app.project_state import ProjectState
 from app.warm_worker import GAVE_UP, READY, STARTING, WarmWorker
 from core.active.refit_policy import RefitPolicy
+from core.store.models import RUN_FAILED, RUN_FINISHED
 
 TICK_MS = 1000  # the indicator's "N s ago" and a held refit's retry
 REQUESTABLE = (STARTING, READY)  # a request waits in the worker while it starts
@@ -156,7 +157,7 @@ class LiveRefit(QObject):
             return
         self.in_flight = None
         run = event.get("run")
-        if event.get("status") == "finished" and run is not None:
+        if event.get("status") == RUN_FINISHED and run is not None:  # the idle event's: how its run ended
             if self.state.notify_refit_finished(run, refit.parent):
                 now = time.monotonic()
                 self.last = Refreshed(run, refit.labels, now, now - refit.asked_at)
@@ -169,7 +170,7 @@ class LiveRefit(QObject):
             self._hold_until_change = True  # the next correction tries again, not the next tick
             if run is not None:
                 self.state.notify_run_finished(run, finished=False)  # the history shows how it ended
-            elif event.get("status") == "failed":
+            elif event.get("status") == RUN_FAILED:
                 self._refused = refit.parent  # refused before a run existed: not this run again
         self.consider()
 

@@ -2,7 +2,7 @@
 a bar for the current phase (n of N where the worker counts, busy where it cannot: starting,
 loading the encoder, the map), and the time left in this phase.
 
-It follows the worker's events (core/training/events.py: "phase" and "progress"); between events
+It follows the worker's events (core/training/events.py: phase and progress); between events
 a one-second tick keeps the elapsed time and the map's estimate moving, so the panel never sits
 still on a full bar while the map is computed.
 """
@@ -15,7 +15,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QSizePolicy, QVBoxLayout, QWidget
 
 from app.run_history import format_duration
-from core.training.events import PHASES
+from core.training.events import PHASES, Event
 
 TITLES = {
     "starting": "starting",
@@ -112,7 +112,7 @@ class RunProgress(QWidget):
     def finish(self, status: str) -> None:
         """The run ended: a full bar only for a finished run."""
         self.ticker.stop()
-        if status == "finished":
+        if status == Event.FINISHED:
             self.done.update(PHASES)
             self.phase = None
             self.bar.setRange(0, 1)

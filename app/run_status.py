@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.ssl.spec import ALGORITHM_SPECS
+from core.training.events import END_EVENTS, Event
 
 STATE_COLORS = {
     "idle": "#a3abb8",
@@ -32,7 +33,7 @@ STATE_COLORS = {
     "failed": "#ff6b6b",
 }
 DETAILS_LINES = 9  # the details popup's height; longer records scroll in it
-RECORDED_EVENTS = ("started", "warning", "info", "finished", "cancelled", "failed")  # the technical record
+RECORDED_EVENTS = (Event.STARTED, Event.WARNING, Event.INFO, *END_EVENTS)  # the technical record
 
 
 def run_phrase(algorithm: str, encoder: str, mode: str, steps: str) -> str:
@@ -120,14 +121,14 @@ class RunStatus(QWidget):
         kind = event.get("event")
         if kind not in RECORDED_EVENTS:
             return
-        if kind == "started":
+        if kind == Event.STARTED:
             steps = f"{event['steps']:,} steps" if isinstance(event.get("steps"), int) else ""
             self.phrase = run_phrase(
                 str(event.get("algorithm")), str(event.get("encoder")), str(event.get("mode")), steps
             )
         text = str(event.get("message") or event.get("error") or "").strip()
         if text:
-            self._record.append(f"warning: {text}" if kind == "warning" else text)
+            self._record.append(f"warning: {text}" if kind == Event.WARNING else text)
             self._show_details()
 
     def set_status(self, state: str, text: str, details: str = "") -> None:

@@ -195,7 +195,9 @@ def _train(app, window, args) -> bool:
         return False
     _wait(app, lambda: not panel.busy, 3600)
     print(f"training: {panel.status.text()}")
-    return panel.outcome is not None and panel.outcome.status == "finished"
+    from core.training.events import Event
+
+    return panel.outcome is not None and panel.outcome.status == Event.FINISHED
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ When no run is going, the curves show the current run's stored metrics (the hist
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -33,6 +35,7 @@ from app.training_form import TrainingForm
 from app.worker_process import WorkerOutcome, WorkerProcess
 from core.encoders import EncoderError
 from core.store.project import Project
+from core.training.events import END_EVENTS, Event
 from core.training.settings import TrainSettings
 
 LOG_LINES = 5000
@@ -201,34 +204,58 @@ class TrainingPanel(QWidget):
             self.resume_button.setText(f"Resume run {run}")
 
     # -- the worker's events -------------------------------------------------------------------
+    def event_handlers(self) -> dict[Event, Callable[[dict], None]]:
+        """What the panel does with each event a run sends (a test checks every one of
+        core.training.events.RUN_EVENTS has its handler)."""
+        return {
+            Event.STARTED: self._on_started,
+            Event.PHASE: self._on_phase,
+            Event.PROGRESS: self._on_progress,
+            Event.WARNING: self._on_warning,
+            Event.METRICS: self._on_metrics,
+            Event.MAP: self._on_map,
+            Event.INFO: self._log_message,  # details for the log; the phase says where the run is
+            **dict.fromkeys(END_EVENTS, self._on_end),
+        }
+
     def _event(self, event: dict) -> None:
-        kind = event["event"]
-        if kind == "started":
-            self.run_id = event.get("run")
-            self._set_status("running", f"Run {self.run_id}: {self.run_status.phrase}")  # recorded just before
-        elif kind == "phase":
-            self.run_progress.enter(str(event.get("phase", "")), str(event.get("message") or ""), event.get("eta_s"))
-            if self.run_id is not None and not self.worker.cancelling and event.get("message"):
-                self._set_status("running", f"Run {self.run_id}: {event['message']}")
-        elif kind == "progress":
-            self.run_progress.count(
-                str(event.get("phase", "training")),
-                int(event.get("step", 0)),
-                int(event.get("total") or 0),
-                event.get("eta_s"),
-            )
-        elif kind == "warning":
-            self.log.appendPlainText(f"warning: {event.get('message', '')}")
-        elif kind == "metrics":
-            self.curves.add_metrics(int(event.get("step", 0)), event.get("values") or {})
-        elif kind == "map":
-            self.log.appendPlainText(str(event.get("message", "")))
-            if not event.get("final") and event.get("run") is not None:
-                self.state.notify_map_preview(int(event["run"]))
-        elif kind == "info":  # details for the log; the phase says where the run is
-            self.log.appendPlainText(str(event.get("message", "")))
-        elif kind in ("finished", "cancelled", "failed"):
-            self.log.appendPlainText(f"{kind}: {event.get('message') or event.get('error') or ''}".rstrip(": "))
+        handler = self.event_handlers().get(event["event"])
+        if handler is not None:
+            handler(event)
+
+    def _on_started(self, event: dict) -> None:
+        self.run_id = event.get("run")
+        self._set_status("running", f"Run {self.run_id}: {self.run_status.phrase}")  # recorded just before
+
+    def _on_phase(self, event: dict) -> None:
+        self.run_progress.enter(str(event.get("phase", "")), str(event.get("message") or ""), event.get("eta_s"))
+        if self.run_id is not None and not self.worker.cancelling and event.get("message"):
+            self._set_status("running", f"Run {self.run_id}: {event['message']}")
+
+    def _on_progress(self, event: dict) -> None:
+        self.run_progress.count(
+            str(event.get("phase", "training")),
+            int(event.get("step", 0)),
+            int(event.get("total") or 0),
+            event.get("eta_s"),
+        )
+
+    def _on_warning(self, event: dict) -> None:
+        self.log.appendPlainText(f"warning: {event.get('message', '')}")
+
+    def _on_metrics(self, event: dict) -> None:
+        self.curves.add_metrics(int(event.get("step", 0)), event.get("values") or {})
+
+    def _on_map(self, event: dict) -> None:
+        self._log_message(event)
+        if not event.get("final") and event.get("run") is not None:
+            self.state.notify_map_preview(int(event["run"]))
+
+    def _log_message(self, event: dict) -> None:
+        self.log.appendPlainText(str(event.get("message", "")))
+
+    def _on_end(self, event: dict) -> None:
+        self.log.appendPlainText(f"{event['event']}: {event.get('message') or event.get('error') or ''}".rstrip(": "))
 
     def _ended(self, outcome: WorkerOutcome) -> None:
         self.outcome = outcome
@@ -236,11 +263,11 @@ class TrainingPanel(QWidget):
         self.run_id = run_id
         self.run_progress.finish(outcome.status)
         name = f"Run {run_id}" if run_id is not None else "The run"
-        if outcome.status == "finished":
+        if outcome.status == Event.FINISHED:
             metrics = (self.worker.end_event or {}).get("metrics") or {}
             said = ", ".join(part for part in (self.run_status.phrase, accuracy_phrase(metrics)) if part)
             self._set_status("finished", f"{name} finished" + (f": {said}" if said else "."))
-        elif outcome.status == "cancelled":
+        elif outcome.status == Event.CANCELLED:
             if outcome.exit_code is None and run_id is not None and self.state.api is not None:
                 self.state.api.runs.settle_cancelled(run_id)  # killed mid-cancel: not a failure
             self._set_status(
@@ -252,7 +279,7 @@ class TrainingPanel(QWidget):
             self._set_status("failed", f"{name} failed: {error_phrase(outcome.error)}", outcome.error)
             self.log.appendPlainText(f"failed: {outcome.error}")
         self._set_running(False)
-        self.state.notify_run_finished(run_id, finished=outcome.status == "finished")
+        self.state.notify_run_finished(run_id, finished=outcome.status == Event.FINISHED)
         self._update_resume()
 
     # -- showing -------------------------------------------------------------------------------

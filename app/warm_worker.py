@@ -22,6 +22,7 @@ from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signa
 
 from app.worker_process import REPO_ROOT, JsonLineBuffer
 from core.threads import WARM_WORKER_NICENESS, child_environment, studio_worker_threads
+from core.training.events import Event
 
 MAX_CRASHES = 3  # within CRASH_WINDOW_S: then the studio stops restarting it
 CRASH_WINDOW_S = 120.0
@@ -187,7 +188,7 @@ class WarmWorker(QObject):
     @staticmethod
     def _ending(message: dict, status: str, error: str = "", run: int | None = None) -> dict:
         return {
-            "event": "idle",
+            "event": Event.IDLE,  # as the server would have said it
             "id": message["id"],
             "command": message["command"],
             "status": status,
@@ -224,17 +225,17 @@ class WarmWorker(QObject):
         name = event["event"]
         # The running job when this event is about it, else None.
         job = self.job if self.job is not None and event.get("id") == self.job["id"] else None
-        if name == "ready":
+        if name == Event.READY:
             self._set_state(READY)
-        elif name == "busy" and job is not None:
+        elif name == Event.BUSY and job is not None:
             self._set_state(BUSY)
             self.job_started.emit(event)
-        elif name == "started" and job is not None:
+        elif name == Event.STARTED and job is not None:
             job["run"] = event.get("run")
-        elif name in ("idle", "error") and job is not None:
+        elif name in (Event.IDLE, Event.ERROR) and job is not None:
             self.job = None
             self._set_state(READY)
-            self.job_ended.emit(event if name == "idle" else self._ending(job, "refused", str(event.get("error"))))
+            self.job_ended.emit(event if name == Event.IDLE else self._ending(job, "refused", str(event.get("error"))))
         self.event.emit(event)
         self._send_pending()
 

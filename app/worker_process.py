@@ -20,10 +20,10 @@ from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signa
 
 from core.cli.train_cmds import train_argv
 from core.threads import child_environment, studio_worker_threads
+from core.training.events import END_EVENTS, Event
 from core.training.settings import TrainSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-END_EVENTS = ("finished", "cancelled", "failed")
 EXIT_INTERRUPTED = 130  # the train command's exit code after SIGINT/SIGTERM
 STDERR_TAIL_LINES = 40
 
@@ -84,7 +84,7 @@ def parse_line(raw: bytes | str) -> LineItem | None:
 
 @dataclass(frozen=True)
 class WorkerOutcome:
-    status: str  # "finished", "cancelled" or "failed"
+    status: str  # one of END_EVENTS: the run's last event, or what its exit says it would have been
     run_id: int | None
     error: str = ""
     exit_code: int | None = None
@@ -196,7 +196,7 @@ class WorkerProcess(QObject):
     def _error(self, error: QProcess.ProcessError) -> None:
         if error == QProcess.ProcessError.FailedToStart and self.process is not None:
             message = f"could not start the worker: {self.process.errorString()}"
-            self._end(WorkerOutcome("failed", None, message, None))
+            self._end(WorkerOutcome(Event.FAILED, None, message, None))
 
     def _finished(self, exit_code: int, exit_status: QProcess.ExitStatus) -> None:
         if self.process is None:
@@ -212,7 +212,7 @@ class WorkerProcess(QObject):
         if end is not None:
             return WorkerOutcome(end["event"], self._run_id, str(end.get("error") or ""), exit_code)
         if self._cancelling and (crashed or exit_code == EXIT_INTERRUPTED):
-            return WorkerOutcome("cancelled", self._run_id, "", exit_code)
+            return WorkerOutcome(Event.CANCELLED, self._run_id, "", exit_code)
         tail = "\n".join(list(self._stderr_tail)[-12:])
         if crashed:
             reason = "the worker crashed"
@@ -220,7 +220,7 @@ class WorkerProcess(QObject):
             reason = "the worker exited without reporting how the run ended"
         else:
             reason = f"the worker exited with code {exit_code}"
-        return WorkerOutcome("failed", self._run_id, f"{reason}\n{tail}".strip(), exit_code)
+        return WorkerOutcome(Event.FAILED, self._run_id, f"{reason}\n{tail}".strip(), exit_code)
 
     def _end(self, outcome: WorkerOutcome) -> None:
         WorkerProcess._running.discard(self)

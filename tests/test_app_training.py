@@ -191,6 +191,12 @@ def test_a_run_launched_from_the_panel_finishes_and_shows_everywhere(qtbot, wind
     assert outcome.status == "finished", outcome
     kinds = [e["event"] for e in events if e["event"] != "phase"]
     assert kinds[0] == "started" and kinds[-1] == "finished" and "progress" in kinds and "metrics" in kinds
+    # Every event the real worker sent is one of core.training.events' names, and the panel
+    # handles every name a run can send.
+    from core.training.events import RUN_EVENTS
+
+    assert {e["event"] for e in events} <= RUN_EVENTS and {"info", "map"} <= set(kinds)
+    assert set(panel.event_handlers()) == RUN_EVENTS
     run_id = outcome.run_id
     assert panel.status.property("runState") == "finished" and f"Run {run_id} finished" in panel.status.text()
     assert "SIT-FER on the tiny encoder, 30 steps, val accuracy" in panel.status.text()

@@ -19,6 +19,7 @@ import pytest
 from core.store.models import Run
 from core.store.project import Project
 from core.store.runs import reap_dead_runs
+from core.training.events import Event
 from tests.studio_runs import FACES, make_demo, project_copy, quick_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -147,6 +148,7 @@ def test_train_events_carry_the_command_id_and_a_second_job_is_refused(server, d
     assert idle["status"] == "finished" and idle["command"] == "train"
     job_events = [e for e in server.seen if e["event"] in ("started", "progress", "metrics", "finished")]
     assert {e["event"] for e in job_events} == {"started", "progress", "metrics", "finished"}
+    assert {e["event"] for e in server.seen} <= set(Event), "every event name is core.training.events.Event's"
     assert all(e["id"] == 11 for e in job_events)
     assert run_status(demo, idle["run"]) == "finished"
 
@@ -182,6 +184,7 @@ def test_refit_writes_a_run_of_its_parent_and_keeps_its_memory_warm(trained_temp
             assert any("loaded already" in m for m in phases) and any("in memory" in m for m in phases), phases
         server.send({"id": 44, "command": "ping"})
         assert server.wait_for("pong", id=44)["refit_memory"]
+        assert {e["event"] for e in server.seen} <= set(Event)
     finally:
         server.close()
 

@@ -14,6 +14,9 @@ Every event has "event" and "time"; most have a "message" in words. In the order
 - metrics (step, values), info (message), map (run, method, final: a 2-D map is written);
 - finished (run, metrics), cancelled (run, step), failed (run, error): the end.
 Without --events json the same events drive a readable progress bar.
+
+The names are `Event`'s, the one list every sender (worker, refit, feature job, the warm worker of
+core/training/server.py) and reader (app/) uses; the warm worker adds its own (SERVER_EVENTS).
 """
 
 from __future__ import annotations
@@ -22,11 +25,41 @@ import json
 import math
 import sys
 import time
-from typing import IO, Any
+from enum import StrEnum
+from typing import IO, TYPE_CHECKING, Any
 
-from tqdm import tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 PHASES = ("starting", "encoder", "features", "training", "predictions", "map")
+
+
+class Event(StrEnum):
+    """The name of an event (its "event" field); a str, so it is written and compared as one."""
+
+    PHASE = "phase"
+    STARTED = "started"
+    WARNING = "warning"
+    PROGRESS = "progress"
+    METRICS = "metrics"
+    INFO = "info"
+    MAP = "map"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    # The warm worker's own (core/training/server.py), around the jobs' events above.
+    READY = "ready"
+    WARM = "warm"
+    BUSY = "busy"
+    IDLE = "idle"
+    PONG = "pong"
+    ERROR = "error"
+    EXITING = "exiting"
+
+
+END_EVENTS = (Event.FINISHED, Event.CANCELLED, Event.FAILED)  # a run's last event: one of these
+SERVER_EVENTS = frozenset({Event.READY, Event.WARM, Event.BUSY, Event.IDLE, Event.PONG, Event.ERROR, Event.EXITING})
+RUN_EVENTS = frozenset(Event) - SERVER_EVENTS  # what a train, refit or feature run sends
 
 
 class EtaClock:
@@ -48,7 +81,7 @@ class EtaClock:
 
 
 class EventSink:
-    def emit(self, event: str, **fields: Any) -> None:
+    def emit(self, event: Event, **fields: Any) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -58,7 +91,7 @@ class EventSink:
 class NullEvents(EventSink):
     """For the ranks of a distributed run other than the first: one voice is enough."""
 
-    def emit(self, event: str, **fields: Any) -> None:
+    def emit(self, event: Event, **fields: Any) -> None:
         pass
 
 
@@ -66,8 +99,8 @@ class JsonEvents(EventSink):
     def __init__(self, stream: IO[str] | None = None):
         self.stream = stream or sys.stdout
 
-    def emit(self, event: str, **fields: Any) -> None:
-        record = {"event": event, "time": round(time.time(), 3), **fields}
+    def emit(self, event: Event, **fields: Any) -> None:
+        record = {"event": str(event), "time": round(time.time(), 3), **fields}
         self.stream.write(json.dumps(record, default=_jsonable, allow_nan=False) + "\n")
         self.stream.flush()
 
@@ -88,23 +121,25 @@ class ConsoleEvents(EventSink):
 
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
-        self.bar: tqdm | None = None
+        self.bar: tqdm | None = None  # tqdm is imported with the first bar: the studio reads Event alone
         self.phase = ""
 
-    def emit(self, event: str, **fields: Any) -> None:
-        if event == "progress":
+    def emit(self, event: Event, **fields: Any) -> None:
+        if event == Event.PROGRESS:
             if self.quiet:
                 return
             phase = fields.get("phase", "training")
             if self.bar is None or self.phase != phase:
                 self.close()
                 self.phase = phase
+                from tqdm import tqdm
+
                 self.bar = tqdm(
                     total=fields["total"], desc=phase, file=sys.stderr, disable=None, leave=False, dynamic_ncols=True
                 )
             self.bar.n = fields["step"]
             self.bar.refresh()
-        elif event == "metrics":
+        elif event == Event.METRICS:
             values = fields.get("values", {})
             shown = ", ".join(
                 f"{k} {v:.3f}"
@@ -113,14 +148,14 @@ class ConsoleEvents(EventSink):
             )
             if shown and not self.quiet:
                 self._write(f"step {fields.get('step')}: {shown}")
-        elif event == "phase" and not self.quiet:
+        elif event == Event.PHASE and not self.quiet:
             self.close()
             eta = fields.get("eta_s")
             self._write(
                 f"{fields.get('phase')}: {fields.get('message', '')}"
                 + (f" (about {eta:.0f} s)" if isinstance(eta, (int, float)) else "")
             )
-        elif event in ("started", "finished", "cancelled", "failed", "info", "warning"):
+        elif event in (Event.STARTED, *END_EVENTS, Event.INFO, Event.WARNING):
             detail = fields.get("message") or fields.get("error") or ""
             self._write(f"{event}: {detail}".rstrip(": "))
 

@@ -25,6 +25,7 @@ import numpy as np
 from core.ingest.imageio import ImageProblem, load_face
 from core.training.augment import cached_views
 from core.training.data import FaceTable
+from core.training.events import Event
 
 VIEW_RECIPE = 1  # bump when cached_views changes, so old caches are not reused
 SHARD = 2048
@@ -352,7 +353,7 @@ def fill_cache(
     cache = FeatureCache(project.cache_dir("features"), encoder, strong_views, seed=0)
     engine_name = cache.engine(prefer=engine).name
     events.emit(
-        "started",
+        Event.STARTED,
         faces=len(faces),
         views=cache.views,
         engine=engine_name,
@@ -374,7 +375,7 @@ def fill_cache(
             from core.training.geometry import LandmarkCache
 
             events.emit(
-                "progress",
+                Event.PROGRESS,
                 phase="features",
                 step=0,
                 total=len(faces),
@@ -389,13 +390,15 @@ def fill_cache(
     except InterruptedError:
         seconds = time.perf_counter() - started
         events.emit(
-            "cancelled", computed=counted[0], message=f"stopped after {counted[0]:,} faces; what was computed is kept"
+            Event.CANCELLED,
+            computed=counted[0],
+            message=f"stopped after {counted[0]:,} faces; what was computed is kept",
         )
         return FillOutcome("cancelled", len(faces), counted[0], 0, seconds, engine_name)
     seconds = time.perf_counter() - started
     outcome = FillOutcome("finished", len(faces), counted[0], len(broken), seconds, engine_name, without_mesh)
     events.emit(
-        "finished",
+        Event.FINISHED,
         faces=outcome.faces,
         computed=outcome.computed,
         unreadable=outcome.unreadable,
@@ -417,7 +420,7 @@ def _progress_events(events) -> Callable[[int, int], None]:
             first.extend((now, done))
         elapsed, since = now - first[0], done - first[1]
         eta = round(elapsed / since * (total - done), 1) if since > 0 else None
-        events.emit("progress", phase="features", step=done, total=total, eta_s=eta)
+        events.emit(Event.PROGRESS, phase="features", step=done, total=total, eta_s=eta)
 
     return progress
 

@@ -31,6 +31,7 @@ import numpy as np
 from core.ingest.imageio import ImageProblem, load_face
 from core.resources import RESOURCES_DIR
 from core.training.data import FaceTable
+from core.training.events import Event
 
 if TYPE_CHECKING:  # imported at first use, in _mesh_models
     from core.ingest.landmarks import FaceDetector, FaceMesh
@@ -426,7 +427,9 @@ def load_head_inputs(
         return HeadInputs(features, broken)
     count = len(faces) if rows is None else len(rows)
     if events is not None:
-        events.emit("phase", phase="features", message=f"face meshes of {count:,} faces (cached after the first run)")
+        events.emit(
+            Event.PHASE, phase="features", message=f"face meshes of {count:,} faces (cached after the first run)"
+        )
     meshes = LandmarkCache(root).load(faces, rows, progress=progress, should_stop=should_stop)
     return HeadInputs(with_geometry(features, meshes), broken, meshes.without_mesh(broken))
 

@@ -17,7 +17,7 @@ from core.ssl.distributed import any_rank
 from core.store.models import Metric, utcnow
 from core.store.project import Project
 from core.training.checkpoints import save_checkpoint
-from core.training.events import EventSink, clean_number
+from core.training.events import Event, EventSink, clean_number
 from core.training.inference import predict_batches
 from core.training.loop import Hook, Trainer
 from core.training.metrics import classification_report
@@ -46,7 +46,7 @@ class ProgressHook(Hook):
         done = trainer.step - self.start_step
         eta = (now - self.started) / done * (total - trainer.step) if done else None
         self.events.emit(
-            "progress",
+            Event.PROGRESS,
             phase="training",
             step=trainer.step,
             total=total,
@@ -84,7 +84,7 @@ class MetricsHook(Hook):
         self.count = 0
         self.pending = {}
         write_metrics(self.project, self.run_id, trainer.step, values)
-        self.events.emit("metrics", step=trainer.step, values={k: clean_number(v) for k, v in values.items()})
+        self.events.emit(Event.METRICS, step=trainer.step, values={k: clean_number(v) for k, v in values.items()})
 
 
 def write_metrics(project: Project, run_id: int, step: int, values: dict[str, float]) -> None:

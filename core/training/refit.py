@@ -52,7 +52,7 @@ from core.store.queries import latest_finished_run_id
 from core.training import placement
 from core.training.checkpoints import load_checkpoint
 from core.training.data import FaceTable, load_face_table
-from core.training.events import EventSink, NullEvents
+from core.training.events import Event, EventSink, NullEvents
 from core.training.geometry import input_width_problem, load_head_inputs
 from core.training.hooks import CheckpointHook, MetricsHook, StopHook
 from core.training.loop import Hook, Trainer
@@ -117,7 +117,7 @@ class RefitMemory:
             _phase(events, "encoder", f"loading the {spec} encoder")
             self.encoder, self.encoder_spec, self.device = get_encoder(spec, device=device), spec, device
             self.features_key = self.features = None
-            events.emit("info", message=f"encoder: {self.encoder.describe()}")
+            events.emit(Event.INFO, message=f"encoder: {self.encoder.describe()}")
         else:
             _phase(events, "encoder", f"the {spec} encoder is loaded already")
         return self.encoder
@@ -148,7 +148,7 @@ class RefitMemory:
                 faces,
                 settings.strong_views,
                 settings.uses_geometry,
-                progress=lambda done, total: events.emit("progress", phase="features", step=done, total=total),
+                progress=lambda done, total: events.emit(Event.PROGRESS, phase="features", step=done, total=total),
                 should_stop=should_stop,
             )
             self.features, self.broken = inputs.features, inputs.broken
@@ -219,7 +219,7 @@ def refit(
     settings.loop.steps = steps  # the refit's own; its trainer continues from the parent's step
     run_id = _create_run(project, settings, kind=RUN_KIND_REFIT, parent_run_id=parent.id)
     events.emit(
-        "started",
+        Event.STARTED,
         run=run_id,
         parent=parent.id,
         algorithm=settings.algorithm,
@@ -237,12 +237,12 @@ def refit(
         message = f"{type(exc).__name__}: {exc}"
         _discard_checkpoint(project, run_id)
         _finish_run(project, run_id, RUN_FAILED, error=message + "\n" + traceback.format_exc(limit=8))
-        events.emit("failed", run=run_id, error=message)
+        events.emit(Event.FAILED, run=run_id, error=message)
         return RunOutcome(run_id, RUN_FAILED, {})
 
 
 def _phase(events: EventSink, phase: str, message: str) -> None:
-    events.emit("phase", phase=phase, message=message)
+    events.emit(Event.PHASE, phase=phase, message=message)
 
 
 def _discard_checkpoint(project: Project, run_id: int) -> None:
@@ -262,7 +262,7 @@ def _cancelled(project: Project, run_id: int, events: EventSink) -> RunOutcome:
     _discard_checkpoint(project, run_id)
     _finish_run(project, run_id, RUN_CANCELLED)
     events.emit(
-        "cancelled",
+        Event.CANCELLED,
         run=run_id,
         message=f"refit {run_id} cancelled (a refit is not resumed: the next one starts from the same parent)",
     )
@@ -346,7 +346,11 @@ class _RefitProgress(Hook):
         self.last = now
         eta = (now - self.began) / done * (self.steps - done) if done else None
         self.events.emit(
-            "progress", phase="training", step=done, total=self.steps, eta_s=round(eta, 1) if eta is not None else None
+            Event.PROGRESS,
+            phase="training",
+            step=done,
+            total=self.steps,
+            eta_s=round(eta, 1) if eta is not None else None,
         )
 
 
@@ -430,7 +434,7 @@ def _execute_refit(
     if pruned.runs:
         message += f"; {pruned.describe()}"
     events.emit(
-        "finished",
+        Event.FINISHED,
         run=run_id,
         parent=parent.id,
         metrics=final,
@@ -565,14 +569,14 @@ def _write_placed_map(
     events: EventSink,
 ) -> None:
     if layout is None:
-        events.emit("info", message="the parent run has no map to place the faces in; no map is written")
+        events.emit(Event.INFO, message="the parent run has no map to place the faces in; no map is written")
         return
     placed = placement.place(layout, face_ids, embeddings)
     methods = [m for m in ("pca", "umap") if m in placed]
     for method in methods:
         store_projection(project, run_id, face_ids, method, placed[method])
         events.emit(
-            "map",
+            Event.MAP,
             run=run_id,
             method=method,
             final=method == methods[-1],

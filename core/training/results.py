@@ -14,7 +14,7 @@ from core.store.models import Embedding, Prediction, Projection
 from core.store.prediction_rows import LEVELS, encode_prediction
 from core.store.project import Project
 from core.training.data import FaceTable
-from core.training.events import EventSink
+from core.training.events import Event, EventSink
 from core.training.inference import Predictions
 from core.training.metrics import classification_report
 from core.training.settings import TrainSettings
@@ -102,13 +102,13 @@ def write_projections(
     if settings.projection == "none":
         return
     for method in methods:
-        events.emit("info", message=f"computing the {method.upper()} map")
+        events.emit(Event.INFO, message=f"computing the {method.upper()} map")
         coords = project_2d(embeddings, method, seed=settings.loop.seed)
         store_projection(project, run_id, face_ids, method, coords)
         # The predictions are written by now: the studio can show this map (PCA: a preview
         # while UMAP is computed) before the run ends.
         events.emit(
-            "map",
+            Event.MAP,
             run=run_id,
             method=method,
             final=method == methods[-1],

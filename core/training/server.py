@@ -40,8 +40,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from core.store.models import RUN_FAILED
 from core.store.project import Project
-from core.training.events import EventSink, JsonEvents
+from core.training.events import Event, EventSink, JsonEvents
 
 PROTOCOL = 1
 SHOWN_INPUT_CHARS = 200  # a bad line is quoted in its error event up to this length
@@ -62,7 +63,7 @@ class SharedEvents(JsonEvents):
         super().__init__(stream)
         self._lock = threading.Lock()
 
-    def emit(self, event: str, **fields: Any) -> None:
+    def emit(self, event: Event, **fields: Any) -> None:
         with self._lock:
             super().emit(event, **fields)
 
@@ -74,7 +75,7 @@ class JobEvents(EventSink):
         self.out = out
         self.request_id = request_id
 
-    def emit(self, event: str, **fields: Any) -> None:
+    def emit(self, event: Event, **fields: Any) -> None:
         self.out.emit(event, id=self.request_id, **fields)
 
 
@@ -157,7 +158,7 @@ class WarmWorker:
         self.encoders.install()
         self._job_thread.start()
         self.events.emit(
-            "ready", protocol=PROTOCOL, project=str(self.project.root), threads=threads, commands=sorted(COMMANDS)
+            Event.READY, protocol=PROTOCOL, project=str(self.project.root), threads=threads, commands=sorted(COMMANDS)
         )
         if self.warm_ups:
             # First in the job thread (a command sent meanwhile runs right after it), so the
@@ -171,10 +172,10 @@ class WarmWorker:
                 run = prime_refit_memory(self.project, self._memory(), should_stop)
             except Exception as exc:  # noqa: BLE001 - the first refit loads what it needs itself; nothing is lost
                 traceback.print_exc(file=sys.stderr)
-                self.events.emit("warm", part="refit", ok=False, error=f"{type(exc).__name__}: {exc}")
+                self.events.emit(Event.WARM, part="refit", ok=False, error=f"{type(exc).__name__}: {exc}")
             else:
                 self.events.emit(
-                    "warm", part="refit", ok=True, run=run, seconds=round(time.perf_counter() - started, 2)
+                    Event.WARM, part="refit", ok=True, run=run, seconds=round(time.perf_counter() - started, 2)
                 )
         if "umap" in self.warm_ups:
             threading.Thread(target=self._compile_umap_when_idle, name="umap-warm-up", daemon=True).start()
@@ -207,10 +208,10 @@ class WarmWorker:
         try:
             compile_umap()
         except Exception as exc:  # noqa: BLE001 - a map falls back to compiling when it runs; nothing is lost
-            self.events.emit("warm", part="umap", ok=False, error=f"{type(exc).__name__}: {exc}")
+            self.events.emit(Event.WARM, part="umap", ok=False, error=f"{type(exc).__name__}: {exc}")
             return
         self.umap_ready = True
-        self.events.emit("warm", part="umap", ok=True, seconds=round(time.perf_counter() - started, 2))
+        self.events.emit(Event.WARM, part="umap", ok=True, seconds=round(time.perf_counter() - started, 2))
 
     def serve(self, stream: IO[str]) -> None:
         """Handle commands from `stream` until `shutdown`, the end of input (the studio went
@@ -246,7 +247,9 @@ class WarmWorker:
         self._jobs.put(None)
         self._job_thread.join(timeout_s)
         self.events.emit(
-            "exiting", stopped_job=job.request_id if job is not None else None, clean=not self._job_thread.is_alive()
+            Event.EXITING,
+            stopped_job=job.request_id if job is not None else None,
+            clean=not self._job_thread.is_alive(),
         )
 
     # -- commands ------------------------------------------------------------------------------
@@ -259,7 +262,7 @@ class WarmWorker:
             request = parse_request(line)
             return COMMANDS[check_command(request)](self, request)
         except BadCommand as exc:
-            self.events.emit("error", id=request.get("id"), error=str(exc))
+            self.events.emit(Event.ERROR, id=request.get("id"), error=str(exc))
             return True
 
     def begin(self, job: Job) -> None:
@@ -270,7 +273,7 @@ class WarmWorker:
                     f"still running; cancel it or wait for its idle event"
                 )
             self.job = job
-        self.events.emit("busy", id=job.request_id, command=job.command)
+        self.events.emit(Event.BUSY, id=job.request_id, command=job.command)
         self._jobs.put(job)
 
     def _job_loop(self) -> None:
@@ -283,15 +286,15 @@ class WarmWorker:
             except Exception as exc:  # noqa: BLE001 - a failing job never ends the server
                 traceback.print_exc(file=sys.stderr)
                 error = f"{type(exc).__name__}: {exc}"
-                self.events.emit("failed", id=job.request_id, error=error)
-                ending = {"status": "failed", "error": error}
+                self.events.emit(Event.FAILED, id=job.request_id, error=error)
+                ending = {"status": RUN_FAILED, "error": error}
             self._running, self._last_busy = None, time.monotonic()
             if not job.announce:
                 continue
             with self._job_lock:
                 self.job = None  # before `idle`: the next command may follow it at once
             self.events.emit(
-                "idle",
+                Event.IDLE,
                 id=job.request_id,
                 command=job.command,
                 seconds=round(time.perf_counter() - started, 3),
@@ -362,7 +365,7 @@ def _outcome_fields(outcome) -> dict:
 def _ping(server: WarmWorker, request: dict) -> bool:
     job = server.job
     server.events.emit(
-        "pong",
+        Event.PONG,
         id=request.get("id"),
         busy=job.request_id if job is not None else None,
         umap_ready=server.umap_ready,
@@ -376,13 +379,13 @@ def _cancel(server: WarmWorker, request: dict) -> bool:
     job, target = server.job, request.get("job")
     if job is None or (target is not None and target != job.request_id):
         server.events.emit(
-            "info",
+            Event.INFO,
             id=request.get("id"),
             message="nothing to cancel" + (f": job {target} is not running" if target is not None else ""),
         )
         return True
     job.stop.set()
-    server.events.emit("info", id=job.request_id, message=f"cancelling job {job.request_id} ({job.command})")
+    server.events.emit(Event.INFO, id=job.request_id, message=f"cancelling job {job.request_id} ({job.command})")
     return True
 
 
@@ -411,8 +414,8 @@ def _train(server: WarmWorker, request: dict) -> bool:
         try:
             return _outcome_fields(train(server.project, settings, events, should_stop=should_stop))
         except RunError as exc:  # refused before a run existed
-            events.emit("failed", error=str(exc))
-            return {"status": "failed", "run": None, "error": str(exc)}
+            events.emit(Event.FAILED, error=str(exc))
+            return {"status": RUN_FAILED, "run": None, "error": str(exc)}
 
     server.begin(Job(request.get("id"), "train", run, head_mode=settings.mode == "head"))
     return True
@@ -440,8 +443,8 @@ def _refit(server: WarmWorker, request: dict) -> bool:
                 )
             )
         except RunError as exc:  # refused before a run existed (no such run, not finished ...)
-            events.emit("failed", error=str(exc))
-            return {"status": "failed", "run": None, "error": str(exc)}
+            events.emit(Event.FAILED, error=str(exc))
+            return {"status": RUN_FAILED, "run": None, "error": str(exc)}
 
     server.begin(Job(request.get("id"), "refit", run))
     return True
@@ -475,8 +478,8 @@ def _features(server: WarmWorker, request: dict) -> bool:
                 server.project, encoder, events, should_stop=should_stop, strong_views=strong_views, engine=engine
             )
         except EncoderError as exc:
-            events.emit("failed", error=str(exc))
-            return {"status": "failed", "error": str(exc)}
+            events.emit(Event.FAILED, error=str(exc))
+            return {"status": RUN_FAILED, "error": str(exc)}
         return {"status": outcome.status, "faces": outcome.faces, "computed": outcome.computed}
 
     server.begin(Job(request.get("id"), "features", run))

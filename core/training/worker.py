@@ -37,7 +37,7 @@ from core.store.project import Project
 from core.store.queries import project_stats
 from core.training.checkpoints import load_checkpoint
 from core.training.data import FaceTable, load_face_table
-from core.training.events import EtaClock, EventSink, NullEvents
+from core.training.events import EtaClock, Event, EventSink, NullEvents
 from core.training.geometry import load_head_inputs, without_mesh_message
 from core.training.head import build_head_trainer, build_method, check_labels
 from core.training.hooks import CheckpointHook, EvalHook, MetricsHook, ProgressHook, StopHook, write_metrics
@@ -86,7 +86,9 @@ def train(
     rank = torch.distributed.get_rank() if distributed.active() else 0
     if rank == 0:
         events.emit(
-            "phase", phase="starting", message=f"resuming run {resume}" if resume is not None else "creating the run"
+            Event.PHASE,
+            phase="starting",
+            message=f"resuming run {resume}" if resume is not None else "creating the run",
         )
     opened: list = [None, None, None]  # run id, settings, error
     if rank == 0:
@@ -115,7 +117,7 @@ def train(
     if rank != 0:
         events = NullEvents()
     events.emit(
-        "started",
+        Event.STARTED,
         run=run_id,
         algorithm=settings.algorithm,
         encoder=settings.encoder,
@@ -125,18 +127,18 @@ def train(
         f"{settings.loop.steps:,} steps",
     )
     for warning in settings.level_warnings():
-        events.emit("warning", run=run_id, message=warning)
+        events.emit(Event.WARNING, run=run_id, message=warning)
     try:
         return _execute(project, run_id, settings, events, should_stop, resuming=resume is not None)
     except InterruptedError:
         _finish_run(project, run_id, RUN_CANCELLED)
-        events.emit("cancelled", run=run_id, message=f"run {run_id} cancelled before training started")
+        events.emit(Event.CANCELLED, run=run_id, message=f"run {run_id} cancelled before training started")
         return RunOutcome(run_id, RUN_CANCELLED, {})
     except Exception as exc:  # noqa: BLE001 - the run fails; the project and the caller carry on
         message = f"{type(exc).__name__}: {exc}"
         if rank == 0:
             _finish_run(project, run_id, RUN_FAILED, error=message + "\n" + traceback.format_exc(limit=8))
-        events.emit("failed", run=run_id, error=message)
+        events.emit(Event.FAILED, run=run_id, error=message)
         return RunOutcome(run_id, RUN_FAILED, {})
 
 
@@ -270,9 +272,9 @@ def _execute(
 
     device = choose_device(settings.device)
     main = not distributed.active() or torch.distributed.get_rank() == 0
-    events.emit("phase", phase="encoder", message=f"loading the {settings.encoder} encoder")
+    events.emit(Event.PHASE, phase="encoder", message=f"loading the {settings.encoder} encoder")
     encoder = get_encoder(settings.encoder, device=device)
-    events.emit("info", message=f"encoder: {encoder.describe()}")
+    events.emit(Event.INFO, message=f"encoder: {encoder.describe()}")
     descriptions = load_descriptions(project.resolve_path(settings.descriptions) if settings.descriptions else None)
     class_text = class_text_embeddings(encoder, descriptions, project.cache_dir("features"))
     with project.session() as session:
@@ -309,10 +311,10 @@ def _execute(
         if not np.array_equal(state["train_face_ids"].cpu().numpy(), faces.ids[train_rows]):
             raise RunError("the project's training faces changed since this run started; start a new run")
         trainer.load_state_dict(state)
-        events.emit("info", message=f"resumed run {run_id} at step {trainer.step}")
+        events.emit(Event.INFO, message=f"resumed run {run_id} at step {trainer.step}")
 
     events.emit(
-        "phase",
+        Event.PHASE,
         phase="training",
         message=f"training {trainer.config.steps:,} steps" + (f" from step {trainer.step:,}" if trainer.step else ""),
     )
@@ -322,25 +324,27 @@ def _execute(
     if status == RUN_CANCELLED:
         _finish_run(project, run_id, RUN_CANCELLED)
         events.emit(
-            "cancelled",
+            Event.CANCELLED,
             run=run_id,
             step=trainer.step,
             message=f"run {run_id} cancelled at step {trainer.step}; resume with --resume {run_id}",
         )
         return RunOutcome(run_id, RUN_CANCELLED, {})
 
-    events.emit("phase", phase="predictions", message=f"predicting and writing {int(prepared.usable.sum()):,} faces")
+    events.emit(
+        Event.PHASE, phase="predictions", message=f"predicting and writing {int(prepared.usable.sum()):,} faces"
+    )
     rows, preds = write_run_predictions(project, run_id, faces, prepared, events)
     if settings.projection != "none":
         events.emit(
-            "phase",
+            Event.PHASE,
             phase="map",
             message=f"computing the {settings.projection.upper()} map of {len(rows):,} faces",
             eta_s=estimated_map_seconds(len(rows), settings.projection),
         )
     write_projections(project, run_id, faces.ids[rows], preds.embedding, settings, events)
     final = finish_with_metrics(project, run_id, faces, rows, preds, trainer.step)
-    events.emit("finished", run=run_id, metrics=final, message=finished_message(run_id, final))
+    events.emit(Event.FINISHED, run=run_id, metrics=final, message=finished_message(run_id, final))
     return RunOutcome(run_id, RUN_FINISHED, final)
 
 
@@ -361,7 +365,7 @@ def write_run_predictions(
         if events is None
         else (
             lambda done, total: events.emit(
-                "progress", phase="predictions", step=done, total=total, eta_s=clock.eta_s(done, total)
+                Event.PROGRESS, phase="predictions", step=done, total=total, eta_s=clock.eta_s(done, total)
             )
         )
     )
@@ -413,7 +417,7 @@ def _prepare_head(
     if distributed.active():
         raise RunError("head mode trains in one process; use --mode finetune with torchrun")
     events.emit(
-        "phase",
+        Event.PHASE,
         phase="features",
         message=f"features of {len(faces):,} faces "
         f"({2 + settings.strong_views} views each; cached after the first run)",
@@ -426,7 +430,7 @@ def _prepare_head(
         settings.strong_views,
         settings.uses_geometry,
         progress=lambda done, total: events.emit(
-            "progress", phase="features", step=done, total=total, eta_s=clock.eta_s(done, total)
+            Event.PROGRESS, phase="features", step=done, total=total, eta_s=clock.eta_s(done, total)
         ),
         should_stop=should_stop,
         events=events,
@@ -435,7 +439,7 @@ def _prepare_head(
         faces, inputs.features, inputs.broken, train_labels, class_text, settings, device, hooks, metrics_hook, events
     )
     if inputs.without_mesh is not None:
-        events.emit("info", message=without_mesh_message(inputs.without_mesh))
+        events.emit(Event.INFO, message=without_mesh_message(inputs.without_mesh))
         prepared.facts["faces_without_mesh"] = inputs.without_mesh
     return prepared
 
@@ -457,7 +461,7 @@ def prepare_head_from_features(
     usable = np.ones(len(faces), dtype=bool)
     usable[broken] = False
     if broken:
-        events.emit("info", message=f"{len(broken)} face(s) could not be read and are left out")
+        events.emit(Event.INFO, message=f"{len(broken)} face(s) could not be read and are left out")
     train_rows = np.flatnonzero((faces.splits == "train") & usable)
     _check_train(train_labels[train_rows])
     val_rows = np.flatnonzero((faces.splits == "val") & (faces.labels >= 0) & usable)
@@ -506,7 +510,7 @@ def prepare_finetune(
 
     if settings.geometry and events is not None:
         events.emit(
-            "info",
+            Event.INFO,
             message="face geometry joins the features in head mode only; this fine-tune run trains on the images alone",
         )
     usable = np.ones(len(faces), dtype=bool)  # unreadable files fail the run, naming the file
