@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.ingest.importer import ImportReport
-from core.labeling import MAX_ANNOTATOR_LENGTH
+from core.labeling import MAX_ANNOTATOR_LENGTH, LabelingError, check_annotator
 from core.store.models import SPLITS
 
 SAVE, DISCARD, CANCEL = "save", "discard", "cancel"  # the answers of Dialogs.ask_unsaved
@@ -99,11 +99,16 @@ class AnnotatorDialog(QDialog):
 
     def _update(self) -> None:
         name = self.name()
+        try:
+            check_annotator(name)  # the core's judgement; the box already stops at its length
+            problem = ""
+        except LabelingError as exc:
+            problem = str(exc)
         ok = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
-        ok.setEnabled(bool(name) and name != self.current)
+        ok.setEnabled(not problem and name != self.current)
         ok.setText(f"Record as {name}".replace("&", "&&") if ok.isEnabled() else "Record")
-        if not name:
-            self.hint.setText("A name is needed: every correction is recorded under one.")
+        if problem:
+            self.hint.setText(problem[:1].upper() + problem[1:] + ".")
         elif name == self.current:
             self.hint.setText("That is the current name.")
         else:

@@ -69,8 +69,12 @@ class ReviewKey:
 
 
 def annotator_name(settings: QSettings) -> str:
+    """The stored name if core.labeling would record it, else the OS user's."""
     stored = settings.value(KEY_ANNOTATOR)
-    return str(stored).strip() if stored and str(stored).strip() else labeling.default_annotator()
+    try:
+        return labeling.check_annotator(str(stored) if stored is not None else None)
+    except LabelingError:
+        return labeling.default_annotator()
 
 
 class LabelingController(QObject):
@@ -157,13 +161,13 @@ class LabelingController(QObject):
         self.show_current()
 
     def set_annotator(self, name: str) -> bool:
-        """Change the name corrections are recorded under (kept in the settings)."""
-        name = (name or "").strip()
-        if not name or len(name) > labeling.MAX_ANNOTATOR_LENGTH:
-            self.message.emit(
-                f"An annotator name needs 1 to {labeling.MAX_ANNOTATOR_LENGTH} characters; "
-                f"still labeling as {self.annotator}."
-            )
+        """Change the name corrections are recorded under (kept in the settings); a name
+        core.labeling.check_annotator refuses is said in the status bar and changes nothing."""
+        try:
+            name = labeling.check_annotator(name)
+        except LabelingError as exc:
+            problem = str(exc)
+            self.message.emit(f"{problem[:1].upper()}{problem[1:]}; still labeling as {self.annotator}.")
             return False
         if name != self.annotator:
             self.annotator = name

@@ -154,6 +154,19 @@ def default_annotator() -> str:
         return "annotator"
 
 
+def check_annotator(name: str | None) -> str:
+    """The name as corrections record it (trimmed), or a LabelingError (a ValueError) whose message
+    the studio and the command line show: every check of an annotator name is this one."""
+    cleaned = (name or "").strip()
+    if not cleaned:
+        raise LabelingError("an annotator name is needed: every correction is recorded under one")
+    if len(cleaned) > MAX_ANNOTATOR_LENGTH:
+        raise LabelingError(
+            f"an annotator name has at most {MAX_ANNOTATOR_LENGTH} characters (this one has {len(cleaned)})"
+        )
+    return cleaned
+
+
 def resolve_label(name: str) -> str:
     """A class name or alias (any case) -> the canonical class name, or a LabelingError."""
     canonical = ClassMapper().try_resolve(name)
@@ -463,7 +476,7 @@ def _apply(
     left_out: LeftOut = LeftOut(),
 ) -> LabelStep | None:
     """Log and make the edits against `labels`, the current label rows read in this transaction."""
-    annotator = _check_annotator(annotator)
+    annotator = check_annotator(annotator)
     now = utcnow()
     batch_id = str(uuid.uuid4()) if batch else None
     rows, changes = [], []
@@ -636,15 +649,6 @@ def _resolve_run(session: Session, run_id: int | None) -> int:
         return resolve_run_id(session, run_id)
     except RunNotFoundError as exc:
         raise LabelingError(str(exc)) from None
-
-
-def _check_annotator(annotator: str) -> str:
-    name = (annotator or "").strip()
-    if not name:
-        raise LabelingError("an annotator name is needed")
-    if len(name) > MAX_ANNOTATOR_LENGTH:
-        raise LabelingError(f"annotator names are at most {MAX_ANNOTATOR_LENGTH} characters")
-    return name
 
 
 def _unique(face_ids: Iterable[int]) -> list[int]:

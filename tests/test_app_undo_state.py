@@ -63,6 +63,36 @@ def test_undo_and_redo_enable_themselves(qtbot, window):
     assert actions(window) == (True, False)
 
 
+def test_the_studio_judges_annotator_names_as_core_labeling_does(qtbot, window, tmp_path):
+    from PySide6.QtCore import QSettings
+
+    from app.dialogs import AnnotatorDialog
+    from app.labeling_controller import KEY_ANNOTATOR, annotator_name
+
+    too_long = "x" * (labeling.MAX_ANNOTATOR_LENGTH + 1)
+    with pytest.raises(labeling.LabelingError) as refused:
+        labeling.check_annotator(too_long)
+    core_says = str(refused.value)
+    messages: list[str] = []
+    window.labeling.message.connect(messages.append)
+    assert not window.labeling.set_annotator(too_long) and window.labeling.annotator == ANNOTATOR
+    assert messages == [f"{core_says[:1].upper()}{core_says[1:]}; still labeling as {ANNOTATOR}."]
+    assert window.labeling.set_annotator("  ana  ") and window.labeling.annotator == "ana"
+
+    settings = QSettings(str(tmp_path / "studio.ini"), QSettings.Format.IniFormat)
+    settings.setValue(KEY_ANNOTATOR, too_long)  # kept by an older studio, or edited by hand
+    assert annotator_name(settings) == labeling.default_annotator()
+    settings.setValue(KEY_ANNOTATOR, " bob ")
+    assert annotator_name(settings) == "bob"
+
+    dialog = AnnotatorDialog("ana")
+    qtbot.addWidget(dialog)
+    dialog.edit.setText("   ")
+    with pytest.raises(labeling.LabelingError) as empty:
+        labeling.check_annotator("   ")
+    assert dialog.hint.text().lower() == str(empty.value).lower() + "."
+
+
 def test_opening_a_project_reads_the_state_from_the_log(qtbot, root, tmp_path):
     with Project.open(root) as project:
         face = next(f for f in labeling_candidates(project))

@@ -89,6 +89,22 @@ def test_unknown_label_face_run_and_annotator_are_refused(faces):
     assert log(faces) == [] and current(faces, 2) is None  # nothing half-done
 
 
+def test_an_annotator_name_is_trimmed_and_refused_empty_or_too_long(faces):
+    longest = "a" * labeling.MAX_ANNOTATOR_LENGTH
+    assert labeling.check_annotator("  ana ") == "ana" and labeling.check_annotator(longest) == longest
+    for empty in (None, "", "   "):
+        with pytest.raises(LabelingError, match="annotator name is needed"):
+            labeling.check_annotator(empty)
+    too_long = longest + "b"
+    with pytest.raises(
+        LabelingError, match=f"at most {labeling.MAX_ANNOTATOR_LENGTH} characters .this one has {len(too_long)}."
+    ):
+        labeling.check_annotator(too_long)
+    with pytest.raises(LabelingError, match="at most"):  # what the labeling functions record goes through it
+        set_label(faces, 2, "fear", too_long)
+    assert set_label(faces, 2, "fear", "  ana ").annotator == "ana"
+
+
 def test_undo_restores_an_imported_label_exactly_and_redo_reapplies(faces):
     set_label(faces, 1, "anger", "ana")
     set_label(faces, 1, "sadness", "ana")
