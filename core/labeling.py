@@ -4,9 +4,10 @@ Every change is one row of the append-only `corrections` table plus an update of
 current `labels` row, in one transaction. A *step* is what one undo takes back: a single
 correction, or all rows of a bulk change (they share a `batch_id`). Undo restores the label rows
 a step replaced (each correction keeps the whole old row: label, source, annotator, time) and
-marks the step `undone_at`; redo re-applies the most recently undone step and clears the mark.
-As in an editor, a new correction empties the redo stack: only steps undone after the newest
-correction can be redone. Nothing lives in memory, so undo and redo survive a restart and work
+marks the step `undone_at`, with the newest correction's id at that moment (`undone_after_id`);
+redo re-applies the most recently undone step and clears both. As in an editor, a new correction
+empties the redo stack: only steps undone after the newest correction can be redone, which the
+log's ids decide (never its clock times). Nothing lives in memory, so undo and redo survive a restart and work
 the same from the studio, the command line, or two processes at once: every change reads the
 current labels inside the transaction that writes them, which holds the write lock from its start
 (`Project.write_session`; PostgreSQL: the face rows are locked and undo/redo take turns), so a
@@ -295,6 +296,7 @@ def undo(project: Project, annotator: str | None = None) -> LabelStep | None:
         if not rows:
             return None
         now = utcnow()
+        newest_id = session.scalar(select(func.max(Correction.id)))  # where in the log this undo happened
         labels = _locked_labels(session, [r.image_id for r in rows])
         changes, skipped = [], []
         for row in reversed(rows):  # in the reverse of the order they were applied
@@ -307,7 +309,7 @@ def undo(project: Project, annotator: str | None = None) -> LabelStep | None:
                     labels, row.image_id, _write_label(session, row.image_id, row.old_label, source, who, when, current)
                 )
                 changes.append(FaceChange(row.image_id, row.new_label, row.old_label))
-            row.undone_at = now
+            row.undone_at, row.undone_after_id = now, newest_id
         return _step("undo", rows, changes, skipped)
 
 
@@ -335,7 +337,7 @@ def redo(project: Project, annotator: str | None = None) -> LabelStep | None:
                     ),
                 )
                 changes.append(FaceChange(row.image_id, row.old_label, row.new_label))
-            row.undone_at = None
+            row.undone_at, row.undone_after_id = None, None
         return _step("redo", rows, changes, skipped)
 
 
@@ -576,19 +578,22 @@ def _latest_done_step(session: Session, annotator: str | None) -> list[Correctio
 
 
 def _redoable_rows(annotator: str | None):
-    """The corrections redo may re-apply: undone after the newest correction (steps undone
-    before it were overwritten by it), only `annotator`'s if given."""
-    newest = select(func.max(Correction.created_at))
+    """The corrections redo may re-apply: undone when the newest correction (`annotator`'s, if
+    given) was already in the log; a correction logged after an undo overwrote it. Decided by
+    the log's ids, never by its times."""
+    newest = select(func.max(Correction.id))
     query = select(Correction).where(Correction.undone_at.is_not(None))
     if annotator is not None:
         newest = newest.where(Correction.annotator == annotator)
         query = query.where(Correction.annotator == annotator)
-    return query.where(Correction.undone_at > newest.scalar_subquery())
+    return query.where(Correction.undone_after_id >= newest.scalar_subquery())
 
 
 def _latest_undone_step(session: Session, annotator: str | None) -> list[Correction]:
+    # The most recently undone: undone latest in the log, and of the steps undone with nothing
+    # logged between them, the lowest id (undo takes the highest first, so it went last).
     query = _redoable_rows(annotator)
-    last = session.scalar(query.order_by(Correction.undone_at.desc(), Correction.id.desc()).limit(1))
+    last = session.scalar(query.order_by(Correction.undone_after_id.desc(), Correction.id).limit(1))
     if last is None or last.batch_id is None:
         return [last] if last else []
     return list(

@@ -23,8 +23,22 @@ RUNS_COLUMNS_BEFORE_SCHEMA_3 = (
 IMAGE_COLUMNS_OF_SCHEMA_4 = ("face_angle", "face_keypoints", "face_detector", "face_score")
 
 
+def corrections_before_schema_5(database: Path) -> None:
+    """Drop schema 5's column of `corrections` (undone_after_id), keeping its rows, and say the
+    schema is 4."""
+    conn = sqlite3.connect(database)
+    try:
+        with conn:
+            conn.execute("ALTER TABLE corrections DROP COLUMN undone_after_id")
+            conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    finally:
+        conn.close()
+
+
 def images_before_schema_4(database: Path) -> None:
-    """Drop schema 4's columns of `images`, keeping its rows, and say the schema is 3."""
+    """Drop schema 4's columns of `images`, keeping its rows, and say the schema is 3; schema 5's
+    column goes first."""
+    corrections_before_schema_5(database)
     conn = sqlite3.connect(database)
     try:
         with conn:

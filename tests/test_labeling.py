@@ -5,7 +5,7 @@ training run seeing the corrections."""
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, text
@@ -164,6 +164,66 @@ def test_a_new_correction_clears_the_redo_stack(faces):
     assert undo(faces).face_ids == [4] and undo(faces).face_ids == [2]  # face 3 stays undone
     assert redo(faces).face_ids == [2] and redo(faces).face_ids == [4] and redo(faces) is None
     assert [current(faces, f) for f in (2, 3, 4)] == ["fear", None, "anger"]
+
+
+class SettableClock:
+    """labeling's wall clock, as the test sets it: it may stand still or step back."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_redo_follows_the_log_when_the_clock_stands_still_or_steps_back(faces, monkeypatch):
+    clock = SettableClock()
+    monkeypatch.setattr(labeling, "utcnow", clock)
+    # Everything in one instant: the undo is not later than the newest correction by the clock,
+    # yet it came after it in the log, so the step can be redone.
+    set_label(faces, 2, "fear", "ana")
+    set_label(faces, 3, "anger", "ana")
+    undo(faces, "ana")
+    with faces.session() as s:
+        undone = s.scalar(select(Correction).where(Correction.image_id == 3))
+        assert undone.undone_at == s.scalar(select(func.max(Correction.created_at)))  # times tell nothing
+    assert labeling.can_redo(faces, "ana") and redo(faces, "ana").face_ids == [3]
+
+    # The clock steps back an hour: a correction made after the undo carries an earlier time
+    # than the undo, yet it came after it in the log, so the undone step cannot be redone.
+    clock.now += timedelta(minutes=1)
+    undo(faces, "ana")
+    clock.now -= timedelta(hours=1)
+    set_label(faces, 4, "happiness", "ana")
+    with faces.session() as s:
+        undone = s.scalar(select(Correction).where(Correction.image_id == 3))
+        assert undone.undone_at > s.scalar(select(func.max(Correction.created_at)))  # times say "redo"
+    assert not labeling.can_redo(faces, "ana") and redo(faces, "ana") is None
+    assert [current(faces, f) for f in (2, 3, 4)] == ["fear", None, "happiness"]
+    assert undo(faces, "ana").face_ids == [4] and redo(faces, "ana").face_ids == [4] and redo(faces, "ana") is None
+
+
+def test_a_database_of_schema_4_keeps_what_could_be_redone(faces):
+    """Rows undone before schema 5 get their place in the log from the times they kept."""
+    from tests.schema_history import corrections_before_schema_5
+
+    set_label(faces, 2, "fear", "ana")
+    set_label(faces, 3, "anger", "ana")
+    undo(faces)  # face 3: still redoable
+    set_label(faces, 5, "disgust", "ben")
+    undo(faces, "ana")  # face 2, after ben's correction: redoable for ana
+    set_label(faces, 4, "sadness", "ana")  # ...no more: ana logged a correction since
+    undo(faces, "ben")  # face 5: redoable for ben
+    root = faces.root
+    faces.close()
+    corrections_before_schema_5(root / "project.db")
+    with Project.open(root) as migrated:
+        with migrated.engine.connect() as conn:
+            assert store_db.read_schema_version(conn) == store_db.SCHEMA_VERSION
+        assert redo(migrated, "ana") is None
+        assert redo(migrated, "ben").face_ids == [5]
+        assert undo(migrated, "ana").face_ids == [4] and redo(migrated, "ana").face_ids == [4]
+    assert len(list(root.glob("project.db.v4-*.bak"))) == 1
 
 
 def test_clear_label_is_undoable(faces):

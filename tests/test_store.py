@@ -291,7 +291,7 @@ def test_migration_to_schema_4_gives_old_faces_no_detector_findings(project):
 
     with Project.open(root) as migrated:
         with migrated.engine.connect() as conn:
-            assert store_db.read_schema_version(conn) == 4
+            assert store_db.read_schema_version(conn) == store_db.SCHEMA_VERSION
         with migrated.session() as s:
             old = s.scalars(select(Image)).one()
             assert (old.face_angle, old.face_keypoints, old.face_detector, old.face_score) == (None,) * 4

@@ -21,6 +21,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     Float,
+    Integer,
     String,
     create_engine,
     delete,
@@ -35,7 +36,7 @@ from sqlalchemy.types import TypeEngine
 
 from core.store.models import Base, Meta
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BUSY_TIMEOUT_MS = 15_000
 
 # How make_engine opens a database: create it if missing, open an existing one only (opening
@@ -78,6 +79,17 @@ def _add_run_lineage(conn: Connection) -> None:
     _add_columns("runs", {"predictions_pruned_at": DateTime()})(conn)
 
 
+def _undo_by_log_position(conn: Connection) -> None:
+    """Schema 5: an undone correction records the newest correction's id when it was undone.
+    Rows undone before this schema get it from the times they kept (what redo compared until
+    now): the newest correction logged at or before the undo, at least the row itself."""
+    _add_columns("corrections", {"undone_after_id": Integer()})(conn)
+    conn.exec_driver_sql(
+        "UPDATE corrections SET undone_after_id = (SELECT MAX(c.id) FROM corrections AS c "
+        "WHERE c.created_at <= corrections.undone_at OR c.id = corrections.id) WHERE undone_at IS NOT NULL"
+    )
+
+
 # Append a Migration here whenever SCHEMA_VERSION goes up; never edit a released one.
 MIGRATIONS: list[Migration] = [
     Migration(
@@ -96,6 +108,7 @@ MIGRATIONS: list[Migration] = [
             {"face_angle": Float(), "face_keypoints": JSON(), "face_detector": String(16), "face_score": Float()},
         ),
     ),
+    Migration(5, "redo follows the corrections log's ids, not the clock", _undo_by_log_position),
 ]
 
 

@@ -181,6 +181,10 @@ class Correction(Base):
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
     batch_id: Mapped[str | None] = mapped_column(String(36), index=True)  # a bulk step
     undone_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The newest correction's id when this one was undone (schema 5): a correction logged after
+    # the undo has a higher id and ends the chance to redo it. Ids, not times: a clock that steps
+    # back, or two corrections in one microsecond, cannot reorder the log.
+    undone_after_id: Mapped[int | None]
     # The rest of the label row this correction replaced (schema 2), so that undo restores it
     # exactly: an imported label comes back as imported, with its annotator and time.
     old_source: Mapped[str | None] = mapped_column(String(16))
