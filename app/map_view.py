@@ -23,7 +23,7 @@ class SelectionViewBox(pg.ViewBox):
     rect_drawn = Signal(object, object)  # two opposite corners (x, y)
     lasso_drawn = Signal(object)  # (m, 2) array: the polygon's vertices
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.tool = "pan"
         self._shape = ""
