@@ -39,6 +39,23 @@ def test_registry_lists_encoders_with_descriptions():
     assert len(lines) == 3 and all(": " in line and len(line) > 30 for line in lines)
 
 
+def test_the_command_line_names_the_registry_s_encoders(monkeypatch):
+    """train's --encoder help and check_spec read the registry: an entry added there is listed
+    and accepted without a second list to keep in step."""
+    import argparse
+
+    from core.cli import train_cmds
+    from core.encoders import REGISTRY
+
+    monkeypatch.setitem(REGISTRY, "dino:MODEL", REGISTRY["tiny"])
+    check_spec("dino:vits16")
+    subparsers = argparse.ArgumentParser().add_subparsers()
+    train_cmds.register(subparsers)
+    train = subparsers.choices["train"]
+    (encoder,) = [action for action in train._actions if action.dest == "encoder"]
+    assert encoder.help == "offline (default) | clip:MODEL[:PRETRAINED] | tiny | dino:MODEL"
+
+
 @pytest.mark.parametrize(
     "spec, words",
     [

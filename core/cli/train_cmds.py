@@ -16,7 +16,7 @@ from core.cli.common import (
     opened_project,
     print_json,
 )
-from core.encoders import EncoderError
+from core.encoders import DEFAULT_ENCODER, REGISTRY, EncoderError
 from core.ssl.config import MethodConfig, SettingError, show_value
 from core.ssl.spec import ALGORITHM_NAMES, DEFAULT_ALGORITHM, algorithm_help
 from core.training.events import ConsoleEvents, JsonEvents
@@ -140,7 +140,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_ALGORITHM,
         help=f"{algorithm_help()} (default: {DEFAULT_ALGORITHM})",
     )
-    p.add_argument("--encoder", default="offline", help="offline (default) | tiny | clip:MODEL[:PRETRAINED]")
+    p.add_argument(
+        "--encoder",
+        default=DEFAULT_ENCODER,
+        help=" | ".join(f"{name} (default)" if name == DEFAULT_ENCODER else name for name in REGISTRY),
+    )
     p.add_argument("--mode", choices=MODES, default="head", help="(default: head)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1 ...")
     p.add_argument(

@@ -83,7 +83,7 @@ def available_encoders() -> list[str]:
 def check_spec(spec: str) -> None:
     """Raise EncoderError for a spec no encoder answers to, without loading anything."""
     head = spec.strip().partition(":")[0].lower() if isinstance(spec, str) else ""
-    if head not in ("offline", "tiny", "clip"):
+    if head not in {name.partition(":")[0] for name in REGISTRY}:
         raise EncoderError(f"unknown encoder {spec!r}; known encoders:\n  " + "\n  ".join(available_encoders()))
 
 
