@@ -60,9 +60,12 @@ def detect_faces(image: Image.Image, min_face_fraction: float = 0.06) -> list[tu
         gray = cv2.resize(gray, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
     min_side = max(20, int(min(gray.shape) * min_face_fraction))
     found = _cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=6, minSize=(min_side, min_side))
-    boxes = [tuple(int(round(v / scale)) for v in box) for box in (found if len(found) else [])]
+    boxes = [
+        (int(round(x / scale)), int(round(y / scale)), int(round(w / scale)), int(round(h / scale)))
+        for x, y, w, h in (found if len(found) else [])
+    ]
     boxes.sort(key=lambda b: (-b[2] * b[3], b[0], b[1]))
-    return boxes  # type: ignore[return-value]
+    return boxes
 
 
 def expand_box(box: tuple[int, int, int, int], margin: float, width: int, height: int) -> tuple[int, int, int, int]:

@@ -138,9 +138,10 @@ class Image(Base):
 
     @property
     def face_box(self) -> tuple[int, int, int, int] | None:
-        if self.face_w is None:
+        x, y, w, h = self.face_x, self.face_y, self.face_w, self.face_h
+        if x is None or y is None or w is None or h is None:
             return None
-        return (self.face_x, self.face_y, self.face_w, self.face_h)  # type: ignore[return-value]
+        return (x, y, w, h)
 
 
 class Label(Base):
