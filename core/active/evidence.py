@@ -68,32 +68,13 @@ def face_evidence(
         ).first()
         if prediction is not None and thresholds is None:
             thresholds = load_thresholds(session, run_id)
+    labeled = (face.id, face.split, face.label, face.source, face.annotator, face.updated_at, run_id)
     if prediction is None:
-        levels: dict[str, np.ndarray | None] = {level: None for level in LEVELS}
-        return FaceEvidence(
-            face.id,
-            face.split,
-            face.label,
-            face.source,
-            face.annotator,
-            face.updated_at,
-            run_id,
-            levels,
-            None,
-            None,
-            None,
-            None,
-            None,
-        )
+        no_levels: dict[str, np.ndarray | None] = {level: None for level in LEVELS}
+        return FaceEvidence(*labeled, no_levels, None, None, None, None, None)
     levels = dict(zip(LEVELS, (decode_probabilities(p) for p in prediction[:3])))
     return FaceEvidence(
-        face.id,
-        face.split,
-        face.label,
-        face.source,
-        face.annotator,
-        face.updated_at,
-        run_id,
+        *labeled,
         levels,
         decode_probabilities(prediction.p_fused),
         prediction.pseudo_label,
