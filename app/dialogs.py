@@ -203,6 +203,11 @@ class Dialogs:
         path, _ = QFileDialog.getOpenFileName(self.parent, title, start, name_filter)
         return path or None
 
+    def choose_save_file(self, title: str, name_filter: str, start: str = "") -> str | None:
+        """A file name to write (the dialog asks before replacing an existing file), or None."""
+        path, _ = QFileDialog.getSaveFileName(self.parent, title, start, name_filter)
+        return path or None
+
     def choose_split(self, source: str) -> str | None:
         dialog = SplitDialog(source, self.parent)
         return dialog.split() if dialog.exec() == QDialog.DialogCode.Accepted else None

@@ -33,6 +33,7 @@ from app.description_editor import DescriptionEditor
 from app.detail_panel import DetailPanel
 from app.dialogs import Dialogs
 from app.embedding_map import EmbeddingMap
+from app.export_model_dialog import ExportModelDialog
 from app.face_grid import FaceGrid
 from app.face_model import FaceListModel
 from app.feature_job import FeatureJobBar
@@ -40,6 +41,7 @@ from app.help_dialogs import AboutDialog, UserGuideDialog
 from app.import_flow import ImportController, is_importable
 from app.labeling_controller import MESSAGE_MS, LabelingController
 from app.live_refit import LiveRefit
+from app.predict_view import KEY_PREDICT_FOLDER, PredictView, run_to_predict_with
 from app.project_panel import ProjectPanel
 from app.project_state import ProjectState
 from app.review_queue import ReviewQueueView
@@ -118,6 +120,9 @@ class MainWindow(QMainWindow):
         self.center_tabs.setDocumentMode(True)
         self.center_tabs.addTab(self.grid_area, "All faces")
         self.center_tabs.addTab(self.review, "Review queue")
+        # Predictions on photos outside the project: a wide table, so a tab of the centre (app/predict_view.py).
+        self.predictions = PredictView(self.state, self.dialogs, self.settings)
+        self.center_tabs.addTab(self.predictions, "Predictions")
 
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.setObjectName("mainSplitter")
@@ -153,6 +158,7 @@ class MainWindow(QMainWindow):
         self.description_editor: DescriptionEditor | None = None
         self.guide_dialog: UserGuideDialog | None = None
         self.about_dialog: AboutDialog | None = None
+        self.export_dialog: ExportModelDialog | None = None
 
         # Counts and messages elide in a left part of fixed demand: the permanent widgets stay put.
         self.status_bar = StudioStatusBar(self)
@@ -203,8 +209,11 @@ class MainWindow(QMainWindow):
         self.live_refit.status_changed.connect(self.refit_label.setText)
         self.warm_worker.trouble.connect(self._worker_trouble)
         self.center_tabs.currentChanged.connect(self._center_tab_changed)
+        for signal in (self.state.project_changed, self.state.run_finished, self.state.current_run_changed):
+            signal.connect(self._update_model_actions)
         self._restore_layout()
         self._project_changed()
+        self._update_model_actions()
 
     def _dock(self, title: str, name: str, widget: QWidget) -> QDockWidget:
         dock = QDockWidget(title, self)
@@ -233,6 +242,11 @@ class MainWindow(QMainWindow):
         menu.addSeparator()
         self.import_folder_action = self._action(menu, "Import &folder…", self.ask_import_folder, "Ctrl+I")
         self.import_csv_action = self._action(menu, "Import &CSV…", self.ask_import_csv, "Ctrl+Shift+I")
+        menu.addSeparator()
+        self.predict_action = self._action(menu, "&Predict a folder…", self.ask_predict_folder)
+        self.predict_action.setStatusTip("run the current model on a folder of photos outside the project")
+        self.export_model_action = self._action(menu, "E&xport model…", self.show_export_model)
+        self.export_model_action.setStatusTip("save a finished run as an ONNX or TorchScript model with its card")
         menu.addSeparator()
         self._action(menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
         self._project_actions = (
@@ -320,6 +334,8 @@ class MainWindow(QMainWindow):
         self.center_tabs.setCurrentWidget(self.review)
 
     def _center_tab_changed(self, _index: int) -> None:
+        if self.center_tabs.currentWidget() is self.predictions:
+            return  # no face grid there: the labeling keys stay with the grid shown last
         reviewing = self.center_tabs.currentWidget() is self.review
         grid = self.review.grid if reviewing else self.grid
         self.labeling.set_active_grid(grid)
@@ -516,6 +532,42 @@ class MainWindow(QMainWindow):
         else:
             self.grid_area.setCurrentWidget(self.grid if shown else self.empty_hint)
 
+    # -- predictions and exported models -----------------------------------------------------
+    def _model_actions_wait_for(self) -> str | None:
+        """Why Predict a folder… and Export model… wait now (said in their tooltips), or None."""
+        if self.state.api is None:
+            return "Open a project first: its trained model makes the predictions"
+        if run_to_predict_with(self.state) is None:
+            return "Train a model first: only a finished run can predict or be exported"
+        return None
+
+    def _update_model_actions(self, *_args) -> None:
+        why = self._model_actions_wait_for()
+        for action in (self.predict_action, self.export_model_action):
+            action.setEnabled(why is None)
+            action.setToolTip(why or action.statusTip())
+
+    def ask_predict_folder(self) -> bool:
+        """Ask for a folder of photos and predict its faces in the background (the Predictions tab)."""
+        path = self._ask_folder("Predict the faces in a folder of photos", KEY_PREDICT_FOLDER)
+        return path is not None and self.predict([path])
+
+    def predict(self, inputs: list[str]) -> bool:
+        started = self.predictions.start(inputs)
+        if started:
+            self.center_tabs.setCurrentWidget(self.predictions)
+        return started
+
+    def show_export_model(self) -> ExportModelDialog | None:
+        if self.state.api is None:
+            return None
+        dialog = self.export_dialog
+        if dialog is None or not (dialog.isVisible() or dialog.running):
+            dialog = self.export_dialog = ExportModelDialog(self.state, self.dialogs, self.settings, self)
+        dialog.show()
+        dialog.raise_()
+        return dialog
+
     # -- imports -----------------------------------------------------------------------------
     def ask_import_folder(self) -> None:
         path = self._ask_folder(
@@ -581,6 +633,9 @@ class MainWindow(QMainWindow):
         if self.description_editor is not None:
             self.description_editor.wait()
         self.review.shutdown()
+        self.predictions.shutdown()
+        if self.export_dialog is not None:
+            self.export_dialog.shutdown()
         self.detail.shutdown()
         self.map_view.shutdown()
         self.save_layout()
