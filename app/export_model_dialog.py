@@ -40,7 +40,8 @@ from core.store.models import RUN_FINISHED
 from core.training.events import Event
 
 FORMATS = (("onnx", "ONNX (onnxruntime, most runtimes)"), ("torchscript", "TorchScript (PyTorch without this code)"))
-MODEL_FILES = ("model_card.json", "MODEL_CARD.md", "model.onnx", "model.pt", "model.ts")  # what a folder's model is
+# What a folder's exported model is made of: what core.deploy.export refuses to write over without --force.
+MODEL_FILES = ("model.onnx", "model.torchscript.pt", "model_card.json", "MODEL_CARD.md")
 KEY_EXPORT_FOLDER = "folders/export"
 PROBLEM_COLOR = "#ff6b6b"
 

@@ -68,8 +68,8 @@ from core.store.models import RUN_FINISHED
 from core.threads import thumbnail_threads
 from core.training.events import Event
 
-THUMB_SIZE = 56  # px: a thumbnail fits in this square, keeping its box's shape
-THUMB_CACHE = 2000  # pixmaps kept; a 56x56 RGB32 is about 12 KB
+THUMB_SIZE = 48  # px: a thumbnail fits in this square, keeping its box's shape
+THUMB_CACHE = 2000  # pixmaps kept; a 48x48 RGB32 is about 9 KB
 ERROR_COLOR = "#7a808a"  # rows whose file could not be read, or held no face
 PROBLEM_COLOR = "#ff6b6b"
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1  # a number for numeric columns, text for the others
@@ -357,7 +357,7 @@ class PredictionTableModel(QAbstractTableModel):
         headers = ["", "File", "Face", "Predicted", "Confidence"]
         if table is not None:
             kinds += [("class", c) for c in table.classes] + [("level", level) for level in table.levels]
-            headers += [f"p({c})" for c in table.classes] + [level.capitalize() for level in table.levels]
+            headers += list(table.classes) + [level.capitalize() for level in table.levels]
         self._kinds, self._headers = [*kinds, ("error", "")], [*headers, "Problem"]
         faces = table.faces if table is not None else []
         self._row_of = {(face.source, row): row for row, face in enumerate(faces)}
@@ -391,7 +391,7 @@ class PredictionTableModel(QAbstractTableModel):
                 "thumb": "the face, cut from its file by its box",
                 "face": "the face's index in its file, largest first",
                 "confidence": "the fused probability of the predicted class",
-                "class": f"the fused probability of {name}",
+                "class": f"the fused probability of {name} (all levels together)",
                 "level": f"the {name} level's own prediction",
                 "error": "why a file gave no prediction",
             }.get(kind)
@@ -433,7 +433,7 @@ class PredictionTableModel(QAbstractTableModel):
         if kind == "face":
             return "" if face.face is None else str(face.face)
         if kind == "predicted":
-            return face.predicted or ""
+            return face.predicted or ("no prediction" if face.error else "")
         if kind == "confidence":
             return "" if face.confidence is None else f"{face.confidence:.3f}"
         if kind == "class":
@@ -469,8 +469,8 @@ class PredictionTableModel(QAbstractTableModel):
             if problem:
                 lines.append(f"<span style='color:{PROBLEM_COLOR}'>{html.escape(problem)}</span>")
             return "<br>".join(lines)
-        if kind == "error":
-            return html.escape(face.error) if face.error else None
+        if face.error:
+            return html.escape(face.error)
         if kind == "level" and face.levels:
             return "<br>".join(
                 f"{level}: {pick[0]} ({pick[1]:.3f})"
