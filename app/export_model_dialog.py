@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QUrl
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtGui import QDesktopServices, QTextCharFormat, QTextCursor, QTextFormat
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -70,6 +70,32 @@ def run_title(run: RunSummary) -> str:
     if accuracy is not None:
         parts.append(f"val {accuracy:.0%}")
     return " · ".join(parts)
+
+
+HEADING_PX = {1: 19, 2: 15, 3: 13}  # Markdown's headings at Qt's default sizes dwarf a dialog's text
+
+
+def calm_headings(browser: QTextBrowser) -> None:
+    """Smaller headings for a Markdown document shown in `browser` (bold, a little larger than the text)."""
+    cursor = QTextCursor(browser.document())
+    block = browser.document().begin()
+    while block.isValid():
+        level = block.blockFormat().headingLevel()
+        if level:
+            cursor.setPosition(block.position())
+            cursor.setPosition(block.position() + block.length() - 1, QTextCursor.MoveMode.KeepAnchor)
+            char = QTextCharFormat()
+            char.setProperty(QTextFormat.Property.FontSizeAdjustment, 0)  # Markdown's own heading sizes off
+            font = char.font()
+            font.setPixelSize(HEADING_PX.get(level, 13))
+            font.setBold(True)
+            char.setFont(font)
+            cursor.mergeCharFormat(char)
+            spaced = block.blockFormat()
+            spaced.setTopMargin(10 if level > 1 else 0)
+            spaced.setBottomMargin(4)
+            cursor.setBlockFormat(spaced)
+        block = block.next()
 
 
 class ExportModelDialog(QDialog):
@@ -254,6 +280,7 @@ class ExportModelDialog(QDialog):
         except OSError as exc:
             text = f"*Cannot read {card_md}: {exc.strerror or exc}*"
         self.card.setMarkdown(text)
+        calm_headings(self.card)
         self.card.setVisible(True)
         self.resize(max(self.width(), 720), max(self.height(), 620))
 

@@ -72,6 +72,9 @@ THUMB_SIZE = 48  # px: a thumbnail fits in this square, keeping its box's shape
 THUMB_CACHE = 2000  # pixmaps kept; a 48x48 RGB32 is about 9 KB
 ERROR_COLOR = "#7a808a"  # rows whose file could not be read, or held no face
 PROBLEM_COLOR = "#ff6b6b"
+# (least, most) px of a column sized to its contents: an error row's reason in the Predicted
+# column, or a long file name, must not push the probabilities out of the window.
+COLUMN_WIDTHS = {"file": (120, 280), "predicted": (90, 150), "level": (70, 120)}
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1  # a number for numeric columns, text for the others
 KEY_PREDICT_FOLDER = "folders/predict"  # where File ▸ Predict a folder… opens next
 KEY_SAVE_FOLDER = "folders/predictions"  # where Save CSV… opens next
@@ -356,8 +359,9 @@ class PredictionTableModel(QAbstractTableModel):
         kinds: list[tuple[str, str]] = [(kind, "") for kind in ("thumb", "file", "face", "predicted", "confidence")]
         headers = ["", "File", "Face", "Predicted", "Confidence"]
         if table is not None:
-            kinds += [("class", c) for c in table.classes] + [("level", level) for level in table.levels]
-            headers += list(table.classes) + [level.capitalize() for level in table.levels]
+            # Each level's pick before the probabilities: a 1280 px window shows them without scrolling.
+            kinds += [("level", level) for level in table.levels] + [("class", c) for c in table.classes]
+            headers += [level.capitalize() for level in table.levels] + list(table.classes)
         self._kinds, self._headers = [*kinds, ("error", "")], [*headers, "Problem"]
         faces = table.faces if table is not None else []
         self._row_of = {(face.source, row): row for row, face in enumerate(faces)}
@@ -433,7 +437,7 @@ class PredictionTableModel(QAbstractTableModel):
         if kind == "face":
             return "" if face.face is None else str(face.face)
         if kind == "predicted":
-            return face.predicted or ("no prediction" if face.error else "")
+            return face.predicted or face.error or ""  # a file without a prediction says why here too
         if kind == "confidence":
             return "" if face.confidence is None else f"{face.confidence:.3f}"
         if kind == "class":
@@ -714,8 +718,8 @@ class PredictView(QWidget):
                 header.setSectionResizeMode(column, QHeaderView.ResizeMode.Interactive)
             else:
                 self.table_view.resizeColumnToContents(column)
-                if kind == "file":
-                    header.resizeSection(column, min(max(header.sectionSize(column), 120), 280))
+                low, high = COLUMN_WIDTHS.get(kind, (0, 10_000))
+                header.resizeSection(column, min(max(header.sectionSize(column), low), high))
 
     # -- saving ------------------------------------------------------------------------------
     def ask_save(self) -> Path | None:

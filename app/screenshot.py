@@ -1,7 +1,8 @@
 """Save a screenshot of the main window on a project, once its visible thumbnails are loaded.
 
     QT_QPA_PLATFORM=offscreen python -m app.screenshot PROJECT OUT.png [--size 1280x800]
-        [--view map|training|review] [--color label|pseudo|confidence|disagreement]
+        [--view map|training|review|predictions] [--predict FOLDER] [--export-output EXPORT.png]
+        [--color label|pseudo|confidence|disagreement]
         [--train ENCODER --steps N --projection umap|pca]
         [--strategy S] [--detail-output DETAIL.png] [--help-output HELP.png] [--key-points]
         [--about-output ABOUT.png] [--guide-output GUIDE.png]
@@ -9,7 +10,10 @@
 --view raises the embedding map or the training dock, or shows the review queue with the face
 details (--strategy picks its ranking; --detail-output also saves the details dock alone);
 --help-output also saves the window with the keyboard help shown; --about-output and
---guide-output save Help ▸ About and Help ▸ User guide's windows; --train first runs a training
+--guide-output save Help ▸ About and Help ▸ User guide's windows; --view predictions runs File ▸
+Predict a folder… on --predict's folder and shows its table, the right-hand docks closed (the table
+wants the width); --export-output saves File ▸ Export model…'s dialog after an ONNX export into a
+temporary folder; --train first runs a training
 from the training panel (its worker process) and waits for it to end. Used for docs/screenshots/; works
 headless. Settings go to a temp folder unless FER_STUDIO_SETTINGS is set, so the user's window
 layout is not touched.
@@ -41,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("project")
     parser.add_argument("output")
     parser.add_argument("--size", default="1280x800")
-    parser.add_argument("--view", choices=("map", "training", "review"))
+    parser.add_argument("--view", choices=("map", "training", "review", "predictions"))
+    parser.add_argument("--predict", metavar="FOLDER", help="with --view predictions: the photos to predict")
+    parser.add_argument("--export-output", help="also save File ▸ Export model…'s dialog after an export here")
     parser.add_argument("--strategy", help="the review queue's strategy (with --view review)")
     parser.add_argument("--detail-output", help="also save the face details dock alone here")
     parser.add_argument("--help-output", help="also save the window with the keyboard help shown here")
@@ -91,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         window.training_dock.raise_()
     elif args.view == "review":
         _review(app, window, args.strategy)
+    elif args.view == "predictions" and not _predict(app, window, args.predict):
+        return 1
     if args.key_points:
         _key_points(app, window, args.view != "review")
     if args.color:
@@ -107,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         return bool(rows) and all(model.thumb_state(r) != ThumbState.PENDING for r in rows)
 
     QTimer.singleShot(0, grid.viewport().update)
-    if not _wait(app, visible_loaded, 60):
+    if args.view != "predictions" and not _wait(app, visible_loaded, 60):
         print("warning: not every visible thumbnail loaded in time", file=sys.stderr)
     _wait(app, lambda: False, 0.3)  # the last thumbnails' repaints
     window.grab().save(args.output)
@@ -126,8 +134,59 @@ def main(argv: list[str] | None = None) -> int:
             _wait(app, lambda: False, 0.3)
             dialog.grab().save(output)
             print(f"saved {output}")
+    if args.export_output and not _export(app, window, args.export_output):
+        return 1
     window.close()
     return 0
+
+
+def _predict(app, window, folder: str | None) -> bool:
+    """File ▸ Predict a folder… on `folder`, as a user would; the table shown, its thumbnails loaded."""
+    if not folder:
+        print("--view predictions needs --predict FOLDER", file=sys.stderr)
+        return False
+    for dock in (window.map_dock, window.training_dock, window.detail_dock):
+        dock.hide()
+    view = window.predictions
+    if not window.predict([folder]):
+        return False
+    _wait(app, lambda: not view.running, 600)
+    if view.table is None:
+        print(f"prediction failed: {view.problem_label.text()}", file=sys.stderr)
+        return False
+    model = view.model
+
+    def thumbnails_loaded() -> bool:
+        rows = [r for r in range(view.proxy.rowCount()) if not view.table_view.isRowHidden(r)][:20]
+        wanted = [view.proxy.mapToSource(view.proxy.index(r, 0)).row() for r in rows]
+        return all(
+            model.face(r).error
+            or model.index(r, 0).data(Qt.ItemDataRole.DecorationRole) is not None
+            or model.thumbnails.error((model.face(r).source, r))
+            for r in wanted
+        )
+
+    if not _wait(app, thumbnails_loaded, 30):
+        print("warning: not every thumbnail loaded in time", file=sys.stderr)
+    return True
+
+
+def _export(app, window, output: str) -> bool:
+    """File ▸ Export model… to ONNX in a temporary folder, the dialog saved once it has finished."""
+    dialog = window.show_export_model()
+    if dialog is None:
+        return False
+    dialog.set_values(folder=os.path.join(tempfile.mkdtemp(), f"{window.state.root.name}-model"))
+    if not dialog.export():
+        return False
+    _wait(app, lambda: not dialog.running, 600)
+    if dialog.result_event is None:
+        print(f"export failed: {dialog.error}", file=sys.stderr)
+        return False
+    _wait(app, lambda: False, 0.3)
+    dialog.grab().save(output)
+    print(f"saved {output}")
+    return True
 
 
 def _key_points(app, window, first_face: bool) -> None:
