@@ -542,7 +542,7 @@ class PredictView(QWidget):
         self.save_button.clicked.connect(self.ask_save)
         top = QHBoxLayout()
         top.addWidget(self.summary, 1)
-        top.addWidget(self.save_button, 0, Qt.AlignmentFlag.AlignTop)
+        top.addWidget(self.save_button, 0, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop)
 
         self.progress_label = QLabel()
         self.progress = QProgressBar()
@@ -642,6 +642,7 @@ class PredictView(QWidget):
         self.progress.setRange(0, job.total if job.total else 0)  # busy until the first count
         self.progress.setValue(min(job.step, job.total))
         self.progress.setFormat(job.progress_text())
+        self.save_button.setVisible(self.table is not None)
         self.save_button.setEnabled(self.table is not None and not running)
         if running and self.table is None:
             self.hint.setText(f"Predicting {', '.join(Path(p).name or p for p in job.inputs)}…")
