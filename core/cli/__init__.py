@@ -6,11 +6,29 @@ import argparse
 import logging
 import sys
 
-from core.cli import active_cmds, feature_cmds, ingest_cmds, project_cmds, refit_cmds, serve_cmds, train_cmds
+from core.cli import (
+    active_cmds,
+    feature_cmds,
+    ingest_cmds,
+    predict_cmds,
+    project_cmds,
+    refit_cmds,
+    serve_cmds,
+    train_cmds,
+)
 from core.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, CommandError, storage_exit_code
 from core.store.errors import explain_storage_error
 
-COMMAND_MODULES = (project_cmds, ingest_cmds, train_cmds, feature_cmds, refit_cmds, active_cmds, serve_cmds)
+COMMAND_MODULES = (
+    project_cmds,
+    ingest_cmds,
+    train_cmds,
+    feature_cmds,
+    refit_cmds,
+    active_cmds,
+    serve_cmds,
+    predict_cmds,
+)
 
 EPILOG = """\
 Run `python main.py` with no command (or with a project folder) to open the studio.

@@ -205,6 +205,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("project")
     p.add_argument("--run", type=int, help="run id (default: the latest finished run)")
     p.add_argument("--split", choices=("val", "test", "train"), default="val")
+    p.add_argument(
+        "--source",
+        metavar="FOLDER|CSV",
+        help="evaluate on a labeled set outside the project instead of a split: class folders or a CSV "
+        "manifest with a label column; each file's largest face is predicted (the project is not changed)",
+    )
+    p.add_argument(
+        "--faces", choices=("auto", "detect", "none"), default="auto", help="with --source: as predict's --faces"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_evaluate)
 
@@ -380,17 +389,23 @@ def _start_distributed(settings: TrainSettings) -> bool:
 
 
 def cmd_evaluate(args) -> int:
-    from core.training.evaluation import EvaluationError, evaluate_run
+    if args.source:
+        result = _evaluate_source(args)
+    else:
+        from core.training.evaluation import EvaluationError, evaluate_run
 
-    with opened_project(args.project) as project:
-        try:
-            result = evaluate_run(project, args.run, args.split)
-        except EvaluationError as exc:
-            raise CommandError(str(exc), EXIT_USAGE) from None
+        with opened_project(args.project) as project:
+            try:
+                result = evaluate_run(project, args.run, args.split)
+            except EvaluationError as exc:
+                raise CommandError(str(exc), EXIT_USAGE) from None
     if args.json:
         print_json(result)
         return 0
-    print(f"Run {result['run']} on {result['split']} ({result['classifier']['n']} labeled faces)")
+    where = result["split"] or result["source"]
+    print(f"Run {result['run']} on {where} ({result['classifier']['n']} labeled faces)")
+    if result.get("unreadable"):
+        print(f"  {result['unreadable']} file(s) gave no face and were left out (--json lists them)")
     for name in ("classifier", "fused"):
         report = result[name]
         print(f"  {name:<10} accuracy {report['accuracy']:.3f}  balanced accuracy {report['balanced_accuracy']:.3f}")
@@ -399,6 +414,25 @@ def cmd_evaluate(args) -> int:
             + ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} -" for k, v in report["per_class"].items())
         )
     return 0
+
+
+def _evaluate_source(args) -> dict:
+    from core.threads import configure_threads
+
+    configure_threads("worker")
+    from core.deploy.external import evaluate_source
+    from core.deploy.model import ModelError, load_trained_model
+    from core.deploy.predict import FaceOptions, PredictInputError
+
+    with opened_project(args.project, read_only=True) as project:
+        try:
+            model = load_trained_model(project, args.run)
+        except ModelError as exc:
+            raise CommandError(str(exc), EXIT_USAGE) from None
+    try:
+        return evaluate_source(model, args.source, FaceOptions(faces=args.faces))
+    except PredictInputError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
 
 
 def cmd_runs(args) -> int:

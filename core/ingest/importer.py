@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image as PILImage
 from sqlalchemy import insert, select
 
 from core.classes import ClassMapper, class_names
@@ -28,6 +29,7 @@ from core.ingest.faces import (
     DEFAULT_MARGIN,
     DETECTOR_HAAR,
     DETECTOR_LANDMARKS,
+    FoundFace,
     expand_box,
     find_faces,
     landmark_detector_problem,
@@ -221,39 +223,68 @@ def _face_too_small(width: int, height: int) -> str | None:
     return f"face too small ({width}x{height} px; at least {MIN_FACE_SIDE} px a side)"
 
 
+@dataclass(frozen=True)
+class FaceCut:
+    """Where one face of a photo is: its crop box (x, y, w, h) in the photo's pixels with the
+    margin added, or None for the whole image taken as the face, and the eye line's turn."""
+
+    index: int
+    box: tuple[int, int, int, int] | None
+    angle: float | None = None
+    found: FoundFace | None = None
+
+
+def cut_faces(
+    image: PILImage.Image, faces: str, crop_max_side: int, margin: float, detector: str
+) -> tuple[list[FaceCut], str | None]:
+    """The faces of a decoded photo as import takes them (`faces`: auto, detect or none), largest
+    first, or no faces and the reason. `predict` cuts new photos with it, so a photo is seen as
+    its imported copy would be."""
+    detect = faces == "detect" or (faces == "auto" and max(image.size) > crop_max_side)
+    if not detect:
+        problem = _face_too_small(*image.size)
+        return ([], problem) if problem else ([FaceCut(0, None)], None)
+    found = find_faces(image, detector)
+    if not found:
+        hint = "" if faces == "detect" else "; to take it whole as a face, use --faces none"
+        return [], f"no face found ({image.width}x{image.height} image{hint})"
+    crops = [(face, expand_box(face.box, margin, *image.size)) for face in found]
+    usable = [(face, crop) for face, crop in crops if not _face_too_small(crop[2], crop[3])]
+    if not usable:
+        return [], _face_too_small(crops[0][1][2], crops[0][1][3])
+    return [FaceCut(index, crop, face.angle, face) for index, (face, crop) in enumerate(usable)], None
+
+
+def face_image(image: PILImage.Image, cut: FaceCut) -> PILImage.Image:
+    """The face as the project stores it: cut, turned level, no larger than CROP_SAVE_MAX_SIDE."""
+    if cut.box is None:
+        return image
+    crop = crop_box(image, cut.box, cut.angle)
+    if max(crop.size) > CROP_SAVE_MAX_SIDE:
+        crop.thumbnail((CROP_SAVE_MAX_SIDE, CROP_SAVE_MAX_SIDE))
+    return crop
+
+
 def _read_faces(task: _Task, data: bytes, result: _FileResult) -> None:
     result.content_hash = hashlib.sha256(data).hexdigest()
     image, result.fmt, result.mode = decode_image(data)
     result.width, result.height = image.size
-    detect = task.faces == "detect" or (task.faces == "auto" and max(image.size) > task.crop_max_side)
-    if not detect:
-        result.problem = _face_too_small(*image.size)
-        if not result.problem:
-            result.faces = [_FaceFound(0, None, None)]
-        return
-    found = find_faces(image, task.detector)
-    if not found:
-        hint = "" if task.faces == "detect" else "; to import it whole as a face, use --faces none"
-        result.problem = f"no face found ({image.width}x{image.height} image{hint})"
-        return
-    crops = [(face, expand_box(face.box, task.margin, *image.size)) for face in found]
-    usable = [(face, crop) for face, crop in crops if not _face_too_small(crop[2], crop[3])]
-    if not usable:
-        result.problem = _face_too_small(crops[0][1][2], crops[0][1][3])
-        return
-    for index, (face, crop) in enumerate(usable):
-        crop_file = _save_crop(image, crop, face.angle, task.faces_dir, result.content_hash, index)
+    cuts, result.problem = cut_faces(image, task.faces, task.crop_max_side, task.margin, task.detector)
+    for cut in cuts:
+        if cut.box is None or cut.found is None:
+            result.faces.append(_FaceFound(cut.index, None, None))
+            continue
+        crop_file = _save_crop(image, cut, task.faces_dir, result.content_hash)
+        face = cut.found
         keypoints = [[round(x, 2), round(y, 2)] for x, y in face.keypoints] if face.keypoints else None
-        result.faces.append(_FaceFound(index, crop, crop_file, face.angle, keypoints, task.detector, face.score))
+        result.faces.append(_FaceFound(cut.index, cut.box, crop_file, face.angle, keypoints, task.detector, face.score))
 
 
-def _save_crop(image, box, angle: float, faces_dir: str, content_hash: str, index: int) -> str:
-    relative = f"{content_hash[:2]}/{content_hash}_{index}.png"
+def _save_crop(image, cut: FaceCut, faces_dir: str, content_hash: str) -> str:
+    relative = f"{content_hash[:2]}/{content_hash}_{cut.index}.png"
     target = Path(faces_dir) / relative
     if not target.exists():
-        crop = crop_box(image, box, angle)
-        if max(crop.size) > CROP_SAVE_MAX_SIDE:
-            crop.thumbnail((CROP_SAVE_MAX_SIDE, CROP_SAVE_MAX_SIDE))
+        crop = face_image(image, cut)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(f".{os.getpid()}.tmp")
         crop.save(tmp, format="PNG")

@@ -113,6 +113,41 @@ class MemoryBank:
         self._by_class = None
 
 
+class FrozenBank:
+    """A memory bank's entries as constants, for a model taken out of its run (an exported graph,
+    a `predict` over new faces): each class's entries in a block of their own, and per query one
+    product and one top-k per class, stacked. The same numbers as `MemoryBank.probs` without
+    `exclude` (no new face is a bank entry), written without the scatter and the masking that an
+    ONNX or TorchScript trace cannot carry."""
+
+    def __init__(self, bank: MemoryBank):
+        blocks = bank._blocks()
+        self.num_classes = bank.num_classes
+        self.top_k = bank.top_k
+        self.blocks = [
+            blocks.features[blocks.bounds[c] : blocks.bounds[c + 1]].clone() for c in range(bank.num_classes)
+        ]
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(block) for block in self.blocks]
+
+    def class_similarity(self, queries: torch.Tensor) -> torch.Tensor:
+        columns = []
+        for block in self.blocks:
+            if len(block) == 0:  # no entries of this class: the lowest cosine similarity, as MemoryBank
+                columns.append(queries[:, 0] * 0.0 - 1.0)
+                continue
+            sims = queries @ block.to(queries.device, queries.dtype).T
+            columns.append(sims.topk(min(self.top_k, len(block)), dim=1).values.mean(dim=1))
+        return torch.stack(columns, dim=1)
+
+    def probs(self, queries: torch.Tensor, tau: float, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        if exclude is not None and bool((exclude >= 0).any()):
+            raise ValueError("a frozen bank predicts new faces only: no query can be one of its entries")
+        return (self.class_similarity(queries) / tau).softmax(dim=1)
+
+
 @dataclass(frozen=True)
 class _ClassBlocks:
     """The bank's filled slots sorted by class: class c's entries are features[bounds[c]:bounds[c+1]];
