@@ -356,18 +356,18 @@ def _input_specs(model: TrainedModel) -> list[dict]:
                 "name": "geometry",
                 "dtype": "float32",
                 "shape": ["batch", model.geometry_dim],
-                "description": "each face's face-mesh geometry vector (see preprocessing.geometry).",
+                "description": "Each face's face-mesh geometry vector (see preprocessing.geometry).",
             }
         )
     return specs
 
 
 OUTPUT_WORDS = {
-    "fused": "the levels' probabilities fused with the run's weights: the model's prediction",
-    "semantic": "the classifier's softmax",
-    "text": "softmax of the projection's cosine similarity to the class descriptions' embeddings",
-    "instance": "softmax of the mean top-k cosine similarity to each class's training faces in the bank",
-    "embedding": "the head's L2-normalised embedding (the instance level's feature; the studio's map)",
+    "fused": "The levels' probabilities fused with the run's weights: the model's prediction",
+    "semantic": "The classifier's softmax",
+    "text": "Softmax of the projection's cosine similarity to the class descriptions' embeddings",
+    "instance": "Softmax of the mean top-k cosine similarity to each class's training faces in the bank",
+    "embedding": "The head's L2-normalised embedding (the instance level's feature; the studio's map)",
 }
 
 
@@ -377,7 +377,7 @@ def _output_specs(outputs: list[str], classes: list[str]) -> list[dict]:
             "name": name,
             "dtype": "float32",
             "shape": ["batch", "embedding_dim" if name == "embedding" else len(classes)],
-            "description": OUTPUT_WORDS[name] + ("" if name == "embedding" else ", in class order"),
+            "description": OUTPUT_WORDS[name] + ("." if name == "embedding" else ", in class order."),
         }
         for name in outputs
     ]
