@@ -130,8 +130,7 @@ def cmd_predict(args) -> int:
         )
         return 0 if summary["faces"] or not items else EXIT_FAILED
     except CommandError as exc:
-        if args.events == "json":
-            events.emit(Event.FAILED, error=str(exc), message=str(exc))
+        _report_failure(events, args.events, exc)
         raise
     finally:
         events.close()
@@ -182,8 +181,15 @@ def cmd_export_model(args) -> int:
             print(message)
         return 0
     except CommandError as exc:
-        if args.events == "json":
-            events.emit(Event.FAILED, error=str(exc), message=str(exc))
+        _report_failure(events, args.events, exc)
         raise
     finally:
         events.close()
+
+
+def _report_failure(events, mode: str, exc: CommandError) -> None:
+    """A command that fails after its events began ends them with `failed` (the studio reads it)."""
+    from core.training.events import Event
+
+    if mode == "json":
+        events.emit(Event.FAILED, error=str(exc), message=str(exc))
