@@ -182,6 +182,7 @@ class TrainedModel:
         self.features_dir = features_dir
         self.classes = class_names()
         self.thresholds = algorithm.thresholds().cpu().numpy()
+        self._preprocess = encoder.preprocessor()  # one copy: it keeps its normalising constants
         self._engine = None
         self._mesh: tuple | None = None  # the face detector and mesh, loaded at the first geometry
         self.levels = self._levels_present()
@@ -220,7 +221,7 @@ class TrainedModel:
     # -- the studio's path ---------------------------------------------------------------------
     def pixels(self, faces: list[PILImage.Image]) -> np.ndarray:
         """(N, S, S, 3) uint8 RGB: the faces fitted to the encoder's square as training saw them."""
-        return self.encoder.preprocessor().to_uint8(faces).permute(0, 2, 3, 1).contiguous().numpy()
+        return self._preprocess.to_uint8(faces).permute(0, 2, 3, 1).contiguous().numpy()
 
     def geometry(self, faces: list[PILImage.Image]) -> np.ndarray | None:
         """(N, G) float32 geometry vectors of the faces (the face mesh, as the cache computes it
@@ -245,8 +246,7 @@ class TrainedModel:
         parts: list[FacePredictions] = []
         for start in range(0, len(faces), FACE_BATCH):
             chunk = faces[start : start + FACE_BATCH]
-            pixels = torch.from_numpy(self.pixels(chunk)).permute(0, 3, 1, 2)
-            normalised = self.encoder.preprocessor().normalize(pixels)
+            normalised = self._preprocess.normalize(self._preprocess.to_uint8(chunk))
             vectors = geometry[start : start + FACE_BATCH] if geometry is not None else self.geometry(chunk)
             parts.append(self.predict_tensors(normalised, None if vectors is None else torch.from_numpy(vectors)))
         if not parts:

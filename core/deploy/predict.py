@@ -8,7 +8,6 @@ row with the reason (never an exception); faces are predicted in batches of FACE
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,20 +155,3 @@ def fill_rows(rows: Iterable[PredictedFace], preds: FacePredictions, model: Trai
             values = preds.level(level)
             if values is not None:
                 row.levels[level] = probabilities(classes, values[i])
-
-
-@dataclass(frozen=True)
-class PredictReport:
-    table: PredictionTable
-    seconds: float
-
-    @property
-    def faces_per_s(self) -> float | None:
-        faces = self.table.summary()["faces"]
-        return round(faces / self.seconds, 2) if self.seconds > 0 and faces else None
-
-
-def timed_predict(model: TrainedModel, inputs: Sequence[str | os.PathLike], **kwargs) -> PredictReport:
-    started = time.perf_counter()
-    table = predict_sources(model, inputs, **kwargs)
-    return PredictReport(table, time.perf_counter() - started)
