@@ -1,11 +1,14 @@
 """Label changes by annotators, with undo and redo computed from the corrections log.
 
-Every change is one row of the append-only `corrections` table plus an update of the face's
-current `labels` row, in one transaction. A *step* is what one undo takes back: a single
-correction, or all rows of a bulk change (they share a `batch_id`). Undo restores the label rows
-a step replaced (each correction keeps the whole old row: label, source, annotator, time) and
-marks the step `undone_at`, with the newest correction's id at that moment (`undone_after_id`);
-redo re-applies the most recently undone step and clears both. As in an editor, a new correction
+Every change is one row of the append-only `corrections` table: the annotator's vote for the
+face's label. In the same transaction the face's votes and its current `labels` row are decided
+again from the log (core/team/votes.py: adjudication, else majority, else the label it had before
+any vote). A *step* is what one undo takes back: a single correction, or all rows of a bulk change
+(they share a `batch_id`). Undo marks the step `undone_at`, with the newest correction's id at
+that moment (`undone_after_id`), so the annotator's earlier vote (or none) counts again; redo
+re-applies the most recently undone step and clears both. Each correction also keeps the label
+row it replaced (label, source, annotator, time): the history shows it, and a face's first
+correction says what label it had before anyone voted. As in an editor, a new correction
 empties the redo stack: only steps undone after the newest correction can be redone, which the
 log's ids decide (never its clock times). Nothing lives in memory, so undo and redo survive a restart and work
 the same from the studio, the command line, or two processes at once: every change reads the
@@ -31,8 +34,6 @@ from sqlalchemy.orm import Session
 
 from core.classes import ClassMapper, class_names
 from core.store.models import (
-    SOURCE_ANNOTATOR,
-    SOURCE_IMPORTED,
     Correction,
     Image,
     Label,
@@ -41,6 +42,7 @@ from core.store.models import (
 )
 from core.store.project import Project
 from core.store.queries import RunNotFoundError, latest_finished_run_id, resolve_run_id
+from core.team.votes import load_votes, refresh_faces
 
 MAX_ANNOTATOR_LENGTH = 64  # the width of the annotator columns
 EVAL_SPLITS = ("val", "test")  # faces that measure models: bulk steps leave them alone unless asked
@@ -101,8 +103,6 @@ class LabelStep:
     batch_id: str | None
     correction_ids: tuple[int, ...]
     changes: tuple[FaceChange, ...]
-    # Faces another correction changed since this step; undo/redo left their label as it is.
-    skipped: tuple[int, ...] = ()
     left_out: LeftOut = LeftOut()  # bulk steps: faces not included (val/test, already labeled)
 
     @property
@@ -113,14 +113,14 @@ class LabelStep:
         def name(label: str | None) -> str:
             return label or "unlabeled"
 
-        shown = (
-            "; ".join(f"face {c.face_id}: {name(c.old_label)} -> {name(c.new_label)}" for c in self.changes[:10])
-            or "no face changed"
-        )
+        def change(c: FaceChange) -> str:
+            if c.old_label == c.new_label:  # a vote changed; the other votes keep the label
+                return f"face {c.face_id}: {name(c.new_label)} (label stands)"
+            return f"face {c.face_id}: {name(c.old_label)} -> {name(c.new_label)}"
+
+        shown = "; ".join(change(c) for c in self.changes[:10]) or "no face changed"
         if len(self.changes) > 10:
             shown += f"; ... ({len(self.changes)} faces)"
-        if self.skipped:
-            shown += f" (left alone, changed by a later correction: face {', '.join(map(str, self.skipped[:10]))})"
         if self.left_out:
             shown += f" (left out: {self.left_out.describe()})"
         return shown
@@ -187,12 +187,22 @@ def set_label(
     *,
     suggestion: str | None = None,
     run_id: int | None = None,
+    adjudicate: bool = False,
 ) -> LabelStep | None:
-    """Give a face a label. Returns None (and logs nothing) if it already has that label.
+    """Record the annotator's vote for a face's label; the face's label is then decided from its
+    votes (core/team/votes.py). Returns None (and logs nothing) if that is already their vote.
 
-    `suggestion` and `run_id` record what the model proposed when the annotator decided."""
-    edit = _Edit(int(face_id), resolve_label(label), resolve_label(suggestion) if suggestion else None, run_id)
+    `suggestion` and `run_id` record what the model proposed when the annotator decided.
+    `adjudicate`: the adjudicator's final word, which decides the label over any majority."""
+    edit = _Edit(
+        int(face_id), resolve_label(label), resolve_label(suggestion) if suggestion else None, run_id, adjudicate
+    )
     return _change(project, [edit], annotator, batch=False)
+
+
+def adjudicate(project: Project, face_id: int, label: str, annotator: str) -> LabelStep | None:
+    """The adjudicator's final label for a face whose votes disagree (logged as an adjudication)."""
+    return set_label(project, face_id, label, annotator, adjudicate=True)
 
 
 def clear_label(project: Project, face_id: int, annotator: str) -> LabelStep | None:
@@ -289,28 +299,18 @@ def suggestion_for(project: Project, face_id: int, run_id: int | None = None) ->
 
 # -- undo and redo -----------------------------------------------------------------------------
 def undo(project: Project, annotator: str | None = None) -> LabelStep | None:
-    """Take back the latest step not yet undone (only `annotator`'s steps if given)."""
+    """Take back the latest step not yet undone (only `annotator`'s steps if given): its votes
+    go back to what they were, and each face's label is decided again from the votes it has."""
     with project.write_session() as session:
         _one_undo_at_a_time(session)
         rows = _latest_done_step(session, annotator)
         if not rows:
             return None
-        now = utcnow()
         newest_id = session.scalar(select(func.max(Correction.id)))  # where in the log this undo happened
-        labels = _locked_labels(session, [r.image_id for r in rows])
-        changes, skipped = [], []
-        for row in reversed(rows):  # in the reverse of the order they were applied
-            current = labels.get(row.image_id)
-            if (current.label if current else None) != row.new_label:
-                skipped.append(row.image_id)  # changed since by someone else: theirs stands
-            else:
-                source, who, when = _old_row(session, row, now)
-                _remember(
-                    labels, row.image_id, _write_label(session, row.image_id, row.old_label, source, who, when, current)
-                )
-                changes.append(FaceChange(row.image_id, row.new_label, row.old_label))
+        now = utcnow()
+        for row in rows:
             row.undone_at, row.undone_after_id = now, newest_id
-        return _step("undo", rows, changes, skipped)
+        return _step("undo", rows, _decide_again(session, [r.image_id for r in rows]))
 
 
 def redo(project: Project, annotator: str | None = None) -> LabelStep | None:
@@ -320,25 +320,19 @@ def redo(project: Project, annotator: str | None = None) -> LabelStep | None:
         rows = _latest_undone_step(session, annotator)
         if not rows:
             return None
-        labels = _locked_labels(session, [r.image_id for r in rows])
-        changes, skipped = [], []
         for row in rows:
-            current = labels.get(row.image_id)
-            if (current.label if current else None) != row.old_label:
-                skipped.append(row.image_id)
-            else:
-                # The row the step first wrote, time included: a later undo then restores
-                # exactly what the next correction recorded as its old row.
-                _remember(
-                    labels,
-                    row.image_id,
-                    _write_label(
-                        session, row.image_id, row.new_label, SOURCE_ANNOTATOR, row.annotator, row.created_at, current
-                    ),
-                )
-                changes.append(FaceChange(row.image_id, row.old_label, row.new_label))
             row.undone_at, row.undone_after_id = None, None
-        return _step("redo", rows, changes, skipped)
+        return _step("redo", rows, _decide_again(session, [r.image_id for r in rows]))
+
+
+def _decide_again(session: Session, face_ids: list[int]) -> list[FaceChange]:
+    """After votes of these faces changed in the log: their votes and labels re-derived, and what
+    each face's label was and is now."""
+    before = _locked_labels(session, face_ids)
+    was = {f: (before[f].label if f in before else None) for f in face_ids}
+    session.flush()
+    after = refresh_faces(session, face_ids, before)
+    return [FaceChange(f, was[f], after[f].label if f in after else None) for f in face_ids]
 
 
 @dataclass(frozen=True)
@@ -402,6 +396,7 @@ class _Edit:
     label: str | None
     suggestion: str | None = None
     run_id: int | None = None
+    adjudicated: bool = False
 
 
 @dataclass(frozen=True)
@@ -477,21 +472,27 @@ def _apply(
     batch: bool,
     left_out: LeftOut = LeftOut(),
 ) -> LabelStep | None:
-    """Log and make the edits against `labels`, the current label rows read in this transaction."""
+    """Log the edits as the annotator's votes and decide the faces' labels again; `labels` are
+    the current label rows read (and locked) in this transaction. An edit that repeats the
+    annotator's own vote logs nothing; one on a face they have not voted on is a vote even if
+    it agrees with the face's label (agreement is measured from such votes)."""
     annotator = check_annotator(annotator)
     now = utcnow()
     batch_id = str(uuid.uuid4()) if batch else None
-    rows, changes = [], []
+    own = {v.face_id: v for v in load_votes(session, [e.face_id for e in edits], annotator=annotator)}
+    rows = []
     for edit in edits:
         old = labels.get(edit.face_id)
-        old_label = old.label if old else None
-        if old_label == edit.label:
+        vote = own.get(edit.face_id)
+        if vote is not None and vote.label == edit.label and vote.adjudicated == edit.adjudicated:
             continue
+        if vote is None and edit.label is None and old is None:
+            continue  # clearing a face that has no label and no vote of theirs
         row = Correction(
             image_id=edit.face_id,
             annotator=annotator,
             created_at=now,
-            old_label=old_label,
+            old_label=old.label if old else None,
             new_label=edit.label,
             suggestion=edit.suggestion,
             run_id=edit.run_id,
@@ -499,63 +500,18 @@ def _apply(
             old_source=old.source if old else None,
             old_annotator=old.annotator if old else None,
             old_updated_at=old.updated_at if old else None,
+            adjudicated=edit.adjudicated,
         )
         session.add(row)
         rows.append(row)
-        _remember(
-            labels, edit.face_id, _write_label(session, edit.face_id, edit.label, SOURCE_ANNOTATOR, annotator, now, old)
-        )
-        changes.append(FaceChange(edit.face_id, old_label, edit.label))
     if not rows:
         return LabelStep("label", annotator, None, (), (), left_out=left_out) if left_out else None
     session.flush()  # assigns the correction ids
-    return _step("label", rows, changes, [], left_out)
-
-
-def _write_label(
-    session: Session,
-    face_id: int,
-    label: str | None,
-    source: str,
-    annotator: str | None,
-    when: datetime,
-    current: Label | None,
-) -> Label | None:
-    """Make the face's label row say this (None deletes it: unlabeled); returns the row."""
-    if label is None:
-        if current is not None:
-            session.delete(current)
-        return None
-    if current is None:
-        current = Label(image_id=face_id)
-        session.add(current)
-    current.label, current.source, current.annotator, current.updated_at = label, source, annotator, when
-    return current
-
-
-def _remember(labels: dict[int, Label], face_id: int, row: Label | None) -> None:
-    """Keep `labels` the faces' current label rows after a write: a deleted label leaves it."""
-    if row is None:
-        labels.pop(face_id, None)
-    else:
-        labels[face_id] = row
-
-
-def _old_row(session: Session, row: Correction, now: datetime) -> tuple[str, str | None, datetime]:
-    """Source, annotator and time of the label row a correction replaced."""
-    if row.old_source is not None:
-        return row.old_source, row.old_annotator, row.old_updated_at or now
-    # Rows logged before schema 2 kept only the old label: it was an annotator's if the
-    # face's previous applied correction set it, otherwise it came with an import.
-    earlier = session.scalar(
-        select(Correction)
-        .where(Correction.image_id == row.image_id, Correction.id < row.id, Correction.undone_at.is_(None))
-        .order_by(Correction.id.desc())
-        .limit(1)
-    )
-    if earlier is not None and earlier.new_label == row.old_label:
-        return SOURCE_ANNOTATOR, earlier.annotator, earlier.created_at
-    return SOURCE_IMPORTED, None, now
+    face_ids = [r.image_id for r in rows]
+    was = {f: (labels[f].label if f in labels else None) for f in face_ids}
+    after = refresh_faces(session, face_ids, labels)
+    changes = [FaceChange(f, was[f], after[f].label if f in after else None) for f in face_ids]
+    return _step("label", rows, changes, left_out)
 
 
 def _done_rows(annotator: str | None):
@@ -614,15 +570,10 @@ def _one_undo_at_a_time(session: Session) -> None:
 
 
 def _step(
-    action: str,
-    rows: Sequence[Correction],
-    changes: list[FaceChange],
-    skipped: list[int],
-    left_out: LeftOut = LeftOut(),
+    action: str, rows: Sequence[Correction], changes: list[FaceChange], left_out: LeftOut = LeftOut()
 ) -> LabelStep:
-    return LabelStep(
-        action, rows[0].annotator, rows[0].batch_id, tuple(r.id for r in rows), tuple(changes), tuple(skipped), left_out
-    )
+    ids = tuple(r.id for r in rows)
+    return LabelStep(action, rows[0].annotator, rows[0].batch_id, ids, tuple(changes), left_out)
 
 
 def _locked_labels(session: Session, face_ids: list[int]) -> dict[int, Label]:

@@ -53,13 +53,13 @@ class Change:
     face_ids: tuple[int, ...]
     can_undo: bool
     can_redo: bool
-    step: LabelStep | None = None  # the labeling step (its description, skipped and left-out faces)
+    step: LabelStep | None = None  # the labeling step (its description and left-out faces)
     run_id: int | None = None  # a refit's new run
 
     @property
     def touched(self) -> tuple[int, ...]:
-        """Faces the views should re-read: those changed and those an undo/redo left alone."""
-        return self.face_ids + (self.step.skipped if self.step is not None else ())
+        """Faces the views should re-read: those whose votes changed (their label may stand)."""
+        return self.face_ids
 
 
 @dataclass(frozen=True)
@@ -300,7 +300,7 @@ class LabelingActions:
         state = labeling.undo_state(self.project, annotator)
         if step is None:
             return Change("none", (), state.can_undo, state.can_redo)
-        kind = step.action if step.face_ids or step.skipped else "none"
+        kind = step.action if step.face_ids else "none"
         return Change(kind, tuple(step.face_ids), state.can_undo, state.can_redo, step=step)
 
 

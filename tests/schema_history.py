@@ -23,9 +23,23 @@ RUNS_COLUMNS_BEFORE_SCHEMA_3 = (
 IMAGE_COLUMNS_OF_SCHEMA_4 = ("face_angle", "face_keypoints", "face_detector", "face_score")
 
 
+def votes_before_schema_6(database: Path) -> None:
+    """Drop schema 6's votes table and the adjudicated column of `corrections`, keeping the log's
+    rows, and say the schema is 5."""
+    conn = sqlite3.connect(database)
+    try:
+        with conn:
+            conn.execute("DROP TABLE votes")
+            conn.execute("ALTER TABLE corrections DROP COLUMN adjudicated")
+            conn.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+    finally:
+        conn.close()
+
+
 def corrections_before_schema_5(database: Path) -> None:
     """Drop schema 5's column of `corrections` (undone_after_id), keeping its rows, and say the
-    schema is 4."""
+    schema is 4; schema 6's changes go first."""
+    votes_before_schema_6(database)
     conn = sqlite3.connect(database)
     try:
         with conn:

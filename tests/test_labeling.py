@@ -70,8 +70,11 @@ def test_set_label_logs_and_updates_in_one_step(faces):
         row = s.scalar(select(Correction))
         assert (row.old_label, row.new_label, row.suggestion, row.annotator) == ("fear", "anger", "surprise", "ana")
         assert (row.old_source, row.old_annotator, row.old_updated_at) == (SOURCE_IMPORTED, None, IMPORTED_AT)
-    assert set_label(faces, 1, "anger", "ben") is None  # same label: nothing logged
+    assert set_label(faces, 1, "anger", "ana") is None  # her own vote again: nothing logged
     assert len(log(faces)) == 1
+    agree = set_label(faces, 1, "anger", "ben")  # ben agrees: a vote of his own, the label stands
+    assert [(c.old_label, c.new_label) for c in agree.changes] == [("anger", "anger")]
+    assert "label stands" in agree.describe() and len(log(faces)) == 2
 
 
 def test_unknown_label_face_run_and_annotator_are_refused(faces):
@@ -234,19 +237,21 @@ def test_clear_label_is_undoable(faces):
     assert label_row(faces, 1) == ("fear", SOURCE_IMPORTED, None, IMPORTED_AT)
 
 
-def test_annotators_undo_their_own_steps_and_never_overwrite_a_later_change(faces):
+def test_annotators_undo_their_own_votes_and_never_overwrite_another_annotators(faces):
     set_label(faces, 2, "fear", "ana")
     set_label(faces, 3, "fear", "ana")
-    set_label(faces, 3, "anger", "ben")  # ben changes ana's face 3 after her
+    set_label(faces, 3, "anger", "ben")  # ben votes otherwise on face 3 after her (a tie: newest wins)
     set_label(faces, 4, "happiness", "ben")
-    step = undo(faces, annotator="ana")  # ana's latest: face 3, but ben changed it since
-    assert step.face_ids == [] and step.skipped == (3,) and "left alone" in step.describe()
-    assert current(faces, 3) == "anger"
+    step = undo(faces, annotator="ana")  # ana's latest: her vote on face 3; ben's vote stands
+    assert [(c.face_id, c.old_label, c.new_label) for c in step.changes] == [(3, "anger", "anger")]
+    assert "label stands" in step.describe() and current(faces, 3) == "anger"
     assert undo(faces, annotator="ana").face_ids == [2]
     assert current(faces, 4) == "happiness"  # ben's steps untouched
     assert undo(faces, annotator="ben").face_ids == [4]
     assert redo(faces, annotator="ana").face_ids == [2]
     assert [h.annotator for h in labeling.history(faces, 10, annotator="ben")] == ["ben", "ben"]
+    assert undo(faces, annotator="ben").face_ids == [3]  # his vote on 3 gone: ana's is undone too
+    assert current(faces, 3) is None
 
 
 def test_accept_suggestion_takes_the_latest_finished_runs_prediction(faces):

@@ -75,12 +75,13 @@ def test_bulk_steps_report_what_they_left_out(api):
     assert set(undone.face_ids) == set(train) and undone.can_redo
 
 
-def test_undo_of_a_face_changed_since_touches_it_without_changing_it(api):
+def test_undo_of_a_vote_another_vote_outweighs_touches_the_face_without_changing_its_label(api):
     [face] = unlabeled_train(api, 1)
     api.labeling.set_label(face, "fear", "ana")
     api.labeling.set_label(face, "anger", "bo")
     change = api.labeling.undo("ana")
-    assert change.face_ids == () and change.touched == (face,) and change.kind == "undo"
+    assert change.face_ids == (face,) and change.touched == (face,) and change.kind == "undo"
+    assert [(c.old_label, c.new_label) for c in change.step.changes] == [("anger", "anger")]
 
 
 def test_accept_suggestion_goes_through_the_api(api):

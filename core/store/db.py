@@ -17,12 +17,18 @@ from urllib.parse import quote
 
 from sqlalchemy import (
     JSON,
+    Boolean,
+    Column,
     Connection,
     DateTime,
     Engine,
     Float,
+    ForeignKey,
+    Index,
     Integer,
+    MetaData,
     String,
+    Table,
     create_engine,
     delete,
     event,
@@ -36,7 +42,7 @@ from sqlalchemy.types import TypeEngine
 
 from core.store.models import Base, Meta
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 BUSY_TIMEOUT_MS = 15_000
 
 # How make_engine opens a database: create it if missing, open an existing one only (opening
@@ -90,6 +96,35 @@ def _undo_by_log_position(conn: Connection) -> None:
     )
 
 
+def _add_votes(conn: Connection) -> None:
+    """Schema 6: corrections say whether they are an adjudication, and each annotator's current
+    vote of a face is kept in `votes`, filled from the log (their newest correction of the face
+    that is not undone). Labels stay as they were; the next change of a face decides its label
+    from its votes."""
+    conn.exec_driver_sql("ALTER TABLE corrections ADD COLUMN adjudicated BOOLEAN DEFAULT false NOT NULL")
+    tables = MetaData()
+    for referenced in ("images", "corrections"):  # only what the foreign keys name; not created
+        Table(referenced, tables, Column("id", Integer, primary_key=True))
+    votes = Table(
+        "votes",
+        tables,
+        Column("image_id", Integer, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+        Column("annotator", String(64), primary_key=True),
+        Column("label", String(32)),
+        Column("adjudicated", Boolean, nullable=False),
+        Column("correction_id", Integer, ForeignKey("corrections.id", ondelete="CASCADE"), nullable=False),
+        Column("created_at", DateTime, nullable=False),
+        Index("ix_votes_annotator", "annotator"),
+    )
+    votes.create(conn)
+    conn.exec_driver_sql(
+        "INSERT INTO votes (image_id, annotator, label, adjudicated, correction_id, created_at) "
+        "SELECT c.image_id, c.annotator, c.new_label, c.adjudicated, c.id, c.created_at FROM corrections AS c "
+        "WHERE c.undone_at IS NULL AND c.id = (SELECT MAX(n.id) FROM corrections AS n "
+        "WHERE n.image_id = c.image_id AND n.annotator = c.annotator AND n.undone_at IS NULL)"
+    )
+
+
 # Append a Migration here whenever SCHEMA_VERSION goes up; never edit a released one.
 MIGRATIONS: list[Migration] = [
     Migration(
@@ -109,6 +144,7 @@ MIGRATIONS: list[Migration] = [
         ),
     ),
     Migration(5, "redo follows the corrections log's ids, not the clock", _undo_by_log_position),
+    Migration(6, "each annotator's label of a face is a vote; adjudications are marked", _add_votes),
 ]
 
 

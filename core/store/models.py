@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -169,7 +170,8 @@ class HiddenTruth(Base):
 
 
 class Correction(Base):
-    """Append-only log of label changes made by annotators. Undo sets `undone_at`, never deletes."""
+    """Append-only log of annotators' votes: who said what of a face, and the face's label row
+    before it (`old_*`). Undo sets `undone_at`, never deletes."""
 
     __tablename__ = "corrections"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -191,6 +193,25 @@ class Correction(Base):
     old_source: Mapped[str | None] = mapped_column(String(16))
     old_annotator: Mapped[str | None] = mapped_column(String(64))
     old_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The adjudicator's final word on a face whose votes disagree (schema 6): it decides the
+    # face's label over any majority until it is undone or its author votes again.
+    adjudicated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+class Vote(Base):
+    """An annotator's current label of a face (schema 6): the newest of their corrections of it
+    that is not undone. Derived from the corrections log in the transaction that changes it (see
+    core/team/votes.py), so undo, redo and agreement read votes without replaying the log.
+    `label` None: the annotator said the face should have no label."""
+
+    __tablename__ = "votes"
+    __table_args__ = (Index("ix_votes_annotator", "annotator"),)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    annotator: Mapped[str] = mapped_column(String(64), primary_key=True)
+    label: Mapped[str | None] = mapped_column(String(32))
+    adjudicated: Mapped[bool] = mapped_column(Boolean, default=False)
+    correction_id: Mapped[int] = mapped_column(ForeignKey("corrections.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class Run(Base):

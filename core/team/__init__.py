@@ -1,0 +1,1 @@
+"""Team annotation: votes and their consensus, agreement, assignment of faces to annotators."""
