@@ -1,8 +1,9 @@
 """The embedding map: every face of the current run at its 2-D position (UMAP, else PCA).
 
 One ScatterPlotItem holds all points (arrays in, brushes from a small palette, pxMode), so
-30,000 faces pan smoothly. Colour by current label, pseudo-label, confidence or level
-disagreement; hover shows the face; a rectangle or lasso selects faces and
+30,000 faces pan smoothly. Colour by current label, pseudo-label, confidence, level
+disagreement or vote entropy (how far the annotators' votes on a face split; counted off the GUI
+thread, again after corrections pause); hover shows the face; a rectangle or lasso selects faces and
 `selection_changed(frozenset of ids, or None when cleared)` lets the grid filter to them;
 `highlight(ids)` rings faces selected elsewhere (the grid).
 """
@@ -43,6 +44,7 @@ HOVER_RADIUS_PX = 8
 LABEL_RECOLOR_DELAY_MS = 250
 BACKGROUND_LOAD_OVER = 5000  # faces; a larger run's map loads off the GUI thread
 PLOT_BACKGROUND = "#1b1e23"
+VOTE_ENTROPY = "vote_entropy"  # the colouring that needs the votes counted
 EMPTY_NO_PROJECT = "Open a project to see its embedding map."
 EMPTY_NO_RUN = (
     "No trained model yet, so no map.\n\nTrain one in the Training panel (View ▸ Training): "
@@ -106,6 +108,10 @@ class EmbeddingMap(QWidget):
         self.load_runner = NewestJobRunner(self)
         self.load_runner.succeeded.connect(self._map_loaded)
         self.load_runner.failed.connect(self._map_failed)
+        self._votes: dict[int, float] | None = None  # face id -> vote entropy (bits); None: not counted
+        self.vote_runner = NewestJobRunner(self)
+        self.vote_runner.succeeded.connect(self._votes_counted)
+        self.vote_runner.failed.connect(self._votes_failed)
 
         self.color_combo = QComboBox()
         for key, title in COLOR_MODES.items():
@@ -346,7 +352,10 @@ class EmbeddingMap(QWidget):
     def _recolor(self, *_args) -> None:
         if self.data is None:
             return
-        self._colors = colors = color_points(self.data, self.color_mode())
+        mode = self.color_mode()
+        if mode == VOTE_ENTROPY and self._votes is None and not self.vote_runner.busy:
+            self._count_votes()
+        self._colors = colors = color_points(self.data, mode, self._vote_bits() if mode == VOTE_ENTROPY else None)
         order = colors.order
         # Arrays in, one call: no per-point items (hover and selection use self.data, not spots).
         self.scatter.setData(
@@ -378,7 +387,30 @@ class EmbeddingMap(QWidget):
             self.show_run(self.data.run_id, method)
 
     def _project_changed(self) -> None:
+        self._votes = None
         self.show_run(self.state.current_run)
+
+    def _count_votes(self) -> None:
+        api = self.state.api
+        if api is not None:
+            self.vote_runner.request(lambda _progress: api.team.vote_entropy(), self.state.project)
+
+    def _votes_counted(self, project, entropy: dict[int, float]) -> None:
+        if project is self.state.project:
+            self._votes = entropy
+            if self.color_mode() == VOTE_ENTROPY:
+                self._recolor()
+
+    def _votes_failed(self, project, exc: BaseException) -> None:
+        if project is self.state.project and self.data is not None:
+            self.info.setText(f"{self._describe()} · the votes could not be read: {exc}")
+
+    def _vote_bits(self) -> np.ndarray | None:
+        """The vote entropy of each face of the map shown, NaN for fewer than two votes."""
+        if self._votes is None or self.data is None:
+            return None
+        votes = self._votes
+        return np.array([votes.get(int(f), np.nan) for f in self.data.ids], dtype=np.float32)
 
     def _labels_changed(self) -> None:
         """After corrections pause: recolour now if the map is on screen, else when it is shown
@@ -399,6 +431,11 @@ class EmbeddingMap(QWidget):
         the run's positions and predictions are what they were."""
         if self.data is None:
             return
+        # A vote can change without changing the label: count again now, or when the colouring is chosen.
+        if self.color_mode() == VOTE_ENTROPY:
+            self._count_votes()
+        else:
+            self._votes = None
         labels = self.state.labels_of(self.data.ids)
         if labels is not None and not np.array_equal(labels, self.data.labels):
             self.data.labels = labels
@@ -494,10 +531,13 @@ class EmbeddingMap(QWidget):
             lines.append(f"confidence: {data.confidence[index]:.2f}")
         if data.disagreement is not None and np.isfinite(data.disagreement[index]):
             lines.append(f"level disagreement: {data.disagreement[index]:.2f} bits")
+        if self._votes is not None and face_id in self._votes:
+            lines.append(f"vote entropy: {self._votes[face_id]:.2f} bits")
         self.hover_card.text.setText("<br>".join(lines))
 
     def shutdown(self) -> None:
         self.load_runner.wait()
+        self.vote_runner.wait()
 
     def _thumbnail_ready(self, face_id: int) -> None:
         if self.hovered is not None and self.data is not None and int(self.data.ids[self.hovered]) == face_id:

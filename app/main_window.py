@@ -1,5 +1,5 @@
 """The main window: project panel | face grid and review queue (tabs), the face details,
-embedding map and training docks, menus, a status bar.
+embedding map, training and agreement docks, menus, a status bar.
 
 The window only assembles widgets and routes menu actions; the project lives in ProjectState,
 thumbnails in ThumbnailLoader, imports in ImportController, training in TrainingPanel (its worker
@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import settings as studio
+from app.agreement_panel import AgreementPanel
 from app.annotator_field import AnnotatorField
 from app.description_editor import DescriptionEditor
 from app.detail_panel import DetailPanel
@@ -143,6 +144,9 @@ class MainWindow(QMainWindow):
         self.detail_dock = self._dock("Face details", "detailDock", self.detail)
         self.tabifyDockWidget(self.map_dock, self.training_dock)
         self.tabifyDockWidget(self.map_dock, self.detail_dock)
+        self.agreement = AgreementPanel(self.state)
+        self.agreement_dock = self._dock("Agreement", "agreementDock", scrollable(self.agreement))
+        self.tabifyDockWidget(self.map_dock, self.agreement_dock)
         self.map_dock.raise_()
         self.resizeDocks([self.map_dock], [DOCK_WIDTH], Qt.Orientation.Horizontal)
 
@@ -261,7 +265,12 @@ class MainWindow(QMainWindow):
         edit.addAction(self.labeling.undo_action)
         edit.addAction(self.labeling.redo_action)
         view = self.menuBar().addMenu("&View")
-        for dock, shortcut in ((self.map_dock, "Ctrl+M"), (self.training_dock, "Ctrl+T"), (self.detail_dock, "Ctrl+D")):
+        for dock, shortcut in (
+            (self.map_dock, "Ctrl+M"),
+            (self.training_dock, "Ctrl+T"),
+            (self.detail_dock, "Ctrl+D"),
+            (self.agreement_dock, "Ctrl+G"),
+        ):
             action = dock.toggleViewAction()
             action.setShortcut(QKeySequence(shortcut))
             action.setStatusTip(f"show or hide the {dock.windowTitle().lower()} panel")
@@ -638,6 +647,7 @@ class MainWindow(QMainWindow):
             self.export_dialog.shutdown()
         self.detail.shutdown()
         self.map_view.shutdown()
+        self.agreement.shutdown()
         self.save_layout()
         self.loader.shutdown()
         self.state.close()

@@ -24,9 +24,12 @@ COLOR_MODES = {
     "pseudo": "Pseudo-label",
     "confidence": "Confidence",
     "disagreement": "Level disagreement",
+    "vote_entropy": "Vote entropy",
 }
 COLOR_STEPS = 32
-COLORMAPS = {"confidence": "viridis", "disagreement": "inferno"}
+# Vote entropy: blue where the votes agree, red where they split; neither end dark, so a face the
+# annotators agree on stays visible on the dark plot (plasma's and inferno's low ends do not).
+COLORMAPS = {"confidence": "viridis", "disagreement": "inferno", "vote_entropy": "CET-D1"}
 POINT_SIZE = 6  # px
 FAINT_SIZE = 4  # px: faces without a class or value in the colouring, context beneath the rest
 # Dark enough that even stacked (opaque) it stays far from neutral's lighter blue-grey.
@@ -106,7 +109,27 @@ def _continuous(values: np.ndarray, mode: str, low: float, high: float, unit: st
     return PointColors(table[index], legend, order, sizes)
 
 
-def color_points(run_map: RunMap, mode: str) -> PointColors:
+def _vote_entropy(faces: int, bits: np.ndarray | None) -> PointColors:
+    values = np.full(faces, np.nan, np.float32) if bits is None else bits
+    voted = int(np.isfinite(values).sum())
+    # Seven classes split evenly would be log2(7) = 2.81 bits; the scale ends at the most seen, so
+    # a team of three (at most log2(3) = 1.58 bits on a face) still uses the whole colour map.
+    high = float(np.nanmax(values)) if voted else 1.0
+    colors = _continuous(values, "vote_entropy", 0.0, max(high, 1.0), " bits")
+    if bits is None:
+        colors.legend, colors.note = [("counting votes…", MISSING)], "Counting the annotators' votes…"
+    elif not voted:
+        colors.legend = [("fewer than 2 votes", MISSING)]
+        colors.note = "No face on this map has votes from two annotators yet"
+    else:
+        colors.legend.append((f"fewer than 2 votes ({faces - voted:,})", MISSING))
+        colors.note = f"Vote entropy of {voted:,} faces with votes from 2+ annotators (0: they agree)"
+    return colors
+
+
+def color_points(run_map: RunMap, mode: str, vote_entropy: np.ndarray | None = None) -> PointColors:
+    """`vote_entropy`: for the "vote_entropy" mode, bits per face in run_map order (NaN: fewer
+    than two annotators voted on it); None: not known yet."""
     if mode == "label":
         return _categorical(run_map.labels, "unlabeled")
     if mode == "pseudo":
@@ -126,4 +149,6 @@ def color_points(run_map: RunMap, mode: str) -> PointColors:
         colors = _continuous(values, mode, 0.0, max(high, 1e-3), " bits")
         colors.note = "Jensen-Shannon divergence of " + " / ".join(run_map.levels)
         return colors
+    if mode == "vote_entropy":
+        return _vote_entropy(len(run_map), vote_entropy)
     raise ValueError(f"unknown colour mode {mode!r}; choose one of {', '.join(COLOR_MODES)}")

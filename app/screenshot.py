@@ -2,15 +2,16 @@
 
     QT_QPA_PLATFORM=offscreen python -m app.screenshot PROJECT OUT.png [--size 1280x800]
         [--view map|training|review|predictions] [--predict FOLDER] [--export-output EXPORT.png]
-        [--color label|pseudo|confidence|disagreement]
+        [--color label|pseudo|confidence|disagreement|vote_entropy]
         [--train ENCODER --steps N --projection umap|pca]
         [--strategy S] [--detail-output DETAIL.png] [--help-output HELP.png] [--key-points]
-        [--about-output ABOUT.png] [--guide-output GUIDE.png]
+        [--about-output ABOUT.png] [--guide-output GUIDE.png] [--agreement-output AGREEMENT.png]
 
 --view raises the embedding map or the training dock, or shows the review queue with the face
 details (--strategy picks its ranking; --detail-output also saves the details dock alone);
 --help-output also saves the window with the keyboard help shown; --about-output and
---guide-output save Help ▸ About and Help ▸ User guide's windows; --view predictions runs File ▸
+--guide-output save Help ▸ About and Help ▸ User guide's windows; --agreement-output the Agreement
+dock once it has counted; --view predictions runs File ▸
 Predict a folder… on --predict's folder and shows its table, the right-hand docks closed (the table
 wants the width); --export-output saves File ▸ Export model…'s dialog after an ONNX export into a
 temporary folder; --train first runs a training
@@ -53,13 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--help-output", help="also save the window with the keyboard help shown here")
     parser.add_argument("--about-output", help="also save Help ▸ About's window here")
     parser.add_argument("--guide-output", help="also save Help ▸ User guide's window here")
+    parser.add_argument("--agreement-output", help="also save the Agreement dock alone here, once it has counted")
     parser.add_argument(
         "--key-points",
         action="store_true",
         help="tick the details' Key points (without --view review: the grid's first face, details raised)",
     )
     parser.add_argument("--dock-width", type=int, default=0, help="width of the right-hand docks in pixels")
-    parser.add_argument("--color", help="the map's colouring: label, pseudo, confidence or disagreement")
+    parser.add_argument("--color", help="the map's colouring: label, pseudo, confidence, disagreement or vote_entropy")
     parser.add_argument(
         "--select-around",
         metavar="CLASS",
@@ -123,6 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.detail_output:
         window.detail_dock.grab().save(args.detail_output)
         print(f"saved {args.detail_output}")
+    if args.agreement_output:
+        panel = window.agreement
+        window.agreement_dock.raise_()
+        _wait(app, lambda: panel.report is not None and not panel.progress.text(), 60)
+        _wait(app, lambda: False, 0.3)
+        window.agreement_dock.grab().save(args.agreement_output)
+        print(f"saved {args.agreement_output}")
     if args.help_output:
         window.help_overlay.toggle()
         _wait(app, lambda: False, 0.3)

@@ -40,6 +40,7 @@ QDockWidget::title { background: #1a1d22; padding: 5px 8px; border-bottom: 1px s
                    border-radius: 4px; }
 #selectionBanner QLabel { color: #e6e9ee; }
 #plotHint { color: #6b7280; font-size: 12px; background: transparent; }
+#agreementPanel QHeaderView { font-size: 11px; }  /* small headers: the tables fit the dock's first width */
 #plotReset { color: #c3c9d3; font-size: 11px; background: #2b3038; border: 1px solid #3d434d;
              border-radius: 3px; padding: 1px 6px; }
 #plotReset:hover { border-color: #6ea8fe; }

@@ -5,6 +5,7 @@ checks that app/ never does).
 - `faces`: counts, face lists and rows by id, current labels (the grids, the map's colours);
 - `runs`: the run history, a run's curves and map, which run to show, resuming, cleaning up;
 - `evidence`: one face's evidence and nearest labeled faces (the detail panel), the review queue;
+- `team`: the annotators' agreement and each face's vote entropy (core/team);
 - `labeling`: label changes, undo and redo through core.labeling. Each returns a `Change`: the
   faces it changed and whether the annotator can undo or redo now, so the studio's Undo/Redo
   actions enable themselves from what the log says rather than from guesses.
@@ -40,6 +41,8 @@ from core.store.models import RUN_CANCELLED, RUN_FAILED, Run
 from core.store.project import Project
 from core.store.queries import FaceRow, labeled_today, latest_finished_run_id, list_faces, project_stats
 from core.store.runs import reap_dead_runs, settle_cancelled_run
+from core.team.agreement import AgreementReport
+from core.team.project_agreement import ALL_SPLITS, project_agreement, project_vote_entropy
 
 IDS_PER_QUERY = 900  # faces per query by id (one SQL parameter each; SQLite allows 999)
 
@@ -304,8 +307,24 @@ class LabelingActions:
         return Change(kind, tuple(step.face_ids), state.can_undo, state.can_redo, step=step)
 
 
+class TeamQueries:
+    """How far the annotators' votes agree (core/team): the agreement panel and the map."""
+
+    def __init__(self, project: Project):
+        self.project = project
+
+    def agreement(self, split: str = ALL_SPLITS, *, count_adjudicated: bool = False) -> AgreementReport:
+        with self.project.session() as session:
+            return project_agreement(session, split=split, count_adjudicated=count_adjudicated)
+
+    def vote_entropy(self) -> dict[int, float]:
+        """Each face with votes from two or more annotators: its vote entropy in bits."""
+        with self.project.session() as session:
+            return project_vote_entropy(session)
+
+
 class StudioApi:
-    """The four groups for one open project."""
+    """The groups for one open project."""
 
     def __init__(self, project: Project):
         self.project = project
@@ -313,3 +332,4 @@ class StudioApi:
         self.runs = RunQueries(project)
         self.evidence = EvidenceQueries(project)
         self.labeling = LabelingActions(project)
+        self.team = TeamQueries(project)
