@@ -21,8 +21,11 @@ from core.classes import class_names
 from core.labeling import LabelingError, resolve_label
 from core.store.models import SOURCE_ANNOTATOR, SPLITS
 from core.store.project import Project
+from core.team.assignment import to_vote_mask
 
-LABEL_FILTERS = ("unlabeled", "labeled", "corrected", "all")  # corrected: labeled by an annotator
+# corrected: labeled by an annotator; to_vote: what the filter's annotator is asked to vote on
+# (unlabeled faces and the team's overlap faces they have not voted on, core/team/assignment.py)
+LABEL_FILTERS = ("unlabeled", "labeled", "corrected", "to_vote", "all")
 DIVERSITY_POOL = 10  # diversity spreads its batch over the (this x limit) least sure faces by margin
 TYPICAL_POOL = 5  # typical_margin clusters the (this x limit) least sure faces by margin
 TYPICAL_NEIGHBOURS = 20  # typicality: mean distance to this many nearest candidates (TypiClust's k)
@@ -37,6 +40,7 @@ class QueueFilters:
     pseudo_label: str | None = None  # a class name or alias
     pair: tuple[str, str] | None = None  # faces whose top two fused classes are these, in either order
     face_ids: frozenset[int] | None = None  # only these faces (e.g. a selection on the studio's map)
+    annotator: str | None = None  # whose queue: the to_vote filter leaves out faces they voted on
 
 
 @dataclass(frozen=True)
@@ -362,12 +366,15 @@ def _candidates(ctx: QueueContext, filters: QueueFilters) -> np.ndarray:
     if filters.labels not in LABEL_FILTERS:
         raise QueueError(f"unknown label filter {filters.labels!r}; choose one of {', '.join(LABEL_FILTERS)}")
     labeled = preds.labels != None  # noqa: E711 (element-wise over an object array)
-    mask = {
-        "unlabeled": ~labeled,
-        "labeled": labeled,
-        "corrected": preds.label_sources == SOURCE_ANNOTATOR,
-        "all": np.ones(len(preds), dtype=bool),
-    }[filters.labels]
+    if filters.labels == "to_vote":
+        mask = _to_vote(ctx, filters.annotator)
+    else:
+        mask = {
+            "unlabeled": ~labeled,
+            "labeled": labeled,
+            "corrected": preds.label_sources == SOURCE_ANNOTATOR,
+            "all": np.ones(len(preds), dtype=bool),
+        }[filters.labels]
     index = {name: i for i, name in enumerate(class_names())}
     try:
         if filters.pseudo_label:
@@ -382,6 +389,15 @@ def _candidates(ctx: QueueContext, filters: QueueFilters) -> np.ndarray:
     if filters.face_ids is not None:
         mask = mask & np.isin(preds.face_ids, np.fromiter(filters.face_ids, np.int64, len(filters.face_ids)))
     return np.flatnonzero(mask)
+
+
+def _to_vote(ctx: QueueContext, annotator: str | None) -> np.ndarray:
+    if not annotator:
+        raise QueueError("the to_vote filter needs an annotator: whose votes to leave out")
+    if ctx.session is None:
+        raise QueueError("the to_vote filter reads the votes through a session")
+    preds = ctx.preds
+    return to_vote_mask(ctx.session, annotator, preds.face_ids, preds.labels, preds.label_sources)
 
 
 def _facts(ctx: QueueContext, row: int) -> dict[str, str]:

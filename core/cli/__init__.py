@@ -14,6 +14,7 @@ from core.cli import (
     project_cmds,
     refit_cmds,
     serve_cmds,
+    team_settings_cmds,
     train_cmds,
 )
 from core.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, CommandError, storage_exit_code
@@ -28,6 +29,7 @@ COMMAND_MODULES = (
     active_cmds,
     serve_cmds,
     predict_cmds,
+    team_settings_cmds,
 )
 
 EPILOG = """\

@@ -177,6 +177,19 @@ def vote_distributions(votes: Iterable[Vote]) -> dict[int, np.ndarray]:
     return shares
 
 
+def disputed_faces(votes: Iterable[Vote]) -> dict[int, Counter[str | None]]:
+    """Faces whose annotators' votes disagree and that no adjudication has settled, with each
+    one's vote counts per label (None: "no label")."""
+    by_face: dict[int, list[Vote]] = {}
+    for vote in votes:
+        by_face.setdefault(vote.face_id, []).append(vote)
+    return {
+        face_id: Counter(v.label for v in face_votes)
+        for face_id, face_votes in by_face.items()
+        if not any(v.adjudicated for v in face_votes) and len({v.label for v in face_votes}) > 1
+    }
+
+
 def _label_before_votes(first: Correction) -> Decision | None:
     """The label row the face's first correction replaced: what it had before any vote."""
     if first.old_label is None:
