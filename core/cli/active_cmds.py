@@ -66,13 +66,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=20, help="how many faces (default: 20)")
     p.add_argument("--run", type=int, help="run id (default: the latest finished run)")
     p.add_argument("--split", choices=(*SPLITS, "all"), default="train", help="(default: train)")
+    own = ", ".join(f"{s.name}: {s.labels}" for s in STRATEGIES.values() if s.labels != "unlabeled")
     p.add_argument(
         "--labels",
         choices=LABEL_FILTERS,
-        default="unlabeled",
-        help="which faces: unlabeled (default), labeled, corrected (labeled by an annotator), "
-        "to_vote (what --annotator is asked to vote on: unlabeled faces and the team's overlap "
-        "faces they have not voted on; see the team command), all",
+        help="which faces: unlabeled, labeled, corrected (labeled by an annotator), to_vote (what "
+        "--annotator is asked to vote on: unlabeled faces and the team's overlap faces they have not "
+        f"voted on; see the team command), all (default: the strategy's own, unlabeled but for {own})",
     )
     p.add_argument("--annotator", help="whose queue, for --labels to_vote (default: the OS user name)")
     p.add_argument("--pseudo-label", metavar="CLASS", help="only faces the model puts in this class")
