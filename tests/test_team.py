@@ -11,7 +11,7 @@ import pytest
 
 from core.active import QueueError, QueueFilters, build_queue
 from core.cli import main as cli_main
-from core.labeling import set_label
+from core.labeling import adjudicate, set_label
 from core.store.project import Project
 from core.team.assignment import TeamSettings, TeamSettingsError, in_overlap, read_settings, write_settings
 from tests.studio_runs import make_demo, project_copy
@@ -109,3 +109,24 @@ def _train_faces(project):
 
     with project.session() as s:
         return list_faces(s, split="train")
+
+
+def test_the_adjudication_queue_holds_the_disputed_faces_until_settled(demo):
+    a, b, c, d = sorted(f.id for f in _train_faces(demo) if f.label is None)[:4]
+    votes = {
+        a: {"ana": "fear", "ben": "fear", "cy": "surprise"},  # 0.92 bits
+        b: {"ana": "sadness", "ben": "neutral"},  # 1 bit
+        c: {"ana": "happiness", "ben": "happiness"},  # agreed: not disputed
+        d: {"ana": "anger", "ben": "disgust", "cy": "fear"},  # 1.58 bits
+    }
+    for face, by in votes.items():
+        for who, label in by.items():
+            set_label(demo, face, label, who)
+    items = build_queue(demo, strategy="adjudication", limit=10)
+    assert [i.face_id for i in items] == [d, b, a]
+    assert items[0].score == pytest.approx(np.log2(3), abs=1e-5)
+    assert items[2].reason.startswith("votes fear 2, surprise 1")
+    adjudicate(demo, d, "disgust", "lead")
+    assert [i.face_id for i in build_queue(demo, strategy="adjudication", limit=10)] == [b, a]
+    with pytest.raises(QueueError, match="ranks all or labeled or unlabeled faces"):
+        build_queue(demo, strategy="adjudication", filters=QueueFilters(labels="corrected"))

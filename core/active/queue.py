@@ -9,6 +9,7 @@ disagree with the fused prediction, its distance to the class threshold), whatev
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -22,6 +23,7 @@ from core.labeling import LabelingError, resolve_label
 from core.store.models import SOURCE_ANNOTATOR, SPLITS
 from core.store.project import Project
 from core.team.assignment import to_vote_mask
+from core.team.votes import disputed_faces, load_votes
 
 # corrected: labeled by an annotator; to_vote: what the filter's annotator is asked to vote on
 # (unlabeled faces and the team's overlap faces they have not voted on, core/team/assignment.py)
@@ -372,6 +374,48 @@ def _label_errors(ctx: QueueContext, limit: int, seed: int) -> Ranking:
     ]
     values = np.array([found.check.quality[at[row]] if at[row] >= 0 else 1.0 for row in rows], dtype=np.float64)
     return Ranking(rows, values, notes)
+
+
+def _disputes(ctx: QueueContext) -> dict[int, Counter[str | None]]:
+    """The faces of this queue whose annotators' votes disagree, unsettled, with their counts."""
+    if ctx.session is None:
+        raise QueueError("the adjudication queue reads the votes through a session")
+    return disputed_faces(load_votes(ctx.session))
+
+
+def _disputed_mask(ctx: QueueContext) -> np.ndarray:
+    disputed = _disputes(ctx)
+    return np.fromiter((int(f) in disputed for f in ctx.preds.face_ids), dtype=bool, count=len(ctx.preds))
+
+
+def _votes_note(counts: Counter[str | None]) -> str:
+    """e.g. 'votes fear 2, surprise 1'."""
+    shown = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0] or ""))
+    return "votes " + ", ".join(f"{label or 'no label'} {n}" for label, n in shown)
+
+
+@register_strategy(
+    "adjudication",
+    "faces whose annotators' votes disagree and that no adjudicator has settled; score: the "
+    "entropy of the votes (bits), highest first, more votes first among equals. A label given in "
+    "this queue is the adjudicator's final word (label --adjudicate)",
+    labels="all",
+    label_filters=("all", "labeled", "unlabeled"),
+    candidates=_disputed_mask,
+)
+def _adjudication(ctx: QueueContext, limit: int, seed: int) -> Ranking:
+    disputed = _disputes(ctx)
+    counts = [disputed[int(f)] for f in ctx.preds.face_ids]
+    entropy = np.array([_entropy_bits(c) for c in counts])
+    votes = np.array([sum(c.values()) for c in counts])
+    rows = np.lexsort((ctx.preds.face_ids, -votes, -entropy))[:limit]
+    return Ranking(rows, entropy[rows], [_votes_note(counts[row]) for row in rows])
+
+
+def _entropy_bits(counts: Counter[str | None]) -> float:
+    shares = np.array(list(counts.values()), dtype=np.float64)
+    shares /= shares.sum()
+    return float(-(shares * np.log2(shares)).sum())
 
 
 @register_strategy(
