@@ -199,7 +199,10 @@ def password_user(postgres_server):
     postgres_server.execute("DROP ROLE IF EXISTS fer_password_user")
 
 
-def test_a_wrong_password_is_said_with_the_password_hidden(tmp_path, capsys, password_user):
+def test_a_wrong_password_is_said_with_the_password_hidden(tmp_path, capsys, monkeypatch, password_user):
+    # Only the URL's password counts here: none from the environment or a password file.
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "no-pgpass"))
     root = tmp_path / "shared"
     root.mkdir()
     wrong = password_user.set(password="wrong-password").render_as_string(hide_password=False)
@@ -210,7 +213,7 @@ def test_a_wrong_password_is_said_with_the_password_hidden(tmp_path, capsys, pas
     assert "fer_password_user" in err and "correct the user or password" in err
     assert "wrong-password" not in err and "fer_password_user:***@" in err
     _describe_database(root, password_user.set(password=None).render_as_string(hide_password=False))
-    assert "asks for a password the database URL does not give" in _open_error(root, capsys)
+    assert "asks for a password that neither the database URL" in _open_error(root, capsys)
 
 
 def test_a_project_opened_for_reading_cannot_write_to_the_server(tmp_path, postgres_url):

@@ -153,7 +153,8 @@ def _connection_problem(exc: BaseException, database_url: str | URL | None) -> S
         return StorageProblem(CONNECTION, f"{server} refused the login: {detail}; correct the user or password")
     if "no password supplied" in text:
         return StorageProblem(
-            CONNECTION, f"{server} asks for a password the database URL does not give: add it (user:password@host)"
+            CONNECTION,
+            f"{server} asks for a password that neither the database URL (user:password@host) nor ~/.pgpass gives",
         )
     missing = re.search(r'database "([^"]+)" does not exist', text)
     if missing:
