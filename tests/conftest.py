@@ -39,7 +39,8 @@ def project(tmp_path):
 # Store tests run on SQLite and on a live PostgreSQL server. The suite starts its own throwaway
 # server (the pgserver wheel ships one) unless this variable names a server of yours, as a
 # SQLAlchemy URL of a database the tests may connect to with the right to create databases, e.g.
-# postgresql+psycopg://me:secret@localhost/postgres. The tests never skip for want of a server.
+# postgresql+psycopg://me:secret@localhost/postgres; it must check passwords (the wrong-password
+# test logs in as a role it creates). The tests never skip for want of a server.
 POSTGRES_URL_ENV = "FER_TEST_POSTGRES_URL"
 BACKENDS = ("sqlite", "postgresql")
 SQLITE_URL = "sqlite:///project.db"  # the default, in the project folder
@@ -84,15 +85,15 @@ class PostgresForTests:
 def _external_postgres(url: str) -> PostgresForTests:
     from sqlalchemy.exc import SQLAlchemyError
 
+    from core.store.errors import explain_storage_error
+
     server = PostgresForTests(url)
     try:
         server.execute("SELECT 1")
+        return server
     except SQLAlchemyError as exc:
-        pytest.fail(
-            f"{POSTGRES_URL_ENV}={server.admin_url.render_as_string(hide_password=True)} cannot be used: {exc}",
-            pytrace=False,
-        )
-    return server
+        problem = str(explain_storage_error(exc, database_url=server.admin_url) or exc)
+    pytest.fail(f"{POSTGRES_URL_ENV} cannot be used: {problem}", pytrace=False)
 
 
 def _throwaway_postgres(folder: Path) -> PostgresForTests:

@@ -35,6 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeEngine
 
+from core.store.errors import safe_url
 from core.store.models import Base, Meta
 
 SCHEMA_VERSION = 5
@@ -222,9 +223,9 @@ def prepare_schema(engine: Engine, *, create: bool, migrate: bool = True) -> int
         has_tables = bool(inspect(conn).get_table_names())
     if version is None:
         if has_tables:
-            raise SchemaError(f"{engine.url!r} holds tables but is not a FER studio database")
+            raise SchemaError(f"{safe_url(engine.url)} holds tables but is not a FER studio database")
         if not create:
-            raise SchemaError(f"{engine.url!r} holds no FER studio database")
+            raise SchemaError(f"{safe_url(engine.url)} holds no FER studio database")
         with engine.begin() as conn:
             Base.metadata.create_all(conn)
             _write_meta(conn, "schema_version", str(SCHEMA_VERSION))
