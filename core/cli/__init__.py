@@ -14,6 +14,7 @@ from core.cli import (
     project_cmds,
     refit_cmds,
     serve_cmds,
+    team_cmds,
     team_settings_cmds,
     train_cmds,
 )
@@ -29,6 +30,7 @@ COMMAND_MODULES = (
     active_cmds,
     serve_cmds,
     predict_cmds,
+    team_cmds,
     team_settings_cmds,
 )
 
