@@ -8,9 +8,9 @@ labels, under its own annotator name. Each process records what every call retur
 long it took; exceptions are caught and counted by kind. Afterwards the corrections log is
 compared with what the processes were told: every correction that returned a step must be in the
 log with that annotator, face and new label (a "lost write" otherwise), no log row may be one no
-process was told of, each face's log must chain (every correction's old label is the previous
-one's new label: no writer read a stale label), and each face's label row must be its last
-correction's.
+process was told of, and the log replayed face by face (each annotator's newest word is their
+vote; core.team.votes.decide) must give every correction's recorded old label (no writer read a
+stale label), the stored votes and each face's label row.
 
 PostgreSQL is a throwaway server (the pgserver wheel, default settings: fsync on) unless
 --postgres-url names a database on a server of yours (its tables are created; it must be empty).
@@ -22,7 +22,6 @@ PostgreSQL is a throwaway server (the pgserver wheel, default settings: fsync on
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import multiprocessing
 import os
@@ -220,13 +219,19 @@ def tally(results: list[dict]) -> dict:
 
 
 def check_log(root: Path, results: list[dict]) -> dict:
-    """The corrections log and label rows against what every process was told."""
+    """The corrections log, votes and label rows against what every process was told: the log
+    replayed face by face (each annotator's newest vote counts; core.team.votes.decide) must give
+    each correction's recorded old label, the stored votes and the face's final label row."""
     from core.store.models import Correction, Label
+    from core.store.models import Vote as VoteRow
     from core.store.project import Project
+    from core.team.votes import Cast, decide
 
     with Project.open(root) as project, project.session() as session:
-        log = {c.id: (c.annotator, c.image_id, c.old_label, c.new_label) for c in session.scalars(select(Correction))}
+        rows = list(session.scalars(select(Correction).order_by(Correction.id)))
+        log = {c.id: (c.annotator, c.image_id, c.old_label, c.new_label) for c in rows}
         labels = {row.image_id: row.label for row in session.scalars(select(Label))}
+        stored_votes = {(v.image_id, v.annotator): v.label for v in session.scalars(select(VoteRow))}
     told = {
         cid: (r["annotator"], c["face"], c["label"]) for r in results for c in r["calls"] for cid in c.get("ids", [])
     }
@@ -235,21 +240,33 @@ def check_log(root: Path, results: list[dict]) -> dict:
         for cid, (who, face, label) in told.items()
         if cid not in log or log[cid][:2] + log[cid][3:] != (who, face, label)
     ]
-    by_face: dict[int, list[tuple[int, str | None, str | None]]] = {}
-    for cid, (_who, face, old, new) in sorted(log.items()):
-        by_face.setdefault(face, []).append((cid, old, new))
-    stale = sum(
-        1 for chain in by_face.values() for before, after in itertools.pairwise(chain) if after[1] != before[2]
-    ) + sum(1 for chain in by_face.values() if chain[0][1] is not None)
-    wrong_label = sum(1 for face, chain in by_face.items() if labels.get(face) != chain[-1][2])
+    by_face: dict[int, list[Correction]] = {}
+    for row in rows:
+        by_face.setdefault(row.image_id, []).append(row)
+    stale, wrong_label, replayed_votes = 0, 0, {}
+    for face, chain in by_face.items():
+        votes: dict[str, Cast] = {}
+        decided = None  # the bench's faces start unlabeled
+        for row in chain:
+            stale += row.old_label != decided
+            votes[row.annotator] = Cast(row.id, row.annotator, row.new_label, False, row.created_at)
+            decision = decide(list(votes.values()), None)
+            decided = decision.label if decision else None
+        wrong_label += labels.get(face) != decided
+        replayed_votes.update({(face, who): cast.label for who, cast in votes.items()})
     return {
         "log_rows": len(log),
         "lost_writes": len(lost),
         "unaccounted_log_rows": len(set(log) - set(told)),
         "stale_old_labels": stale,
-        "label_rows_not_last_correction": wrong_label + sum(1 for face in labels if face not in by_face),
+        "label_rows_not_the_votes_decision": wrong_label + sum(1 for face in labels if face not in by_face),
+        "votes_not_the_logs": sum(
+            1
+            for key in replayed_votes.keys() | stored_votes.keys()
+            if replayed_votes.get(key, "?") != stored_votes.get(key, "?")
+        ),
         "faces_written": len(by_face),
-        "faces_written_by_several": sum(1 for chain in by_face.values() if len({log[c[0]][0] for c in chain}) > 1),
+        "faces_written_by_several": sum(1 for chain in by_face.values() if len({c.annotator for c in chain}) > 1),
     }
 
 
@@ -304,19 +321,20 @@ def render(results: dict) -> str:
         )
     lines += [
         "",
-        'A call that gives a face the label it already has logs nothing ("written" counts the log rows '
+        'A call that repeats its annotator\'s own vote logs nothing ("written" counts the log rows '
         "the calls returned); latency is per call, from the call to its return, of the calls that did not "
         "fail; corrections/s is the log rows written over the span from the first process's start to the "
         "last one's end; wall s adds the processes' exit. Lost writes: corrections a process was told of "
         "that the log lacks or holds otherwise; stale old labels: log rows whose old label is not the "
-        "face's previous new label.",
+        "label the face's votes decided just before (the log replayed).",
         "",
     ]
     for b in results["backends"]:
         kinds = ", ".join(f"{kind}: {n}" for kind, n in b["error_kinds"].items()) or "none"
         lines.append(
             f"- {b['server']}: errors {kinds}; {b['unaccounted_log_rows']} log rows no process was told of; "
-            f"{b['label_rows_not_last_correction']} label rows other than the face's last correction; "
+            f"{b['label_rows_not_the_votes_decision']} label rows other than what the face's votes decide, "
+            f"{b['votes_not_the_logs']} stored votes other than the log's; "
             f"{b['faces_written']:,} faces written, {b['faces_written_by_several']:,} of them by several annotators."
         )
     if results.get("note"):
