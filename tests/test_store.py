@@ -25,6 +25,7 @@ from core.store.models import (
     Projection,
     Run,
     RunLabel,
+    Vote,
     utcnow,
 )
 from core.store.project import Project, ProjectError
@@ -320,7 +321,7 @@ def test_migration_to_schema_4_gives_old_faces_no_detector_findings(project):
 
 def test_migrations_from_schema_2_run_on_postgresql(tmp_path, postgres_url):
     """Every released migration step, on a server: schema 3's run lineage, 4's detector
-    findings, 5's log positions (filled in for a step undone before it)."""
+    findings, 5's log positions (filled in for a step undone before it), 6's votes (from the log)."""
     with Project.create(tmp_path / "p", database_url=postgres_url) as project, project.session() as s:
         face = _add_face(s, 3)
         s.add(Run(algorithm="sitfer", encoder="tiny", status="finished"))
@@ -329,6 +330,8 @@ def test_migrations_from_schema_2_run_on_postgresql(tmp_path, postgres_url):
         s.add(Correction(image_id=face.id, annotator="ana", old_label="fear", new_label="anger", undone_at=utcnow()))
     engine = create_engine(postgres_url)
     with engine.begin() as conn:  # back to what schema 2 created
+        conn.execute(text("DROP TABLE votes"))
+        conn.execute(text("ALTER TABLE corrections DROP COLUMN adjudicated"))
         conn.execute(text("ALTER TABLE corrections DROP COLUMN undone_after_id"))
         conn.execute(text("ALTER TABLE images DROP COLUMN face_angle, DROP COLUMN face_keypoints"))
         conn.execute(text("ALTER TABLE images DROP COLUMN face_detector, DROP COLUMN face_score"))
@@ -346,6 +349,7 @@ def test_migrations_from_schema_2_run_on_postgresql(tmp_path, postgres_url):
             assert s.scalars(select(Image.face_keypoints)).one() is None
             undone = s.scalars(select(Correction).where(Correction.undone_at.is_not(None))).one()
             assert undone.undone_after_id == undone.id
+            assert [(v.annotator, v.label, v.adjudicated) for v in s.scalars(select(Vote))] == [("ana", "fear", False)]
             s.add(Run(algorithm="sitfer", encoder="tiny", kind="refit", parent_run_id=old.id))
             s.get(Image, face.id).face_keypoints = [[1.0, 2.0]] * 6
         with migrated.session() as s:
