@@ -20,8 +20,9 @@ IMPORTED_AT = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def faces(project):
+def faces(store_project):
     """Faces 1-6 in train; face 1 carries an imported label (fear)."""
+    project = store_project  # every test of this file runs on SQLite and on PostgreSQL
     with project.session() as s:
         for i in range(1, 7):
             s.add(Image(id=i, path=f"{i}.png", content_hash=f"{i:064x}", width=48, height=48))
