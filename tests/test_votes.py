@@ -190,3 +190,34 @@ def test_schema_5_database_gets_votes_from_its_log(tmp_path):
                 (1, "ben", "happiness"),
             }
         assert labeling.undo(migrated, "ben").changes[0].new_label == "anger"
+
+
+def test_export_keeps_every_annotators_votes(faces, tmp_path):
+    import csv
+
+    from core.export import export_project
+
+    set_label(faces, 2, "fear", "ana")
+    set_label(faces, 2, "surprise", "ben")
+    adjudicate(faces, 2, "fear", "lead")
+    clear_label(faces, 1, "ana")  # the imported label cleared: no row in labels.csv
+    export_project(faces, tmp_path / "out")
+
+    def rows(name):
+        with open(tmp_path / "out" / name, encoding="utf-8", newline="") as handle:
+            return list(csv.DictReader(handle))
+
+    [labeled] = rows("labels.csv")
+    assert (labeled["image_id"], labeled["label"], labeled["votes"]) == (
+        "2",
+        "fear",
+        "ana:fear;ben:surprise;lead:!fear",
+    )
+    votes = [(r["image_id"], r["annotator"], r["label"], r["adjudicated"]) for r in rows("votes.csv")]
+    assert votes == [
+        ("1", "ana", "", "0"),
+        ("2", "ana", "fear", "0"),
+        ("2", "ben", "surprise", "0"),
+        ("2", "lead", "fear", "1"),
+    ]
+    assert [r["adjudicated"] for r in rows("corrections.csv")] == ["0", "0", "1", "0"]
