@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from itertools import combinations
 
 from PySide6.QtCore import QModelIndex, QObject, QPersistentModelIndex, QRect, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QPainter
+from PySide6.QtGui import QColor, QFont, QPainter, QStandardItemModel
 from PySide6.QtWidgets import (
     QComboBox,
     QFrame,
@@ -318,6 +318,8 @@ class ReviewQueueView(QWidget):
         layout.addWidget(self.summary)
         layout.addWidget(self.pages, 1)
 
+        # Before the rebuild: a strategy brings its own label filter (label_errors: labeled faces).
+        self.strategy_combo.currentIndexChanged.connect(self._strategy_labels)
         for combo in (self.strategy_combo, self.split_combo, self.labels_combo, self.pseudo_combo, self.pair_combo):
             combo.currentIndexChanged.connect(self._controls_changed)
         self.strategy_combo.currentIndexChanged.connect(self._describe_strategy)
@@ -329,6 +331,7 @@ class ReviewQueueView(QWidget):
         state.current_run_changed.connect(self._run_changed)
         state.run_finished.connect(self._run_changed)
         self._describe_strategy()
+        self._strategy_labels()
         self.refresh()
 
     # -- what is asked for --------------------------------------------------------------------
@@ -369,6 +372,21 @@ class ReviewQueueView(QWidget):
         self.map_selection = None
         self.banner.show_selection(None)
         self.refresh()
+
+    def _strategy_labels(self, *_args) -> None:
+        """The Faces choice moves to the chosen strategy's own label filter, and the filters it
+        cannot rank are greyed out (the strategy says which: core.active's Strategy.labels)."""
+        strategy = STRATEGIES.get(self.strategy())
+        if strategy is None:
+            return
+        items = self.labels_combo.model()
+        for row in range(self.labels_combo.count()):
+            item = items.item(row) if isinstance(items, QStandardItemModel) else None
+            if item is not None:
+                item.setEnabled(self.labels_combo.itemData(row) in strategy.label_filters)
+        self.labels_combo.blockSignals(True)  # the strategy's change rebuilds the queue once
+        self.set_choice(self.labels_combo, strategy.labels)
+        self.labels_combo.blockSignals(False)
 
     def _describe_strategy(self, *_args) -> None:
         strategy = STRATEGIES.get(self.strategy())

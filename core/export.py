@@ -13,7 +13,9 @@ from sqlalchemy import select
 from core.classes import class_names
 from core.ingest.imageio import ImageProblem, decode_image, load_face, read_bytes
 from core.store.models import SPLITS, STATUS_ACTIVE, Correction, Image, Label
+from core.store.models import Vote as VoteRow
 from core.store.project import Project
+from core.team.votes import load_votes
 
 EXPORT_FORMATS = ("csv", "folders")
 LABEL_COLUMNS = [
@@ -31,6 +33,7 @@ LABEL_COLUMNS = [
     "face_y",
     "face_w",
     "face_h",
+    "votes",  # each annotator's vote, "ana:fear;ben:surprise" ("-": no label; "!": adjudication)
 ]
 # old_source/old_annotator/old_labeled_at: the provenance of the label a correction replaced
 # (e.g. an imported ground-truth label), so an export keeps what undo would restore.
@@ -49,7 +52,10 @@ CORRECTION_COLUMNS = [
     "old_source",
     "old_annotator",
     "old_labeled_at",
+    "adjudicated",
 ]
+# Each annotator's current vote of each face (core/team/votes.py): what agreement is measured on.
+VOTE_COLUMNS = ["image_id", "path", "annotator", "label", "adjudicated", "voted_at"]
 
 
 class ExportError(RuntimeError):
@@ -138,6 +144,12 @@ def export_project(
         corrections = session.execute(
             select(Correction, Image.path).join(Image, Image.id == Correction.image_id).order_by(Correction.id)
         ).all()
+        paths = dict(session.execute(select(Image.id, Image.path).where(Image.id.in_(select(VoteRow.image_id)))).all())
+        votes = load_votes(session)
+    votes_of: dict[int, list[str]] = {}
+    for vote in votes:
+        mark = "!" if vote.adjudicated else ""
+        votes_of.setdefault(vote.face_id, []).append(f"{vote.annotator}:{mark}{vote.label or '-'}")
 
     label_rows = []
     for image, label in labeled:
@@ -166,6 +178,7 @@ def export_project(
                 image.face_y,
                 image.face_w,
                 image.face_h,
+                ";".join(votes_of.get(image.id, [])),
             ]
         )
     report.labeled = len(label_rows)
@@ -189,8 +202,24 @@ def export_project(
                 c.old_source or "",
                 c.old_annotator or "",
                 c.old_updated_at.isoformat() if c.old_updated_at else "",
+                int(bool(c.adjudicated)),
             ]
             for c, path in corrections
+        ],
+    )
+    _write_csv(
+        out / "votes.csv",
+        VOTE_COLUMNS,
+        [
+            [
+                v.face_id,
+                paths.get(v.face_id, ""),
+                v.annotator,
+                v.label or "",
+                int(v.adjudicated),
+                v.created_at.isoformat(),
+            ]
+            for v in votes
         ],
     )
     report.corrections = len(corrections)

@@ -12,6 +12,12 @@ from core.store.queries import project_stats
 from tests.imagegen import face_like, save, write_class_folders
 
 
+@pytest.fixture
+def project(store_project):
+    """Every import here runs into a SQLite and a PostgreSQL project (tests/conftest.py)."""
+    return store_project
+
+
 def test_class_folders_with_fer2013_names_map_onto_expressions(project, tmp_path):
     src = write_class_folders(tmp_path / "src", {"angry": 3, "happy": 2, "Surprise": 1, "sad": 2})
     report = import_source(project, src, ImportOptions(split="val"))

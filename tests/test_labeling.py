@@ -31,8 +31,9 @@ IMPORTED_AT = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
 @pytest.fixture
-def faces(project):
+def faces(store_project):
     """Faces 1-5 in train; face 1 carries an imported label (fear)."""
+    project = store_project  # every test using it runs on SQLite and on PostgreSQL
     with project.session() as s:
         for i in range(1, 6):
             s.add(Image(id=i, path=f"{i}.png", content_hash=f"{i:064x}", width=48, height=48))
@@ -206,8 +207,10 @@ def test_redo_follows_the_log_when_the_clock_stands_still_or_steps_back(faces, m
     assert undo(faces, "ana").face_ids == [4] and redo(faces, "ana").face_ids == [4] and redo(faces, "ana") is None
 
 
+@pytest.mark.parametrize("store_backend", ["sqlite"])  # the frozen schemas are SQLite files
 def test_a_database_of_schema_4_keeps_what_could_be_redone(faces):
-    """Rows undone before schema 5 get their place in the log from the times they kept."""
+    """Rows undone before schema 5 get their place in the log from the times they kept
+    (tests/test_store.py migrates a PostgreSQL database)."""
     from tests.schema_history import corrections_before_schema_5
 
     set_label(faces, 2, "fear", "ana")

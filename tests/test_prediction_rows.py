@@ -28,7 +28,6 @@ from core.store.prediction_rows import (
     encode_probabilities,
     level_column,
 )
-from core.store.project import Project
 
 ROOT = Path(__file__).resolve().parent.parent
 CODEC = ROOT / "core" / "store" / "prediction_rows.py"
@@ -91,10 +90,9 @@ def test_a_row_names_its_columns_and_leaves_out_what_an_update_keeps():
 
 
 @pytest.fixture
-def project(tmp_path):
-    project = Project.create(tmp_path / "p")
-    yield project
-    project.close()
+def project(store_project):
+    """The codec's rows read back on SQLite and on PostgreSQL (JSON columns, their text casts)."""
+    return store_project
 
 
 def test_rows_written_by_the_codec_read_back_through_the_studios_readers(project):

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 import core.store.db as store_db
@@ -27,9 +28,9 @@ from core.store.project import PROJECT_FILE, Project
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _project_with_faces(root: Path, count: int = 3) -> Path:
+def _project_with_faces(root: Path, count: int = 3, database_url: str | None = None) -> Path:
     """A project with `count` unlabeled train faces (rows only: labeling needs no pixels)."""
-    with Project.create(root) as project, project.session() as session:
+    with Project.create(root, database_url) as project, project.session() as session:
         session.add_all(
             Image(path=f"face_{i}.png", content_hash=f"{i:064x}", width=48, height=48) for i in range(count)
         )
@@ -96,6 +97,27 @@ def test_busy_database_is_exit_4_and_loses_nothing(tmp_path, capsys, monkeypatch
 
         assert [(e.face_id, e.new_label) for e in history(project)] == [(1, "happiness")]
     assert cli_main(["label", str(root), "2", "anger", "--annotator", "ann"]) == 0  # and it works after
+
+
+def test_a_face_locked_on_postgresql_is_exit_4_and_loses_nothing(tmp_path, capsys, monkeypatch, postgres_url):
+    root = _project_with_faces(tmp_path / "p", database_url=postgres_url)
+    assert cli_main(["label", str(root), "1", "happiness", "--annotator", "ann"]) == 0
+    monkeypatch.setattr(store_db, "BUSY_TIMEOUT_MS", 300)  # the server's lock_timeout for new sessions
+    holder = create_engine(postgres_url)
+    try:
+        with holder.begin() as conn:  # another program is changing face 2
+            conn.execute(text("SELECT id FROM images WHERE id = 2 FOR UPDATE"))
+            assert cli_main(["label", str(root), "2", "anger", "--annotator", "ann"]) == EXIT_BUSY
+            conn.rollback()
+    finally:
+        holder.dispose()
+    err = capsys.readouterr().err
+    assert "busy" in err and "try again" in err and "Traceback" not in err
+    with Project.open(root) as project:
+        from core.labeling import history
+
+        assert [(e.face_id, e.new_label) for e in history(project)] == [(1, "happiness")]
+    assert cli_main(["label", str(root), "2", "anger", "--annotator", "ann"]) == 0
 
 
 def test_full_database_is_exit_5_and_loses_nothing(tmp_path, capsys, monkeypatch):

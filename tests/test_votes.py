@@ -20,8 +20,9 @@ IMPORTED_AT = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def faces(project):
+def faces(store_project):
     """Faces 1-6 in train; face 1 carries an imported label (fear)."""
+    project = store_project  # every test of this file runs on SQLite and on PostgreSQL
     with project.session() as s:
         for i in range(1, 7):
             s.add(Image(id=i, path=f"{i}.png", content_hash=f"{i:064x}", width=48, height=48))
@@ -189,3 +190,34 @@ def test_schema_5_database_gets_votes_from_its_log(tmp_path):
                 (1, "ben", "happiness"),
             }
         assert labeling.undo(migrated, "ben").changes[0].new_label == "anger"
+
+
+def test_export_keeps_every_annotators_votes(faces, tmp_path):
+    import csv
+
+    from core.export import export_project
+
+    set_label(faces, 2, "fear", "ana")
+    set_label(faces, 2, "surprise", "ben")
+    adjudicate(faces, 2, "fear", "lead")
+    clear_label(faces, 1, "ana")  # the imported label cleared: no row in labels.csv
+    export_project(faces, tmp_path / "out")
+
+    def rows(name):
+        with open(tmp_path / "out" / name, encoding="utf-8", newline="") as handle:
+            return list(csv.DictReader(handle))
+
+    [labeled] = rows("labels.csv")
+    assert (labeled["image_id"], labeled["label"], labeled["votes"]) == (
+        "2",
+        "fear",
+        "ana:fear;ben:surprise;lead:!fear",
+    )
+    votes = [(r["image_id"], r["annotator"], r["label"], r["adjudicated"]) for r in rows("votes.csv")]
+    assert votes == [
+        ("1", "ana", "", "0"),
+        ("2", "ana", "fear", "0"),
+        ("2", "ben", "surprise", "0"),
+        ("2", "lead", "fear", "1"),
+    ]
+    assert [r["adjudicated"] for r in rows("corrections.csv")] == ["0", "0", "1", "0"]

@@ -1,28 +1,33 @@
 """The review queue: which faces an annotator should look at next, and why.
 
-A strategy ranks the candidate faces of a run (by default the unlabeled train faces) and is one
-function in `STRATEGIES`; `build_queue` loads the run, filters, ranks, and gives every face a
-short reason composed from the facts about it (margin and the two classes it hesitates between,
-levels that disagree with the fused prediction, its distance to the class threshold), whatever
-the strategy.
+A strategy ranks the candidate faces of a run (the train faces its label filter takes: unlabeled
+ones unless the strategy says otherwise, as label_errors does) and is one function in
+`STRATEGIES`; `build_queue` loads the run, filters, ranks, and gives every face a short reason
+composed from the facts about it (margin and the two classes it hesitates between, levels that
+disagree with the fused prediction, its distance to the class threshold), whatever the strategy.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from sqlalchemy.orm import Session
 
-from core.active import scores
+from core.active import label_errors, scores
 from core.active.data import QueueError, RunPredictions, load_embeddings, load_run_predictions, resolve_run
 from core.classes import class_names
 from core.labeling import LabelingError, resolve_label
 from core.store.models import SOURCE_ANNOTATOR, SPLITS
 from core.store.project import Project
+from core.team.assignment import to_vote_mask
+from core.team.votes import disputed_faces, load_votes
 
-LABEL_FILTERS = ("unlabeled", "labeled", "corrected", "all")  # corrected: labeled by an annotator
+# corrected: labeled by an annotator; to_vote: what the filter's annotator is asked to vote on
+# (unlabeled faces and the team's overlap faces they have not voted on, core/team/assignment.py)
+LABEL_FILTERS = ("unlabeled", "labeled", "corrected", "to_vote", "all")
 DIVERSITY_POOL = 10  # diversity spreads its batch over the (this x limit) least sure faces by margin
 TYPICAL_POOL = 5  # typical_margin clusters the (this x limit) least sure faces by margin
 TYPICAL_NEIGHBOURS = 20  # typicality: mean distance to this many nearest candidates (TypiClust's k)
@@ -33,10 +38,11 @@ HIGH_THRESHOLD = 0.9
 
 @dataclass(frozen=True)
 class QueueFilters:
-    labels: str = "unlabeled"
+    labels: str | None = None  # one of LABEL_FILTERS; None: the strategy's own (Strategy.labels)
     pseudo_label: str | None = None  # a class name or alias
     pair: tuple[str, str] | None = None  # faces whose top two fused classes are these, in either order
     face_ids: frozenset[int] | None = None  # only these faces (e.g. a selection on the studio's map)
+    annotator: str | None = None  # whose queue: the to_vote filter leaves out faces they voted on
 
 
 @dataclass(frozen=True)
@@ -69,11 +75,20 @@ class QueueContext:
     second: np.ndarray
     margin: np.ndarray
     embeddings: np.ndarray | None = None  # (n, dim) in row order when already in memory (benchmarks)
+    project: Project | None = None  # for strategies that read the project's caches (label_errors)
+    split: str | None = "train"  # the split the queue was asked for (None: every split), before filters
 
     @classmethod
-    def of(cls, preds: RunPredictions, session: Session | None, embeddings: np.ndarray | None = None) -> QueueContext:
+    def of(
+        cls,
+        preds: RunPredictions,
+        session: Session | None,
+        embeddings: np.ndarray | None = None,
+        project: Project | None = None,
+        split: str | None = "train",
+    ) -> QueueContext:
         top, second, p1, p2 = scores.top_two(preds.fused)
-        return cls(preds, session, top, second, p1 - p2, embeddings)
+        return cls(preds, session, top, second, p1 - p2, embeddings, project, split)
 
     def take(self, rows: np.ndarray) -> QueueContext:
         return QueueContext(
@@ -83,6 +98,8 @@ class QueueContext:
             self.second[rows],
             self.margin[rows],
             None if self.embeddings is None else self.embeddings[rows],
+            self.project,
+            self.split,
         )
 
     def embeddings_of(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -124,6 +141,9 @@ class Strategy:
     lead: str | None = None  # how the score opens a reason, e.g. "entropy {score:.2f}"
     lead_fact: str | None = None  # the fact this strategy is about, put first in a reason
     advise: Callable[[list[QueueItem]], QueueAdvice | None] | None = None  # see queue_advice
+    labels: str = "unlabeled"  # the label filter it works on unless the queue names one
+    label_filters: tuple[str, ...] = LABEL_FILTERS  # the label filters it can rank; others are refused
+    candidates: Callable[[QueueContext], np.ndarray] | None = None  # its own mask over the filtered faces
 
 
 STRATEGIES: dict[str, Strategy] = {}
@@ -136,12 +156,20 @@ def register_strategy(
     lead: str | None = None,
     lead_fact: str | None = None,
     advise: Callable[[list[QueueItem]], QueueAdvice | None] | None = None,
+    labels: str = "unlabeled",
+    label_filters: tuple[str, ...] = LABEL_FILTERS,
+    candidates: Callable[[QueueContext], np.ndarray] | None = None,
 ):
     """Register a ranking function as a queue strategy under `name`; `advise` looks at a built
-    queue and warns where the strategy is known to rank badly for its run."""
+    queue and warns where the strategy is known to rank badly for its run. `labels` is the label
+    filter the strategy works on by default (the CLI's --labels and the studio's Faces choice
+    start there), `label_filters` those it accepts, and `candidates` (context -> bool per row)
+    narrows the filtered faces to those it can rank (e.g. faces whose annotators disagree)."""
+    if labels not in label_filters or not set(label_filters) <= set(LABEL_FILTERS):
+        raise ValueError(f"strategy {name!r}: its label filter {labels!r} must be one of {label_filters}")
 
     def register(rank: Callable[[QueueContext, int, int], Ranking]):
-        STRATEGIES[name] = Strategy(name, description, rank, lead, lead_fact, advise)
+        STRATEGIES[name] = Strategy(name, description, rank, lead, lead_fact, advise, labels, label_filters, candidates)
         return rank
 
     return register
@@ -299,6 +327,97 @@ def _badge(ctx: QueueContext, limit: int, seed: int) -> Ranking:
     return Ranking(picked, scores.gradient_embedding_norms(probs[chosen], vectors[chosen]), notes)
 
 
+UNCHECKED_NOTE = "label not checked: its features are not cached"
+
+
+def _unchecked_advice(items: list[QueueItem]) -> QueueAdvice | None:
+    unchecked = sum(item.reason.startswith(UNCHECKED_NOTE) for item in items)
+    if not unchecked:
+        return None
+    return QueueAdvice(
+        f"{unchecked} not checked",
+        f"{unchecked} labeled face(s) in this queue have no cached features for the run, so their labels "
+        f"were not checked (they come last); `python main.py features PROJECT` computes them",
+    )
+
+
+@register_strategy(
+    "label_errors",
+    f"suspected label errors among the labeled faces: out-of-fold class probabilities from "
+    f"{label_errors.FOLDS} stratified folds of a logistic regression on the run's cached features, "
+    f"judged by cleanlab; faces cleanlab flags (find_label_issues) first, then the rest, each by "
+    f"score: the label's quality (cleanlab's self-confidence: the out-of-fold probability of the "
+    f"given label), lowest first; labeled faces whose features are not cached come last (score 1, "
+    f"'not checked'); the check is cached until a label changes",
+    advise=_unchecked_advice,
+    labels="labeled",
+    label_filters=("labeled", "corrected", "all"),
+    candidates=lambda ctx: ctx.preds.labels != None,  # noqa: E711 (element-wise over an object array)
+)
+def _label_errors(ctx: QueueContext, limit: int, seed: int) -> Ranking:
+    if ctx.project is None or ctx.session is None:
+        raise ValueError("label_errors reads the project's feature cache: give the context its project and session")
+    found = label_errors.suspected_label_errors(ctx.project, ctx.session, ctx.preds.run_id, ctx.split)
+    at = found.rows_of(ctx.preds.face_ids)
+    checked = np.flatnonzero(at >= 0)
+    order = found.check.order()
+    rank_of = np.empty(len(order), dtype=np.int64)
+    rank_of[order] = np.arange(len(order))
+    rows = checked[np.argsort(rank_of[at[checked]], kind="stable")]
+    unchecked = np.flatnonzero(at < 0)
+    rows = np.concatenate([rows, unchecked])[:limit]
+    notes = [
+        label_errors.label_note(found.check, int(at[row]))
+        if at[row] >= 0
+        else f"{UNCHECKED_NOTE} (python main.py features)"
+        for row in rows
+    ]
+    values = np.array([found.check.quality[at[row]] if at[row] >= 0 else 1.0 for row in rows], dtype=np.float64)
+    return Ranking(rows, values, notes)
+
+
+def _disputes(ctx: QueueContext) -> dict[int, Counter[str | None]]:
+    """The faces of this queue whose annotators' votes disagree, unsettled, with their counts."""
+    if ctx.session is None:
+        raise QueueError("the adjudication queue reads the votes through a session")
+    return disputed_faces(load_votes(ctx.session))
+
+
+def _disputed_mask(ctx: QueueContext) -> np.ndarray:
+    disputed = _disputes(ctx)
+    return np.fromiter((int(f) in disputed for f in ctx.preds.face_ids), dtype=bool, count=len(ctx.preds))
+
+
+def _votes_note(counts: Counter[str | None]) -> str:
+    """e.g. 'votes fear 2, surprise 1'."""
+    shown = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0] or ""))
+    return "votes " + ", ".join(f"{label or 'no label'} {n}" for label, n in shown)
+
+
+@register_strategy(
+    "adjudication",
+    "faces whose annotators' votes disagree and that no adjudicator has settled; score: the "
+    "entropy of the votes (bits), highest first, more votes first among equals. A label given in "
+    "this queue is the adjudicator's final word (label --adjudicate)",
+    labels="all",
+    label_filters=("all", "labeled", "unlabeled"),
+    candidates=_disputed_mask,
+)
+def _adjudication(ctx: QueueContext, limit: int, seed: int) -> Ranking:
+    disputed = _disputes(ctx)
+    counts = [disputed[int(f)] for f in ctx.preds.face_ids]
+    entropy = np.array([_entropy_bits(c) for c in counts])
+    votes = np.array([sum(c.values()) for c in counts])
+    rows = np.lexsort((ctx.preds.face_ids, -votes, -entropy))[:limit]
+    return Ranking(rows, entropy[rows], [_votes_note(counts[row]) for row in rows])
+
+
+def _entropy_bits(counts: Counter[str | None]) -> float:
+    shares = np.array(list(counts.values()), dtype=np.float64)
+    shares /= shares.sum()
+    return float(-(shares * np.log2(shares)).sum())
+
+
 @register_strategy(
     "random", "a seeded random order (the baseline); score: the random draw", lead="random pick (seed {seed})"
 )
@@ -318,7 +437,8 @@ def build_queue(
 ) -> list[QueueItem]:
     """The next `limit` faces to review from a run's predictions (default: the latest finished run).
 
-    `split` None takes every split; `filters` narrow the candidates (default: unlabeled faces)."""
+    `split` None takes every split; `filters` narrow the candidates (default: the faces of the
+    strategy's own label filter, unlabeled ones for most)."""
     if strategy not in STRATEGIES:
         raise QueueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     if limit < 1:
@@ -332,8 +452,8 @@ def build_queue(
         if not len(preds):
             where = f"the {split} split" if split else "this project"
             raise QueueError(f"run {run_id} has no predictions for active faces of {where}")
-        ctx = QueueContext.of(preds, session)
-        ctx = ctx.take(_candidates(ctx, filters))
+        ctx = QueueContext.of(preds, session, project=project, split=split)
+        ctx = ctx.take(_candidates(ctx, filters, STRATEGIES[strategy]))
         if not len(ctx.preds):
             return []
         ranking = STRATEGIES[strategy].rank(ctx, limit, seed)
@@ -357,17 +477,27 @@ def queue_advice(strategy: str, items: list[QueueItem]) -> QueueAdvice | None:
     return known.advise(items) if known is not None and known.advise is not None else None
 
 
-def _candidates(ctx: QueueContext, filters: QueueFilters) -> np.ndarray:
+def _candidates(ctx: QueueContext, filters: QueueFilters, strategy: Strategy) -> np.ndarray:
     preds = ctx.preds
-    if filters.labels not in LABEL_FILTERS:
-        raise QueueError(f"unknown label filter {filters.labels!r}; choose one of {', '.join(LABEL_FILTERS)}")
+    labels = filters.labels or strategy.labels
+    if labels not in LABEL_FILTERS:
+        raise QueueError(f"unknown label filter {labels!r}; choose one of {', '.join(LABEL_FILTERS)}")
+    if labels not in strategy.label_filters:
+        raise QueueError(
+            f"the {strategy.name} strategy ranks {' or '.join(strategy.label_filters)} faces, not {labels} ones"
+        )
     labeled = preds.labels != None  # noqa: E711 (element-wise over an object array)
-    mask = {
-        "unlabeled": ~labeled,
-        "labeled": labeled,
-        "corrected": preds.label_sources == SOURCE_ANNOTATOR,
-        "all": np.ones(len(preds), dtype=bool),
-    }[filters.labels]
+    if labels == "to_vote":
+        mask = _to_vote(ctx, filters.annotator)
+    else:
+        mask = {
+            "unlabeled": ~labeled,
+            "labeled": labeled,
+            "corrected": preds.label_sources == SOURCE_ANNOTATOR,
+            "all": np.ones(len(preds), dtype=bool),
+        }[labels]
+    if strategy.candidates is not None:
+        mask = mask & strategy.candidates(ctx)
     index = {name: i for i, name in enumerate(class_names())}
     try:
         if filters.pseudo_label:
@@ -382,6 +512,15 @@ def _candidates(ctx: QueueContext, filters: QueueFilters) -> np.ndarray:
     if filters.face_ids is not None:
         mask = mask & np.isin(preds.face_ids, np.fromiter(filters.face_ids, np.int64, len(filters.face_ids)))
     return np.flatnonzero(mask)
+
+
+def _to_vote(ctx: QueueContext, annotator: str | None) -> np.ndarray:
+    if not annotator:
+        raise QueueError("the to_vote filter needs an annotator: whose votes to leave out")
+    if ctx.session is None:
+        raise QueueError("the to_vote filter reads the votes through a session")
+    preds = ctx.preds
+    return to_vote_mask(ctx.session, annotator, preds.face_ids, preds.labels, preds.label_sources)
 
 
 def _facts(ctx: QueueContext, row: int) -> dict[str, str]:

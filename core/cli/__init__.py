@@ -15,6 +15,7 @@ from core.cli import (
     refit_cmds,
     serve_cmds,
     team_cmds,
+    team_settings_cmds,
     train_cmds,
 )
 from core.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, CommandError, storage_exit_code
@@ -30,6 +31,7 @@ COMMAND_MODULES = (
     serve_cmds,
     predict_cmds,
     team_cmds,
+    team_settings_cmds,
 )
 
 EPILOG = """\

@@ -15,6 +15,7 @@ from core.labeling import (
     LeftOut,
     accept_suggestion,
     accept_suggestions,
+    adjudicate,
     bulk_label,
     clear_label,
     default_annotator,
@@ -65,12 +66,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=20, help="how many faces (default: 20)")
     p.add_argument("--run", type=int, help="run id (default: the latest finished run)")
     p.add_argument("--split", choices=(*SPLITS, "all"), default="train", help="(default: train)")
+    own = ", ".join(f"{s.name}: {s.labels}" for s in STRATEGIES.values() if s.labels != "unlabeled")
     p.add_argument(
         "--labels",
         choices=LABEL_FILTERS,
-        default="unlabeled",
-        help="which faces: unlabeled (default), labeled, corrected (labeled by an annotator), all",
+        help="which faces: unlabeled, labeled, corrected (labeled by an annotator), to_vote (what "
+        "--annotator is asked to vote on: unlabeled faces and the team's overlap faces they have not "
+        f"voted on; see the team command), all (default: the strategy's own, unlabeled but for {own})",
     )
+    p.add_argument("--annotator", help="whose queue, for --labels to_vote (default: the OS user name)")
     p.add_argument("--pseudo-label", metavar="CLASS", help="only faces the model puts in this class")
     p.add_argument(
         "--pair",
@@ -95,6 +99,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("faces", type=_face_ids, metavar="FACE", help="face id, or ids separated by commas")
     p.add_argument("label", metavar="LABEL")
     p.add_argument("--annotator", help="who decides (default: the OS user name)")
+    p.add_argument(
+        "--adjudicate",
+        action="store_true",
+        help="one face: the adjudicator's final label, which decides over the annotators' votes",
+    )
     p.add_argument(
         "--run", type=int, help="the run whose suggestion is taken or recorded (default: the latest finished run)"
     )
@@ -132,7 +141,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_queue(args) -> int:
-    filters = QueueFilters(labels=args.labels, pseudo_label=args.pseudo_label, pair=args.pair)
+    filters = QueueFilters(
+        labels=args.labels,
+        pseudo_label=args.pseudo_label,
+        pair=args.pair,
+        annotator=args.annotator or default_annotator(),
+    )
     with opened_project(args.project) as project:
         try:
             items = build_queue(
@@ -189,6 +203,8 @@ def cmd_label(args) -> int:
 def _label_faces(project, args, annotator: str) -> LabelStep | None:
     faces = args.faces
     include = {"include_labeled": args.include_labeled, "include_val_test": args.include_val_test}
+    if args.adjudicate and (len(faces) > 1 or args.label.lower() in (ACCEPT, CLEAR)):
+        raise LabelingError("--adjudicate gives one face one class label")
     if args.label.lower() == ACCEPT:
         if len(faces) > 1:
             return accept_suggestions(project, faces, annotator, args.run, **include)
@@ -197,6 +213,8 @@ def _label_faces(project, args, annotator: str) -> LabelStep | None:
         if len(faces) > 1:
             raise LabelingError(f"'{CLEAR}' clears one face at a time")
         return clear_label(project, faces[0], annotator)
+    if args.adjudicate:
+        return adjudicate(project, faces[0], args.label, annotator)
     if len(faces) > 1:
         return bulk_label(project, faces, args.label, annotator, run_id=args.run, **include)
     # Record what the model proposed, so the log says whether the annotator agreed.

@@ -7,13 +7,13 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from core.store.errors import BUSY, StorageProblem
+from core.store.errors import BUSY, CONNECTION, StorageProblem
 from core.store.project import Project, ProjectError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_PROJECT = 3
+EXIT_PROJECT = 3  # the project cannot be opened or created (its database server unreachable too)
 EXIT_BUSY = 4  # another program held the project's write lock past the busy timeout: try again
 EXIT_STORAGE = 5  # the disk is full, read-only or failed: the action was not saved
 EXIT_INTERRUPTED = 130
@@ -26,7 +26,7 @@ class CommandError(RuntimeError):
 
 
 def storage_exit_code(problem: StorageProblem) -> int:
-    return EXIT_BUSY if problem.kind == BUSY else EXIT_STORAGE
+    return {BUSY: EXIT_BUSY, CONNECTION: EXIT_PROJECT}.get(problem.kind, EXIT_STORAGE)
 
 
 @contextmanager

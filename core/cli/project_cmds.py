@@ -6,6 +6,7 @@ import argparse
 
 from core.cli.common import EXIT_PROJECT, EXIT_USAGE, CommandError, opened_project, print_json
 from core.export import EXPORT_FORMATS, ExportError, export_project
+from core.store.errors import safe_url
 from core.store.models import SPLITS
 from core.store.project import Project, ProjectError
 from core.store.queries import project_stats
@@ -52,7 +53,7 @@ def cmd_init(args) -> int:
         project = Project.create(args.project, args.database_url)
     except ProjectError as exc:
         raise CommandError(str(exc), EXIT_PROJECT) from None
-    print(f"Created project {project.root} (database: {project.database_url})")
+    print(f"Created project {project.root} (database: {safe_url(project.database_url)})")
     project.close()
     return 0
 

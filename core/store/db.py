@@ -2,7 +2,8 @@
 
 SQLite files run in WAL mode with a busy timeout and foreign keys on, so a reader never blocks
 the single writer and a process killed mid-write leaves the last committed state. Any other
-SQLAlchemy URL (PostgreSQL for shared use) gets the same schema and migrations.
+SQLAlchemy URL (PostgreSQL for shared use) gets the same schema and migrations; a PostgreSQL
+session waits for a lock as long as SQLite's busy timeout, then fails as busy, never forever.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeEngine
 
+from core.store.errors import safe_url
 from core.store.models import Base, Meta
 
 SCHEMA_VERSION = 6
@@ -166,6 +168,16 @@ def _set_sqlite_read_only_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def _set_postgresql_lock_timeout(dbapi_connection, _record) -> None:
+    # Outside a transaction (the pool's connection is not autocommit), so it holds for the session.
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"SET lock_timeout = {int(BUSY_TIMEOUT_MS)}")
+    cursor.close()
+    dbapi_connection.autocommit = autocommit
+
+
 def _sqlite_connector(path: Path, mode: str) -> Callable[[], sqlite3.Connection]:
     """Connects through a `file:` URI so that the open mode is SQLite's own: `rw` fails on a
     missing file instead of creating an empty one."""
@@ -206,9 +218,12 @@ def make_engine(url: str, mode: str = OPEN_CREATE) -> Engine:
         pragmas = _set_sqlite_read_only_pragmas if mode == OPEN_READ_ONLY else _set_sqlite_pragmas
         event.listen(engine, "connect", pragmas)
         return engine
-    if mode == OPEN_READ_ONLY and parsed.get_backend_name() == "postgresql":
-        return create_engine(url, pool_pre_ping=True, execution_options={"postgresql_readonly": True})
-    return create_engine(url, pool_pre_ping=True)
+    if parsed.get_backend_name() != "postgresql":
+        return create_engine(url, pool_pre_ping=True)
+    read_only = {"postgresql_readonly": True} if mode == OPEN_READ_ONLY else {}
+    engine = create_engine(url, pool_pre_ping=True, execution_options=read_only)
+    event.listen(engine, "connect", _set_postgresql_lock_timeout)
+    return engine
 
 
 def read_schema_version(conn: Connection) -> int | None:
@@ -244,9 +259,9 @@ def prepare_schema(engine: Engine, *, create: bool, migrate: bool = True) -> int
         has_tables = bool(inspect(conn).get_table_names())
     if version is None:
         if has_tables:
-            raise SchemaError(f"{engine.url!r} holds tables but is not a FER studio database")
+            raise SchemaError(f"{safe_url(engine.url)} holds tables but is not a FER studio database")
         if not create:
-            raise SchemaError(f"{engine.url!r} holds no FER studio database")
+            raise SchemaError(f"{safe_url(engine.url)} holds no FER studio database")
         with engine.begin() as conn:
             Base.metadata.create_all(conn)
             _write_meta(conn, "schema_version", str(SCHEMA_VERSION))

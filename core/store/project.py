@@ -54,7 +54,7 @@ class Project:
         except Exception as exc:
             engine.dispose()
             raise ProjectError(
-                f"cannot create the database of {root}: {explain_storage_error(exc, root) or exc}"
+                f"cannot create the database of {root}: {explain_storage_error(exc, root, url) or exc}"
             ) from exc
         descriptor = {"format": PROJECT_FORMAT, "version": 1, "database": stored_url}
         # Written last and atomically: a folder without project.json was never a finished project.
@@ -91,7 +91,7 @@ class Project:
         except Exception as exc:
             engine.dispose()
             raise ProjectError(
-                f"cannot open the database of {root}: {explain_storage_error(exc, root) or exc}"
+                f"cannot open the database of {root}: {explain_storage_error(exc, root, url) or exc}"
             ) from exc
         project = cls(root, stored_url, engine, read_only=read_only)
         if not read_only:

@@ -56,7 +56,7 @@ class Decision:
 
 
 @dataclass(frozen=True)
-class _Cast:
+class Cast:
     """A vote with its place in the log (newer = higher id), for deciding ties."""
 
     correction_id: int
@@ -66,7 +66,7 @@ class _Cast:
     created_at: datetime
 
 
-def decide(votes: Sequence[_Cast], base: Decision | None) -> Decision | None:
+def decide(votes: Sequence[Cast], base: Decision | None) -> Decision | None:
     """The face's label row from its current votes (see the module's rules); None: unlabeled."""
     if not votes:
         return base
@@ -89,7 +89,7 @@ def refresh_faces(session: Session, face_ids: Iterable[int], labels: dict[int, L
     `labels` holds the faces' current label rows (read, and on PostgreSQL locked, by the caller in
     this transaction); the rows after the change are returned, a face left unlabeled absent."""
     ids = list(dict.fromkeys(int(f) for f in face_ids))
-    casts: dict[int, dict[str, _Cast]] = {f: {} for f in ids}
+    casts: dict[int, dict[str, Cast]] = {f: {} for f in ids}
     firsts: dict[int, Correction] = {}
     for chunk in _chunks(ids):
         for row in session.scalars(
@@ -98,7 +98,7 @@ def refresh_faces(session: Session, face_ids: Iterable[int], labels: dict[int, L
             .order_by(Correction.id)
         ):
             # In log order, so each annotator's newest correction is the one kept.
-            casts[row.image_id][row.annotator] = _Cast(
+            casts[row.image_id][row.annotator] = Cast(
                 row.id, row.annotator, row.new_label, bool(row.adjudicated), row.created_at
             )
         first_ids = select(func.min(Correction.id)).where(Correction.image_id.in_(chunk)).group_by(Correction.image_id)
@@ -175,6 +175,19 @@ def vote_distributions(votes: Iterable[Vote]) -> dict[int, np.ndarray]:
         if target.sum() > 0:
             shares[face_id] = target / target.sum()
     return shares
+
+
+def disputed_faces(votes: Iterable[Vote]) -> dict[int, Counter[str | None]]:
+    """Faces whose annotators' votes disagree and that no adjudication has settled, with each
+    one's vote counts per label (None: "no label")."""
+    by_face: dict[int, list[Vote]] = {}
+    for vote in votes:
+        by_face.setdefault(vote.face_id, []).append(vote)
+    return {
+        face_id: Counter(v.label for v in face_votes)
+        for face_id, face_votes in by_face.items()
+        if not any(v.adjudicated for v in face_votes) and len({v.label for v in face_votes}) > 1
+    }
 
 
 def _label_before_votes(first: Correction) -> Decision | None:

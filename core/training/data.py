@@ -30,6 +30,13 @@ class FaceTable:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def by_shard(self, rows: np.ndarray, shard_size: int) -> dict[int, list[int]]:
+        """Positions into `rows` grouped by the cache shard their face id falls in (id // shard_size)."""
+        groups: dict[int, list[int]] = {}
+        for position, row in enumerate(rows):
+            groups.setdefault(int(self.ids[row]) // shard_size, []).append(position)
+        return groups
+
     def where(self, split: str | None = None, labeled: bool | None = None) -> np.ndarray:
         mask = np.ones(len(self.ids), dtype=bool)
         if split is not None:

@@ -89,9 +89,7 @@ class FeatureCache:
         """
         rows = np.arange(len(faces)) if rows is None else rows
         out = np.zeros((len(rows), self.views, self.encoder.image_dim), dtype=np.float16)
-        by_shard: dict[int, list[int]] = {}
-        for position, row in enumerate(rows):
-            by_shard.setdefault(int(faces.ids[row]) // SHARD, []).append(position)
+        by_shard = faces.by_shard(rows, SHARD)
         entries = {shard: self._read_shard(shard) for shard in by_shard}
         missing = {
             shard: left
@@ -105,6 +103,24 @@ class FeatureCache:
                 if features is not None:
                     out[p] = features
         return out, sorted(set(broken))
+
+    def cached(self, faces: FaceTable, rows: np.ndarray | None = None, view: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """View `view` of the cached features of `rows` (default: every face), (len(rows), dim)
+        float16, and whether each face had them; nothing is computed, so a reader that must not
+        start an encoder pass (the review queue's label check) can say which faces lack them."""
+        if not 0 <= view < self.views:
+            raise ValueError(f"view {view} is not cached: the cache holds views 0 to {self.views - 1}")
+        rows = np.arange(len(faces)) if rows is None else rows
+        out = np.zeros((len(rows), self.encoder.image_dim), dtype=np.float16)
+        found = np.zeros(len(rows), dtype=bool)
+        by_shard = faces.by_shard(rows, SHARD)
+        for shard, positions in by_shard.items():
+            entries = self._read_shard(shard)
+            for p in positions:
+                features = entries.get(int(faces.ids[rows[p]]))
+                if features is not None:
+                    out[p], found[p] = features[view], True
+        return out, found
 
     @staticmethod
     def _absent(faces: FaceTable, rows: np.ndarray, positions: list[int], entries: dict) -> list[int]:

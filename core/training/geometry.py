@@ -337,9 +337,7 @@ class LandmarkCache:
         rows = np.arange(len(faces)) if rows is None else rows
         points = np.zeros((len(rows), 2, POINTS, 3), dtype=np.float16)
         found = np.zeros((len(rows), 2), dtype=bool)
-        by_shard: dict[int, list[int]] = {}
-        for position, row in enumerate(rows):
-            by_shard.setdefault(int(faces.ids[row]) // SHARD, []).append(position)
+        by_shard = faces.by_shard(rows, SHARD)
         total = sum(len(p) for p in by_shard.values())
         done = 0
         for shard, positions in sorted(by_shard.items()):
@@ -361,6 +359,22 @@ class LandmarkCache:
         if progress:
             progress(total, total)
         return Meshes(points, found)
+
+    def cached_meshes(self, faces: FaceTable, rows: np.ndarray | None = None) -> tuple[Meshes, np.ndarray]:
+        """The cached meshes of `rows` (default: every face) and whether each face's mesh was
+        computed; nothing is computed (see FeatureCache.cached)."""
+        rows = np.arange(len(faces)) if rows is None else rows
+        points = np.zeros((len(rows), 2, POINTS, 3), dtype=np.float16)
+        found = np.zeros((len(rows), 2), dtype=bool)
+        cached = np.zeros(len(rows), dtype=bool)
+        by_shard = faces.by_shard(rows, SHARD)
+        for shard, positions in by_shard.items():
+            entries = self._read(shard)
+            for p in positions:
+                entry = entries.get(int(faces.ids[rows[p]]))
+                if entry is not None:
+                    (points[p], found[p]), cached[p] = entry, True
+        return Meshes(points, found), cached
 
     def _compute(self, faces: FaceTable, row: int) -> tuple[np.ndarray, np.ndarray]:
         if self._models is None:
@@ -432,6 +446,23 @@ def load_head_inputs(
         )
     meshes = LandmarkCache(root).load(faces, rows, progress=progress, should_stop=should_stop)
     return HeadInputs(with_geometry(features, meshes), broken, meshes.without_mesh(broken))
+
+
+def cached_head_inputs(
+    project, encoder, faces: FaceTable, strong_views: int, uses_geometry: bool, rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """View 0 of what a head reads for `rows` (default: every face), as the run's predictions
+    read it: the cached image features, with the face geometry appended where the run uses it;
+    and whether each face had all of it cached. Nothing is computed: no encoder pass, no mesh."""
+    from core.training.features import FeatureCache
+
+    root = project.cache_dir("features")
+    features, cached = FeatureCache(root, encoder, strong_views, seed=0).cached(faces, rows)
+    if not uses_geometry:
+        return features, cached
+    meshes, meshed = LandmarkCache(root).cached_meshes(faces, rows)
+    geometry = geometry_vector(meshes.points[:, 0], meshes.found[:, 0]).astype(features.dtype)
+    return np.concatenate([features, geometry], axis=1), cached & meshed
 
 
 def input_width_problem(head_state: dict, expected: int) -> str | None:
