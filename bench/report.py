@@ -6,6 +6,7 @@ markers and rewrites only that section, so results of different benchmarks live 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -56,6 +57,22 @@ def write_section(name: str, body: str, rendered_only: bool = False) -> Path:
     BENCHMARKS_MD.parent.mkdir(parents=True, exist_ok=True)
     BENCHMARKS_MD.write_text(text, encoding="utf-8")
     return BENCHMARKS_MD
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    """--json-out, --render, --note and --no-write, as saved_or_run and keep_note read them."""
+    parser.add_argument("--json-out", type=Path, help="save the raw results here as they come")
+    parser.add_argument("--render", type=Path, help="render saved results into docs/benchmarks.md and exit")
+    parser.add_argument("--note", default="", help="a paragraph for the section (what else ran, a reading)")
+    parser.add_argument("--no-write", action="store_true")
+
+
+def keep_note(args, results: dict) -> dict:
+    """A reading given with --render (written after the run) is kept with the saved results."""
+    if args.render and args.note:
+        results["note"] = args.note
+        args.render.write_text(json.dumps(results, indent=1))
+    return results
 
 
 def saved_or_run(args, run_benchmark: Callable) -> dict:
