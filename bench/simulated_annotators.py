@@ -12,7 +12,8 @@ annotator's name, in a random order per face, so the studio's consensus (majorit
 newest vote) breaks ties at random; the labels and vote shares the runs train on are read back
 from that store (`core.training.soft_labels.vote_targets`, what a run freezes at its start).
 
-Reported: Krippendorff's alpha (nominal) and Fleiss' kappa of the votes, how often the majority
+Reported: Krippendorff's alpha (nominal) and Fleiss' kappa of the stored votes, from the studio's
+own agreement report (core.team.agreement, what `main.py agreement` shows), per class too, how often the majority
 label is the truth; and head-mode training (the worker's own `prepare_head_from_features`, on
 the cached features with the face geometry, as `main.py train` runs) on the same faces with
 (a) the majority labels, (b) the vote shares, (c) the true labels, the rest of train unlabeled,
@@ -45,6 +46,7 @@ from core.classes import class_names
 from core.labeling import bulk_label
 from core.store.models import Label
 from core.store.project import Project
+from core.team.agreement import compute_agreement
 from core.team.votes import load_votes
 from core.training.data import FaceTable, load_face_table
 from core.training.events import NullEvents
@@ -110,22 +112,15 @@ def draw_votes(truth: np.ndarray, matrices: np.ndarray, rng: np.random.Generator
 
 
 # -- agreement -----------------------------------------------------------------------------------------
-def fleiss_kappa(votes: np.ndarray, classes: int) -> float:
-    """Fleiss' kappa of (raters, units) nominal votes, every unit rated by every rater."""
-    raters, units = votes.shape
-    counts = np.zeros((units, classes))
-    np.add.at(counts, (np.arange(units).repeat(raters), votes.T.ravel()), 1)
-    p_unit = ((counts**2).sum(axis=1) - raters) / (raters * (raters - 1))
-    p_class = counts.sum(axis=0) / (units * raters)
-    observed, expected = p_unit.mean(), (p_class**2).sum()
-    return float((observed - expected) / (1 - expected))
-
-
-def agreement(votes: np.ndarray) -> dict[str, float]:
-    import krippendorff
-
-    alpha = krippendorff.alpha(reliability_data=votes.astype(float), level_of_measurement="nominal")
-    return {"krippendorff_alpha": float(alpha), "fleiss_kappa": fleiss_kappa(votes, len(NAMES))}
+def agreement(votes: list, consensus: dict[int, str]) -> dict:
+    """The studio's own agreement report (core.team.agreement) of the stored votes, in brief."""
+    report = compute_agreement(votes, consensus)
+    return {
+        "krippendorff_alpha": report.krippendorff_alpha,
+        "fleiss_kappa": report.fleiss_kappa,
+        "class_kappa": {c.name: c.fleiss_kappa for c in report.per_class},
+        "confused_pairs": [{"classes": list(p.classes), "share": p.share} for p in report.confused_pairs[:4]],
+    }
 
 
 # -- the projects ---------------------------------------------------------------------------------------
@@ -231,7 +226,7 @@ def annotate(template: Path, face_ids: np.ndarray, truth: np.ndarray, votes: np.
         return Labeled(
             labels,
             found.targets,
-            agreement(votes),
+            agreement(stored, {int(f): NAMES[c] for f, c in zip(face_ids, labels)}),
             float((labels == truth).mean()),
             float(found.split.mean()),
             float((tops > 1).mean()),
@@ -450,6 +445,7 @@ def render(results: dict) -> str:
         "",
         "### Agreement of the simulated votes",
         "",
+        *([f"({s['agreement_note']}.)", ""] if s.get("agreement_note") else []),
         "Mean ± sd over seeds. Split: faces whose votes are not unanimous (their soft target is not one-hot); tie: "
         "faces whose top count is shared (the consensus is then a coin toss between the tied labels).",
         "",
@@ -465,7 +461,8 @@ def render(results: dict) -> str:
         )
     lines += [
         "",
-        "Majority label's recall of the truth per class, % (mean over seeds):",
+        "Per class (mean over seeds): Fleiss' kappa of the class against the rest, and the majority label's recall "
+        "of the truth, %:",
         "",
         "| annotators | " + " | ".join(NAMES) + " |",
         "|---|" + "---|" * len(NAMES),
@@ -473,10 +470,26 @@ def render(results: dict) -> str:
     for count in s["annotators"]:
         rows = [r for r in sets if r["annotators"] == count]
         lines.append(
-            f"| {count} | "
+            f"| {count}: kappa | "
+            + " | ".join(f"{statistics.mean(r['class_kappa'][n] for r in rows):.2f}" for n in NAMES)
+            + " |"
+        )
+        lines.append(
+            f"| {count}: majority recall | "
             + " | ".join(f"{100 * statistics.mean(r['majority_recall'][n] for r in rows):.1f}" for n in NAMES)
             + " |"
         )
+    pairs = [p for r in sets if r["annotators"] == max(s["annotators"]) for p in r["confused_pairs"]]
+    if pairs:
+        shares: dict[str, list[float]] = {}
+        for pair in pairs:
+            shares.setdefault("/".join(pair["classes"]), []).append(pair["share"])
+        top = sorted(shares.items(), key=lambda item: -statistics.mean(item[1]))[:4]
+        lines += [
+            "",
+            f"The pairs the votes confuse most ({max(s['annotators'])} annotators; share of the differing vote pairs, "
+            "mean over seeds): " + ", ".join(f"{name} {100 * statistics.mean(v):.0f}%" for name, v in top) + ".",
+        ]
     variants = [("truth", None)] + [(kind, c) for c in s["annotators"] for kind in ("majority", "soft")]
     for algorithm in s["algorithms"]:
         lines += [

@@ -1,5 +1,5 @@
 """The simulated annotators' pieces that the benchmark's numbers rest on: their confusion
-matrices, Fleiss' kappa, and the consensus rule the store is checked against."""
+matrices, the agreement read from their votes, and the consensus rule the store is checked against."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from bench.simulated_annotators import (
     confusion_matrices,
     draw_votes,
     expected_consensus,
-    fleiss_kappa,
 )
 
 
@@ -36,24 +35,21 @@ def test_each_annotator_is_mostly_right_and_errs_towards_the_confusable_partner(
     assert np.abs(empirical - diagonal).max() < 0.04
 
 
-def test_fleiss_kappa_matches_the_worked_example_and_alpha_sees_perfect_agreement():
-    # Fleiss (1971) as worked on Wikipedia: 10 subjects, 14 raters, 5 categories, kappa 0.210.
-    table = [
-        [0, 0, 0, 0, 14],
-        [0, 2, 6, 4, 2],
-        [0, 0, 3, 5, 6],
-        [0, 3, 9, 2, 0],
-        [2, 2, 8, 1, 1],
-        [7, 7, 0, 0, 0],
-        [3, 2, 6, 3, 0],
-        [2, 5, 3, 2, 2],
-        [6, 5, 2, 1, 0],
-        [0, 2, 2, 3, 7],
-    ]
-    votes = np.array([np.repeat(np.arange(5), row) for row in table]).T
-    assert fleiss_kappa(votes, 5) == pytest.approx(0.2099, abs=1e-4)
-    same = np.tile(np.arange(7), (3, 4))
-    assert agreement(same) == pytest.approx({"krippendorff_alpha": 1.0, "fleiss_kappa": 1.0})
+def test_the_agreement_is_the_studios_report_of_the_votes():
+    from datetime import datetime
+
+    from core.team.votes import Vote
+
+    now = datetime.now()
+    same = [Vote(face, f"annotator-{k}", NAMES[face % 7], False, now) for face in range(14) for k in range(3)]
+    assert agreement(same, {face: NAMES[face % 7] for face in range(14)})["krippendorff_alpha"] == pytest.approx(1.0)
+    truth = np.repeat(np.arange(len(NAMES)), 50)
+    votes = draw_votes(truth, confusion_matrices(3), np.random.default_rng(1))
+    drawn = [Vote(i, f"annotator-{k}", NAMES[votes[k, i]], False, now) for i in range(len(truth)) for k in range(3)]
+    report = agreement(drawn, {i: NAMES[t] for i, t in enumerate(truth)})
+    assert 0.4 < report["fleiss_kappa"] < 0.8 and 0.4 < report["krippendorff_alpha"] < 0.8
+    top = {tuple(sorted(p["classes"])) for p in report["confused_pairs"][:3]}
+    assert top == {tuple(sorted(pair)) for pair in (("fear", "surprise"), ("sadness", "neutral"), ("disgust", "anger"))}
 
 
 def test_the_consensus_is_the_majority_and_a_tie_goes_to_the_newest_vote():
