@@ -1,12 +1,14 @@
 """The detail panel: one face large, with the run's evidence about it.
 
 What it shows: the face; its current label and where that came from (imported with the data,
-or which annotator set it and when); the run's suggestion against its class threshold; why the
-face is in the review queue; each level's class probabilities beside the fused ones
-(app/level_bars.py; levels the run did not produce are absent, not zero); and the labeled train
-faces nearest to it in the run's embedding, the instance level's evidence.
+or which annotator set it and when); the annotators' votes on it, where two or more voted or an
+adjudicator gave the final word, and whether they agree (`votes_text`); the run's suggestion
+against its class threshold; why the face is in the review queue; each level's class
+probabilities beside the fused ones (app/level_bars.py; levels the run did not produce are
+absent, not zero); and the labeled train faces nearest to it in the run's embedding, the
+instance level's evidence.
 
-Reading one face is two small queries; the nearest labeled faces come from a per-run matrix of
+Reading one face is three small queries; the nearest labeled faces come from a per-run matrix of
 the labeled faces' embeddings (core.active.evidence.LabeledNeighbours), built in a background
 thread when the run changes and brought up to date with just the newly labeled faces after
 corrections, so moving from face to face stays instant.
@@ -41,6 +43,7 @@ from core.classes import class_names, expression_classes
 from core.face_points import FacePoints
 from core.store.models import SOURCE_IMPORTED
 from core.store.queries import FaceRow
+from core.team.votes import Vote
 
 FACE_SIZE = 168
 NEIGHBOURS = 6
@@ -78,6 +81,38 @@ def _escape(text: str) -> str:
 def _dot(name: str) -> str:
     color = next((c.color for c in expression_classes() if c.name == name), "#5c6370")
     return f"<span style='color:{color}'>●</span>"
+
+
+def votes_text(votes: tuple[Vote, ...] | list[Vote], disputed: bool) -> str:
+    """The votes as the panel shows them, e.g. 'Votes ● fear — ana, ben · ● surprise — cy
+    (disputed)', the adjudication apart; '' with fewer than two votes and no adjudication (the
+    label's own line says who gave it)."""
+    adjudications = [v for v in votes if v.adjudicated]
+    if len(votes) < 2 and not adjudications:
+        return ""
+    by_label: dict[str | None, list[str]] = {}
+    for vote in votes:
+        if not vote.adjudicated:
+            by_label.setdefault(vote.label, []).append(vote.annotator)
+    order = sorted(by_label.items(), key=lambda kv: (-len(kv[1]), kv[0] or "~"))  # most votes first, no label last
+
+    def shown(label: str | None, names: list[str]) -> str:
+        said = f"{_dot(label)} {label}" if label is not None else "no label"
+        return f"{said} — {_escape(', '.join(names))}"
+
+    grey = "<span style='color:#8b94a3'>{}</span>"
+    lines = []
+    if order:
+        verdict = " " + grey.format("(agree)")
+        if adjudications:
+            verdict = ""  # the adjudication's line says how it was settled
+        elif disputed:
+            verdict = " <b style='color:#f2a93b'>(disputed)</b>"
+        lines.append("Votes " + " · ".join(shown(label, names) for label, names in order) + verdict)
+    if adjudications:
+        final = max(adjudications, key=lambda v: v.created_at)
+        lines.append("Adjudicated " + shown(final.label, [final.annotator]) + grey.format(" · the final word"))
+    return "<br>".join(lines)
 
 
 class NeighbourStrip(QWidget):
@@ -210,12 +245,14 @@ class DetailPanel(QWidget):
         self.title = QLabel()
         self.title.setObjectName("detailTitle")
         self.label_text = _wrapping_label()
+        self.votes_label = _wrapping_label("votesText")
         self.suggestion_text = _wrapping_label()
         self.queue_text = _wrapping_label("columnHeader")
         info = QVBoxLayout()
         info.setSpacing(4)
         info.addWidget(self.title)
         info.addWidget(self.label_text)
+        info.addWidget(self.votes_label)
         info.addWidget(self.suggestion_text)
         info.addWidget(self.queue_text)
         info.addStretch(1)
@@ -356,6 +393,9 @@ class DetailPanel(QWidget):
             else:
                 origin = f"by {_escape(evidence.annotator or 'an annotator')} · {local_time(evidence.labeled_at)}"
         self.label_text.setText(f"Label {label}<br><span style='color:#8b94a3'>{origin}</span>")
+        votes = votes_text(evidence.votes, evidence.disputed)
+        self.votes_label.setText(votes)
+        self.votes_label.setVisible(bool(votes))
         if evidence.fused is None:
             run = self.state.current_run
             self.suggestion_text.setText(

@@ -14,6 +14,12 @@ changed and whether this annotator can undo or redo now: the Undo and Redo actio
 themselves from it (and from the log when a project opens or the annotator changes). Undo and
 redo come from the corrections log, so they work after a restart too. A bulk step on more than
 BACKGROUND_BULK_OVER faces is written off the GUI thread; other changes wait until it is saved.
+
+In the adjudication queue (the review queue showing the `adjudication` strategy's faces, whose
+votes disagree), 1-7 and Enter give the current face the adjudicator's final word
+(core.labeling's set_label(adjudicate=True)): it decides the label over any majority, the status
+bar says so, and Ctrl+Z takes it back like any step. One face at a time, and never a clearing:
+an adjudication names a class.
 """
 
 from __future__ import annotations
@@ -237,7 +243,10 @@ class LabelingController(QObject):
     # -- actions -----------------------------------------------------------------------------------
     # `scope`: which faces of a selection to include; None asks (or takes the safe scope).
     def label(self, label: str, scope: BulkScope | None = None) -> LabelStep | None:
-        """Label the selected faces (one step), or the current face and move to the next."""
+        """Label the selected faces (one step), or the current face and move to the next; in the
+        adjudication queue, adjudicate the current face."""
+        if self.adjudicating():
+            return self._adjudicate(lambda _face: label)
         run = self.state.current_run
         return self._change_targets(
             lambda api, face: api.labeling.set_label(
@@ -253,6 +262,8 @@ class LabelingController(QObject):
 
     def accept_suggestion(self, scope: BulkScope | None = None) -> LabelStep | None:
         """Take the run's pseudo-label as the label (several faces: each its own, one step)."""
+        if self.adjudicating():
+            return self._adjudicate(self._suggestion)
         run = self.state.current_run
         return self._change_targets(
             lambda api, face: api.labeling.accept_suggestion(face, self.annotator, run),
@@ -264,6 +275,11 @@ class LabelingController(QObject):
 
     def clear(self, scope: BulkScope | None = None) -> LabelStep | None:
         """Make the selected faces (one step), or the current face, unlabeled; no moving on."""
+        if self.adjudicating():
+            self.message.emit(
+                "An adjudication gives the face a class: press 1–7 (Ctrl+Z takes back your last adjudication)."
+            )
+            return None
         return self._change_targets(
             lambda api, face: api.labeling.clear_label(face, self.annotator),
             lambda api, faces, chosen: api.labeling.clear_labels(
@@ -273,6 +289,47 @@ class LabelingController(QObject):
             advance=False,
             scope=scope,
         )
+
+    def adjudicating(self) -> bool:
+        """The keys act on the adjudication queue: a label is the adjudicator's final word."""
+        grid, queue = self.active_grid, self.queue_model
+        return grid is not None and queue is not None and grid.model() is queue and bool(queue.adjudicating)
+
+    def _adjudicate(self, label_of: Callable[[int], str | None]) -> LabelStep | None:
+        """The current face's final label, `label_of(face)`, over its votes; then the next face."""
+        if self.saving():
+            return None
+        ids = self.target_ids()
+        if len(ids) != 1:
+            self.message.emit(
+                "Select a face first."
+                if not ids
+                else "Adjudicate one face at a time: select a single face of the queue (its votes are beside it)."
+            )
+            return None
+        face = ids[0]
+        label = label_of(face)
+        if label is None:
+            self.message.emit(f"No suggestion for face {face} in this run: press 1–7 to adjudicate it.")
+            return None
+        run = self.state.current_run
+        change = self._run(
+            lambda api: api.labeling.set_label(
+                face, label, self.annotator, suggestion=self._suggestion(face), run_id=run, adjudicate=True
+            )
+        )
+        if change is False:
+            return None
+        self._changed(change)
+        self.advance()
+        if change.step is None:
+            self.message.emit(f"Face {face} already has your adjudication: {label}.")
+        else:
+            self.message.emit(
+                f"Adjudicated by {self.annotator}: {change.step.describe()} — the final word over the votes. "
+                "Ctrl+Z takes it back."
+            )
+        return change.step
 
     def _change_targets(
         self,
@@ -394,7 +451,8 @@ class LabelingController(QObject):
             self.message.emit(f"{nothing} for {self.annotator}.")
             return
         self._reveal(list(change.touched))
-        self.message.emit(f"{done}: {change.step.describe()}")
+        what = f"{done} adjudication" if change.adjudicated else done
+        self.message.emit(f"{what}: {change.step.describe()}")
 
     def refresh_undo_state(self) -> None:
         """Undo/Redo enabled as the corrections log says for this annotator (a project opened,
@@ -504,7 +562,7 @@ class LabelingController(QObject):
             return None
         count = f"{len(ids):,} faces" if len(ids) > 1 else "this face"
         menu = QMenu(grid)
-        label_menu = menu.addMenu(f"Label {count} as")
+        label_menu = menu.addMenu(f"Adjudicate {count} as" if self.adjudicating() else f"Label {count} as")
         for key, name in self.classes.items():
             label_menu.addAction(f"{name}\t{key}").triggered.connect(lambda _=False, n=name: self.label(n))
         menu.addAction(f"Accept the suggestion for {count}\t{self._key_of(self.accept_suggestion)}").triggered.connect(

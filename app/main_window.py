@@ -49,6 +49,7 @@ from app.review_queue import ReviewQueueView
 from app.shortcut_help import KeySection, ShortcutHelp, menu_key_rows
 from app.startup import DemoBuilder, PreparingPage
 from app.status_bar import StudioStatusBar
+from app.team_poller import TeamPoller
 from app.thumbnail_loader import ThumbnailLoader
 from app.training_panel import TrainingPanel
 from app.warm_worker import WarmWorker
@@ -153,6 +154,9 @@ class MainWindow(QMainWindow):
         self.labeling = LabelingController(self.state, self.dialogs, self.settings, self)
         self.labeling.add_grid(self.grid)
         self.labeling.add_grid(self.review.grid, queue_model=self.review.model)
+        self.review.set_annotator(self.labeling.annotator)  # the to_vote queue is the annotator's
+        self.labeling.annotator_changed.connect(self.review.set_annotator)
+        self.team_poller = TeamPoller(self.state, lambda: self.labeling.annotator, parent=self)  # others' votes, live
         self.help_overlay = ShortcutHelp(self, self.key_sections, fallback_focus=lambda: self.labeling.active_grid)
         # The warm worker process runs while a project is open; corrections trigger its refits.
         self.warm_worker = WarmWorker(self)
@@ -210,6 +214,7 @@ class MainWindow(QMainWindow):
         self.labeling.face_shown.connect(self.detail.show_face)
         self.labeling.upcoming.connect(self.detail.prefetch)
         self.labeling.message.connect(lambda text: self.statusBar().showMessage(text, MESSAGE_MS))
+        self.team_poller.message.connect(lambda text: self.statusBar().showMessage(text, MESSAGE_MS))
         self.live_refit.status_changed.connect(self.refit_label.setText)
         self.warm_worker.trouble.connect(self._worker_trouble)
         self.center_tabs.currentChanged.connect(self._center_tab_changed)
@@ -637,6 +642,7 @@ class MainWindow(QMainWindow):
         if self.demo_builder is not None and self.demo_builder.job is not None:
             self.demo_builder.job.wait()
         self.training.shutdown()
+        self.team_poller.shutdown()
         self.warm_worker.shutdown()
         self.labeling.wait()
         if self.description_editor is not None:

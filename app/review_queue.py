@@ -9,6 +9,12 @@ filter or the limit changes, and on Refresh (F5); while the view is hidden, only
 A live refit's run rebuilds it in place: the face being labeled stays current, first in the queue.
 A selection on the embedding map narrows the queue as it narrows the All faces grid (the least sure
 faces of the region the annotator picked), and a banner above the queue says so, with a Clear button.
+
+For a team (a project whose overlap share is above 0, `main.py team --overlap`), the queue starts
+on the faces the annotator is asked to vote on ("To vote on (mine)": the `to_vote` filter, for
+the annotator in the status bar; another annotator rebuilds it). While the queue shown is the
+`adjudication` strategy's, a banner says that the keys give the adjudicator's final word
+(app/labeling_controller.py asks the model: `QueueListModel.adjudicating`).
 """
 
 from __future__ import annotations
@@ -52,7 +58,15 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 2000
 # The confusions annotators meet most often come first in the pair filter.
 COMMON_PAIRS = (("fear", "surprise"), ("sadness", "neutral"), ("disgust", "anger"))
-LABEL_FILTER_TITLES = {"unlabeled": "Unlabeled", "labeled": "Labeled", "corrected": "Corrected", "all": "All faces"}
+LABEL_FILTER_TITLES = {
+    "unlabeled": "Unlabeled",
+    "labeled": "Labeled",
+    "corrected": "Corrected",
+    "to_vote": "To vote on (mine)",
+    "all": "All faces",
+}
+TO_VOTE = "to_vote"  # the team's filter: the faces the annotator is asked to vote on
+ADJUDICATION = "adjudication"  # the strategy whose labels are the adjudicator's final word
 NO_PROJECT = "Open a project to review its faces."
 NO_RUN = (
     "No finished training run yet, so there is nothing to review.\n\n"
@@ -103,11 +117,24 @@ class QueueListModel(FaceListModel):
         self._items: dict[int, QueueItem] = {}
         self._kept: int | None = None  # the face kept first by a live refit, ranked or not
         self._run: int | None = None
+        self.strategy: str | None = None  # the strategy of the queue shown (None: none shown)
 
-    def set_queue(self, items: list[QueueItem], faces: dict[int, FaceRow], first: FaceRow | None = None) -> None:
-        """The queue in rank order; `first` (the face being labeled when a live refit rebuilt the
-        queue) goes before it, whether the new ranking has it or not."""
+    @property
+    def adjudicating(self) -> bool:
+        """The queue shown is the adjudication queue: labels given in it are final words."""
+        return self.strategy == ADJUDICATION and bool(self._rows)
+
+    def set_queue(
+        self,
+        items: list[QueueItem],
+        faces: dict[int, FaceRow],
+        first: FaceRow | None = None,
+        strategy: str | None = None,
+    ) -> None:
+        """The queue in rank order, as `strategy` ranked it; `first` (the face being labeled when a
+        live refit rebuilt the queue) goes before it, whether the new ranking has it or not."""
         self.beginResetModel()
+        self.strategy = strategy
         self._rows = [faces[item.face_id] for item in items if item.face_id in faces]
         if first is not None:
             self._rows = [faces.get(first.id, first), *(face for face in self._rows if face.id != first.id)]
@@ -226,6 +253,30 @@ class SelectionBanner(QFrame):
             )
 
 
+class AdjudicationBanner(QFrame):
+    """Says, while the adjudication queue is shown, that a label key gives the final word."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("adjudicationBanner")
+        self.text = QLabel()
+        self.text.setWordWrap(True)
+        self.text.setTextFormat(Qt.TextFormat.RichText)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(8, 4, 4, 4)
+        layout.addWidget(self.text, 1)
+        self.hide()
+
+    def show_for(self, annotator: str | None, adjudicating: bool) -> None:
+        self.setVisible(adjudicating)
+        if adjudicating:
+            who = _escape(annotator or "you")
+            self.text.setText(
+                f"<b>Adjudicating</b> as {who}: 1–7 (or Enter, the suggestion) give the face its final "
+                "label over the annotators' votes. Ctrl+Z takes an adjudication back."
+            )
+
+
 class ReviewQueueView(QWidget):
     """The queue's controls above its grid; says plainly why there is no queue when there is none."""
 
@@ -250,8 +301,11 @@ class ReviewQueueView(QWidget):
         self._keep_place = False  # the next build keeps the current face (a live refit's run)
         self._asked: tuple | None = None  # the newest (project, request) handed to the runner
         self.map_selection: frozenset[int] | None = None  # faces selected on the embedding map
+        self.annotator: str | None = None  # whose to_vote queue (the labeling controller's name)
+        self.team_project = False  # the project's overlap share is above 0: start on to_vote
         self.banner = SelectionBanner()
         self.banner.clear_clicked.connect(self.clear_selection_requested)
+        self.adjudication_banner = AdjudicationBanner()
 
         self.strategy_combo = _combo("how the faces are ranked")
         for name, strategy in STRATEGIES.items():
@@ -314,6 +368,7 @@ class ReviewQueueView(QWidget):
         layout.setContentsMargins(6, 6, 6, 0)
         layout.setSpacing(6)
         layout.addLayout(controls)
+        layout.addWidget(self.adjudication_banner)
         layout.addWidget(self.banner)
         layout.addWidget(self.summary)
         layout.addWidget(self.pages, 1)
@@ -350,11 +405,13 @@ class ReviewQueueView(QWidget):
         if run_id is None:
             return None
         pair = self.pair_combo.currentData()
+        labels = self.labels_combo.currentData()
         filters = QueueFilters(
-            labels=self.labels_combo.currentData(),
+            labels=labels,
             pseudo_label=self.pseudo_combo.currentData(),
             pair=tuple(pair.split("/")) if pair else None,
             face_ids=self.map_selection,
+            annotator=self.annotator if labels == TO_VOTE else None,  # other queues are everyone's
         )
         return QueueRequest(run_id, self.strategy(), self.limit_spin.value(), self.split_combo.currentData(), filters)
 
@@ -367,11 +424,31 @@ class ReviewQueueView(QWidget):
             self._keep_place = False
             self.refresh()
 
+    def set_annotator(self, name: str) -> None:
+        """Whose queue this is: a to_vote queue is rebuilt for the new name."""
+        if name != self.annotator:
+            self.annotator = name
+            self._show_adjudicating()
+            if self.labels_combo.currentData() == TO_VOTE:
+                self._keep_place = False
+                self.refresh()
+
     def _project_changed(self) -> None:
         # Face ids of another project mean nothing here (the map clears its selection too).
         self.map_selection = None
         self.banner.show_selection(None)
+        was_to_vote = self.labels_combo.currentData() == TO_VOTE
+        self.team_project = self._is_team_project()
+        if self.team_project or was_to_vote:
+            self._strategy_labels()  # a team starts on the faces the annotator is asked to vote on
         self.refresh()
+
+    def _is_team_project(self) -> bool:
+        api = self.state.api
+        try:
+            return api is not None and api.team.settings().overlap_share > 0
+        except ValueError:  # a team setting out of range (TeamSettingsError): `main.py team` says which
+            return False
 
     def _strategy_labels(self, *_args) -> None:
         """The Faces choice moves to the chosen strategy's own label filter, and the filters it
@@ -384,8 +461,11 @@ class ReviewQueueView(QWidget):
             item = items.item(row) if isinstance(items, QStandardItemModel) else None
             if item is not None:
                 item.setEnabled(self.labels_combo.itemData(row) in strategy.label_filters)
+        labels = strategy.labels
+        if self.team_project and labels == "unlabeled" and TO_VOTE in strategy.label_filters:
+            labels = TO_VOTE  # a team's unlabeled faces are theirs to vote on, with the overlap faces
         self.labels_combo.blockSignals(True)  # the strategy's change rebuilds the queue once
-        self.set_choice(self.labels_combo, strategy.labels)
+        self.set_choice(self.labels_combo, labels)
         self.labels_combo.blockSignals(False)
 
     def _describe_strategy(self, *_args) -> None:
@@ -422,12 +502,14 @@ class ReviewQueueView(QWidget):
             self.runner.cancel_pending()
             if self.answered != request:
                 self.model.set_queue([], {})  # an outdated queue's ranks and reasons must not show
+                self._show_adjudicating()
             return
         api = self.state.api  # None exactly when project is
         if project is None or api is None or request is None:
             self.runner.cancel_pending()
             self.last_result = None
             self.model.set_queue([], {})
+            self._show_adjudicating()
             self._show_message(NO_PROJECT if project is None else NO_RUN)
             self.summary.setText("")
             return
@@ -446,7 +528,8 @@ class ReviewQueueView(QWidget):
         self.answered = request
         current = self.grid.current_face()
         keep, self._keep_place = self._keep_place, False
-        self.model.set_queue(result.items, result.faces, first=current if keep else None)
+        self.model.set_queue(result.items, result.faces, first=current if keep else None, strategy=request.strategy)
+        self._show_adjudicating()
         shown = self.model.queue_size()
         strategy = request.strategy.replace("_", " ")
         advice = queue_advice(request.strategy, result.items)
@@ -455,10 +538,22 @@ class ReviewQueueView(QWidget):
             f"· built in {result.seconds:.2f} s" + (f" · ⚠ {advice.headline}" if advice else "")
         )
         self.summary.setToolTip(f"Note: {advice.detail}" if advice else "")
+        narrowed = request.filters.pseudo_label or request.filters.pair
         if not shown and request.filters.face_ids is not None:
             self._show_message(
                 "None of the faces selected on the map match these filters.\n\nTry another split or "
                 "the “All faces” choice, or clear the map's selection (the banner above)."
+            )
+        elif not shown and not narrowed and request.strategy == ADJUDICATION:
+            self._show_message(
+                "No disputed faces: wherever two annotators voted, they agree, or an adjudicator has "
+                "given the final word.\n\nThe queue fills as the team's votes come in (F5 rebuilds it)."
+            )
+        elif not shown and not narrowed and request.filters.labels == TO_VOTE:
+            self._show_message(
+                f"Nothing left for {self.annotator} to vote on: every face is labeled, and you have voted "
+                "on every overlap face that still needs votes.\n\nChoose another Faces filter to review "
+                "labeled faces."
             )
         elif not shown:
             self._show_message(
@@ -481,6 +576,7 @@ class ReviewQueueView(QWidget):
         self.last_result = None
         self.answered = request
         self.model.set_queue([], {})
+        self._show_adjudicating()
         if isinstance(exc, QueueError):
             self.error = str(exc)
             text = (
@@ -494,6 +590,9 @@ class ReviewQueueView(QWidget):
         self._show_message(text)
         self._focus_grid_after_build = False
         self.queue_shown.emit()
+
+    def _show_adjudicating(self) -> None:
+        self.adjudication_banner.show_for(self.annotator, self.model.adjudicating)
 
     def _show_message(self, text: str) -> None:
         self.empty.setText(text)

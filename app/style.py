@@ -39,6 +39,9 @@ QDockWidget::title { background: #1a1d22; padding: 5px 8px; border-bottom: 1px s
 #selectionBanner { background: #232a24; border: 1px solid #3d434d; border-left: 3px solid #39ff14;
                    border-radius: 4px; }
 #selectionBanner QLabel { color: #e6e9ee; }
+#adjudicationBanner { background: #2d2816; border: 1px solid #3d434d; border-left: 3px solid #f2a93b;
+                      border-radius: 4px; }
+#adjudicationBanner QLabel { color: #f3e3c3; }
 #plotHint { color: #6b7280; font-size: 12px; background: transparent; }
 #agreementPanel QHeaderView { font-size: 11px; }  /* small headers: the tables fit the dock's first width */
 #plotReset { color: #c3c9d3; font-size: 11px; background: #2b3038; border: 1px solid #3d434d;

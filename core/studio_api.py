@@ -5,7 +5,8 @@ checks that app/ never does).
 - `faces`: counts, face lists and rows by id, current labels (the grids, the map's colours);
 - `runs`: the run history, a run's curves and map, which run to show, resuming, cleaning up;
 - `evidence`: one face's evidence and nearest labeled faces (the detail panel), the review queue;
-- `team`: the annotators' agreement and each face's vote entropy (core/team);
+- `team`: the annotators' agreement and each face's vote entropy, the team's overlap setting,
+  and what the other annotators changed since the studio last looked (core/team);
 - `labeling`: label changes, undo and redo through core.labeling. Each returns a `Change`: the
   faces it changed and whether the annotator can undo or redo now, so the studio's Undo/Redo
   actions enable themselves from what the log says rather than from guesses.
@@ -37,11 +38,13 @@ from core.run_data import (
     prediction_count,
     run_summaries,
 )
-from core.store.models import RUN_CANCELLED, RUN_FAILED, Run
+from core.store.models import RUN_CANCELLED, RUN_FAILED, Correction, Run
 from core.store.project import Project
 from core.store.queries import FaceRow, labeled_today, latest_finished_run_id, list_faces, project_stats
 from core.store.runs import reap_dead_runs, settle_cancelled_run
+from core.team.activity import TeamActivity, TeamWatch, team_activity
 from core.team.agreement import AgreementReport
+from core.team.assignment import TeamSettings, read_settings
 from core.team.project_agreement import ALL_SPLITS, project_agreement, project_vote_entropy
 
 IDS_PER_QUERY = 900  # faces per query by id (one SQL parameter each; SQLite allows 999)
@@ -58,6 +61,7 @@ class Change:
     can_redo: bool
     step: LabelStep | None = None  # the labeling step (its description and left-out faces)
     run_id: int | None = None  # a refit's new run
+    adjudicated: bool = False  # the step is (or undid, or redid) an adjudicator's final word
 
     @property
     def touched(self) -> tuple[int, ...]:
@@ -223,10 +227,21 @@ class LabelingActions:
         self.project = project
 
     def set_label(
-        self, face_id: int, label: str, annotator: str, *, suggestion: str | None = None, run_id: int | None = None
+        self,
+        face_id: int,
+        label: str,
+        annotator: str,
+        *,
+        suggestion: str | None = None,
+        run_id: int | None = None,
+        adjudicate: bool = False,
     ) -> Change:
+        """The annotator's vote for the face; `adjudicate`: their final word over the votes."""
         return self._done(
-            labeling.set_label(self.project, face_id, label, annotator, suggestion=suggestion, run_id=run_id), annotator
+            labeling.set_label(
+                self.project, face_id, label, annotator, suggestion=suggestion, run_id=run_id, adjudicate=adjudicate
+            ),
+            annotator,
         )
 
     def bulk_label(
@@ -304,7 +319,17 @@ class LabelingActions:
         if step is None:
             return Change("none", (), state.can_undo, state.can_redo)
         kind = step.action if step.face_ids else "none"
-        return Change(kind, tuple(step.face_ids), state.can_undo, state.can_redo, step=step)
+        return Change(
+            kind, tuple(step.face_ids), state.can_undo, state.can_redo, step=step, adjudicated=self._adjudicated(step)
+        )
+
+    def _adjudicated(self, step: LabelStep) -> bool:
+        """Whether the step's correction is an adjudication (one is always a single-face step)."""
+        if len(step.correction_ids) != 1:
+            return False
+        with self.project.session() as session:
+            row = session.get(Correction, step.correction_ids[0])
+            return bool(row is not None and row.adjudicated)
 
 
 class TeamQueries:
@@ -321,6 +346,17 @@ class TeamQueries:
         """Each face with votes from two or more annotators: its vote entropy in bits."""
         with self.project.session() as session:
             return project_vote_entropy(session)
+
+    def settings(self) -> TeamSettings:
+        """The team's overlap setting (`main.py team --overlap`): a share above 0 makes it a team project."""
+        with self.project.session() as session:
+            return read_settings(session)
+
+    def activity(self, watch: TeamWatch | None, annotator: str) -> TeamActivity:
+        """What annotators other than `annotator` logged, undid or redid since `watch` (None: the
+        first look, which takes stock): two range queries on the log's key (core/team/activity.py)."""
+        with self.project.session() as session:
+            return team_activity(session, watch, annotator)
 
 
 class StudioApi:

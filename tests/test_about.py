@@ -37,7 +37,15 @@ def test_each_bundled_weights_licence_is_the_one_its_installed_text_states():
 
 def test_the_user_guide_covers_the_studio_and_ships_as_package_data():
     guide = user_guide()
-    for topic in ("Open a project", "Train a model", "Review", "1–7", "embedding map", "Live refit"):
+    for topic in (
+        "Open a project",
+        "Train a model",
+        "Review",
+        "1–7",
+        "embedding map",
+        "Live refit",
+        "Working as a team",
+    ):
         assert topic in guide, topic
     patterns = PYPROJECT["tool"]["setuptools"]["package-data"]["core.resources"]
     assert any(fnmatch(USER_GUIDE, pattern) for pattern in patterns), patterns

@@ -1,7 +1,8 @@
 """What the studio's detail panel shows about one face: the run's evidence for it.
 
 `face_evidence` reads one face's prediction (each level's probabilities, the fused ones, the
-pseudo-label), its current label with where that came from, and the run's class thresholds.
+pseudo-label), its current label with where that came from, the annotators' votes on it (one
+lookup on the votes table's key), and the run's class thresholds.
 `LabeledNeighbours` finds the labeled (train) faces nearest to a face in the run's embedding space (the
 instance level's evidence): the labeled faces' stored embeddings are kept as one normalised
 matrix per run, so each lookup is one matrix-vector product; when labels change, only the
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session
 from core.active.data import LEVELS, load_embeddings, load_thresholds
 from core.store.models import STATUS_ACTIVE, Image, Label, Prediction
 from core.store.prediction_rows import decode_extra, decode_probabilities
+from core.team.votes import Vote, disputed_faces, load_votes
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,12 @@ class FaceEvidence:
     passed_threshold: bool | None
     thresholds: np.ndarray | None  # (C,) the run's last logged class thresholds
     extra: dict | None = None  # the algorithm's own per-face output (LEAF: its positive set)
+    votes: tuple[Vote, ...] = ()  # each annotator's current vote, by annotator (core/team/votes.py)
+
+    @property
+    def disputed(self) -> bool:
+        """The votes disagree and no adjudication settled them (the adjudication queue's faces)."""
+        return self.face_id in disputed_faces(self.votes)
 
 
 def face_evidence(
@@ -69,9 +77,10 @@ def face_evidence(
         if prediction is not None and thresholds is None:
             thresholds = load_thresholds(session, run_id)
     labeled = (face.id, face.split, face.label, face.source, face.annotator, face.updated_at, run_id)
+    votes = tuple(load_votes(session, [face.id]))
     if prediction is None:
         no_levels: dict[str, np.ndarray | None] = {level: None for level in LEVELS}
-        return FaceEvidence(*labeled, no_levels, None, None, None, None, None)
+        return FaceEvidence(*labeled, no_levels, None, None, None, None, None, votes=votes)
     levels = dict(zip(LEVELS, (decode_probabilities(p) for p in prediction[:3])))
     return FaceEvidence(
         *labeled,
@@ -82,6 +91,7 @@ def face_evidence(
         bool(prediction.passed_threshold),
         thresholds,
         decode_extra(prediction.extra),
+        votes,
     )
 
 
