@@ -87,7 +87,11 @@ class RunHistoryModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ForegroundRole and column == "Status":
             return QColor(STATUS_COLORS.get(run.status, "#d8dde5"))
         if role == Qt.ItemDataRole.ToolTipRole:
-            return run.error or f"run {run.id}: {run.algorithm} on {run.encoder} ({run.mode} mode), {run.status}"
+            return run.error or (
+                f"run {run.id}: {run.algorithm} on {run.encoder} ({run.mode} mode"
+                + (", soft labels from the annotators' votes" if run.soft_labels else "")
+                + f"), {run.status}"
+            )
         if role == Qt.ItemDataRole.TextAlignmentRole and column in ("Run", "Duration", "Val acc", "Fused"):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
@@ -96,7 +100,7 @@ class RunHistoryModel(QAbstractTableModel):
     def _text(run: RunSummary, column: str) -> str:
         return {
             "Run": str(run.id),
-            "Algorithm": run.algorithm,
+            "Algorithm": run.algorithm + (" (soft labels)" if run.soft_labels else ""),
             "Encoder": run.encoder,
             "Mode": run.mode,
             "Status": run.status,

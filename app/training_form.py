@@ -1,7 +1,8 @@
 """The training settings a user picks in the studio, turned into core's TrainSettings.
 
 Only the main settings are here (algorithm, encoder, mode, steps, batch size, seed, device, map,
-and SIT-FER's method switches and instance warm-up); everything else keeps its default, and every
+face geometry, soft labels from the annotators' votes, and each algorithm's method switches and
+SIT-FER's instance warm-up); everything else keeps its default, and every
 setting remains a flag of `python main.py train` for the rest. Steps and the warm-up start at
 "auto": the numbers the run will choose for this project's train faces are shown in the boxes
 (TrainSettings.resolved), and a ticked level that cannot appear in the run is said under the form
@@ -34,6 +35,10 @@ GEOMETRY_TIP = (
     "the image features; computed once per face and cached"
 )
 GEOMETRY_TIP_FINETUNE = "fine-tune mode trains on the images alone; face geometry is a head-mode input"
+SOFT_LABELS_TIP = (
+    "each labeled face's target is its annotators' vote shares (2 of 3 say fear: 2/3 fear, 1/3 the other), "
+    "frozen at the run's start; faces without votes keep their label"
+)
 
 
 def _switch_default(name: str, algorithm: str) -> bool:
@@ -116,6 +121,9 @@ class TrainingForm(QWidget):
         self.counts: TrainCounts | None = None
         self.geometry_box = QCheckBox("face mesh")  # not `geometry`: that is QWidget.geometry()
         self.geometry_box.setChecked(TrainSettings.geometry)
+        self.soft_labels_box = QCheckBox("annotators' votes")
+        self.soft_labels_box.setChecked(TrainSettings.soft_labels)
+        self.soft_labels_box.setToolTip(SOFT_LABELS_TIP)
         self.batch_size = _spin(1, 4096, loop.batch_size, 8)
         self.seed = _spin(0, 999_999, loop.seed)
         # One box per field; an algorithm shows the boxes it reads (dynamic_threshold is shared).
@@ -140,6 +148,7 @@ class TrainingForm(QWidget):
             ("Seed", self.seed),
             ("Map", self.projection),
             ("Geometry", self.geometry_box),
+            ("Soft labels", self.soft_labels_box),
             ("Warm-up", self.warmup),
         )
         titles = {}
@@ -167,7 +176,7 @@ class TrainingForm(QWidget):
             combo.currentTextChanged.connect(self.changed)
         for spin in (self.steps, self.batch_size, self.seed, self.warmup):
             spin.valueChanged.connect(self.changed)
-        for box in (*self.switches.values(), self.geometry_box):
+        for box in (*self.switches.values(), self.geometry_box, self.soft_labels_box):
             box.toggled.connect(self.changed)
         self.mode.currentTextChanged.connect(self._mode_changed)
         self._mode_changed(self.mode.currentText())
@@ -225,6 +234,7 @@ class TrainingForm(QWidget):
             loop=loop,
             projection=self.projection.currentText(),
             geometry=self.geometry_box.isChecked(),
+            soft_labels=self.soft_labels_box.isChecked(),
         )
 
     # -- "auto" and what it comes to for this project -------------------------------------------
@@ -302,6 +312,7 @@ class TrainingForm(QWidget):
         self.device.setCurrentText(settings.device or "auto")
         self.steps.setValue(settings.loop.steps or AUTO_STEPS)
         self.seed.setValue(settings.loop.seed)
+        self.soft_labels_box.setChecked(settings.soft_labels)
         warmup = settings.method.instance_warmup
         self.warmup.setValue(AUTO_WARMUP if warmup is None else warmup)
         for name, box in self.switches.items():

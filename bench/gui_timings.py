@@ -280,7 +280,7 @@ def measure_start(project: Path, repeats: int) -> list[dict]:
 
 
 # -- labeling, in this process ---------------------------------------------------------------------
-def measure_labeling(project: Path, presses: int, worker_ready: bool = False) -> dict:
+def measure_labeling(project: Path, presses: int, worker_ready: bool = False, worker_wait: float = 120) -> dict:
     """`worker_ready`: start pressing once the studio's warm worker has started and loaded what it
     keeps (the steady state); otherwise a second after the queue is shown, while it starts beside."""
     from PySide6.QtTest import QTest
@@ -308,10 +308,14 @@ def measure_labeling(project: Path, presses: int, worker_ready: bool = False) ->
         warm: list[dict] = []
         window.warm_worker.event.connect(lambda event: warm.append(event) if event.get("event") == "warm" else None)
         if (
-            _wait(app, lambda: window.warm_worker.state == READY and any(e.get("part") == "refit" for e in warm), 120)
+            _wait(
+                app,
+                lambda: window.warm_worker.state == READY and any(e.get("part") == "refit" for e in warm),
+                worker_wait,
+            )
             is None
         ):
-            raise RuntimeError("the warm worker was not ready within 120 s")
+            raise RuntimeError(f"the warm worker was not ready within {worker_wait:.0f} s")
     to_detail, to_idle = [], []
     keys = [cls.key for cls in expression_classes()]
     for i in range(presses):
@@ -358,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--faces", type=int, default=DEFAULT_FACES)
     parser.add_argument("--presses", type=int, default=200)
+    parser.add_argument("--worker-wait", type=float, default=120, help="seconds the warm worker may take to be ready")
     parser.add_argument("--starts", type=int, default=3)
     parser.add_argument("--project", help="reuse a project made by an earlier run (its 'project' folder)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
@@ -377,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"project of {args.faces:,} faces made in {time.perf_counter() - started:.0f} s", flush=True)
         starts = measure_start(project, args.starts)
         labeling = measure_labeling(project, args.presses)
-        steady = measure_labeling(project, args.presses, worker_ready=True)
+        steady = measure_labeling(project, args.presses, worker_ready=True, worker_wait=args.worker_wait)
 
     def seconds(key: str) -> str:
         values = [s[key] for s in starts]

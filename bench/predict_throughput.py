@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.report import REPO, machine_summary, publish, saved_or_run
+from bench.report import REPO, add_report_arguments, machine_summary, publish, saved_or_run
 
 SECTION = "predict-throughput"
 DEFAULT_PROJECT = Path(os.environ.get("FER_PREDICT_PROJECT", "/tmp/fer-predict"))
@@ -410,11 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project", type=Path, default=DEFAULT_PROJECT)
     parser.add_argument("--run", type=int, help="run id (default: the newest finished run with a checkpoint)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="compute threads for both paths (default 1)")
-    parser.add_argument("--note", default="", help="what else ran, for the report")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
-    parser.add_argument("--json-out", type=Path, help=f"save the results here as they come (e.g. {JSON_RESULTS})")
-    parser.add_argument("--render", type=Path, help="render saved results instead of measuring")
+    add_report_arguments(parser, JSON_RESULTS)
     args = parser.parse_args(argv)
     return publish(SECTION, render(saved_or_run(args, run)), args)
 

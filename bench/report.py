@@ -88,6 +88,16 @@ def saved_or_run(args, run_benchmark: Callable) -> dict:
     return results
 
 
+def add_report_arguments(parser, json_results: Path) -> None:
+    """The options every measuring benchmark shares: threads, a note on what else ran, and where
+    its results go (--no-write, --json-out, --render; see saved_or_run and publish)."""
+    parser.add_argument("--threads", type=int, default=1, help="compute threads (default 1)")
+    parser.add_argument("--note", default="", help="what else ran, for the report")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    parser.add_argument("--json-out", type=Path, help=f"save the results here as they come (e.g. {json_results})")
+    parser.add_argument("--render", type=Path, help="render saved results instead of measuring")
+
+
 def publish(section: str, body: str, args) -> int:
     """Print a rendered section and write it into docs/benchmarks.md unless --no-write; a section
     rendered from saved results (--render) keeps the time it was measured at."""

@@ -44,6 +44,7 @@ class RunSummary:
     val_accuracy: float | None  # the classifier's, at the run's last step
     val_fused_accuracy: float | None
     error: str | None
+    soft_labels: bool = False  # trained on the annotators' vote shares (its recorded settings)
 
     def duration_s(self, now: datetime | None = None) -> float | None:
         """Seconds from start to finish (to `now` while running)."""
@@ -73,6 +74,7 @@ def run_summaries(session: Session) -> list[RunSummary]:
             Run.created_at,
             Run.finished_at,
             Run.error,
+            Run.config,
         ).order_by(Run.id.desc())
     )
     return [
@@ -87,6 +89,7 @@ def run_summaries(session: Session) -> list[RunSummary]:
             final.get(r.id, {}).get("val_accuracy"),
             final.get(r.id, {}).get("val_fused_accuracy"),
             r.error.strip().splitlines()[0] if r.error else None,
+            bool((r.config or {}).get("soft_labels", False)),
         )
         for r in rows
     ]

@@ -529,7 +529,8 @@ def test_the_docks_are_saved_with_the_window_layout(qtbot, window, dialogs, demo
     window.show()
     qtbot.waitExposed(window)
     assert window.map_dock.objectName() == "mapDock" and window.training_dock.objectName() == "trainingDock"
-    assert set(window.tabifiedDockWidgets(window.map_dock)) == {window.training_dock, window.detail_dock}
+    docks = {window.training_dock, window.detail_dock, window.agreement_dock}  # View ▸ Agreement is a tab too
+    assert set(window.tabifiedDockWidgets(window.map_dock)) == docks
     window.training_dock.toggleViewAction().trigger()  # View ▸ Training: hide it
     assert not window.training_dock.isVisible()
     window.close()

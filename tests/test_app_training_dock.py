@@ -268,7 +268,7 @@ def test_the_form_has_one_box_per_switch_and_none_left_over_its_fields(qtbot):
     qtbot.addWidget(form)
     form.show()
     boxes = form.findChildren(QCheckBox)
-    assert sorted(map(id, boxes)) == sorted(map(id, [*form.switches.values(), form.geometry_box]))
+    assert sorted(map(id, boxes)) == sorted(map(id, [*form.switches.values(), form.geometry_box, form.soft_labels_box]))
     # The encoder list offers what users can pick: no test encoder.
     listed = [form.encoder.itemText(i) for i in range(form.encoder.count())]
     assert listed == offered_encoders() and not any("tiny" in name for name in listed)

@@ -73,13 +73,8 @@ def test_planted_wrong_labels_rank_first(seed):
     rows = np.arange(len(noisy))
     assert np.allclose(check.quality, check.probs[rows, noisy], atol=1e-6)
     assert np.median(check.quality[planted]) < np.median(np.delete(check.quality, planted)) / 2
-    # Flagged labels come first in the order, each group by ascending quality.
-    order = check.order()
-    flagged_first = check.flagged[order]
-    assert not (np.diff(flagged_first.astype(int)) > 0).any()
-    for group in (True, False):
-        qualities = check.quality[order][flagged_first == group]
-        assert (np.diff(qualities) >= 0).all()
+    # The order is by ascending quality, the least likely label first.
+    assert (np.diff(check.quality[check.order()]) >= 0).all()
 
 
 def test_out_of_fold_probabilities_never_see_the_label():
@@ -157,7 +152,7 @@ def test_the_queue_ranks_labeled_faces_with_the_label_in_the_reason(demo):
     assert len(items) == len(NAMES) * PER_CLASS_LABELED  # every labeled train face, no unlabeled one
     assert all(item.label is not None for item in items)
     flagged = ["; flagged as a likely wrong label" in item.reason for item in items]
-    assert any(flagged) and flagged == sorted(flagged, reverse=True)  # flagged ones first
+    assert any(flagged) and not all(flagged)  # cleanlab's verdict is said in each reason
     for item in items:
         note = NOTE.match(item.reason)
         assert note and note.group(1) == item.label, item.reason
@@ -165,9 +160,7 @@ def test_the_queue_ranks_labeled_faces_with_the_label_in_the_reason(demo):
         if not note.group(3):  # another class is more probable out of fold: named with its probability
             assert re.match(r"^labeled \w+ \(out-of-fold \d\.\d\d\); out-of-fold \d\.\d\d \w+;", item.reason)
         assert "margin " in item.reason  # the usual facts follow
-    for group in (True, False):
-        scores = [item.score for item, f in zip(items, flagged) if f == group]
-        assert scores == sorted(scores)
+    assert [item.score for item in items] == sorted(item.score for item in items)  # least likely label first
     # Other strategies keep working on unlabeled faces by default; label_errors cannot rank those.
     assert all(item.label is None for item in build_queue(demo, RUN, "margin", 200))
     with pytest.raises(QueueError, match="ranks labeled or corrected or all faces, not unlabeled ones"):

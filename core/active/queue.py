@@ -345,9 +345,9 @@ def _unchecked_advice(items: list[QueueItem]) -> QueueAdvice | None:
     "label_errors",
     f"suspected label errors among the labeled faces: out-of-fold class probabilities from "
     f"{label_errors.FOLDS} stratified folds of a logistic regression on the run's cached features, "
-    f"judged by cleanlab; faces cleanlab flags (find_label_issues) first, then the rest, each by "
-    f"score: the label's quality (cleanlab's self-confidence: the out-of-fold probability of the "
-    f"given label), lowest first; labeled faces whose features are not cached come last (score 1, "
+    f"judged by cleanlab; score: the label's quality (cleanlab's self-confidence: the out-of-fold "
+    f"probability of the given label), lowest first; the reason says whether cleanlab's "
+    f"find_label_issues flags the label; labeled faces whose features are not cached come last (score 1, "
     f"'not checked'); the check is cached until a label changes",
     advise=_unchecked_advice,
     labels="labeled",

@@ -50,6 +50,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"finished refits kept whole; older ones are pruned (default: {KEEP_REFITS})",
     )
     p.add_argument(
+        "--soft-labels",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train on the annotators' vote shares of each labeled face (today's votes) instead of its one "
+        "label (default: as the run refitted did)",
+    )
+    p.add_argument(
         "--events",
         choices=("text", "json"),
         default="text",
@@ -73,7 +80,15 @@ def cmd_refit(args) -> int:
     stop.install()
     with opened_project(args.project) as project:
         try:
-            outcome = refit(project, args.run, events, should_stop=stop, steps=args.steps, keep_refits=args.keep_refits)
+            outcome = refit(
+                project,
+                args.run,
+                events,
+                should_stop=stop,
+                steps=args.steps,
+                keep_refits=args.keep_refits,
+                soft_labels=args.soft_labels,
+            )
         except RunError as exc:
             raise CommandError(str(exc), EXIT_USAGE) from None
         finally:

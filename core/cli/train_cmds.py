@@ -170,6 +170,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"image features; computed once per face and cached (default: {'on' if TrainSettings.geometry else 'off'})",
     )
     p.add_argument(
+        "--soft-labels",
+        action=argparse.BooleanOptionalAction,
+        default=TrainSettings.soft_labels,
+        help="each labeled face's target is its annotators' vote shares (frozen at the run's start) instead of "
+        "its one label; faces without votes keep their label; the label (the consensus) still picks the class "
+        "for the memory bank, class-balanced batches and metrics "
+        f"(default: {'on' if TrainSettings.soft_labels else 'off'})",
+    )
+    p.add_argument(
         "--descriptions",
         metavar="JSON",
         help="class descriptions replacing the project's own descriptions.json (if it has one) "
@@ -255,6 +264,7 @@ def settings_from_args(args) -> TrainSettings:
         strong_views=args.strong_views,
         projection=args.projection,
         geometry=args.geometry,
+        soft_labels=args.soft_labels,
         # Absolute: the worker reads a relative path against the project (its own copy's form).
         descriptions=str(Path(args.descriptions).resolve()) if args.descriptions else None,
         loader_workers=args.loader_workers,
@@ -286,6 +296,8 @@ def train_argv(project: str, settings: TrainSettings, events: str = "json") -> l
         events,
         "--geometry" if settings.geometry else "--no-geometry",
     ]
+    if settings.soft_labels:
+        argv.append("--soft-labels")
     if settings.descriptions:  # a run's recorded copy is relative to its project
         argv += ["--descriptions", str(Path(project) / settings.descriptions)]
     for config, defaults in ((settings.loop, LoopConfig()), (settings.method, MethodConfig())):

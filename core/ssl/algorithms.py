@@ -21,14 +21,18 @@ from core.ssl.fusion import LevelProbs, fuse
 from core.ssl.heads import ExpressionHead, HeadOutput
 from core.ssl.leaf import LEAFHead, leaf_step_losses, positive_sets
 from core.ssl.levels import MemoryBank, normalize, text_logits
-from core.ssl.losses import masked_cross_entropy, negative_learning_loss
+from core.ssl.losses import masked_cross_entropy, negative_learning_loss, soft_cross_entropy
 from core.ssl.spec import ALGORITHM_NAMES, AlgorithmTraits, algorithm_spec, algorithm_traits
 from core.ssl.thresholds import DynamicThresholds, FixedThreshold, passes
 
 
 @dataclass
 class Batch:
-    """Labeled faces (x_l, y_l) and unlabeled weak/strong views; idx_* are memory bank slots."""
+    """Labeled faces (x_l, y_l) and unlabeled weak/strong views; idx_* are memory bank slots.
+
+    `soft_l` (B, C): the labeled faces' soft targets (their annotators' vote shares, with
+    --soft-labels), which every supervised loss reads (`supervised_loss`); y_l stays the
+    consensus class for everything that needs one (the bank, LEAF's contrastive positives)."""
 
     x_l: torch.Tensor
     y_l: torch.Tensor
@@ -37,6 +41,15 @@ class Batch:
     x_us: torch.Tensor | None = None
     idx_u: torch.Tensor | None = None
     x_uw_alt: torch.Tensor | None = None  # the weak view mirrored (for pseudo-label ensembling)
+    soft_l: torch.Tensor | None = None  # None: the run trains on hard labels
+
+
+def supervised_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Cross-entropy of the labeled faces against their targets: the vote shares where the batch
+    carries them (--soft-labels), their class otherwise."""
+    if batch.soft_l is None:
+        return F.cross_entropy(logits, batch.y_l)
+    return soft_cross_entropy(logits, batch.y_l, batch.soft_l)
 
 
 @dataclass
@@ -163,7 +176,7 @@ class Supervised(Algorithm):
 
     def train_step(self, model, batch: Batch, step: int) -> StepResult:
         out_l, _, _ = self.forward(model, batch)
-        loss = F.cross_entropy(out_l.logits, batch.y_l)
+        loss = supervised_loss(out_l.logits, batch)
         return StepResult(loss, {"loss_sup": loss.detach()})
 
 
@@ -175,7 +188,7 @@ class FixMatch(Algorithm):
 
     def train_step(self, model, batch: Batch, step: int) -> StepResult:
         out_l, out_uw, out_us = self.forward(model, batch)
-        loss = F.cross_entropy(out_l.logits, batch.y_l)
+        loss = supervised_loss(out_l.logits, batch)
         logs: dict[str, torch.Tensor | float] = {"loss_sup": loss.detach()}
         probs = pseudo = mask = None
         ramp = self.unlabeled_weight(step)
@@ -309,11 +322,11 @@ class SITFER(Algorithm):
     def train_step(self, model, batch: Batch, step: int) -> StepResult:
         c = self.config
         out_l, out_uw, out_us = self.forward(model, batch)
-        loss_sup = F.cross_entropy(out_l.logits, batch.y_l)
+        loss_sup = supervised_loss(out_l.logits, batch)
         logs: dict[str, torch.Tensor | float] = {"loss_sup": loss_sup.detach()}
         loss = loss_sup
         if c.use_text:
-            loss_text = F.cross_entropy(self._text_logits(out_l.projected), batch.y_l)
+            loss_text = supervised_loss(self._text_logits(out_l.projected), batch)
             loss = loss + c.lambda_text * loss_text
             logs["loss_text"] = loss_text.detach()
         ref_l, ref_uw = self._reference_outputs(model, batch, out_l, out_uw)

@@ -14,7 +14,8 @@ class CachedFeatureBatches:
     """Samples labeled and unlabeled faces from a (N, views, dim) feature array.
 
     `labeled` and `unlabeled` are row positions into the array (also the memory-bank slots);
-    `labels` holds the class of each labeled row.
+    `labels` holds the class of each labeled row, `soft_targets` (labeled, classes) its target
+    class probabilities where the run trains with soft labels.
     """
 
     def __init__(
@@ -29,9 +30,15 @@ class CachedFeatureBatches:
         seed: int,
         device: torch.device,
         balanced: bool = False,
+        soft_targets: np.ndarray | None = None,
     ):
         if len(labeled) == 0:
             raise ValueError("no labeled training faces: label some faces (or import with labels) first")
+        if soft_targets is not None and len(soft_targets) != len(labeled):
+            raise ValueError(f"{len(soft_targets)} soft targets for {len(labeled)} labeled faces")
+        self.soft_targets = (
+            None if soft_targets is None else torch.as_tensor(soft_targets, dtype=torch.float32).to(device)
+        )
         # float16; on the GPU when training there, so a batch is gathered without a host copy.
         self.features = torch.from_numpy(np.ascontiguousarray(features)).to(device)
         self.labeled = torch.as_tensor(labeled, dtype=torch.long)
@@ -68,6 +75,8 @@ class CachedFeatureBatches:
         rows_l = self.labeled[positions]
         x_l = self._views(rows_l, 0, 2)
         batch = Batch(x_l, self.labels[positions].to(self.device), rows_l.to(self.device))
+        if self.soft_targets is not None:
+            batch.soft_l = self.soft_targets[positions.to(self.device)]
         if self.unlabeled_batch:
             rows_u = self.unlabeled[torch.randint(len(self.unlabeled), (self.unlabeled_batch,), generator=g)]
             strong_low = 2 if self.n_views > 2 else 0

@@ -165,10 +165,18 @@ class ImageBatches:
         device: torch.device,
         workers: int = 2,
         balanced: bool = False,
+        soft_targets: np.ndarray | None = None,
     ):
         if len(labeled) == 0:
             raise ValueError("no labeled training faces: label some faces (or import with labels) first")
         self.device = device
+        # Soft targets (labeled faces, classes) by bank slot: a batch carries its faces' slots.
+        self.soft_by_slot: torch.Tensor | None = None
+        if soft_targets is not None:
+            slots = slot_of[labeled]
+            table = np.zeros((int(slots.max()) + 1, soft_targets.shape[1]), dtype=np.float32)
+            table[slots] = soft_targets
+            self.soft_by_slot = torch.from_numpy(table).to(device)
         self.preprocess = preprocess
         self.steps_done = 0
         labeled_set = FaceImages(faces, labeled, labels, slot_of[labeled], preprocess, ("weak",))
@@ -190,6 +198,8 @@ class ImageBatches:
         x_l, y_l, idx_l = next(self._labeled)
         d, normalize = self.device, self.preprocess.normalize
         batch = Batch(normalize(x_l.to(d, non_blocking=True)), y_l.to(d), idx_l.to(d))
+        if self.soft_by_slot is not None:
+            batch.soft_l = self.soft_by_slot[batch.idx_l]
         if self._unlabeled is not None:
             x_uw, x_us, _y, idx_u = next(self._unlabeled)
             batch.x_uw, batch.x_us = normalize(x_uw.to(d, non_blocking=True)), normalize(x_us.to(d, non_blocking=True))

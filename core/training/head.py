@@ -51,9 +51,11 @@ def build_head_trainer(
     settings: TrainSettings,
     device: torch.device,
     hooks: Sequence[Hook] = (),
+    soft_targets: np.ndarray | None = None,
 ) -> Trainer:
     """`features` (N, views, dim) and `labels` (N, -1 = unlabeled) of the train faces; row i is
-    memory-bank slot i."""
+    memory-bank slot i. `soft_targets` (N, classes): each labeled face's target class
+    probabilities (--soft-labels; rows of unlabeled faces are not read), None: the labels."""
     check_labels(labels)
     labeled = np.flatnonzero(labels >= 0)
     unlabeled = np.flatnonzero(labels < 0)
@@ -71,5 +73,6 @@ def build_head_trainer(
         settings.loop.seed,
         device,
         settings.balanced_sampling(),
+        None if soft_targets is None else soft_targets[labeled],
     )
     return Trainer(model, algorithm, source, settings.loop, device, list(hooks))

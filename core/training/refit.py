@@ -69,6 +69,7 @@ from core.training.worker import (
     finish_with_metrics,
     finished_message,
     prepare_head_from_features,
+    run_soft_targets,
     write_run_predictions,
 )
 
@@ -202,9 +203,11 @@ def refit(
     should_stop: Callable[[], bool] = lambda: False,
     steps: int | None = None,
     keep_refits: int = KEEP_REFITS,
+    soft_labels: bool | None = None,
 ) -> RunOutcome:
     """One refit of `parent_run_id` (None: the newest finished run) with the current labels, as
-    a new run. `steps`: None for `refit_steps` of the labeled set. Raises RunError when it cannot
+    a new run. `steps`: None for `refit_steps` of the labeled set; `soft_labels`: None for the
+    parent's choice (with soft labels, today's votes are the refit's targets). Raises RunError when it cannot
     start (no such run, not finished, fine-tune mode, no checkpoint); a failure once the run
     exists marks it failed and the outcome says so, like `train`."""
     memory = memory if memory is not None else RefitMemory()
@@ -217,6 +220,8 @@ def refit(
         raise RunError(f"a refit needs 0 or more steps, not {steps}")
     settings = TrainSettings.from_dict(parent.settings.to_dict())
     settings.loop.steps = steps  # the refit's own; its trainer continues from the parent's step
+    if soft_labels is not None:
+        settings.soft_labels = soft_labels
     run_id = _create_run(project, settings, kind=RUN_KIND_REFIT, parent_run_id=parent.id)
     events.emit(
         Event.STARTED,
@@ -381,6 +386,7 @@ def _execute_refit(
     with project.session() as session:
         faces = load_face_table(project, session)
     train_labels = _run_labels(project, run_id, faces)
+    train_targets = run_soft_targets(project, run_id, settings, faces, train_labels, events)
     lap("load")
     features, broken = memory.features_for(project, faces, settings, events, should_stop)
     lap("features")
@@ -396,7 +402,7 @@ def _execute_refit(
     # No validation during the refit (metrics_hook=None): its predictions give the val metrics at
     # its last step anyway, and at FER2013 size each pass over val costs seconds of instance level.
     prepared = prepare_head_from_features(
-        faces, features, broken, train_labels, class_text, loop_settings, device, hooks, None, events
+        faces, features, broken, train_labels, class_text, loop_settings, device, hooks, None, events, train_targets
     )
     trainer = prepared.trainer
     warm_start(

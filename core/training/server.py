@@ -13,7 +13,8 @@ the studio down (app/warm_worker.py restarts it).
 
 Commands, one JSON object per line:
   {"id": 7, "command": "train", "settings": {...TrainSettings.to_dict()...}}
-  {"id": 8, "command": "refit", "run": 12, "steps": 60}   run: the parent run; steps optional
+  {"id": 8, "command": "refit", "run": 12, "steps": 60}   run: the parent run; steps optional;
+                                     "soft_labels": true/false optional (default: the parent's)
   {"id": 10, "command": "features", "encoder": "offline", "strong_views": 2, "engine": "auto"}
                                      fill the feature cache (each field optional, as `features`)
   {"id": 9, "command": "ping"}                             answered with `pong` at once
@@ -427,6 +428,9 @@ def _refit(server: WarmWorker, request: dict) -> bool:
         raise BadCommand(f'refit: "run" must be a run id (a whole number from 1) or null, not {parent!r}')
     if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
         raise BadCommand(f'refit: "steps" must be a whole number from 1, not {steps!r}')
+    soft_labels = request.get("soft_labels")
+    if soft_labels is not None and not isinstance(soft_labels, bool):
+        raise BadCommand(f'refit: "soft_labels" must be true, false or null (the parent run\'s), not {soft_labels!r}')
     try:
         from core.training import refit as refit_module
     except ImportError as exc:
@@ -439,7 +443,13 @@ def _refit(server: WarmWorker, request: dict) -> bool:
         try:
             return _outcome_fields(
                 refit_module.refit(
-                    server.project, parent, events, memory=server._memory(), should_stop=should_stop, steps=steps
+                    server.project,
+                    parent,
+                    events,
+                    memory=server._memory(),
+                    should_stop=should_stop,
+                    steps=steps,
+                    soft_labels=soft_labels,
                 )
             )
         except RunError as exc:  # refused before a run existed (no such run, not finished ...)

@@ -20,6 +20,7 @@ from core.ssl.config import (
     POSITIVE,
     MethodConfig,
     Range,
+    SettingError,
     SpatialOptions,
     check_ranges,
     spatial_options,
@@ -165,6 +166,9 @@ class TrainSettings:
     # on by default: +2.2 to +3.7 points for supervised, fixmatch and sitfer on FER2013, 30 of 30
     # seed pairs ahead (docs/benchmarks.md, "Face geometry").
     geometry: bool = True
+    # Each labeled train face's target is its annotators' vote shares, frozen at the run's start
+    # (core/training/soft_labels.py); faces without votes keep the one-hot of their label.
+    soft_labels: bool = False
 
     def validate(self) -> None:
         algorithm_spec(self.algorithm)  # a clear error for an unknown name
@@ -174,6 +178,8 @@ class TrainSettings:
         if self.projection not in PROJECTIONS:
             raise ValueError(f"unknown projection {self.projection!r}; choose one of {', '.join(PROJECTIONS)}")
         check_ranges(self, SETTINGS_RANGES)
+        if not isinstance(self.soft_labels, bool):  # a studio or server request's JSON could say "yes"
+            raise SettingError("soft_labels", self.soft_labels, "must be true or false")
         self.method.validate()
         self.loop.validate()
         self.spatial()  # fails now, not after feature extraction, if head mode is asked for maps

@@ -45,6 +45,7 @@ from core.training.inference import Predictions, predict, predict_batches
 from core.training.loop import Trainer
 from core.training.results import final_metrics, write_predictions, write_projections
 from core.training.settings import TrainSettings
+from core.training.soft_labels import SoftTargetsError, freeze_targets, load_frozen_targets
 
 
 class RunError(RuntimeError):
@@ -189,6 +190,8 @@ def _create_run(
                 insert(RunLabel),
                 [{"run_id": run.id, "image_id": int(faces.ids[r]), "label": names[faces.labels[r]]} for r in labeled],
             )
+        if settings.soft_labels:
+            freeze_targets(project, session, run.id, faces.ids[labeled], faces.labels[labeled])
         return run.id
 
 
@@ -248,6 +251,26 @@ def _run_labels(project: Project, run_id: int, faces: FaceTable) -> np.ndarray:
     return labels
 
 
+def run_soft_targets(
+    project: Project,
+    run_id: int,
+    settings: TrainSettings,
+    faces: FaceTable,
+    train_labels: np.ndarray,
+    events: EventSink,
+) -> np.ndarray | None:
+    """The soft targets frozen at the run's start, one row per face (None: hard labels, as
+    without --soft-labels, also where no labeled face has split votes), said in the run's log."""
+    if not settings.soft_labels:
+        return None
+    try:
+        frozen = load_frozen_targets(project, run_id, faces, train_labels)
+    except SoftTargetsError as exc:
+        raise RunError(str(exc)) from None
+    events.emit(Event.INFO, message=frozen.message)
+    return frozen.targets
+
+
 @dataclass
 class PreparedRun:
     """What the two modes hand to the common part of a run."""
@@ -280,6 +303,7 @@ def _execute(
     with project.session() as session:
         faces = load_face_table(project, session)
     train_labels = _run_labels(project, run_id, faces)
+    train_targets = run_soft_targets(project, run_id, settings, faces, train_labels, events)
     checkpoint_path = project.cache_dir("checkpoints") / f"run_{run_id}.pt"
 
     metrics_hook = MetricsHook(project, run_id, events)
@@ -299,6 +323,7 @@ def _execute(
         project=project,
         events=events,
         should_stop=should_stop,
+        train_targets=train_targets,
     )
     trainer, train_rows = prepared.trainer, prepared.train_rows
     if main and prepared.facts:
@@ -412,7 +437,19 @@ def _check_train(train_labels: np.ndarray) -> None:
 
 
 def _prepare_head(
-    faces, train_labels, encoder, class_text, settings, device, hooks, metrics_hook, *, project, events, should_stop
+    faces,
+    train_labels,
+    encoder,
+    class_text,
+    settings,
+    device,
+    hooks,
+    metrics_hook,
+    *,
+    project,
+    events,
+    should_stop,
+    train_targets=None,
 ) -> PreparedRun:
     if distributed.active():
         raise RunError("head mode trains in one process; use --mode finetune with torchrun")
@@ -436,7 +473,17 @@ def _prepare_head(
         events=events,
     )
     prepared = prepare_head_from_features(
-        faces, inputs.features, inputs.broken, train_labels, class_text, settings, device, hooks, metrics_hook, events
+        faces,
+        inputs.features,
+        inputs.broken,
+        train_labels,
+        class_text,
+        settings,
+        device,
+        hooks,
+        metrics_hook,
+        events,
+        train_targets,
     )
     if inputs.without_mesh is not None:
         events.emit(Event.INFO, message=without_mesh_message(inputs.without_mesh))
@@ -455,9 +502,11 @@ def prepare_head_from_features(
     hooks: list,
     metrics_hook: MetricsHook | None,
     events: EventSink,
+    train_targets: np.ndarray | None = None,
 ) -> PreparedRun:
     """A head-mode run over features already in memory (`broken`: rows whose image could not be
-    read): the trainer, with validation on the val faces when `metrics_hook` is given."""
+    read): the trainer, with validation on the val faces when `metrics_hook` is given.
+    `train_targets`: soft targets per face row (--soft-labels), None for the hard labels."""
     usable = np.ones(len(faces), dtype=bool)
     usable[broken] = False
     if broken:
@@ -474,7 +523,15 @@ def prepare_head_from_features(
                 metrics_hook,
             )
         )
-    trainer = build_head_trainer(features[train_rows], train_labels[train_rows], class_text, settings, device, hooks)
+    trainer = build_head_trainer(
+        features[train_rows],
+        train_labels[train_rows],
+        class_text,
+        settings,
+        device,
+        hooks,
+        soft_targets=None if train_targets is None else train_targets[train_rows],
+    )
 
     def predict_all(rows, row_slot):
         return predict(
@@ -501,9 +558,11 @@ def prepare_finetune(
     project=None,
     events=None,
     should_stop=None,
+    train_targets=None,
 ) -> PreparedRun:
-    """A fine-tune run's trainer over the faces' images (train_labels: -1 = unlabeled), and a
-    predictor over any rows. The fine-tune benchmark calls it too, so it measures this code."""
+    """A fine-tune run's trainer over the faces' images (train_labels: -1 = unlabeled;
+    train_targets: soft targets per face row, or None), and a predictor over any rows. The
+    fine-tune benchmark calls it too, so it measures this code."""
     from torch.nn.parallel import DistributedDataParallel
 
     from core.training.finetune import FineTuneModel, ImageBatches, plain_batches, spatial_pool
@@ -544,6 +603,7 @@ def prepare_finetune(
         device,
         workers=settings.loader_workers,
         balanced=settings.balanced_sampling(),
+        soft_targets=None if train_targets is None else train_targets[labeled],
     )
     val_rows = np.flatnonzero((faces.splits == "val") & (faces.labels >= 0))
     if metrics_hook is not None:
