@@ -6,7 +6,6 @@ markers and rewrites only that section, so results of different benchmarks live 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -57,14 +56,6 @@ def write_section(name: str, body: str, rendered_only: bool = False) -> Path:
     BENCHMARKS_MD.parent.mkdir(parents=True, exist_ok=True)
     BENCHMARKS_MD.write_text(text, encoding="utf-8")
     return BENCHMARKS_MD
-
-
-def add_report_arguments(parser: argparse.ArgumentParser) -> None:
-    """--json-out, --render, --note and --no-write, as saved_or_run and keep_note read them."""
-    parser.add_argument("--json-out", type=Path, help="save the raw results here as they come")
-    parser.add_argument("--render", type=Path, help="render saved results into docs/benchmarks.md and exit")
-    parser.add_argument("--note", default="", help="a paragraph for the section (what else ran, a reading)")
-    parser.add_argument("--no-write", action="store_true")
 
 
 def keep_note(args, results: dict) -> dict:

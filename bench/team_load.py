@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import create_engine, insert, select, text
 
-from bench.report import add_report_arguments, keep_note, machine_summary, saved_or_run, write_section
+from bench.report import machine_summary, saved_or_run, write_section
 
 BACKENDS = ("postgresql", "sqlite")
 
@@ -351,12 +351,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backends", type=lambda v: v.split(","), default=list(BACKENDS), help="postgresql,sqlite")
     parser.add_argument("--postgres-url", help="an empty database on a server of yours (default: a pgserver one)")
-    add_report_arguments(parser)
+    parser.add_argument("--json-out", type=Path, help="save the raw results here as they come")
+    parser.add_argument("--render", type=Path, help="render saved results into docs/benchmarks.md and exit")
+    parser.add_argument("--note", default="", help="a paragraph for the section (what else ran, a reading)")
+    parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     unknown = set(args.backends) - set(BACKENDS)
     if unknown:
         parser.error(f"--backends: unknown {', '.join(sorted(unknown))}; choose from {', '.join(BACKENDS)}")
-    results = keep_note(args, saved_or_run(args, run_benchmark))
+    results = saved_or_run(args, run_benchmark)
+    if args.render and args.note:  # a reading written after the run is kept with its results
+        results["note"] = args.note
+        args.render.write_text(json.dumps(results, indent=1))
     body = render(results)
     print(body)
     if not args.no_write:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from sqlalchemy import func, insert, select, text, update
 
-from bench.report import add_report_arguments, keep_note, machine_summary, publish, saved_or_run
+from bench.report import REPO, add_report_arguments, keep_note, machine_summary, publish, saved_or_run
 from bench.team_load import postgres_database
 
 BACKENDS = ("sqlite", "postgresql")
@@ -43,6 +43,7 @@ LOG_SIZES = (100_000, 1_000_000)
 INSERT_BATCH = 50_000
 STEP_UNDONE = 500
 NEW_ROWS = 10
+JSON_RESULTS = REPO / "docs" / "results" / "team_poll.json"
 
 
 def make_project(root: Path, database_url: str | None, faces: int):
@@ -235,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")], default=list(LOG_SIZES))
     parser.add_argument("--backends", type=lambda v: v.split(","), default=list(BACKENDS), help="sqlite,postgresql")
     parser.add_argument("--postgres-url", help="an empty database on a server of yours (default: a pgserver one)")
-    add_report_arguments(parser)
+    add_report_arguments(parser, JSON_RESULTS)
     args = parser.parse_args(argv)
     unknown = set(args.backends) - set(BACKENDS)
     if unknown:
