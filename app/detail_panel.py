@@ -97,8 +97,9 @@ def votes_text(votes: tuple[Vote, ...] | list[Vote], disputed: bool) -> str:
     order = sorted(by_label.items(), key=lambda kv: (-len(kv[1]), kv[0] or "~"))  # most votes first, no label last
 
     def shown(label: str | None, names: list[str]) -> str:
-        said = f"{_dot(label)} {label}" if label is not None else "no label"
-        return f"{said} — {_escape(', '.join(names))}"
+        # No-break spaces: a narrow panel wraps between the labels, never inside one.
+        said = f"{_dot(label)}&nbsp;{label}" if label is not None else "no&nbsp;label"
+        return f"{said}&nbsp;— {_escape(', '.join(names))}"
 
     grey = "<span style='color:#8b94a3'>{}</span>"
     lines = []

@@ -551,9 +551,8 @@ class ReviewQueueView(QWidget):
             )
         elif not shown and not narrowed and request.filters.labels == TO_VOTE:
             self._show_message(
-                f"Nothing left for {self.annotator} to vote on: every face is labeled, and you have voted "
-                "on every overlap face that still needs votes.\n\nChoose another Faces filter to review "
-                "labeled faces."
+                f"Nothing left for {self.annotator} to vote on here: no unlabeled face, and no overlap face "
+                "still waiting for your vote.\n\nChoose another Faces filter to review labeled faces."
             )
         elif not shown:
             self._show_message(

@@ -6,6 +6,7 @@
         [--train ENCODER --steps N --projection umap|pca]
         [--strategy S] [--detail-output DETAIL.png] [--help-output HELP.png] [--key-points]
         [--about-output ABOUT.png] [--guide-output GUIDE.png] [--agreement-output AGREEMENT.png]
+        [--annotator NAME]
 
 --view raises the embedding map or the training dock, or shows the review queue with the face
 details (--strategy picks its ranking; --detail-output also saves the details dock alone);
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         help="tick the details' Key points (without --view review: the grid's first face, details raised)",
     )
     parser.add_argument("--dock-width", type=int, default=0, help="width of the right-hand docks in pixels")
+    parser.add_argument("--annotator", help="the status bar's annotator (the adjudicator of an adjudication queue)")
     parser.add_argument("--color", help="the map's colouring: label, pseudo, confidence, disagreement or vote_entropy")
     parser.add_argument(
         "--select-around",
@@ -83,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     window = MainWindow()
     window.resize(width, height)
     window.show()
+    if args.annotator:
+        window.labeling.set_annotator(args.annotator)
     if not window.open_project(args.project):
         return 1
     if args.dock_width:

@@ -58,6 +58,14 @@ def write_section(name: str, body: str, rendered_only: bool = False) -> Path:
     return BENCHMARKS_MD
 
 
+def keep_note(args, results: dict) -> dict:
+    """A reading given with --render (written after the run) is kept with the saved results."""
+    if args.render and args.note:
+        results["note"] = args.note
+        args.render.write_text(json.dumps(results, indent=1))
+    return results
+
+
 def saved_or_run(args, run_benchmark: Callable) -> dict:
     """The results a benchmark script reports: the saved ones (--render FILE), or a fresh run
     that rewrites --json-out after every measurement (run_benchmark's second argument) and at

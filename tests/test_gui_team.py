@@ -17,6 +17,7 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QItemSelection, QItemSelectionModel, Qt
+from PySide6.QtGui import QTextDocument
 from sqlalchemy import select
 
 from app.detail_panel import votes_text
@@ -106,6 +107,13 @@ def status(window) -> str:
     return window.statusBar().currentMessage()
 
 
+def plain(html: str) -> str:
+    """Rich text as the label shows it (no-break spaces as spaces)."""
+    document = QTextDocument()
+    document.setHtml(html)
+    return document.toPlainText().replace("\xa0", " ")
+
+
 # -- the to-vote queue ---------------------------------------------------------------------------
 def test_a_team_project_starts_on_the_annotators_to_vote_queue(qtbot, team_project, team_template, tmp_path):
     split, two_to_one, agreed = faces_voted(team_project)
@@ -153,7 +161,7 @@ def test_the_adjudication_queue_keys_give_the_final_word_and_undo_takes_it_back(
     assert "Adjudicating" in review.adjudication_banner.text.text() and "lead" in review.adjudication_banner.text.text()
     # The details show the split face's votes.
     assert detail.face_id == split
-    votes = detail.votes_label.text()
+    votes = plain(detail.votes_label.text())
     assert "fear — ana" in votes and "surprise — ben" in votes and "(disputed)" in votes
     assert label_of(team_project, split) == "surprise"  # a tie: the newest vote
     grid = review.grid
@@ -175,13 +183,13 @@ def test_the_adjudication_queue_keys_give_the_final_word_and_undo_takes_it_back(
     grid.clearSelection()
     # Back on the split face: settled.
     grid.select_row(0)
-    votes = detail.votes_label.text()
+    votes = plain(detail.votes_label.text())
     assert "Adjudicated" in votes and "fear — lead" in votes and "(disputed)" not in votes
     # Ctrl+Z takes the adjudication back: the tie decides again.
     labeling.undo()
     assert label_of(team_project, split) == "surprise"
     assert status(window).startswith(f"Undone adjudication: face {split}: fear -> surprise")
-    qtbot.waitUntil(lambda: detail.face_id == split and "(disputed)" in detail.votes_label.text(), timeout=2000)
+    qtbot.waitUntil(lambda: detail.face_id == split and "(disputed)" in plain(detail.votes_label.text()), timeout=2000)
     # The All faces grid's keys are votes, whatever the queue shows.
     window.center_tabs.setCurrentWidget(window.grid_area)
     assert not labeling.adjudicating()
@@ -195,14 +203,17 @@ def test_the_votes_line_says_who_voted_what_and_whether_they_agree():
         return Vote(1, annotator, label, adjudicated, datetime(2024, 5, 1, 12, 0, second, tzinfo=UTC))
 
     assert votes_text([vote("ana", "fear")], disputed=False) == ""  # the label's line says who
-    agree = votes_text([vote("ana", "fear"), vote("ben", "fear")], disputed=False)
+    agree = plain(votes_text([vote("ana", "fear"), vote("ben", "fear")], disputed=False))
     assert "fear — ana, ben" in agree and "(agree)" in agree
-    split = votes_text([vote("ana", "fear"), vote("ben", "surprise"), vote("cy", "fear"), vote("dee", None)], True)
+    split = plain(
+        votes_text([vote("ana", "fear"), vote("ben", "surprise"), vote("cy", "fear"), vote("dee", None)], True)
+    )
     assert split.index("fear — ana, cy") < split.index("surprise — ben") < split.index("no label — dee")
     assert "(disputed)" in split
-    settled = votes_text([vote("ana", "fear"), vote("ben", "surprise"), vote("lead", "surprise", True)], False)
+    settled = plain(votes_text([vote("ana", "fear"), vote("ben", "surprise"), vote("lead", "surprise", True)], False))
     assert "Adjudicated" in settled and "surprise — lead" in settled and "disputed" not in settled
-    assert "<b>" not in votes_text([vote("<b>x", "fear"), vote("y", "fear")], False)  # names are escaped
+    assert "<b>x" not in votes_text([vote("<b>x", "fear"), vote("y", "fear")], False)  # names are escaped
+    assert "<b>x, y" in plain(votes_text([vote("<b>x", "fear"), vote("y", "fear")], False))
 
 
 # -- live updates ------------------------------------------------------------------------------
