@@ -170,7 +170,7 @@ class WarmWorker:
         if "refit" in self.warm_ups:
             started = time.perf_counter()
             try:
-                run = prime_refit_memory(self.project, self._memory(), should_stop)
+                run = self._memory().prime(self.project, should_stop=should_stop)
             except Exception as exc:  # noqa: BLE001 - the first refit loads what it needs itself; nothing is lost
                 traceback.print_exc(file=sys.stderr)
                 self.events.emit(Event.WARM, part="refit", ok=False, error=f"{type(exc).__name__}: {exc}")
@@ -301,35 +301,6 @@ class WarmWorker:
                 seconds=round(time.perf_counter() - started, 3),
                 **ending,
             )
-
-
-def prime_refit_memory(project: Project, memory, should_stop) -> int | None:
-    """Load into `memory` what a refit of the newest finished head-mode run reads: its encoder,
-    class text embeddings and the feature cache. The run primed for, or None (no such run)."""
-    from sqlalchemy import select
-
-    from core.store.models import RUN_FINISHED, Run
-    from core.training.data import load_face_table
-    from core.training.events import NullEvents
-    from core.training.settings import TrainSettings
-    from core.training.worker import choose_device
-
-    with project.session() as session:
-        config = session.execute(
-            select(Run.id, Run.config)
-            .where(Run.status == RUN_FINISHED, Run.mode == "head")
-            .order_by(Run.id.desc())
-            .limit(1)
-        ).first()
-        if config is None:
-            return None
-        faces = load_face_table(project, session)
-    settings = TrainSettings.from_dict(config.config)
-    quiet = NullEvents()
-    memory.encoder_for(settings.encoder, choose_device(settings.device), quiet)
-    memory.class_text_for(project, settings)
-    memory.features_for(project, faces, settings, quiet, should_stop)
-    return config.id
 
 
 def parse_request(line: str) -> dict:
