@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.active import QueueError, QueueFilters, build_queue
+from core.active import QueueError, QueueFilters, build_queue, queue
 from core.cli import main as cli_main
 from core.labeling import adjudicate, set_label
 from core.store.project import Project
 from core.team.assignment import TeamSettings, TeamSettingsError, in_overlap, read_settings, write_settings
+from core.team.votes import load_votes
 from tests.studio_runs import make_demo, project_copy
 
 
@@ -111,7 +112,7 @@ def _train_faces(project):
         return list_faces(s, split="train")
 
 
-def test_the_adjudication_queue_holds_the_disputed_faces_until_settled(demo):
+def test_the_adjudication_queue_holds_the_disputed_faces_until_settled(demo, monkeypatch):
     a, b, c, d = sorted(f.id for f in _train_faces(demo) if f.label is None)[:4]
     votes = {
         a: {"ana": "fear", "ben": "fear", "cy": "surprise"},  # 0.92 bits
@@ -122,8 +123,11 @@ def test_the_adjudication_queue_holds_the_disputed_faces_until_settled(demo):
     for face, by in votes.items():
         for who, label in by.items():
             set_label(demo, face, label, who)
+    reads = []
+    monkeypatch.setattr(queue, "load_votes", lambda session: reads.append(1) or load_votes(session))
     items = build_queue(demo, strategy="adjudication", limit=10)
     assert [i.face_id for i in items] == [d, b, a]
+    assert len(reads) == 1, "the candidate mask and the ranking share one read of the votes"
     assert items[0].score == pytest.approx(np.log2(3), abs=1e-5)
     assert items[2].reason.startswith("votes fear 2, surprise 1")
     adjudicate(demo, d, "disgust", "lead")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -77,6 +77,9 @@ class QueueContext:
     embeddings: np.ndarray | None = None  # (n, dim) in row order when already in memory (benchmarks)
     project: Project | None = None  # for strategies that read the project's caches (label_errors)
     split: str | None = "train"  # the split the queue was asked for (None: every split), before filters
+    # What a strategy read once per queue build (the disputed faces), shared with `take`'s
+    # contexts so that its candidate mask and its ranking read the store once.
+    memo: dict = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -100,6 +103,7 @@ class QueueContext:
             None if self.embeddings is None else self.embeddings[rows],
             self.project,
             self.split,
+            self.memo,
         )
 
     def embeddings_of(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -378,9 +382,11 @@ def _label_errors(ctx: QueueContext, limit: int, seed: int) -> Ranking:
 
 def _disputes(ctx: QueueContext) -> dict[int, Counter[str | None]]:
     """The faces of this queue whose annotators' votes disagree, unsettled, with their counts."""
-    if ctx.session is None:
-        raise QueueError("the adjudication queue reads the votes through a session")
-    return disputed_faces(load_votes(ctx.session))
+    if "disputes" not in ctx.memo:
+        if ctx.session is None:
+            raise QueueError("the adjudication queue reads the votes through a session")
+        ctx.memo["disputes"] = disputed_faces(load_votes(ctx.session))
+    return ctx.memo["disputes"]
 
 
 def _disputed_mask(ctx: QueueContext) -> np.ndarray:
