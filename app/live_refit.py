@@ -7,7 +7,9 @@ colours refresh while the face being labeled stays current.
 
 Corrections made while a refit runs count toward the next one. Refits wait while a training run
 or a feature job of the studio uses the cores, and after a refit that failed they wait for the
-next correction (a run that cannot be refitted is not asked again and again). `status_text()`
+next correction (a run that cannot be refitted is not asked again and again). Only this studio's
+annotator's corrections count: other annotators' votes (app/team_poller.py) are in the labels
+every refit reads, but their own studios refit for them. `status_text()`
 is the status bar's indicator: "model: refitting… / refreshed 3 s ago (run 14, +20 labels)".
 """
 
@@ -119,6 +121,10 @@ class LiveRefit(QObject):
             self.consider()
 
     def _labels_changed(self, face_ids: list[int]) -> None:
+        if self.state.changed_by_team:
+            # Each studio refits for its own annotator's corrections (a refit reads everyone's
+            # labels); counting the team's too, every open studio would refit on every vote.
+            return
         self.pending += len(face_ids)
         self.last_change = time.monotonic()
         self._hold_until_change = False

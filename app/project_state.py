@@ -59,6 +59,7 @@ class ProjectState(QObject):
         # True while views hear of a live refit replacing the current run (notify_refit_finished):
         # they then keep the annotator's place instead of starting over.
         self.refreshing_in_place = False
+        self.changed_by_team = False  # True while labels_changed announces other annotators' changes
         self._stats: dict | None = None  # cached until the project or its contents change
         self._labeled_today: int | None = None
         # Counting 30,000 faces takes tens of milliseconds: once per pause in the labeling.
@@ -100,10 +101,16 @@ class ProjectState(QObject):
         self._stats = self._labeled_today = None
         self.contents_changed.emit()
 
-    def notify_labels_changed(self, face_ids) -> None:
-        """Labels of these faces changed (a correction, an undo): counts and views follow."""
+    def notify_labels_changed(self, face_ids, by_team: bool = False) -> None:
+        """Labels of these faces changed (a correction, an undo): counts and views follow.
+        `by_team`: other annotators changed them (app/team_poller.py); `changed_by_team` says so
+        while the signal is delivered."""
         self._stats = self._labeled_today = None
-        self.labels_changed.emit([int(f) for f in face_ids])
+        self.changed_by_team = by_team
+        try:
+            self.labels_changed.emit([int(f) for f in face_ids])
+        finally:
+            self.changed_by_team = False
         self._counts_timer.start()
 
     # -- runs --------------------------------------------------------------------------------

@@ -82,7 +82,7 @@ class TeamPoller(QObject):
             self.failing = False
             self.message.emit("Team updates resumed.")
         if activity:
-            self.state.notify_labels_changed(activity.face_ids)
+            self.state.notify_labels_changed(activity.face_ids, by_team=True)
             self.message.emit(activity.describe())
 
     def _failed(self, project, exc: BaseException) -> None:

@@ -167,6 +167,20 @@ def test_k_corrections_refit_and_the_new_run_keeps_the_face_being_labeled(qtbot,
     assert worker.requests[-1] == {"id": 2, "command": "refit", "run": run}
 
 
+def test_only_this_studios_annotator_counts_toward_a_refit(qtbot, demo, dialogs):
+    """Teammates' votes reach the views (as the team poller announces them) but not the refit
+    count: their own studios refit for them, and every refit reads everyone's labels."""
+    refit_settings()
+    worker = FakeWorker()
+    window, live = live_window(qtbot, demo, dialogs, worker)
+    faces = [window.review.model.face(row).id for row in range(2 * EVERY)]
+    window.state.notify_labels_changed(faces, by_team=True)
+    assert live.pending == 0 and worker.requests == []
+    assert not window.state.changed_by_team, "the flag holds only while the signal is delivered"
+    label_faces(window, EVERY)
+    assert live.in_flight is not None and live.in_flight.labels == EVERY
+
+
 def test_a_face_kept_first_but_not_ranked_says_why_it_is_in_the_queue(qtbot, demo, dialogs):
     refit_settings()
     window, _live = live_window(qtbot, demo, dialogs, FakeWorker())
