@@ -294,6 +294,8 @@ def measure_labeling(project: Path, presses: int, worker_ready: bool = False, wo
     window = MainWindow()
     window.resize(1280, 800)
     window.show()
+    warm: list[dict] = []  # heard from the start: with nothing to prime the worker is ready at once
+    window.warm_worker.event.connect(lambda event: warm.append(event) if event.get("event") == "warm" else None)
     window.open_project(project)
     window.show_review()
     review = window.review
@@ -305,8 +307,6 @@ def measure_labeling(project: Path, presses: int, worker_ready: bool = False, wo
     if worker_ready:
         from app.warm_worker import READY
 
-        warm: list[dict] = []
-        window.warm_worker.event.connect(lambda event: warm.append(event) if event.get("event") == "warm" else None)
         if (
             _wait(
                 app,
