@@ -276,10 +276,7 @@ class MainWindow(QMainWindow):
             (self.detail_dock, "Ctrl+D"),
             (self.agreement_dock, "Ctrl+G"),
         ):
-            action = dock.toggleViewAction()
-            action.setShortcut(QKeySequence(shortcut))
-            action.setStatusTip(f"show or hide the {dock.windowTitle().lower()} panel")
-            view.addAction(action)
+            view.addAction(self._dock_action(dock, shortcut))
         review = self.menuBar().addMenu("&Review")
         self._action(review, "Review &queue", self.show_review, "Ctrl+R").setStatusTip("open the review queue")
         self._action(review, "&Refresh the queue", self.review.refresh, "F5").setStatusTip("rebuild the review queue")
@@ -344,6 +341,29 @@ class MainWindow(QMainWindow):
             empty.set_action(text, enabled)
 
     # -- review ------------------------------------------------------------------------------
+    def _dock_action(self, dock: QDockWidget, shortcut: str) -> QAction:
+        """View ▸ <panel>, checked while the panel is open. Unlike Qt's own toggleViewAction,
+        which hides an open panel even when it is a tab behind another (the annotator pressing
+        its key wanted to see it), a panel that is open but out of sight is brought to the front."""
+        action = QAction(dock.windowTitle(), self, checkable=True)
+        action.setShortcut(QKeySequence(shortcut))
+        action.setStatusTip(f"show or hide the {dock.windowTitle().lower()} panel")
+        action.setChecked(dock.toggleViewAction().isChecked())
+        dock.toggleViewAction().toggled.connect(action.setChecked)  # its close button, a saved layout
+
+        def show_or_hide() -> None:
+            if dock.isHidden():
+                dock.show()
+                dock.raise_()
+            elif dock.visibleRegion().isEmpty():  # open, as a tab behind another panel
+                dock.raise_()
+            else:
+                dock.hide()
+            action.setChecked(not dock.isHidden())
+
+        action.triggered.connect(show_or_hide)
+        return action
+
     def show_review(self) -> None:
         self.center_tabs.setCurrentWidget(self.review)
 

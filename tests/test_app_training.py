@@ -541,6 +541,30 @@ def test_the_docks_are_saved_with_the_window_layout(qtbot, window, dialogs, demo
     again.close()
 
 
+def test_a_panels_key_brings_it_to_the_front_before_it_hides_it(qtbot, window):
+    """Ctrl+G on the Agreement panel open as a tab behind the map shows it; pressed again it
+    hides it; once more it comes back in front."""
+    window.show()
+    qtbot.waitExposed(window)
+    window.map_dock.raise_()
+    qtbot.waitUntil(lambda: window.agreement_dock.visibleRegion().isEmpty())
+    action = next(a for a in window.menuBar().actions() if a.text() == "&View").menu().actions()[3]
+    assert action.shortcut().toString() == "Ctrl+G" and action.isChecked()
+
+    def in_front() -> bool:
+        return not window.agreement_dock.isHidden() and not window.agreement_dock.visibleRegion().isEmpty()
+
+    action.trigger()
+    qtbot.waitUntil(in_front)
+    assert action.isChecked()
+    action.trigger()
+    assert window.agreement_dock.isHidden() and not action.isChecked()
+    action.trigger()
+    qtbot.waitUntil(in_front)
+    window.agreement_dock.close()  # its own close button: the menu follows
+    assert not action.isChecked()
+
+
 def test_many_qt_calls_do_not_use_up_none(qtbot):
     """PySide6 6.12 on Python 3.11 drops a reference to None on every void call; app/qt_compat.py
     makes that harmless (without it, this aborts the interpreter)."""
