@@ -181,12 +181,14 @@ def test_adjudications_are_the_final_word_not_a_rating_unless_asked():
     votes = [V(1, "ana", HAPPY), V(1, "ben", SAD), V(1, "lead", SAD, adjudicated=True)]
     report = compute_agreement(votes, {1: SAD})
     assert report.votes == 2 and report.adjudicated_votes == 1
+    assert report.annotator_count == 2, "the votes come from ana and ben; lead only adjudicated"
     assert any("adjudication" in note for note in report.notes)
     people = {a.name: a for a in report.annotators}
     assert (people["lead"].faces_voted, people["lead"].adjudicated) == (0, 1)
     assert people["ana"].faces_compared == 1 and people["ana"].accuracy == 0.0
     counted = compute_agreement(votes, {1: SAD}, count_adjudicated=True)
     lead = next(a for a in counted.annotators if a.name == "lead")
+    assert counted.annotator_count == 3
     assert counted.votes == 3 and (lead.faces_voted, lead.faces_compared, lead.accuracy) == (1, 1, 1.0)
     assert [(p.classes, p.count) for p in counted.confused_pairs] == [((HAPPY, SAD), 2)]
 

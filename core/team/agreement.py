@@ -163,7 +163,10 @@ def compute_agreement(
         votes=total,
         adjudicated_votes=adjudicated,
         no_label_votes=no_label,
-        annotator_count=len({v.annotator for v in votes}),
+        # Those whose votes are counted above ("8 votes from 2 annotators"), not an adjudicator's.
+        annotator_count=len(
+            {v.annotator for v in votes if v.label is not None and (count_adjudicated or not v.adjudicated)}
+        ),
         mean_votes_per_face=total / len(tally.face_ids) if len(tally.face_ids) else None,
         mean_vote_entropy_bits=float(entropies.mean()) if len(entropies) else None,
         krippendorff_alpha=_value(alpha),
