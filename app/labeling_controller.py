@@ -426,9 +426,12 @@ class LabelingController(QObject):
         grid = self.active_grid
         if grid is None or grid.model().rowCount() == 0:
             return
-        row = grid.currentIndex().row()
-        if row + 1 < grid.model().rowCount():
-            grid.select_row(row + 1)
+        model, row = grid.model(), grid.currentIndex().row() + 1
+        if model is self.queue_model:  # pass by the faces teammates settled meanwhile
+            while row < model.rowCount() and model.face(row).id in model.settled:
+                row += 1
+        if row < model.rowCount():
+            grid.select_row(row)
         elif grid.model() is self.queue_model:
             self.message.emit("That was the last face of the queue: press F5 for the next ones.")
         else:

@@ -118,6 +118,9 @@ class QueueListModel(FaceListModel):
         self._kept: int | None = None  # the face kept first by a live refit, ranked or not
         self._run: int | None = None
         self.strategy: str | None = None  # the strategy of the queue shown (None: none shown)
+        # Faces of a to-vote queue that teammates settled after it was built: no longer this
+        # annotator's to vote on, so moving to the next face passes them by.
+        self.settled: set[int] = set()
 
     @property
     def adjudicating(self) -> bool:
@@ -142,6 +145,7 @@ class QueueListModel(FaceListModel):
         self._kept = first.id if first is not None else None
         self._run = items[0].run_id if items else None
         self._row_of = None
+        self.settled = set()
         self.endResetModel()
 
     def item_for(self, face_id: int) -> QueueItem | None:
@@ -385,6 +389,7 @@ class ReviewQueueView(QWidget):
         state.project_changed.connect(self._project_changed)
         state.current_run_changed.connect(self._run_changed)
         state.run_finished.connect(self._run_changed)
+        state.labels_changed.connect(self._teammates_voted)
         self._describe_strategy()
         self._strategy_labels()
         self.refresh()
@@ -423,6 +428,18 @@ class ReviewQueueView(QWidget):
             self.banner.show_selection(None if ids is None else len(ids))
             self._keep_place = False
             self.refresh()
+
+    def _teammates_voted(self, face_ids: list[int]) -> None:
+        """Teammates' votes arrived (the team poller): faces of this to-vote queue they settled
+        are passed by (QueueListModel.settled) instead of being labeled twice."""
+        api = self.state.api
+        if not self.state.changed_by_team or api is None or not self.annotator:
+            return
+        if self.labels_combo.currentData() != TO_VOTE:
+            return
+        in_queue = [f for f in face_ids if self.model.row_of(f) is not None]
+        if in_queue:
+            self.model.settled |= set(in_queue) - api.team.still_to_vote(in_queue, self.annotator)
 
     def set_annotator(self, name: str) -> None:
         """Whose queue this is: a to_vote queue is rebuilt for the new name."""

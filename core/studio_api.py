@@ -44,7 +44,7 @@ from core.store.queries import FaceRow, labeled_today, latest_finished_run_id, l
 from core.store.runs import reap_dead_runs, settle_cancelled_run
 from core.team.activity import TeamActivity, TeamWatch, team_activity
 from core.team.agreement import AgreementReport
-from core.team.assignment import TeamSettings, read_settings
+from core.team.assignment import TeamSettings, read_settings, still_to_vote
 from core.team.project_agreement import ALL_SPLITS, project_agreement, project_vote_entropy
 
 IDS_PER_QUERY = 900  # faces per query by id (one SQL parameter each; SQLite allows 999)
@@ -351,6 +351,12 @@ class TeamQueries:
         """The team's overlap setting (`main.py team --overlap`): a share above 0 makes it a team project."""
         with self.project.session() as session:
             return read_settings(session)
+
+    def still_to_vote(self, face_ids: Iterable[int], annotator: str) -> set[int]:
+        """Of these faces, those `annotator` is still asked to vote on (a teammate may have
+        settled the others since the queue was built)."""
+        with self.project.session() as session:
+            return still_to_vote(session, annotator, face_ids)
 
     def activity(self, watch: TeamWatch | None, annotator: str) -> TeamActivity:
         """What annotators other than `annotator` logged, undid or redid since `watch` (None: the

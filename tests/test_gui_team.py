@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("PySide6")
@@ -29,7 +30,7 @@ from core.ingest.demo import create_demo_project
 from core.labeling import set_label, undo
 from core.store.models import Correction, Image, Label
 from core.store.project import Project
-from core.team.assignment import TeamSettings, write_settings
+from core.team.assignment import TeamSettings, in_overlap, write_settings
 from core.team.votes import Vote
 from tests.studio_runs import SMALL_DEMO, make_demo, project_copy, studio_window
 from tests.test_app import FakeDialogs
@@ -143,6 +144,36 @@ def test_a_team_project_starts_on_the_annotators_to_vote_queue(qtbot, team_proje
     assert window.open_project(solo)
     wait_for_queue(qtbot, window)
     assert review.labels_combo.currentData() == "unlabeled"
+    window.close()
+
+
+def test_faces_a_teammate_settles_meanwhile_are_passed_by(qtbot, team_project):
+    """Ben's votes reach ana's to-vote queue: the face that needed one vote is passed by when ana
+    moves on; the overlap face still needs hers (2 votes wanted) and is not."""
+    with Project.open(team_project) as project, project.session() as s:
+        write_settings(s, TeamSettings(overlap_share=0.3, overlap_votes=2))
+    window = open_window(qtbot, team_project, "ana")
+    review = window.review
+    window.show_review()
+    shown = np.array(wait_for_queue(qtbot, window))
+    qtbot.waitUntil(lambda: window.team_poller.watch is not None, timeout=5000)
+    shared = in_overlap(shown, 0.3)
+    # A face to label, then one needing one vote, then one of the overlap, then any.
+    at = next(i for i in range(len(shown) - 3) if not shared[i + 1] and shared[i + 2])
+    single, overlap, after = (int(f) for f in shown[at + 1 : at + 4])
+    with Project.open(team_project) as other:
+        for face in (single, overlap):
+            set_label(other, face, "surprise", "ben")
+    qtbot.waitUntil(lambda: single in review.model.settled, timeout=LIVE_TIMEOUT_MS)
+    assert overlap not in review.model.settled
+    review.grid.select_row(at)
+    qtbot.keyClick(review.grid, KEY_OF["fear"])
+    assert review.grid.current_face().id == overlap, "ben settled the next face: it is passed by"
+    qtbot.keyClick(review.grid, KEY_OF["fear"])
+    assert review.grid.current_face().id == after
+    with Project.open(team_project) as project, project.session() as s:
+        ana = set(s.scalars(select(Correction.image_id).where(Correction.annotator == "ana")))
+    assert {int(shown[at]), overlap} <= ana and single not in ana
     window.close()
 
 

@@ -13,7 +13,14 @@ from core.active import QueueError, QueueFilters, build_queue, queue
 from core.cli import main as cli_main
 from core.labeling import adjudicate, set_label
 from core.store.project import Project
-from core.team.assignment import TeamSettings, TeamSettingsError, in_overlap, read_settings, write_settings
+from core.team.assignment import (
+    TeamSettings,
+    TeamSettingsError,
+    in_overlap,
+    read_settings,
+    still_to_vote,
+    write_settings,
+)
 from core.team.votes import load_votes
 from tests.studio_runs import make_demo, project_copy
 
@@ -81,6 +88,41 @@ def test_each_annotator_is_asked_for_faces_they_have_not_voted_on(demo):
     assert not set(imported) & queue_ids(demo, "cy")  # imported labels are not sent round again
     with pytest.raises(QueueError, match="needs an annotator"):
         build_queue(demo, filters=QueueFilters(labels="to_vote"))
+
+
+def test_teammates_take_each_block_of_the_ranking_in_their_own_order(demo):
+    with demo.session() as s:
+        write_settings(s, TeamSettings(0.2, 2))
+    margin = [i.face_id for i in build_queue(demo, limit=40, filters=QueueFilters(labels="unlabeled"))]
+
+    def to_vote(who: str):
+        return build_queue(demo, limit=40, filters=QueueFilters(labels="to_vote", annotator=who))
+
+    mine = {who: to_vote(who) for who in ("ana", "ben")}
+    ana, ben = ([i.face_id for i in items] for items in mine.values())
+    assert ana != ben and ana == [i.face_id for i in to_vote("ana")], "each annotator's order is their own, stable"
+    block = queue.TEAM_BLOCK
+    for start in range(0, 40, block):  # the same faces near the same rank: the ranking holds
+        assert set(ana[start : start + block]) == set(ben[start : start + block]) == set(margin[start : start + block])
+    first = [len({a, b}) for a, b in zip(ana[::block], ben[::block])]
+    assert sum(first) > len(first), "the two do not open every block on the same face"
+    assert all(i.reason.startswith("margin") for i in mine["ana"]), "each face keeps its own reason"
+
+
+def test_still_to_vote_reads_the_votes_of_the_faces_asked_about(demo):
+    with demo.session() as s:
+        write_settings(s, TeamSettings(0.5, 2))
+    unlabeled = sorted(f.id for f in _train_faces(demo) if f.label is None)
+    overlap = next(f for f in unlabeled if in_overlap(np.array([f]), 0.5)[0])
+    single = next(f for f in unlabeled if not in_overlap(np.array([f]), 0.5)[0])
+    labeled = next(f.id for f in _train_faces(demo) if f.label_source == "imported")
+    with demo.session() as s:
+        assert still_to_vote(s, "ana", [overlap, single, labeled]) == {overlap, single}
+    for face in (overlap, single):
+        set_label(demo, face, "fear", "ben")
+    with demo.session() as s:
+        assert still_to_vote(s, "ana", [overlap, single, labeled]) == {overlap}
+        assert still_to_vote(s, "ben", [overlap, single]) == set() and still_to_vote(s, "ana", []) == set()
 
 
 def test_team_and_adjudicate_commands(demo, capsys):

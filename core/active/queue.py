@@ -22,12 +22,16 @@ from core.classes import class_names
 from core.labeling import LabelingError, resolve_label
 from core.store.models import SOURCE_ANNOTATOR, SPLITS
 from core.store.project import Project
-from core.team.assignment import to_vote_mask
+from core.team.assignment import team_order, to_vote_mask
 from core.team.votes import disputed_faces, load_votes
 
 # corrected: labeled by an annotator; to_vote: what the filter's annotator is asked to vote on
 # (unlabeled faces and the team's overlap faces they have not voted on, core/team/assignment.py)
 LABEL_FILTERS = ("unlabeled", "labeled", "corrected", "to_vote", "all")
+# A to-vote queue is taken in blocks of this many ranked faces, each in the annotator's own order:
+# near the same rank a face is about as uncertain as its neighbours, and two annotators starting
+# together meet on few faces.
+TEAM_BLOCK = 8
 DIVERSITY_POOL = 10  # diversity spreads its batch over the (this x limit) least sure faces by margin
 TYPICAL_POOL = 5  # typical_margin clusters the (this x limit) least sure faces by margin
 TYPICAL_NEIGHBOURS = 20  # typicality: mean distance to this many nearest candidates (TypiClust's k)
@@ -463,6 +467,8 @@ def build_queue(
         if not len(ctx.preds):
             return []
         ranking = STRATEGIES[strategy].rank(ctx, limit, seed)
+    if filters.labels == "to_vote" and filters.annotator:
+        ranking = _in_team_order(ranking, ctx.preds.face_ids[ranking.rows], filters.annotator)
     return [
         _item(
             ctx,
@@ -475,6 +481,14 @@ def build_queue(
         )
         for rank, (row, score) in enumerate(zip(ranking.rows, ranking.scores), start=1)
     ]
+
+
+def _in_team_order(ranking: Ranking, face_ids: np.ndarray, annotator: str) -> Ranking:
+    """A to-vote queue in the annotator's own order within blocks of TEAM_BLOCK ranked faces
+    (core.team.assignment.team_order): teammates starting at once do not label the same faces."""
+    order = team_order(face_ids, annotator, TEAM_BLOCK)
+    notes = [ranking.notes[i] for i in order] if ranking.notes else None
+    return Ranking(ranking.rows[order], ranking.scores[order], notes)
 
 
 def queue_advice(strategy: str, items: list[QueueItem]) -> QueueAdvice | None:

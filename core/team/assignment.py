@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,19 +81,63 @@ def in_overlap(face_ids: np.ndarray, share: float) -> np.ndarray:
 
 
 def to_vote_mask(
-    session: Session, annotator: str, face_ids: np.ndarray, labels: np.ndarray, label_sources: np.ndarray
+    session: Session,
+    annotator: str,
+    face_ids: np.ndarray,
+    labels: np.ndarray,
+    label_sources: np.ndarray,
+    *,
+    only_these: bool = False,
 ) -> np.ndarray:
     """Over these faces (with their current labels and label sources): those this annotator is
-    asked to vote on (see the module's rule)."""
+    asked to vote on (see the module's rule). `only_these`: read the votes of these faces alone
+    (a few faces), not every vote (a queue over the whole run)."""
     settings = read_settings(session)
-    mine = voted_faces(session, annotator)
-    counts = vote_counts(session)
+    among = [int(f) for f in face_ids] if only_these else None
+    mine = voted_faces(session, annotator, among)
+    counts = vote_counts(session, among)
     not_mine = np.fromiter((int(f) not in mine for f in face_ids), dtype=bool, count=len(face_ids))
     unlabeled = labels == None  # noqa: E711 (element-wise over an object array)
     votes = np.fromiter((counts.get(int(f), 0) for f in face_ids), dtype=np.int64, count=len(face_ids))
     wanted = in_overlap(face_ids, settings.overlap_share) & (label_sources != SOURCE_IMPORTED)
     wanted &= votes < settings.overlap_votes
     return not_mine & (unlabeled | wanted)
+
+
+def still_to_vote(session: Session, annotator: str, face_ids: Iterable[int]) -> set[int]:
+    """Of these faces, those `annotator` is still asked to vote on, read now: the studio asks
+    after a teammate's votes, to skip the faces they settled."""
+    ids = sorted({int(f) for f in face_ids})
+    if not ids:
+        return set()
+    rows = session.execute(
+        select(Image.id, Label.label, Label.source)
+        .outerjoin(Label, Label.image_id == Image.id)
+        .where(Image.id.in_(ids))
+    ).all()
+    found = np.array([r.id for r in rows], dtype=np.int64)
+    labels = np.array([r.label for r in rows], dtype=object)
+    sources = np.array([r.source for r in rows], dtype=object)
+    mask = to_vote_mask(session, annotator, found, labels, sources, only_these=True)
+    return {int(f) for f in found[mask]}
+
+
+def team_order(face_ids: np.ndarray, annotator: str, block: int) -> np.ndarray:
+    """Positions that reorder a ranked to-vote queue for one annotator: each run of `block`
+    faces keeps its place in the ranking but is taken in an order of the annotator's own (a hash
+    of name and face id). Teammates who start on the same queue at once then rarely open the same
+    face first, and a face a teammate settled meanwhile is skipped (the studio asks
+    `still_to_vote`) instead of being labeled twice."""
+    salt = annotator.encode()
+    keys = np.array(
+        [
+            int.from_bytes(hashlib.blake2b(salt + int(f).to_bytes(8, "little"), digest_size=8).digest(), "little")
+            for f in face_ids
+        ],
+        dtype=np.uint64,
+    )
+    blocks = np.arange(len(face_ids)) // max(1, block)
+    return np.lexsort((keys, blocks))
 
 
 def team_status(session: Session) -> dict:

@@ -145,14 +145,21 @@ def load_votes(session: Session, face_ids: Iterable[int] | None = None, *, annot
     return sorted(votes, key=lambda v: (v.face_id, v.annotator))
 
 
-def voted_faces(session: Session, annotator: str) -> set[int]:
-    """The faces this annotator has a vote on."""
-    return set(session.scalars(select(VoteRow.image_id).where(VoteRow.annotator == annotator)))
+def voted_faces(session: Session, annotator: str, face_ids: Iterable[int] | None = None) -> set[int]:
+    """The faces this annotator has a vote on (among `face_ids`, if given)."""
+    query = select(VoteRow.image_id).where(VoteRow.annotator == annotator)
+    if face_ids is not None:
+        query = query.where(VoteRow.image_id.in_([int(f) for f in face_ids]))
+    return set(session.scalars(query))
 
 
-def vote_counts(session: Session) -> dict[int, int]:
-    """How many annotators voted on each face that has a vote (adjudications included)."""
-    return dict(session.execute(select(VoteRow.image_id, func.count()).group_by(VoteRow.image_id)).all())
+def vote_counts(session: Session, face_ids: Iterable[int] | None = None) -> dict[int, int]:
+    """How many annotators voted on each face that has a vote (adjudications included; among
+    `face_ids`, if given)."""
+    query = select(VoteRow.image_id, func.count()).group_by(VoteRow.image_id)
+    if face_ids is not None:
+        query = query.where(VoteRow.image_id.in_([int(f) for f in face_ids]))
+    return dict(session.execute(query).all())
 
 
 def vote_distributions(votes: Iterable[Vote]) -> dict[int, np.ndarray]:
