@@ -110,10 +110,16 @@ class LiveRefit(QObject):
     def _sync_worker(self) -> None:
         """The worker runs while a project is open (and live refits are on)."""
         root = self.state.root
-        if root is None or not self.enabled:
+        if root is None or not self.enabled or not self._folder_writable():
             self.worker.stop()
         else:
             self.worker.start(root)
+
+    def _folder_writable(self) -> bool:
+        """A refit saves its checkpoint in the project folder: none where this user may only read
+        it (a shared project on a server; labels still go to the database)."""
+        project = self.state.project
+        return project is None or project.folder_writable
 
     def _run_changed(self, _run_id) -> None:
         if not self.state.refreshing_in_place:  # another run chosen: it may well be refittable
@@ -133,7 +139,7 @@ class LiveRefit(QObject):
     def consider(self) -> None:
         """Refit now if the policy says so and nothing holds it; else look again when due."""
         self._due.stop()
-        if not self.enabled or self.state.project is None or self._hold_until_change:
+        if not self.enabled or self.state.project is None or self._hold_until_change or not self._folder_writable():
             return self._update_status()
         since = time.monotonic() - self.last_change if self.last_change is not None else None
         decision = self.policy.decide(self.pending, since, running=self.in_flight is not None)
@@ -191,6 +197,8 @@ class LiveRefit(QObject):
             return ""
         if not self.enabled:
             return "model: live refits off"
+        if not self._folder_writable():
+            return "model: no live refits (the project folder is read-only for you)"
         if self.worker.state == GAVE_UP:
             return "model: worker stopped, live refits off"
         if self.in_flight is not None:

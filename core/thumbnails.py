@@ -6,12 +6,14 @@ off its GUI thread.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 from PIL import Image, ImageOps
 
 from core.ingest.imageio import load_face
+from core.paths import studio_home
 from core.store.project import Project
 from core.store.queries import FaceRow
 
@@ -19,14 +21,27 @@ DEFAULT_THUMB_SIZE = 96
 
 
 def thumbnail_path(project: Project, face_id: int, size: int = DEFAULT_THUMB_SIZE) -> Path:
-    return project.cache_dir("thumbnails") / str(size) / f"{face_id // 1000:04d}" / f"{face_id}.png"
+    return project.cache_dir("thumbnails") / _relative(face_id, size)
+
+
+def personal_thumbnail_path(project: Project, face_id: int, size: int = DEFAULT_THUMB_SIZE) -> Path:
+    """Where the thumbnail goes when the project folder is read-only for this user (a team's
+    shared folder that annotators may only read): their own cache, one folder per project."""
+    key = hashlib.blake2b(str(project.root.resolve()).encode(), digest_size=8).hexdigest()
+    return studio_home() / "cache" / "thumbnails" / key / _relative(face_id, size)
+
+
+def _relative(face_id: int, size: int) -> Path:
+    return Path(str(size)) / f"{face_id // 1000:04d}" / f"{face_id}.png"
 
 
 def ensure_thumbnail(project: Project, face: FaceRow, size: int = DEFAULT_THUMB_SIZE) -> Path:
-    """The thumbnail file of `face`, made first if missing. Raises ImageProblem for a bad source."""
-    target = thumbnail_path(project, face.id, size)
-    if target.is_file():
-        return target
+    """The thumbnail file of `face`, made first if missing: in the project's cache, or in the
+    user's own where the project folder cannot be written. Raises ImageProblem for a bad source."""
+    shared, personal = thumbnail_path(project, face.id, size), personal_thumbnail_path(project, face.id, size)
+    for target in (shared, personal):
+        if target.is_file():
+            return target
     image = load_face(
         project.resolve_path(face.path),
         project.resolve_path(face.crop_path) if face.crop_path else None,
@@ -41,8 +56,18 @@ def ensure_thumbnail(project: Project, face: FaceRow, size: int = DEFAULT_THUMB_
         Image.Resampling.LANCZOS if max(image.size) > size else Image.Resampling.BICUBIC,
         color=(128, 128, 128),
     )
+    try:
+        return _write(image, shared)
+    except OSError:  # read-only for this user (or a read-only file system): keep it for them alone
+        return _write(image, personal)
+
+
+def _write(image: Image.Image, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(f".{os.getpid()}.{id(image)}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, target)
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
     return target

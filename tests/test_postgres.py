@@ -73,6 +73,48 @@ def test_the_studio_opens_a_shared_project_and_shows_its_faces(qtbot, tmp_path, 
         window.close()
 
 
+def test_a_shared_folder_the_annotator_may_only_read_still_takes_their_labels(
+    qtbot, tmp_path, postgres_url, monkeypatch
+):
+    """On a server the database is not in the folder: an annotator who may only read the shared
+    folder opens it and labels; what would save files there (live refits) says why it cannot.
+    SQLite, whose database is the folder's, is still refused. (Root may write anywhere, so the
+    folder's mode is what the project is told; tests/test_project_safety.py runs as `nobody`.)"""
+    import core.store.project as store_project
+    from app.main_window import MainWindow
+    from tests.test_app import FakeDialogs
+
+    write_class_folders(tmp_path / "photos", {"happy": 2, "sad": 2})
+    shared, local = tmp_path / "shared", tmp_path / "local"
+    with Project.create(shared, postgres_url) as project:
+        import_source(project, tmp_path / "photos", ImportOptions(faces="none", workers=1))
+    Project.create(local).close()
+    read_only = {shared.resolve(), local.resolve()}
+    real_access = store_project.os.access
+    monkeypatch.setattr(
+        store_project.os, "access", lambda path, mode: Path(path) not in read_only and real_access(path, mode)
+    )
+    with pytest.raises(ProjectError, match="is read-only"):
+        Project.open(local)
+    with Project.open(shared) as project:
+        assert not project.folder_writable
+    dialogs = FakeDialogs()
+    window = MainWindow(dialogs=dialogs)
+    qtbot.addWidget(window)
+    try:
+        assert window.open_project(shared), dialogs.errors
+        window.live_refit.set_enabled(True)
+        assert window.live_refit.status_text() == "model: no live refits (the project folder is read-only for you)"
+        assert not window.warm_worker.available
+        face = window.model.face(0).id
+        window.grid.select_row(0)
+        window.labeling.label("surprise")
+        with Project.open(shared) as project, project.session() as s:
+            assert s.get(Label, face).label == "surprise"
+    finally:
+        window.close()
+
+
 # Each writer labels random faces of a few, so the two keep meeting on the same faces, and prints
 # what each set_label returned: the correction ids it logged and the label it gave.
 WRITER = """

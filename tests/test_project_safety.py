@@ -224,6 +224,41 @@ def read_only_project():
         shutil.rmtree(base)
 
 
+def test_a_reader_gets_thumbnails_in_their_own_cache(read_only_project):
+    """A team's shared folder that an annotator may only read: the studio's thumbnails go to
+    their own cache (core/thumbnails.py), and the project folder is left as it was."""
+    root, base = read_only_project
+    from PIL import Image as PILImage
+
+    for i in range(3):  # the fixture's faces, as pixels (root writes past the folder's mode)
+        pixels = root / f"face_{i}.png"
+        PILImage.new("RGB", (48, 48), (40 * i, 90, 160)).save(pixels)
+        pixels.chmod(0o444)
+    before = _snapshot(root)
+    script = "\n".join(
+        [
+            "import sys",
+            "from core.store.project import Project",
+            "from core.store.queries import list_faces",
+            "from core.thumbnails import ensure_thumbnail",
+            "with Project.open(sys.argv[1], read_only=True) as p:",
+            "    with p.session() as s:",
+            "        faces = list_faces(s)",
+            "    print(*(ensure_thumbnail(p, f) for f in faces), sep='\\n')",
+        ]
+    )
+    command = [sys.executable, "-c", script, str(root)]
+    if os.geteuid() == 0:
+        command = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *command]
+    home = base / "home"
+    env = {**os.environ, "FER_STUDIO_HOME": str(home), "HOME": str(home)}
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    made = [Path(line) for line in done.stdout.splitlines()]
+    assert made and all(path.is_file() and home / "cache" / "thumbnails" in path.parents for path in made)
+    assert _snapshot(root) == before
+
+
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
     return {p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
 

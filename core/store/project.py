@@ -35,6 +35,10 @@ class Project:
         self.database_url = database_url
         self.engine = engine
         self.read_only = read_only  # opened for reading: nothing in the folder is written
+        # False: this user may not write the folder (a shared project on a server): labels go to the
+        # database, thumbnails to the user's own cache, and nothing that saves files (training,
+        # refits, feature caches) can run here.
+        self.folder_writable = True
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -81,7 +85,10 @@ class Project:
             raise ProjectError(
                 f"the database file {url.database} named in {descriptor_path} does not exist (moved or deleted?)"
             )
-        if not read_only and not os.access(root, os.W_OK):
+        folder_writable = os.access(root, os.W_OK)
+        # SQLite keeps its database (and its journal) in the folder; a server's database can be
+        # changed from a folder the annotator may only read (a team's shared images).
+        if not read_only and not folder_writable and url.get_backend_name() == "sqlite":
             raise ProjectError(
                 f"the project folder {root} is read-only: it can be read (stats, history, export) but not changed"
             )
@@ -94,8 +101,10 @@ class Project:
                 f"cannot open the database of {root}: {explain_storage_error(exc, root, url) or exc}"
             ) from exc
         project = cls(root, stored_url, engine, read_only=read_only)
+        project.folder_writable = folder_writable
         if not read_only:
-            project._ensure_cache_dirs()
+            if folder_writable:
+                project._ensure_cache_dirs()
             with project.session() as session:
                 reap_dead_runs(session)
         return project
