@@ -486,7 +486,7 @@ def build_queue(
 
 def _in_team_order(ranking: Ranking, face_ids: np.ndarray, annotator: str) -> Ranking:
     """A to-vote queue in the annotator's own order within blocks of TEAM_BLOCK ranked faces
-    (core.team.assignment.team_order): teammates starting at once do not label the same faces."""
+    (core.team.assignment.team_order): teammates starting at once rarely label the same faces."""
     order = team_order(face_ids, annotator, TEAM_BLOCK)
     notes = [ranking.notes[i] for i in order] if ranking.notes else None
     return Ranking(ranking.rows[order], ranking.scores[order], notes)
