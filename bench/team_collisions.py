@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -52,7 +52,7 @@ class Annotator:
     order: np.ndarray  # face ids in the order this annotator's queue shows them
     phase: float  # when their poller first looks
     at: int = 0  # position in the order
-    known: dict | None = None  # face -> votes known at the last look
+    known: dict[int, int] = field(default_factory=dict)  # face -> votes known at the last look
 
 
 def simulate(policy: tuple, annotators: int, pace_s: float, votes_each: int, seed: int) -> dict:
@@ -65,7 +65,7 @@ def simulate(policy: tuple, annotators: int, pace_s: float, votes_each: int, see
     for i in range(annotators):
         name = f"annotator{i}"
         order = faces[team_order(faces, name, block)] if block else faces
-        team.append(Annotator(name, order, float(rng.uniform(0, POLL_S)), known={}))
+        team.append(Annotator(name, order, float(rng.uniform(0, POLL_S))))
     # Every vote: (time, annotator index, face); each annotator's next vote at its own times.
     log: list[tuple[float, int, int]] = []
     next_at = [float(rng.uniform(0.5, 1.5)) * pace_s for _ in team]
