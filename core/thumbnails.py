@@ -27,7 +27,7 @@ def thumbnail_path(project: Project, face_id: int, size: int = DEFAULT_THUMB_SIZ
 def personal_thumbnail_path(project: Project, face_id: int, size: int = DEFAULT_THUMB_SIZE) -> Path:
     """Where the thumbnail goes when the project folder is read-only for this user (a team's
     shared folder that annotators may only read): their own cache, one folder per project."""
-    key = hashlib.blake2b(str(project.root.resolve()).encode(), digest_size=8).hexdigest()
+    key = hashlib.blake2b(str(project.root).encode(), digest_size=8).hexdigest()  # root: resolved at open
     return studio_home() / "cache" / "thumbnails" / key / _relative(face_id, size)
 
 
@@ -38,10 +38,12 @@ def _relative(face_id: int, size: int) -> Path:
 def ensure_thumbnail(project: Project, face: FaceRow, size: int = DEFAULT_THUMB_SIZE) -> Path:
     """The thumbnail file of `face`, made first if missing: in the project's cache, or in the
     user's own where the project folder cannot be written. Raises ImageProblem for a bad source."""
-    shared, personal = thumbnail_path(project, face.id, size), personal_thumbnail_path(project, face.id, size)
-    for target in (shared, personal):
-        if target.is_file():
-            return target
+    shared = thumbnail_path(project, face.id, size)
+    if shared.is_file():  # the usual case: looked up first, nothing else computed
+        return shared
+    personal = personal_thumbnail_path(project, face.id, size)
+    if personal.is_file():
+        return personal
     image = load_face(
         project.resolve_path(face.path),
         project.resolve_path(face.crop_path) if face.crop_path else None,
